@@ -1,0 +1,331 @@
+"""Configuration: frozen dataclasses loaded from one TOML file.
+
+Precedence (last wins): built-in defaults < TOML file < ``SWITCHBOARD_<SECTION>__<FIELD>``
+environment variables (e.g. ``SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS=kafka:9092``,
+``SWITCHBOARD_STORE__DSN=clickhouse://...``). Every value is validated once, here, and a
+bad one raises :class:`ConfigError` naming the field (``kafka.bootstrap_servers``) and
+the value. Loaded at entry points and passed down; nothing reads the environment later.
+
+>>> cfg = load_config(env={})
+>>> cfg.policy.alpha
+1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from bandit.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "ExperimentConfig",
+    "KafkaConfig",
+    "LearnerConfig",
+    "PolicyConfig",
+    "RewardConfig",
+    "ServeConfig",
+    "StoreConfig",
+    "VariantConfig",
+    "load_config",
+]
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(name, value, "must be > 0")
+
+
+def _nonneg(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(name, value, "must be >= 0")
+
+
+def _unit(name: str, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ConfigError(name, value, "must be in [0, 1]")
+
+
+PolicyName = Literal[
+    "linucb", "hybrid_linucb", "linear_thompson", "epsilon_greedy", "greedy", "uniform",
+    "fixed", "vw",
+]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Hyperparameters of the learning policy (see each policy's docstring for the maths)."""
+
+    name: PolicyName = "linucb"
+    #: context dimension d of x_C (after projection)
+    dim: int = 64
+    #: α — exploration width of the UCB bonus (Li et al. 2010)
+    alpha: float = 1.0
+    #: λ — ridge prior precision, A = λI + Σxxᵀ
+    ridge_lambda: float = 1.0
+    #: v — posterior scale of linear Thompson sampling (Agrawal & Goyal 2013)
+    thompson_v: float = 0.5
+    #: Monte-Carlo draws used to estimate a Thompson propensity
+    thompson_propensity_draws: int = 256
+    #: ε of ε-greedy
+    epsilon: float = 0.05
+    #: minimum probability of every eligible arm (exploration floor), in [0, 1/K]
+    probability_floor: float = 0.01
+    #: half-life of exponential forgetting in events (0 = no forgetting)
+    half_life_events: float = 0.0
+    #: arm served by the ``fixed`` policy
+    fixed_arm: str = "gpt35"
+    #: Vowpal Wabbit exploration algorithm for the ``vw`` policy
+    vw_exploration: str = "squarecb"
+    #: dimension of arm content features (hybrid model); 0 = no content features
+    arm_feature_dim: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("policy.dim", self.dim)
+        _nonneg("policy.alpha", self.alpha)
+        _positive("policy.ridge_lambda", self.ridge_lambda)
+        _positive("policy.thompson_v", self.thompson_v)
+        _positive("policy.thompson_propensity_draws", self.thompson_propensity_draws)
+        _unit("policy.epsilon", self.epsilon)
+        _unit("policy.probability_floor", self.probability_floor)
+        _nonneg("policy.half_life_events", self.half_life_events)
+        _nonneg("policy.arm_feature_dim", self.arm_feature_dim)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """reward = Σ α_i · proxy_i / Σ α_i over the proxies present (each proxy in [0, 1]).
+
+    Defaults and why: ``retry`` 0.5 — the retry button is observed on every message and is
+    the clearest signal that an answer failed; ``rating`` 0.3 — explicit but sparse and
+    given mostly by very happy or unhappy users; ``length`` 0.2 — conversation length
+    after the message tracks engagement but is confounded by the kind of conversation,
+    so it weighs least. A decision without feedback in the attribution window gets
+    ``default_reward``.
+    """
+
+    alpha_retry: float = 0.5
+    alpha_rating: float = 0.3
+    alpha_length: float = 0.2
+    #: conversation length (messages) at which the length proxy saturates at 1
+    length_cap: int = 20
+    default_reward: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("alpha_retry", "alpha_rating", "alpha_length"):
+            _nonneg(f"reward.{name}", getattr(self, name))
+        if self.alpha_retry + self.alpha_rating + self.alpha_length <= 0:
+            raise ConfigError("reward.alpha_*", 0.0, "must not all be zero")
+        _positive("reward.length_cap", self.length_cap)
+        _unit("reward.default_reward", self.default_reward)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """One user-level variant of an experiment and the policy that allocates inside it."""
+
+    name: str
+    weight: float
+    policy: PolicyName
+    #: arm kinds eligible in this variant (``baseline``, ``expert``)
+    arm_kinds: tuple[str, ...] = ("expert", "baseline")
+
+    def __post_init__(self) -> None:
+        _nonneg(f"variant[{self.name}].weight", self.weight)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    id: str = "exp-default"
+    #: salt of the unit → variant hash; changing it reshuffles users
+    salt: str = "switchboard-v1"
+    control: str = "gpt35"
+    variants: tuple[VariantConfig, ...] = (
+        VariantConfig("gpt35", 0.5, "fixed", ("baseline",)),
+        VariantConfig("bandit", 0.5, "linucb", ("expert", "baseline")),
+    )
+    #: guardrail metrics that must not degrade by more than ``guardrail_margin`` (relative)
+    guardrails: tuple[str, ...] = ("day7_retention", "day30_messages")
+    guardrail_margin: float = 0.02
+
+    def __post_init__(self) -> None:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ConfigError("experiment.variants", names, "must have unique names")
+        if self.control not in names:
+            raise ConfigError("experiment.control", self.control, f"must be one of {names}")
+        if sum(v.weight for v in self.variants) <= 0:
+            raise ConfigError("experiment.variants.weight", 0.0, "must sum to > 0")
+        _unit("experiment.guardrail_margin", self.guardrail_margin)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    decisions_topic: str = "switchboard.decisions"
+    feedback_topic: str = "switchboard.feedback"
+    engagement_topic: str = "switchboard.engagement"
+    dead_letter_topic: str = "switchboard.dead-letter"
+    group_id: str = "switchboard-learner"
+    partitions: int = 4
+    session_timeout_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        _positive("kafka.partitions", self.partitions)
+        _positive("kafka.session_timeout_ms", self.session_timeout_ms)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    #: ``chdb:///path`` (embedded, default) or ``clickhouse://user:pass@host:8123/db``
+    dsn: str = "chdb://var/chdb"
+    database: str = "switchboard"
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    #: attribution window: feedback later than this after the decision does not update the policy
+    attribution_window_s: float = 600.0
+    batch_size: int = 2_000
+    #: how often (s) partition state + offsets are snapshotted and committed
+    commit_interval_s: float = 2.0
+    #: how often (s) the merged model snapshot is published for the allocation servers
+    publish_interval_s: float = 5.0
+    state_dir: str = "var/learner"
+    metrics_port: int = 0
+
+    def __post_init__(self) -> None:
+        _positive("learner.attribution_window_s", self.attribution_window_s)
+        _positive("learner.batch_size", self.batch_size)
+        _positive("learner.commit_interval_s", self.commit_interval_s)
+        _positive("learner.publish_interval_s", self.publish_interval_s)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: bearer tokens allowed to call /v1/allocate and read /v1/arms
+    tokens: tuple[str, ...] = ("dev-token",)
+    #: bearer tokens allowed to register / retire arms
+    admin_tokens: tuple[str, ...] = ("dev-admin-token",)
+    snapshot_dir: str = "var/snapshots"
+    spill_dir: str = "var/spill"
+    #: ``hashing`` (fast, for tests) or ``minilm`` (all-MiniLM-L6-v2 from its wheel)
+    encoder: str = "hashing"
+    max_text_chars: int = 8_000
+    max_body_bytes: int = 256 * 1024
+    publish_buffer: int = 100_000
+    reload_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive("serve.max_text_chars", self.max_text_chars)
+        _positive("serve.max_body_bytes", self.max_body_bytes)
+        _positive("serve.publish_buffer", self.publish_buffer)
+
+
+@dataclass(frozen=True)
+class Config:
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+ENV_PREFIX = "SWITCHBOARD_"
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load ``path`` (TOML) over the defaults, then apply ``SWITCHBOARD_*`` overrides.
+
+    ``env`` defaults to ``os.environ``; ``SWITCHBOARD_CONFIG`` names the file when
+    ``path`` is None.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    path = path if path is not None else env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError("config", str(p), "file does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("config", str(p), f"is not valid TOML ({exc})") from None
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
+        raw.setdefault(section, {})[name] = _parse_env(value)
+    return _build(Config, raw, "")
+
+
+def _parse_env(value: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(prefix or "config", raw, "must be a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{prefix}{key}", raw[key], f"is not a known setting (known: {sorted(known)})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in raw:
+            kwargs[f.name] = _coerce(hints[f.name], raw[f.name], f"{prefix}{f.name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(prefix.rstrip(".") or "config", raw, str(exc)) from None
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, name + ".")  # type: ignore[arg-type]
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(name, value, f"must be one of {list(get_args(tp))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(name, value, "must be an array")
+        (item_tp, *_rest) = get_args(tp)
+        return tuple(_coerce(item_tp, v, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, value, "must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, value, "must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(name, value, "must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, value, "must be a string")
+        return value
+    return value
