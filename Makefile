@@ -1,16 +1,18 @@
 SHELL := /bin/bash
-PY ?= python3
+# Python 3.11 or 3.12 (vowpal-wabbit-next has wheels for those only).
+PY ?= $(shell for p in python3.11 python3.12 python3; do command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info[:2] not in ((3,11),(3,12)))' && echo $$p && break; done)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint test test-fast demo bench clean
+.PHONY: install lint test test-fast demo demo-headless bench clean
 
 $(BIN)/python:
-	@command -v python3.12 >/dev/null && $(PY) -c 'import sys; sys.exit(sys.version_info[:2] in ((3,11),(3,12)))' && PY=python3.12; \
-	$${PY:-$(PY)} -m venv $(VENV)
+	@test -n "$(PY)" || { echo "need python3.11 or python3.12"; exit 1; }
+	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel
 
+# torch==2.13.0 is the CPU wheel these machines provide to pip (see ARCHITECTURE.md).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $(STAMP)
@@ -22,7 +24,8 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=15
+	@bash .ci/ensure-chromium || echo "chromium unavailable: browser test will fail"
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=20
 
 test-fast: install
 	$(BIN)/python -m pytest -q -x -m "not slow and not browser and not durable"
@@ -30,8 +33,11 @@ test-fast: install
 demo: install
 	$(BIN)/switchboard demo $(DEMO_ARGS)
 
+demo-headless: install
+	$(BIN)/switchboard demo --duration 120 --headless
+
 bench: install
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) var results artifacts test-artifacts .pytest_cache .mypy_cache .ruff_cache
