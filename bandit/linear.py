@@ -1,0 +1,423 @@
+"""Per-arm sufficient statistics of ridge regression and a cached solver over them.
+
+State is *sums*, never inverses (Li et al. 2010, §3.1 with the ridge prior kept apart):
+
+* ``S[a] = Σ x xᵀ`` over the events of arm ``a`` (shape ``(K, d, d)``),
+* ``b[a] = Σ r x`` (shape ``(K, d)``),
+* ``n[a]`` — the (possibly decayed) number of events (shape ``(K,)``),
+* ``events`` — the undecayed total number of events folded in (drives policy versions).
+
+The prior precision λ is *not* stored: ``A[a] = λI + S[a]`` is formed at solve time, so
+two replicas merge by adding their sums (the prior is counted once), and exponential
+forgetting scales the sums without shrinking the prior.
+
+Forgetting (half-life ``h`` events): ``γ = 0.5 ** (1 / h)``. Every event — whatever its
+arm — first multiplies all sums by γ, then adds its own term, so an event ``h`` events
+old weighs ½. A batch of ``m`` events is applied exactly as ``m`` sequential events: the
+sums are scaled by ``γ**m`` and event ``i`` (0-based) enters with weight ``γ**(m-1-i)``.
+
+>>> import numpy as np
+>>> st = RidgeStatistics.empty(2, ["a"])
+>>> slot = st.update("a", np.array([1.0, 0.0]), 2.0)
+>>> st.S[0].tolist(), st.b[0].tolist()
+([[1.0, 0.0], [0.0, 0.0]], [2.0, 0.0])
+>>> solver = RidgeSolver(lam=1.0)
+>>> solver.refresh(st)
+>>> solver.theta[0].round(12).tolist()  # (λI + S)⁻¹ b = [2/2, 0]
+[1.0, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from bandit.errors import InvalidInputError
+
+__all__ = [
+    "RidgeSolver",
+    "RidgeStatistics",
+    "as_context",
+    "as_contexts",
+    "as_rewards",
+    "forgetting_factor",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+
+
+def forgetting_factor(half_life_events: float) -> float:
+    """Per-event decay γ = 0.5 ** (1 / half_life); 1.0 (no forgetting) when half_life is 0."""
+    if half_life_events < 0 or not math.isfinite(half_life_events):
+        raise InvalidInputError("half_life_events", half_life_events, "must be finite and >= 0")
+    return 1.0 if half_life_events == 0 else float(0.5 ** (1.0 / half_life_events))
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def as_context(context: npt.ArrayLike, dim: int, name: str = "context") -> FloatArray:
+    """Validate one context: a finite float vector of length ``dim`` (never copied if ok)."""
+    try:
+        x = np.asarray(context, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError(name, context, "must be a vector of numbers") from None
+    if x.shape != (dim,):
+        raise InvalidInputError(f"len({name})", x.shape[0] if x.ndim == 1 else x.shape,
+                                f"must be a vector of length {dim}")
+    # fast path: a finite sum implies every entry is finite
+    if not math.isfinite(float(np.add.reduce(x))):
+        bad = np.flatnonzero(~np.isfinite(x))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidInputError(f"{name}[{i}]", float(x[i]), "must be finite")
+    return x
+
+
+def as_contexts(contexts: npt.ArrayLike, dim: int, rows: int) -> FloatArray:
+    """Validate a ``(rows, dim)`` matrix of finite contexts."""
+    try:
+        X = np.asarray(contexts, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidInputError("contexts", contexts, "must be a matrix of numbers") from None
+    if X.ndim == 1 and rows == 1:
+        X = X.reshape(1, -1)
+    if X.ndim != 2 or X.shape != (rows, dim):
+        raise InvalidInputError("contexts.shape", X.shape, f"must be ({rows}, {dim})")
+    if not np.isfinite(X).all():
+        r, c = (int(v[0]) for v in np.nonzero(~np.isfinite(X)))
+        raise InvalidInputError(f"contexts[{r}][{c}]", float(X[r, c]), "must be finite")
+    return X
+
+
+def as_rewards(rewards: npt.ArrayLike, rows: int) -> FloatArray:
+    """Validate ``rows`` finite rewards."""
+    try:
+        r = np.asarray(rewards, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InvalidInputError("rewards", rewards, "must be numbers") from None
+    if r.shape != (rows,):
+        raise InvalidInputError("len(rewards)", r.shape[0], f"must be {rows}")
+    if not np.isfinite(r).all():
+        i = int(np.flatnonzero(~np.isfinite(r))[0])
+        raise InvalidInputError(f"rewards[{i}]", float(r[i]), "must be finite")
+    return r
+
+
+def _as_reward(reward: Any) -> float:
+    if isinstance(reward, bool) or not isinstance(reward, int | float | np.floating | np.integer):
+        raise InvalidInputError("reward", reward, "must be a finite number")
+    value = float(reward)
+    if not math.isfinite(value):
+        raise InvalidInputError("reward", value, "must be finite")
+    return value
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+class RidgeStatistics:
+    """Additive per-arm ridge statistics (see module docstring).
+
+    ``update`` / ``update_batch`` / ``add_arms`` mutate in place; ``merge``, ``scaled``,
+    ``with_arms`` and ``copy`` are pure and return new objects. Arms are kept in slot
+    order; ``slot(arm_id)`` gives an arm's row in the arrays.
+    """
+
+    __slots__ = ("S", "_slots", "arm_ids", "b", "dim", "events", "n")
+
+    def __init__(
+        self,
+        dim: int,
+        arm_ids: Sequence[str],
+        S: FloatArray,
+        b: FloatArray,
+        n: FloatArray,
+        events: float = 0.0,
+    ) -> None:
+        K = len(arm_ids)
+        if S.shape != (K, dim, dim) or b.shape != (K, dim) or n.shape != (K,):
+            raise InvalidInputError(
+                "statistics.shape", (S.shape, b.shape, n.shape), f"must match K={K}, d={dim}"
+            )
+        self.dim = dim
+        self.arm_ids: list[str] = list(arm_ids)
+        self._slots = {a: i for i, a in enumerate(self.arm_ids)}
+        if len(self._slots) != K:
+            raise InvalidInputError("statistics.arm_ids", self.arm_ids, "must be unique")
+        self.S = S
+        self.b = b
+        self.n = n
+        self.events = float(events)
+
+    @classmethod
+    def empty(cls, dim: int, arm_ids: Iterable[str] = ()) -> RidgeStatistics:
+        ids = list(arm_ids)
+        K = len(ids)
+        return cls(dim, ids, np.zeros((K, dim, dim)), np.zeros((K, dim)), np.zeros(K))
+
+    # ---- introspection
+    @property
+    def n_arms(self) -> int:
+        return len(self.arm_ids)
+
+    def slot(self, arm_id: str) -> int:
+        return self._slots[arm_id]
+
+    def __contains__(self, arm_id: object) -> bool:
+        return arm_id in self._slots
+
+    def __repr__(self) -> str:
+        return f"RidgeStatistics(dim={self.dim}, arms={self.n_arms}, events={self.events:g})"
+
+    # ---- growth
+    def add_arms(self, arm_ids: Iterable[str]) -> list[int]:
+        """Append zero rows for ids not yet present (in place); returns their new slots."""
+        new = [a for a in dict.fromkeys(arm_ids) if a not in self._slots]
+        if not new:
+            return []
+        k, d = len(new), self.dim
+        start = self.n_arms
+        self.S = np.concatenate([self.S, np.zeros((k, d, d))])
+        self.b = np.concatenate([self.b, np.zeros((k, d))])
+        self.n = np.concatenate([self.n, np.zeros(k)])
+        for a in new:
+            self._slots[a] = len(self.arm_ids)
+            self.arm_ids.append(a)
+        return list(range(start, start + k))
+
+    def add_(self, other: RidgeStatistics, factor: float = 1.0) -> IntArray:
+        """In place: ``self = self * factor + other``; returns the slots ``other`` touched."""
+        if other.dim != self.dim:
+            raise InvalidInputError("other.dim", other.dim, f"must equal {self.dim}")
+        if factor != 1.0:
+            self.S *= factor
+            self.b *= factor
+            self.n *= factor
+        self.add_arms(other.arm_ids)
+        idx = np.fromiter((self._slots[a] for a in other.arm_ids), dtype=np.intp,
+                          count=other.n_arms)
+        self.S[idx] += other.S
+        self.b[idx] += other.b
+        self.n[idx] += other.n
+        self.events += other.events
+        return idx
+
+    def with_arms(self, arm_ids: Iterable[str]) -> RidgeStatistics:
+        out = self.copy()
+        out.add_arms(arm_ids)
+        return out
+
+    def copy(self) -> RidgeStatistics:
+        return RidgeStatistics(
+            self.dim, self.arm_ids, self.S.copy(), self.b.copy(), self.n.copy(), self.events
+        )
+
+    # ---- learning (in place)
+    def update(self, arm_id: str, x: FloatArray, reward: float, gamma: float = 1.0) -> int:
+        """Add one event (``x`` already validated); returns the arm's slot."""
+        if arm_id not in self._slots:
+            self.add_arms([arm_id])
+        i = self._slots[arm_id]
+        if gamma != 1.0:
+            self.S *= gamma
+            self.b *= gamma
+            self.n *= gamma
+        self.S[i] += np.outer(x, x)
+        self.b[i] += reward * x
+        self.n[i] += 1.0
+        self.events += 1.0
+        return i
+
+    def update_batch(
+        self,
+        arm_ids: Sequence[str],
+        X: FloatArray,
+        rewards: FloatArray,
+        gamma: float = 1.0,
+    ) -> IntArray:
+        """Add ``m`` events at once, exactly as ``m`` sequential ``update`` calls.
+
+        Vectorised: rows are weighted (forgetting), then summed per arm with
+        ``np.add.at``. Returns the unique slots touched.
+        """
+        m = len(arm_ids)
+        if m == 0:
+            return np.zeros(0, dtype=np.intp)
+        self.add_arms(arm_ids)
+        slots = np.fromiter((self._slots[a] for a in arm_ids), dtype=np.intp, count=m)
+        if gamma != 1.0:
+            decay = gamma ** float(m)
+            self.S *= decay
+            self.b *= decay
+            self.n *= decay
+            w = gamma ** np.arange(m - 1, -1, -1, dtype=np.float64)
+        else:
+            w = np.ones(m)
+        Xw = X * w[:, None]
+        uniq, inverse = np.unique(slots, return_inverse=True)
+        if uniq.size == m:
+            self.S[slots] += np.einsum("ni,nj->nij", Xw, X)
+        else:
+            # group by arm: one (d, d) GEMM per touched arm beats a scattered add.at
+            for j, s in enumerate(uniq):
+                rows = inverse == j
+                self.S[s] += Xw[rows].T @ X[rows]
+        np.add.at(self.b, slots, Xw * rewards[:, None])
+        np.add.at(self.n, slots, w)
+        self.events += m
+        return uniq.astype(np.intp)
+
+    # ---- algebra (pure)
+    def merge(self, other: Any) -> RidgeStatistics:
+        """Sum of two statistics; arms are aligned by id (union, self's order first)."""
+        if not isinstance(other, RidgeStatistics):
+            raise InvalidInputError("other", type(other).__name__, "must be RidgeStatistics")
+        if other.dim != self.dim:
+            raise InvalidInputError("other.dim", other.dim, f"must equal {self.dim}")
+        out = self.copy()
+        out.add_(other)
+        return out
+
+    def scaled(self, factor: float) -> RidgeStatistics:
+        """All sums times ``factor`` (forgetting). ``events`` is a counter and is kept."""
+        if not math.isfinite(factor) or factor < 0:
+            raise InvalidInputError("factor", factor, "must be finite and >= 0")
+        return RidgeStatistics(
+            self.dim, self.arm_ids, self.S * factor, self.b * factor, self.n * factor,
+            self.events,
+        )
+
+    # ---- serialisation
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "arm_ids": np.array(self.arm_ids, dtype=np.str_),
+            "S": self.S,
+            "b": self.b,
+            "n": self.n,
+            "events": np.array(self.events),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> RidgeStatistics:
+        try:
+            ids = [str(a) for a in np.asarray(arrays["arm_ids"]).reshape(-1)]
+            S = np.array(arrays["S"], dtype=np.float64)
+            b = np.array(arrays["b"], dtype=np.float64)
+            n = np.array(arrays["n"], dtype=np.float64)
+            events = float(np.asarray(arrays["events"]))
+        except KeyError as exc:
+            raise InvalidInputError("arrays", sorted(arrays), f"misses {exc}") from None
+        if b.ndim != 2:
+            raise InvalidInputError("arrays.b.shape", b.shape, "must be (K, d)")
+        return cls(b.shape[1], ids, S, b, n, events)
+
+    def allclose(self, other: RidgeStatistics, rtol: float = 1e-9, atol: float = 1e-9) -> bool:
+        """Equal up to float rounding, arms compared by id (order-free)."""
+        if set(self.arm_ids) != set(other.arm_ids) or self.dim != other.dim:
+            return False
+        idx = [other.slot(a) for a in self.arm_ids]
+        return bool(
+            np.allclose(self.S, other.S[idx], rtol=rtol, atol=atol)
+            and np.allclose(self.b, other.b[idx], rtol=rtol, atol=atol)
+            and np.allclose(self.n, other.n[idx], rtol=rtol, atol=atol)
+            and math.isclose(self.events, other.events, rel_tol=rtol, abs_tol=atol)
+        )
+
+
+# --------------------------------------------------------------------------- solver
+
+
+class RidgeSolver:
+    """Cached solutions of ``A[a] θ[a] = b[a]`` with ``A[a] = λI + S[a]``.
+
+    For every arm it caches the Cholesky factor's inverse ``L⁻¹`` (``A = L Lᵀ``) and
+    ``θ = A⁻¹ b``, packed as one ``(K, d+1, d)`` array ``M`` whose row 0 is ``θᵀ`` and rows
+    1..d are ``L⁻¹``. One matrix–vector product ``M x`` then yields every arm's mean
+    ``θᵀx`` and the vector ``L⁻¹x`` whose squared norm is ``xᵀA⁻¹x`` (the UCB width and the
+    Thompson variance). Factors are recomputed lazily, only for arms marked dirty, with
+    a batched Cholesky; nothing is inverted per call.
+    """
+
+    def __init__(self, lam: float) -> None:
+        if not lam > 0:
+            raise InvalidInputError("ridge_lambda", lam, "must be > 0")
+        self.lam = float(lam)
+        self.dim = 0
+        self.M = np.zeros((0, 1, 0))
+        self._dirty = np.zeros(0, dtype=bool)
+        self._any_dirty = False
+
+    @property
+    def theta(self) -> FloatArray:
+        """θ[a] = A[a]⁻¹ b[a], shape (K, d) (a view into the cache)."""
+        return self.M[:, 0, :]
+
+    @property
+    def chol_inv(self) -> FloatArray:
+        """L[a]⁻¹ with A[a] = L Lᵀ, shape (K, d, d) (a view into the cache)."""
+        return self.M[:, 1:, :]
+
+    def mark_dirty(self, slots: Iterable[int] | IntArray | None = None) -> None:
+        """Invalidate the given slots (all when None)."""
+        if slots is None:
+            self._dirty[:] = True
+        else:
+            idx = np.asarray(slots if isinstance(slots, np.ndarray) else list(slots), dtype=np.intp)
+            self._dirty[idx[idx < self._dirty.shape[0]]] = True
+        self._any_dirty = bool(self._dirty.any())
+
+    def mark_slot(self, slot: int) -> None:
+        if slot < self._dirty.shape[0]:  # a slot beyond the cache is dirty once grown
+            self._dirty[slot] = True
+            self._any_dirty = True
+
+    def ensure(self, stats: RidgeStatistics) -> None:
+        """Grow the cache to the statistics' arms (new arms dirty), then refresh."""
+        K, d = stats.n_arms, stats.dim
+        if d != self.dim:
+            self.dim = d
+            self.M = np.zeros((K, d + 1, d))
+            self._dirty = np.ones(K, dtype=bool)
+            self._any_dirty = K > 0
+        elif K > self.M.shape[0]:
+            extra = K - self.M.shape[0]
+            self.M = np.concatenate([self.M, np.zeros((extra, d + 1, d))])
+            self._dirty = np.concatenate([self._dirty, np.ones(extra, dtype=bool)])
+            self._any_dirty = True
+        if self._any_dirty:
+            self._refresh_dirty(stats)
+
+    def refresh(self, stats: RidgeStatistics) -> None:
+        """Recompute every arm."""
+        self.dim = -1
+        self.ensure(stats)
+
+    def _refresh_dirty(self, stats: RidgeStatistics) -> None:
+        idx = np.flatnonzero(self._dirty)
+        d = self.dim
+        A = stats.S[idx] + self.lam * np.eye(d)
+        L = np.linalg.cholesky(A)
+        Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), A.shape))
+        # θ = L⁻ᵀ (L⁻¹ b)
+        y = np.einsum("kij,kj->ki", Linv, stats.b[idx])
+        theta = np.einsum("kji,kj->ki", Linv, y)
+        self.M[idx, 0, :] = theta
+        self.M[idx, 1:, :] = Linv
+        self._dirty[idx] = False
+        self._any_dirty = False
+
+    def solve(self, stats: RidgeStatistics, arm_id: str) -> FloatArray:
+        """θ for one arm (refreshing caches if needed)."""
+        self.ensure(stats)
+        return np.array(self.M[stats.slot(arm_id), 0, :])
+
+    def inverse(self, slot: int) -> FloatArray:
+        """A⁻¹ = L⁻ᵀL⁻¹ for one arm, built from the cached factor (diagnostics, hybrid)."""
+        Li = self.M[slot, 1:, :]
+        return np.asarray(Li.T @ Li)

@@ -1,0 +1,257 @@
+"""Shared machinery of the linear policies: eligibility caching, floors, sampling.
+
+Every policy here keeps :class:`~bandit.linear.RidgeStatistics` as its learnt state
+(even ``uniform`` and ``fixed``, so that switching a variant's policy, leaderboards and
+off-policy evaluation can reuse what was learnt), and returns exact propensities: the
+logged probability is the probability with which the arm was actually drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from bandit.arms import ArmRegistry
+from bandit.config import PolicyConfig
+from bandit.errors import InvalidInputError, UnknownArmError
+from bandit.linear import (
+    RidgeSolver,
+    RidgeStatistics,
+    _as_reward,
+    as_context,
+    as_contexts,
+    as_rewards,
+    forgetting_factor,
+)
+from bandit.policies.base import Choice, Statistics
+
+__all__ = ["LinearPolicy", "floored_argmax"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.intp]
+_ELIGIBLE_CACHE_MAX = 4096
+
+
+def floored_argmax(
+    scores: FloatArray, floor: float, rng: np.random.Generator
+) -> tuple[FloatArray, int]:
+    """Greedy-with-floor distribution over ``scores`` and one draw from it.
+
+    Every non-maximal arm gets ``floor`` (clamped to ``1/K``); the ``T`` arms tied at the
+    maximum share the rest equally, ``(1 - (K - T)·floor) / T`` each. Returns the
+    probabilities and the index drawn with ``rng`` (one uniform number).
+    """
+    K = scores.shape[0]
+    f = min(floor, 1.0 / K)
+    top = scores.max()
+    ties = np.flatnonzero(scores == top)
+    T = ties.shape[0]
+    mass_top = 1.0 - (K - T) * f
+    p_top = mass_top / T
+    probs = np.full(K, f)
+    probs[ties] = p_top
+    u = rng.random()
+    if u < mass_top or T == K or f <= 0.0:
+        return probs, int(ties[min(int(u / p_top), T - 1)]) if T > 1 else int(ties[0])
+    j = min(int((u - mass_top) / f), K - T - 1)
+    if T == 1:
+        t = int(ties[0])
+        return probs, j + (j >= t)
+    return probs, int(np.flatnonzero(scores != top)[j])
+
+
+class LinearPolicy:
+    """Base of the policies over per-arm ridge statistics (see :mod:`bandit.linear`).
+
+    Subclasses implement ``_decide(x, idx, full, rng) -> (scores, probabilities, pos)``
+    over the eligible slots ``idx`` (``full`` when ``idx`` is every slot in order).
+    """
+
+    name: ClassVar[str] = "linear"
+    uses_solver: ClassVar[bool] = True
+
+    def __init__(self, config: PolicyConfig, arms: ArmRegistry) -> None:
+        self.config = config
+        self.arms = arms
+        self._dim = config.dim
+        self._gamma = forgetting_factor(config.half_life_events)
+        self._stats = RidgeStatistics.empty(config.dim, arms.ids())
+        self._solver = RidgeSolver(config.ridge_lambda)
+        self._synced_version = -1
+        self._eligible_cache: dict[Any, tuple[IntArray, tuple[str, ...], bool]] = {}
+        self._buf = np.zeros(0)
+
+    # ---- protocol properties
+    @property
+    def version(self) -> str:
+        return f"{self.name}:{round(self._stats.events)}"
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def statistics(self) -> RidgeStatistics:
+        """The live statistics (read-only: ``copy()`` before mutating)."""
+        return self._stats
+
+    # ---- arms
+    def _sync(self) -> None:
+        if self.arms.version != self._synced_version:
+            self._synced_version = self.arms.version
+            self._stats.add_arms(self.arms.ids())
+            self._eligible_cache.clear()
+            self._on_arms_changed()
+
+    def _on_arms_changed(self) -> None:
+        """Hook for subclasses that cache per-arm registry data."""
+
+    def _on_stats_changed(self) -> None:
+        """Hook for subclasses that cache functions of the statistics."""
+
+    def _eligible(self, eligible: Sequence[str] | None) -> tuple[IntArray, tuple[str, ...], bool]:
+        self._sync()
+        try:
+            key = None if eligible is None else tuple(eligible)
+            hit = self._eligible_cache.get(key)
+        except TypeError:  # unhashable ids: resolve_eligible names the bad one
+            key, hit = None, None
+            self.arms.resolve_eligible(eligible)
+        if hit is not None:
+            return hit
+        ids = self.arms.resolve_eligible(eligible)
+        idx = np.fromiter((self._stats.slot(a) for a in ids), dtype=np.intp, count=len(ids))
+        full = idx.shape[0] == self._stats.n_arms and bool(
+            (idx == np.arange(idx.shape[0])).all()
+        )
+        entry = (idx, tuple(ids), full)
+        if len(self._eligible_cache) >= _ELIGIBLE_CACHE_MAX:
+            self._eligible_cache.clear()
+        self._eligible_cache[key] = entry
+        return entry
+
+    def _check_arm(self, arm_id: Any, field: str = "arm_id") -> str:
+        if not isinstance(arm_id, str) or arm_id not in self.arms:
+            raise UnknownArmError(arm_id, field=field)
+        return arm_id
+
+    # ---- choosing
+    def choose(
+        self,
+        context: npt.ArrayLike,
+        rng: np.random.Generator,
+        eligible: Sequence[str] | None = None,
+    ) -> Choice:
+        x = as_context(context, self._dim)
+        idx, ids, full = self._eligible(eligible)
+        scores, probs, pos = self._decide(x, idx, full, rng)
+        return Choice(ids[pos], float(probs[pos]), self.version, ids, probs, scores)
+
+    def _decide(
+        self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
+    ) -> tuple[FloatArray, FloatArray, int]:
+        raise NotImplementedError
+
+    def _project(self, x: FloatArray, idx: IntArray, full: bool) -> FloatArray:
+        """``M[a] x`` for the eligible arms: column 0 is θᵀx, columns 1.. are L⁻¹x."""
+        self._solver.ensure(self._stats)
+        M = self._solver.M
+        K, d1, d = M.shape
+        if full or 4 * idx.shape[0] > K:
+            size = K * d1
+            if self._buf.shape[0] != size:
+                self._buf = np.empty(size)
+            np.matmul(M.reshape(size, d), x, out=self._buf)
+            V = self._buf.reshape(K, d1)
+            return V if full else V[idx]
+        return (M[idx].reshape(-1, d) @ x).reshape(-1, d1)
+
+    # ---- learning
+    def _changed(self, slots: IntArray | int | None) -> None:
+        if self._gamma != 1.0 or slots is None:
+            self._solver.mark_dirty(None)
+        elif isinstance(slots, int):
+            self._solver.mark_slot(slots)
+        else:
+            self._solver.mark_dirty(slots)
+        self._on_stats_changed()
+
+    def update(self, arm_id: str, context: npt.ArrayLike, reward: float) -> None:
+        x = as_context(context, self._dim)
+        r = _as_reward(reward)
+        self._check_arm(arm_id)
+        self._changed(self._stats.update(arm_id, x, r, self._gamma))
+
+    def _validate_batch(
+        self, arm_ids: Sequence[str], contexts: npt.ArrayLike, rewards: npt.ArrayLike
+    ) -> tuple[list[str], FloatArray, FloatArray]:
+        if isinstance(arm_ids, str):
+            raise InvalidInputError("arm_ids", arm_ids, "must be a sequence of arm ids")
+        ids = list(arm_ids)
+        for i, a in enumerate(ids):
+            self._check_arm(a, field=f"arm_ids[{i}]")
+        X = as_contexts(contexts, self._dim, len(ids))
+        r = as_rewards(rewards, len(ids))
+        return ids, X, r
+
+    def update_batch(
+        self, arm_ids: Sequence[str], contexts: npt.ArrayLike, rewards: npt.ArrayLike
+    ) -> None:
+        ids, X, r = self._validate_batch(arm_ids, contexts, rewards)
+        if ids:
+            self._changed(self._stats.update_batch(ids, X, r, self._gamma))
+
+    def empty_statistics(self) -> RidgeStatistics:
+        return RidgeStatistics.empty(self._dim)
+
+    def _as_stats(self, stats: Statistics, field: str) -> RidgeStatistics:
+        if not isinstance(stats, RidgeStatistics):
+            raise InvalidInputError(field, type(stats).__name__, "must be RidgeStatistics")
+        if stats.dim != self._dim:
+            raise InvalidInputError(f"{field}.dim", stats.dim, f"must equal policy.dim {self._dim}")
+        return stats
+
+    def accumulate(
+        self,
+        stats: Statistics,
+        arm_ids: Sequence[str],
+        contexts: npt.ArrayLike,
+        rewards: npt.ArrayLike,
+    ) -> RidgeStatistics:
+        """Add a batch into ``stats`` *in place* (with forgetting) and return it."""
+        st = self._as_stats(stats, "stats")
+        ids, X, r = self._validate_batch(arm_ids, contexts, rewards)
+        if ids:
+            slots = st.update_batch(ids, X, r, self._gamma)
+            if st is self._stats:
+                self._changed(slots)
+        return st
+
+    def apply(self, delta: Statistics) -> None:
+        """Fold a delta in: decay by γ**events(delta) (forgetting), then add."""
+        d = self._as_stats(delta, "delta")
+        factor = self._gamma ** d.events if self._gamma != 1.0 else 1.0
+        self._changed(self._stats.add_(d, factor))
+
+    def set_statistics(self, stats: Statistics) -> None:
+        """Replace the learnt state wholesale (a copy is taken)."""
+        st = self._as_stats(stats, "stats").copy()
+        st.add_arms(self.arms.ids())
+        self._stats = st
+        self._solver = RidgeSolver(self.config.ridge_lambda)
+        self._eligible_cache.clear()
+        self._synced_version = -1
+        self._on_stats_changed()
+
+    # ---- snapshots
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        return self._stats.to_arrays()
+
+    def restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.set_statistics(RidgeStatistics.from_arrays(arrays))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._stats!r})"
