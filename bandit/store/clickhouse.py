@@ -1,0 +1,508 @@
+"""The analytics store over ``clickhouse-connect``: an embedded chdb engine or a server.
+
+One class, :class:`ClickHouseStore`, talks to both: ``chdb:///path`` (or
+``chdb://memory``) selects clickhouse-connect's in-process chdb backend and
+``http(s)://user:pass@host:8123`` a ClickHouse server — the SQL is the same.
+
+Every value reaches SQL as a server-side bound parameter (``{name:Type}``) or as a
+column of a Native-format insert; the only identifiers ever spliced into SQL text
+come from fixed tables in this module (table names, bucket functions), never from
+the caller.
+
+Ownership of an embedded store: chdb lets one *process* own a data directory (a
+second process fails with "Cannot lock file"); threads of that process share the
+engine. The learner owns the store and writes; a reader in another process (the
+dashboard, ``switchboard lift``) opens it with ``read_only=True``, which falls back
+to a private copy of the data directory when the directory is locked — a snapshot
+as of the open; reopen to refresh. See ``docs/store.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from bandit.errors import InvalidInputError, StoreError
+from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent
+from bandit.store import queries
+from bandit.store.rows import ExposureRow, RewardRow
+from bandit.store.schema import MIGRATIONS, MIGRATIONS_TABLE, TABLES
+
+__all__ = ["ClickHouseStore", "open_store"]
+
+log = logging.getLogger(__name__)
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_BUCKETS: Final = {"hour": "toStartOfHour", "day": "toStartOfDay", "week": "toMonday"}
+_DAY_MS: Final = 86_400_000
+
+
+def _chdb_path(dsn: str) -> str | None:
+    """The data directory of a ``chdb://`` DSN, or None for memory / non-chdb DSNs."""
+    if not dsn.startswith("chdb:"):
+        return None
+    rest = dsn[len("chdb:"):]
+    if rest.startswith("///"):
+        path = rest[2:]
+    elif rest.startswith("//"):
+        loc = rest[2:].split("?", 1)[0]
+        if loc.split("/", 1)[0] in ("", "memory", ":memory:"):
+            return None
+        path = loc
+    else:
+        path = rest
+    return path.split("?", 1)[0] or None
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Cannot lock file" in text or "EmbeddedServer" in text
+
+
+class ClickHouseStore:
+    """Switchboard's tables and cohort queries over one clickhouse-connect client.
+
+    Use :func:`open_store` rather than the constructor. Thread-safe: calls serialise on
+    a lock (clickhouse-connect clients are not safe for concurrent queries).
+    """
+
+    def __init__(self, client: Any, database: str, *, read_only: bool,
+                 snapshot_dir: str | None = None) -> None:
+        self._client = client
+        self.database = database
+        self.read_only = read_only
+        self._snapshot_dir = snapshot_dir
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _query_df(self, sql: str, params: Mapping[str, Any]) -> pd.DataFrame:
+        with self._lock:
+            self._require_open()
+            try:
+                df = self._client.query_df(sql, parameters=dict(params))
+                if len(df.columns) == 0:
+                    # an empty result comes back without columns; ask for the names
+                    desc = self._client.query(f"DESCRIBE ({sql})", parameters=dict(params))
+                    df = pd.DataFrame({row[0]: pd.Series([], dtype=_dtype(row[1]))
+                                       for row in desc.result_rows})
+                return df
+            except Exception as exc:
+                raise StoreError(f"query failed: {_first_line(exc)}") from exc
+
+    def _rows(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            self._require_open()
+            try:
+                return list(self._client.query(sql, parameters=dict(params)).result_rows)
+            except Exception as exc:
+                raise StoreError(f"query failed: {_first_line(exc)}") from exc
+
+    def _command(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        with self._lock:
+            self._require_open()
+            try:
+                return self._client.command(sql, parameters=dict(params or {}))
+            except Exception as exc:
+                raise StoreError(f"statement failed: {_first_line(exc)}") from exc
+
+    def _insert(self, table: str, columns: Mapping[str, Any]) -> int:
+        if self.read_only:
+            raise StoreError(f"store opened read-only; cannot insert into {table}")
+        names = list(columns)
+        data = [columns[n] for n in names]
+        n = len(data[0]) if data else 0
+        if n == 0:
+            return 0
+        with self._lock:
+            self._require_open()
+            try:
+                self._client.insert(table, data, column_names=names, column_oriented=True)
+            except Exception as exc:
+                raise StoreError(f"insert into {table} failed: {_first_line(exc)}") from exc
+        return n
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def migrate(self) -> list[int]:
+        """Create the database and apply pending migrations; return the versions applied."""
+        if self.read_only:
+            return []
+        self._command(
+            f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (version UInt32, name String, "
+            "applied_ms Int64) ENGINE = ReplacingMergeTree ORDER BY version"
+        )
+        done = {row[0] for row in self._rows(f"SELECT version FROM {MIGRATIONS_TABLE} FINAL", {})}
+        applied = []
+        for version, name, statements in MIGRATIONS:
+            if version in done:
+                continue
+            for stmt in statements:
+                self._command(stmt)
+            self._insert(MIGRATIONS_TABLE, {
+                "version": [version], "name": [name], "applied_ms": [int(time.time() * 1000)],
+            })
+            log.info("store: applied migration %d (%s)", version, name)
+            applied.append(version)
+        return applied
+
+    def schema_version(self) -> int:
+        """Highest applied migration (0 on an empty store)."""
+        try:
+            rows = self._rows(f"SELECT max(version) FROM {MIGRATIONS_TABLE}", {})
+        except StoreError:
+            return 0
+        return int(rows[0][0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._client.close()
+            finally:
+                if self._snapshot_dir is not None:
+                    shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+
+    def __enter__(self) -> ClickHouseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ inserts
+
+    def insert_decisions(self, events: Sequence[DecisionEvent]) -> int:
+        return self._insert("decisions", {
+            "event_id": [e.event_id for e in events],
+            "decision_id": [e.decision_id for e in events],
+            "ts_ms": [e.ts_ms for e in events],
+            "unit_id": [e.unit_id for e in events],
+            "conversation_id": [e.conversation_id for e in events],
+            "experiment_id": [e.experiment_id for e in events],
+            "variant": [e.variant for e in events],
+            "arm_id": [e.arm_id for e in events],
+            "propensity": [e.propensity for e in events],
+            "policy_version": [e.policy_version for e in events],
+            "context": [list(e.context) for e in events],
+            "eligible": [list(e.eligible) for e in events],
+        })
+
+    def insert_feedback(self, events: Sequence[FeedbackEvent]) -> int:
+        return self._insert("feedback", {
+            "event_id": [e.event_id for e in events],
+            "decision_id": [e.decision_id for e in events],
+            "ts_ms": [e.ts_ms for e in events],
+            "unit_id": [e.unit_id for e in events],
+            "conversation_id": [e.conversation_id for e in events],
+            "retried": [None if e.retried is None else int(e.retried) for e in events],
+            "rating": [e.rating for e in events],
+            "conversation_length": [e.conversation_length for e in events],
+        })
+
+    def insert_rewards(self, rows: Sequence[RewardRow]) -> int:
+        return self._insert("rewards", {
+            "decision_id": [r.decision_id for r in rows],
+            "experiment_id": [r.experiment_id for r in rows],
+            "variant": [r.variant for r in rows],
+            "arm_id": [r.arm_id for r in rows],
+            "unit_id": [r.unit_id for r in rows],
+            "reward": [r.reward for r in rows],
+            "propensity": [r.propensity for r in rows],
+            "joined": [int(r.joined) for r in rows],
+            "late": [int(r.late) for r in rows],
+            "ts_ms": [r.ts_ms for r in rows],
+            "policy_version": [r.policy_version for r in rows],
+        })
+
+    def insert_engagement(self, events: Sequence[EngagementEvent]) -> int:
+        return self._insert("engagement", {
+            "event_id": [e.event_id for e in events],
+            "ts_ms": [e.ts_ms for e in events],
+            "unit_id": [e.unit_id for e in events],
+            "screen_time_s": [e.screen_time_s for e in events],
+            "messages": [e.messages for e in events],
+        })
+
+    def insert_exposures(self, rows: Sequence[ExposureRow]) -> int:
+        return self._insert("exposures", {
+            "unit_id": [r.unit_id for r in rows],
+            "experiment_id": [r.experiment_id for r in rows],
+            "variant": [r.variant for r in rows],
+            "ts_ms": [r.ts_ms for r in rows],
+        })
+
+    def insert_engagement_columns(self, *, event_id: Any, ts_ms: Any, unit_id: Any,
+                                  screen_time_s: Any, messages: Any) -> int:
+        """Bulk column-oriented insert (numpy arrays or lists) for generators and backfills."""
+        cols = {"event_id": event_id, "ts_ms": ts_ms, "unit_id": unit_id,
+                "screen_time_s": screen_time_s, "messages": messages}
+        _same_length(cols)
+        return self._insert("engagement", cols)
+
+    def insert_exposure_columns(self, *, unit_id: Any, experiment_id: Any, variant: Any,
+                                ts_ms: Any) -> int:
+        """Bulk column-oriented insert of exposures."""
+        cols = {"unit_id": unit_id, "experiment_id": experiment_id, "variant": variant,
+                "ts_ms": ts_ms}
+        _same_length(cols)
+        return self._insert("exposures", cols)
+
+    # ------------------------------------------------------------------ reads
+
+    def count(self, table: str) -> int:
+        """Rows of ``table`` after deduplication (replayed inserts count once)."""
+        if table not in TABLES:
+            raise InvalidInputError("table", table, f"must be one of {sorted(TABLES)}")
+        return int(self._rows(f"SELECT count() FROM {table} FINAL", {})[0][0])
+
+    def experiments(self) -> list[str]:
+        return [str(r[0]) for r in self._rows(queries.EXPERIMENTS, {})]
+
+    def unit_metrics(self, experiment_id: str, as_of_ms: int | None = None) -> pd.DataFrame:
+        """One row per exposed unit: variant, exposure time, day-N retention and engagement.
+
+        Day N (N = 0, 1, ...) is the N-th whole 24 h after the unit's first exposure.
+        ``retained_dN`` is 1.0 if the unit was active on day N, 0.0 if not, and NaN when
+        day N is not entirely before ``as_of_ms`` (no partial cohorts). ``engagement_dN``
+        is screen time (s) on day N, ``messages_dN`` messages on day N,
+        ``cum_engagement_30`` / ``cum_messages_30`` sum days 0..30 (NaN unless day 30 is
+        complete), ``pre_engagement`` / ``pre_messages`` the 7 days before exposure
+        (the CUPED covariate).
+        """
+        as_of = _as_of(as_of_ms)
+        params = {"experiment_id": _experiment(experiment_id), "as_of": as_of,
+                  "day_ms": _DAY_MS}
+        df = self._query_df(queries.UNIT_METRICS, params)
+        df["exposure_ts"] = df["exposure_ts"].astype("int64")
+        for col in df.columns:
+            if col.startswith(("retained_", "engagement_", "messages_", "cum_", "pre_")):
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        df["variant"] = df["variant"].astype(str)
+        df["unit_id"] = df["unit_id"].astype(str)
+        return df
+
+    def retention_curve(self, experiment_id: str, as_of_ms: int | None = None,
+                        max_day: int = 30) -> pd.DataFrame:
+        """Per variant and day 0..max_day: units whose day is complete, retained share, SE."""
+        if not isinstance(max_day, int) or isinstance(max_day, bool) or not 0 <= max_day <= 365:
+            raise InvalidInputError("max_day", max_day, "must be an integer in [0, 365]")
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "day_ms": _DAY_MS, "max_day": max_day}
+        df = self._query_df(queries.RETENTION_CURVE, params)
+        df["variant"] = df["variant"].astype(str)
+        df["day"] = df["day"].astype("int64")
+        df["units"] = df["units"].astype("int64")
+        df["retained"] = df["retained"].astype("int64")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = df["retained"] / df["units"].where(df["units"] > 0)
+        df["retention"] = p.astype("float64")
+        df["se"] = np.sqrt(p * (1 - p) / df["units"].where(df["units"] > 0)).astype("float64")
+        return df
+
+    def traffic_share(self, experiment_id: str, bucket: str = "day") -> pd.DataFrame:
+        """Decisions per time bucket, variant and arm, with the arm's share within the
+        variant (``arm_share``) and the variant's share of the bucket (``variant_share``)."""
+        fn = _BUCKETS.get(bucket)
+        if fn is None:
+            raise InvalidInputError("bucket", bucket, f"must be one of {sorted(_BUCKETS)}")
+        sql = queries.TRAFFIC_SHARE.replace("{bucket_fn}", fn)
+        df = self._query_df(sql, {"experiment_id": _experiment(experiment_id)})
+        df["bucket_start"] = pd.to_datetime(df["bucket_start"], utc=True)
+        df["variant"] = df["variant"].astype(str)
+        df["arm_id"] = df["arm_id"].astype(str)
+        df["decisions"] = df["decisions"].astype("int64")
+        vtot = df.groupby(["bucket_start", "variant"])["decisions"].transform("sum")
+        btot = df.groupby("bucket_start")["decisions"].transform("sum")
+        df["arm_share"] = (df["decisions"] / vtot).astype("float64")
+        df["variant_share"] = (vtot / btot).astype("float64")
+        return df
+
+    def arm_proxies(self, experiment_id: str) -> pd.DataFrame:
+        """Per arm: decisions, feedback, retry rate, mean rating, mean conversation length.
+
+        Each proxy is reported as the plain mean over decisions with that proxy observed
+        and as a self-normalised IPS mean (weights 1/propensity; Swaminathan & Joachims
+        2015), which corrects for context-dependent allocation when the policy was
+        adaptive (``adaptive``: propensities of the arm's decisions vary). Standard
+        errors: sd/√n for the plain mean, the delta-method
+        √Σw²(y-μ)² / Σw for the weighted one.
+        """
+        df = self._query_df(queries.ARM_PROXIES, {"experiment_id": _experiment(experiment_id)})
+        out = pd.DataFrame({
+            "arm_id": df["arm_id"].astype(str),
+            "variant": df["variant"].astype(str),
+            "n": df["n"].astype("int64"),
+            "n_feedback": df["n_feedback"].astype("int64"),
+            "adaptive": (df["p_max"] - df["p_min"]).astype("float64") > 1e-9,
+        })
+        for proxy in ("retry", "rating", "length"):
+            n = df[f"{proxy}_n"].astype("float64")
+            s1 = df[f"{proxy}_s1"].astype("float64")
+            s2 = df[f"{proxy}_s2"].astype("float64")
+            w = df[f"{proxy}_w"].astype("float64")
+            wy = df[f"{proxy}_wy"].astype("float64")
+            w2 = df[f"{proxy}_w2"].astype("float64")
+            w2y = df[f"{proxy}_w2y"].astype("float64")
+            w2y2 = df[f"{proxy}_w2y2"].astype("float64")
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = s1 / n
+                var = (s2 - n * mean**2) / (n - 1)
+                ips = wy / w
+                ips_var = (w2y2 - 2 * ips * w2y + ips**2 * w2) / w**2
+            name = {"retry": "retry_rate", "rating": "mean_rating", "length": "mean_length"}[proxy]
+            out[f"{name}_n"] = n.astype("int64")
+            out[name] = mean
+            out[f"{name}_se"] = np.sqrt(np.clip(var, 0, None) / n)
+            out[f"{name}_ips"] = ips
+            out[f"{name}_ips_se"] = np.sqrt(np.clip(ips_var, 0, None))
+        return out.sort_values(["variant", "arm_id"], ignore_index=True)
+
+    def mean_rewards(self, experiment_id: str) -> pd.DataFrame:
+        """Per variant and arm: rewarded decisions, mean reward, joined and late shares."""
+        df = self._query_df(queries.MEAN_REWARDS, {"experiment_id": _experiment(experiment_id)})
+        df["variant"] = df["variant"].astype(str)
+        df["arm_id"] = df["arm_id"].astype(str)
+        return df
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:500] if text else type(exc).__name__
+
+
+def _dtype(ch_type: str) -> str:
+    """The pandas dtype of an empty column of ClickHouse type ``ch_type``."""
+    t = ch_type.removeprefix("LowCardinality(").removeprefix("Nullable(")
+    if t.startswith("String"):
+        return "object"
+    if t.startswith(("DateTime", "Date")):
+        return "datetime64[ns, UTC]"
+    if t.startswith(("Int", "UInt")) and not ch_type.startswith("Nullable"):
+        return "int64"
+    return "float64"
+
+
+def _same_length(cols: Mapping[str, Any]) -> None:
+    lengths = {k: len(v) for k, v in cols.items()}
+    if len(set(lengths.values())) > 1:
+        raise InvalidInputError("columns", lengths, "must all have the same length")
+
+
+def _experiment(experiment_id: str) -> str:
+    if not isinstance(experiment_id, str) or not experiment_id or len(experiment_id) > 256:
+        raise InvalidInputError("experiment_id", experiment_id, "must be a non-empty string")
+    return experiment_id
+
+
+def _as_of(as_of_ms: int | None) -> int:
+    if as_of_ms is None:
+        return int(time.time() * 1000)
+    if isinstance(as_of_ms, bool) or not isinstance(as_of_ms, int | np.integer) or as_of_ms < 0:
+        raise InvalidInputError("as_of_ms", as_of_ms, "must be a non-negative integer (epoch ms)")
+    return int(as_of_ms)
+
+
+def _snapshot_copy(path: str) -> str:
+    """Copy a locked chdb data directory to a private temporary directory.
+
+    MergeTree parts are immutable once renamed into place, so copying the live
+    directory yields a consistent set of parts (a merge in flight may leave both the
+    sources and the merged part; the engine drops covered parts when it loads).
+    Temporary parts and the lock file are skipped.
+    """
+    dest = tempfile.mkdtemp(prefix="switchboard-store-ro-")
+    target = os.path.join(dest, "data")
+
+    def ignore(_dir: str, names: list[str]) -> list[str]:
+        return [n for n in names if n == "status" or n.startswith(("tmp_", "tmp-", "delete_tmp_"))]
+
+    try:
+        shutil.copytree(path, target, symlinks=True, ignore=ignore, dirs_exist_ok=False)
+    except (OSError, shutil.Error) as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise StoreError(f"cannot snapshot store at {path}: {exc}") from exc
+    _relink(target, os.path.realpath(path))
+    return dest
+
+
+def _relink(root: str, original: str) -> None:
+    """Point absolute symlinks that lead into ``original`` at the copy instead."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                dest = os.readlink(p)
+                if os.path.isabs(dest) and dest.startswith(original + os.sep):
+                    os.unlink(p)
+                    os.symlink(root + dest[len(original):], p)
+
+
+def _connect(dsn: str, database: str | None, chdb_path: str | None) -> Any:
+    import clickhouse_connect
+
+    if chdb_path is not None:
+        return clickhouse_connect.get_client(interface="chdb", path=chdb_path, database=database)
+    return clickhouse_connect.get_client(dsn=dsn, database=database)
+
+
+def open_store(dsn: str, database: str = "switchboard", *,
+               read_only: bool = False) -> ClickHouseStore:
+    """Open the store at ``dsn`` and, unless ``read_only``, apply pending migrations.
+
+    ``dsn``: ``chdb:///abs/path`` or ``chdb://relative/path`` (embedded, on disk),
+    ``chdb://memory`` (embedded, in memory) or ``http(s)://user:pass@host:port``
+    (server). ``read_only=True`` never writes; for an embedded store whose directory
+    another process owns it reads a private snapshot taken at open time.
+    """
+    if not isinstance(dsn, str) or not dsn:
+        raise InvalidInputError("store.dsn", dsn, "must be a non-empty DSN string")
+    if not isinstance(database, str) or not _IDENT.match(database):
+        raise InvalidInputError("store.database", database, "must be an identifier [A-Za-z_][A-Za-z0-9_]*")
+    path = _chdb_path(dsn)
+    snapshot: str | None = None
+    if path is not None and not read_only:
+        os.makedirs(path, exist_ok=True)
+    try:
+        try:
+            client = _connect(dsn, None, path)
+        except Exception as exc:
+            if not (read_only and path is not None and _is_lock_error(exc)):
+                raise
+            if not os.path.isdir(path):
+                raise StoreError(f"no store at {path}") from exc
+            log.info("store: %s is owned by another process; reading a snapshot", path)
+            snapshot = _snapshot_copy(path)
+            client = _connect(dsn, None, os.path.join(snapshot, "data"))
+        if not read_only:
+            client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
+        client.database = database
+    except StoreError:
+        raise
+    except Exception as exc:
+        if snapshot is not None:
+            shutil.rmtree(snapshot, ignore_errors=True)
+        raise StoreError(f"cannot open store {dsn!r}: {_first_line(exc)}") from exc
+    store = ClickHouseStore(client, database, read_only=read_only, snapshot_dir=snapshot)
+    if not read_only:
+        store.migrate()
+    return store

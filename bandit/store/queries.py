@@ -1,0 +1,177 @@
+"""SQL of the cohort queries. Values are bound server-side (``{name:Type}``) only.
+
+The text below is fixed at import time; nothing a caller passes is spliced into it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ARM_PROXIES", "DAYS", "EXPERIMENTS", "MEAN_REWARDS", "RETENTION_CURVE",
+           "TRAFFIC_SHARE", "UNIT_METRICS"]
+
+#: days after first exposure reported per unit
+DAYS: Final = (1, 7, 14, 30)
+#: days before exposure summed into the CUPED covariate
+PRE_DAYS: Final = 7
+
+# A unit's first exposure: the min over inserted exposures and its decisions (the
+# allocation server logs a decision at the first conversation in the variant).
+_EXPOSED: Final = """
+exp AS (
+    SELECT unit_id, argMin(variant, ts_ms) AS variant, min(ts_ms) AS exposure_ts
+    FROM (
+        SELECT unit_id, variant, ts_ms FROM exposures
+        WHERE experiment_id = {experiment_id:String} AND ts_ms < {as_of:Int64}
+        UNION ALL
+        SELECT unit_id, variant, ts_ms FROM decisions
+        WHERE experiment_id = {experiment_id:String} AND ts_ms < {as_of:Int64}
+    )
+    GROUP BY unit_id
+)"""
+
+# Day index of an engagement row relative to exposure: floor, so the hours just
+# before exposure are day -1, not day 0.
+_DAY: Final = "toInt64(floor((e.ts_ms - x.exposure_ts) / {day_ms:Int64}))"
+
+
+def _complete(n: int) -> str:
+    return f"x.exposure_ts + {n + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}"
+
+
+def _unit_metrics() -> str:
+    agg = []
+    out = []
+    for n in DAYS:
+        agg.append(f"maxIf(1, d = {n}) AS a{n}")
+        agg.append(f"sumIf(st, d = {n}) AS st{n}")
+        agg.append(f"sumIf(msg, d = {n}) AS msg{n}")
+        ok = _complete(n)
+        out.append(f"if({ok}, toFloat64(a.a{n}), NULL) AS retained_d{n}")
+        out.append(f"if({ok}, toFloat64(a.st{n}), NULL) AS engagement_d{n}")
+        out.append(f"if({ok}, toFloat64(a.msg{n}), NULL) AS messages_d{n}")
+    agg.append("sumIf(st, d BETWEEN 0 AND 30) AS st_cum")
+    agg.append("sumIf(msg, d BETWEEN 0 AND 30) AS msg_cum")
+    agg.append(f"sumIf(st, d BETWEEN -{PRE_DAYS} AND -1) AS pre_st")
+    agg.append(f"sumIf(msg, d BETWEEN -{PRE_DAYS} AND -1) AS pre_msg")
+    out.append(f"if({_complete(30)}, toFloat64(a.st_cum), NULL) AS cum_engagement_30")
+    out.append(f"if({_complete(30)}, toFloat64(a.msg_cum), NULL) AS cum_messages_30")
+    out.append("toFloat64(a.pre_st) AS pre_engagement")
+    out.append("toFloat64(a.pre_msg) AS pre_messages")
+    return f"""
+WITH {_EXPOSED.strip()},
+eng AS (
+    SELECT e.unit_id AS unit_id, {_DAY} AS d,
+           e.screen_time_s AS st, toFloat64(e.messages) AS msg
+    FROM (
+        SELECT unit_id, ts_ms, screen_time_s, messages FROM engagement FINAL
+        WHERE ts_ms < {{as_of:Int64}} AND (screen_time_s > 0 OR messages > 0)
+    ) AS e
+    INNER JOIN exp AS x ON e.unit_id = x.unit_id
+),
+agg AS (
+    SELECT unit_id, {", ".join(agg)}
+    FROM eng WHERE d >= -{PRE_DAYS} AND d <= 30 GROUP BY unit_id
+)
+SELECT x.unit_id AS unit_id, toString(x.variant) AS variant, x.exposure_ts AS exposure_ts,
+       {", ".join(out)}
+FROM exp AS x LEFT JOIN agg AS a ON a.unit_id = x.unit_id
+ORDER BY unit_id
+"""
+
+
+UNIT_METRICS: Final = _unit_metrics()
+
+RETENTION_CURVE: Final = f"""
+WITH {_EXPOSED.strip()},
+act AS (
+    SELECT e.unit_id AS unit_id, groupUniqArray({_DAY}) AS days
+    FROM (
+        SELECT unit_id, ts_ms FROM engagement FINAL
+        WHERE ts_ms < {{as_of:Int64}} AND (screen_time_s > 0 OR messages > 0)
+    ) AS e
+    INNER JOIN exp AS x ON e.unit_id = x.unit_id
+    GROUP BY e.unit_id
+)
+SELECT variant, toInt64(day) AS day,
+       countIf(exposure_ts + (toInt64(day) + 1) * {{day_ms:Int64}} <= {{as_of:Int64}}) AS units,
+       countIf(exposure_ts + (toInt64(day) + 1) * {{day_ms:Int64}} <= {{as_of:Int64}}
+               AND has(days, toInt64(day))) AS retained
+FROM (
+    SELECT toString(x.variant) AS variant, x.exposure_ts AS exposure_ts, a.days AS days
+    FROM exp AS x LEFT JOIN act AS a ON a.unit_id = x.unit_id
+)
+ARRAY JOIN range(toUInt64({{max_day:UInt32}}) + 1) AS day
+GROUP BY variant, day
+ORDER BY variant, day
+"""
+
+TRAFFIC_SHARE: Final = """
+SELECT {bucket_fn}(toDateTime(intDiv(ts_ms, 1000), 'UTC')) AS bucket_start,
+       toString(variant) AS variant, toString(arm_id) AS arm_id, count() AS decisions
+FROM decisions FINAL
+WHERE experiment_id = {experiment_id:String}
+GROUP BY bucket_start, variant, arm_id
+ORDER BY bucket_start, variant, arm_id
+"""
+
+
+def _arm_proxies() -> str:
+    cols = []
+    for name, expr in (("retry", "f.retried"), ("rating", "f.rating"), ("length", "f.len")):
+        y = f"toFloat64({expr})"
+        ok = f"isNotNull({expr})"
+        cols += [
+            f"countIf({ok}) AS {name}_n",
+            f"sumIf({y}, {ok}) AS {name}_s1",
+            f"sumIf({y} * {y}, {ok}) AS {name}_s2",
+            f"sumIf(1 / d.propensity, {ok}) AS {name}_w",
+            f"sumIf({y} / d.propensity, {ok}) AS {name}_wy",
+            f"sumIf(1 / (d.propensity * d.propensity), {ok}) AS {name}_w2",
+            f"sumIf({y} / (d.propensity * d.propensity), {ok}) AS {name}_w2y",
+            f"sumIf({y} * {y} / (d.propensity * d.propensity), {ok}) AS {name}_w2y2",
+        ]
+    return f"""
+WITH f AS (
+    SELECT decision_id,
+           argMax(retried, ts_ms) AS retried,
+           argMax(rating, ts_ms) AS rating,
+           argMax(conversation_length, ts_ms) AS len
+    FROM feedback FINAL
+    WHERE decision_id IN (
+        SELECT decision_id FROM decisions WHERE experiment_id = {{experiment_id:String}})
+    GROUP BY decision_id
+)
+SELECT toString(d.arm_id) AS arm_id, toString(d.variant) AS variant, count() AS n,
+       countIf(f.decision_id != '') AS n_feedback,
+       min(d.propensity) AS p_min, max(d.propensity) AS p_max,
+       {", ".join(cols)}
+FROM (
+    SELECT decision_id, arm_id, variant, propensity FROM decisions FINAL
+    WHERE experiment_id = {{experiment_id:String}}
+) AS d
+LEFT JOIN f ON f.decision_id = d.decision_id
+GROUP BY arm_id, variant
+ORDER BY variant, arm_id
+"""
+
+
+ARM_PROXIES: Final = _arm_proxies()
+
+MEAN_REWARDS: Final = """
+SELECT toString(variant) AS variant, toString(arm_id) AS arm_id, count() AS n,
+       avg(reward) AS mean_reward, avg(joined) AS joined_share, avg(late) AS late_share
+FROM rewards FINAL
+WHERE experiment_id = {experiment_id:String}
+GROUP BY variant, arm_id
+ORDER BY variant, arm_id
+"""
+
+EXPERIMENTS: Final = """
+SELECT DISTINCT toString(experiment_id) AS experiment_id FROM (
+    SELECT experiment_id FROM exposures
+    UNION ALL SELECT experiment_id FROM decisions
+    UNION ALL SELECT experiment_id FROM rewards
+)
+ORDER BY experiment_id
+"""
