@@ -1,0 +1,462 @@
+"""The pure processing core of the learner: decode, join, window, reward, accumulate.
+
+Nothing here touches Kafka, the store or the clock: a :class:`JoinPartition` receives the
+raw bytes of one decisions partition and the co-partitioned feedback partition (same
+partition number, both keyed by ``conversation_id``) and produces
+
+* an additive statistics delta (``policy.accumulate`` over closed decisions),
+* rows for the store and dead letters, collected in an :class:`Outbox`,
+* the next offsets to read — so state and offsets are snapshotted together.
+
+Event time, not wall-clock time, drives the attribution window, so a replay after a
+crash gives exactly the same statistics:
+
+* feedback ``f`` joins decision ``d`` iff ``f.ts_ms <= d.ts_ms + window_ms``; later
+  feedback is *late* (stored, flagged, never applied to the policy);
+* the partition watermark is ``min(max decision ts, max feedback ts)`` — the two
+  topics are fetched independently, so neither may close windows the other has not
+  reached; a decision closes when ``watermark > d.ts_ms + window_ms`` and is then
+  accumulated with the reward of its merged proxies, or ``reward.default_reward``
+  when no feedback joined;
+* feedback whose decision is not (yet) known is held until the decisions stream has
+  passed its timestamp; then it is late (the decision closed earlier and is in the
+  bounded set of recently closed ids) or dead-lettered as feedback for an unknown
+  decision.
+
+With each topic in event-time order per partition (how producers write them), the
+result does not depend on how the consumer interleaves the two topics.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from bandit.config import RewardConfig
+from bandit.errors import EventDecodeError
+from bandit.events import (
+    DecisionEvent,
+    EngagementEvent,
+    FeedbackEvent,
+    decode_decision,
+    decode_engagement,
+    decode_feedback,
+)
+from bandit.reward import reward_from_proxies
+
+__all__ = [
+    "DECISIONS",
+    "ENGAGEMENT",
+    "FEEDBACK",
+    "ClosedDecision",
+    "DeadLetter",
+    "EngagementPartition",
+    "JoinPartition",
+    "LateFeedback",
+    "Outbox",
+    "StatisticsModel",
+]
+
+DECISIONS: Final = "decisions"
+FEEDBACK: Final = "feedback"
+ENGAGEMENT: Final = "engagement"
+
+#: Recently closed decision ids kept (per partition) to tell late feedback from unknown.
+DEFAULT_CLOSED_CAPACITY: Final = 200_000
+
+
+class StatisticsModel(Protocol):
+    """The part of :class:`bandit.policies.base.Policy` the core needs (additive state)."""
+
+    def empty_statistics(self) -> Any: ...
+
+    def accumulate(self, stats: Any, arm_ids: Sequence[str], contexts: Any, rewards: Any) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected message: why, the original bytes, and where it came from."""
+
+    reason: str
+    raw: bytes
+    source: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedDecision:
+    """A decision whose attribution window closed; its reward went into the statistics."""
+
+    decision: DecisionEvent
+    reward: float
+    joined: bool
+    n_feedback: int
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LateFeedback:
+    """Feedback that arrived after its decision's window: stored, never applied.
+
+    ``closed`` is the decision's already-credited outcome when it had closed (its reward
+    row is re-written flagged late); None while the decision is still pending (its
+    closing reward row will carry the flag).
+    """
+
+    feedback: FeedbackEvent
+    closed: ClosedDecision | None
+
+
+@dataclass(slots=True)
+class Outbox:
+    """Rows produced since the last flush, for the store and the dead-letter topic."""
+
+    decisions: list[DecisionEvent] = field(default_factory=list)
+    feedback: list[FeedbackEvent] = field(default_factory=list)
+    late: list[LateFeedback] = field(default_factory=list)
+    rewards: list[ClosedDecision] = field(default_factory=list)
+    engagement: list[EngagementEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (len(self.decisions) + len(self.feedback) + len(self.late) + len(self.rewards)
+                + len(self.engagement) + len(self.dead_letters))
+
+    def drain(self) -> Outbox:
+        """Return the current contents and leave this outbox empty."""
+        out = Outbox(self.decisions, self.feedback, self.late, self.rewards, self.engagement,
+                     self.dead_letters)
+        self.decisions, self.feedback, self.late = [], [], []
+        self.rewards, self.engagement, self.dead_letters = [], [], []
+        return out
+
+    def extend(self, other: Outbox) -> None:
+        self.decisions += other.decisions
+        self.feedback += other.feedback
+        self.late += other.late
+        self.rewards += other.rewards
+        self.engagement += other.engagement
+        self.dead_letters += other.dead_letters
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: DecisionEvent
+    x: np.ndarray
+    retried: bool | None = None
+    rating: int | None = None
+    length: int | None = None
+    n_feedback: int = 0
+    rating_ts: int = -1
+    late: int = 0
+
+    def merge(self, fb: FeedbackEvent) -> None:
+        # Retried at any point means the answer failed; the latest rating (by event time)
+        # and the longest observed conversation length are the most informative. Every
+        # rule is order-independent, so the merge does not depend on arrival order.
+        if fb.retried is not None:
+            self.retried = bool(self.retried) or fb.retried
+        if fb.rating is not None and (
+            fb.ts_ms > self.rating_ts or (fb.ts_ms == self.rating_ts and fb.rating > (self.rating or 0))
+        ):
+            self.rating, self.rating_ts = fb.rating, fb.ts_ms
+        if fb.conversation_length is not None:
+            self.length = max(self.length or 0, fb.conversation_length)
+        self.n_feedback += 1
+
+
+@dataclass(slots=True)
+class Counters:
+    consumed: int = 0
+    decisions: int = 0
+    feedback: int = 0
+    joined: int = 0
+    late: int = 0
+    closed: int = 0
+    defaulted: int = 0
+    dead_lettered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+class JoinPartition:
+    """State of one co-partitioned (decisions, feedback) partition pair.
+
+    ``arm_ids`` are the arms the policy knows (a decision for another arm is
+    dead-lettered); ``dim`` the context length. The statistics delta, pending
+    decisions, held feedback, recently closed ids, watermarks, counters and the next
+    offsets form the state that :meth:`to_state` / :meth:`from_state` snapshot
+    together.
+    """
+
+    def __init__(
+        self,
+        partition: int,
+        model: StatisticsModel,
+        *,
+        arm_ids: Iterable[str],
+        dim: int,
+        window_s: float,
+        reward: RewardConfig,
+        closed_capacity: int = DEFAULT_CLOSED_CAPACITY,
+    ) -> None:
+        self.partition = partition
+        self.model = model
+        self.arm_ids = frozenset(arm_ids)
+        self.dim = dim
+        self.window_ms = int(round(window_s * 1000))
+        self.reward = reward
+        self.closed_capacity = closed_capacity
+        self.delta: Any = model.empty_statistics()
+        self.offsets: dict[str, int] = {DECISIONS: 0, FEEDBACK: 0}
+        self.wm_decisions = -1
+        self.wm_feedback = -1
+        self.pending: dict[str, _Pending] = {}
+        self._heap: list[tuple[int, int, str]] = []
+        self._seq = 0
+        self.held: deque[tuple[FeedbackEvent, int]] = deque()
+        self.closed: dict[str, ClosedDecision] = {}
+        self.counters = Counters()
+        self.outbox = Outbox()
+
+    # ------------------------------------------------------------------ ingest
+
+    @property
+    def watermark(self) -> int:
+        return min(self.wm_decisions, self.wm_feedback)
+
+    def ingest(self, source: str, records: Iterable[tuple[int, bytes | None]]) -> None:
+        """Apply raw messages ``(offset, value)`` of ``source`` (decisions or feedback).
+
+        Messages below the snapshot offset (already applied) are skipped, so a
+        redelivery after a rebalance is harmless.
+        """
+        if source == DECISIONS:
+            self._ingest_decisions(records)
+        elif source == FEEDBACK:
+            self._ingest_feedback(records)
+        else:
+            raise ValueError(f"source must be {DECISIONS!r} or {FEEDBACK!r}, got {source!r}")
+        self.advance()
+
+    def _dead(self, reason: str, raw: bytes | None, source: str, offset: int) -> None:
+        self.counters.dead_lettered += 1
+        self.outbox.dead_letters.append(DeadLetter(reason, raw or b"", source, self.partition, offset))
+
+    def _ingest_decisions(self, records: Iterable[tuple[int, bytes | None]]) -> None:
+        nxt = self.offsets[DECISIONS]
+        c = self.counters
+        for offset, raw in records:
+            if offset < nxt:
+                continue
+            nxt = offset + 1
+            c.consumed += 1
+            try:
+                ev = decode_decision(raw if raw is not None else b"")
+            except EventDecodeError as exc:
+                self._dead(str(exc), raw, DECISIONS, offset)
+                continue
+            if ev.arm_id not in self.arm_ids:
+                self._dead(f"arm_id is not a known arm, got {ev.arm_id!r}", raw, DECISIONS, offset)
+                continue
+            if len(ev.context) != self.dim:
+                self._dead(f"context must have length {self.dim}, got {len(ev.context)}",
+                           raw, DECISIONS, offset)
+                continue
+            if ev.decision_id in self.pending or ev.decision_id in self.closed:
+                # A producer retry or a duplicate id: applying it twice would count twice.
+                self._dead(f"decision_id is a duplicate, got {ev.decision_id!r}", raw, DECISIONS, offset)
+                continue
+            c.decisions += 1
+            self.pending[ev.decision_id] = _Pending(ev, np.asarray(ev.context, dtype=np.float64))
+            heapq.heappush(self._heap, (ev.ts_ms, self._seq, ev.decision_id))
+            self._seq += 1
+            if ev.ts_ms > self.wm_decisions:
+                self.wm_decisions = ev.ts_ms
+            self.outbox.decisions.append(ev)
+        self.offsets[DECISIONS] = nxt
+
+    def _ingest_feedback(self, records: Iterable[tuple[int, bytes | None]]) -> None:
+        nxt = self.offsets[FEEDBACK]
+        c = self.counters
+        for offset, raw in records:
+            if offset < nxt:
+                continue
+            nxt = offset + 1
+            c.consumed += 1
+            try:
+                fb = decode_feedback(raw if raw is not None else b"")
+            except EventDecodeError as exc:
+                self._dead(str(exc), raw, FEEDBACK, offset)
+                continue
+            c.feedback += 1
+            if fb.ts_ms > self.wm_feedback:
+                self.wm_feedback = fb.ts_ms
+            if fb.decision_id in self.pending:
+                self._resolve(fb, offset, raw)
+            else:
+                self.held.append((fb, offset))
+        self.offsets[FEEDBACK] = nxt
+
+    def _resolve(self, fb: FeedbackEvent, offset: int, raw: bytes | None = None) -> None:
+        pend = self.pending.get(fb.decision_id)
+        if pend is not None:
+            if fb.ts_ms <= pend.event.ts_ms + self.window_ms:
+                pend.merge(fb)
+                self.counters.joined += 1
+                self.outbox.feedback.append(fb)
+            else:
+                pend.late += 1
+                self.counters.late += 1
+                self.outbox.late.append(LateFeedback(fb, None))
+            return
+        closed = self.closed.get(fb.decision_id)
+        if closed is not None:
+            self.counters.late += 1
+            if not closed.late:
+                closed = ClosedDecision(closed.decision, closed.reward, closed.joined,
+                                        closed.n_feedback, late=True)
+                self.closed[fb.decision_id] = closed
+            self.outbox.late.append(LateFeedback(fb, closed))
+            return
+        from bandit.events import encode_event
+
+        self._dead("feedback for unknown decision "
+                   f"(decision_id {fb.decision_id!r} not seen in this partition)",
+                   raw if raw is not None else encode_event(fb), FEEDBACK, offset)
+
+    # ------------------------------------------------------------------ windows
+
+    def advance(self) -> None:
+        """Resolve held feedback the decisions stream has passed, then close windows."""
+        held = self.held
+        while held and held[0][0].ts_ms <= self.wm_decisions:
+            fb, offset = held.popleft()
+            self._resolve(fb, offset)
+        self._close_until(self.watermark)
+
+    def flush_all(self) -> None:
+        """Close every pending decision now (end of a bounded replay, not used online)."""
+        while self.held:
+            fb, offset = self.held.popleft()
+            self._resolve(fb, offset)
+        self._close_until(np.iinfo(np.int64).max)
+
+    def _close_until(self, watermark: int) -> None:
+        heap = self._heap
+        limit = watermark - self.window_ms
+        if not heap or heap[0][0] >= limit:
+            return
+        closing: list[_Pending] = []
+        while heap and heap[0][0] < limit:
+            _, _, did = heapq.heappop(heap)
+            closing.append(self.pending.pop(did))
+        n = len(closing)
+        arms = [p.event.arm_id for p in closing]
+        X = np.empty((n, self.dim), dtype=np.float64)
+        r = np.empty(n, dtype=np.float64)
+        cfg = self.reward
+        for i, p in enumerate(closing):
+            X[i] = p.x
+            if p.n_feedback:
+                r[i] = reward_from_proxies(cfg, retried=p.retried, rating=p.rating,
+                                           conversation_length=p.length)
+            else:
+                r[i] = cfg.default_reward
+            cd = ClosedDecision(p.event, float(r[i]), p.n_feedback > 0, p.n_feedback, p.late > 0)
+            self.outbox.rewards.append(cd)
+            self.closed[p.event.decision_id] = cd
+        self.delta = self.model.accumulate(self.delta, arms, X, r)
+        self.counters.closed += n
+        self.counters.defaulted += sum(1 for p in closing if not p.n_feedback)
+        excess = len(self.closed) - self.closed_capacity
+        if excess > 0:
+            it = iter(self.closed)
+            for k in [next(it) for _ in range(excess)]:
+                del self.closed[k]
+
+    # ------------------------------------------------------------------ snapshot
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly here (picklable; no outbox)."""
+        return {
+            "kind": "join",
+            "partition": self.partition,
+            "delta": self.delta,
+            "offsets": dict(self.offsets),
+            "wm_decisions": self.wm_decisions,
+            "wm_feedback": self.wm_feedback,
+            "pending": [(p.event, p.retried, p.rating, p.length, p.n_feedback, p.rating_ts, p.late)
+                        for p in self.pending.values()],
+            "heap": list(self._heap),
+            "seq": self._seq,
+            "held": list(self.held),
+            "closed": list(self.closed.values()),
+            "counters": self.counters.as_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace this partition's state with a snapshot from :meth:`to_state`."""
+        if state.get("kind") != "join" or state.get("partition") != self.partition:
+            raise ValueError(f"state is not for join partition {self.partition}")
+        self.delta = state["delta"]
+        self.offsets = dict(state["offsets"])
+        self.wm_decisions = int(state["wm_decisions"])
+        self.wm_feedback = int(state["wm_feedback"])
+        self.pending = {
+            ev.decision_id: _Pending(ev, np.asarray(ev.context, dtype=np.float64), *rest)
+            for ev, *rest in state["pending"]
+        }
+        self._heap = list(state["heap"])
+        heapq.heapify(self._heap)
+        self._seq = int(state["seq"])
+        self.held = deque(state["held"])
+        self.closed = {cd.decision.decision_id: cd for cd in state["closed"]}
+        self.counters = Counters(**state["counters"])
+        self.outbox = Outbox()
+
+
+class EngagementPartition:
+    """One engagement partition: decode, validate, pass to the store; state is the offset."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.offsets: dict[str, int] = {ENGAGEMENT: 0}
+        self.counters = Counters()
+        self.outbox = Outbox()
+
+    def ingest(self, source: str, records: Iterable[tuple[int, bytes | None]]) -> None:
+        nxt = self.offsets[ENGAGEMENT]
+        for offset, raw in records:
+            if offset < nxt:
+                continue
+            nxt = offset + 1
+            self.counters.consumed += 1
+            try:
+                self.outbox.engagement.append(decode_engagement(raw if raw is not None else b""))
+            except EventDecodeError as exc:
+                self.counters.dead_lettered += 1
+                self.outbox.dead_letters.append(
+                    DeadLetter(str(exc), raw or b"", ENGAGEMENT, self.partition, offset))
+        self.offsets[ENGAGEMENT] = nxt
+
+    def advance(self) -> None:
+        return None
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": "engagement", "partition": self.partition, "offsets": dict(self.offsets),
+                "counters": self.counters.as_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        if state.get("kind") != "engagement" or state.get("partition") != self.partition:
+            raise ValueError(f"state is not for engagement partition {self.partition}")
+        self.offsets = dict(state["offsets"])
+        self.counters = Counters(**state["counters"])
+        self.outbox = Outbox()

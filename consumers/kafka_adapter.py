@@ -1,0 +1,354 @@
+"""The Kafka adapter of the learner — the only module that touches kafka-python.
+
+It feeds raw messages to the pure core (:mod:`consumers.join`), and every
+``learner.commit_interval_s`` checkpoints in this order:
+
+1. write the outbox to the sink (idempotent store inserts) and the dead letters to the
+   dead-letter topic (flushed);
+2. snapshot every owned partition's state (statistics delta + pending joins + offsets)
+   atomically to the shared state directory;
+3. commit the same offsets to Kafka (informational: on assignment the snapshot's offsets
+   are authoritative, because tansu's *latest* offsets cannot be trusted).
+
+A crash anywhere replays from the last snapshot: the statistics come out exactly as in an
+uninterrupted run. On revocation the partition is checkpointed before it moves; on
+assignment its snapshot is loaded and the consumer seeks to its offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bandit.config import Config
+from consumers.join import (
+    DECISIONS,
+    ENGAGEMENT,
+    FEEDBACK,
+    EngagementPartition,
+    JoinPartition,
+    Outbox,
+)
+from consumers.metrics import LearnerMetrics
+from consumers.sink import Sink
+from consumers.state import StateDir
+
+__all__ = ["KafkaLearner", "dead_letter_headers"]
+
+log = logging.getLogger("switchboard.learner")
+
+Unit = JoinPartition | EngagementPartition
+
+
+def dead_letter_headers(reason: str, source_topic: str, partition: int,
+                        offset: int) -> list[tuple[str, bytes]]:
+    return [("reason", reason.encode()[:4000]), ("source_topic", source_topic.encode()),
+            ("source_partition", str(partition).encode()), ("source_offset", str(offset).encode())]
+
+
+@dataclass
+class _Backoff:
+    delay: float = 0.0
+    until: float = 0.0
+
+    def failed(self, now: float) -> None:
+        self.delay = min(30.0, max(0.2, self.delay * 2))
+        self.until = now + self.delay
+
+    def ok(self) -> None:
+        self.delay, self.until = 0.0, 0.0
+
+
+class KafkaLearner:
+    """One learner process of the consumer group."""
+
+    def __init__(
+        self,
+        config: Config,
+        make_join: Callable[[int], JoinPartition],
+        *,
+        sink: Sink | None = None,
+        publish: Callable[[], None] | None = None,
+        bootstrap_servers: str | None = None,
+        metrics: LearnerMetrics | None = None,
+        client_id: str = "switchboard-learner",
+    ) -> None:
+        self.config = config
+        k = config.kafka
+        self.bootstrap = bootstrap_servers or k.bootstrap_servers
+        self.make_join = make_join
+        self.sink = sink
+        self.publish = publish
+        self.metrics = metrics or LearnerMetrics(None)
+        self.state_dir = StateDir(config.learner.state_dir)
+        self.roles = {k.decisions_topic: DECISIONS, k.feedback_topic: FEEDBACK,
+                      k.engagement_topic: ENGAGEMENT}
+        self.topic_of = {v: t for t, v in self.roles.items()}
+        self.units: dict[tuple[str, int], Unit] = {}
+        self.pending_out = Outbox()
+        self.stop_event = threading.Event()
+        self.client_id = client_id
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._sink_backoff = _Backoff()
+        self._last_commit = time.monotonic()
+        self._last_publish = time.monotonic()
+        self._last_log = time.monotonic()
+        self._last_snapshot_wall = time.time()
+        self._paused = False
+        self.idle_since = time.monotonic()
+
+    # ------------------------------------------------------------------ wiring
+
+    def _connect(self) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.coordinator.assignors.range import RangePartitionAssignor
+
+        k = self.config.kafka
+        session = k.session_timeout_ms
+        while not self.stop_event.is_set():
+            try:
+                self._consumer = KafkaConsumer(
+                    bootstrap_servers=self.bootstrap, group_id=k.group_id, client_id=self.client_id,
+                    enable_auto_commit=False, auto_offset_reset="earliest",
+                    session_timeout_ms=session, heartbeat_interval_ms=max(100, session // 4),
+                    max_poll_records=max(self.config.learner.batch_size, 1),
+                    max_poll_interval_ms=300_000,
+                    fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
+                    fetch_min_bytes=1, fetch_max_wait_ms=100,
+                    # Range assignment gives partition p of every topic to the same member,
+                    # so a decisions partition and its feedback partition stay together.
+                    partition_assignment_strategy=[RangePartitionAssignor],
+                )
+                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
+                                               linger_ms=5, client_id=self.client_id + "-dlq")
+                break
+            except Exception as exc:  # broker not reachable yet: keep trying
+                log.warning("kafka not reachable (%s); retrying", exc)
+                self.stop_event.wait(1.0)
+        if self._consumer is not None:
+            self._consumer.subscribe(list(self.roles), listener=_Rebalance(self))
+
+    # ------------------------------------------------------------------ rebalance
+
+    def _unit_key(self, topic: str, partition: int) -> tuple[str, int]:
+        role = self.roles[topic]
+        return ("engagement" if role == ENGAGEMENT else "join", partition)
+
+    def on_revoked(self, tps: list[Any]) -> None:
+        keys = {self._unit_key(tp.topic, tp.partition) for tp in tps}
+        if keys:
+            self.checkpoint(force=True, only=keys)
+        for key in keys:
+            self.units.pop(key, None)
+        log.info("revoked %s", sorted(keys))
+
+    def on_assigned(self, tps: list[Any]) -> None:
+        from kafka import TopicPartition
+
+        for tp in tps:
+            key = self._unit_key(tp.topic, tp.partition)
+            unit = self.units.get(key)
+            if unit is None:
+                unit = self._load_unit(*key)
+                self.units[key] = unit
+            role = self.roles[tp.topic]
+            # Always seek to the snapshot offset (or 0): tansu's latest offsets are wrong.
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition), unit.offsets[role])
+        self.idle_since = time.monotonic()
+        log.info("assigned %s", sorted({self._unit_key(tp.topic, tp.partition) for tp in tps}))
+
+    def _load_unit(self, kind: str, partition: int) -> Unit:
+        unit: Unit = (self.make_join(partition) if kind == "join"
+                      else EngagementPartition(partition))
+        state = self.state_dir.load(kind, partition)
+        if state is not None:
+            unit.load_state(state)
+        return unit
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self, *, max_idle_s: float | None = None) -> None:
+        """Consume until ``stop_event`` is set (SIGTERM) or ``max_idle_s`` without messages."""
+        self._connect()
+        consumer = self._consumer
+        if consumer is None:
+            return
+        lc = self.config.learner
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                if self._paused and now >= self._sink_backoff.until:
+                    self.checkpoint(force=True)
+                try:
+                    batch = consumer.poll(timeout_ms=200, max_records=lc.batch_size)
+                except Exception as exc:
+                    log.warning("poll failed (%s); retrying", exc)
+                    self.stop_event.wait(0.5)
+                    continue
+                if batch:
+                    t0 = time.perf_counter()
+                    self._apply(batch)
+                    self.metrics.batch_latency.observe(time.perf_counter() - t0)
+                    self.idle_since = time.monotonic()
+                elif (max_idle_s is not None and self.units
+                      and time.monotonic() - self.idle_since > max_idle_s):
+                    break
+                now = time.monotonic()
+                if now - self._last_commit >= lc.commit_interval_s:
+                    self.checkpoint()
+                if self.publish is not None and now - self._last_publish >= lc.publish_interval_s:
+                    self._publish()
+                if now - self._last_log >= 10.0:
+                    self._log_progress()
+        finally:
+            self.shutdown()
+
+    def _apply(self, batch: dict[Any, list[Any]]) -> None:
+        touched: dict[tuple[str, int], Unit] = {}
+        before: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+        m = self.metrics
+        for tp, records in batch.items():
+            key = self._unit_key(tp.topic, tp.partition)
+            unit = self.units.get(key)
+            if unit is None:  # fetched before on_assigned ran (should not happen)
+                unit = self._load_unit(*key)
+                self.units[key] = unit
+            before.setdefault(key, m.snapshot_counts(unit))
+            unit.ingest(self.roles[tp.topic], [(r.offset, r.value) for r in records])
+            touched[key] = unit
+        for key, unit in touched.items():
+            unit.advance()
+            m.record(unit, before[key])
+            self.pending_out.extend(unit.outbox.drain())
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def checkpoint(self, *, force: bool = False, only: set[tuple[str, int]] | None = None) -> bool:
+        """Sink → dead letters → snapshots → commit. Returns False when it must be retried."""
+        now = time.monotonic()
+        if not force and now < self._sink_backoff.until:
+            return False
+        self._last_commit = now
+        for unit in self.units.values():
+            self.pending_out.extend(unit.outbox.drain())
+        out = self.pending_out
+        if len(out):
+            try:
+                if self.sink is not None:
+                    self.sink.write(out)
+                self._send_dead_letters(out)
+            except Exception as exc:
+                self._sink_backoff.failed(now)
+                log.warning("store/dead-letter write failed (%s); pausing consumption, retry in %.1fs",
+                            exc, self._sink_backoff.delay)
+                self._pause(True)
+                return False
+            self.pending_out = Outbox()
+        self._sink_backoff.ok()
+        self._pause(False)
+        keys = [k for k in self.units if only is None or k in only]
+        for key in keys:
+            unit = self.units[key]
+            self.state_dir.save(key[0], key[1], unit.to_state())
+        self._last_snapshot_wall = time.time()
+        self.metrics.snapshot_time.set(self._last_snapshot_wall)
+        self._commit(keys)
+        return True
+
+    def _send_dead_letters(self, out: Outbox) -> None:
+        if not out.dead_letters:
+            return
+        topic = self.config.kafka.dead_letter_topic
+        for dl in out.dead_letters:
+            self._producer.send(topic, value=dl.raw, headers=dead_letter_headers(
+                dl.reason, self.topic_of[dl.source], dl.partition, dl.offset))
+        self._producer.flush(timeout=30)
+        self.metrics.dead_lettered.inc(len(out.dead_letters))
+
+    def _commit(self, keys: list[tuple[str, int]]) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        offsets = {}
+        for key in keys:
+            unit = self.units[key]
+            for role, off in unit.offsets.items():
+                offsets[TopicPartition(self.topic_of[role], key[1])] = OffsetAndMetadata(off, "", -1)
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets)
+        except Exception as exc:  # the snapshot is authoritative; Kafka's copy can lag
+            log.warning("offset commit failed (%s); the snapshot still holds the offsets", exc)
+
+    def _pause(self, on: bool) -> None:
+        if on == self._paused or self._consumer is None:
+            return
+        assignment = list(self._consumer.assignment())
+        if on:
+            self._consumer.pause(*assignment)
+        else:
+            self._consumer.resume(*assignment)
+        self._paused = on
+
+    def _publish(self) -> None:
+        self._last_publish = time.monotonic()
+        if self.publish is None:
+            return
+        try:
+            self.publish()
+        except Exception as exc:
+            log.warning("model publish failed (%s); will retry", exc)
+
+    def _log_progress(self) -> None:
+        self._last_log = time.monotonic()
+        totals: dict[str, int] = {}
+        for unit in self.units.values():
+            for k, v in unit.counters.as_dict().items():
+                totals[k] = totals.get(k, 0) + v
+        log.info("partitions=%d %s snapshot_age_s=%.1f", len(self.units),
+                 " ".join(f"{k}={v}" for k, v in sorted(totals.items())),
+                 time.time() - self._last_snapshot_wall)
+
+    def shutdown(self) -> None:
+        """Flush, snapshot, commit, publish, close (SIGTERM path)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        for attempt in range(5):
+            if self.checkpoint(force=True):
+                break
+            log.warning("final checkpoint failed (attempt %d)", attempt + 1)
+            time.sleep(min(2.0, 0.2 * 2 ** attempt))
+        self._publish()
+        try:
+            consumer.close(autocommit=False)  # revokes: one more (cheap) checkpoint
+        except Exception as exc:
+            log.warning("consumer close failed (%s)", exc)
+        self._consumer = None
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=10)
+            except Exception as exc:
+                log.warning("producer close failed (%s)", exc)
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _Rebalance(learner: KafkaLearner) -> Any:
+    """A kafka-python ConsumerRebalanceListener bound to ``learner`` (import kept lazy)."""
+    from kafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            learner.on_revoked(list(revoked))
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            learner.on_assigned(list(assigned))
+
+    return Listener()
