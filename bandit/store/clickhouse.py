@@ -477,32 +477,40 @@ def open_store(dsn: str, database: str = "switchboard", *,
     if not isinstance(dsn, str) or not dsn:
         raise InvalidInputError("store.dsn", dsn, "must be a non-empty DSN string")
     if not isinstance(database, str) or not _IDENT.match(database):
-        raise InvalidInputError("store.database", database, "must be an identifier [A-Za-z_][A-Za-z0-9_]*")
+        raise InvalidInputError("store.database", database,
+                                "must be an identifier [A-Za-z_][A-Za-z0-9_]*")
     path = _chdb_path(dsn)
     snapshot: str | None = None
+    if path is not None and read_only and not os.path.isdir(path):
+        raise StoreError(f"no store at {path} (nothing has written to {dsn!r} yet)")
     if path is not None and not read_only:
         os.makedirs(path, exist_ok=True)
+    client: Any = None
     try:
         try:
             client = _connect(dsn, None, path)
         except Exception as exc:
             if not (read_only and path is not None and _is_lock_error(exc)):
                 raise
-            if not os.path.isdir(path):
-                raise StoreError(f"no store at {path}") from exc
             log.info("store: %s is owned by another process; reading a snapshot", path)
             snapshot = _snapshot_copy(path)
             client = _connect(dsn, None, os.path.join(snapshot, "data"))
         if not read_only:
-            client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database})
+            client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}",
+                           parameters={"db": database})
+        elif not client.command("SELECT count() FROM system.databases WHERE name = {db:String}",
+                                parameters={"db": database}):
+            raise StoreError(f"store {dsn!r} has no database {database!r} (nothing written yet?)")
         client.database = database
-    except StoreError:
-        raise
+        store = ClickHouseStore(client, database, read_only=read_only, snapshot_dir=snapshot)
+        if not read_only:
+            store.migrate()
     except Exception as exc:
+        if client is not None:
+            client.close()
         if snapshot is not None:
             shutil.rmtree(snapshot, ignore_errors=True)
+        if isinstance(exc, StoreError):
+            raise
         raise StoreError(f"cannot open store {dsn!r}: {_first_line(exc)}") from exc
-    store = ClickHouseStore(client, database, read_only=read_only, snapshot_dir=snapshot)
-    if not read_only:
-        store.migrate()
     return store
