@@ -1,0 +1,208 @@
+"""Many seeds (or a hyper-parameter grid) of disjoint LinUCB as one batched tensor program.
+
+State per (run s, arm k): ``A⁻¹`` (S, K, d, d) kept by Sherman–Morrison rank-one updates
+(A⁻¹ ← A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ / (1 + xᵀA⁻¹x)) and ``b`` (S, K, d). Score, exactly as
+:class:`bandit.policies.linucb.LinUCB`: θ_kᵀx + α_s·sqrt(xᵀA_k⁻¹x) with the probability
+floor of :func:`bandit.policies.common.floored_argmax` (non-maximal arms get ``floor``).
+Feedback is delayed and batched: updates are applied every ``update_every`` steps.
+
+The world's contexts, true expected rewards and the uniforms behind the proxies are
+drawn with numpy per run (from ``SeedSequence.spawn``), so runs are reproducible and
+statistically the same as the numpy path; only the policy arithmetic is batched. This
+is the only module that imports torch. ``device`` is ``"cpu"``, ``"cuda"`` or
+``"auto"`` (CUDA when available).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from bandit.errors import InvalidInputError
+from simulations.world import World
+
+__all__ = ["BatchedLinUCBResult", "resolve_device", "simulate_linucb_batched"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` → CUDA if available, else CPU; an unavailable CUDA is refused."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInputError("device", device, "is not available on this machine")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise InvalidInputError("device", device, "must be 'auto', 'cpu' or 'cuda[:n]'")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class BatchedLinUCBResult:
+    """Per-run cumulative regret / reward curves (S, T) and throughput."""
+
+    cumulative_regret: FloatArray
+    cumulative_reward: FloatArray
+    alphas: FloatArray
+    seconds: float
+    device: str
+
+    @property
+    def seed_steps_per_s(self) -> float:
+        s, t = self.cumulative_regret.shape
+        return s * t / max(self.seconds, 1e-12)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runs": int(self.cumulative_regret.shape[0]),
+            "steps": int(self.cumulative_regret.shape[1]),
+            "device": self.device,
+            "seconds": self.seconds,
+            "seed_steps_per_s": self.seed_steps_per_s,
+            "mean_final_regret": float(self.cumulative_regret[:, -1].mean()),
+        }
+
+
+def _draw_run(world: World, seq: np.random.SeedSequence, steps: int, steps_per_day: int
+              ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    rng = np.random.default_rng(seq)
+    _, x, topics = world.sample_contexts(rng, steps)
+    days = np.arange(steps) // steps_per_day
+    z = np.empty((steps, world.n_arms))
+    for day in np.unique(days):
+        m = days == day
+        z[m] = world.fit(topics[m], int(day))
+    u = rng.random((steps, 8))
+    return x, z, u, days
+
+
+def simulate_linucb_batched(
+    world: World,
+    seeds: list[np.random.SeedSequence],
+    *,
+    steps: int,
+    alphas: npt.ArrayLike | float = 1.0,
+    ridge_lambda: float = 1.0,
+    probability_floor: float = 0.01,
+    update_every: int = 1,
+    steps_per_day: int = 10_000_000,
+    device: str = "auto",
+    dtype: torch.dtype = torch.float64,
+) -> BatchedLinUCBResult:
+    """Simulate ``len(seeds)`` LinUCB runs (one α each, broadcast) for ``steps`` steps.
+
+    Regret is against the best *active* arm's true expected reward at each step. Rewards
+    follow :meth:`World.sample_proxies` exactly (retry, rating observed with
+    ``rating_rate``, length as Binomial(cap, ·) drawn by inverse CDF from one uniform).
+    """
+    if steps < 1:
+        raise InvalidInputError("steps", steps, "must be >= 1")
+    if update_every < 1:
+        raise InvalidInputError("update_every", update_every, "must be >= 1")
+    if not seeds:
+        raise InvalidInputError("seeds", 0, "must hold at least one SeedSequence")
+    dev = resolve_device(device)
+    S, K, d = len(seeds), world.n_arms, world.dim
+    alpha_np = np.broadcast_to(np.asarray(alphas, dtype=np.float64), (S,)).copy()
+    draws = [_draw_run(world, s, steps, steps_per_day) for s in seeds]
+    X = torch.tensor(np.stack([r[0] for r in draws]), dtype=dtype, device=dev)  # (S,T,d)
+    Z = torch.tensor(np.stack([r[1] for r in draws]), dtype=dtype, device=dev)  # (S,T,K)
+    U = torch.tensor(np.stack([r[2] for r in draws]), dtype=dtype, device=dev)  # (S,T,8)
+    days = draws[0][3]
+    active_np = np.stack([world.active_mask(int(dd)) for dd in range(int(days.max()) + 1)])
+    active = torch.tensor(active_np, device=dev)
+    rc, rho = world.reward_config, world.scenario.rating_rate
+    cap = rc.length_cap
+    # Expected rewards of every arm (same formula as World._expected_from_fit).
+    mu = torch.tensor(np.stack([world._expected_from_fit(r[1]) for r in draws]),
+                      dtype=dtype, device=dev)
+    alpha = torch.tensor(alpha_np, dtype=dtype, device=dev)
+    a_inv = torch.eye(d, dtype=dtype, device=dev).repeat(S, K, 1, 1) / ridge_lambda
+    b = torch.zeros((S, K, d), dtype=dtype, device=dev)
+    theta = torch.zeros((S, K, d), dtype=dtype, device=dev)
+    regret = torch.zeros((S, steps), dtype=dtype, device=dev)
+    reward = torch.zeros((S, steps), dtype=dtype, device=dev)
+    runs = torch.arange(S, device=dev)
+    pend_a: list[torch.Tensor] = []
+    pend_x: list[torch.Tensor] = []
+    pend_r: list[torch.Tensor] = []
+    gen = torch.Generator(device=dev)
+    gen.manual_seed(int(seeds[0].generate_state(1)[0]))
+    ks = torch.arange(K, device=dev)
+    binom_k = torch.arange(cap + 1, device=dev, dtype=dtype)
+    log_comb = (torch.lgamma(torch.tensor(cap + 1.0, dtype=dtype)) - torch.lgamma(binom_k + 1)
+                - torch.lgamma(cap - binom_k + 1)).to(dev)
+    t0 = time.perf_counter()
+    for t in range(steps):
+        x = X[:, t]
+        act = active[int(days[t])]
+        mean = torch.einsum("skd,sd->sk", theta, x)
+        ax = torch.einsum("skij,sj->ski", a_inv, x)
+        var = torch.einsum("ski,si->sk", ax, x).clamp_min(0)
+        scores = mean + alpha[:, None] * var.sqrt()
+        scores = torch.where(act, scores, torch.tensor(-torch.inf, dtype=dtype, device=dev))
+        n_act = int(act.sum())
+        f = min(probability_floor, 1.0 / n_act)
+        best = scores.argmax(dim=1)
+        u = U[:, t, 0]
+        explore = u >= 1.0 - (n_act - 1) * f
+        # Uniform among the other active arms when exploring.
+        other_rank = ((u - (1.0 - (n_act - 1) * f)) / max(f, 1e-300)).floor().long()
+        other_rank = other_rank.clamp(0, max(n_act - 2, 0))
+        act_idx = ks[act]
+        pos_best = (act_idx[None, :] < best[:, None]).sum(dim=1)
+        pick = other_rank + (other_rank >= pos_best).long()
+        chosen = torch.where(explore & (n_act > 1), act_idx[pick.clamp(max=n_act - 1)], best)
+        z = Z[runs, t, chosen]
+        mu_t = torch.where(act, mu[:, t], torch.tensor(-torch.inf, dtype=dtype, device=dev))
+        regret[:, t] = mu_t.max(dim=1).values - mu[runs, t, chosen]
+        # Proxies from uniforms: retry, rating (Binomial(4) via CDF), observed, length.
+        p_ok, p_rate, p_len = torch.sigmoid(z), torch.sigmoid(z - 0.3), torch.sigmoid(z - 0.5)
+        ok = (U[:, t, 1] < p_ok).to(dtype)
+        stars = _binom_inv(U[:, t, 2], p_rate, 4, dtype)
+        obs = (U[:, t, 3] < rho).to(dtype)
+        pmf = torch.exp(log_comb[None, :] + binom_k[None, :] * torch.log(p_len)[:, None]
+                        + (cap - binom_k[None, :]) * torch.log1p(-p_len)[:, None])
+        length = (U[:, t, 4][:, None] > pmf.cumsum(dim=1)).sum(dim=1).clamp(max=cap).to(dtype)
+        num = (rc.alpha_retry * ok + rc.alpha_length * length / cap
+               + obs * rc.alpha_rating * stars / 4)
+        den = rc.alpha_retry + rc.alpha_length + obs * rc.alpha_rating
+        r = num / den
+        reward[:, t] = r
+        pend_a.append(chosen)
+        pend_x.append(x)
+        pend_r.append(r)
+        if len(pend_a) >= update_every or t == steps - 1:
+            for ca, cx, cr in zip(pend_a, pend_x, pend_r, strict=True):
+                m = a_inv[runs, ca]
+                mx = torch.einsum("sij,sj->si", m, cx)
+                denom = 1.0 + torch.einsum("si,si->s", mx, cx)
+                a_inv[runs, ca] = m - torch.einsum("si,sj->sij", mx, mx) / denom[:, None, None]
+                b[runs, ca] += cr[:, None] * cx
+            theta = torch.einsum("skij,skj->ski", a_inv, b)
+            pend_a, pend_x, pend_r = [], [], []
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return BatchedLinUCBResult(
+        cumulative_regret=regret.cumsum(dim=1).cpu().numpy(),
+        cumulative_reward=reward.cumsum(dim=1).cpu().numpy(),
+        alphas=alpha_np,
+        seconds=seconds,
+        device=str(dev),
+    )
+
+
+def _binom_inv(u: torch.Tensor, p: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse-CDF draw of Binomial(n, p) from uniforms ``u`` (small n)."""
+    k = torch.arange(n + 1, device=u.device, dtype=dtype)
+    logc = torch.lgamma(torch.tensor(n + 1.0, dtype=dtype)).to(u.device) - torch.lgamma(k + 1) \
+        - torch.lgamma(n - k + 1)
+    pmf = torch.exp(logc[None, :] + k[None, :] * torch.log(p)[:, None]
+                    + (n - k[None, :]) * torch.log1p(-p)[:, None])
+    return (u[:, None] > pmf.cumsum(dim=1)).sum(dim=1).clamp(max=n).to(dtype)
