@@ -336,12 +336,17 @@ class RidgeStatistics:
 class RidgeSolver:
     """Cached solutions of ``A[a] θ[a] = b[a]`` with ``A[a] = λI + S[a]``.
 
-    For every arm it caches the Cholesky factor's inverse ``L⁻¹`` (``A = L Lᵀ``) and
-    ``θ = A⁻¹ b``, packed as one ``(K, d+1, d)`` array ``M`` whose row 0 is ``θᵀ`` and rows
-    1..d are ``L⁻¹``. One matrix–vector product ``M x`` then yields every arm's mean
-    ``θᵀx`` and the vector ``L⁻¹x`` whose squared norm is ``xᵀA⁻¹x`` (the UCB width and the
-    Thompson variance). Factors are recomputed lazily, only for arms marked dirty, with
-    a batched Cholesky; nothing is inverted per call.
+    Per arm it caches, refreshed lazily and only for arms marked dirty (one batched
+    Cholesky ``A = LLᵀ`` over the dirty arms; nothing is inverted per call):
+
+    * ``theta`` — θ = A⁻¹b, ``(K, d)`` float64;
+    * ``ainv`` — A⁻¹ = L⁻ᵀL⁻¹, ``(K, d, d)`` float64 (hybrid model, diagnostics);
+    * ``packed`` — the upper triangle of A⁻¹ with off-diagonal entries doubled,
+      ``(K, d(d+1)/2)`` float32, so that ``xᵀA⁻¹x = packed[a] · (x_i x_j)_{i≤j}``.
+      That is one matrix–vector product for all K arms over half the bytes of A⁻¹ in
+      single precision, small enough to stay in cache: the UCB width / Thompson
+      variance of every arm costs a few microseconds at K = 100, d = 64. Relative error
+      is about 1e-7·d·cond(A); results are clipped at 0.
     """
 
     def __init__(self, lam: float) -> None:
@@ -349,19 +354,21 @@ class RidgeSolver:
             raise InvalidInputError("ridge_lambda", lam, "must be > 0")
         self.lam = float(lam)
         self.dim = 0
-        self.M = np.zeros((0, 1, 0))
+        self.theta = np.zeros((0, 0))
+        self.ainv = np.zeros((0, 0, 0))
+        self.packed = np.zeros((0, 0), dtype=np.float32)
         self._dirty = np.zeros(0, dtype=bool)
         self._any_dirty = False
+        self._set_dim(0)
 
-    @property
-    def theta(self) -> FloatArray:
-        """θ[a] = A[a]⁻¹ b[a], shape (K, d) (a view into the cache)."""
-        return self.M[:, 0, :]
-
-    @property
-    def chol_inv(self) -> FloatArray:
-        """L[a]⁻¹ with A[a] = L Lᵀ, shape (K, d, d) (a view into the cache)."""
-        return self.M[:, 1:, :]
+    def _set_dim(self, d: int) -> None:
+        self.dim = d
+        iu, ju = np.triu_indices(d)
+        self._tri = (iu * d + ju).astype(np.intp)
+        self._tri_weight = np.where(iu == ju, 1.0, 2.0)
+        self._outer = np.empty((d, d), dtype=np.float32)
+        self._xx = np.empty(self._tri.shape[0], dtype=np.float32)
+        self._x32 = np.empty(d, dtype=np.float32)
 
     def mark_dirty(self, slots: Iterable[int] | IntArray | None = None) -> None:
         """Invalidate the given slots (all when None)."""
@@ -380,14 +387,20 @@ class RidgeSolver:
     def ensure(self, stats: RidgeStatistics) -> None:
         """Grow the cache to the statistics' arms (new arms dirty), then refresh."""
         K, d = stats.n_arms, stats.dim
-        if d != self.dim:
-            self.dim = d
-            self.M = np.zeros((K, d + 1, d))
+        if d != self.dim or K < self.theta.shape[0]:
+            self._set_dim(d)
+            self.theta = np.zeros((K, d))
+            self.ainv = np.zeros((K, d, d))
+            self.packed = np.zeros((K, self._tri.shape[0]), dtype=np.float32)
             self._dirty = np.ones(K, dtype=bool)
             self._any_dirty = K > 0
-        elif K > self.M.shape[0]:
-            extra = K - self.M.shape[0]
-            self.M = np.concatenate([self.M, np.zeros((extra, d + 1, d))])
+        elif K > self.theta.shape[0]:
+            extra = K - self.theta.shape[0]
+            self.theta = np.concatenate([self.theta, np.zeros((extra, d))])
+            self.ainv = np.concatenate([self.ainv, np.zeros((extra, d, d))])
+            self.packed = np.concatenate(
+                [self.packed, np.zeros((extra, self._tri.shape[0]), dtype=np.float32)]
+            )
             self._dirty = np.concatenate([self._dirty, np.ones(extra, dtype=bool)])
             self._any_dirty = True
         if self._any_dirty:
@@ -404,20 +417,26 @@ class RidgeSolver:
         A = stats.S[idx] + self.lam * np.eye(d)
         L = np.linalg.cholesky(A)
         Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), A.shape))
-        # θ = L⁻ᵀ (L⁻¹ b)
-        y = np.einsum("kij,kj->ki", Linv, stats.b[idx])
-        theta = np.einsum("kji,kj->ki", Linv, y)
-        self.M[idx, 0, :] = theta
-        self.M[idx, 1:, :] = Linv
+        Ainv = np.matmul(Linv.transpose(0, 2, 1), Linv)
+        self.ainv[idx] = Ainv
+        self.theta[idx] = np.einsum("kij,kj->ki", Ainv, stats.b[idx])
+        flat = Ainv.reshape(idx.shape[0], d * d)[:, self._tri] * self._tri_weight
+        self.packed[idx] = flat.astype(np.float32)
         self._dirty[idx] = False
         self._any_dirty = False
+
+    def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> FloatArray:
+        """xᵀA[a]⁻¹x for all arms (``idx`` None) or the arms ``idx`` (float64, >= 0)."""
+        x32 = self._x32
+        x32[...] = x
+        np.multiply.outer(x32, x32, out=self._outer)
+        np.take(self._outer.reshape(-1), self._tri, out=self._xx)
+        P = self.packed if idx is None else self.packed[idx]
+        out = (P @ self._xx).astype(np.float64)
+        np.maximum(out, 0.0, out=out)
+        return out
 
     def solve(self, stats: RidgeStatistics, arm_id: str) -> FloatArray:
         """θ for one arm (refreshing caches if needed)."""
         self.ensure(stats)
-        return np.array(self.M[stats.slot(arm_id), 0, :])
-
-    def inverse(self, slot: int) -> FloatArray:
-        """A⁻¹ = L⁻ᵀL⁻¹ for one arm, built from the cached factor (diagnostics, hybrid)."""
-        Li = self.M[slot, 1:, :]
-        return np.asarray(Li.T @ Li)
+        return np.array(self.theta[stats.slot(arm_id)])

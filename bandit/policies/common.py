@@ -82,7 +82,6 @@ class LinearPolicy:
         self._solver = RidgeSolver(config.ridge_lambda)
         self._synced_version = -1
         self._eligible_cache: dict[Any, tuple[IntArray, tuple[str, ...], bool]] = {}
-        self._buf = np.zeros(0)
 
     # ---- protocol properties
     @property
@@ -155,19 +154,17 @@ class LinearPolicy:
     ) -> tuple[FloatArray, FloatArray, int]:
         raise NotImplementedError
 
-    def _project(self, x: FloatArray, idx: IntArray, full: bool) -> FloatArray:
-        """``M[a] x`` for the eligible arms: column 0 is θᵀx, columns 1.. are L⁻¹x."""
-        self._solver.ensure(self._stats)
-        M = self._solver.M
-        K, d1, d = M.shape
-        if full or 4 * idx.shape[0] > K:
-            size = K * d1
-            if self._buf.shape[0] != size:
-                self._buf = np.empty(size)
-            np.matmul(M.reshape(size, d), x, out=self._buf)
-            V = self._buf.reshape(K, d1)
-            return V if full else V[idx]
-        return (M[idx].reshape(-1, d) @ x).reshape(-1, d1)
+    def _mean_width_sq(
+        self, x: FloatArray, idx: IntArray, full: bool
+    ) -> tuple[FloatArray, FloatArray]:
+        """θ_aᵀx and xᵀA_a⁻¹x for the eligible arms (refreshing dirty caches first)."""
+        solver = self._solver
+        solver.ensure(self._stats)
+        if full:
+            return solver.theta @ x, solver.widths_sq(x)
+        if 4 * idx.shape[0] > solver.theta.shape[0]:
+            return (solver.theta @ x)[idx], solver.widths_sq(x)[idx]
+        return solver.theta[idx] @ x, solver.widths_sq(x, idx)
 
     # ---- learning
     def _changed(self, slots: IntArray | int | None) -> None:

@@ -87,8 +87,7 @@ class HybridLinUCB(LinearPolicy):
             return
         lam = self._solver.lam
         d, m1 = self._dim, self._m1
-        Linv = self._solver.chol_inv
-        Ainv = np.einsum("kji,kjl->kil", Linv, Linv)
+        Ainv = self._solver.ainv
         C = lam * (np.eye(d) - lam * Ainv)
         F = self._F
         G = F[:, :, None] * F[:, None, :]
@@ -105,15 +104,14 @@ class HybridLinUCB(LinearPolicy):
     ) -> tuple[FloatArray, FloatArray, int]:
         self._refresh_shared()
         lam = self._solver.lam
-        V = self._project(x, idx, full)
-        y = V[:, 1:]
-        Linv = self._solver.chol_inv if full else self._solver.chol_inv[idx]
+        Ainv = self._solver.ainv if full else self._solver.ainv[idx]
+        theta = self._solver.theta if full else self._solver.theta[idx]
         F = self._F if full else self._F[idx]
-        u = np.einsum("kji,kj->ki", Linv, y)
-        mean = V[:, 0] + lam * np.einsum("ka,ka->k", u @ self._beta, F)
+        u = Ainv @ x
+        mean = theta @ x + lam * np.einsum("ka,ka->k", u @ self._beta, F)
         W = (lam * u[:, :, None] * F[:, None, :]).reshape(u.shape[0], -1)
         shared = W @ self._L0inv.T
-        s = np.einsum("ij,ij->i", y, y) + np.einsum("ij,ij->i", shared, shared)
+        s = u @ x + np.einsum("ij,ij->i", shared, shared)
         scores = mean + self.config.alpha * np.sqrt(s)
         probs, pos = floored_argmax(scores, self.config.probability_floor, rng)
         return scores, probs, pos

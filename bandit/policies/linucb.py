@@ -32,8 +32,7 @@ class LinUCB(LinearPolicy):
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
-        V = self._project(x, idx, full)
-        w = V[:, 1:]
-        scores = V[:, 0] + self.config.alpha * np.sqrt(np.einsum("ij,ij->i", w, w))
+        mean, width_sq = self._mean_width_sq(x, idx, full)
+        scores = mean + self.config.alpha * np.sqrt(width_sq)
         probs, pos = floored_argmax(scores, self.config.probability_floor, rng)
         return scores, probs, pos

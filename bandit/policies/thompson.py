@@ -34,10 +34,8 @@ class LinearThompson(LinearPolicy):
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
-        V = self._project(x, idx, full)
-        w = V[:, 1:]
-        mu = np.array(V[:, 0])
-        sigma = self.config.thompson_v * np.sqrt(np.einsum("ij,ij->i", w, w))
+        mu, width_sq = self._mean_width_sq(x, idx, full)
+        sigma = self.config.thompson_v * np.sqrt(width_sq)
         K = mu.shape[0]
         D = self.config.thompson_propensity_draws
         samples = rng.standard_normal((D, K))
