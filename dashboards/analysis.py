@@ -1,0 +1,325 @@
+"""The overview's numbers: ``bandit.lift`` / ``bandit.stats`` results, cached per query.
+
+The statistics are never re-implemented here: lift rows come from
+``bandit.lift.lift_table``, sample-ratio mismatch and guardrails from ``bandit.stats``.
+This module caches them (``st.cache_data``), assembles the health banners and shapes the
+tables for display.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboards import data
+from dashboards.transforms import (
+    METRICS,
+    Banner,
+    lift_display,
+    srm_banner,
+    staleness_banner,
+)
+
+__all__ = [
+    "LIFT_COLUMN_CONFIG",
+    "OverviewView",
+    "fmt_time",
+    "lift_table_for_display",
+    "lift_view",
+    "overview",
+]
+
+
+def fmt_time(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class OverviewView:
+    lift: pd.DataFrame
+    sizes: pd.DataFrame
+    banners: list[Banner] = field(default_factory=list)
+    guardrails: pd.DataFrame | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- cached stats
+
+
+class _UnitsView:
+    """The slice of the store ``bandit.lift`` reads, over units already fetched.
+
+    ``lift_table`` asks the store for ``unit_metrics`` on every call; the overview makes
+    sixteen calls (8 metrics × CUPED on/off) over one cohort, so they share one query.
+    """
+
+    def __init__(self, units: pd.DataFrame, experiments: Sequence[str]) -> None:
+        self._units = units
+        self._experiments = list(experiments)
+
+    def unit_metrics(self, experiment_id: str, as_of_ms: int | None = None) -> pd.DataFrame:
+        return self._units
+
+    def experiments(self) -> list[str]:
+        return self._experiments
+
+
+def experiment_arg(settings: Any, experiment_id: str) -> Any:
+    """The configured ExperimentConfig when it describes ``experiment_id``, else the id."""
+    cfg = settings.experiment
+    return cfg if cfg is not None and cfg.id == experiment_id else experiment_id
+
+
+@st.cache_data(ttl=data.QUERY_TTL_S, show_spinner="Computing lift…")
+def lift_tables(
+    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int, _experiment: Any = None
+) -> tuple[dict[tuple[str, bool], pd.DataFrame], dict[str, str]]:
+    """``bandit.lift.lift_table`` for every overview metric, CUPED off and on.
+
+    Returns (tables, skipped) where ``skipped`` maps a metric to why it has no table yet
+    (typically: no complete day-N cohort).
+    """
+    from bandit.errors import InvalidInputError
+    from bandit.lift import lift_table
+
+    units = data.unit_metrics(_store, key, experiment_id, as_of_ms)
+    view = _UnitsView(units, [experiment_id])
+    exp = _experiment if _experiment is not None else experiment_id
+    out: dict[tuple[str, bool], pd.DataFrame] = {}
+    skipped: dict[str, str] = {}
+    for metric, _ in METRICS:
+        for cuped in (False, True):
+            try:
+                out[(metric, cuped)] = lift_table(view, exp, metric, as_of_ms, cuped)  # type: ignore[arg-type]
+            except InvalidInputError as exc:
+                skipped[metric] = str(exc)
+                break
+    return out, skipped
+
+
+@st.cache_data(ttl=data.QUERY_TTL_S, show_spinner=False)
+def guardrail_rows(
+    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int, _experiment: Any = None
+) -> pd.DataFrame:
+    """``bandit.lift.guardrail_table`` over the cached units."""
+    from bandit.errors import InvalidInputError
+    from bandit.lift import guardrail_table
+
+    units = data.unit_metrics(_store, key, experiment_id, as_of_ms)
+    try:
+        return guardrail_table(
+            _UnitsView(units, [experiment_id]),  # type: ignore[arg-type]
+            _experiment if _experiment is not None else experiment_id,
+            as_of_ms,
+        )
+    except InvalidInputError:
+        return pd.DataFrame(
+            columns=["metric", "variant", "status", "estimate", "ci_low", "ci_high", "margin"]
+        )
+
+
+def srm(counts: dict[str, int], weights: dict[str, float]) -> float:
+    """p-value of ``bandit.stats.srm_test`` over the configured variants (NaN if < 2)."""
+    from bandit import stats
+
+    obs = {v: int(n) for v, n in counts.items() if v in weights}
+    w = {v: float(weights[v]) for v in weights if v in obs}
+    if len(obs) < 2 or sum(obs.values()) == 0:
+        return math.nan
+    return float(stats.srm_test(obs, w).p_value)
+
+
+def lift_over_time(
+    units: pd.DataFrame, metric: str, control: str, points: int = 12
+) -> pd.DataFrame:
+    """Relative lift of ``metric`` as it would have read on past dates.
+
+    Each point is ``bandit.stats.relative_lift``.
+
+    At date t the units counted are those whose day N had completed by t, so each point is
+    what the overview would have shown then. Up to ``points`` dates, evenly spaced.
+    """
+    from bandit import stats
+    from bandit.errors import InvalidInputError
+    from dashboards.transforms import matured_mask
+
+    cols = ["date", "variant", "lift", "ci_low", "ci_high", "n_treatment", "n_control"]
+    if units.empty or metric not in units.columns:
+        return pd.DataFrame(columns=cols)
+    day = 86_400_000
+    digits = "".join(ch for ch in metric.rsplit("_", 1)[-1] if ch.isdigit())
+    n = int(digits) if digits else 30
+    done = units["exposure_ts"].astype("int64") + (n + 1) * day
+    valid = units[metric].notna()
+    if not valid.any():
+        return pd.DataFrame(columns=cols)
+    lo, hi = int(done[valid].min()), int(done[valid].max())
+    lo = (lo // day + 1) * day
+    hi = (hi // day + 1) * day
+    if hi < lo:
+        return pd.DataFrame(columns=cols)
+    step = max(day, ((hi - lo) // max(points - 1, 1)) // day * day)
+    rows = []
+    for t in range(lo, hi + 1, step):
+        m = matured_mask(units["exposure_ts"], metric, t) & valid
+        sub = units[m]
+        c = sub.loc[sub["variant"] == control, metric].to_numpy(dtype=float)
+        for variant in sorted(set(sub["variant"]) - {control}):
+            x = sub.loc[sub["variant"] == variant, metric].to_numpy(dtype=float)
+            try:
+                r = stats.relative_lift(x, c)
+            except (InvalidInputError, ZeroDivisionError, FloatingPointError):
+                continue
+            rows.append(
+                (
+                    pd.Timestamp(t, unit="ms", tz="UTC"),
+                    variant,
+                    r.estimate,
+                    r.ci_low,
+                    r.ci_high,
+                    len(x),
+                    len(c),
+                )
+            )
+    return pd.DataFrame(rows, columns=cols)
+
+
+def overview(ctx: Any) -> OverviewView:
+    """Lift rows, sample sizes and health banners for the context's experiment."""
+    s = ctx.settings
+    store, key, exp = ctx.store, ctx.key, ctx.experiment
+    units = data.unit_metrics(store, key, exp, ctx.as_of_ms)
+    banners: list[Banner] = []
+    sizes = _sizes(units)
+    if units.empty:
+        return OverviewView(lift_display({}, s.control), sizes, banners)
+    exp_cfg = experiment_arg(s, exp)
+    tables, skipped = lift_tables(store, key, exp, ctx.as_of_ms, exp_cfg)
+    lift = lift_display(tables, s.control)
+    # --- sample-ratio mismatch
+    counts = units.groupby("variant").size().astype(int).to_dict()
+    srm_ps = [float(t["srm_p"].iloc[0]) for t in tables.values() if "srm_p" in t.columns and len(t)]
+    p = srm_ps[0] if srm_ps else srm(counts, dict(s.variant_weights))
+    b = srm_banner(p, counts)
+    if b:
+        banners.append(b)
+    # --- guardrails
+    guards = guardrail_rows(store, key, exp, ctx.as_of_ms, exp_cfg)
+    for g in guards[guards["status"] == "degraded"].itertuples():
+        banners.append(
+            Banner(
+                "error",
+                f"Guardrail breached: {g.metric}",
+                f"Variant {g.variant}: lift {g.estimate:+.1%} "
+                f"(95% CI {g.ci_low:+.1%} to {g.ci_high:+.1%}) "
+                f"is below the −{g.margin:.0%} margin.",
+            )
+        )
+    # --- stale data and learner lag
+    hourly = data.traffic_share(store, key, exp, "hour")
+    last_decision = (
+        None
+        if hourly.empty
+        else int(pd.Timestamp(hourly["bucket_start"].max()).value // 1_000_000) + 3_600_000
+    )
+    last_exposure = int(units["exposure_ts"].max())
+    last = max(x for x in (last_decision, last_exposure) if x is not None)
+    stale = staleness_banner("data", last, s.now_ms(), s.stale_after_s)
+    if stale:
+        banners.append(stale)
+    snap = data.latest_snapshot(s.snapshot_dir)
+    if snap is not None and last_decision is not None:
+        snap_ms = int(snap.stat().st_mtime * 1000)
+        lag_s = (last_decision - 3_600_000 - snap_ms) / 1000.0
+        if lag_s > s.lag_after_s:
+            banners.append(
+                Banner(
+                    "warning",
+                    "Learner lag",
+                    f"The newest model snapshot ({Path(snap).name}, {fmt_time(snap_ms)}) "
+                    "is older than "
+                    f"the newest decisions by {lag_s / 60:.0f} min: the learner is behind or down.",
+                )
+            )
+    if not banners:
+        banners.append(
+            Banner(
+                "success", "Healthy", "No sample-ratio mismatch, no guardrail breach, data fresh."
+            )
+        )
+    return OverviewView(lift, sizes, banners, guards, skipped)
+
+
+def _sizes(units: pd.DataFrame) -> pd.DataFrame:
+    if units.empty:
+        return pd.DataFrame(columns=["variant", "units", "day-1 complete", "day-30 complete"])
+    g = units.groupby("variant")
+    return pd.DataFrame(
+        {
+            "units": g.size(),
+            "day-1 complete": g["retained_d1"].count(),
+            "day-30 complete": g["retained_d30"].count(),
+        }
+    ).reset_index()
+
+
+# --------------------------------------------------------------------------- display
+
+
+def lift_view(
+    lift: pd.DataFrame, labels: Sequence[str], cuped: bool, variants: Sequence[str]
+) -> pd.DataFrame:
+    if lift.empty:
+        return lift
+    m = lift["metric"].isin(list(labels)) & (lift["cuped"] == cuped)
+    if variants:
+        m &= lift["variant"].isin(list(variants))
+    return lift[m].reset_index(drop=True)
+
+
+LIFT_COLUMN_CONFIG = {
+    "Lift": st.column_config.NumberColumn(
+        "Lift", format="percent", help="relative lift vs control"
+    ),
+    "CI low": st.column_config.NumberColumn(
+        "CI low", format="percent", help="fixed-horizon 95% CI"
+    ),
+    "CI high": st.column_config.NumberColumn("CI high", format="percent"),
+    "AV low": st.column_config.NumberColumn(
+        "AV low", format="percent", help="always-valid 95% interval"
+    ),
+    "AV high": st.column_config.NumberColumn("AV high", format="percent"),
+    "P(better)": st.column_config.ProgressColumn(
+        "P(better)", format="percent", min_value=0.0, max_value=1.0
+    ),
+    "n control": st.column_config.NumberColumn("n control", format="localized"),
+    "n variant": st.column_config.NumberColumn("n variant", format="localized"),
+}
+
+
+def lift_table_for_display(table: pd.DataFrame) -> pd.DataFrame:
+    cols = {
+        "metric": "Metric",
+        "variant": "Variant",
+        "lift": "Lift",
+        "ci_low": "CI low",
+        "ci_high": "CI high",
+        "av_low": "AV low",
+        "av_high": "AV high",
+        "p_better": "P(better)",
+        "n_control": "n control",
+        "n_treatment": "n variant",
+        "cuped": "CUPED",
+        "verdict": "Verdict",
+    }
+    present = [c for c in cols if c in table.columns]
+    return table[present].rename(columns=cols)

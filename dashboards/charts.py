@@ -1,0 +1,171 @@
+"""Altair chart builders: a DataFrame in, an ``alt.Chart`` out; no Streamlit, no store."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+__all__ = [
+    "arm_estimates_chart",
+    "leaderboard_chart",
+    "lift_forest_chart",
+    "lift_over_time_chart",
+    "retention_curve_chart",
+    "traffic_share_chart",
+]
+
+_PCT = ".1%"
+
+
+def lift_forest_chart(df: pd.DataFrame) -> alt.Chart:
+    """Relative lift per variant and metric: point, fixed CI (thick) and always-valid CI (thin)."""
+    base = alt.Chart(df).encode(
+        y=alt.Y("metric:N", title=None, sort=None),
+        yOffset=alt.YOffset("variant:N"),
+        color=alt.Color("variant:N", title="variant"),
+    )
+    zero = (
+        alt.Chart(pd.DataFrame({"x": [0.0]}))
+        .mark_rule(strokeDash=[4, 4], color="gray")
+        .encode(x="x:Q")
+    )
+    layers = [zero]
+    if "av_low" in df.columns and df["av_low"].notna().any():
+        layers.append(
+            base.mark_rule(strokeWidth=1, opacity=0.6).encode(
+                x=alt.X("av_low:Q", title="relative lift vs control", axis=alt.Axis(format="%")),
+                x2="av_high:Q",
+            )
+        )
+    layers.append(
+        base.mark_rule(strokeWidth=4).encode(
+            x=alt.X("ci_low:Q", title="relative lift vs control", axis=alt.Axis(format="%")),
+            x2="ci_high:Q",
+        )
+    )
+    layers.append(
+        base.mark_point(filled=True, size=60).encode(
+            x="lift:Q",
+            tooltip=[
+                "metric:N",
+                "variant:N",
+                alt.Tooltip("lift:Q", format=_PCT),
+                alt.Tooltip("ci_low:Q", format=_PCT),
+                alt.Tooltip("ci_high:Q", format=_PCT),
+                "verdict:N",
+            ],
+        )
+    )
+    return alt.layer(*layers).properties(
+        height=alt.Step(14), title="Lift vs control (95% CI; thin = always-valid)"
+    )
+
+
+def retention_curve_chart(df: pd.DataFrame) -> alt.LayerChart:
+    """Retention by day since exposure per variant, with a 95% band.
+
+    Expects ``variant``, ``day``, ``rate``, ``low``, ``high``.
+    """
+    base = alt.Chart(df).encode(
+        x=alt.X("day:Q", title="days since exposure", scale=alt.Scale(domain=[0, 30])),
+        color=alt.Color("variant:N"),
+    )
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("low:Q", axis=alt.Axis(format="%")), y2="high:Q"
+    )
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("rate:Q", title="retained", axis=alt.Axis(format="%")),
+        tooltip=["variant:N", "day:Q", alt.Tooltip("rate:Q", format=_PCT), "n:Q"],
+    )
+    return alt.layer(band, line).properties(height=320, title="Retention curve")
+
+
+def lift_over_time_chart(df: pd.DataFrame, metric_label: str) -> alt.LayerChart:
+    """Cumulative lift as data accrued (one point per calendar day), with a 95% band."""
+    base = alt.Chart(df).encode(
+        x=alt.X("date:T", title="as of"),
+        color=alt.Color("variant:N"),
+    )
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("ci_low:Q", axis=alt.Axis(format="%")), y2="ci_high:Q"
+    )
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("lift:Q", title=f"lift in {metric_label}", axis=alt.Axis(format="%")),
+        tooltip=["variant:N", "date:T", alt.Tooltip("lift:Q", format=_PCT)],
+    )
+    zero = (
+        alt.Chart(pd.DataFrame({"y": [0.0]}))
+        .mark_rule(strokeDash=[4, 4], color="gray")
+        .encode(y="y:Q")
+    )
+    return alt.layer(band, line, zero).properties(height=280, title="Lift over calendar time")
+
+
+def traffic_share_chart(df: pd.DataFrame, by: str, title: str) -> alt.Chart:
+    """Stacked share of traffic per ``by`` (variant or arm_id) per time bucket."""
+    return (
+        alt.Chart(df)
+        .mark_area()
+        .encode(
+            x=alt.X("bucket:T", title=None),
+            y=alt.Y(
+                "share:Q", stack="normalize", title="share of decisions", axis=alt.Axis(format="%")
+            ),
+            color=alt.Color(f"{by}:N", title=by.replace("_id", "")),
+            tooltip=[
+                "bucket:T",
+                f"{by}:N",
+                alt.Tooltip("share:Q", format=_PCT),
+                alt.Tooltip("n:Q", format=","),
+            ],
+        )
+        .properties(height=260, title=title)
+    )
+
+
+def arm_estimates_chart(df: pd.DataFrame) -> alt.LayerChart:
+    """Policy's per-arm estimate at the mean context ± its width; cold-start arms in red."""
+    base = alt.Chart(df).encode(
+        y=alt.Y("arm_id:N", sort="-x", title=None),
+        color=alt.Color(
+            "cold_start:N",
+            title="cold start",
+            scale=alt.Scale(domain=[False, True], range=["#1f77b4", "#d62728"]),
+        ),
+    )
+    rule = base.mark_rule(strokeWidth=3).encode(
+        x=alt.X("low:Q", title="estimated reward"), x2="high:Q"
+    )
+    point = base.mark_point(filled=True, size=70).encode(
+        x="estimate:Q",
+        tooltip=[
+            "arm_id:N",
+            alt.Tooltip("estimate:Q", format=".3f"),
+            alt.Tooltip("width:Q", format=".3f"),
+            alt.Tooltip("n:Q", format=",.0f"),
+            "cold_start:N",
+        ],
+    )
+    return alt.layer(rule, point).properties(
+        height=alt.Step(18), title="Current policy: per-arm estimate ± width"
+    )
+
+
+def leaderboard_chart(df: pd.DataFrame, metric: str, label: str) -> alt.LayerChart:
+    """One proxy per arm with its 95% interval."""
+    base = alt.Chart(df).encode(
+        y=alt.Y(
+            "arm_id:N", sort=alt.EncodingSortField(field=metric, order="descending"), title=None
+        ),
+        color=alt.Color("kind:N"),
+    )
+    rule = base.mark_rule(strokeWidth=3).encode(
+        x=alt.X(f"{metric}_low:Q", title=label), x2=f"{metric}_high:Q"
+    )
+    point = base.mark_point(filled=True, size=60).encode(
+        x=f"{metric}:Q",
+        tooltip=["arm_id:N", "kind:N", alt.Tooltip(f"{metric}:Q", format=".3f"), "decisions:Q"],
+    )
+    return alt.layer(rule, point).properties(
+        height=alt.Step(18), title=f"{label} per expert (propensity-weighted)"
+    )

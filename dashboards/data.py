@@ -1,0 +1,297 @@
+"""Data access for the dashboard: settings, the cached read-only store, cached queries.
+
+Nothing here runs at import time. The store connection is a ``st.cache_resource`` (one
+per DSN and database, shared by all sessions, reopened every ``STORE_TTL_S`` so a
+read-only snapshot of an embedded store that the learner owns is refreshed); every query
+is a ``st.cache_data(ttl=QUERY_TTL_S)`` keyed by its plain arguments (the store itself is
+passed as ``_store`` and so not hashed).
+
+An embedded chdb store can be owned by one process only: the dashboard always opens it
+with ``open_store(dsn, database, read_only=True)``, which reads the live directory when it
+is free and a private snapshot of it when the learner holds the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from bandit.config import Config, load_config
+from bandit.errors import SwitchboardError
+
+__all__ = [
+    "QUERY_TTL_S",
+    "STORE_TTL_S",
+    "DashboardSettings",
+    "PolicyView",
+    "get_store",
+    "latest_snapshot",
+    "load_policy_view",
+    "settings_from_env",
+]
+
+QUERY_TTL_S = 60
+STORE_TTL_S = 300
+
+#: environment variables the ``switchboard dashboard`` launcher sets for the app
+ENV_RESULTS_DIR = "SWITCHBOARD_DASHBOARD_RESULTS_DIR"
+ENV_SNAPSHOT_DIR = "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR"
+ENV_STALE_AFTER_S = "SWITCHBOARD_DASHBOARD_STALE_AFTER_S"
+ENV_LAG_AFTER_S = "SWITCHBOARD_DASHBOARD_LAG_AFTER_S"
+ENV_AS_OF_MS = "SWITCHBOARD_DASHBOARD_AS_OF_MS"
+
+
+@dataclass(frozen=True)
+class DashboardSettings:
+    """What the app reads: the store, the snapshot and results folders, health thresholds."""
+
+    dsn: str
+    database: str
+    snapshot_dir: str
+    results_dir: str
+    control: str
+    variant_weights: tuple[tuple[str, float], ...]
+    guardrails: tuple[str, ...]
+    guardrail_margin: float
+    alpha: float
+    ridge_lambda: float
+    stale_after_s: float = 6 * 3600.0
+    lag_after_s: float = 900.0
+    #: the configured experiment (variants, weights, control, guardrails)
+    experiment: Any = None
+    #: fixed "now" (epoch ms) for reproducible views and tests; None = wall clock
+    as_of_ms: int | None = None
+
+    def now_ms(self) -> int:
+        """The as-of time of queries: fixed, or the wall clock floored to the query TTL so
+        that consecutive reruns hit the query cache."""
+        if self.as_of_ms is not None:
+            return self.as_of_ms
+        step = QUERY_TTL_S * 1000
+        return int(time.time() * 1000) // step * step
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> DashboardSettings:
+    """Settings from ``SWITCHBOARD_CONFIG`` / ``SWITCHBOARD_*`` overrides plus dashboard knobs."""
+    env = os.environ if env is None else env
+    cfg: Config = load_config(None, env)
+    as_of = env.get(ENV_AS_OF_MS)
+    return DashboardSettings(
+        dsn=cfg.store.dsn,
+        database=cfg.store.database,
+        snapshot_dir=env.get(ENV_SNAPSHOT_DIR, cfg.serve.snapshot_dir),
+        results_dir=env.get(ENV_RESULTS_DIR, "results"),
+        control=cfg.experiment.control,
+        variant_weights=tuple((v.name, float(v.weight)) for v in cfg.experiment.variants),
+        guardrails=tuple(cfg.experiment.guardrails),
+        guardrail_margin=float(cfg.experiment.guardrail_margin),
+        alpha=float(cfg.policy.alpha),
+        ridge_lambda=float(cfg.policy.ridge_lambda),
+        stale_after_s=float(env.get(ENV_STALE_AFTER_S, 6 * 3600.0)),
+        lag_after_s=float(env.get(ENV_LAG_AFTER_S, 900.0)),
+        experiment=cfg.experiment,
+        as_of_ms=int(as_of) if as_of else None,
+    )
+
+
+# --------------------------------------------------------------------------- store
+
+
+@st.cache_resource(ttl=STORE_TTL_S, show_spinner=False)
+def get_store(dsn: str, database: str) -> Any:
+    """The store, opened read-only (never migrates, never writes). Raises StoreError."""
+    from bandit.store import open_store
+
+    return open_store(dsn, database, read_only=True)
+
+
+def open_or_none(settings: DashboardSettings) -> tuple[Any | None, str | None]:
+    """(store, None) or (None, reason) when there is no readable store yet."""
+    try:
+        return get_store(settings.dsn, settings.database), None
+    except SwitchboardError as exc:
+        return None, str(exc)
+
+
+# --------------------------------------------------------------------------- queries
+# Each takes the store as ``_store`` (unhashed) and the DSN/database as the cache key.
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def experiments(_store: Any, key: tuple[str, str]) -> list[str]:
+    try:
+        return list(_store.experiments())
+    except SwitchboardError:
+        return []
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Loading units…")
+def unit_metrics(
+    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int
+) -> pd.DataFrame:
+    return _store.unit_metrics(experiment_id, as_of_ms)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def retention_curve(
+    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int
+) -> pd.DataFrame:
+    return _store.retention_curve(experiment_id, as_of_ms, max_day=30)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def traffic_share(
+    _store: Any, key: tuple[str, str], experiment_id: str, bucket: str
+) -> pd.DataFrame:
+    return _store.traffic_share(experiment_id, bucket=bucket)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def arm_proxies(_store: Any, key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
+    return _store.arm_proxies(experiment_id)
+
+
+# --------------------------------------------------------------------------- snapshots
+
+_SNAPSHOT_SUFFIXES = (".npz", ".snap", ".snapshot", ".bin", ".pkl")
+
+
+def latest_snapshot(snapshot_dir: str | Path) -> Path | None:
+    """The newest model snapshot file in ``snapshot_dir`` (by modification time), or None.
+
+    Temporary files of an atomic write (``*.tmp``, dot-files) are ignored.
+    """
+    d = Path(snapshot_dir)
+    if not d.is_dir():
+        return None
+    files = [
+        p
+        for p in d.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(".")
+        and not p.name.endswith((".tmp", ".partial", ".lock"))
+        and (p.suffix in _SNAPSHOT_SUFFIXES or p.suffix == "")
+    ]
+    if not files:
+        files = [
+            p
+            for p in d.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".tmp")
+        ]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    """What the allocation page shows of a model snapshot."""
+
+    path: str
+    mtime_ms: int
+    policy_name: str
+    version: str
+    estimates: pd.DataFrame
+    kinds: dict[str, str]
+    meta: dict[str, Any]
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float) -> PolicyView:
+    """Load a snapshot with ``bandit.snapshot.load_policy_snapshot`` and reduce it per arm.
+
+    The score of arm m at the mean context x̄ is θ_m·x̄ with θ_m = A_m⁻¹ b_m, A_m = λI + S_m,
+    and its width α·sqrt(x̄ᵀA_m⁻¹x̄) (the LinUCB bonus). x̄ is the snapshot's
+    ``mean_context`` when it carries one, else the pooled second-moment's leading
+    direction (for contexts with a constant feature this is close to the mean).
+    Raises SnapshotError for an unreadable snapshot.
+    """
+    from bandit.snapshot import load_policy_snapshot
+    from dashboards.transforms import arm_estimates
+
+    policy, arms, meta = load_policy_snapshot(path)
+    stats = policy.statistics
+    arrays = stats.to_arrays() if hasattr(stats, "to_arrays") else {}
+    kinds = {a.arm_id: a.kind for a in arms}
+    lam = float(getattr(getattr(policy, "config", None), "ridge_lambda", ridge_lambda))
+    alpha = float(getattr(getattr(policy, "config", None), "alpha", alpha))
+    if {"arm_ids", "S", "b", "n"} <= set(arrays):
+        ids = [str(a) for a in np.asarray(arrays["arm_ids"]).reshape(-1)]
+        S = np.asarray(arrays["S"], dtype=float)
+        b = np.asarray(arrays["b"], dtype=float)
+        n = np.asarray(arrays["n"], dtype=float)
+        xbar = _mean_context(meta, S, b, n)
+        est, quad = [], []
+        for k in range(len(ids)):
+            A = lam * np.eye(S.shape[1]) + S[k]
+            c = np.linalg.cholesky(A)
+            theta = np.linalg.solve(c.T, np.linalg.solve(c, b[k]))
+            z = np.linalg.solve(c, xbar)
+            est.append(float(theta @ xbar))
+            quad.append(float(z @ z))
+        table = arm_estimates(ids, np.array(est), np.array(quad), n, alpha)
+    else:
+        ids = [a.arm_id for a in arms]
+        table = arm_estimates(ids, np.full(len(ids), np.nan), None, np.zeros(len(ids)), alpha)
+    table["kind"] = table["arm_id"].map(kinds).fillna("expert")
+    # arms in the registry that the statistics have never seen are cold-start too
+    missing = [a.arm_id for a in arms if a.arm_id not in set(table["arm_id"]) and a.active]
+    if missing:
+        extra = pd.DataFrame(
+            {
+                "arm_id": missing,
+                "estimate": np.nan,
+                "width": np.nan,
+                "low": np.nan,
+                "high": np.nan,
+                "n": 0.0,
+                "cold_start": True,
+                "kind": [kinds.get(m, "expert") for m in missing],
+            }
+        )
+        table = pd.concat([table, extra], ignore_index=True)
+    name = str(meta.get("policy", meta.get("policy_name", type(policy).__name__)))
+    version = str(meta.get("policy_version", meta.get("version", "")))
+    return PolicyView(path, mtime_ms, name, version, table, kinds, dict(meta))
+
+
+def _mean_context(
+    meta: Mapping[str, Any], S: np.ndarray, b: np.ndarray, n: np.ndarray
+) -> np.ndarray:
+    d = S.shape[1]
+    mc = meta.get("mean_context") if isinstance(meta, Mapping) else None
+    if mc is not None and len(mc) == d:
+        return np.asarray(mc, dtype=float)
+    total_n = float(n.sum())
+    if total_n <= 0:
+        return np.full(d, 1.0 / np.sqrt(d))
+    M = S.sum(axis=0) / total_n
+    w, v = np.linalg.eigh(M)
+    lead = v[:, -1] * np.sqrt(max(w[-1], 0.0))
+    # eigenvectors have no sign: orient along the pooled Σ r·x
+    if float(lead @ b.sum(axis=0)) < 0:
+        lead = -lead
+    return np.asarray(lead, dtype=float)
+
+
+def arm_kinds(snapshot_dir: str, control: str) -> dict[str, str]:
+    """Arm id -> kind from the newest snapshot's arm registry ({} when there is none)."""
+    from bandit.errors import SwitchboardError as _Err
+
+    snap = latest_snapshot(snapshot_dir)
+    if snap is None:
+        return {}
+    try:
+        settings = settings_from_env()
+        view = load_policy_view(
+            str(snap), int(snap.stat().st_mtime * 1000), settings.alpha, settings.ridge_lambda
+        )
+    except (_Err, OSError, ValueError):
+        return {}
+    return dict(view.kinds)

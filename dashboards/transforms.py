@@ -1,0 +1,519 @@
+"""Pure transforms behind the dashboard pages: DataFrames in, DataFrames out.
+
+Nothing here touches Streamlit or the store, so every function is unit-tested on small
+hand-made frames. The statistics themselves (lift CIs, SRM, P(better), ...) come from
+``bandit.stats`` / ``bandit.lift``; this module only reshapes, labels and judges them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "METRICS",
+    "PROXIES",
+    "Banner",
+    "OfflineRun",
+    "arm_estimates",
+    "arm_totals",
+    "canonical_lift_columns",
+    "discover_results",
+    "filter_frame",
+    "flatten_summary",
+    "leaderboard",
+    "lift_display",
+    "matured_mask",
+    "ratio_ci",
+    "retention_bands",
+    "srm_banner",
+    "staleness_banner",
+    "traffic_share",
+    "verdict",
+    "weighted_mean_ci",
+]
+
+#: Metrics on the overview: (key used by the store and ``bandit.lift``, label).
+METRICS: tuple[tuple[str, str], ...] = (
+    ("day1_retention", "Day-1 retention"),
+    ("day7_retention", "Day-7 retention"),
+    ("day14_retention", "Day-14 retention"),
+    ("day30_retention", "Day-30 retention"),
+    ("day1_engagement", "Day-1 engagement"),
+    ("day7_engagement", "Day-7 engagement"),
+    ("day14_engagement", "Day-14 engagement"),
+    ("day30_engagement", "Day-30 engagement"),
+)
+
+_Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Banner:
+    """A health message for the top of a page. ``level`` is error, warning, info or success."""
+
+    level: str
+    title: str
+    detail: str
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def verdict(
+    ci_low: float,
+    ci_high: float,
+    av_low: float | None = None,
+    av_high: float | None = None,
+    *,
+    n_control: int | None = None,
+    n_treatment: int | None = None,
+    min_units: int = 100,
+) -> str:
+    """A plain-words reading of a relative lift and its intervals.
+
+    The always-valid interval (safe under continuous peeking) decides significance when it
+    is given; a fixed-horizon interval that excludes zero while the always-valid one does
+    not is reported as "promising", never as a win.
+    """
+    if (
+        n_control is not None
+        and n_treatment is not None
+        and min(n_control, n_treatment) < min_units
+    ):
+        return "too little data"
+    if not all(_finite(v) for v in (ci_low, ci_high)):
+        return "too little data"
+    if av_low is not None and av_high is not None and _finite(av_low) and _finite(av_high):
+        lo, hi = float(av_low), float(av_high)
+    else:
+        lo, hi = float(ci_low), float(ci_high)
+    if lo > 0:
+        return "significantly better"
+    if hi < 0:
+        return "significantly worse"
+    if ci_low > 0:
+        return "promising, not yet significant"
+    if ci_high < 0:
+        return "worrying, not yet significant"
+    return "not yet significant"
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and isinstance(v, int | float | np.floating) and math.isfinite(float(v))
+
+
+# Column aliases: ``bandit.lift.lift_table`` is the source; accept its spelling variants.
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "variant": ("variant", "treatment"),
+    "lift": ("rel_lift", "lift", "relative_lift", "estimate"),
+    "ci_low": ("rel_ci_low", "ci_low", "lift_ci_low", "lo", "low"),
+    "ci_high": ("rel_ci_high", "ci_high", "lift_ci_high", "hi", "high"),
+    "av_low": ("seq_ci_low", "av_low", "cs_low", "always_valid_low", "av_ci_low"),
+    "av_high": ("seq_ci_high", "av_high", "cs_high", "always_valid_high", "av_ci_high"),
+    "p_better": ("prob_better", "p_better", "p_treatment_better"),
+    "n_control": ("n_control", "control_n", "n_c"),
+    "n_treatment": ("n", "n_treatment", "n_variant", "treatment_n", "n_t"),
+    "mean_control": ("mean_control", "control_mean"),
+    "mean_treatment": ("mean_treatment", "treatment_mean", "mean_variant", "mean"),
+    "p_value": ("p_value", "pvalue", "p"),
+}
+
+
+def canonical_lift_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Rename a lift table's columns to the dashboard's canonical names (see ``_ALIASES``)."""
+    rename: dict[str, str] = {}
+    for canon, names in _ALIASES.items():
+        if canon in df.columns:
+            continue
+        for n in names:
+            if n in df.columns and n not in rename:
+                rename[n] = canon
+                break
+    return df.rename(columns=rename)
+
+
+def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) -> pd.DataFrame:
+    """One row per (metric, variant, CUPED) from ``bandit.lift.lift_table`` outputs.
+
+    ``tables`` maps (metric, cuped) to that metric's lift table. The control's own row, if
+    the table has one, is dropped: lift is always "vs control".
+    """
+    labels = dict(METRICS)
+    rows: list[pd.DataFrame] = []
+    for (metric, cuped), table in tables.items():
+        if table is None or len(table) == 0:
+            continue
+        t = canonical_lift_columns(table)
+        if "variant" in t.columns:
+            t = t[t["variant"] != control]
+        t = t.copy()
+        t = t.drop(columns=[c for c in ("metric", "metric_key") if c in t.columns])
+        t.insert(0, "metric", labels.get(metric, metric))
+        t.insert(1, "metric_key", metric)
+        t["cuped"] = bool(cuped)
+        rows.append(t)
+    if not rows:
+        return pd.DataFrame(
+            columns=[
+                "metric",
+                "metric_key",
+                "variant",
+                "cuped",
+                "lift",
+                "ci_low",
+                "ci_high",
+                "av_low",
+                "av_high",
+                "p_better",
+                "n_control",
+                "n_treatment",
+                "verdict",
+            ]
+        )
+    out = pd.concat(rows, ignore_index=True)
+    for col in ("av_low", "av_high", "p_better", "n_control", "n_treatment"):
+        if col not in out.columns:
+            out[col] = np.nan
+    if "verdict" in out.columns and out["verdict"].notna().all():
+        return out
+    out["verdict"] = [
+        verdict(
+            r.ci_low,
+            r.ci_high,
+            r.av_low,
+            r.av_high,
+            n_control=None if pd.isna(r.n_control) else int(r.n_control),
+            n_treatment=None if pd.isna(r.n_treatment) else int(r.n_treatment),
+        )
+        for r in out.itertuples()
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------- health
+
+
+def srm_banner(
+    p_value: float, observed: Mapping[str, int], threshold: float = 0.001
+) -> Banner | None:
+    """A sample-ratio-mismatch banner when the chi-square p-value is below ``threshold``."""
+    if not _finite(p_value) or p_value >= threshold:
+        return None
+    counts = ", ".join(f"{k}: {v:,}" for k, v in observed.items())
+    return Banner(
+        "error",
+        "Sample-ratio mismatch",
+        f"Units per variant ({counts}) do not match the configured weights "
+        f"(χ² p = {p_value:.2g} < {threshold:g}). Assignment or logging is broken; "
+        "do not trust the lift until it is explained.",
+    )
+
+
+def staleness_banner(
+    what: str, last_ms: int | None, now_ms: int, max_age_s: float
+) -> Banner | None:
+    """A banner when the newest ``what`` is older than ``max_age_s`` (or there is none)."""
+    if last_ms is None:
+        return Banner("warning", f"No {what} yet", f"The store holds no {what}.")
+    age_s = (now_ms - int(last_ms)) / 1000.0
+    if age_s <= max_age_s:
+        return None
+    return Banner(
+        "warning",
+        f"Stale {what}",
+        f"The newest {what} is {_human_age(age_s)} old (threshold {_human_age(max_age_s)}).",
+    )
+
+
+def _human_age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def filter_frame(
+    df: pd.DataFrame,
+    *,
+    variants: Sequence[str] | None = None,
+    arms: Sequence[str] | None = None,
+    ts_col: str | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> pd.DataFrame:
+    """Rows of ``df`` in the chosen variants / arms and time window [start, end)."""
+    mask = pd.Series(True, index=df.index)
+    if variants and "variant" in df.columns:
+        mask &= df["variant"].isin(list(variants))
+    if arms and "arm_id" in df.columns:
+        mask &= df["arm_id"].isin(list(arms))
+    if ts_col and ts_col in df.columns:
+        ts = _to_ms(df[ts_col])
+        if start_ms is not None:
+            mask &= ts >= start_ms
+        if end_ms is not None:
+            mask &= ts < end_ms
+    return df[mask]
+
+
+def _to_ms(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return pd.Series(pd.to_datetime(s, utc=True).astype("int64") // 1_000_000, index=s.index)
+    return s.astype("int64")
+
+
+# --------------------------------------------------------------------------- allocation
+
+
+def traffic_share(df: pd.DataFrame, by: str) -> pd.DataFrame:
+    """Share of decisions per ``by`` (variant or arm_id) in each time bucket.
+
+    Input: columns ``bucket``, ``by`` and ``n`` (count). Output adds ``share`` (0..1) that
+    sums to 1 within each bucket.
+    """
+    if df.empty:
+        return pd.DataFrame(columns=["bucket", by, "n", "share"])
+    g = df.groupby(["bucket", by], as_index=False)["n"].sum()
+    total = g.groupby("bucket")["n"].transform("sum")
+    g["share"] = g["n"] / total.where(total > 0, 1)
+    return g.sort_values(["bucket", by], ignore_index=True)
+
+
+def arm_estimates(
+    arm_ids: Sequence[str],
+    theta: np.ndarray,
+    a_inv_diag_quad: np.ndarray | None,
+    counts: Sequence[float],
+    alpha: float,
+) -> pd.DataFrame:
+    """Per-arm score at the mean context with its uncertainty width.
+
+    ``theta`` holds θ_m · x̄ per arm (already reduced to the mean context);
+    ``a_inv_diag_quad`` holds x̄ᵀ A_m⁻¹ x̄, so the width is α·sqrt(x̄ᵀA⁻¹x̄), the LinUCB
+    bonus (Li et al. 2010, eq. 4). Arms with no observations are marked cold-start.
+    """
+    est = np.asarray(theta, dtype=float)
+    width = (
+        alpha * np.sqrt(np.maximum(np.asarray(a_inv_diag_quad, dtype=float), 0.0))
+        if a_inv_diag_quad is not None
+        else np.full(len(arm_ids), np.nan)
+    )
+    n = np.asarray(counts, dtype=float)
+    out = pd.DataFrame(
+        {
+            "arm_id": list(arm_ids),
+            "estimate": est,
+            "width": width,
+            "low": est - width,
+            "high": est + width,
+            "n": n,
+            "cold_start": n <= 0,
+        }
+    )
+    return out.sort_values("estimate", ascending=False, ignore_index=True)
+
+
+# --------------------------------------------------------------------------- leaderboard
+
+
+def weighted_mean_ci(values: np.ndarray, weights: np.ndarray) -> tuple[float, float, float, float]:
+    """Self-normalised weighted mean with a 95% normal CI; returns (mean, low, high, n_eff).
+
+    Var follows the linearisation of the ratio estimator Σwv/Σw: Σw²(v-m)² / (Σw)².
+    Kish's effective sample size n_eff = (Σw)²/Σw² is returned for display.
+    """
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(weights, dtype=float)
+    ok = np.isfinite(v) & np.isfinite(w) & (w > 0)
+    v, w = v[ok], w[ok]
+    if v.size == 0:
+        return (math.nan, math.nan, math.nan, 0.0)
+    sw = w.sum()
+    m = float((w * v).sum() / sw)
+    var = float((w**2 * (v - m) ** 2).sum() / sw**2)
+    half = _Z95 * math.sqrt(var) if v.size > 1 else math.nan
+    n_eff = float(sw**2 / (w**2).sum())
+    return (m, m - half, m + half, n_eff)
+
+
+def ratio_ci(
+    num: float, den: float, num_sq: float, den_sq: float, cross: float, n: float
+) -> tuple[float, float, float]:
+    """Mean ratio Σnum/Σden with a delta-method 95% CI from aggregated sums.
+
+    Inputs are the sums Σy, Σw, Σy², Σw², Σyw over ``n`` rows (y = w·v). Used when the
+    store returns per-arm aggregates rather than rows.
+    """
+    if den <= 0 or n < 2:
+        return (math.nan, math.nan, math.nan)
+    r = num / den
+    # Var(Σy - rΣw) / (Σw)², with Σ(y - r w)² = Σy² - 2rΣyw + r²Σw²
+    resid = max(num_sq - 2 * r * cross + r * r * den_sq, 0.0)
+    se = math.sqrt(resid) / den
+    return (r, r - _Z95 * se, r + _Z95 * se)
+
+
+PROXIES: tuple[tuple[str, str], ...] = (
+    ("retry_rate", "Retry rate"),
+    ("mean_rating", "Mean rating"),
+    ("mean_length", "Conversation length"),
+)
+
+
+def leaderboard(
+    proxies: pd.DataFrame,
+    kinds: Mapping[str, str] | None = None,
+    kind_filter: Iterable[str] | None = None,
+    weighted: bool = True,
+) -> pd.DataFrame:
+    """Per-arm message-level proxies with 95% intervals, from ``Store.arm_proxies``.
+
+    ``weighted`` picks the self-normalised inverse-propensity means (``*_ips``, ``*_ips_se``)
+    over the plain means, so an arm's figures are not flattered by the contexts an
+    adaptive policy chose to send it. ``kinds`` maps arm id to kind (expert/baseline);
+    arms it does not know are "unknown". Sorted by retry rate, lowest (best) first.
+    """
+    cols = ["arm_id", "variant", "kind", "decisions", "feedback"]
+    for name, _ in PROXIES:
+        cols += [name, f"{name}_low", f"{name}_high"]
+    if proxies is None or proxies.empty:
+        return pd.DataFrame(columns=cols)
+    kinds = kinds or {}
+    out = pd.DataFrame(
+        {
+            "arm_id": proxies["arm_id"].astype(str),
+            "variant": proxies["variant"].astype(str),
+            "kind": [kinds.get(a, "unknown") for a in proxies["arm_id"].astype(str)],
+            "decisions": proxies["n"].astype("int64"),
+            "feedback": proxies["n_feedback"].astype("int64"),
+        }
+    )
+    for name, _ in PROXIES:
+        m = proxies[f"{name}_ips" if weighted else name].astype(float)
+        se = proxies[f"{name}_ips_se" if weighted else f"{name}_se"].astype(float)
+        out[name] = m
+        out[f"{name}_low"] = m - _Z95 * se
+        out[f"{name}_high"] = m + _Z95 * se
+    if kind_filter is not None:
+        out = out[out["kind"].isin(list(kind_filter))]
+    return out[cols].sort_values(["retry_rate", "arm_id"], ignore_index=True, na_position="last")
+
+
+# --------------------------------------------------------------------------- offline runs
+
+
+@dataclass(frozen=True)
+class OfflineRun:
+    """One offline run found on disk: its folder, its summary and its plots."""
+
+    name: str
+    path: Path
+    summary: Mapping[str, Any]
+    plots: tuple[Path, ...]
+    mtime: float
+
+
+def discover_results(root: str | Path, max_runs: int = 200) -> list[OfflineRun]:
+    """Every ``summary*.json`` under ``root`` with the PNGs beside it, newest first.
+
+    Written by ``switchboard simulate`` / ``replay`` / ``evaluate``; a run is a folder
+    holding a summary JSON and any number of plots. Unreadable summaries are listed with
+    an ``error`` entry instead of failing the page.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    runs: list[OfflineRun] = []
+    for summary in sorted(base.rglob("summary*.json")):
+        try:
+            data: Any = json.loads(summary.read_text())
+        except (OSError, ValueError) as exc:
+            data = {"error": f"unreadable summary: {exc}"}
+        if not isinstance(data, Mapping):
+            data = {"value": data}
+        folder = summary.parent
+        rel = folder.relative_to(base)
+        name = str(rel) if str(rel) != "." else folder.name
+        if summary.stem != "summary":
+            name = f"{name}/{summary.stem}"
+        plots = tuple(sorted(folder.glob("*.png")))
+        runs.append(OfflineRun(name, folder, data, plots, summary.stat().st_mtime))
+    runs.sort(key=lambda r: r.mtime, reverse=True)
+    return runs[:max_runs]
+
+
+def flatten_summary(summary: Mapping[str, Any], prefix: str = "") -> pd.DataFrame:
+    """A nested summary as a two-column (key, value) table, scalars only, lists as text."""
+    items: list[tuple[str, str]] = []
+
+    def walk(obj: Any, key: str) -> None:
+        if isinstance(obj, Mapping):
+            for k, v in obj.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(obj, float):
+            items.append((key, f"{obj:.6g}"))
+        elif isinstance(obj, list) and len(obj) > 10:
+            items.append((key, f"[{len(obj)} values]"))
+        else:
+            items.append((key, str(obj)))
+
+    walk(summary, prefix)
+    return pd.DataFrame(items, columns=["key", "value"])
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def retention_bands(curve: pd.DataFrame) -> pd.DataFrame:
+    """The store's retention curve (variant, day, units, retention, se) with a 95% band.
+
+    Output columns: variant, day, n, rate, low, high (band clipped to [0, 1]); days
+    with no complete unit are dropped.
+    """
+    if curve is None or curve.empty:
+        return pd.DataFrame(columns=["variant", "day", "n", "rate", "low", "high"])
+    c = curve[curve["units"] > 0]
+    rate = c["retention"].astype(float)
+    se = c["se"].astype(float).fillna(0.0)
+    return pd.DataFrame(
+        {
+            "variant": c["variant"].astype(str),
+            "day": c["day"].astype(int),
+            "n": c["units"].astype(int),
+            "rate": rate,
+            "low": (rate - _Z95 * se).clip(0.0, 1.0),
+            "high": (rate + _Z95 * se).clip(0.0, 1.0),
+        }
+    ).sort_values(["variant", "day"], ignore_index=True)
+
+
+def matured_mask(
+    exposure_ts: pd.Series, metric: str, as_of_ms: int, day_ms: int = 86_400_000
+) -> pd.Series:
+    """Units whose day N of ``metric`` was complete at ``as_of_ms`` (``*_dN``; ``*_30``)."""
+    digits = "".join(ch for ch in metric.rsplit("_", 1)[-1] if ch.isdigit())
+    n = int(digits) if digits else 30
+    return (exposure_ts.astype("int64") + (n + 1) * day_ms) <= as_of_ms
+
+
+def arm_totals(shares: pd.DataFrame) -> pd.DataFrame:
+    """Decisions per variant and arm over the whole range, with the arm's share in its variant."""
+    if shares.empty:
+        return pd.DataFrame(columns=["variant", "arm_id", "decisions", "share"])
+    g = shares.groupby(["variant", "arm_id"], as_index=False)["decisions"].sum()
+    g["share"] = g["decisions"] / g.groupby("variant")["decisions"].transform("sum")
+    return g.sort_values(["variant", "decisions"], ascending=[True, False], ignore_index=True)

@@ -1,0 +1,295 @@
+"""Dashboard pages under ``streamlit.testing.v1.AppTest`` on a chdb store of simulated data.
+
+The numbers the pages show are compared with ``bandit.lift`` / ``bandit.stats`` computed
+directly on the same store. chdb allows one data directory per process, so every test
+here shares one directory (``_CHDB_DIR``) and isolates itself by database name.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bandit.arms import Arm, ArmRegistry
+from bandit.config import PolicyConfig
+from bandit.events import DecisionEvent, FeedbackEvent
+from bandit.policies import make_policy
+from bandit.snapshot import save_policy_snapshot
+from bandit.store import open_store
+from bandit.store.synthetic import DAY_MS, generate_experiment, insert_experiment
+
+APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
+_CHDB_DIR = os.environ.get("SWITCHBOARD_TEST_CHDB_DIR") or os.path.join(
+    tempfile.gettempdir(), f"sb-chdb-{os.getpid()}"
+)
+SEEDS = np.random.SeedSequence(20261123).spawn(4)
+EXPERIMENT = "exp-default"
+ARMS = ("gpt35", "roleplay-7b", "creative-13b", "informative-7b", "fresh-expert")
+DIM = 8
+
+
+def fill_store(
+    dsn: str, database: str, snapshot_dir: Path, results_dir: Path, n_users: int = 1500
+) -> dict:
+    """A store with one experiment (exposures, engagement, decisions, feedback), a
+    LinUCB snapshot (``fresh-expert`` never served: cold start) and one offline run."""
+    store = open_store(dsn, database)
+    data = generate_experiment(n_users, 0.1, SEEDS[0], experiment_id=EXPERIMENT)
+    insert_experiment(store, data)
+    rng = np.random.default_rng(SEEDS[1])
+    ex = data.exposures
+    decisions, feedback = [], []
+    served = ARMS[:4]
+    for i, row in enumerate(ex.itertuples()):
+        for j in range(2):
+            variant = str(row.variant)
+            if variant == "gpt35":
+                arm, p = "gpt35", 1.0
+            else:
+                k = int(rng.integers(0, len(served)))
+                arm, p = served[k], float(rng.choice([0.2, 0.4]))
+            did = f"d-{i}-{j}"
+            ts = int(row.ts_ms) + j * 3_600_000
+            decisions.append(
+                DecisionEvent(
+                    event_id=f"e-{did}",
+                    decision_id=did,
+                    ts_ms=ts,
+                    unit_id=str(row.unit_id),
+                    conversation_id=f"c-{i}",
+                    experiment_id=EXPERIMENT,
+                    variant=variant,
+                    arm_id=arm,
+                    propensity=p,
+                    policy_version="v1",
+                    context=tuple(float(x) for x in rng.normal(size=DIM)),
+                )
+            )
+            feedback.append(
+                FeedbackEvent(
+                    event_id=f"f-{did}",
+                    decision_id=did,
+                    ts_ms=ts + 1000,
+                    unit_id=str(row.unit_id),
+                    conversation_id=f"c-{i}",
+                    retried=bool(rng.random() < 0.3),
+                    rating=int(rng.integers(1, 6)),
+                    conversation_length=int(rng.integers(1, 30)),
+                )
+            )
+    store.insert_decisions(decisions)
+    store.insert_feedback(feedback)
+    # a snapshot: LinUCB over five arms, four of them updated
+    reg = ArmRegistry([Arm("gpt35", kind="baseline")] + [Arm(a, kind="expert") for a in ARMS[1:]])
+    policy = make_policy(PolicyConfig(name="linucb", dim=DIM), reg)
+    X = rng.normal(size=(400, DIM))
+    ids = [served[int(k)] for k in rng.integers(0, len(served), size=400)]
+    policy.update_batch(ids, X, rng.random(400))
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    save_policy_snapshot(snapshot_dir / "policy-000001.snap", policy, reg)
+    # an offline run
+    run = results_dir / "simulate-001"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "summary.json").write_text(
+        json.dumps({"command": "simulate", "policy": "linucb", "regret": 12.5})
+    )
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [0, 1, 4])
+    fig.savefig(run / "regret.png")
+    plt.close(fig)
+    store.close()
+    return {"as_of_ms": data.end_ms, "data": data}
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("dash")
+    database = f"dash_{uuid.uuid4().hex[:8]}"
+    dsn = f"chdb://{_CHDB_DIR}"
+    info = fill_store(dsn, database, root / "snapshots", root / "results")
+    env = {
+        "SWITCHBOARD_STORE__DSN": dsn,
+        "SWITCHBOARD_STORE__DATABASE": database,
+        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(root / "snapshots"),
+        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(root / "results"),
+        "SWITCHBOARD_DASHBOARD_AS_OF_MS": str(info["as_of_ms"]),
+        # the synthetic data ends in the past: do not flag it stale
+        "SWITCHBOARD_DASHBOARD_STALE_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD_LAG_AFTER_S": str(10 * 365 * 86400),
+    }
+    return {"dsn": dsn, "database": database, "env": env, **info}
+
+
+def _app(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]):
+    from streamlit.testing.v1 import AppTest
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    import streamlit as st
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    return at
+
+
+def _page(at, name: str):
+    at.switch_page(str(Path(APP).parent / "pages" / f"{name}.py"))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_overview_lift_table_matches_bandit_lift(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bandit.lift import lift_table
+
+    at = _app(monkeypatch, filled["env"])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = at.dataframe[0].value
+    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    expected = lift_table(store, EXPERIMENT, "day30_engagement", filled["as_of_ms"], True)
+    row = shown[(shown["Metric"] == "Day-30 engagement") & (shown["Variant"] == "bandit")]
+    assert len(row) == 1
+    e = expected[expected["variant"] == "bandit"].iloc[0]
+    assert math.isclose(row["Lift"].iloc[0], e["rel_lift"], rel_tol=1e-9)
+    assert math.isclose(row["CI low"].iloc[0], e["rel_ci_low"], rel_tol=1e-9)
+    assert math.isclose(row["AV high"].iloc[0], e["seq_ci_high"], rel_tol=1e-9)
+    assert math.isclose(row["P(better)"].iloc[0], e["prob_better"], rel_tol=1e-9)
+    assert int(row["n variant"].iloc[0]) == int(e["n"])
+    assert row["Verdict"].iloc[0] == e["verdict"]
+    # CUPED off shows the unadjusted figures
+    at.radio(key="ov_cuped").set_value("off").run()
+    shown = at.dataframe[0].value
+    e = lift_table(store, EXPERIMENT, "day7_retention", filled["as_of_ms"], False)
+    e = e[e["variant"] == "bandit"].iloc[0]
+    row = shown[(shown["Metric"] == "Day-7 retention") & (shown["Variant"] == "bandit")]
+    assert math.isclose(row["Lift"].iloc[0], e["rel_lift"], rel_tol=1e-9)
+    assert not row["CUPED"].iloc[0]
+    store.close()
+
+
+def test_overview_health_banners_report_healthy_store(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _app(monkeypatch, filled["env"])
+    at.run()
+    assert not at.exception
+    texts = [s.value for s in at.success] + [e.value for e in at.error]
+    assert any("Healthy" in t for t in texts) or any(
+        "Guardrail" in t or "Sample-ratio" in t for t in texts
+    )
+
+
+def test_retention_page_draws_curves_and_lift_over_time(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bandit import stats
+
+    at = _page(_app(monkeypatch, filled["env"]), "retention")
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    last = table[table["variant"] == "bandit"].sort_values("date").iloc[-1]
+    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    units = store.unit_metrics(EXPERIMENT, filled["as_of_ms"])
+    ok = units[units["retained_d30"].notna()]
+    full = units[
+        units["retained_d30"].notna()
+        & (units["exposure_ts"] + 31 * DAY_MS <= int(last["date"].value // 1_000_000))
+    ]
+    r = stats.relative_lift(
+        full.loc[full.variant == "bandit", "retained_d30"].to_numpy(float),
+        full.loc[full.variant == "gpt35", "retained_d30"].to_numpy(float),
+    )
+    assert math.isclose(last["lift"], r.estimate, rel_tol=1e-9)
+    assert int(last["n_treatment"]) <= int((ok.variant == "bandit").sum())
+    store.close()
+
+
+def test_allocation_page_shows_shares_and_cold_start(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(_app(monkeypatch, filled["env"]), "allocation")
+    totals = at.dataframe[0].value
+    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    share = store.traffic_share(EXPERIMENT, "day")
+    store.close()
+    expected = share.groupby(["variant", "arm_id"])["decisions"].sum()
+    for r in totals.itertuples():
+        assert int(r.decisions) == int(expected[(r.variant, r.arm_id)])
+    assert math.isclose(totals.loc[totals.variant == "bandit", "share"].sum(), 1.0)
+    policy = at.dataframe[1].value
+    cold = set(policy.loc[policy["cold_start"], "arm_id"])
+    assert cold == {"fresh-expert"}
+    assert any("Cold-start" in w.value for w in at.warning)
+
+
+def test_leaderboard_page_matches_store_proxies_and_filters_kind(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _page(_app(monkeypatch, filled["env"]), "leaderboard")
+    board = at.dataframe[0].value
+    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    prox = store.arm_proxies(EXPERIMENT).set_index(["arm_id", "variant"])
+    store.close()
+    for r in board.itertuples():
+        assert math.isclose(
+            r.retry_rate, prox.loc[(r.arm_id, r.variant), "retry_rate_ips"], rel_tol=1e-9
+        )
+    assert board["retry_rate"].is_monotonic_increasing
+    at.multiselect(key="lb_kind").set_value(["baseline"]).run()
+    assert set(at.dataframe[0].value["arm_id"]) == {"gpt35"}
+
+
+def test_offline_page_lists_runs_with_plots(filled: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = _page(_app(monkeypatch, filled["env"]), "offline")
+    runs = at.dataframe[0].value
+    assert list(runs["run"]) == ["simulate-001"]
+    assert int(runs["plots"].iloc[0]) == 1
+    summary = at.dataframe[1].value
+    assert dict(zip(summary["key"], summary["value"], strict=True))["regret"] == "12.5"
+
+
+@pytest.mark.parametrize("page", ["overview", "retention", "allocation", "leaderboard", "offline"])
+def test_pages_show_friendly_empty_state_on_empty_store(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {
+        "SWITCHBOARD_STORE__DSN": f"chdb://{_CHDB_DIR}",
+        "SWITCHBOARD_STORE__DATABASE": f"empty_{uuid.uuid4().hex[:8]}",
+        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(tmp_path / "none"),
+        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "none"),
+    }
+    at = _app(monkeypatch, env)
+    at.run()
+    if page != "overview":
+        _page(at, page)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.info, "an empty store shows a friendly message"
+
+
+def test_cli_builds_headless_streamlit_command_without_telemetry() -> None:
+    from dashboards.cli import build_command, free_port
+
+    port = free_port()
+    cmd = build_command("127.0.0.1", port)
+    joined = " ".join(cmd)
+    assert "--server.headless true" in joined
+    assert "--browser.gatherUsageStats false" in joined
+    assert f"--server.port {port}" in joined
+    assert "--server.address 127.0.0.1" in joined
