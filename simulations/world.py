@@ -382,6 +382,8 @@ def make_world(
         strengths.append(s)
         quality.append(sc.baseline_quality)
     n_exp = sc.n_specialists + sc.n_generalists
+    churned = rng.permutation(n_exp)[: round(sc.churn * n_exp)]
+    late, early = set(churned[::2].tolist()), set(churned[1::2].tolist())
     for j in range(n_exp):
         if j < sc.n_specialists:
             s = np.full(k, 0.0)
@@ -392,11 +394,10 @@ def make_world(
             s = 0.55 + 0.1 * rng.random(k)
             q, kind = sc.generalist_quality + 0.1 * rng.standard_normal(), "generalist"
         arrive, retire = 0, sc.horizon_days
-        if rng.random() < sc.churn:
-            if rng.random() < 0.5:
-                arrive = int(rng.integers(1, sc.horizon_days // 2))
-            else:
-                retire = int(rng.integers(sc.horizon_days // 2, sc.horizon_days))
+        if j in late:
+            arrive = int(rng.integers(1, sc.horizon_days // 2))
+        elif j in early:
+            retire = int(rng.integers(sc.horizon_days // 2, sc.horizon_days))
         specs.append(ArmSpec(f"{kind}-{j:02d}", kind, tuple(float(v) for v in s), float(q),
                              arrive, retire))
         strengths.append(s)
