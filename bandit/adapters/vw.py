@@ -15,16 +15,17 @@ like disjoint LinUCB.
   remembers from its own recent ``choose`` calls for the same context and arm, or
   1/K of the currently active arms as a last resort.
 * State is a VW model, not additive sufficient statistics, so ``empty_statistics``,
-  ``accumulate``, ``apply``, ``statistics`` and ``set_statistics`` raise
-  :class:`SwitchboardError`: one learner must own a VW model (no partition merging).
-  Snapshots store the serialised workspace.
+  ``accumulate`` and ``apply`` raise :class:`SwitchboardError`: one learner must own a
+  VW model (no partition merging). ``statistics`` returns a :class:`VWModelState` (the
+  serialised workspace) whose ``merge``/``scaled`` raise the same error and which
+  ``set_statistics`` accepts (hot reload). Snapshots store the serialised workspace.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any, ClassVar, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NoReturn, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +60,30 @@ def vw_args(config: PolicyConfig) -> list[str]:
             "policy.vw_exploration", config.vw_exploration, f"must be one of {sorted(_EXPLORATION)}"
         ) from None
     return ["--cb_explore_adf", *explore, "--interactions", "xa", "--quiet"]
+
+
+def _not_mergeable(what: str) -> NoReturn:
+    raise SwitchboardError(
+        f"vw policy: {what} is not supported — a Vowpal Wabbit model is not additive "
+        "sufficient statistics and cannot be merged across learner partitions; run a "
+        "single learner for 'vw' or use a linear policy (linucb, linear_thompson, ...)"
+    )
+
+
+class VWModelState:
+    """A VW model as ``statistics``: ``to_arrays`` works, ``merge``/``scaled`` refuse."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = arrays
+
+    def merge(self, other: Any) -> NoReturn:
+        _not_mergeable("merge")
+
+    def scaled(self, factor: float) -> NoReturn:
+        _not_mergeable("scaled (forgetting)")
+
+    def to_arrays(self) -> Mapping[str, np.ndarray]:
+        return self._arrays
 
 
 class VWPolicy:
@@ -143,7 +168,8 @@ class VWPolicy:
         ids = self._eligible(eligible)
         K = len(ids)
         pmf = np.zeros(K)
-        for j, p in self._ws.predict_one(self._examples(x, ids)):
+        pred = cast(list[tuple[int, float]], self._ws.predict_one(self._examples(x, ids)))
+        for j, p in pred:
             pmf[j] = p
         pmf /= pmf.sum()
         f = min(self.config.probability_floor, 1.0 / K)
@@ -194,11 +220,7 @@ class VWPolicy:
 
     # ---- not mergeable
     def _not_mergeable(self, what: str) -> NoReturn:
-        raise SwitchboardError(
-            f"vw policy: {what} is not supported — a Vowpal Wabbit model is not additive "
-            "sufficient statistics and cannot be merged across learner partitions; run a "
-            "single learner for 'vw' or use a linear policy (linucb, linear_thompson, ...)"
-        )
+        _not_mergeable(what)
 
     def empty_statistics(self) -> NoReturn:
         self._not_mergeable("empty_statistics")
@@ -208,11 +230,15 @@ class VWPolicy:
         self._not_mergeable("accumulate")
 
     @property
-    def statistics(self) -> NoReturn:
-        self._not_mergeable("statistics")
+    def statistics(self) -> VWModelState:
+        """The serialised model (readable and restorable, but not mergeable)."""
+        return VWModelState(self.snapshot_arrays())
 
-    def set_statistics(self, stats: Any) -> NoReturn:
-        self._not_mergeable("set_statistics")
+    def set_statistics(self, stats: Any) -> None:
+        """Replace the model with a :class:`VWModelState` (e.g. on hot reload)."""
+        if not isinstance(stats, VWModelState):
+            self._not_mergeable("set_statistics with additive statistics")
+        self.restore_arrays(dict(stats.to_arrays()))
 
     def apply(self, delta: Any) -> NoReturn:
         self._not_mergeable("apply")

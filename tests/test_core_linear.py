@@ -1,0 +1,210 @@
+"""Ridge sufficient statistics and the cached solver: closed forms and properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.arms import Arm, ArmRegistry
+from bandit.config import PolicyConfig
+from bandit.errors import InvalidInputError
+from bandit.linear import RidgeSolver, RidgeStatistics, forgetting_factor
+from bandit.policies import HybridLinUCB, make_policy
+
+D = 3
+ARMS = ["a", "b", "c"]
+
+
+def _events(draw: st.DrawFn, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    ids = draw(st.lists(st.sampled_from(ARMS), min_size=n, max_size=n))
+    floats = st.floats(-3, 3, allow_nan=False, allow_infinity=False)
+    X = np.array(draw(st.lists(st.lists(floats, min_size=D, max_size=D), min_size=n, max_size=n)))
+    r = np.array(draw(st.lists(floats, min_size=n, max_size=n)))
+    return ids, X.reshape(n, D), r
+
+
+@st.composite
+def event_batches(draw: st.DrawFn, max_n: int = 12) -> tuple[list[str], np.ndarray, np.ndarray]:
+    return _events(draw, draw(st.integers(0, max_n)))
+
+
+def _sequential(ids: list[str], X: np.ndarray, r: np.ndarray, gamma: float = 1.0,
+                start: RidgeStatistics | None = None) -> RidgeStatistics:
+    stats = start.copy() if start is not None else RidgeStatistics.empty(D)
+    for a, x, y in zip(ids, X, r, strict=True):
+        stats.update(a, x, float(y), gamma)
+    return stats
+
+
+def test_ridge_statistics_two_updates_closed_form() -> None:
+    stats = RidgeStatistics.empty(2, ["a"])
+    stats.update("a", np.array([1.0, 2.0]), 1.0)
+    stats.update("a", np.array([0.0, 1.0]), -2.0)
+    # S = [1,2]ᵀ[1,2] + [0,1]ᵀ[0,1];  b = 1·[1,2] - 2·[0,1]
+    np.testing.assert_array_equal(stats.S[0], [[1.0, 2.0], [2.0, 5.0]])
+    np.testing.assert_array_equal(stats.b[0], [1.0, 0.0])
+    assert stats.n[0] == 2.0 and stats.events == 2.0
+    solver = RidgeSolver(lam=0.5)
+    solver.ensure(stats)
+    A = np.array([[1.5, 2.0], [2.0, 5.5]])  # λI + S
+    np.testing.assert_allclose(solver.theta[0], np.linalg.solve(A, [1.0, 0.0]), rtol=1e-12)
+    x = np.array([0.3, -0.7])
+    np.testing.assert_allclose(solver.widths_sq(x)[0], x @ np.linalg.solve(A, x), rtol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(event_batches(20), st.floats(0.1, 10.0))
+def test_ridge_solver_matches_linalg_solve(batch: tuple[list[str], np.ndarray, np.ndarray],
+                                           lam: float) -> None:
+    ids, X, r = batch
+    stats = RidgeStatistics.empty(D, ARMS)
+    stats.update_batch(ids, X, r)
+    solver = RidgeSolver(lam)
+    solver.ensure(stats)
+    x = np.array([0.5, -1.0, 2.0])
+    for k in range(stats.n_arms):
+        A = lam * np.eye(D) + stats.S[k]
+        np.testing.assert_allclose(solver.theta[k], np.linalg.solve(A, stats.b[k]),
+                                   rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(solver.widths_sq(x)[k], x @ np.linalg.solve(A, x),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_ridge_solver_refreshes_only_dirty_arms() -> None:
+    stats = RidgeStatistics.empty(D, ARMS)
+    solver = RidgeSolver(1.0)
+    solver.ensure(stats)
+    before = solver.theta.copy()
+    stats.update("b", np.ones(D), 3.0)
+    solver.ensure(stats)  # nothing marked dirty: the cache is (deliberately) stale
+    np.testing.assert_array_equal(solver.theta, before)
+    solver.mark_slot(stats.slot("b"))
+    solver.ensure(stats)
+    assert not np.array_equal(solver.theta[1], before[1])
+    np.testing.assert_array_equal(solver.theta[[0, 2]], before[[0, 2]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(event_batches(), st.randoms(use_true_random=False))
+def test_ridge_statistics_update_order_does_not_matter(batch, random) -> None:  # type: ignore[no-untyped-def]
+    ids, X, r = batch
+    perm = list(range(len(ids)))
+    random.shuffle(perm)
+    a = _sequential(ids, X, r)
+    b = _sequential([ids[i] for i in perm], X[perm], r[perm])
+    assert a.allclose(b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(event_batches(), st.sampled_from([1.0, 0.9, 0.5]))
+def test_ridge_statistics_batch_equals_sequential(batch, gamma: float) -> None:  # type: ignore[no-untyped-def]
+    ids, X, r = batch
+    seq = _sequential(ids, X, r, gamma, start=_sequential(["a"], np.ones((1, D)), np.ones(1)))
+    vec = _sequential(["a"], np.ones((1, D)), np.ones(1))
+    vec.update_batch(ids, X, r, gamma)
+    assert seq.allclose(vec)
+
+
+@settings(max_examples=40, deadline=None)
+@given(event_batches(), event_batches(), event_batches())
+def test_ridge_statistics_merge_is_associative_and_sequential(b1, b2, b3) -> None:  # type: ignore[no-untyped-def]
+    s1, s2, s3 = (_sequential(*b) for b in (b1, b2, b3))
+    left = s1.merge(s2).merge(s3)
+    right = s1.merge(s2.merge(s3))
+    assert left.allclose(right)
+    everything = [np.concatenate(parts) for parts in zip(b1[1:], b2[1:], b3[1:], strict=False)]
+    seq = _sequential(b1[0] + b2[0] + b3[0], everything[0].reshape(-1, D), everything[1])
+    assert left.allclose(seq)
+    # merge is pure
+    assert s1.allclose(_sequential(*b1))
+
+
+@settings(max_examples=30, deadline=None)
+@given(event_batches(), event_batches(), st.floats(1.0, 50.0))
+def test_ridge_statistics_forgetting_then_merging_is_sequential(b1, b2, half_life) -> None:  # type: ignore[no-untyped-def]
+    gamma = forgetting_factor(half_life)
+    base = _sequential(*b1, gamma=gamma)
+    delta = _sequential(*b2, gamma=gamma)  # a partition's delta, decayed internally
+    merged = base.scaled(gamma ** delta.events).merge(delta)
+    seq = _sequential(*b2, gamma=gamma, start=base)
+    assert merged.allclose(seq)
+
+
+def test_forgetting_factor_half_life() -> None:
+    gamma = forgetting_factor(10)
+    assert gamma**10 == pytest.approx(0.5)
+    assert forgetting_factor(0) == 1.0
+    with pytest.raises(InvalidInputError, match="half_life_events"):
+        forgetting_factor(-1)
+
+
+def test_ridge_statistics_grow_keeps_existing_arms() -> None:
+    stats = RidgeStatistics.empty(D, ["a"])
+    stats.update("a", np.ones(D), 1.0)
+    S_before = stats.S[0].copy()
+    stats.update("new", np.arange(D, dtype=float), 2.0)  # unseen arm grows the arrays
+    assert stats.arm_ids == ["a", "new"]
+    np.testing.assert_array_equal(stats.S[0], S_before)
+    assert stats.n.tolist() == [1.0, 1.0]
+
+
+def test_ridge_statistics_arrays_round_trip_exactly() -> None:
+    rng = np.random.default_rng(np.random.SeedSequence(11))
+    stats = RidgeStatistics.empty(D, ARMS)
+    stats.update_batch(list(rng.choice(ARMS, 30)), rng.normal(size=(30, D)), rng.normal(size=30))
+    back = RidgeStatistics.from_arrays(stats.to_arrays())
+    assert back.arm_ids == stats.arm_ids and back.events == stats.events
+    for name in ("S", "b", "n"):
+        assert np.array_equal(getattr(back, name), getattr(stats, name))
+
+
+def test_ridge_statistics_merge_rejects_other_dim() -> None:
+    with pytest.raises(InvalidInputError, match="dim"):
+        RidgeStatistics.empty(2).merge(RidgeStatistics.empty(3))
+
+
+def test_hybrid_linucb_matches_joint_ridge_solution() -> None:
+    """Schur-complement scores equal the joint ridge posterior mean and variance."""
+    rng = np.random.default_rng(np.random.SeedSequence(2024))
+    d, m, lam, alpha = 3, 2, 0.7, 0.9
+    feats = {"a": (0.5, -1.0), "b": (1.0, 0.2), "c": None}
+    reg = ArmRegistry([Arm(k, features=v) for k, v in feats.items()], feature_dim=m)
+    pol = HybridLinUCB(PolicyConfig(name="hybrid_linucb", dim=d, arm_feature_dim=m,
+                                    ridge_lambda=lam, alpha=alpha, probability_floor=0.0), reg)
+    ids = list(rng.choice(["a", "b", "c"], 40))
+    X = rng.normal(size=(40, d))
+    r = rng.normal(size=40)
+    pol.update_batch(ids, X, r)
+    # joint design: [z = x ⊗ (1, f) | x in the arm's own block]
+    names = list(feats)
+    p = d * (m + 1)
+
+    def phi(arm: str, x: np.ndarray) -> np.ndarray:
+        f = np.concatenate([[1.0], feats[arm] or np.zeros(m)])
+        out = np.zeros(p + d * len(names))
+        out[:p] = np.kron(x, f)
+        j = names.index(arm)
+        out[p + j * d:p + (j + 1) * d] = x
+        return out
+
+    Phi = np.array([phi(a, x) for a, x in zip(ids, X, strict=True)])
+    A = lam * np.eye(Phi.shape[1]) + Phi.T @ Phi
+    w = np.linalg.solve(A, Phi.T @ r)
+    x = rng.normal(size=d)
+    choice = pol.choose(x, np.random.default_rng(0))
+    for arm, score in choice.scores_by_arm().items():
+        f = phi(arm, x)
+        expected = f @ w + alpha * np.sqrt(f @ np.linalg.solve(A, f))
+        assert score == pytest.approx(expected, rel=1e-6, abs=1e-8)
+
+
+def test_make_policy_linucb_theta_matches_solve() -> None:
+    reg = ArmRegistry([Arm("a"), Arm("b")])
+    pol = make_policy(PolicyConfig(dim=2, ridge_lambda=2.0), reg)
+    pol.update("a", [1.0, 0.0], 1.0)
+    pol.update("a", [1.0, 1.0], 0.5)
+    theta = pol._solver.solve(pol.statistics, "a")
+    A = 2.0 * np.eye(2) + np.array([[2.0, 1.0], [1.0, 1.0]])
+    np.testing.assert_allclose(theta, np.linalg.solve(A, [1.5, 0.5]), rtol=1e-12)

@@ -1,0 +1,362 @@
+"""One conformance suite run over every policy (vw included), plus policy specifics."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bandit.arms import Arm, ArmRegistry
+from bandit.config import PolicyConfig
+from bandit.errors import InvalidInputError, SwitchboardError, UnknownArmError
+from bandit.linear import RidgeStatistics
+from bandit.policies import POLICY_NAMES, Policy, floored_argmax, make_policy
+from bandit.snapshot import load_policy_snapshot, save_policy_snapshot
+
+D = 4
+M = 2
+SEEDS = np.random.SeedSequence(20240611)
+
+
+def _registry() -> ArmRegistry:
+    return ArmRegistry(
+        [
+            Arm("gpt35", kind="baseline", features=(0.0, 0.0)),
+            Arm("roleplay", features=(1.0, 0.2)),
+            Arm("creative", features=(0.1, 0.9)),
+            Arm("informative", features=(-0.5, 0.5)),
+        ],
+        feature_dim=M,
+    )
+
+
+def _policy(name: str, **overrides: Any) -> tuple[Any, ArmRegistry]:
+    reg = _registry()
+    cfg = PolicyConfig(name=name, dim=D, arm_feature_dim=M, thompson_propensity_draws=64,
+                       **overrides)
+    return make_policy(cfg, reg), reg
+
+
+def _train(pol: Any, n: int = 30, seed: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        x = rng.normal(size=D)
+        choice = pol.choose(x, rng)
+        pol.update(choice.arm_id, x, float(np.tanh(x[0])))
+
+
+ALL = list(POLICY_NAMES)
+
+
+# --------------------------------------------------------------------------- conformance
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_conforms_to_protocol(name: str) -> None:
+    pol, _ = _policy(name)
+    assert isinstance(pol, Policy)
+    assert pol.name == name and pol.dim == D
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_choice_is_consistent(name: str) -> None:
+    pol, reg = _policy(name)
+    _train(pol)
+    rng = np.random.default_rng(SEEDS.spawn(1)[0])
+    for _ in range(20):
+        c = pol.choose(rng.normal(size=D), rng)
+        assert c.arms == tuple(reg.ids())
+        assert c.arm_id in c.arms
+        assert c.probabilities.shape == c.scores.shape == (len(c.arms),)
+        assert np.all(c.probabilities >= 0) and math.isclose(c.probabilities.sum(), 1.0)
+        assert 0 < c.propensity <= 1
+        assert c.propensity == c.probabilities[c.arms.index(c.arm_id)]
+        assert np.all(np.isfinite(c.scores))
+        assert isinstance(c.policy_version, str) and c.policy_version.startswith(name)
+        if name != "fixed":
+            floor = min(pol.config.probability_floor, 1 / len(c.arms))
+            assert np.all(c.probabilities >= floor - 1e-12)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_eligible_restricts_choice(name: str) -> None:
+    pol, _ = _policy(name)
+    _train(pol)
+    rng = np.random.default_rng(3)
+    eligible = ["gpt35", "creative"]
+    for _ in range(10):
+        c = pol.choose(rng.normal(size=D), rng, eligible=eligible)
+        assert c.arms == ("gpt35", "creative") and c.arm_id in eligible
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_eligible_errors(name: str) -> None:
+    pol, reg = _policy(name)
+    rng = np.random.default_rng(0)
+    x = np.zeros(D)
+    with pytest.raises(UnknownArmError, match="nope"):
+        pol.choose(x, rng, eligible=["gpt35", "nope"])
+    reg.retire("creative")
+    with pytest.raises(UnknownArmError, match="creative"):
+        pol.choose(x, rng, eligible=["creative"])
+    with pytest.raises(InvalidInputError, match="eligible"):
+        pol.choose(x, rng, eligible=[])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_choose_does_not_mutate_inputs(name: str) -> None:
+    pol, _ = _policy(name)
+    _train(pol, 10)
+    x = np.array([0.5, -1.0, 2.0, 0.1])
+    x_before = x.copy()
+    eligible = ["roleplay", "gpt35"]
+    stats_before = None if name == "vw" else pol.statistics.copy()
+    pol.choose(x, np.random.default_rng(0), eligible=eligible)
+    assert np.array_equal(x, x_before) and eligible == ["roleplay", "gpt35"]
+    if stats_before is not None:
+        assert stats_before.allclose(pol.statistics, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_same_seed_same_choices(name: str) -> None:
+    runs = []
+    for _ in range(2):
+        pol, _ = _policy(name)
+        _train(pol, 20, seed=5)
+        rng = np.random.default_rng(9)
+        runs.append([pol.choose(rng.normal(size=D), rng).arm_id for _ in range(10)])
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_update_advances_version(name: str) -> None:
+    pol, _ = _policy(name)
+    v0 = pol.version
+    pol.update("roleplay", np.ones(D), 1.0)
+    pol.update_batch(["gpt35", "creative"], np.ones((2, D)), [0.0, 1.0])
+    assert pol.version != v0 and pol.version.endswith(":3")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_picks_up_runtime_arm_and_keeps_retired_stats(name: str) -> None:
+    pol, reg = _policy(name)
+    _train(pol, 10)
+    reg.add(Arm("newcomer", features=(0.3, 0.3)))
+    c = pol.choose(np.ones(D), np.random.default_rng(0))
+    assert "newcomer" in c.arms
+    if name != "fixed":  # fixed serves only its own arm
+        c = pol.choose(np.ones(D), np.random.default_rng(0), eligible=["newcomer"])
+        assert c.arm_id == "newcomer" and c.propensity == 1.0
+    pol.update("newcomer", np.ones(D), 1.0)
+    reg.retire("newcomer")
+    assert "newcomer" not in pol.choose(np.ones(D), np.random.default_rng(0)).arms
+    pol.update("newcomer", np.ones(D), 0.5)  # late feedback for a retired arm still counts
+    if name != "vw":
+        stats = pol.statistics
+        assert stats.n[stats.slot("newcomer")] == 2.0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_policy_snapshot_round_trip(name: str, tmp_path: Path) -> None:
+    pol, reg = _policy(name)
+    _train(pol, 25)
+    path = tmp_path / "policy.swb"
+    save_policy_snapshot(path, pol, reg, extra={"offsets": {"0": 42}})
+    back, reg2, meta = load_policy_snapshot(path)
+    assert meta["extra"] == {"offsets": {"0": 42}} and meta["policy"] == name
+    assert back.version == pol.version and reg2.to_list() == reg.to_list()
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        x = rng.normal(size=D)
+        a = pol.choose(x, np.random.default_rng(1))
+        b = back.choose(x, np.random.default_rng(1))
+        assert a.arm_id == b.arm_id
+        np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-12, atol=1e-12)
+    if name != "vw":
+        for key, arr in pol.statistics.to_arrays().items():
+            assert np.array_equal(arr, back.statistics.to_arrays()[key])
+
+
+BAD_INPUTS = [
+    # (call, error, field fragment, description)
+    (lambda p: p.choose([np.nan, 0, 0, 0], np.random.default_rng(0)), InvalidInputError,
+     "context[0]", "NaN in context"),
+    (lambda p: p.choose([0, 0, np.inf, 0], np.random.default_rng(0)), InvalidInputError,
+     "context[2]", "inf in context"),
+    (lambda p: p.choose([0.0, 1.0], np.random.default_rng(0)), InvalidInputError,
+     "len(context)", "context too short"),
+    (lambda p: p.choose(np.zeros((2, D)), np.random.default_rng(0)), InvalidInputError,
+     "len(context)", "matrix instead of vector"),
+    (lambda p: p.choose(["a", "b", "c", "d"], np.random.default_rng(0)), InvalidInputError,
+     "context", "strings in context"),
+    (lambda p: p.update("ghost", np.zeros(D), 1.0), UnknownArmError, "arm_id",
+     "update for an unknown arm"),
+    (lambda p: p.update("gpt35", np.zeros(D), float("nan")), InvalidInputError, "reward",
+     "NaN reward"),
+    (lambda p: p.update("gpt35", np.zeros(D), float("inf")), InvalidInputError, "reward",
+     "infinite reward"),
+    (lambda p: p.update("gpt35", np.zeros(D), "1.0"), InvalidInputError, "reward",
+     "string reward"),
+    (lambda p: p.update_batch(["gpt35", "ghost"], np.zeros((2, D)), [1, 1]), UnknownArmError,
+     "arm_ids[1]", "unknown arm in a batch"),
+    (lambda p: p.update_batch(["gpt35"], np.zeros((1, D)), [np.nan]), InvalidInputError,
+     "rewards[0]", "NaN reward in a batch"),
+    (lambda p: p.update_batch(["gpt35"], np.zeros((1, D + 1)), [1.0]), InvalidInputError,
+     "contexts.shape", "wrong context width in a batch"),
+    (lambda p: p.update_batch(["gpt35", "gpt35"], np.zeros((2, D)), [1.0]), InvalidInputError,
+     "len(rewards)", "rewards shorter than arm ids"),
+]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize(("call", "error", "field", "description"), BAD_INPUTS,
+                         ids=[row[3] for row in BAD_INPUTS])
+def test_policy_rejects_bad_input(name: str, call: Any, error: type[Exception], field: str,
+                                  description: str) -> None:
+    pol, _ = _policy(name)
+    version = pol.version
+    with pytest.raises(error) as info:
+        call(pol)
+    assert field in str(info.value), description
+    assert pol.version == version  # nothing half-applied
+
+
+# --------------------------------------------------------------------------- specifics
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(-5, 5, allow_nan=False), min_size=D, max_size=D),
+    st.sampled_from([n for n in ALL if n != "vw"]),
+    st.integers(0, 2**32 - 1),
+)
+def test_policy_propensities_are_probabilities(x: list[float], name: str, seed: int) -> None:
+    pol = _TRAINED[name]
+    c = pol.choose(np.array(x), np.random.default_rng(seed))
+    assert 0 < c.propensity <= 1 and math.isclose(float(c.probabilities.sum()), 1.0)
+
+
+_TRAINED: dict[str, Any] = {}
+for _name in ALL:
+    if _name != "vw":
+        _TRAINED[_name] = _policy(_name)[0]
+        _train(_TRAINED[_name], 40)
+
+
+def test_floored_argmax_exact_probabilities_with_ties() -> None:
+    scores = np.array([1.0, 3.0, 3.0, 0.0, 2.0])
+    probs, _ = floored_argmax(scores, 0.05, np.random.default_rng(0))
+    np.testing.assert_allclose(probs, [0.05, 0.425, 0.425, 0.05, 0.05])
+    # empirical frequencies match (binomial 5σ tolerance: false failure < 1e-5)
+    rng = np.random.default_rng(np.random.SeedSequence(77))
+    n = 20_000
+    counts = np.bincount([floored_argmax(scores, 0.05, rng)[1] for _ in range(n)], minlength=5)
+    sigma = np.sqrt(probs * (1 - probs) / n)
+    assert np.all(np.abs(counts / n - probs) < 5 * sigma)
+
+
+def test_floored_argmax_clamps_floor_to_uniform() -> None:
+    probs, _ = floored_argmax(np.array([0.0, 1.0]), 0.9, np.random.default_rng(0))
+    np.testing.assert_allclose(probs, [0.5, 0.5])
+
+
+def test_linucb_fresh_arms_tie_uniformly() -> None:
+    pol, reg = _policy("linucb")
+    c = pol.choose(np.ones(D), np.random.default_rng(0))
+    np.testing.assert_allclose(c.probabilities, 1 / len(reg))
+
+
+def test_thompson_propensity_estimate_matches_large_draw_estimate() -> None:
+    """D-draw Monte-Carlo propensities are within 4 standard errors of a 200k-draw estimate.
+
+    Per arm the error of p̂ is binomial with sd sqrt(p(1-p)/D); a 4σ bound per arm over
+    4 arms × 5 contexts has a false-failure rate below 1e-3.
+    """
+    small_cfg = PolicyConfig(name="linear_thompson", dim=D, probability_floor=0.0,
+                             thompson_propensity_draws=256)
+    big_cfg = PolicyConfig(name="linear_thompson", dim=D, probability_floor=0.0,
+                           thompson_propensity_draws=200_000)
+    pol = make_policy(small_cfg, _registry())
+    _train(pol, 60)
+    big = make_policy(big_cfg, pol.arms)
+    big.set_statistics(pol.statistics)
+    rng = np.random.default_rng(np.random.SeedSequence(5150))
+    for _ in range(5):
+        x = rng.normal(size=D)
+        small = pol.choose(x, rng).probabilities
+        exact = big.choose(x, rng).probabilities
+        tol = 4 * np.sqrt(exact * (1 - exact) / 256) + 1e-3
+        assert np.all(np.abs(small - exact) <= tol), (small, exact)
+
+
+def test_fixed_policy_requires_eligible_fixed_arm() -> None:
+    pol, reg = _policy("fixed")
+    c = pol.choose(np.zeros(D), np.random.default_rng(0))
+    assert c.arm_id == "gpt35" and c.propensity == 1.0
+    with pytest.raises(InvalidInputError, match="fixed_arm"):
+        pol.choose(np.zeros(D), np.random.default_rng(0), eligible=["roleplay"])
+    other = make_policy(PolicyConfig(name="fixed", dim=D, fixed_arm="absent"), reg)
+    with pytest.raises(UnknownArmError, match="policy.fixed_arm"):
+        other.choose(np.zeros(D), np.random.default_rng(0))
+
+
+def test_hybrid_requires_arm_features() -> None:
+    with pytest.raises(InvalidInputError, match="arm_feature_dim"):
+        make_policy(PolicyConfig(name="hybrid_linucb", dim=D), _registry())
+
+
+def test_linear_policy_accumulate_apply_equals_updates() -> None:
+    rng = np.random.default_rng(np.random.SeedSequence(8))
+    ids = list(rng.choice(["gpt35", "roleplay", "creative"], 50))
+    X, r = rng.normal(size=(50, D)), rng.normal(size=50)
+    direct, _ = _policy("linucb", half_life_events=20.0)
+    direct.update_batch(ids[:20], X[:20], r[:20])
+    direct.update_batch(ids[20:], X[20:], r[20:])
+    learner, _ = _policy("linucb", half_life_events=20.0)
+    learner.update_batch(ids[:20], X[:20], r[:20])
+    delta = learner.accumulate(learner.empty_statistics(), ids[20:], X[20:], r[20:])
+    learner.apply(delta)
+    assert learner.statistics.allclose(direct.statistics)
+    x = np.ones(D)
+    assert learner.choose(x, np.random.default_rng(0)).scores == pytest.approx(
+        direct.choose(x, np.random.default_rng(0)).scores)
+
+
+def test_linear_policy_set_statistics_replaces_state() -> None:
+    src, _ = _policy("linucb")
+    _train(src, 30)
+    dst, _ = _policy("linucb")
+    dst.set_statistics(src.statistics)
+    assert dst.version == src.version
+    x = np.ones(D)
+    assert dst.choose(x, np.random.default_rng(0)).scores == pytest.approx(
+        src.choose(x, np.random.default_rng(0)).scores)
+    with pytest.raises(InvalidInputError, match="dim"):
+        dst.set_statistics(RidgeStatistics.empty(D + 1))
+
+
+def test_vw_policy_is_not_mergeable() -> None:
+    pol, _ = _policy("vw")
+    for call in (pol.empty_statistics, lambda: pol.statistics.merge(pol.statistics),
+                 lambda: pol.statistics.scaled(0.5),
+                 lambda: pol.apply(None), lambda: pol.set_statistics(None),
+                 lambda: pol.accumulate(None, [], np.zeros((0, D)), [])):
+        with pytest.raises(SwitchboardError, match="not additive"):
+            call()
+
+
+def test_vw_policy_learns_with_logged_propensity() -> None:
+    pol, _ = _policy("vw")
+    x = np.array([1.0, 0.0, 0.0, 0.0])
+    for _ in range(200):
+        pol.update("roleplay", x, 1.0, propensity=0.25, eligible=["roleplay", "gpt35"])
+        pol.update("gpt35", x, 0.0, propensity=0.25, eligible=["roleplay", "gpt35"])
+    c = pol.choose(x, np.random.default_rng(0), eligible=["roleplay", "gpt35"])
+    assert c.scores[0] > c.scores[1]
+    with pytest.raises(InvalidInputError, match="propensity"):
+        pol.update("gpt35", x, 0.0, propensity=0.0)
