@@ -301,7 +301,7 @@ def test_fixed_policy_requires_eligible_fixed_arm() -> None:
     with pytest.raises(InvalidInputError, match="fixed_arm"):
         pol.choose(np.zeros(D), np.random.default_rng(0), eligible=["roleplay"])
     other = make_policy(PolicyConfig(name="fixed", dim=D, fixed_arm="absent"), reg)
-    with pytest.raises(UnknownArmError, match="policy.fixed_arm"):
+    with pytest.raises(UnknownArmError, match=r"policy\.fixed_arm"):
         other.choose(np.zeros(D), np.random.default_rng(0))
 
 
