@@ -87,10 +87,59 @@ class ReplayResult:
         }
 
 
+class _LinearBlockChooser:
+    """Vectorised choices of a frozen core LinUCB / greedy policy over a block of contexts.
+
+    Same scores as :class:`bandit.policies.linucb.LinUCB` (θᵀx + α·sqrt(xᵀA⁻¹x), from the
+    policy's cached solver) and the same floored-argmax distribution (non-maximal arms get
+    the floor); exact ties, which have probability 0 with continuous contexts, go to the
+    first arm. Reads the policy's solver cache: the core's fast path, refreshed per block.
+    """
+
+    def __init__(self, policy: Any, arm_ids: tuple[str, ...]) -> None:
+        self.policy = policy
+        self.alpha = float(policy.config.alpha) if policy.name == "linucb" else 0.0
+        self.floor = float(policy.config.probability_floor)
+        self.arm_ids = arm_ids
+
+    @staticmethod
+    def supports(policy: Any) -> bool:
+        return (getattr(policy, "name", None) in ("linucb", "greedy")
+                and hasattr(policy, "_solver") and hasattr(policy, "_stats")
+                and hasattr(policy, "_eligible"))
+
+    def __call__(self, x: FloatArray, rng: np.random.Generator) -> IntArray:
+        pol = self.policy
+        pol._eligible(list(self.arm_ids))  # sync arms into the statistics
+        stats, solver = pol._stats, pol._solver
+        solver.ensure(stats)
+        slots = np.fromiter((stats.slot(a) for a in self.arm_ids), dtype=np.intp,
+                            count=len(self.arm_ids))
+        scores = x @ solver.theta[slots].T
+        if self.alpha > 0:
+            d = x.shape[1]
+            iu, ju = np.triu_indices(d)
+            x32 = x.astype(np.float32)
+            widths = (x32[:, iu] * x32[:, ju]) @ solver.packed[slots].T
+            scores = scores + self.alpha * np.sqrt(np.maximum(widths, 0.0))
+        k = len(self.arm_ids)
+        f = min(self.floor, 1.0 / k)
+        best = np.argmax(scores, axis=1)
+        u = rng.random(x.shape[0])
+        top = 1.0 - (k - 1) * f
+        if f <= 0 or k == 1:
+            return best.astype(np.int64)
+        j = np.minimum(((u - top) / f).astype(np.int64), k - 2)
+        other = j + (j >= best)
+        return np.where(u < top, best, other).astype(np.int64)
+
+
 def _choose_block(policy: Any, x: FloatArray, rng: np.random.Generator,
                   arm_ids: tuple[str, ...], pos: dict[str, int]) -> IntArray:
     if isinstance(policy, IndexPolicy):
         return np.asarray(policy.choose_indices(x, rng), dtype=np.int64)
+    if _LinearBlockChooser.supports(policy):
+        return _LinearBlockChooser(policy, arm_ids)(x, rng)
     batch = getattr(policy, "choose_batch", None)
     if batch is not None:
         chosen = batch(x, rng, eligible=arm_ids)
