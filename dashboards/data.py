@@ -105,12 +105,38 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> DashboardSettings
 # --------------------------------------------------------------------------- store
 
 
-@st.cache_resource(ttl=STORE_TTL_S, show_spinner=False)
+_OPENED: list[Any] = []
+
+
+def _release_store(store: Any) -> None:
+    if store in _OPENED:
+        _OPENED.remove(store)
+    store.close()
+
+
+@st.cache_resource(ttl=STORE_TTL_S, show_spinner=False, on_release=_release_store)
 def get_store(dsn: str, database: str) -> Any:
-    """The store, opened read-only (never migrates, never writes). Raises StoreError."""
+    """The store, opened read-only (never migrates, never writes). Raises StoreError.
+
+    Reopened every ``STORE_TTL_S``: for an embedded store that the learner owns this
+    takes a fresh snapshot; the old one is closed when the cache releases it.
+    """
     from bandit.store import open_store
 
-    return open_store(dsn, database, read_only=True)
+    store = open_store(dsn, database, read_only=True)
+    _OPENED.append(store)
+    return store
+
+
+def close_stores() -> None:
+    """Close every store this process opened and forget the cached ones.
+
+    chdb serves one data directory per process: tests (and anything else that wants a
+    different directory afterwards) call this to let go of the dashboard's.
+    """
+    get_store.clear()
+    while _OPENED:
+        _OPENED.pop().close()
 
 
 def open_or_none(settings: DashboardSettings) -> tuple[Any | None, str | None]:

@@ -2,17 +2,18 @@
 
 The numbers the pages show are compared with ``bandit.lift`` / ``bandit.stats`` computed
 directly on the same store. chdb allows one data directory per process, so every test
-here shares one directory (``_CHDB_DIR``) and isolates itself by database name.
+here shares one directory (``chdb_dir``), isolates itself by database name and closes
+every store it opened after each test.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,9 +27,6 @@ from bandit.store import open_store
 from bandit.store.synthetic import DAY_MS, generate_experiment, insert_experiment
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
-_CHDB_DIR = os.environ.get("SWITCHBOARD_TEST_CHDB_DIR") or os.path.join(
-    tempfile.gettempdir(), f"sb-chdb-{os.getpid()}"
-)
 SEEDS = np.random.SeedSequence(20261123).spawn(4)
 EXPERIMENT = "exp-default"
 ARMS = ("gpt35", "roleplay-7b", "creative-13b", "informative-7b", "fresh-expert")
@@ -41,6 +39,13 @@ def fill_store(
     """A store with one experiment (exposures, engagement, decisions, feedback), a
     LinUCB snapshot (``fresh-expert`` never served: cold start) and one offline run."""
     store = open_store(dsn, database)
+    try:
+        return _fill(store, snapshot_dir, results_dir, n_users)
+    finally:
+        store.close()
+
+
+def _fill(store: Any, snapshot_dir: Path, results_dir: Path, n_users: int) -> dict:
     data = generate_experiment(n_users, 0.1, SEEDS[0], experiment_id=EXPERIMENT)
     insert_experiment(store, data)
     rng = np.random.default_rng(SEEDS[1])
@@ -109,15 +114,20 @@ def fill_store(
     ax.plot([0, 1, 2], [0, 1, 4])
     fig.savefig(run / "regret.png")
     plt.close(fig)
-    store.close()
     return {"as_of_ms": data.end_ms, "data": data}
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One chdb directory for this module (chdb serves one directory per process)."""
+    return tmp_path_factory.mktemp("dash-chdb")
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory, chdb_dir: Path) -> dict:
     root = tmp_path_factory.mktemp("dash")
     database = f"dash_{uuid.uuid4().hex[:8]}"
-    dsn = f"chdb://{_CHDB_DIR}"
+    dsn = f"chdb://{chdb_dir}"
     info = fill_store(dsn, database, root / "snapshots", root / "results")
     env = {
         "SWITCHBOARD_STORE__DSN": dsn,
@@ -132,6 +142,25 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"dsn": dsn, "database": database, "env": env, **info}
 
 
+@pytest.fixture
+def reader(filled: dict) -> Iterator[Any]:
+    """The filled store, read-only, for computing expected figures; closed after the test."""
+    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture(autouse=True)
+def _release_dashboard_stores() -> Iterator[None]:
+    """chdb serves one directory per process: let go of the dashboard's after each test."""
+    yield
+    from dashboards.data import close_stores
+
+    close_stores()
+
+
 def _app(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]):
     from streamlit.testing.v1 import AppTest
 
@@ -139,8 +168,10 @@ def _app(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]):
         monkeypatch.setenv(k, v)
     import streamlit as st
 
+    from dashboards.data import close_stores
+
+    close_stores()
     st.cache_data.clear()
-    st.cache_resource.clear()
     at = AppTest.from_file(APP, default_timeout=60)
     return at
 
@@ -153,7 +184,7 @@ def _page(at, name: str):
 
 
 def test_overview_lift_table_matches_bandit_lift(
-    filled: dict, monkeypatch: pytest.MonkeyPatch
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bandit.lift import lift_table
 
@@ -161,7 +192,7 @@ def test_overview_lift_table_matches_bandit_lift(
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     shown = at.dataframe[0].value
-    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    store = reader
     expected = lift_table(store, EXPERIMENT, "day30_engagement", filled["as_of_ms"], True)
     row = shown[(shown["Metric"] == "Day-30 engagement") & (shown["Variant"] == "bandit")]
     assert len(row) == 1
@@ -180,11 +211,10 @@ def test_overview_lift_table_matches_bandit_lift(
     row = shown[(shown["Metric"] == "Day-7 retention") & (shown["Variant"] == "bandit")]
     assert math.isclose(row["Lift"].iloc[0], e["rel_lift"], rel_tol=1e-9)
     assert not row["CUPED"].iloc[0]
-    store.close()
 
 
 def test_overview_health_banners_report_healthy_store(
-    filled: dict, monkeypatch: pytest.MonkeyPatch
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _app(monkeypatch, filled["env"])
     at.run()
@@ -196,7 +226,7 @@ def test_overview_health_banners_report_healthy_store(
 
 
 def test_retention_page_draws_curves_and_lift_over_time(
-    filled: dict, monkeypatch: pytest.MonkeyPatch
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bandit import stats
 
@@ -205,7 +235,7 @@ def test_retention_page_draws_curves_and_lift_over_time(
     assert not at.exception
     table = at.dataframe[0].value
     last = table[table["variant"] == "bandit"].sort_values("date").iloc[-1]
-    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    store = reader
     units = store.unit_metrics(EXPERIMENT, filled["as_of_ms"])
     ok = units[units["retained_d30"].notna()]
     full = units[
@@ -218,17 +248,15 @@ def test_retention_page_draws_curves_and_lift_over_time(
     )
     assert math.isclose(last["lift"], r.estimate, rel_tol=1e-9)
     assert int(last["n_treatment"]) <= int((ok.variant == "bandit").sum())
-    store.close()
 
 
 def test_allocation_page_shows_shares_and_cold_start(
-    filled: dict, monkeypatch: pytest.MonkeyPatch
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _page(_app(monkeypatch, filled["env"]), "allocation")
     totals = at.dataframe[0].value
-    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    store = reader
     share = store.traffic_share(EXPERIMENT, "day")
-    store.close()
     expected = share.groupby(["variant", "arm_id"])["decisions"].sum()
     for r in totals.itertuples():
         assert int(r.decisions) == int(expected[(r.variant, r.arm_id)])
@@ -240,13 +268,12 @@ def test_allocation_page_shows_shares_and_cold_start(
 
 
 def test_leaderboard_page_matches_store_proxies_and_filters_kind(
-    filled: dict, monkeypatch: pytest.MonkeyPatch
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _page(_app(monkeypatch, filled["env"]), "leaderboard")
     board = at.dataframe[0].value
-    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    store = reader
     prox = store.arm_proxies(EXPERIMENT).set_index(["arm_id", "variant"])
-    store.close()
     for r in board.itertuples():
         assert math.isclose(
             r.retry_rate, prox.loc[(r.arm_id, r.variant), "retry_rate_ips"], rel_tol=1e-9
@@ -256,7 +283,9 @@ def test_leaderboard_page_matches_store_proxies_and_filters_kind(
     assert set(at.dataframe[0].value["arm_id"]) == {"gpt35"}
 
 
-def test_offline_page_lists_runs_with_plots(filled: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_page_lists_runs_with_plots(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     at = _page(_app(monkeypatch, filled["env"]), "offline")
     runs = at.dataframe[0].value
     assert list(runs["run"]) == ["simulate-001"]
@@ -267,10 +296,10 @@ def test_offline_page_lists_runs_with_plots(filled: dict, monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("page", ["overview", "retention", "allocation", "leaderboard", "offline"])
 def test_pages_show_friendly_empty_state_on_empty_store(
-    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: str, tmp_path: Path, chdb_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {
-        "SWITCHBOARD_STORE__DSN": f"chdb://{_CHDB_DIR}",
+        "SWITCHBOARD_STORE__DSN": f"chdb://{chdb_dir}",
         "SWITCHBOARD_STORE__DATABASE": f"empty_{uuid.uuid4().hex[:8]}",
         "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(tmp_path / "none"),
         "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "none"),
