@@ -30,7 +30,6 @@ result does not depend on how the consumer interleaves the two topics.
 from __future__ import annotations
 
 import heapq
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -221,7 +220,8 @@ class JoinPartition:
         self.pending: dict[str, _Pending] = {}
         self._heap: list[tuple[int, int, str]] = []
         self._seq = 0
-        self.held: deque[tuple[FeedbackEvent, int]] = deque()
+        # min-heap of (ts_ms, offset, feedback): out-of-order feedback must not block newer
+        self.held: list[tuple[int, int, FeedbackEvent]] = []
         self.closed: dict[str, ClosedDecision] = {}
         self.counters = Counters()
         self.outbox = Outbox()
@@ -302,7 +302,7 @@ class JoinPartition:
             if fb.decision_id in self.pending:
                 self._resolve(fb, offset, raw)
             else:
-                self.held.append((fb, offset))
+                heapq.heappush(self.held, (fb.ts_ms, offset, fb))
         self.offsets[FEEDBACK] = nxt
 
     def _resolve(self, fb: FeedbackEvent, offset: int, raw: bytes | None = None) -> None:
@@ -337,15 +337,15 @@ class JoinPartition:
     def advance(self) -> None:
         """Resolve held feedback the decisions stream has passed, then close windows."""
         held = self.held
-        while held and held[0][0].ts_ms <= self.wm_decisions:
-            fb, offset = held.popleft()
+        while held and held[0][0] <= self.wm_decisions:
+            _, offset, fb = heapq.heappop(held)
             self._resolve(fb, offset)
         self._close_until(self.watermark)
 
     def flush_all(self) -> None:
         """Close every pending decision now (end of a bounded replay, not used online)."""
         while self.held:
-            fb, offset = self.held.popleft()
+            _, offset, fb = heapq.heappop(self.held)
             self._resolve(fb, offset)
         self._close_until(np.iinfo(np.int64).max)
 
@@ -417,7 +417,8 @@ class JoinPartition:
         self._heap = list(state["heap"])
         heapq.heapify(self._heap)
         self._seq = int(state["seq"])
-        self.held = deque(state["held"])
+        self.held = list(state["held"])
+        heapq.heapify(self.held)
         self.closed = {cd.decision.decision_id: cd for cd in state["closed"]}
         self.counters = Counters(**state["counters"])
         self.outbox = Outbox()

@@ -142,7 +142,9 @@ class KafkaLearner:
     def on_revoked(self, tps: list[Any]) -> None:
         keys = {self._unit_key(tp.topic, tp.partition) for tp in tps}
         if keys:
-            self.checkpoint(force=True, only=keys)
+            # kafka-python runs this callback on its IO thread, where a synchronous commit
+            # is refused; the snapshot carries the offsets the next owner seeks to.
+            self.checkpoint(force=True, only=keys, commit=False)
         for key in keys:
             self.units.pop(key, None)
         log.info("revoked %s", sorted(keys))
@@ -228,7 +230,8 @@ class KafkaLearner:
 
     # ------------------------------------------------------------------ checkpoint
 
-    def checkpoint(self, *, force: bool = False, only: set[tuple[str, int]] | None = None) -> bool:
+    def checkpoint(self, *, force: bool = False, only: set[tuple[str, int]] | None = None,
+                   commit: bool = True) -> bool:
         """Sink → dead letters → snapshots → commit. Returns False when it must be retried."""
         now = time.monotonic()
         if not force and now < self._sink_backoff.until:
@@ -257,7 +260,8 @@ class KafkaLearner:
             self.state_dir.save(key[0], key[1], unit.to_state())
         self._last_snapshot_wall = time.time()
         self.metrics.snapshot_time.set(self._last_snapshot_wall)
-        self._commit(keys)
+        if commit:
+            self._commit(keys)
         return True
 
     def _send_dead_letters(self, out: Outbox) -> None:

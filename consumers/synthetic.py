@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from bandit.events import DecisionEvent, FeedbackEvent, encode_event
+from consumers.join import DECISIONS, FEEDBACK, JoinPartition
 
-__all__ = ["ARMS", "Stream", "make_stream"]
+__all__ = ["ARMS", "Stream", "make_stream", "produce", "reference"]
 
 ARMS = ("gpt35", "roleplay-7b", "creative-7b", "informative-13b")
 
@@ -64,3 +66,37 @@ def make_stream(seed: int, n_decisions: int, *, partitions: int = 4, dim: int = 
         {p: [raw for _, raw in v] for p, v in decisions.items()},
         {p: [raw for _, raw in sorted(v, key=lambda t: t[0])] for p, v in feedback.items()},
     )
+
+
+def produce(bootstrap_servers: str, stream: Stream, decisions_topic: str, feedback_topic: str,
+            extra: Sequence[tuple[str, int, bytes]] = ()) -> None:
+    """Write ``stream`` to the broker, partition by partition (explicit partitions).
+
+    ``extra`` holds additional ``(topic, partition, value)`` messages written after it.
+    """
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=20,
+                             batch_size=1 << 20, max_request_size=8 << 20, acks="all")
+    try:
+        for p in sorted(stream.decisions):
+            for raw in stream.decisions[p]:
+                producer.send(decisions_topic, raw, partition=p)
+            for raw in stream.feedback[p]:
+                producer.send(feedback_topic, raw, partition=p)
+        for topic, p, raw in extra:
+            producer.send(topic, raw, partition=p)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def reference(stream: Stream, make_join: Callable[[int], JoinPartition]) -> dict[int, JoinPartition]:
+    """The uninterrupted in-memory result: each partition's decisions, then its feedback."""
+    out = {}
+    for p in sorted(stream.decisions):
+        part = make_join(p)
+        part.ingest(DECISIONS, list(enumerate(stream.decisions[p])))
+        part.ingest(FEEDBACK, list(enumerate(stream.feedback[p])))
+        out[p] = part
+    return out
