@@ -281,7 +281,7 @@ def _parse_env(value: str) -> Any:
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, Mapping):
-        raise ConfigError(prefix or "config", raw, "must be a table")
+        raise ConfigError(prefix.rstrip(".") or "config", raw, "must be a table")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
