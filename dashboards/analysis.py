@@ -286,20 +286,18 @@ def lift_view(
     return lift[m].reset_index(drop=True)
 
 
+_PP = "%+.1f%%"
 LIFT_COLUMN_CONFIG = {
-    "Lift": st.column_config.NumberColumn(
-        "Lift", format="percent", help="relative lift vs control"
-    ),
-    "CI low": st.column_config.NumberColumn(
-        "CI low", format="percent", help="fixed-horizon 95% CI"
-    ),
-    "CI high": st.column_config.NumberColumn("CI high", format="percent"),
+    "Verdict": st.column_config.TextColumn("Verdict", width="large"),
+    "Lift": st.column_config.NumberColumn("Lift", format=_PP, help="relative lift vs control"),
+    "CI low": st.column_config.NumberColumn("CI low", format=_PP, help="fixed-horizon 95% CI"),
+    "CI high": st.column_config.NumberColumn("CI high", format=_PP),
     "AV low": st.column_config.NumberColumn(
-        "AV low", format="percent", help="always-valid 95% interval"
+        "AV low", format=_PP, help="always-valid 95% interval (safe under peeking)"
     ),
-    "AV high": st.column_config.NumberColumn("AV high", format="percent"),
+    "AV high": st.column_config.NumberColumn("AV high", format=_PP),
     "P(better)": st.column_config.ProgressColumn(
-        "P(better)", format="percent", min_value=0.0, max_value=1.0
+        "P(better)", format="%.0f%%", min_value=0.0, max_value=100.0
     ),
     "n control": st.column_config.NumberColumn("n control", format="localized"),
     "n variant": st.column_config.NumberColumn("n variant", format="localized"),
@@ -307,9 +305,13 @@ LIFT_COLUMN_CONFIG = {
 
 
 def lift_table_for_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The lift rows as shown: verdict up front, fractions as percentage points."""
+    from dashboards.transforms import to_percent
+
     cols = {
         "metric": "Metric",
         "variant": "Variant",
+        "verdict": "Verdict",
         "lift": "Lift",
         "ci_low": "CI low",
         "ci_high": "CI high",
@@ -319,7 +321,7 @@ def lift_table_for_display(table: pd.DataFrame) -> pd.DataFrame:
         "n_control": "n control",
         "n_treatment": "n variant",
         "cuped": "CUPED",
-        "verdict": "Verdict",
     }
     present = [c for c in cols if c in table.columns]
-    return table[present].rename(columns=cols)
+    pct = ("lift", "ci_low", "ci_high", "av_low", "av_high", "p_better")
+    return to_percent(table[present], pct).rename(columns=cols)

@@ -147,7 +147,7 @@ def arm_estimates_chart(df: pd.DataFrame) -> alt.LayerChart:
         ],
     )
     return alt.layer(rule, point).properties(
-        height=alt.Step(18), title="Current policy: per-arm estimate ± width"
+        height=alt.Step(24), title="Current policy: per-arm estimate ± width"
     )
 
 
@@ -155,7 +155,10 @@ def leaderboard_chart(df: pd.DataFrame, metric: str, label: str) -> alt.LayerCha
     """One proxy per arm with its 95% interval."""
     base = alt.Chart(df).encode(
         y=alt.Y(
-            "arm_id:N", sort=alt.EncodingSortField(field=metric, order="descending"), title=None
+            "label:N",
+            sort=alt.EncodingSortField(field=metric, order="descending"),
+            title=None,
+            axis=alt.Axis(labelLimit=260),
         ),
         color=alt.Color("kind:N"),
     )
@@ -164,8 +167,14 @@ def leaderboard_chart(df: pd.DataFrame, metric: str, label: str) -> alt.LayerCha
     )
     point = base.mark_point(filled=True, size=60).encode(
         x=f"{metric}:Q",
-        tooltip=["arm_id:N", "kind:N", alt.Tooltip(f"{metric}:Q", format=".3f"), "decisions:Q"],
+        tooltip=[
+            "arm_id:N",
+            "variant:N",
+            "kind:N",
+            alt.Tooltip(f"{metric}:Q", format=".3f"),
+            "decisions:Q",
+        ],
     )
     return alt.layer(rule, point).properties(
-        height=alt.Step(18), title=f"{label} per expert (propensity-weighted)"
+        height=alt.Step(26), title=f"{label} per expert (propensity-weighted)"
     )

@@ -56,6 +56,8 @@ def build_command(host: str, port: int) -> list[str]:
         "false",
         "--server.fileWatcherType",
         "none",
+        "--client.toolbarMode",
+        "viewer",
         "--global.developmentMode",
         "false",
     ]

@@ -35,6 +35,7 @@ __all__ = [
     "retention_bands",
     "srm_banner",
     "staleness_banner",
+    "to_percent",
     "traffic_share",
     "verdict",
     "weighted_mean_ci",
@@ -408,6 +409,8 @@ def leaderboard(
         out[name] = m
         out[f"{name}_low"] = m - _Z95 * se
         out[f"{name}_high"] = m + _Z95 * se
+    out["label"] = out["arm_id"] + " · " + out["variant"]
+    cols.append("label")
     if kind_filter is not None:
         out = out[out["kind"].isin(list(kind_filter))]
     return out[cols].sort_values(["retry_rate", "arm_id"], ignore_index=True, na_position="last")
@@ -517,3 +520,16 @@ def arm_totals(shares: pd.DataFrame) -> pd.DataFrame:
     g = shares.groupby(["variant", "arm_id"], as_index=False)["decisions"].sum()
     g["share"] = g["decisions"] / g.groupby("variant")["decisions"].transform("sum")
     return g.sort_values(["variant", "decisions"], ascending=[True, False], ignore_index=True)
+
+
+def to_percent(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """A copy of ``df`` with the fraction ``columns`` (0.25) as percentage points (25.0).
+
+    Streamlit's number formats are printf-style and do not scale, so tables show
+    ``%.1f%%`` over percentage points for one consistent number of decimals.
+    """
+    out = df.copy()
+    for c in columns:
+        if c in out.columns:
+            out[c] = out[c].astype(float) * 100.0
+    return out

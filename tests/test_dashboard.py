@@ -197,10 +197,10 @@ def test_overview_lift_table_matches_bandit_lift(
     row = shown[(shown["Metric"] == "Day-30 engagement") & (shown["Variant"] == "bandit")]
     assert len(row) == 1
     e = expected[expected["variant"] == "bandit"].iloc[0]
-    assert math.isclose(row["Lift"].iloc[0], e["rel_lift"], rel_tol=1e-9)
-    assert math.isclose(row["CI low"].iloc[0], e["rel_ci_low"], rel_tol=1e-9)
-    assert math.isclose(row["AV high"].iloc[0], e["seq_ci_high"], rel_tol=1e-9)
-    assert math.isclose(row["P(better)"].iloc[0], e["prob_better"], rel_tol=1e-9)
+    assert math.isclose(row["Lift"].iloc[0], 100 * e["rel_lift"], rel_tol=1e-9)
+    assert math.isclose(row["CI low"].iloc[0], 100 * e["rel_ci_low"], rel_tol=1e-9)
+    assert math.isclose(row["AV high"].iloc[0], 100 * e["seq_ci_high"], rel_tol=1e-9)
+    assert math.isclose(row["P(better)"].iloc[0], 100 * e["prob_better"], rel_tol=1e-9)
     assert int(row["n variant"].iloc[0]) == int(e["n"])
     assert row["Verdict"].iloc[0] == e["verdict"]
     # CUPED off shows the unadjusted figures
@@ -209,7 +209,7 @@ def test_overview_lift_table_matches_bandit_lift(
     e = lift_table(store, EXPERIMENT, "day7_retention", filled["as_of_ms"], False)
     e = e[e["variant"] == "bandit"].iloc[0]
     row = shown[(shown["Metric"] == "Day-7 retention") & (shown["Variant"] == "bandit")]
-    assert math.isclose(row["Lift"].iloc[0], e["rel_lift"], rel_tol=1e-9)
+    assert math.isclose(row["Lift"].iloc[0], 100 * e["rel_lift"], rel_tol=1e-9)
     assert not row["CUPED"].iloc[0]
 
 
@@ -246,7 +246,7 @@ def test_retention_page_draws_curves_and_lift_over_time(
         full.loc[full.variant == "bandit", "retained_d30"].to_numpy(float),
         full.loc[full.variant == "gpt35", "retained_d30"].to_numpy(float),
     )
-    assert math.isclose(last["lift"], r.estimate, rel_tol=1e-9)
+    assert math.isclose(last["lift"], 100 * r.estimate, rel_tol=1e-9)
     assert int(last["n_treatment"]) <= int((ok.variant == "bandit").sum())
 
 
@@ -260,7 +260,7 @@ def test_allocation_page_shows_shares_and_cold_start(
     expected = share.groupby(["variant", "arm_id"])["decisions"].sum()
     for r in totals.itertuples():
         assert int(r.decisions) == int(expected[(r.variant, r.arm_id)])
-    assert math.isclose(totals.loc[totals.variant == "bandit", "share"].sum(), 1.0)
+    assert math.isclose(totals.loc[totals.variant == "bandit", "share"].sum(), 100.0)
     policy = at.dataframe[1].value
     cold = set(policy.loc[policy["cold_start"], "arm_id"])
     assert cold == {"fresh-expert"}
@@ -276,16 +276,14 @@ def test_leaderboard_page_matches_store_proxies_and_filters_kind(
     prox = store.arm_proxies(EXPERIMENT).set_index(["arm_id", "variant"])
     for r in board.itertuples():
         assert math.isclose(
-            r.retry_rate, prox.loc[(r.arm_id, r.variant), "retry_rate_ips"], rel_tol=1e-9
+            r.retry_rate, 100 * prox.loc[(r.arm_id, r.variant), "retry_rate_ips"], rel_tol=1e-9
         )
     assert board["retry_rate"].is_monotonic_increasing
     at.multiselect(key="lb_kind").set_value(["baseline"]).run()
     assert set(at.dataframe[0].value["arm_id"]) == {"gpt35"}
 
 
-def test_offline_page_lists_runs_with_plots(
-    filled: dict, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_offline_page_lists_runs_with_plots(filled: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _page(_app(monkeypatch, filled["env"]), "offline")
     runs = at.dataframe[0].value
     assert list(runs["run"]) == ["simulate-001"]

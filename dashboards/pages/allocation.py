@@ -45,12 +45,12 @@ if not ui.empty_state(ctx, "Allocation charts"):
         )
         totals = transforms.arm_totals(raw)
         st.dataframe(
-            totals,
+            transforms.to_percent(totals, ["share"]),
             hide_index=True,
             width="stretch",
             key="al_totals",
             column_config={
-                "share": st.column_config.NumberColumn("share", format="percent"),
+                "share": st.column_config.NumberColumn("share", format="%.1f%%"),
                 "decisions": st.column_config.NumberColumn("decisions", format="localized"),
             },
         )

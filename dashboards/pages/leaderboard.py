@@ -29,16 +29,16 @@ if not ui.empty_state(ctx, "Per-expert proxies"):
     else:
         fmt = st.column_config.NumberColumn
         st.dataframe(
-            board,
+            transforms.to_percent(board, ["retry_rate", "retry_rate_low", "retry_rate_high"]),
             hide_index=True,
             width="stretch",
             key="lb_table",
             column_config={
                 "decisions": fmt(format="localized"),
                 "feedback": fmt(format="localized"),
-                "retry_rate": fmt("retry rate", format="percent"),
-                "retry_rate_low": fmt("low", format="percent"),
-                "retry_rate_high": fmt("high", format="percent"),
+                "retry_rate": fmt("retry rate", format="%.1f%%"),
+                "retry_rate_low": fmt("low", format="%.1f%%"),
+                "retry_rate_high": fmt("high", format="%.1f%%"),
                 "mean_rating": fmt("rating", format="%.2f"),
                 "mean_rating_low": fmt("low", format="%.2f"),
                 "mean_rating_high": fmt("high", format="%.2f"),

@@ -38,11 +38,11 @@ if not ui.empty_state(ctx, "Retention curves"):
         )
         with st.expander("Table"):
             st.dataframe(
-                over_time,
+                transforms.to_percent(over_time, ["lift", "ci_low", "ci_high"]),
                 hide_index=True,
                 width="stretch",
                 column_config={
-                    c: st.column_config.NumberColumn(format="percent")
+                    c: st.column_config.NumberColumn(format="%+.1f%%")
                     for c in ("lift", "ci_low", "ci_high")
                 },
             )
