@@ -1,0 +1,373 @@
+"""Asynchronous decision publisher: bounded buffer → Kafka, spilling to disk on failure.
+
+Allocation never waits on Kafka. ``publish`` puts the encoded event in a bounded
+in-memory queue (or, if the queue is full, appends it to the spill file) and returns.
+A background thread sends queued events with a ``KafkaProducer`` (``acks=all``,
+retries) and delivery callbacks:
+
+* delivered → done;
+* failed (broker down, timeout) → the event is appended to the local spill file
+  ``<spill_dir>/active-<instance>.spill`` (one JSON event per line) and the broker is
+  considered down for ``retry_interval_s``, during which new events spill directly.
+
+A resender drains the spill when the broker is back: it rotates the active file to
+``pending-<instance>-<n>.spill`` (new spills go to a fresh active file), probes the
+broker with the first record, sends the rest, waits for the acknowledgements and only
+then deletes the pending file; records that fail again are spilled again. Spilled
+events are therefore re-sent at least once and never lost (the learner deduplicates on
+``event_id``). Files are locked with ``flock`` so several servers can share a spill
+directory; an unlocked ``active-*`` file left by a crashed server is adopted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import logging
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from bandit.events import DecisionEvent, encode_event
+
+__all__ = ["DecisionPublisher"]
+
+log = logging.getLogger(__name__)
+
+ProducerFactory = Callable[[], Any]
+
+
+class _SpillFile:
+    """The active append-only spill file of this instance (flock-ed while open)."""
+
+    def __init__(self, directory: Path, instance: str) -> None:
+        self.dir = directory
+        self.instance = instance
+        self.path = directory / f"active-{instance}.spill"
+        self._fh: IO[bytes] | None = None
+
+    def append(self, lines: list[bytes]) -> None:
+        if self._fh is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path, "ab")
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            self._fh = fh
+        self._fh.write(b"".join(line + b"\n" for line in lines))
+        self._fh.flush()
+
+    def sync(self) -> None:
+        if self._fh is not None:
+            os.fsync(self._fh.fileno())
+
+    def rotate(self, target: Path) -> bool:
+        """Rename the active file to ``target`` (if it has data) and start a new one."""
+        if self._fh is None:
+            return False
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        os.replace(self.path, target)
+        fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        self._fh.close()
+        self._fh = None
+        return True
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self.sync()
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class DecisionPublisher:
+    """Publishes :class:`DecisionEvent` s to ``topic`` keyed by conversation id."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        spill_dir: str | os.PathLike[str],
+        buffer_size: int = 100_000,
+        *,
+        delivery_timeout_ms: int = 30_000,
+        retry_interval_s: float = 2.0,
+        producer_factory: ProducerFactory | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.spill_dir = Path(spill_dir)
+        self.retry_interval_s = retry_interval_s
+        self.delivery_timeout_ms = max(delivery_timeout_ms, 1000)
+        self._factory = producer_factory or self._default_factory
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=buffer_size)
+        self._instance = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._spill = _SpillFile(self.spill_dir, self._instance)
+        self._spill_lock = threading.Lock()
+        self._inflight: dict[int, bytes] = {}
+        self._inflight_lock = threading.Lock()
+        self._ids = itertools.count()
+        self._rotations = itertools.count()
+        self._producer: Any = None
+        self._down_until = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.backlog = self._existing_backlog()
+        self.sent = 0
+        self.spilled = 0
+        self.resent = 0
+        self.last_error: str | None = None
+
+    # ---------------------------------------------------------------- public API
+    def start(self) -> DecisionPublisher:
+        self._thread = threading.Thread(target=self._run, name="decision-publisher", daemon=True)
+        self._thread.start()
+        return self
+
+    def publish(self, event: DecisionEvent) -> None:
+        """Enqueue ``event`` without blocking; spill it to disk if the buffer is full."""
+        value = encode_event(event)
+        try:
+            self._queue.put_nowait(value)
+        except queue.Full:
+            self._spill_records([value])
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def healthy(self) -> bool:
+        return self._producer is not None and time.monotonic() >= self._down_until
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Drain the buffer, wait for acknowledgements, spill whatever is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s + 5)
+        leftovers: list[bytes] = []
+        while True:
+            try:
+                leftovers.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if leftovers:
+            self._spill_records(leftovers)
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                self._producer.flush(timeout=timeout_s)
+            with contextlib.suppress(Exception):
+                self._producer.close(timeout=1)
+        with self._inflight_lock:
+            pending, self._inflight = list(self._inflight.values()), {}
+        if pending:
+            self._spill_records(pending)
+        with self._spill_lock:
+            self._spill.close()
+
+    # ---------------------------------------------------------------- internals
+    def _default_factory(self) -> Any:
+        from kafka import KafkaProducer
+
+        return KafkaProducer(
+            bootstrap_servers=self.bootstrap_servers, acks="all", retries=5, linger_ms=2,
+            max_block_ms=2_000, request_timeout_ms=min(10_000, self.delivery_timeout_ms // 2),
+            delivery_timeout_ms=self.delivery_timeout_ms, reconnect_backoff_max_ms=1_000,
+            client_id="switchboard-serve",
+        )
+
+    def _existing_backlog(self) -> int:
+        n = 0
+        if self.spill_dir.is_dir():
+            for path in self.spill_dir.glob("*.spill"):
+                with contextlib.suppress(OSError):
+                    n += path.read_bytes().count(b"\n")
+        return n
+
+    def _spill_records(self, values: list[bytes]) -> None:
+        with self._spill_lock:
+            self._spill.append(values)
+            self.backlog += len(values)
+            self.spilled += len(values)
+
+    def _mark_down(self, reason: str) -> None:
+        self.last_error = reason
+        self._down_until = time.monotonic() + self.retry_interval_s
+
+    def _ensure_producer(self) -> bool:
+        if self._producer is not None:
+            return True
+        if time.monotonic() < self._down_until:
+            return False
+        try:
+            self._producer = self._factory()
+            return True
+        except Exception as exc:  # broker unreachable: spill and retry later
+            self._mark_down(f"producer: {exc}")
+            return False
+
+    def _send(self, value: bytes, key: bytes) -> Any:
+        rid = next(self._ids)
+        with self._inflight_lock:
+            self._inflight[rid] = value
+        try:
+            future = self._producer.send(self.topic, key=key, value=value)
+        except Exception as exc:
+            with self._inflight_lock:
+                self._inflight.pop(rid, None)
+            self._mark_down(f"send: {exc}")
+            self._spill_records([value])
+            return None
+        future.add_callback(self._delivered, rid)
+        future.add_errback(self._failed, rid)
+        return future
+
+    def _delivered(self, rid: int, _metadata: Any) -> None:
+        with self._inflight_lock:
+            found = self._inflight.pop(rid, None) is not None
+        if found:
+            self.sent += 1
+
+    def _failed(self, rid: int, exc: BaseException) -> None:
+        with self._inflight_lock:
+            value = self._inflight.pop(rid, None)
+        self._mark_down(f"delivery: {exc}")
+        if value is not None:
+            self._spill_records([value])
+
+    def _run(self) -> None:
+        next_resend = time.monotonic() + self.retry_interval_s
+        while not self._stop.is_set():
+            try:
+                value = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                value = None
+            if value is not None:
+                batch = [value]
+                with contextlib.suppress(queue.Empty):
+                    while len(batch) < 1000:
+                        batch.append(self._queue.get_nowait())
+                if time.monotonic() < self._down_until or not self._ensure_producer():
+                    self._spill_records(batch)
+                else:
+                    for v in batch:
+                        self._send(v, _key_of(v) or b"")
+            now = time.monotonic()
+            if now >= next_resend:
+                next_resend = now + self.retry_interval_s
+                with self._spill_lock:
+                    self._spill.sync()
+                if self.backlog > 0 and now >= self._down_until:
+                    try:
+                        self.resend()
+                    except Exception as exc:  # never let the publisher thread die
+                        log.warning("resending spilled decisions failed: %s", exc)
+                        self._mark_down(f"resend: {exc}")
+
+    def resend(self) -> int:
+        """Re-send spilled decisions if the broker answers; returns how many were sent."""
+        if not self._ensure_producer():
+            return 0
+        with self._spill_lock:
+            target = self.spill_dir / f"pending-{self._instance}-{next(self._rotations)}.spill"
+            self._spill.rotate(target)
+        sent = 0
+        for path in sorted(self.spill_dir.glob("*.spill")):
+            if path.name.startswith("active-"):
+                if self._instance in path.name:
+                    continue
+                adopted = self._adopt(path)
+                if adopted is None:
+                    continue
+                path = adopted
+            n = self._resend_file(path)
+            if n < 0:
+                break
+            sent += n
+        return sent
+
+    def _adopt(self, path: Path) -> Path | None:
+        """Claim the active file of a dead server (unlocked) as a pending file."""
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return None
+        target = self.spill_dir / f"pending-{self._instance}-{next(self._rotations)}.spill"
+        try:
+            os.replace(path, target)
+        finally:
+            fh.close()
+        return target
+
+    def _resend_file(self, path: Path) -> int:
+        try:
+            fh = open(path, "rb")
+        except OSError:
+            return 0
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return 0  # another server is draining it
+            lines = [line for line in fh.read().split(b"\n") if line]
+            if not lines:
+                path.unlink(missing_ok=True)
+                return 0
+            valid = [(v, k) for v in lines if (k := _key_of(v)) is not None]
+            bad = len(lines) - len(valid)
+            if bad:
+                with open(path.with_suffix(".bad"), "ab") as out:
+                    out.write(b"".join(v + b"\n" for v in lines if _key_of(v) is None))
+            first = self._send(*valid[0]) if valid else None
+            if valid and first is None:
+                return -1
+            if first is not None:
+                try:
+                    first.get(timeout=self.delivery_timeout_ms / 1000)
+                except Exception as exc:
+                    self._mark_down(f"resend probe: {exc}")
+                    # the errback re-spilled the probe record: drop it from this file
+                    self._rewrite(path, [v for v, _ in valid[1:]])
+                    with self._spill_lock:
+                        self.backlog -= 1 + bad
+                    return -1
+            for v, k in valid[1:]:
+                self._send(v, k)
+            with contextlib.suppress(Exception):
+                self._producer.flush(timeout=self.delivery_timeout_ms / 1000)
+            path.unlink(missing_ok=True)
+        with self._spill_lock:
+            self.backlog -= len(lines)
+        self.resent += len(valid)
+        return len(valid)
+
+    @staticmethod
+    def _rewrite(path: Path, values: list[bytes]) -> None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            out.write(b"".join(v + b"\n" for v in values))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+
+def _key_of(value: bytes) -> bytes | None:
+    """Partition key (conversation id) of an encoded decision; None if unreadable."""
+    try:
+        obj = orjson.loads(value)
+        cid = obj["conversation_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return cid.encode() if isinstance(cid, str) else None

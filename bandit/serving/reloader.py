@@ -1,0 +1,199 @@
+"""The served model: one policy per variant over a live arm registry, hot-reloaded.
+
+The learner publishes ``<serve.snapshot_dir>/policy.snapshot`` (atomic rename). A
+background thread polls its ``(mtime, size)`` every ``reload_interval_s``; on change it
+loads the snapshot *off* the request path, builds a complete new :class:`ServedModel`
+and swaps one reference — requests already running finish on the old model, new ones
+use the new one, none is dropped.
+
+Without a snapshot the server serves the *prior* (untrained) policies; if a snapshot is
+corrupt, the last good model is kept (or the prior, if there is none) and the error is
+reported by ``/healthz``. A variant policy that cannot be built (e.g. ``hybrid_linucb``
+without arm features) falls back to ``uniform``. Arms registered or retired through
+``/v1/arms`` are kept in an overlay re-applied to every reloaded registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bandit.arms import Arm, ArmRegistry
+from bandit.config import ExperimentConfig, PolicyConfig
+from bandit.errors import SnapshotError, SwitchboardError
+
+__all__ = ["SNAPSHOT_NAME", "ModelHolder", "ServedModel"]
+
+log = logging.getLogger(__name__)
+
+#: file the learner publishes (consumers.model.PUBLISHED_NAME)
+SNAPSHOT_NAME = "policy.snapshot"
+
+
+@dataclass
+class ServedModel:
+    """Everything one request needs, swapped as a unit."""
+
+    arms: ArmRegistry
+    policies: dict[str, Any]
+    policy_version: str
+    source: str  # "snapshot" or "prior"
+    dim: int
+    loaded_at: float
+    snapshot_mtime: float | None = None
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    eligible_cache: dict[tuple[str, int], tuple[str, ...]] = field(default_factory=dict)
+
+    def variant_eligible(self, variant: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
+        """Active arms of ``kinds`` (cached per registry version)."""
+        key = (variant, self.arms.version)
+        hit = self.eligible_cache.get(key)
+        if hit is None:
+            if len(self.eligible_cache) > 64:
+                self.eligible_cache.clear()
+            hit = tuple(a.arm_id for a in self.arms.active(kinds))
+            self.eligible_cache[key] = hit
+        return hit
+
+
+def _build_policies(
+    base: PolicyConfig, experiment: ExperimentConfig, arms: ArmRegistry,
+    snapshot_policy: Any | None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    from bandit.policies import make_policy
+
+    policies: dict[str, Any] = {}
+    fallbacks: dict[str, str] = {}
+    for variant in experiment.variants:
+        name = variant.policy
+        try:
+            if snapshot_policy is not None and snapshot_policy.name == name:
+                policy = snapshot_policy
+            else:
+                policy = make_policy(dataclasses.replace(base, name=name), arms)
+                if snapshot_policy is not None and hasattr(policy, "set_statistics"):
+                    policy.set_statistics(snapshot_policy.statistics)
+        except (SwitchboardError, AttributeError, ValueError) as exc:
+            fallbacks[variant.name] = f"{name}: {exc}"
+            policy = make_policy(dataclasses.replace(base, name="uniform"), arms)
+        policies[variant.name] = policy
+    return policies, fallbacks
+
+
+class ModelHolder:
+    """Owns the current :class:`ServedModel`, the arm overlay and the reload thread."""
+
+    def __init__(self, policy_config: PolicyConfig, experiment: ExperimentConfig,
+                 snapshot_dir: str | os.PathLike[str], initial_arms: list[Arm],
+                 reload_interval_s: float = 1.0) -> None:
+        self.policy_config = policy_config
+        self.experiment = experiment
+        self.path = Path(snapshot_dir) / SNAPSHOT_NAME
+        self.reload_interval_s = reload_interval_s
+        self.initial_arms = list(initial_arms)
+        self.snapshot_error: str | None = None
+        self.reloads = 0
+        self.failed_reloads = 0
+        self._overlay: dict[str, Arm] = {}
+        self._lock = threading.Lock()
+        self._seen: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.model = self._prior()
+        self.check()
+
+    # ---------------------------------------------------------------- building
+    def _prior(self) -> ServedModel:
+        fdim = self.policy_config.arm_feature_dim or None
+        arms = ArmRegistry(feature_dim=fdim)
+        for arm in self.initial_arms:
+            arms.add(arm)
+        for arm in self._overlay.values():
+            arms.add(arm)
+        policies, fallbacks = _build_policies(self.policy_config, self.experiment, arms, None)
+        return ServedModel(arms, policies, "prior", "prior", self.policy_config.dim,
+                           time.time(), None, fallbacks)
+
+    def _from_snapshot(self) -> ServedModel:
+        from bandit.snapshot import load_policy_snapshot
+
+        policy, arms, meta = load_policy_snapshot(self.path)
+        for arm in self.initial_arms:
+            if arm.arm_id not in arms:
+                arms.add(arm)
+        for arm in self._overlay.values():
+            arms.add(arm)
+        base = getattr(policy, "config", self.policy_config)
+        policies, fallbacks = _build_policies(base, self.experiment, arms, policy)
+        version = str(meta.get("policy_version") or policy.version)
+        return ServedModel(arms, policies, version, "snapshot", int(policy.dim), time.time(),
+                           self.path.stat().st_mtime, fallbacks)
+
+    # ---------------------------------------------------------------- reloading
+    def check(self) -> bool:
+        """Reload if the snapshot file changed; returns True when a new model was swapped in."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            if self.model.source == "snapshot":
+                self.snapshot_error = f"{self.path} disappeared; serving the last loaded model"
+            return False
+        except OSError as exc:
+            self.snapshot_error = f"{self.path}: {exc}"
+            return False
+        seen = (st.st_mtime_ns, st.st_size)
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        try:
+            with self._lock:
+                model = self._from_snapshot()
+                self.model = model
+        except (SnapshotError, SwitchboardError, OSError, ValueError, KeyError) as exc:
+            self.failed_reloads += 1
+            self.snapshot_error = str(exc)
+            log.warning("snapshot reload failed, keeping %s model: %s", self.model.source, exc)
+            return False
+        self.snapshot_error = None
+        self.reloads += 1
+        return True
+
+    def start(self) -> ModelHolder:
+        self._thread = threading.Thread(target=self._run, name="snapshot-reloader", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.reload_interval_s):
+            try:
+                self.check()
+            except Exception as exc:  # the poller must survive anything
+                self.snapshot_error = f"reloader: {exc}"
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # ---------------------------------------------------------------- arms
+    def register(self, arm: Arm) -> None:
+        with self._lock:
+            self.model.arms.add(arm)
+            self._overlay[arm.arm_id] = arm
+
+    def retire(self, arm_id: str) -> Arm:
+        with self._lock:
+            self.model.arms.retire(arm_id)
+            arm = self.model.arms.get(arm_id)
+            self._overlay[arm_id] = arm
+            return arm
+
+    def snapshot_age_s(self) -> float:
+        m = self.model
+        return -1.0 if m.snapshot_mtime is None else max(0.0, time.time() - m.snapshot_mtime)
