@@ -49,6 +49,8 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
+#: up to this many dirty arms are refreshed one by one with LAPACK, more in one batch
+_FEW_DIRTY = 8
 
 
 def forgetting_factor(half_life_events: float) -> float:
@@ -336,8 +338,9 @@ class RidgeStatistics:
 class RidgeSolver:
     """Cached solutions of ``A[a] θ[a] = b[a]`` with ``A[a] = λI + S[a]``.
 
-    Per arm it caches, refreshed lazily and only for arms marked dirty (one batched
-    Cholesky ``A = LLᵀ`` over the dirty arms; nothing is inverted per call):
+    Per arm it caches, refreshed lazily and only for arms marked dirty (Cholesky
+    ``A = LLᵀ``, then A⁻¹ = L⁻ᵀL⁻¹ from the triangular factor — arm by arm for a few
+    dirty arms, batched for many; nothing is factorised per ``choose``):
 
     * ``theta`` — θ = A⁻¹b, ``(K, d)`` float64;
     * ``ainv`` — A⁻¹ = L⁻ᵀL⁻¹, ``(K, d, d)`` float64 (hybrid model, diagnostics);
@@ -364,6 +367,8 @@ class RidgeSolver:
     def _set_dim(self, d: int) -> None:
         self.dim = d
         iu, ju = np.triu_indices(d)
+        self._iu, self._ju = iu, ju
+        self._eye = np.eye(d)
         self._tri = (iu * d + ju).astype(np.intp)
         self._tri_weight = np.where(iu == ju, 1.0, 2.0)
         self._outer = np.empty((d, d), dtype=np.float32)
@@ -413,6 +418,12 @@ class RidgeSolver:
 
     def _refresh_dirty(self, stats: RidgeStatistics) -> None:
         idx = np.flatnonzero(self._dirty)
+        if idx.shape[0] <= _FEW_DIRTY:
+            for k in idx:
+                self._refresh_one(stats, int(k))
+            self._dirty[idx] = False
+            self._any_dirty = False
+            return
         d = self.dim
         A = stats.S[idx] + self.lam * np.eye(d)
         L = np.linalg.cholesky(A)
@@ -424,6 +435,17 @@ class RidgeSolver:
         self.packed[idx] = flat.astype(np.float32)
         self._dirty[idx] = False
         self._any_dirty = False
+
+    def _refresh_one(self, stats: RidgeStatistics, k: int) -> None:
+        # One arm without the batched path's broadcasting overhead (numpy's LAPACK only:
+        # mixing in scipy's separately threaded OpenBLAS makes the two thread pools
+        # fight on a loaded machine, measured 30x slower).
+        L = np.linalg.cholesky(stats.S[k] + self.lam * self._eye)
+        Linv = np.linalg.solve(L, self._eye)
+        Ainv = Linv.T @ Linv
+        self.ainv[k] = Ainv
+        self.theta[k] = Ainv @ stats.b[k]
+        self.packed[k] = Ainv[self._iu, self._ju] * self._tri_weight
 
     def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> FloatArray:
         """xᵀA[a]⁻¹x for all arms (``idx`` None) or the arms ``idx`` (float64, >= 0)."""
