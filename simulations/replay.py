@@ -115,13 +115,18 @@ class _LinearBlockChooser:
         solver.ensure(stats)
         slots = np.fromiter((stats.slot(a) for a in self.arm_ids), dtype=np.intp,
                             count=len(self.arm_ids))
-        scores = x @ solver.theta[slots].T
+        k, d = slots.shape[0], x.shape[1]
+        x32 = x.astype(np.float32)
         if self.alpha > 0:
-            d = x.shape[1]
-            iu, ju = np.triu_indices(d)
-            x32 = x.astype(np.float32)
-            widths = (x32[:, iu] * x32[:, ju]) @ solver.packed[slots].T
-            scores = scores + self.alpha * np.sqrt(np.maximum(widths, 0.0))
+            # xᵀA⁻¹x = ‖Rᵀx‖² (A⁻¹ = RRᵀ): one float32 (B, d) × (d, K·d) BLAS product per
+            # block (single precision, as the core's packed widths).
+            r = np.linalg.cholesky(solver.ainv[slots])  # (K, d, d), lower
+            m = r.transpose(1, 0, 2).reshape(d, k * d).astype(np.float32)
+            w = (x32 @ m).reshape(x.shape[0], k, d)
+            scores = x32 @ solver.theta[slots].T.astype(np.float32)
+            scores += self.alpha * np.sqrt(np.einsum("bkd,bkd->bk", w, w))
+        else:
+            scores = x32 @ solver.theta[slots].T.astype(np.float32)
         k = len(self.arm_ids)
         f = min(self.floor, 1.0 / k)
         best = np.argmax(scores, axis=1)

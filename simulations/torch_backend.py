@@ -93,6 +93,7 @@ def simulate_linucb_batched(
     steps_per_day: int = 10_000_000,
     device: str = "auto",
     dtype: torch.dtype = torch.float64,
+    threads: int | None = None,
 ) -> BatchedLinUCBResult:
     """Simulate ``len(seeds)`` LinUCB runs (one α each, broadcast) for ``steps`` steps.
 
@@ -107,6 +108,9 @@ def simulate_linucb_batched(
     if not seeds:
         raise InvalidInputError("seeds", 0, "must hold at least one SeedSequence")
     dev = resolve_device(device)
+    if threads is not None:
+        # Intra-op threads: 1 is fastest for these small per-step kernels on a busy CPU.
+        torch.set_num_threads(threads)
     S, K, d = len(seeds), world.n_arms, world.dim
     alpha_np = np.broadcast_to(np.asarray(alphas, dtype=np.float64), (S,)).copy()
     draws = [_draw_run(world, s, steps, steps_per_day) for s in seeds]
