@@ -385,7 +385,12 @@ class JoinPartition:
     # ------------------------------------------------------------------ snapshot
 
     def to_state(self) -> dict[str, Any]:
-        """Everything needed to resume exactly here (picklable; no outbox)."""
+        """Everything needed to resume exactly here (picklable; no outbox).
+
+        Events are flattened to tuples of primitives and pending contexts stacked into
+        one array: pickling frozen slotted dataclasses one by one is ~10x slower.
+        """
+        pend = list(self.pending.values())
         return {
             "kind": "join",
             "partition": self.partition,
@@ -393,12 +398,15 @@ class JoinPartition:
             "offsets": dict(self.offsets),
             "wm_decisions": self.wm_decisions,
             "wm_feedback": self.wm_feedback,
-            "pending": [(p.event, p.retried, p.rating, p.length, p.n_feedback, p.rating_ts, p.late)
-                        for p in self.pending.values()],
+            "pending": [(*_flat_decision(p.event), p.retried, p.rating, p.length, p.n_feedback,
+                         p.rating_ts, p.late) for p in pend],
+            "pending_x": (np.stack([p.x for p in pend]) if pend
+                          else np.zeros((0, self.dim), dtype=np.float64)),
             "heap": list(self._heap),
             "seq": self._seq,
-            "held": list(self.held),
-            "closed": list(self.closed.values()),
+            "held": [(ts, off, _flat_feedback(fb)) for ts, off, fb in self.held],
+            "closed": [(*_flat_decision(c.decision), c.reward, c.joined, c.n_feedback, c.late)
+                       for c in self.closed.values()],
             "counters": self.counters.as_dict(),
         }
 
@@ -410,18 +418,42 @@ class JoinPartition:
         self.offsets = dict(state["offsets"])
         self.wm_decisions = int(state["wm_decisions"])
         self.wm_feedback = int(state["wm_feedback"])
-        self.pending = {
-            ev.decision_id: _Pending(ev, np.asarray(ev.context, dtype=np.float64), *rest)
-            for ev, *rest in state["pending"]
-        }
+        self.pending = {}
+        nd = _N_DECISION_FIELDS
+        for row, x in zip(state["pending"], state["pending_x"], strict=True):
+            ev = _decision_from(row[:nd], tuple(x.tolist()))
+            self.pending[ev.decision_id] = _Pending(ev, np.array(x, dtype=np.float64), *row[nd:])
         self._heap = list(state["heap"])
         heapq.heapify(self._heap)
         self._seq = int(state["seq"])
-        self.held = list(state["held"])
+        self.held = [(ts, off, FeedbackEvent(*row)) for ts, off, row in state["held"]]
         heapq.heapify(self.held)
-        self.closed = {cd.decision.decision_id: cd for cd in state["closed"]}
+        self.closed = {}
+        for row in state["closed"]:
+            ev = _decision_from(row[:nd], ())
+            self.closed[ev.decision_id] = ClosedDecision(ev, *row[nd:])
         self.counters = Counters(**state["counters"])
         self.outbox = Outbox()
+
+
+_DECISION_FIELDS: Final = ("event_id", "decision_id", "ts_ms", "unit_id", "conversation_id",
+                            "experiment_id", "variant", "arm_id", "propensity", "policy_version",
+                            "eligible")
+_N_DECISION_FIELDS: Final = len(_DECISION_FIELDS)
+
+
+def _flat_decision(ev: DecisionEvent) -> tuple[Any, ...]:
+    return (ev.event_id, ev.decision_id, ev.ts_ms, ev.unit_id, ev.conversation_id,
+            ev.experiment_id, ev.variant, ev.arm_id, ev.propensity, ev.policy_version, ev.eligible)
+
+
+def _decision_from(row: Sequence[Any], context: tuple[float, ...]) -> DecisionEvent:
+    return DecisionEvent(*row[:10], context=context, eligible=tuple(row[10]))
+
+
+def _flat_feedback(fb: FeedbackEvent) -> tuple[Any, ...]:
+    return (fb.event_id, fb.decision_id, fb.ts_ms, fb.unit_id, fb.conversation_id, fb.retried,
+            fb.rating, fb.conversation_length, fb.schema_version)
 
 
 class EngagementPartition:

@@ -78,8 +78,8 @@ class ModelPublisher:
 
     def merged_delta(self, model: Any) -> Any:
         total = model.empty_statistics()
-        for _, st in sorted(self.state.load_all("join").items()):
-            total = total.merge(st["delta"])
+        for _, delta in sorted(self.state.load_deltas("join").items()):
+            total = total.merge(delta)
         return total
 
     def publish(self) -> None:
