@@ -178,7 +178,9 @@ class DecisionPublisher:
 
         return KafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", retries=5, linger_ms=2,
-            max_block_ms=2_000, request_timeout_ms=min(10_000, self.delivery_timeout_ms // 2),
+            # tansu refuses InitProducerId; spilled re-sends are deduplicated on event_id
+            enable_idempotence=False, max_block_ms=2_000,
+            request_timeout_ms=min(10_000, self.delivery_timeout_ms // 2),
             delivery_timeout_ms=self.delivery_timeout_ms, reconnect_backoff_max_ms=1_000,
             client_id="switchboard-serve",
         )
@@ -212,6 +214,14 @@ class DecisionPublisher:
         except Exception as exc:  # broker unreachable: spill and retry later
             self._mark_down(f"producer: {exc}")
             return False
+
+    def _reset_producer(self) -> None:
+        """Drop a producer that keeps failing (it may be in a fatal state); a fresh one is
+        created on the next attempt. Its unsent records fail and are spilled."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                producer.close(timeout=0)
 
     def _send(self, value: bytes, key: bytes) -> Any:
         rid = next(self._ids)
@@ -338,6 +348,7 @@ class DecisionPublisher:
                     first.get(timeout=self.delivery_timeout_ms / 1000)
                 except Exception as exc:
                     self._mark_down(f"resend probe: {exc}")
+                    self._reset_producer()
                     # the errback re-spilled the probe record: drop it from this file
                     self._rewrite(path, [v for v, _ in valid[1:]])
                     with self._spill_lock:
