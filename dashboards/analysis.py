@@ -39,7 +39,7 @@ __all__ = [
 
 def fmt_time(ms: int | None) -> str:
     if ms is None:
-        return "—"
+        return "now (live)"
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -63,7 +63,9 @@ class _UnitsView:
     """
 
     def __init__(self, units: pd.DataFrame, experiments: Sequence[str]) -> None:
-        self._units = units
+        # plain object strings: ``bandit.lift`` builds Python sets of the variant column,
+        # which is slow over Arrow-backed strings
+        self._units = units.assign(variant=units["variant"].to_numpy(dtype=object))
         self._experiments = list(experiments)
 
     def unit_metrics(self, experiment_id: str, as_of_ms: int | None = None) -> pd.DataFrame:
@@ -79,11 +81,18 @@ def experiment_arg(settings: Any, experiment_id: str) -> Any:
     return cfg if cfg is not None and cfg.id == experiment_id else experiment_id
 
 
-@st.cache_data(ttl=data.QUERY_TTL_S, show_spinner="Computing lift…")
+@st.cache_data(ttl=data.QUERY_TTL_S, refresh_mode="background", show_spinner="Computing lift…")
 def lift_tables(
-    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int, _experiment: Any = None
+    key: tuple[str, str],
+    experiment_id: str,
+    as_of_ms: int | None,
+    cuped: bool,
+    _experiment: Any = None,
 ) -> tuple[dict[tuple[str, bool], pd.DataFrame], dict[str, str]]:
-    """``bandit.lift.lift_table`` for every overview metric, CUPED off and on.
+    """``bandit.lift.lift_table`` for every overview metric, with or without CUPED.
+
+    One CUPED setting per call (the one on screen; the other is computed when the
+    reader flips the switch, and then cached too).
 
     Returns (tables, skipped) where ``skipped`` maps a metric to why it has no table yet
     (typically: no complete day-N cohort).
@@ -91,30 +100,31 @@ def lift_tables(
     from bandit.errors import InvalidInputError
     from bandit.lift import lift_table
 
-    units = data.unit_metrics(_store, key, experiment_id, as_of_ms)
+    units = data.unit_metrics(key, experiment_id, as_of_ms)
     view = _UnitsView(units, [experiment_id])
     exp = _experiment if _experiment is not None else experiment_id
     out: dict[tuple[str, bool], pd.DataFrame] = {}
     skipped: dict[str, str] = {}
     for metric, _ in METRICS:
-        for cuped in (False, True):
-            try:
-                out[(metric, cuped)] = lift_table(view, exp, metric, as_of_ms, cuped)  # type: ignore[arg-type]
-            except InvalidInputError as exc:
-                skipped[metric] = str(exc)
-                break
+        try:
+            out[(metric, cuped)] = lift_table(view, exp, metric, as_of_ms, cuped)  # type: ignore[arg-type]
+        except InvalidInputError as exc:
+            skipped[metric] = str(exc)
     return out, skipped
 
 
-@st.cache_data(ttl=data.QUERY_TTL_S, show_spinner=False)
+@st.cache_data(ttl=data.QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def guardrail_rows(
-    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int, _experiment: Any = None
+    key: tuple[str, str],
+    experiment_id: str,
+    as_of_ms: int | None,
+    _experiment: Any = None,
 ) -> pd.DataFrame:
     """``bandit.lift.guardrail_table`` over the cached units."""
     from bandit.errors import InvalidInputError
     from bandit.lift import guardrail_table
 
-    units = data.unit_metrics(_store, key, experiment_id, as_of_ms)
+    units = data.unit_metrics(key, experiment_id, as_of_ms)
     try:
         return guardrail_table(
             _UnitsView(units, [experiment_id]),  # type: ignore[arg-type]
@@ -193,17 +203,17 @@ def lift_over_time(
     return pd.DataFrame(rows, columns=cols)
 
 
-def overview(ctx: Any) -> OverviewView:
+def overview(ctx: Any, cuped: bool = True) -> OverviewView:
     """Lift rows, sample sizes and health banners for the context's experiment."""
     s = ctx.settings
-    store, key, exp = ctx.store, ctx.key, ctx.experiment
-    units = data.unit_metrics(store, key, exp, ctx.as_of_ms)
+    key, exp = ctx.key, ctx.experiment
+    units = data.unit_metrics(key, exp, ctx.as_of_ms)
     banners: list[Banner] = []
     sizes = _sizes(units)
     if units.empty:
         return OverviewView(lift_display({}, s.control), sizes, banners)
     exp_cfg = experiment_arg(s, exp)
-    tables, skipped = lift_tables(store, key, exp, ctx.as_of_ms, exp_cfg)
+    tables, skipped = lift_tables(key, exp, ctx.as_of_ms, cuped, exp_cfg)
     lift = lift_display(tables, s.control)
     # --- sample-ratio mismatch
     counts = units.groupby("variant").size().astype(int).to_dict()
@@ -213,7 +223,7 @@ def overview(ctx: Any) -> OverviewView:
     if b:
         banners.append(b)
     # --- guardrails
-    guards = guardrail_rows(store, key, exp, ctx.as_of_ms, exp_cfg)
+    guards = guardrail_rows(key, exp, ctx.as_of_ms, exp_cfg)
     for g in guards[guards["status"] == "degraded"].itertuples():
         banners.append(
             Banner(
@@ -225,7 +235,7 @@ def overview(ctx: Any) -> OverviewView:
             )
         )
     # --- stale data and learner lag
-    hourly = data.traffic_share(store, key, exp, "hour")
+    hourly = data.traffic_share(key, exp, "hour")
     last_decision = (
         None
         if hourly.empty

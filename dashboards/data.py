@@ -3,8 +3,10 @@
 Nothing here runs at import time. The store connection is a ``st.cache_resource`` (one
 per DSN and database, shared by all sessions, reopened every ``STORE_TTL_S`` so a
 read-only snapshot of an embedded store that the learner owns is refreshed); every query
-is a ``st.cache_data(ttl=QUERY_TTL_S)`` keyed by its plain arguments (the store itself is
-passed as ``_store`` and so not hashed).
+is a ``st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background")`` keyed by its plain
+arguments: after the TTL the last result is served at once while a fresh one is computed
+in the background (stale-while-revalidate), so only the very first visitor waits for the
+cohort query. A "live" view passes ``as_of_ms=None`` (now), keeping the key stable.
 
 An embedded chdb store can be owned by one process only: the dashboard always opens it
 with ``open_store(dsn, database, read_only=True)``, which reads the live directory when it
@@ -148,41 +150,36 @@ def open_or_none(settings: DashboardSettings) -> tuple[Any | None, str | None]:
 
 
 # --------------------------------------------------------------------------- queries
-# Each takes the store as ``_store`` (unhashed) and the DSN/database as the cache key.
+# Each is keyed by (DSN, database) and resolves the cached store itself, so a
+# background refresh never holds on to a store that has since been reopened.
 
 
-@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def experiments(_store: Any, key: tuple[str, str]) -> list[str]:
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def experiments(key: tuple[str, str]) -> list[str]:
     try:
-        return list(_store.experiments())
+        return list(get_store(*key).experiments())
     except SwitchboardError:
         return []
 
 
-@st.cache_data(ttl=QUERY_TTL_S, show_spinner="Loading units…")
-def unit_metrics(
-    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int
-) -> pd.DataFrame:
-    return _store.unit_metrics(experiment_id, as_of_ms)
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner="Loading units…")
+def unit_metrics(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
+    return get_store(*key).unit_metrics(experiment_id, as_of_ms)
 
 
-@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def retention_curve(
-    _store: Any, key: tuple[str, str], experiment_id: str, as_of_ms: int
-) -> pd.DataFrame:
-    return _store.retention_curve(experiment_id, as_of_ms, max_day=30)
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def retention_curve(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
+    return get_store(*key).retention_curve(experiment_id, as_of_ms, max_day=30)
 
 
-@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def traffic_share(
-    _store: Any, key: tuple[str, str], experiment_id: str, bucket: str
-) -> pd.DataFrame:
-    return _store.traffic_share(experiment_id, bucket=bucket)
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def traffic_share(key: tuple[str, str], experiment_id: str, bucket: str) -> pd.DataFrame:
+    return get_store(*key).traffic_share(experiment_id, bucket=bucket)
 
 
-@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def arm_proxies(_store: Any, key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
-    return _store.arm_proxies(experiment_id)
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def arm_proxies(key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
+    return get_store(*key).arm_proxies(experiment_id)
 
 
 # --------------------------------------------------------------------------- snapshots
@@ -228,7 +225,7 @@ class PolicyView:
     meta: dict[str, Any]
 
 
-@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float) -> PolicyView:
     """Load a snapshot with ``bandit.snapshot.load_policy_snapshot`` and reduce it per arm.
 

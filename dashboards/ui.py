@@ -34,7 +34,8 @@ class Context:
     variants: tuple[str, ...]
     arms: tuple[str, ...]
     start_ms: int | None
-    end_ms: int
+    #: end of the date range (epoch ms), None = live ("now", refreshed in the background)
+    end_ms: int | None
     #: every variant / arm of the experiment (the filter's options)
     all_variants: tuple[str, ...] = ()
     all_arms: tuple[str, ...] = ()
@@ -44,7 +45,7 @@ class Context:
         return (self.settings.dsn, self.settings.database)
 
     @property
-    def as_of_ms(self) -> int:
+    def as_of_ms(self) -> int | None:
         return self.end_ms
 
 
@@ -58,18 +59,18 @@ def sidebar() -> Context:
     now_ms = settings.now_ms()
     store, err = data.open_or_none(settings)
     exps: list[str] = (
-        data.experiments(store, (settings.dsn, settings.database)) if store is not None else []
+        data.experiments((settings.dsn, settings.database)) if store is not None else []
     )
     st.sidebar.title("Switchboard")
     if not exps:
         st.sidebar.caption("No experiment in the store yet.")
-        ctx = Context(settings, store, err, None, (), (), (), None, now_ms)
+        ctx = Context(settings, store, err, None, (), (), (), None, settings.as_of_ms)
         st.session_state[_KEY] = ctx
         return ctx
     exp = st.sidebar.selectbox("Experiment", exps, key="f_experiment")
     key = (settings.dsn, settings.database)
-    shares = data.traffic_share(store, key, exp, "day")
-    units = data.unit_metrics(store, key, exp, now_ms)
+    shares = data.traffic_share(key, exp, "day")
+    units = data.unit_metrics(key, exp, settings.as_of_ms)
     all_variants = sorted(set(units["variant"]) | set(shares.get("variant", pd.Series(dtype=str))))
     all_arms = sorted(set(shares.get("arm_id", pd.Series(dtype=str))))
     first_ms = int(units["exposure_ts"].min()) if len(units) else now_ms - 30 * _DAY_MS
@@ -84,7 +85,10 @@ def sidebar() -> Context:
         help="Units exposed in this range; lift and retention are computed as of its end.",
     )
     start, end = _range(picked, first, today)
-    end_ms = min(now_ms, _date_to_ms(end) + _DAY_MS)
+    # a range ending today is "live": queries run as of now (cache key without a time)
+    end_ms = None if end >= today else _date_to_ms(end) + _DAY_MS
+    if settings.as_of_ms is not None:
+        end_ms = min(settings.as_of_ms, end_ms) if end_ms is not None else settings.as_of_ms
     variants = st.sidebar.multiselect(
         "Variant", all_variants, default=all_variants, key="f_variants"
     )

@@ -16,7 +16,7 @@ if not ui.empty_state(ctx, "Allocation charts"):
     bucket = st.radio(
         "Time bucket", ["hour", "day", "week"], index=1, horizontal=True, key="al_bucket"
     )
-    raw = data.traffic_share(ctx.store, ctx.key, exp, bucket)
+    raw = data.traffic_share(ctx.key, exp, bucket)
     raw = transforms.filter_frame(
         raw,
         variants=ctx.variants,

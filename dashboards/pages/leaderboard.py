@@ -10,7 +10,7 @@ ctx = ui.context()
 st.title("Expert leaderboard")
 if not ui.empty_state(ctx, "Per-expert proxies"):
     exp = ctx.experiment or ""
-    proxies = data.arm_proxies(ctx.store, ctx.key, exp)
+    proxies = data.arm_proxies(ctx.key, exp)
     kinds = data.arm_kinds(ctx.settings.snapshot_dir, ctx.settings.control)
     c1, c2 = st.columns([2, 1])
     all_kinds = ["expert", "baseline", "unknown"]

@@ -10,28 +10,28 @@ from dashboards.transforms import METRICS
 ctx = ui.context()
 st.title("Experiment overview")
 if not ui.empty_state(ctx, "Lift figures"):
-    assert ctx.experiment is not None
     s = ctx.settings
     st.caption(
         f"Experiment **{ctx.experiment}** · control **{s.control}** · as of "
         f"{analysis.fmt_time(ctx.as_of_ms)} · store `{s.dsn}`"
     )
-    view = analysis.overview(ctx)
+    # the CUPED switch's value is in session state before the widget is drawn below
+    view = analysis.overview(ctx, st.session_state.get("ov_cuped", "on") == "on")
     ui.show_banners(view.banners)
+    labels = [label for _, label in METRICS]
+    c1, c2 = st.columns([2, 1])
+    metric_pick = c1.multiselect("Metrics", labels, default=labels, key="ov_metrics")
+    cuped = c2.radio(
+        "CUPED",
+        ["on", "off"],
+        horizontal=True,
+        key="ov_cuped",
+        help="Variance reduction with each unit's pre-exposure engagement "
+        "(Deng et al. 2013). Same estimand, narrower intervals.",
+    )
     if view.lift.empty:
         st.info("No unit has a complete day-1 yet: lift appears once the first cohort matures.")
     else:
-        labels = [label for _, label in METRICS]
-        c1, c2 = st.columns([2, 1])
-        metric_pick = c1.multiselect("Metrics", labels, default=labels, key="ov_metrics")
-        cuped = c2.radio(
-            "CUPED",
-            ["on", "off"],
-            horizontal=True,
-            key="ov_cuped",
-            help="Variance reduction with each unit's pre-exposure engagement "
-            "(Deng et al. 2013). Same estimand, narrower intervals.",
-        )
         table = analysis.lift_view(view.lift, metric_pick, cuped == "on", ctx.variants)
         st.dataframe(
             analysis.lift_table_for_display(table),

@@ -12,7 +12,7 @@ ctx = ui.context()
 st.title("Retention")
 if not ui.empty_state(ctx, "Retention curves"):
     exp = ctx.experiment or ""
-    curve = data.retention_curve(ctx.store, ctx.key, exp, ctx.as_of_ms)
+    curve = data.retention_curve(ctx.key, exp, ctx.as_of_ms)
     curve = transforms.retention_bands(transforms.filter_frame(curve, variants=ctx.variants))
     if curve.empty:
         st.info("No unit has a complete day 0 yet.")
@@ -25,7 +25,7 @@ if not ui.empty_state(ctx, "Retention curves"):
     st.subheader("Lift over calendar time")
     labels = dict(METRICS)
     metric = st.selectbox("Metric", list(labels), index=3, format_func=labels.get, key="rt_metric")
-    units = data.unit_metrics(ctx.store, ctx.key, exp, ctx.as_of_ms)
+    units = data.unit_metrics(ctx.key, exp, ctx.as_of_ms)
     over_time = analysis.lift_over_time(units, LIFT_METRICS[metric][0], ctx.settings.control)
     over_time = transforms.filter_frame(over_time, variants=ctx.variants)
     if over_time.empty:

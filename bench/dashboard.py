@@ -1,0 +1,175 @@
+"""Benchmark: the dashboard's overview page load, server side, over 10 million engagement rows.
+
+Fills an embedded chdb store server-side (``INSERT ... SELECT FROM numbers()``: no Python
+row generation) with ``--users`` exposed units (default 1,000,000), ``--rows`` engagement
+events (default 10,000,000, each on a day in [-7, 31) around the unit's exposure, +10 %
+screen time for ``bandit``) and ``--decisions`` decisions (default 1,000,000). Then times,
+with empty caches (what a first visitor waits for):
+
+* ``overview_s``: ``dashboards.analysis.overview`` — the cohort query
+  (``Store.unit_metrics``), 16 ``bandit.lift.lift_table`` calls (8 metrics × CUPED on/off),
+  the guardrail table, SRM, the hourly traffic query for staleness, the banners;
+* ``overview_page_s``: the whole overview page under ``streamlit.testing.v1.AppTest``
+  (sidebar queries, the page, the table and chart built), store opened read-only;
+* ``overview_page_warm_s``: the same page again, caches warm (every later visitor).
+
+Prints one JSON object; target: ``overview_page_s`` < 2 s.
+
+    python bench/dashboard.py [--users N] [--rows N] [--decisions N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DAY_MS = 86_400_000
+START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+EXPERIMENT = "exp-default"
+
+# exposure time of unit u: day 7..13 after START, uniform time of day
+_EXPOSURE = (
+    "toInt64({start:Int64} + (7 + cityHash64(u, 1) % 7) * {day:Int64} "
+    "+ cityHash64(u, 2) % {day:Int64})"
+)
+_VARIANT = "if(cityHash64(u, 0) % 2 = 0, 'gpt35', 'bandit')"
+
+FILL_EXPOSURES = f"""
+INSERT INTO exposures (unit_id, experiment_id, variant, ts_ms)
+SELECT concat('u', toString(u)), {{experiment:String}}, {_VARIANT}, {_EXPOSURE}
+FROM (SELECT number AS u FROM numbers({{users:UInt64}}))
+"""
+
+FILL_ENGAGEMENT = f"""
+INSERT INTO engagement (event_id, ts_ms, unit_id, screen_time_s, messages)
+SELECT concat('e', toString(n)),
+       {_EXPOSURE} + (toInt64(cityHash64(n, 3) % 38) - 7) * {{day:Int64}}
+           + toInt64(cityHash64(n, 4) % {{day:Int64}}),
+       concat('u', toString(u)),
+       (60 + cityHash64(n, 5) % 1200) * if({_VARIANT} = 'bandit', 1.1, 1.0),
+       toUInt32(cityHash64(n, 6) % 12)
+FROM (SELECT number AS n, number % {{users:UInt64}} AS u FROM numbers({{rows:UInt64}}))
+"""
+
+FILL_DECISIONS = f"""
+INSERT INTO decisions (event_id, decision_id, ts_ms, unit_id, conversation_id, experiment_id,
+                       variant, arm_id, propensity, policy_version, context, eligible)
+SELECT concat('de', toString(n)), concat('d', toString(n)),
+       {_EXPOSURE} + toInt64(cityHash64(n, 7) % 30) * {{day:Int64}},
+       concat('u', toString(u)), concat('c', toString(n)), {{experiment:String}},
+       {_VARIANT},
+       if({_VARIANT} = 'gpt35', 'gpt35',
+          arrayElement(['roleplay-7b', 'creative-13b', 'informative-7b', 'gpt35'],
+                       toUInt32(1 + cityHash64(n, 8) % 4))),
+       if({_VARIANT} = 'gpt35', 1.0, 0.25), 'bench', [], []
+FROM (SELECT number AS n, number % {{users:UInt64}} AS u FROM numbers({{decisions:UInt64}}))
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=10_000_000, help="engagement rows")
+    ap.add_argument("--decisions", type=int, default=1_000_000)
+    args = ap.parse_args(argv)
+    logging.getLogger("streamlit").setLevel(logging.ERROR)
+
+    from bandit.store import open_store
+
+    tmp = tempfile.mkdtemp(prefix="switchboard-bench-dash-")
+    dsn = f"chdb://{tmp}/chdb"
+    as_of = START_MS + 46 * DAY_MS
+    out: dict[str, object] = {"bench": "dashboard"}
+    try:
+        store = open_store(dsn)
+        params = {
+            "start": START_MS,
+            "day": DAY_MS,
+            "users": args.users,
+            "rows": args.rows,
+            "decisions": args.decisions,
+            "experiment": EXPERIMENT,
+        }
+        t0 = time.perf_counter()
+        for sql in (FILL_EXPOSURES, FILL_ENGAGEMENT, FILL_DECISIONS):
+            store._command(sql, params)
+        fill_s = time.perf_counter() - t0
+        counts = {t: store.count(t) for t in ("exposures", "engagement", "decisions")}
+        store.close()
+
+        os.environ.update(
+            {
+                "SWITCHBOARD_STORE__DSN": dsn,
+                "SWITCHBOARD_DASHBOARD_AS_OF_MS": str(as_of),
+                "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(Path(tmp) / "snapshots"),
+                "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(Path(tmp) / "results"),
+            }
+        )
+        import streamlit as st
+
+        from dashboards import analysis, data, ui
+
+        # --- overview numbers, cold caches
+        data.close_stores()
+        st.cache_data.clear()
+        settings = data.settings_from_env()
+        t0 = time.perf_counter()
+        store = data.get_store(settings.dsn, settings.database)
+        ctx = ui.Context(
+            settings, store, None, EXPERIMENT, (EXPERIMENT,), ("gpt35", "bandit"), (), None, as_of
+        )
+        view = analysis.overview(ctx)
+        overview_s = time.perf_counter() - t0
+        row = view.lift[(view.lift["metric_key"] == "day30_engagement") & view.lift["cuped"]]
+
+        # --- the whole page under AppTest, cold then warm
+        from streamlit.testing.v1 import AppTest
+
+        app = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
+        data.close_stores()
+        st.cache_data.clear()
+        at = AppTest.from_file(app, default_timeout=120)
+        t0 = time.perf_counter()
+        at.run()
+        page_s = time.perf_counter() - t0
+        if at.exception:
+            raise RuntimeError(f"overview page raised: {[e.value for e in at.exception]}")
+        t0 = time.perf_counter()
+        at.run()
+        warm_s = time.perf_counter() - t0
+        data.close_stores()
+        out.update(
+            {
+                "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                "users": counts["exposures"],
+                "engagement_rows": counts["engagement"],
+                "decisions": counts["decisions"],
+                "fill_s": round(fill_s, 3),
+                "overview_s": round(overview_s, 3),
+                "overview_page_s": round(page_s, 3),
+                "overview_page_warm_s": round(warm_s, 3),
+                "target_s": 2.0,
+                "lift_rows": len(view.lift),
+                "day30_engagement_lift_cuped": round(float(row["lift"].iloc[0]), 4)
+                if len(row)
+                else None,
+                "planted_screen_time_lift": 0.10,
+            }
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
