@@ -140,10 +140,30 @@ def _simulate(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- replay
 
 
+def _add_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--log", help="JSONL decisions+reward or VW DSJSON file")
+    src.add_argument("--store", metavar="DSN",
+                     help="read decisions joined with rewards from a store (chdb:// or http://)")
+    p.add_argument("--experiment", help="experiment id (with --store)")
+    p.add_argument("--variant", default="", help="only this variant (with --store)")
+    p.add_argument("--format", default="auto", choices=("auto", "jsonl", "dsjson"))
+
+
 def _load_log(args: argparse.Namespace) -> Any:
     from simulations.logs import read_log
 
-    data, report = read_log(args.log, fmt=args.format)
+    if args.store:
+        from bandit.errors import InvalidInputError
+        from bandit.store import open_store
+        from simulations.logs import read_store
+
+        if not args.experiment:
+            raise InvalidInputError("--experiment", args.experiment, "is required with --store")
+        with open_store(args.store, read_only=True) as store:
+            data, report = read_store(store, args.experiment, variant=args.variant)
+    else:
+        data, report = read_log(args.log, fmt=args.format)
     if not args.json and report.malformed:
         print(f"warning: {report.malformed} malformed lines skipped "
               f"(first: {list(report.errors[:5])})", file=sys.stderr)
@@ -161,8 +181,7 @@ def _make_policy(name: str, data: Any) -> Any:
 
 def register_replay(sub: Any) -> None:
     p = sub.add_parser("replay", help="replay learning policies on a logged decision log")
-    p.add_argument("--log", required=True, help="JSONL decisions+reward or VW DSJSON")
-    p.add_argument("--format", default="auto", choices=("auto", "jsonl", "dsjson"))
+    _add_source(p)
     p.add_argument("--policies", default="linucb,linear_thompson,greedy,uniform")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--method", default="auto", choices=("auto", "replay", "rejection"))
@@ -192,8 +211,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def register_evaluate(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="off-policy evaluation (IPS, SNIPS, DM, DR, switch-DR)")
-    p.add_argument("--log", required=True)
-    p.add_argument("--format", default="auto", choices=("auto", "jsonl", "dsjson"))
+    _add_source(p)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--policy", help="a named policy, trained on --train-fraction of the log")
     target.add_argument("--snapshot", help="a frozen policy snapshot file")

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from bandit.errors import EventDecodeError, InvalidInputError, StoreError
+from bandit.errors import InvalidInputError, StoreError
 
 __all__ = [
     "LogReadReport",
@@ -348,30 +348,38 @@ def write_dsjson(path: str | Path, data: LoggedData) -> None:
             fh.write(orjson.dumps(obj) + b"\n")
 
 
-def read_store(store: Any, *, experiment_id: str | None = None,
-               arm_ids: Sequence[str] | None = None) -> tuple[LoggedData, LogReadReport]:
-    """Decisions joined with rewards from a Switchboard store (``bandit.store``).
+_STORE_SQL = """
+SELECT d.decision_id AS decision_id, d.arm_id AS arm_id, d.propensity AS propensity,
+       d.context AS context, r.reward AS reward
+FROM decisions AS d FINAL
+INNER JOIN (SELECT decision_id, reward FROM rewards FINAL) AS r
+    ON d.decision_id = r.decision_id
+WHERE d.experiment_id = {experiment_id:String}
+  AND (length({variant:String}) = 0 OR d.variant = {variant:String})
+ORDER BY d.ts_ms, d.decision_id
+"""
 
-    Uses the store's ``logged_decisions(experiment_id=...)`` iterator of
-    ``(DecisionEvent, reward)`` pairs when present.
+
+def read_store(store: Any, experiment_id: str, *, variant: str = "",
+               arm_ids: Sequence[str] | None = None) -> tuple[LoggedData, LogReadReport]:
+    """Decisions joined with their credited rewards from a Switchboard store.
+
+    ``store`` is a :class:`bandit.store.ClickHouseStore` (``open_store``; chdb or a
+    ClickHouse server); values reach SQL only as bound parameters. Rows with a bad
+    context are counted as malformed (numbered in query order); a zero propensity
+    refuses the log, as for files.
     """
-    getter = getattr(store, "logged_decisions", None)
-    if getter is None:
-        raise StoreError("this store does not provide logged_decisions(); read a file log")
-    b = _Builder("store")
-    for no, row in enumerate(getter(experiment_id=experiment_id), start=1):
+    if not isinstance(experiment_id, str) or not experiment_id:
+        raise InvalidInputError("experiment_id", experiment_id, "must be a non-empty string")
+    query = getattr(store, "_query_df", None)
+    if query is None:
+        raise StoreError("this store cannot be queried for logged decisions")
+    df = query(_STORE_SQL, {"experiment_id": experiment_id, "variant": variant})
+    b = _Builder(f"store:{experiment_id}")
+    for no, row in enumerate(df.itertuples(index=False), start=1):
         b.lines += 1
-        try:
-            event, reward = row
-        except (TypeError, ValueError):
-            b.bad(no, "row is not a (decision, reward) pair")
-            continue
-        try:
-            ctx = list(event.context)
-        except (AttributeError, TypeError) as exc:
-            if isinstance(exc, EventDecodeError):
-                raise
-            b.bad(no, "decision has no context")
-            continue
-        b.add(no, ctx, event.arm_id, event.propensity, reward, None, event.decision_id)
+        ctx = row.context
+        ctx = [float(v) for v in ctx] if ctx is not None and len(ctx) else None
+        b.add(no, ctx, row.arm_id, float(row.propensity), float(row.reward), None,
+              str(row.decision_id))
     return b.finish(arm_ids)

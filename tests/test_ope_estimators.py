@@ -187,3 +187,46 @@ def test_logs_missing_file_and_bad_format_are_refused(tmp_path: Path) -> None:
         read_log(tmp_path / "none.jsonl", fmt="csv")
     with pytest.raises(InvalidInputError):
         LoggedData(("a",), np.zeros((1, 2)), np.zeros(1, np.int64), np.zeros(1), np.zeros(1))
+
+
+@pytest.mark.integration
+def test_logs_read_store_joins_decisions_with_rewards(store, store_dsn, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bandit.events import DecisionEvent
+    from bandit.store.rows import RewardRow
+    from simulations.logs import read_store
+
+    data = _small_log()
+    decisions, rewards = [], []
+    for i in range(data.n):
+        arm = data.arm_ids[int(data.arm_index[i])]
+        decisions.append(DecisionEvent(
+            event_id=f"e{i}", decision_id=f"d{i}", ts_ms=1_790_000_000_000 + i,
+            unit_id=f"u{i}", conversation_id=f"c{i}", experiment_id="exp", variant="bandit",
+            arm_id=arm, propensity=float(data.propensity[i]), policy_version="v1",
+            context=tuple(float(v) for v in data.contexts[i]), eligible=data.arm_ids))
+        if i % 5:  # every fifth decision has no credited reward yet
+            rewards.append(RewardRow(
+                decision_id=f"d{i}", experiment_id="exp", variant="bandit", arm_id=arm,
+                unit_id=f"u{i}", reward=float(data.reward[i]),
+                propensity=float(data.propensity[i]), joined=True, late=False,
+                ts_ms=1_790_000_000_000 + i, policy_version="v1"))
+    store.insert_decisions(decisions)
+    store.insert_rewards(rewards)
+    back, report = read_store(store, "exp", arm_ids=data.arm_ids)
+    keep = np.array([i % 5 != 0 for i in range(data.n)])
+    assert report.events == keep.sum() and report.malformed == 0
+    np.testing.assert_array_equal(back.arm_index, data.arm_index[keep])
+    np.testing.assert_allclose(back.reward, data.reward[keep])
+    np.testing.assert_allclose(back.contexts, data.contexts[keep], rtol=1e-6)  # Float32 column
+    empty, rep = read_store(store, "other-experiment")
+    assert rep.events == 0 and empty.n == 0
+    with pytest.raises(InvalidInputError):
+        read_store(store, "")
+    store.close()
+    from bandit.cli import main
+
+    assert main(["replay", "--store", store_dsn, "--experiment", "exp", "--policies", "uniform",
+                 "--json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["log"]["events"] == keep.sum()
