@@ -23,6 +23,7 @@ like disjoint LinUCB.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NoReturn, cast
@@ -106,6 +107,7 @@ class VWPolicy:
         self._action_lines: dict[str, vw.Example] = {}
         self._eligible_cache: dict[Any, tuple[str, ...]] = {}
         self._synced_version = -1
+        self._lock = threading.RLock()
         self._memo: OrderedDict[tuple[bytes, str], tuple[float, tuple[str, ...]]] = OrderedDict()
 
     # ---- protocol properties
@@ -165,10 +167,12 @@ class VWPolicy:
         eligible: Sequence[str] | None = None,
     ) -> Choice:
         x = as_context(context, self._dim)
-        ids = self._eligible(eligible)
+        with self._lock:
+            ids = self._eligible(eligible)
+            pred = cast(list[tuple[int, float]], self._ws.predict_one(self._examples(x, ids)))
+            version = self.version
         K = len(ids)
         pmf = np.zeros(K)
-        pred = cast(list[tuple[int, float]], self._ws.predict_one(self._examples(x, ids)))
         for j, p in pred:
             pmf[j] = p
         pmf /= pmf.sum()
@@ -177,10 +181,11 @@ class VWPolicy:
         pos = min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), "right")),
                   K - 1)
         arm_id = ids[pos]
-        self._memo[(x.tobytes(), arm_id)] = (float(probs[pos]), ids)
-        if len(self._memo) > _MEMO_MAX:
-            self._memo.popitem(last=False)
-        return Choice(arm_id, float(probs[pos]), self.version, ids, probs, pmf)
+        with self._lock:
+            self._memo[(x.tobytes(), arm_id)] = (float(probs[pos]), ids)
+            if len(self._memo) > _MEMO_MAX:
+                self._memo.popitem(last=False)
+        return Choice(arm_id, float(probs[pos]), version, ids, probs, pmf)
 
     # ---- learning
     def update(self, arm_id: str, context: npt.ArrayLike, reward: float, *,
@@ -189,6 +194,11 @@ class VWPolicy:
         r = _as_reward(reward)
         if not isinstance(arm_id, str) or arm_id not in self.arms:
             raise UnknownArmError(arm_id)
+        with self._lock:
+            self._learn(arm_id, x, r, propensity, eligible)
+
+    def _learn(self, arm_id: str, x: npt.NDArray[np.float64], r: float,
+               propensity: float | None, eligible: Sequence[str] | None) -> None:
         memo = self._memo.pop((x.tobytes(), arm_id), None)
         ids: tuple[str, ...]
         if eligible is not None:
@@ -245,12 +255,13 @@ class VWPolicy:
 
     # ---- snapshots
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
-        names = sorted(self._feature, key=lambda a: int(self._feature[a][3:]))
-        return {
-            "vw_model": np.frombuffer(self._ws.serialize(), dtype=np.uint8).copy(),
-            "arm_ids": np.array(names, dtype=np.str_),
-            "events": np.array(self._events),
-        }
+        with self._lock:
+            names = sorted(self._feature, key=lambda a: int(self._feature[a][3:]))
+            return {
+                "vw_model": np.frombuffer(self._ws.serialize(), dtype=np.uint8).copy(),
+                "arm_ids": np.array(names, dtype=np.str_),
+                "events": np.array(self._events),
+            }
 
     def restore_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         try:
@@ -259,11 +270,14 @@ class VWPolicy:
             events = int(np.asarray(arrays["events"]))
         except KeyError as exc:
             raise InvalidInputError("arrays", sorted(arrays), f"misses {exc}") from None
-        self._ws = vw.Workspace(self._args, model_data=model)
-        self._parser = vw.TextFormatParser(self._ws)
-        self._feature = {a: f"arm{i}" for i, a in enumerate(names)}
-        self._action_lines.clear()
-        self._events = events
+        ws = vw.Workspace(self._args, model_data=model)
+        with self._lock:
+            self._ws = ws
+            self._parser = vw.TextFormatParser(ws)
+            self._feature = {a: f"arm{i}" for i, a in enumerate(names)}
+            self._action_lines.clear()
+            self._memo.clear()
+            self._events = events
 
     def __repr__(self) -> str:
         return f"VWPolicy(args={self._args!r}, events={self._events})"
