@@ -360,3 +360,33 @@ def test_vw_policy_learns_with_logged_propensity() -> None:
     assert c.scores[0] > c.scores[1]
     with pytest.raises(InvalidInputError, match="propensity"):
         pol.update("gpt35", x, 0.0, propensity=0.0)
+
+
+@pytest.mark.parametrize("name", ["linucb", "hybrid_linucb", "vw"])
+def test_policy_concurrent_choose_and_update_lose_nothing(name: str) -> None:
+    import threading
+
+    pol, reg = _policy(name)
+    ids = reg.ids()
+    errors: list[BaseException] = []
+
+    def worker(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(100):
+                x = rng.normal(size=D)
+                c = pol.choose(x, rng)
+                assert math.isclose(c.probabilities.sum(), 1.0) and c.arm_id in ids
+                pol.update(c.arm_id, x, 0.5)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert pol.version == f"{name}:400"
+    if name != "vw":
+        assert pol.statistics.n.sum() == 400
