@@ -28,7 +28,7 @@ Model (all randomness from explicit :class:`numpy.random.Generator` objects):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -40,6 +40,7 @@ from scipy.special import expit
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import RewardConfig
 from bandit.errors import InvalidInputError
+from bandit.events import EngagementEvent
 from simulations.logs import LoggedData
 
 __all__ = [
@@ -276,6 +277,46 @@ class World:
 
     reference_quality: float = 0.5
 
+    def sample_user_traits(
+        self, rng: np.random.Generator, n: int
+    ) -> tuple[FloatArray, FloatArray]:
+        """Per-user engagement traits: (base screen time in s, activity logit)."""
+        return rng.gamma(4.0, 300.0 / 4.0, size=n), rng.normal(1.5, 0.5, size=n)
+
+    def sample_engagement(
+        self, rng: np.random.Generator, user_base: FloatArray, user_activity: FloatArray,
+        quality: FloatArray, day: int,
+    ) -> tuple[npt.NDArray[np.bool_], FloatArray, IntArray]:
+        """One day of engagement per user: (active, screen_time_s, messages).
+
+        ``quality`` is each user's running mean true expected reward of the arms served;
+        ``day`` counts from the user's first day. E[screen_time] = day_engagement_mean.
+        """
+        sc = self.scenario
+        p_active = expit(user_activity - day / sc.retention_tau_days
+                         + sc.retention_beta * self.engagement_scale
+                         * (quality - self.reference_quality))
+        mean = self.day_engagement_mean(user_base, user_activity, quality, day)
+        cond = mean / np.maximum(p_active, 1e-12)
+        active = rng.random(user_base.shape[0]) < p_active
+        screen = np.where(active, np.minimum(rng.gamma(2.0, cond / 2.0), 86_400.0), 0.0)
+        msgs = np.where(active, rng.poisson(cond / 30.0), 0).astype(np.int64)
+        return active, screen, msgs
+
+    def engagement_events(
+        self, rng: np.random.Generator, unit_ids: Sequence[str], user_base: FloatArray,
+        user_activity: FloatArray, quality: FloatArray, day: int, ts_ms: int,
+    ) -> list[EngagementEvent]:
+        """:class:`EngagementEvent` s of the users active on ``day`` (for traffic generators)."""
+        active, screen, msgs = self.sample_engagement(rng, user_base, user_activity, quality,
+                                                      day)
+        return [
+            EngagementEvent(event_id=f"eng-{unit_ids[i]}-{day}-{ts_ms}", ts_ms=ts_ms,
+                            unit_id=unit_ids[i], screen_time_s=float(screen[i]),
+                            messages=int(msgs[i]))
+            for i in np.flatnonzero(active)
+        ]
+
     def simulate_engagement(
         self,
         rng: np.random.Generator,
@@ -295,8 +336,7 @@ class World:
         if not 1 <= days <= self.scenario.horizon_days:
             raise InvalidInputError("days", days, f"must be in [1, {self.scenario.horizon_days}]")
         prefs = self.sample_users(rng, n_users)
-        base = rng.gamma(4.0, 300.0 / 4.0, size=n_users)
-        activity = rng.normal(1.5, 0.5, size=n_users)
+        base, activity = self.sample_user_traits(rng, n_users)
         qsum = np.zeros(n_users)
         count = 0
         screen = np.zeros((n_users, days))
@@ -309,16 +349,7 @@ class World:
                 qsum += self.expected_rewards(topics, day)[np.arange(n_users), arm]
                 count += 1
             q = qsum / count
-            mean = self.day_engagement_mean(base, activity, q, day)
-            p_active = expit(
-                activity - day / self.scenario.retention_tau_days
-                + self.scenario.retention_beta * self.engagement_scale
-                * (q - self.reference_quality)
-            )
-            active = rng.random(n_users) < p_active
-            cond_mean = mean / np.maximum(p_active, 1e-12)
-            screen[:, day] = np.where(active, rng.gamma(2.0, cond_mean / 2.0), 0.0)
-            msgs[:, day] = np.where(active, rng.poisson(cond_mean / 30.0), 0)
+            _, screen[:, day], msgs[:, day] = self.sample_engagement(rng, base, activity, q, day)
             qual[:, day] = q
         return {"screen_time": screen, "messages": msgs, "quality": qual}
 
@@ -335,8 +366,7 @@ class World:
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         rng = np.random.default_rng(seed)
         prefs = self.sample_users(rng, n_users)
-        base = rng.gamma(4.0, 300.0 / 4.0, size=n_users)
-        activity = rng.normal(1.5, 0.5, size=n_users)
+        base, activity = self.sample_user_traits(rng, n_users)
         qsum = np.zeros(n_users)
         for i in range(conversations):
             day = i * 31 // conversations

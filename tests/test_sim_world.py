@@ -102,3 +102,19 @@ def test_world_bad_input_is_refused(make, field: str) -> None:  # type: ignore[n
 
 def test_world_scenarios_are_named() -> None:
     assert {"default", "lift20", "lift68"} <= set(SCENARIOS)
+
+
+def test_world_step_api_produces_engagement_events() -> None:
+    world = make_world("lift20", 0)
+    rng = np.random.default_rng(np.random.SeedSequence(SEED + 4))
+    prefs = world.sample_users(rng, 50)
+    x, topics = world.sample_conversations(rng, prefs)
+    assert x.shape == (50, world.dim)
+    arms = world.oracle_router(x, topics, 0)
+    quality = world.expected_rewards(topics, 0)[np.arange(50), arms]
+    base, activity = world.sample_user_traits(rng, 50)
+    events = world.engagement_events(rng, [f"u{i}" for i in range(50)], base, activity,
+                                     quality, day=1, ts_ms=1_790_000_000_000)
+    assert 0 < len(events) <= 50
+    assert all(e.screen_time_s >= 0 and e.messages >= 0 for e in events)
+    assert len({e.event_id for e in events}) == len(events)
