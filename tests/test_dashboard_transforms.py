@@ -1,0 +1,193 @@
+"""Pure dashboard transforms on small hand-made frames (no Streamlit, no store)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+
+from dashboards import transforms as T
+
+
+@pytest.mark.parametrize(
+    ("ci", "av", "expected"),
+    [
+        ((0.01, 0.2), (0.005, 0.3), "significantly better"),
+        ((-0.3, -0.1), (-0.4, -0.01), "significantly worse"),
+        ((0.01, 0.2), (-0.05, 0.3), "promising, not yet significant"),
+        ((-0.2, -0.01), (-0.3, 0.05), "worrying, not yet significant"),
+        ((-0.1, 0.1), (-0.2, 0.2), "not yet significant"),
+        ((math.nan, 0.1), (None, None), "too little data"),
+    ],
+)
+def test_verdict_reads_intervals_in_plain_words(ci, av, expected) -> None:
+    assert T.verdict(ci[0], ci[1], av[0], av[1]) == expected
+
+
+def test_verdict_too_little_data_below_min_units() -> None:
+    assert T.verdict(0.1, 0.2, 0.1, 0.2, n_control=10, n_treatment=500) == "too little data"
+
+
+def test_lift_display_renames_lift_table_columns_and_drops_control() -> None:
+    table = pd.DataFrame(
+        {
+            "variant": ["bandit", "gpt35"],
+            "rel_lift": [0.1, 0.0],
+            "rel_ci_low": [0.05, 0.0],
+            "rel_ci_high": [0.15, 0.0],
+            "seq_ci_low": [0.01, 0.0],
+            "seq_ci_high": [0.2, 0.0],
+            "prob_better": [0.99, 0.5],
+            "n": [500, 500],
+            "n_control": [480, 480],
+            "verdict": ["better than control", "-"],
+            "metric": ["day7_retention"] * 2,
+        }
+    )
+    out = T.lift_display({("day7_retention", True): table}, control="gpt35")
+    assert list(out["variant"]) == ["bandit"]
+    r = out.iloc[0]
+    assert (r["metric"], r["lift"], r["av_high"], r["p_better"], r["n_treatment"]) == (
+        "Day-7 retention",
+        0.1,
+        0.2,
+        0.99,
+        500,
+    )
+    assert r["cuped"] and r["verdict"] == "better than control"
+
+
+def test_lift_display_empty_has_columns() -> None:
+    out = T.lift_display({}, control="gpt35")
+    assert out.empty and {"lift", "ci_low", "verdict"} <= set(out.columns)
+
+
+def test_traffic_share_sums_to_one_per_bucket() -> None:
+    df = pd.DataFrame(
+        {
+            "bucket": ["d1", "d1", "d1", "d2"],
+            "arm_id": ["a", "b", "a", "b"],
+            "n": [1, 3, 4, 2],
+        }
+    )
+    out = T.traffic_share(df, "arm_id")
+    assert out.groupby("bucket")["share"].sum().tolist() == [1.0, 1.0]
+    d1 = out[out.bucket == "d1"].set_index("arm_id")["share"]
+    assert d1["a"] == 5 / 8 and d1["b"] == 3 / 8
+
+
+def test_arm_estimates_marks_cold_start_and_width() -> None:
+    out = T.arm_estimates(["a", "b"], np.array([0.5, 0.0]), np.array([0.04, 1.0]), [10, 0], 2.0)
+    a = out.set_index("arm_id")
+    assert a.loc["a", "width"] == pytest.approx(0.4)
+    assert a.loc["b", "cold_start"] and not a.loc["a", "cold_start"]
+    assert list(out["arm_id"]) == ["a", "b"]
+
+
+def test_leaderboard_uses_ips_columns_and_filters_kind() -> None:
+    prox = pd.DataFrame(
+        {
+            "arm_id": ["x", "g"],
+            "variant": ["bandit", "gpt35"],
+            "n": [10, 20],
+            "n_feedback": [9, 20],
+        }
+    )
+    for name, vals in (
+        ("retry_rate", (0.2, 0.1)),
+        ("mean_rating", (4.0, 3.0)),
+        ("mean_length", (9.0, 5.0)),
+    ):
+        prox[name] = [vals[0] + 1, vals[1] + 1]
+        prox[f"{name}_se"] = [0.0, 0.0]
+        prox[f"{name}_ips"] = list(vals)
+        prox[f"{name}_ips_se"] = [0.01, 0.02]
+    out = T.leaderboard(prox, {"x": "expert", "g": "baseline"})
+    assert list(out["arm_id"]) == ["g", "x"]  # lowest retry rate first
+    assert out.set_index("arm_id").loc["x", "retry_rate_high"] == pytest.approx(
+        0.2 + 1.959963984540054 * 0.01
+    )
+    plain = T.leaderboard(prox, {}, weighted=False)
+    assert set(plain["kind"]) == {"unknown"} and plain["retry_rate"].min() == pytest.approx(1.1)
+    assert list(T.leaderboard(prox, {"x": "expert", "g": "baseline"}, ["expert"])["arm_id"]) == [
+        "x"
+    ]
+    assert T.leaderboard(pd.DataFrame(), {}).empty
+
+
+def test_retention_bands_clip_and_drop_empty_days() -> None:
+    curve = pd.DataFrame(
+        {
+            "variant": ["a", "a", "a"],
+            "day": [0, 1, 2],
+            "units": [10, 10, 0],
+            "retained": [10, 5, 0],
+            "retention": [1.0, 0.5, math.nan],
+            "se": [0.0, 0.158, math.nan],
+        }
+    )
+    out = T.retention_bands(curve)
+    assert list(out["day"]) == [0, 1]
+    assert out["high"].max() <= 1.0 and out["low"].min() >= 0.0
+
+
+def test_matured_mask_counts_whole_days() -> None:
+    day = 86_400_000
+    ts = pd.Series([0, day])
+    assert T.matured_mask(ts, "retained_d1", 2 * day).tolist() == [True, False]
+    assert T.matured_mask(ts, "cum_engagement_30", 31 * day).tolist() == [True, False]
+
+
+def test_filter_frame_by_variant_arm_and_time() -> None:
+    df = pd.DataFrame({"variant": ["a", "b", "a"], "arm_id": ["x", "x", "y"], "ts": [1, 2, 3]})
+    assert len(T.filter_frame(df, variants=["a"])) == 2
+    assert len(T.filter_frame(df, arms=["y"])) == 1
+    assert T.filter_frame(df, ts_col="ts", start_ms=2, end_ms=3)["ts"].tolist() == [2]
+
+
+def test_discover_results_finds_summaries_and_plots(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "summary.json").write_text(json.dumps({"regret": 1.0, "nested": {"k": 2}}))
+    (tmp_path / "a" / "p.png").write_bytes(b"\x89PNG")
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    (tmp_path / "b" / "deep" / "summary.json").write_text("{not json")
+    runs = T.discover_results(tmp_path)
+    by = {r.name: r for r in runs}
+    assert set(by) == {"a", "b/deep"}
+    assert len(by["a"].plots) == 1 and "error" in by["b/deep"].summary
+    flat = T.flatten_summary(by["a"].summary)
+    assert dict(zip(flat["key"], flat["value"], strict=True)) == {"regret": "1", "nested.k": "2"}
+    assert T.discover_results(tmp_path / "missing") == []
+
+
+def test_srm_and_staleness_banners() -> None:
+    assert T.srm_banner(0.5, {"a": 1}) is None
+    assert T.srm_banner(1e-6, {"a": 10, "b": 20}).level == "error"
+    assert T.staleness_banner("data", None, 0, 10).title == "No data yet"
+    assert T.staleness_banner("data", 0, 5_000, 10) is None
+    assert "Stale" in T.staleness_banner("data", 0, 50_000, 10).title
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    hst.lists(hst.floats(0, 10), min_size=2, max_size=30),
+    hst.floats(0.01, 1.0),
+)
+def test_weighted_mean_ci_constant_weights_is_plain_mean(values: list[float], p: float) -> None:
+    v = np.array(values)
+    m, lo, hi, n_eff = T.weighted_mean_ci(v, np.full(v.size, 1 / p))
+    assert m == pytest.approx(v.mean())
+    assert lo <= m + 1e-12 and hi >= m - 1e-12
+    assert n_eff == pytest.approx(v.size)
+
+
+def test_to_percent_scales_copy() -> None:
+    df = pd.DataFrame({"share": [0.25], "n": [3]})
+    out = T.to_percent(df, ["share", "absent"])
+    assert out["share"].iloc[0] == 25.0 and df["share"].iloc[0] == 0.25
