@@ -184,9 +184,12 @@ def decode_decision(raw: bytes) -> DecisionEvent:
     ctx = obj.get("context")
     if not isinstance(ctx, list) or not ctx:
         raise _fail("context", ctx, "must be a non-empty array of numbers", raw)
-    for i, v in enumerate(ctx):
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise _fail(f"context[{i}]", v, "must be a finite number", raw)
+    # Fast path: orjson yields Python floats for JSON reals and refuses NaN/Infinity, so a
+    # context of floats only needs one finiteness check; anything else is checked per item.
+    if not all(type(v) is float for v in ctx) or not math.isfinite(sum(ctx)):
+        for i, v in enumerate(ctx):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise _fail(f"context[{i}]", v, "must be a finite number", raw)
     eligible = obj.get("eligible", [])
     if not isinstance(eligible, list) or not all(isinstance(a, str) and a for a in eligible):
         raise _fail("eligible", eligible, "must be an array of arm ids", raw)
@@ -201,7 +204,7 @@ def decode_decision(raw: bytes) -> DecisionEvent:
         arm_id=_str(obj, "arm_id", raw),
         propensity=_float(obj, "propensity", raw, lo=0.0, hi=1.0, lo_open=True),
         policy_version=_str(obj, "policy_version", raw),
-        context=tuple(float(v) for v in ctx),
+        context=tuple(ctx) if all(type(v) is float for v in ctx) else tuple(float(v) for v in ctx),
         eligible=tuple(eligible),
     )
 
