@@ -447,16 +447,16 @@ class RidgeSolver:
         self.theta[k] = Ainv @ stats.b[k]
         self.packed[k] = Ainv[self._iu, self._ju] * self._tri_weight
 
-    def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> FloatArray:
-        """xᵀA[a]⁻¹x for all arms (``idx`` None) or the arms ``idx`` (float64, >= 0)."""
+    def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> npt.NDArray[np.float32]:
+        """xᵀA[a]⁻¹x for all arms (``idx`` None) or the arms ``idx`` (float32, >= 0)."""
         x32 = self._x32
         x32[...] = x
         np.multiply.outer(x32, x32, out=self._outer)
         np.take(self._outer.reshape(-1), self._tri, out=self._xx)
         P = self.packed if idx is None else self.packed[idx]
-        out = (P @ self._xx).astype(np.float64)
+        out = P @ self._xx
         np.maximum(out, 0.0, out=out)
-        return out
+        return out  # float32; callers promote when combining with float64 means
 
     def solve(self, stats: RidgeStatistics, arm_id: str) -> FloatArray:
         """θ for one arm (refreshing caches if needed)."""

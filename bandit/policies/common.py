@@ -47,21 +47,26 @@ def floored_argmax(
     """
     K = scores.shape[0]
     f = min(floor, 1.0 / K)
-    top = scores.max()
-    ties = np.flatnonzero(scores == top)
-    T = ties.shape[0]
+    best = int(scores.argmax())
+    top = scores[best]
+    is_top = scores == top
+    T = int(np.count_nonzero(is_top))
     mass_top = 1.0 - (K - T) * f
     p_top = mass_top / T
     probs = np.full(K, f)
-    probs[ties] = p_top
     u = rng.random()
-    if u < mass_top or T == K or f <= 0.0:
-        return probs, int(ties[min(int(u / p_top), T - 1)]) if T > 1 else int(ties[0])
-    j = min(int((u - mass_top) / f), K - T - 1)
     if T == 1:
-        t = int(ties[0])
-        return probs, j + (j >= t)
-    return probs, int(np.flatnonzero(scores != top)[j])
+        probs[best] = p_top
+        if u < mass_top or f <= 0.0:
+            return probs, best
+        j = min(int((u - mass_top) / f), K - 2)
+        return probs, j + (j >= best)
+    ties = np.flatnonzero(is_top)
+    probs[ties] = p_top
+    if u < mass_top or T == K or f <= 0.0:
+        return probs, int(ties[min(int(u / p_top), T - 1)])
+    j = min(int((u - mass_top) / f), K - T - 1)
+    return probs, int(np.flatnonzero(~is_top)[j])
 
 
 class LinearPolicy:
@@ -162,7 +167,7 @@ class LinearPolicy:
 
     def _mean_width_sq(
         self, x: FloatArray, idx: IntArray, full: bool
-    ) -> tuple[FloatArray, FloatArray]:
+    ) -> tuple[FloatArray, npt.NDArray[np.float32]]:
         """θ_aᵀx and xᵀA_a⁻¹x for the eligible arms (refreshing dirty caches first)."""
         solver = self._solver
         solver.ensure(self._stats)
