@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import sys
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
@@ -50,18 +51,34 @@ def _experiment_config(experiment: ExperimentConfig | str, observed: list[str]) 
     return dataclasses.replace(cfg, control=control, variants=variants)
 
 
-def _cohorts(store: ClickHouseStore, experiment: ExperimentConfig | str,
-             as_of_ms: int | None) -> tuple[ExperimentConfig, pd.DataFrame]:
+@dataclass(frozen=True)
+class _Cohorts:
+    config: ExperimentConfig
+    #: variant -> units exposed before as_of (for SRM)
+    exposed: dict[str, int]
+    #: variant -> sums over units whose horizon is complete
+    sums: dict[str, stats.CovSums]
+
+
+def _cohorts(store: ClickHouseStore, experiment: ExperimentConfig | str, metric: str,
+             as_of_ms: int | None) -> _Cohorts:
+    if metric not in METRICS:
+        raise InvalidInputError("metric", metric, f"must be one of {sorted(METRICS)}")
     exp_id = experiment.id if isinstance(experiment, ExperimentConfig) else experiment
-    units = store.unit_metrics(exp_id, as_of_ms)
-    if units.empty:
+    col, cov = METRICS[metric]
+    m = store.cohort_moments(exp_id, col, cov, as_of_ms)
+    m = m[m["n_exposed"] > 0]
+    if m.empty:
         known = store.experiments()
         raise InvalidInputError("experiment", exp_id,
                                 f"has no exposed units (known experiments: {known or 'none'})")
-    cfg = _experiment_config(experiment, sorted(units["variant"].unique()))
-    if cfg.control not in set(units["variant"]):
+    cfg = _experiment_config(experiment, sorted(m["variant"]))
+    if cfg.control not in set(m["variant"]):
         raise InvalidInputError("experiment.control", cfg.control, "has no exposed units")
-    return cfg, units
+    exposed = {str(r.variant): int(r.n_exposed) for r in m.itertuples()}
+    sums = {str(r.variant): stats.CovSums(int(r.n), float(r.sy), float(r.syy), float(r.sx),
+                                          float(r.sxx), float(r.sxy)) for r in m.itertuples()}
+    return _Cohorts(cfg, exposed, sums)
 
 
 def _verdict(srm: stats.SRMResult, diff: stats.DiffResult, seq: stats.SequentialResult) -> str:
@@ -78,6 +95,16 @@ def _verdict(srm: stats.SRMResult, diff: stats.DiffResult, seq: stats.Sequential
     return "no detectable difference yet"
 
 
+def _complete(c: _Cohorts, variant: str, metric: str, role: str) -> stats.CovSums:
+    s = c.sums.get(variant)
+    if s is None or s.n < 2:
+        n = 0 if s is None else s.n
+        raise InvalidInputError(
+            role, variant,
+            f"has {n} units with a complete {metric} (cohort not old enough yet?)")
+    return s
+
+
 def lift_table(
     store: ClickHouseStore,
     experiment: ExperimentConfig | str,
@@ -90,56 +117,43 @@ def lift_table(
 ) -> pd.DataFrame:
     """One row per non-control variant: the metric vs control with every interval.
 
+    Computed from per-variant sums (:meth:`Store.cohort_moments`) — identical to the
+    per-unit computation of :mod:`bandit.stats` on :meth:`Store.unit_metrics`.
     ``planned_n`` tunes the always-valid interval (tightest at that many units); it
     defaults to the number of exposed units. Relative columns (``rel_*``, ``seq_*``)
     are fractions (0.2 = +20 %).
     """
-    if metric not in METRICS:
-        raise InvalidInputError("metric", metric, f"must be one of {sorted(METRICS)}")
-    col, cov = METRICS[metric]
-    cfg, units = _cohorts(store, experiment, as_of_ms)
+    c = _cohorts(store, experiment, metric, as_of_ms)
+    cfg = c.config
     weights = {v.name: v.weight for v in cfg.variants}
-    exposed = units["variant"].value_counts().to_dict()
-    srm = stats.srm_test({k: int(exposed.get(k, 0)) for k in weights}, weights)
-    complete = units[units[col].notna()]
-    n_plan = planned_n if planned_n is not None else max(len(units), 2)
-
-    def arrays(variant: str) -> tuple[np.ndarray, np.ndarray]:
-        part = complete[complete["variant"] == variant]
-        return part[col].to_numpy(np.float64), part[cov].to_numpy(np.float64)
-
-    yc, xc = arrays(cfg.control)
-    if yc.size < 2:
-        raise InvalidInputError(
-            "control", cfg.control,
-            f"has {yc.size} units with a complete {metric} (cohort not old enough yet?)")
+    srm = stats.srm_test({k: c.exposed.get(k, 0) for k in weights}, weights)
+    n_plan = planned_n if planned_n is not None else max(sum(c.exposed.values()), 2)
+    control = _complete(c, cfg.control, metric, "control")
     rows: list[dict[str, Any]] = []
     for v in cfg.variants:
         if v.name == cfg.control:
             continue
-        yt, xt = arrays(v.name)
-        if yt.size < 2:
-            raise InvalidInputError(
-                "variant", v.name, f"has {yt.size} units with a complete {metric}")
+        treat = _complete(c, v.name, metric, "variant")
+        raw_t = stats.Summary.from_sums(treat.n, treat.sy, treat.syy)
+        raw_c = stats.Summary.from_sums(control.n, control.sy, control.syy)
         reduction = 0.0
-        at, ac = yt, yc
+        at, ac = raw_t, raw_c
         if cuped:
-            adj = stats.cuped(yt, yc, xt, xc)
-            at, ac, reduction = adj.treatment, adj.control, adj.variance_reduction
+            at, ac, _theta, reduction = stats.cuped_sums(treat, control)
         diff = stats.absolute_diff(at, ac, alpha=alpha)
         rel = stats.relative_lift(at, ac, alpha=alpha)
         seq = stats.sequential_lift(at, ac, alpha=alpha, planned_n=n_plan)
+        seq_diff = stats.sequential_diff(at, ac, alpha=alpha, planned_n=n_plan)
         rows.append({
             "experiment_id": cfg.id, "metric": metric, "variant": v.name,
-            "control": cfg.control, "n": int(yt.size), "n_control": int(yc.size),
-            "mean": float(yt.mean()), "mean_control": float(yc.mean()),
+            "control": cfg.control, "n": raw_t.n, "n_control": raw_c.n,
+            "mean": raw_t.mean, "mean_control": raw_c.mean,
             "abs_diff": diff.estimate, "abs_ci_low": diff.ci_low, "abs_ci_high": diff.ci_high,
             "rel_lift": rel.estimate, "rel_ci_low": rel.ci_low, "rel_ci_high": rel.ci_high,
             "seq_ci_low": seq.ci_low, "seq_ci_high": seq.ci_high, "p_value": diff.p_value,
             "prob_better": stats.prob_better(at, ac), "cuped": bool(cuped),
             "variance_reduction": reduction, "srm_p": srm.p_value, "srm_flag": srm.flagged,
-            "verdict": _verdict(srm, diff, stats.sequential_diff(at, ac, alpha=alpha,
-                                                                  planned_n=n_plan)),
+            "verdict": _verdict(srm, diff, seq_diff),
         })
     return pd.DataFrame(rows)
 
@@ -147,25 +161,28 @@ def lift_table(
 def guardrail_table(store: ClickHouseStore, experiment: ExperimentConfig | str,
                     as_of_ms: int | None = None, *, alpha: float = 0.05) -> pd.DataFrame:
     """Each configured guardrail metric of each variant vs control (non-inferiority)."""
-    cfg, units = _cohorts(store, experiment, as_of_ms)
+    exp_id = experiment.id if isinstance(experiment, ExperimentConfig) else experiment
+    cfg = experiment if isinstance(experiment, ExperimentConfig) else None
     rows: list[dict[str, Any]] = []
-    for metric in cfg.guardrails:
+    guard_names = (cfg or ExperimentConfig(id=exp_id)).guardrails
+    for metric in guard_names:
         if metric not in METRICS:
             raise InvalidInputError("experiment.guardrails", metric,
                                     f"must be one of {sorted(METRICS)}")
-        col = METRICS[metric][0]
-        ok = units[units[col].notna()]
-        yc = ok.loc[ok["variant"] == cfg.control, col].to_numpy(np.float64)
-        for v in cfg.variants:
-            if v.name == cfg.control:
+        c = _cohorts(store, experiment, metric, as_of_ms)
+        for v in c.config.variants:
+            if v.name == c.config.control:
                 continue
-            yt = ok.loc[ok["variant"] == v.name, col].to_numpy(np.float64)
             try:
-                g = stats.guardrail(metric, yt, yc, margin=cfg.guardrail_margin, alpha=alpha)
+                t = _complete(c, v.name, metric, "variant")
+                k = _complete(c, c.config.control, metric, "control")
+                g = stats.guardrail(metric, stats.Summary.from_sums(t.n, t.sy, t.syy),
+                                    stats.Summary.from_sums(k.n, k.sy, k.syy),
+                                    margin=c.config.guardrail_margin, alpha=alpha)
             except InvalidInputError as exc:
                 rows.append({"metric": metric, "variant": v.name, "status": "no data",
                              "estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                             "margin": cfg.guardrail_margin, "detail": str(exc)})
+                             "margin": c.config.guardrail_margin, "detail": str(exc)})
                 continue
             rows.append({"metric": metric, "variant": v.name, "status": g.status,
                          "estimate": g.estimate, "ci_low": g.ci_low, "ci_high": g.ci_high,

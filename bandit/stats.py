@@ -41,14 +41,17 @@ from bandit.errors import InvalidInputError
 
 __all__ = [
     "SRM_ALPHA",
+    "CovSums",
     "CupedResult",
     "DiffResult",
     "GuardrailResult",
     "LiftResult",
     "SRMResult",
     "SequentialResult",
+    "Summary",
     "absolute_diff",
     "cuped",
+    "cuped_sums",
     "guardrail",
     "mixture_radius_factor",
     "prob_better",
@@ -62,6 +65,56 @@ __all__ = [
 SRM_ALPHA: Final = 0.001
 
 FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A cohort's size, mean and sample variance (ddof=1): all the fixed-horizon and
+    sequential intervals need. Build with :meth:`of` or from sums with :meth:`from_sums`."""
+
+    n: int
+    mean: float
+    var: float
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise InvalidInputError("n", self.n, "must be at least 2 units (empty cohort?)")
+        if not (math.isfinite(self.mean) and math.isfinite(self.var)) or self.var < 0:
+            raise InvalidInputError("summary", (self.mean, self.var),
+                                    "must have a finite mean and a finite variance >= 0")
+
+    @classmethod
+    def of(cls, x: npt.ArrayLike, name: str = "x") -> Summary:
+        a = _clean(x, name)
+        return cls(int(a.size), float(a.mean()), float(a.var(ddof=1)))
+
+    @classmethod
+    def from_sums(cls, n: int, sy: float, syy: float) -> Summary:
+        if n < 2:
+            raise InvalidInputError("n", n, "must be at least 2 units (empty cohort?)")
+        mean = sy / n
+        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0))
+
+
+@dataclass(frozen=True)
+class CovSums:
+    """Sums over a cohort of an outcome y and a pre-exposure covariate x (for CUPED)."""
+
+    n: int
+    sy: float
+    syy: float
+    sx: float
+    sxx: float
+    sxy: float
+
+    @classmethod
+    def of(cls, y: npt.ArrayLike, x: npt.ArrayLike, name: str = "y") -> CovSums:
+        ya = _clean(y, name)
+        xa = _clean(x, f"pre_{name}")
+        if xa.size != ya.size:
+            raise InvalidInputError(f"pre_{name}", xa.size, f"must match the cohort size {ya.size}")
+        return cls(int(ya.size), float(ya.sum()), float(ya @ ya), float(xa.sum()),
+                   float(xa @ xa), float(ya @ xa))
 
 
 @dataclass(frozen=True)
@@ -171,38 +224,40 @@ def _alpha(alpha: float) -> float:
     return float(alpha)
 
 
-def _moments(t: FloatArray, c: FloatArray) -> tuple[float, float, float, float]:
-    return float(t.mean()), float(c.mean()), float(t.var(ddof=1)), float(c.var(ddof=1))
-
-
 # ---------------------------------------------------------------------- fixed horizon
 
 
-def absolute_diff(treatment: npt.ArrayLike, control: npt.ArrayLike, *,
+def _summaries(treatment: npt.ArrayLike | Summary,
+               control: npt.ArrayLike | Summary) -> tuple[Summary, Summary]:
+    t = treatment if isinstance(treatment, Summary) else Summary.of(treatment, "treatment")
+    c = control if isinstance(control, Summary) else Summary.of(control, "control")
+    return t, c
+
+
+def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                   alpha: float = 0.05) -> DiffResult:
     """Difference of means with a Welch–Satterthwaite t interval.
 
-    For 0/1 outcomes this is the unpooled Wald interval for a difference of proportions.
+    Takes per-unit arrays or :class:`Summary` objects. For 0/1 outcomes this is the
+    unpooled Wald interval for a difference of proportions.
     """
     alpha = _alpha(alpha)
-    t = _clean(treatment, "treatment")
-    c = _clean(control, "control")
-    mt, mc, vt, vc = _moments(t, c)
-    at, ac = vt / t.size, vc / c.size
+    t, c = _summaries(treatment, control)
+    at, ac = t.var / t.n, c.var / c.n
     se = math.sqrt(at + ac)
     if se == 0:
-        raise InvalidInputError("treatment, control", (mt, mc),
+        raise InvalidInputError("treatment, control", (t.mean, c.mean),
                                 "have zero variance: the difference has no interval")
     # Welch (1947) degrees of freedom
-    df = (at + ac) ** 2 / (at**2 / (t.size - 1) + ac**2 / (c.size - 1))
+    df = (at + ac) ** 2 / (at**2 / (t.n - 1) + ac**2 / (c.n - 1))
     q = float(sps.t.ppf(1 - alpha / 2, df))
-    est = mt - mc
+    est = t.mean - c.mean
     p = float(2 * sps.t.sf(abs(est) / se, df))
-    return DiffResult(t.size, c.size, mt, mc, est, se, float(df), est - q * se, est + q * se,
+    return DiffResult(t.n, c.n, t.mean, c.mean, est, se, float(df), est - q * se, est + q * se,
                       p, alpha)
 
 
-def relative_lift(treatment: npt.ArrayLike, control: npt.ArrayLike, *,
+def relative_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                   alpha: float = 0.05) -> LiftResult:
     """Relative lift ``mean_t / mean_c - 1`` with a delta-method normal interval.
 
@@ -210,19 +265,18 @@ def relative_lift(treatment: npt.ArrayLike, control: npt.ArrayLike, *,
     expansion; cohorts independent).
     """
     alpha = _alpha(alpha)
-    t = _clean(treatment, "treatment")
-    c = _clean(control, "control")
-    mt, mc, vt, vc = _moments(t, c)
+    t, c = _summaries(treatment, control)
+    mt, mc = t.mean, c.mean
     if mc == 0:
         raise InvalidInputError("control", mc, "must have a non-zero mean for a relative lift")
-    if vc == 0 and vt == 0:
+    if t.var == 0 and c.var == 0:
         raise InvalidInputError("treatment, control", (mt, mc),
                                 "have zero variance: the lift has no interval")
-    se = math.sqrt(vt / (t.size * mc**2) + mt**2 * vc / (c.size * mc**4))
+    se = math.sqrt(t.var / (t.n * mc**2) + mt**2 * c.var / (c.n * mc**4))
     est = mt / mc - 1
     z = float(sps.norm.ppf(1 - alpha / 2))
     p = float(2 * sps.norm.sf(abs(est) / se))
-    return LiftResult(t.size, c.size, mt, mc, est, se, est - z * se, est + z * se, p, alpha)
+    return LiftResult(t.n, c.n, mt, mc, est, se, est - z * se, est + z * se, p, alpha)
 
 
 # ---------------------------------------------------------------------- sequential
@@ -251,8 +305,8 @@ def mixture_radius_factor(n: int | npt.NDArray[np.int64], alpha: float = 0.05,
     return np.asarray(np.sqrt((v + 1) / v * 2 * np.log(np.sqrt(v + 1) / alpha)))
 
 
-def sequential_diff(treatment: npt.ArrayLike, control: npt.ArrayLike, *, alpha: float = 0.05,
-                    planned_n: int = 10_000) -> SequentialResult:
+def sequential_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
+                    alpha: float = 0.05, planned_n: int = 10_000) -> SequentialResult:
     """Always-valid (anytime) interval for the difference of means.
 
     Uses the Welch standard error and ``n = n_t + n_c`` observations in the mixture
@@ -266,8 +320,8 @@ def sequential_diff(treatment: npt.ArrayLike, control: npt.ArrayLike, *, alpha: 
                             alpha, n, planned_n)
 
 
-def sequential_lift(treatment: npt.ArrayLike, control: npt.ArrayLike, *, alpha: float = 0.05,
-                    planned_n: int = 10_000) -> SequentialResult:
+def sequential_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
+                    alpha: float = 0.05, planned_n: int = 10_000) -> SequentialResult:
     """Always-valid interval for the relative lift (delta-method SE, mixture factor)."""
     r = relative_lift(treatment, control, alpha=alpha)
     n = r.n_treatment + r.n_control
@@ -308,6 +362,37 @@ def cuped(treatment: npt.ArrayLike, control: npt.ArrayLike, pre_treatment: npt.A
     syy_adj = syy - sxy**2 / sxx
     reduction = 1.0 - syy_adj / syy if syy > 0 else 0.0
     return CupedResult(at, ac, theta, float(reduction))
+
+
+def cuped_sums(treatment: CovSums, control: CovSums) -> tuple[Summary, Summary, float, float]:
+    """CUPED from sums: the adjusted cohorts' :class:`Summary`, θ and variance reduction.
+
+    Identical to :func:`cuped` on the per-unit arrays: within cohort g,
+    mean' = ȳ_g - θ (x̄_g - x̄) and var' = var_y - 2θ cov_xy + θ² var_x.
+    """
+    def centred(s: CovSums) -> tuple[float, float, float]:
+        my, mx = s.sy / s.n, s.sx / s.n
+        return s.syy - s.n * my * my, s.sxx - s.n * mx * mx, s.sxy - s.n * mx * my
+
+    for name, s in (("treatment", treatment), ("control", control)):
+        if s.n < 2:
+            raise InvalidInputError(name, s.n, "must have at least 2 units (empty cohort?)")
+        if not all(math.isfinite(v) for v in (s.sy, s.syy, s.sx, s.sxx, s.sxy)):
+            raise InvalidInputError(name, s, "sums must be finite (NaN in the data?)")
+    syy_t, sxx_t, sxy_t = centred(treatment)
+    syy_c, sxx_c, sxy_c = centred(control)
+    sxx, sxy, syy = sxx_t + sxx_c, sxy_t + sxy_c, syy_t + syy_c
+    theta = sxy / sxx if sxx > 0 else 0.0
+    xbar = (treatment.sx + control.sx) / (treatment.n + control.n)
+
+    def adjusted(s: CovSums, syy_g: float, sxx_g: float, sxy_g: float) -> Summary:
+        mean = s.sy / s.n - theta * (s.sx / s.n - xbar)
+        var = (syy_g - 2 * theta * sxy_g + theta * theta * sxx_g) / (s.n - 1)
+        return Summary(s.n, mean, max(var, 0.0))
+
+    reduction = 1.0 - (syy - theta * sxy) / syy if syy > 0 and sxx > 0 else 0.0
+    return (adjusted(treatment, syy_t, sxx_t, sxy_t), adjusted(control, syy_c, sxx_c, sxy_c),
+            theta, float(reduction))
 
 
 # ---------------------------------------------------------------------- health
@@ -351,7 +436,7 @@ def srm_test(observed: Mapping[str, int] | Sequence[int],
                      chi2, p, p < alpha)
 
 
-def prob_better(treatment: npt.ArrayLike, control: npt.ArrayLike, *,
+def prob_better(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                 higher_is_better: bool = True) -> float:
     """P(mean_t > mean_c | data) with a flat prior and a normal posterior of the difference.
 
@@ -364,7 +449,8 @@ def prob_better(treatment: npt.ArrayLike, control: npt.ArrayLike, *,
     return p if higher_is_better else 1.0 - p
 
 
-def guardrail(metric: str, treatment: npt.ArrayLike, control: npt.ArrayLike, *,
+def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
+              control: npt.ArrayLike | Summary, *,
               margin: float, alpha: float = 0.05) -> GuardrailResult:
     """Non-inferiority of ``metric``: the relative lift must not fall below ``-margin``.
 

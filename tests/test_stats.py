@@ -254,3 +254,19 @@ def test_srm_aa_false_alarm_rate_is_about_one_in_a_thousand() -> None:
     p = sps.chi2.sf(chi2, 1)
     assert (p < stats.SRM_ALPHA).mean() <= 0.003
     assert flags.mean() <= 0.005
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 200), rho=st.floats(-0.95, 0.95))
+def test_cuped_sums_equals_cuped_on_arrays(seed: int, n: int, rho: float) -> None:
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    xt, xc = rng.normal(3, 1, n), rng.normal(3, 1, n + 5)
+    yt = rho * xt + rng.normal(0, 1, n) + 0.5
+    yc = rho * xc + rng.normal(0, 1, n + 5)
+    arr = stats.cuped(yt, yc, xt, xc)
+    st_, sc, theta, red = stats.cuped_sums(stats.CovSums.of(yt, xt), stats.CovSums.of(yc, xc))
+    assert theta == pytest.approx(arr.theta, rel=1e-6, abs=1e-9)
+    assert red == pytest.approx(arr.variance_reduction, rel=1e-6, abs=1e-9)
+    ref = stats.Summary.of(arr.treatment)
+    assert (st_.n, st_.mean, st_.var) == pytest.approx((ref.n, ref.mean, ref.var), rel=1e-6)
+    assert sc.mean == pytest.approx(float(np.mean(arr.control)), rel=1e-6, abs=1e-9)

@@ -298,6 +298,32 @@ class ClickHouseStore:
         df["unit_id"] = df["unit_id"].astype(str)
         return df
 
+    def cohort_moments(self, experiment_id: str, metric: str, covariate: str,
+                       as_of_ms: int | None = None) -> pd.DataFrame:
+        """Per variant: exposed units, units with a complete horizon for ``metric`` and
+        the sums Σy, Σy², Σx, Σx², Σxy over them (x = ``covariate``).
+
+        ``metric`` is a :meth:`unit_metrics` column (``engagement_d30``, ``retained_d7``,
+        ``cum_engagement_30``...), ``covariate`` ``pre_engagement`` or ``pre_messages``.
+        Equal to aggregating :meth:`unit_metrics` but computed in the engine, so the
+        lift of a million units ships two rows, not a million.
+        """
+        sql = queries.COHORT_MOMENTS.get((metric, covariate))
+        if sql is None:
+            names = sorted({m for m, _ in queries.COHORT_MOMENTS})
+            raise InvalidInputError("metric", (metric, covariate),
+                                    f"must be one of {names} with pre_engagement or pre_messages")
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "day_ms": _DAY_MS}
+        df = self._query_df(sql, params)
+        df["variant"] = df["variant"].astype(str)
+        out = df.groupby("variant", as_index=False).sum(numeric_only=True)
+        for col in ("n_exposed", "n"):
+            out[col] = out[col].astype("int64")
+        for col in ("sy", "syy", "sx", "sxx", "sxy"):
+            out[col] = out[col].astype("float64")
+        return out[["variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]]
+
     def retention_curve(self, experiment_id: str, as_of_ms: int | None = None,
                         max_day: int = 30) -> pd.DataFrame:
         """Per variant and day 0..max_day: units whose day is complete, retained share, SE."""

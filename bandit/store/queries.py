@@ -1,38 +1,55 @@
 """SQL of the cohort queries. Values are bound server-side (``{name:Type}``) only.
 
 The text below is fixed at import time; nothing a caller passes is spliced into it.
+Per-unit joins go through ``unit_key = cityHash64(unit_id)``, the integer key the
+engagement table is sorted by (see ``schema.py``).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ARM_PROXIES", "DAYS", "EXPERIMENTS", "MEAN_REWARDS", "RETENTION_CURVE",
-           "TRAFFIC_SHARE", "UNIT_METRICS"]
+__all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "DAYS", "EXPERIMENTS", "MEAN_REWARDS",
+           "RETENTION_CURVE", "TRAFFIC_SHARE", "UNIT_METRICS"]
 
 #: days after first exposure reported per unit
 DAYS: Final = (1, 7, 14, 30)
 #: days before exposure summed into the CUPED covariate
 PRE_DAYS: Final = 7
 
-# A unit's first exposure: the min over inserted exposures and its decisions (the
-# allocation server logs a decision at the first conversation in the variant).
-_EXPOSED: Final = """
+
+def _exposed(with_unit_id: bool) -> str:
+    """A unit's first exposure: the min over inserted exposures and its decisions (the
+    allocation server logs a decision at the unit's first conversation in the variant)."""
+    uid = ", unit_id" if with_unit_id else ""
+    any_uid = " any(unit_id) AS unit_id," if with_unit_id else ""
+    return f"""
 exp AS (
-    SELECT unit_id, argMin(variant, ts_ms) AS variant, min(ts_ms) AS exposure_ts
+    SELECT unit_key,{any_uid} argMin(variant, ts_ms) AS variant, min(ts_ms) AS exposure_ts
     FROM (
-        SELECT unit_id, variant, ts_ms FROM exposures
-        WHERE experiment_id = {experiment_id:String} AND ts_ms < {as_of:Int64}
+        SELECT unit_key{uid}, variant, ts_ms FROM exposures
+        WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
         UNION ALL
-        SELECT unit_id, variant, ts_ms FROM decisions
-        WHERE experiment_id = {experiment_id:String} AND ts_ms < {as_of:Int64}
+        SELECT cityHash64(unit_id) AS unit_key{uid}, variant, ts_ms FROM decisions
+        WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
     )
-    GROUP BY unit_id
+    GROUP BY unit_key
 )"""
+
+
+_EXPOSED: Final = _exposed(True)
+_EXPOSED_KEYS: Final = _exposed(False)
 
 # Day index of an engagement row relative to exposure: floor, so the hours just
 # before exposure are day -1, not day 0.
 _DAY: Final = "toInt64(floor((e.ts_ms - x.exposure_ts) / {day_ms:Int64}))"
+
+# Active engagement rows, deduplicated (FINAL) and cut at as_of.
+_ENGAGEMENT: Final = """(
+        SELECT unit_key, ts_ms, screen_time_s AS st, toFloat64(messages) AS msg
+        FROM engagement FINAL
+        WHERE ts_ms < {as_of:Int64} AND (screen_time_s > 0 OR messages > 0)
+    ) AS e"""
 
 
 def _complete(n: int) -> str:
@@ -52,30 +69,24 @@ def _unit_metrics() -> str:
         out.append(f"if({ok}, toFloat64(a.msg{n}), NULL) AS messages_d{n}")
     agg.append("sumIf(st, d BETWEEN 0 AND 30) AS st_cum")
     agg.append("sumIf(msg, d BETWEEN 0 AND 30) AS msg_cum")
-    agg.append(f"sumIf(st, d BETWEEN -{PRE_DAYS} AND -1) AS pre_st")
-    agg.append(f"sumIf(msg, d BETWEEN -{PRE_DAYS} AND -1) AS pre_msg")
+    agg.append("sumIf(st, d < 0) AS pre_st")
+    agg.append("sumIf(msg, d < 0) AS pre_msg")
     out.append(f"if({_complete(30)}, toFloat64(a.st_cum), NULL) AS cum_engagement_30")
     out.append(f"if({_complete(30)}, toFloat64(a.msg_cum), NULL) AS cum_messages_30")
     out.append("toFloat64(a.pre_st) AS pre_engagement")
     out.append("toFloat64(a.pre_msg) AS pre_messages")
     return f"""
 WITH {_EXPOSED.strip()},
-eng AS (
-    SELECT e.unit_id AS unit_id, {_DAY} AS d,
-           e.screen_time_s AS st, toFloat64(e.messages) AS msg
-    FROM (
-        SELECT unit_id, ts_ms, screen_time_s, messages FROM engagement FINAL
-        WHERE ts_ms < {{as_of:Int64}} AND (screen_time_s > 0 OR messages > 0)
-    ) AS e
-    INNER JOIN exp AS x ON e.unit_id = x.unit_id
-),
 agg AS (
-    SELECT unit_id, {", ".join(agg)}
-    FROM eng WHERE d >= -{PRE_DAYS} AND d <= 30 GROUP BY unit_id
+    SELECT e.unit_key AS unit_key, {", ".join(agg)}
+    FROM {_ENGAGEMENT}
+    INNER JOIN exp AS x ON e.unit_key = x.unit_key
+    WHERE ({_DAY} AS d) BETWEEN -{PRE_DAYS} AND 30
+    GROUP BY e.unit_key
 )
 SELECT x.unit_id AS unit_id, toString(x.variant) AS variant, x.exposure_ts AS exposure_ts,
        {", ".join(out)}
-FROM exp AS x LEFT JOIN agg AS a ON a.unit_id = x.unit_id
+FROM exp AS x LEFT JOIN agg AS a ON a.unit_key = x.unit_key
 ORDER BY unit_id
 """
 
@@ -83,15 +94,12 @@ ORDER BY unit_id
 UNIT_METRICS: Final = _unit_metrics()
 
 RETENTION_CURVE: Final = f"""
-WITH {_EXPOSED.strip()},
+WITH {_EXPOSED_KEYS.strip()},
 act AS (
-    SELECT e.unit_id AS unit_id, groupUniqArray({_DAY}) AS days
-    FROM (
-        SELECT unit_id, ts_ms FROM engagement FINAL
-        WHERE ts_ms < {{as_of:Int64}} AND (screen_time_s > 0 OR messages > 0)
-    ) AS e
-    INNER JOIN exp AS x ON e.unit_id = x.unit_id
-    GROUP BY e.unit_id
+    SELECT e.unit_key AS unit_key, groupUniqArray({_DAY}) AS days
+    FROM {_ENGAGEMENT}
+    INNER JOIN exp AS x ON e.unit_key = x.unit_key
+    GROUP BY e.unit_key
 )
 SELECT variant, toInt64(day) AS day,
        countIf(exposure_ts + (toInt64(day) + 1) * {{day_ms:Int64}} <= {{as_of:Int64}}) AS units,
@@ -99,12 +107,54 @@ SELECT variant, toInt64(day) AS day,
                AND has(days, toInt64(day))) AS retained
 FROM (
     SELECT toString(x.variant) AS variant, x.exposure_ts AS exposure_ts, a.days AS days
-    FROM exp AS x LEFT JOIN act AS a ON a.unit_id = x.unit_id
+    FROM exp AS x LEFT JOIN act AS a ON a.unit_key = x.unit_key
 )
 ARRAY JOIN range(toUInt64({{max_day:UInt32}}) + 1) AS day
 GROUP BY variant, day
 ORDER BY variant, day
 """
+
+# Per-variant sufficient statistics of one metric y and its pre-exposure covariate x
+# over units whose horizon is complete: everything the lift needs (Welch, delta method,
+# CUPED with pooled θ) without shipping a row per unit. Units with no activity in the
+# window have y = x = 0; they are counted from the exposure side.
+_Y: Final = {
+    **{f"retained_d{n}": (f"maxIf(1, d = {n})", n) for n in DAYS},
+    **{f"engagement_d{n}": (f"sumIf(st, d = {n})", n) for n in DAYS},
+    **{f"messages_d{n}": (f"sumIf(msg, d = {n})", n) for n in DAYS},
+    "cum_engagement_30": ("sumIf(st, d BETWEEN 0 AND 30)", 30),
+    "cum_messages_30": ("sumIf(msg, d BETWEEN 0 AND 30)", 30),
+}
+_X: Final = {"pre_engagement": "sumIf(st, d < 0)", "pre_messages": "sumIf(msg, d < 0)"}
+
+
+def _moments(y_expr: str, horizon: int, x_expr: str) -> str:
+    return f"""
+WITH {_EXPOSED_KEYS.strip()},
+u AS (
+    SELECT e.unit_key AS unit_key, any(x.variant) AS variant,
+           toFloat64({y_expr}) AS y, toFloat64({x_expr}) AS xc
+    FROM {_ENGAGEMENT}
+    INNER JOIN exp AS x ON e.unit_key = x.unit_key
+    WHERE {_complete(horizon)} AND ({_DAY} AS d) BETWEEN -{PRE_DAYS} AND {horizon}
+    GROUP BY e.unit_key
+)
+SELECT toString(variant) AS variant, toUInt64(0) AS n_exposed, toUInt64(0) AS n,
+       sum(y) AS sy, sum(y * y) AS syy, sum(xc) AS sx, sum(xc * xc) AS sxx, sum(y * xc) AS sxy
+FROM u GROUP BY variant
+UNION ALL
+SELECT toString(variant) AS variant, count() AS n_exposed,
+       countIf(exposure_ts + {horizon + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}) AS n,
+       0., 0., 0., 0., 0.
+FROM exp GROUP BY variant
+"""
+
+
+#: (metric column, covariate column) -> SQL; only these fixed pairs exist
+COHORT_MOMENTS: Final[dict[tuple[str, str], str]] = {
+    (y, x): _moments(y_expr, horizon, x_expr)
+    for y, (y_expr, horizon) in _Y.items() for x, x_expr in _X.items()
+}
 
 TRAFFIC_SHARE: Final = """
 SELECT {bucket_fn}(toDateTime(intDiv(ts_ms, 1000), 'UTC')) AS bucket_start,

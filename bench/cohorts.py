@@ -1,0 +1,118 @@
+"""Benchmark: insert rate into the embedded store and the day-30 lift query.
+
+Generates ``--users`` units (default 1,000,000) with about ``--rows`` engagement events
+(default 10,000,000) over 45 days with ``bandit.store.synthetic`` (planted +20 % lift),
+inserts them column-oriented through clickhouse-connect into chdb in chunks, then times
+``Store.unit_metrics`` (the per-unit day-30 cohort query) and the whole ``lift_table``
+for ``day30_engagement``. Prints one JSON object.
+
+    python bench/cohorts.py [--users N] [--rows N] [--dsn chdb:///path] [--chunk N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bandit.lift import lift_table
+from bandit.store import open_store
+from bandit.store.synthetic import generate_experiment, insert_experiment
+
+
+def _time(fn, repeat: int = 3) -> tuple[float, object]:  # type: ignore[no-untyped-def]
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--rows", type=int, default=10_000_000, help="target engagement rows")
+    ap.add_argument("--chunk", type=int, default=200_000, help="users per generated chunk")
+    ap.add_argument("--dsn", default=None, help="store DSN (default: a temporary chdb dir)")
+    ap.add_argument("--seed", type=int, default=2026)
+    args = ap.parse_args(argv)
+
+    days = 45
+    # expected active days per user ≈ activity · days (Beta(2,2) mean 0.5 scaled)
+    activity = min(0.9, args.rows / (args.users * days))
+    tmp = None
+    dsn = args.dsn
+    if dsn is None:
+        tmp = tempfile.mkdtemp(prefix="switchboard-bench-")
+        dsn = f"chdb://{tmp}/chdb"
+    store = open_store(dsn)
+    seeds = np.random.SeedSequence(args.seed).spawn((args.users + args.chunk - 1) // args.chunk)
+    gen_s = ins_s = 0.0
+    n_rows = n_units = 0
+    end_ms = 0
+    try:
+        for i, ss in enumerate(seeds):
+            n = min(args.chunk, args.users - i * args.chunk)
+            t0 = time.perf_counter()
+            data = generate_experiment(n, 0.20, ss, days, activity=activity,
+                                       first_unit=i * args.chunk, experiment_id="exp-bench")
+            t1 = time.perf_counter()
+            nx, ne = insert_experiment(store, data)
+            t2 = time.perf_counter()
+            gen_s += t1 - t0
+            ins_s += t2 - t1
+            n_rows += ne
+            n_units += nx
+            end_ms = data.end_ms
+            del data
+        counted = store.count("engagement")
+        q_s, units = _time(lambda: store.unit_metrics("exp-bench", end_ms))
+        l_s, table = _time(lambda: lift_table(store, "exp-bench", "day30_engagement",
+                                              as_of_ms=end_ms))
+        t0 = time.perf_counter()
+        store._command("OPTIMIZE TABLE engagement FINAL")
+        opt_s = time.perf_counter() - t0
+        q2_s, _ = _time(lambda: store.unit_metrics("exp-bench", end_ms))
+        l2_s, _ = _time(lambda: lift_table(store, "exp-bench", "day30_engagement",
+                                           as_of_ms=end_ms))
+        row = table.iloc[0]  # type: ignore[union-attr]
+        out = {
+            "bench": "cohorts",
+            "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+            "dsn": dsn if args.dsn else "chdb://<tmp>",
+            "users": n_units,
+            "engagement_rows": n_rows,
+            "engagement_rows_deduplicated": counted,
+            "generate_s": round(gen_s, 3),
+            "insert_s": round(ins_s, 3),
+            "insert_rows_per_s": round((n_rows + n_units) / ins_s),
+            "unit_metrics_query_s": round(q_s, 3),
+            "unit_metrics_rows": len(units),  # type: ignore[arg-type]
+            "lift_table_day30_s": round(l_s, 3),
+            "optimize_final_s": round(opt_s, 3),
+            "unit_metrics_query_after_merge_s": round(q2_s, 3),
+            "lift_table_day30_after_merge_s": round(l2_s, 3),
+            "target_s": 1.0,
+            "planted_lift": 0.20,
+            "estimated_lift": round(float(row["rel_lift"]), 4),
+            "ci": [round(float(row["rel_ci_low"]), 4), round(float(row["rel_ci_high"]), 4)],
+        }
+    finally:
+        store.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
