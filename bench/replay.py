@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     out["replay_linucb"] = {"events_per_s": round(data.n / dt), "seconds": round(dt, 2),
                             "events_per_cpu_s": round(data.n / max(dc, 1e-9)),
                             "events_used": res.events_used, "value": round(res.value, 4)}
+    pol = make_policy(PolicyConfig(name="linear_thompson", dim=32, thompson_v=0.1), reg)
+    t = time.perf_counter()
+    res = replay(data, pol, rng=np.random.default_rng(2), batch_size=100)
+    dt = time.perf_counter() - t
+    out["replay_linear_thompson"] = {"events_per_s": round(data.n / dt),
+                                     "seconds": round(dt, 2), "value": round(res.value, 4)}
     # Replay of a frozen policy.
     fixed = FixedLinearPolicy(np.random.default_rng(3).standard_normal((20, 32)))
     t = time.perf_counter()

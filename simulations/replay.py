@@ -88,7 +88,7 @@ class ReplayResult:
 
 
 class _LinearBlockChooser:
-    """Vectorised choices of a frozen core LinUCB / greedy policy over a block of contexts.
+    """Vectorised choices of a frozen core LinUCB / greedy / linear Thompson policy.
 
     Same scores as :class:`bandit.policies.linucb.LinUCB` (θᵀx + α·sqrt(xᵀA⁻¹x), from the
     policy's cached solver) and the same floored-argmax distribution (non-maximal arms get
@@ -98,13 +98,19 @@ class _LinearBlockChooser:
 
     def __init__(self, policy: Any, arm_ids: tuple[str, ...]) -> None:
         self.policy = policy
-        self.alpha = float(policy.config.alpha) if policy.name == "linucb" else 0.0
+        self.thompson = policy.name == "linear_thompson"
+        if policy.name == "linucb":
+            self.alpha = float(policy.config.alpha)
+        elif self.thompson:
+            self.alpha = float(policy.config.thompson_v)
+        else:
+            self.alpha = 0.0
         self.floor = float(policy.config.probability_floor)
         self.arm_ids = arm_ids
 
     @staticmethod
     def supports(policy: Any) -> bool:
-        return (getattr(policy, "name", None) in ("linucb", "greedy")
+        return (getattr(policy, "name", None) in ("linucb", "greedy", "linear_thompson")
                 and hasattr(policy, "_solver") and hasattr(policy, "_stats")
                 and hasattr(policy, "_eligible"))
 
@@ -124,7 +130,17 @@ class _LinearBlockChooser:
             m = r.transpose(1, 0, 2).reshape(d, k * d).astype(np.float32)
             w = (x32 @ m).reshape(x.shape[0], k, d)
             scores = x32 @ solver.theta[slots].T.astype(np.float32)
-            scores += self.alpha * np.sqrt(np.einsum("bkd,bkd->bk", w, w))
+            width = np.sqrt(np.einsum("bkd,bkd->bk", w, w))
+            if self.thompson:
+                # One posterior draw per event: θ̃ᵀx ~ N(θᵀx, v²·xᵀA⁻¹x), independent arms;
+                # with probability K·f a uniform arm (the core's LinearThompson draw).
+                scores += self.alpha * width * rng.standard_normal(width.shape)
+                winner = np.argmax(scores, axis=1)
+                f = min(self.floor, 1.0 / k)
+                u = rng.random(x.shape[0])
+                uniform = np.minimum((u / f).astype(np.int64), k - 1) if f > 0 else winner
+                return np.where(u < k * f, uniform, winner).astype(np.int64)
+            scores += self.alpha * width
         else:
             scores = x32 @ solver.theta[slots].T.astype(np.float32)
         k = len(self.arm_ids)

@@ -97,3 +97,22 @@ def test_replay_refuses_bad_input() -> None:
         replay(data, target, rng=rng, method="magic")
     with pytest.raises(InvalidInputError):
         replay(data, target, rng=rng, batch_size=0)
+
+
+def test_replay_thompson_fast_path_matches_policy_choose_distribution() -> None:
+    world = make_world("small", 0)
+    rng = np.random.default_rng(np.random.SeedSequence(SEED + 4))
+    data, _ = simulate_log(world, rng, 300)
+    reg = ArmRegistry([Arm(a) for a in data.arm_ids])
+    pol = make_policy(PolicyConfig(name="linear_thompson", dim=data.dim, thompson_v=0.5,
+                                   probability_floor=0.02), reg)
+    pol.update_batch([data.arm_ids[i] for i in data.arm_index], data.contexts, data.reward)
+    x = data.contexts[:1]
+    fast = BlockChooser(pol, data.arm_ids)(np.repeat(x, 20_000, axis=0), rng)
+    slow = np.array([data.arm_ids.index(pol.choose(x[0], rng, list(data.arm_ids)).arm_id)
+                     for _ in range(4000)])
+    f_fast = np.bincount(fast, minlength=data.n_arms) / fast.size
+    f_slow = np.bincount(slow, minlength=data.n_arms) / slow.size
+    # Two independent samples of one distribution: 5 SE of the difference per arm.
+    se = np.sqrt(0.25 / fast.size + 0.25 / slow.size)
+    np.testing.assert_allclose(f_fast, f_slow, atol=5 * se)
