@@ -13,7 +13,7 @@ import pytest
 
 from bandit.arms import Arm
 from bandit.config import Config, KafkaConfig, PolicyConfig, ServeConfig
-from bandit.events import DecisionEvent, decode_decision
+from bandit.events import DecisionEvent, decode_decision, encode_event
 from bandit.serving.app import create_app
 from bandit.serving.live import LiveServer
 from bandit.serving.publisher import DecisionPublisher
@@ -57,6 +57,12 @@ def _wait(cond: Any, timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached")
         time.sleep(0.05)
+
+
+def test_publisher_wire_format_equals_encode_event() -> None:
+    ev = _event(3)
+    assert orjson.dumps(ev) == encode_event(ev)
+    assert decode_decision(orjson.dumps(ev)) == ev
 
 
 def test_publisher_spills_when_kafka_unreachable_and_adopts_orphans(tmp_path: Path) -> None:

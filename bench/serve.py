@@ -1,0 +1,284 @@
+"""Benchmark of the allocation server and the MiniLM encoder; prints one JSON object.
+
+* starts ``switchboard serve`` (one uvicorn worker, uvloop + httptools) as a subprocess
+  with K=100 arms, a trained LinUCB snapshot (d=64) and every unit in the learning
+  variant, publishing decisions to an embedded tansu broker (``--no-broker``: decisions
+  spill to disk instead);
+* drives it from a *separate* load-generating process (asyncio + uvloop, raw HTTP/1.1
+  keep-alive: lighter than httpx, so the generator is less of a bottleneck) for
+  ``--seconds`` per level at 1 and 64 concurrent connections, with a precomputed 64-d
+  embedding per request;
+* reads the server-side compute histogram (``switchboard_allocate_compute_seconds``)
+  from ``/metrics`` before and after each level;
+* times ``policy.choose`` in-process, and MiniLM texts/s (batches of 32, torch on 2 threads).
+
+Usage: ``python bench/serve.py [--seconds 10] [--no-broker] [--skip-encoder]``.
+All processes share this machine's cores: on a 2-core box the load generator, the
+server and the broker compete, so the figures are a lower bound of the server alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DIM = 64
+K = 100
+
+LOADGEN = r'''
+import asyncio, json, sys, time, random
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+
+host, port, conc, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+dim = int(sys.argv[5])
+rng = random.Random(1)
+emb = json.dumps([round(rng.uniform(-1, 1), 4) for _ in range(dim)])
+
+def request(i):
+    body = ('{"unit_id":"user-%d","conversation_id":"conv-%d","embedding":%s}'
+            % (i % 5000, i, emb)).encode()
+    return (b"POST /v1/allocate HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer dev-token\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\n\r\n" + body)
+
+async def worker(wid, stop_at, lat, errors):
+    reader, writer = await asyncio.open_connection(host, port)
+    i = wid * 10_000_000
+    while time.perf_counter() < stop_at:
+        i += 1
+        t0 = time.perf_counter()
+        writer.write(request(i))
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        n = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                n = int(line[15:])
+        await reader.readexactly(n)
+        lat.append(time.perf_counter() - t0)
+        if status != 200:
+            errors.append(status)
+    writer.close()
+
+async def main():
+    lat, errors = [], []
+    # warm-up
+    await asyncio.gather(*(worker(w, time.perf_counter() + 0.5, [], []) for w in range(conc)))
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w, t0 + seconds, lat, errors) for w in range(conc)))
+    wall = time.perf_counter() - t0
+    lat.sort()
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
+    print(json.dumps({"connections": conc, "requests": len(lat), "errors": len(errors),
+                      "requests_per_s": round(len(lat) / wall, 1), "p50_ms": round(q(0.5), 3),
+                      "p99_ms": round(q(0.99), 3), "max_ms": round(lat[-1] * 1000, 3)}))
+
+asyncio.run(main())
+'''
+
+
+def _histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
+    buckets: list[tuple[float, float]] = []
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+        elif line.startswith(name + "_sum"):
+            total = float(line.split()[-1])
+        elif line.startswith(name + "_count"):
+            count = float(line.split()[-1])
+    return buckets, total, count
+
+
+def _compute_stats(before: str, after: str) -> dict[str, float | None]:
+    name = "switchboard_allocate_compute_seconds"
+    b0, s0, c0 = _histogram(before, name)
+    b1, s1, c1 = _histogram(after, name)
+    n = c1 - c0
+    if n <= 0:
+        return {"count": 0, "mean_us": None, "p50_us_le": None, "p99_us_le": None}
+    prev = dict(b0)
+    diff = [(le, v - prev.get(le, 0.0)) for le, v in b1]
+
+    def q(p: float) -> float:
+        for le, v in diff:
+            if v >= p * n:
+                return le * 1e6
+        return float("inf")
+
+    return {"count": n, "mean_us": round((s1 - s0) / n * 1e6, 1), "p50_us_le": q(0.5),
+            "p99_us_le": q(0.99)}
+
+
+def _setup(work: Path, bootstrap: str, topic: str) -> tuple[Path, Path]:
+    from bandit.arms import Arm, ArmRegistry
+    from bandit.config import PolicyConfig
+    from bandit.policies import make_policy
+    from bandit.snapshot import save_policy_snapshot
+
+    arms = ArmRegistry([Arm("gpt35", kind="baseline"), *(Arm(f"expert-{i}") for i in range(K - 1))])
+    policy = make_policy(PolicyConfig(name="linucb", dim=DIM), arms)
+    rng = np.random.default_rng(np.random.SeedSequence(2024))
+    n = 20_000
+    policy.update_batch([arms.ids()[i % K] for i in range(n)], rng.normal(size=(n, DIM)),
+                        rng.random(n))
+    save_policy_snapshot(work / "snap" / "policy.snapshot", policy, arms)
+    (work / "arms.json").write_text(json.dumps(arms.to_list()))
+    cfg = work / "switchboard.toml"
+    cfg.write_text(f"""
+[policy]
+name = "linucb"
+dim = {DIM}
+
+[experiment]
+control = "gpt35"
+variants = [
+  {{ name = "gpt35", weight = 0.0, policy = "fixed", arm_kinds = ["baseline"] }},
+  {{ name = "bandit", weight = 1.0, policy = "linucb", arm_kinds = ["expert", "baseline"] }},
+]
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+decisions_topic = "{topic}"
+
+[serve]
+snapshot_dir = "{work / 'snap'}"
+spill_dir = "{work / 'spill'}"
+reload_interval_s = 5.0
+""")
+    return cfg, work / "arms.json"
+
+
+def _choose_us() -> float:
+    from bandit.arms import Arm, ArmRegistry
+    from bandit.config import PolicyConfig
+    from bandit.policies import make_policy
+
+    arms = ArmRegistry([Arm(f"a{i}") for i in range(K)])
+    policy = make_policy(PolicyConfig(name="linucb", dim=DIM), arms)
+    rng = np.random.default_rng(1)
+    policy.update_batch([f"a{i % K}" for i in range(5000)], rng.normal(size=(5000, DIM)),
+                        rng.random(5000))
+    x = rng.normal(size=DIM)
+    ids = tuple(arms.ids())
+    for _ in range(200):
+        policy.choose(x, rng, ids)
+    t0 = time.perf_counter()
+    n = 3000
+    for _ in range(n):
+        policy.choose(x, rng, ids)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def _encoder_bench() -> dict[str, float]:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from bandit.adapters.encoder import MiniLMEncoder
+
+    enc = MiniLMEncoder(device="cpu", threads=2)
+    texts = [f"user: can you help me write a short story about a dragon named {i}? "
+             f"assistant: of course, here is a tale about dragon {i}." for i in range(256)]
+    enc.encode(texts[:32])
+    t0 = time.perf_counter()
+    for i in range(0, len(texts), 32):
+        enc.encode(texts[i:i + 32])
+    batched = len(texts) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for t in texts[:32]:
+        enc.encode([t])
+    single_ms = (time.perf_counter() - t0) / 32 * 1000
+    return {"texts_per_s_batch32": round(batched, 1), "single_text_ms": round(single_ms, 2),
+            "device": enc.device}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--connections", type=int, nargs="+", default=[1, 64])
+    ap.add_argument("--no-broker", action="store_true")
+    ap.add_argument("--skip-encoder", action="store_true")
+    args = ap.parse_args()
+
+    import httpx
+
+    from bandit.serving.live import free_port
+
+    result: dict[str, object] = {"arms": K, "dim": DIM, "cpus": os.cpu_count()}
+    broker = None
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        work = Path(tmp)
+        if args.no_broker:
+            bootstrap, topic = "127.0.0.1:1", "decisions"
+        else:
+            from consumers.embedded import EmbeddedBroker, create_topics
+
+            broker = EmbeddedBroker(log_path=work / "tansu.log").start()
+            bootstrap, topic = broker.bootstrap_servers, "bench.decisions"
+            create_topics(bootstrap, [topic], partitions=4)
+        result["broker"] = "tansu" if broker else "none (decisions spill to disk)"
+        cfg, arms = _setup(work, bootstrap, topic)
+        port = free_port()
+        exe = str(Path(sys.executable).parent / "switchboard")
+        server = subprocess.Popen(
+            [exe, "--config", str(cfg), "serve", "--port", str(port), "--arms", str(arms),
+             "--seed", "1"], stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"),
+            start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    h = httpx.get(url + "/healthz", timeout=1).json()
+                    break
+                except httpx.HTTPError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError((work / "serve.log").read_text()[-2000:]) from None
+                    time.sleep(0.2)
+            result["model"] = {"source": h["model"]["source"],
+                               "policy_version": h["model"]["policy_version"]}
+            levels = []
+            for conc in args.connections:
+                before = httpx.get(url + "/metrics").text
+                out = subprocess.run(
+                    [sys.executable, "-c", LOADGEN, "127.0.0.1", str(port), str(conc),
+                     str(args.seconds), str(DIM)], capture_output=True, text=True, check=True)
+                after = httpx.get(url + "/metrics").text
+                level = json.loads(out.stdout.strip().splitlines()[-1])
+                level["server_compute"] = _compute_stats(before, after)
+                levels.append(level)
+            result["http"] = levels
+            time.sleep(1.0)
+            h = httpx.get(url + "/healthz").json()
+            result["publisher"] = h["publisher"]
+        finally:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+            if broker is not None:
+                broker.stop()
+    result["choose_us_k100_d64"] = round(_choose_us(), 1)
+    if not args.skip_encoder:
+        result["encoder_minilm"] = _encoder_bench()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
