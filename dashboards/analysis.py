@@ -55,26 +55,6 @@ class OverviewView:
 # --------------------------------------------------------------------------- cached stats
 
 
-class _UnitsView:
-    """The slice of the store ``bandit.lift`` reads, over units already fetched.
-
-    ``lift_table`` asks the store for ``unit_metrics`` on every call; the overview makes
-    sixteen calls (8 metrics × CUPED on/off) over one cohort, so they share one query.
-    """
-
-    def __init__(self, units: pd.DataFrame, experiments: Sequence[str]) -> None:
-        # plain object strings: ``bandit.lift`` builds Python sets of the variant column,
-        # which is slow over Arrow-backed strings
-        self._units = units.assign(variant=units["variant"].to_numpy(dtype=object))
-        self._experiments = list(experiments)
-
-    def unit_metrics(self, experiment_id: str, as_of_ms: int | None = None) -> pd.DataFrame:
-        return self._units
-
-    def experiments(self) -> list[str]:
-        return self._experiments
-
-
 def experiment_arg(settings: Any, experiment_id: str) -> Any:
     """The configured ExperimentConfig when it describes ``experiment_id``, else the id."""
     cfg = settings.experiment
@@ -100,14 +80,13 @@ def lift_tables(
     from bandit.errors import InvalidInputError
     from bandit.lift import lift_table
 
-    units = data.unit_metrics(key, experiment_id, as_of_ms)
-    view = _UnitsView(units, [experiment_id])
+    store = data.get_store(*key)
     exp = _experiment if _experiment is not None else experiment_id
     out: dict[tuple[str, bool], pd.DataFrame] = {}
     skipped: dict[str, str] = {}
     for metric, _ in METRICS:
         try:
-            out[(metric, cuped)] = lift_table(view, exp, metric, as_of_ms, cuped)  # type: ignore[arg-type]
+            out[(metric, cuped)] = lift_table(store, exp, metric, as_of_ms, cuped)
         except InvalidInputError as exc:
             skipped[metric] = str(exc)
     return out, skipped
@@ -124,10 +103,9 @@ def guardrail_rows(
     from bandit.errors import InvalidInputError
     from bandit.lift import guardrail_table
 
-    units = data.unit_metrics(key, experiment_id, as_of_ms)
     try:
         return guardrail_table(
-            _UnitsView(units, [experiment_id]),  # type: ignore[arg-type]
+            data.get_store(*key),
             _experiment if _experiment is not None else experiment_id,
             as_of_ms,
         )
@@ -207,16 +185,15 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
     """Lift rows, sample sizes and health banners for the context's experiment."""
     s = ctx.settings
     key, exp = ctx.key, ctx.experiment
-    units = data.unit_metrics(key, exp, ctx.as_of_ms)
+    sizes = data.exposed_units(key, exp, ctx.as_of_ms)
     banners: list[Banner] = []
-    sizes = _sizes(units)
-    if units.empty:
+    if sizes.empty or int(sizes["units"].sum()) == 0:
         return OverviewView(lift_display({}, s.control), sizes, banners)
     exp_cfg = experiment_arg(s, exp)
     tables, skipped = lift_tables(key, exp, ctx.as_of_ms, cuped, exp_cfg)
     lift = lift_display(tables, s.control)
     # --- sample-ratio mismatch
-    counts = units.groupby("variant").size().astype(int).to_dict()
+    counts = {str(v): int(n) for v, n in zip(sizes["variant"], sizes["units"], strict=True)}
     srm_ps = [float(t["srm_p"].iloc[0]) for t in tables.values() if "srm_p" in t.columns and len(t)]
     p = srm_ps[0] if srm_ps else srm(counts, dict(s.variant_weights))
     b = srm_banner(p, counts)
@@ -241,9 +218,7 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
         if hourly.empty
         else int(pd.Timestamp(hourly["bucket_start"].max()).value // 1_000_000) + 3_600_000
     )
-    last_exposure = int(units["exposure_ts"].max())
-    last = max(x for x in (last_decision, last_exposure) if x is not None)
-    stale = staleness_banner("data", last, s.now_ms(), s.stale_after_s)
+    stale = staleness_banner("decisions", last_decision, s.now_ms(), s.stale_after_s)
     if stale:
         banners.append(stale)
     snap = data.latest_snapshot(s.snapshot_dir)
@@ -267,19 +242,6 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
             )
         )
     return OverviewView(lift, sizes, banners, guards, skipped)
-
-
-def _sizes(units: pd.DataFrame) -> pd.DataFrame:
-    if units.empty:
-        return pd.DataFrame(columns=["variant", "units", "day-1 complete", "day-30 complete"])
-    g = units.groupby("variant")
-    return pd.DataFrame(
-        {
-            "units": g.size(),
-            "day-1 complete": g["retained_d1"].count(),
-            "day-30 complete": g["retained_d30"].count(),
-        }
-    ).reset_index()
 
 
 # --------------------------------------------------------------------------- display

@@ -70,10 +70,17 @@ def sidebar() -> Context:
     exp = st.sidebar.selectbox("Experiment", exps, key="f_experiment")
     key = (settings.dsn, settings.database)
     shares = data.traffic_share(key, exp, "day")
-    units = data.unit_metrics(key, exp, settings.as_of_ms)
-    all_variants = sorted(set(units["variant"]) | set(shares.get("variant", pd.Series(dtype=str))))
+    exposed = data.exposed_units(key, exp, settings.as_of_ms)
+    all_variants = sorted(
+        set(exposed["variant"]) | set(shares.get("variant", pd.Series(dtype=str)))
+    )
     all_arms = sorted(set(shares.get("arm_id", pd.Series(dtype=str))))
-    first_ms = int(units["exposure_ts"].min()) if len(units) else now_ms - 30 * _DAY_MS
+    # first decision day (exposures without decisions: the last 45 days)
+    first_ms = (
+        int(pd.Timestamp(shares["bucket_start"].min()).value // 1_000_000)
+        if len(shares)
+        else now_ms - 45 * _DAY_MS
+    )
     first = dt.datetime.fromtimestamp(first_ms / 1000, dt.UTC).date()
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
     picked = st.sidebar.date_input(
