@@ -83,6 +83,10 @@ def _unprocessable(items: list[dict[str, str]]) -> Response:
     return _json({"detail": items}, 422)
 
 
+def _error(status: int, field: str, msg: str) -> tuple[int, bytes, dict[str, str] | None]:
+    return status, orjson.dumps({"detail": [{"field": field, "msg": msg}]}), None
+
+
 def _invalid(exc: InvalidInputError) -> Response:
     return _unprocessable([{"field": exc.field, "msg": str(exc)}])
 
@@ -93,10 +97,12 @@ class BodyLimit:
     Also counts requests and times them per route for ``/metrics``.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServeMetrics) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServeMetrics,
+                 server: _Server | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.metrics = metrics
+        self.server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +145,23 @@ class BodyLimit:
                     if not message.get("more_body", False):
                         break
                 body = b"".join(chunks)
+                if self.server is not None and route == "/v1/allocate" \
+                        and scope["method"] == "POST":
+                    # fast path: skip routing and dependency solving for the hot endpoint
+                    authorization = None
+                    for name, value in scope.get("headers", ()):
+                        if name == b"authorization":
+                            authorization = value.decode("latin-1")
+                            break
+                    status, content, extra = await self.server.allocate(authorization, body)
+                    headers = [(b"content-type", b"application/json"),
+                               (b"content-length", str(len(content)).encode())]
+                    if extra:
+                        headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
+                    await send_wrapper({"type": "http.response.start", "status": status,
+                                        "headers": headers})
+                    await send_wrapper({"type": "http.response.body", "body": content})
+                    return
                 sent = False
 
                 async def replay() -> Message:
@@ -193,17 +216,83 @@ class _Server:
                                     lambda: float(sink.depth))
         self.kinds = {v.name: tuple(v.arm_kinds) for v in config.experiment.variants}
 
-    def auth(self, request: Request, *, admin: bool = False) -> Response | None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+    async def allocate(self, authorization: str | None, body: bytes
+                       ) -> tuple[int, bytes, dict[str, str] | None]:
+        """The whole allocation: auth, parse, validate, assign, choose, publish, respond."""
+        denied = self.check_token(authorization, admin=False)
+        if denied is not None:
+            return denied
+        t0 = time.perf_counter()
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(422, "body", f"is not valid JSON ({exc})")
+        try:
+            req = AllocateRequest.model_validate(obj)
+        except ValidationError as exc:
+            return 422, orjson.dumps({"detail": error_fields(exc)}), None
+        if req.experiment_id is not None and req.experiment_id != self.experiment_id:
+            return _error(422, "experiment_id", f"unknown experiment {req.experiment_id!r} "
+                                                f"(this server runs {self.experiment_id!r})")
+        model = self.holder.model
+        try:
+            x = await self.context(req, model)
+            t1 = time.perf_counter()
+            variant = self.assigner.assign(req.unit_id).name
+            choice, fallback = self.choose(model, variant, x, req.eligible)
+        except InvalidInputError as exc:
+            return _error(422, exc.field, str(exc))
+        decision_id = uuid.uuid4().hex
+        if isinstance(choice, _UniformChoice):
+            version = choice.policy_version
+        elif model.source == "snapshot":
+            version = model.policy_version
+        else:
+            version = f"prior:{choice.policy_version}"
+        propensity = float(choice.propensity)
+        self.sink.publish(DecisionEvent(
+            event_id=f"dec-{decision_id}", decision_id=decision_id,
+            ts_ms=time.time_ns() // 1_000_000, unit_id=req.unit_id,
+            conversation_id=req.conversation_id, experiment_id=self.experiment_id,
+            variant=variant, arm_id=choice.arm_id, propensity=propensity,
+            policy_version=version, context=tuple(x.tolist()),
+            eligible=tuple(choice.arms) if req.eligible is not None else (),
+        ))
+        out: dict[str, Any] = {
+            "decision_id": decision_id, "experiment_id": self.experiment_id,
+            "variant": variant, "arm_id": choice.arm_id, "propensity": propensity,
+            "policy_version": version, "degraded": fallback,
+        }
+        if req.return_scores:
+            out["scores"] = dict(zip(choice.arms, choice.scores.tolist(), strict=True))
+            out["probabilities"] = dict(zip(choice.arms, choice.probabilities.tolist(),
+                                            strict=True))
+        self.metrics.decisions.labels(variant, choice.arm_id).inc()
+        if fallback:
+            self.metrics.fallbacks.inc()
+        # compute excludes text encoding (its own batching wait) but includes the rest
+        encode_s = 0.0 if req.text is None else t1 - t0
+        self.metrics.compute.observe(time.perf_counter() - t0 - encode_s)
+        return 200, orjson.dumps(out), None
+
+    def check_token(self, authorization: str | None, *, admin: bool
+                    ) -> tuple[int, bytes, dict[str, str] | None] | None:
+        scheme, _, token = (authorization or "").partition(" ")
         challenge = {"WWW-Authenticate": "Bearer"}
         if scheme.lower() != "bearer" or not token:
-            return _json({"detail": "missing bearer token"}, 401, challenge)
+            return 401, orjson.dumps({"detail": "missing bearer token"}), challenge
         if token not in self.read_tokens:
-            return _json({"detail": "invalid bearer token"}, 401, challenge)
+            return 401, orjson.dumps({"detail": "invalid bearer token"}), challenge
         if admin and token not in self.admin_tokens:
-            return _json({"detail": "this token may not modify arms"}, 403)
+            return 403, orjson.dumps({"detail": "this token may not modify arms"}), None
         return None
+
+    def auth(self, request: Request, *, admin: bool = False) -> Response | None:
+        denied = self.check_token(request.headers.get("authorization"), admin=admin)
+        if denied is None:
+            return None
+        status, content, headers = denied
+        return Response(content, status_code=status, media_type=_JSON, headers=headers)
 
     async def context(self, req: AllocateRequest, model: ServedModel) -> np.ndarray:
         if req.embedding is not None:
@@ -326,64 +415,14 @@ def create_app(
               openapi_extra=_json_body_schema("AllocateRequest"),
               responses=_responses(400, 401, 413, 422))
     async def allocate(request: Request) -> Response:
-        """Choose an arm for a conversation; returns the decision with its propensity."""
-        denied = server.auth(request)
-        if denied is not None:
-            return denied
-        body = await request.body()
-        t0 = time.perf_counter()
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _unprocessable([{"field": "body", "msg": f"is not valid JSON ({exc})"}])
-        try:
-            req = AllocateRequest.model_validate(obj)
-        except ValidationError as exc:
-            return _unprocessable(error_fields(exc))
-        if req.experiment_id is not None and req.experiment_id != server.experiment_id:
-            return _unprocessable([{"field": "experiment_id",
-                                    "msg": f"unknown experiment {req.experiment_id!r} "
-                                           f"(this server runs {server.experiment_id!r})"}])
-        model = holder.model
-        try:
-            x = await server.context(req, model)
-            t1 = time.perf_counter()
-            variant = server.assigner.assign(req.unit_id).name
-            choice, fallback = server.choose(model, variant, x, req.eligible)
-        except InvalidInputError as exc:
-            return _invalid(exc)
-        decision_id = uuid.uuid4().hex
-        if isinstance(choice, _UniformChoice):
-            version = choice.policy_version
-        elif model.source == "snapshot":
-            version = model.policy_version
-        else:
-            version = f"prior:{choice.policy_version}"
-        server.sink.publish(DecisionEvent(
-            event_id=f"dec-{decision_id}", decision_id=decision_id,
-            ts_ms=time.time_ns() // 1_000_000, unit_id=req.unit_id,
-            conversation_id=req.conversation_id, experiment_id=server.experiment_id,
-            variant=variant, arm_id=choice.arm_id, propensity=float(choice.propensity),
-            policy_version=version, context=tuple(x.tolist()),
-            eligible=tuple(choice.arms) if req.eligible is not None else (),
-        ))
-        out: dict[str, Any] = {
-            "decision_id": decision_id, "experiment_id": server.experiment_id,
-            "variant": variant, "arm_id": choice.arm_id,
-            "propensity": float(choice.propensity), "policy_version": version,
-            "degraded": fallback,
-        }
-        if req.return_scores:
-            out["scores"] = dict(zip(choice.arms, choice.scores.tolist(), strict=True))
-            out["probabilities"] = dict(zip(choice.arms, choice.probabilities.tolist(),
-                                            strict=True))
-        metrics.decisions.labels(variant, choice.arm_id).inc()
-        if fallback:
-            metrics.fallbacks.inc()
-        # compute excludes text encoding (its own batching wait) but includes the rest
-        metrics.compute.observe((time.perf_counter() - t1) + (t1 - t0 if req.text is None
-                                                              else 0.0))
-        return _json(out)
+        """Choose an arm for a conversation; returns the decision with its propensity.
+
+        (Served by the ASGI fast path in :class:`BodyLimit`; this route documents it and
+        handles it identically if the fast path is bypassed.)
+        """
+        status, content, headers = await server.allocate(
+            request.headers.get("authorization"), await request.body())
+        return Response(content, status_code=status, media_type=_JSON, headers=headers)
 
     @app.get("/v1/arms", response_model=list[ArmOut], responses=_responses(401))
     async def list_arms(request: Request) -> Response:
@@ -480,7 +519,7 @@ def create_app(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, max_bytes=sc.max_body_bytes, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=sc.max_body_bytes, metrics=metrics, server=server)
     return app
 
 
