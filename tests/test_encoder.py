@@ -96,3 +96,20 @@ def test_projection_round_trips_through_snapshot(tmp_path: Path) -> None:
         p.apply(np.zeros((2, 5)))
     with pytest.raises(InvalidInputError, match="dim"):
         fit_projection(np.zeros((4, 3)), 5)
+
+
+def test_server_allocates_from_text_through_minilm(minilm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from bandit.serving.app import create_app
+    from bandit.serving.live import LiveServer
+    from tests.test_serve import DIM, TOKEN, ListSink, base_arms, make_config
+
+    enc = BatchingEncoder(ProjectedEncoder(minilm, random_projection(384, DIM)))
+    sink = ListSink()
+    app = create_app(make_config(tmp_path), arms=base_arms(), sink=sink, encoder=enc)
+    with LiveServer(app) as server:
+        r = httpx.post(server.url + "/v1/allocate", headers=TOKEN, json={
+            "unit_id": "u", "conversation_id": "c", "text": "tell me a joke about cats"})
+    assert r.status_code == 200, r.text
+    assert len(sink.events[0].context) == DIM
