@@ -71,7 +71,8 @@ class ArmRegistry:
 
     def add(self, arm: Arm, *, replace_existing: bool = True) -> None:
         """Register ``arm`` (or re-activate / update an existing one)."""
-        if self.feature_dim is not None and arm.features is not None and len(arm.features) != self.feature_dim:
+        fdim = self.feature_dim
+        if fdim is not None and arm.features is not None and len(arm.features) != fdim:
             raise InvalidInputError(
                 "features", len(arm.features), f"must have length {self.feature_dim}"
             )
@@ -118,7 +119,9 @@ class ArmRegistry:
                 a for a in self._arms.values() if a.active and (kinds is None or a.kind in kinds)
             ]
 
-    def resolve_eligible(self, eligible: Sequence[str] | None, kinds: Sequence[str] | None = None) -> list[str]:
+    def resolve_eligible(
+        self, eligible: Sequence[str] | None, kinds: Sequence[str] | None = None
+    ) -> list[str]:
         """Active arm ids allowed by ``eligible`` (None = all active) and ``kinds``.
 
         Raises :class:`UnknownArmError` for an id that is not registered or retired,
