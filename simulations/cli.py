@@ -47,6 +47,7 @@ def register(sub: Any) -> None:
     p.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
                    help="torch: batched LinUCB over seeds (linucb only)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--write-log", metavar="PATH",
                    help="instead: write a uniformly-logged decision log (JSONL or .dsjson)")
     p.add_argument("--log-events", type=int, default=100_000)
@@ -84,7 +85,8 @@ def _simulate(args: argparse.Namespace) -> int:
         res = simulate_linucb_batched(
             world, np.random.SeedSequence(args.seed).spawn(args.seeds), steps=args.steps,
             alphas=args.alpha, probability_floor=args.probability_floor,
-            update_every=args.batch_size, steps_per_day=args.steps_per_day, device=args.device)
+            update_every=args.batch_size, steps_per_day=args.steps_per_day, device=args.device,
+            threads=args.threads)
         out = {"backend": "torch", **res.to_dict()}
         _emit(out) if args.json else print(json.dumps(out, indent=2))
         return 0

@@ -229,7 +229,7 @@ def write_results(table: pd.DataFrame, spec: SimulationSpec, out_dir: str | Path
     bins = max(1, spec.steps // 20)
     for ax, name in zip(axes[:, 0], names, strict=True):
         g = table[table["policy"] == name]
-        share = pd.crosstab(g["step"] // bins * bins, g["arm"], normalize="index")
+        share = pd.crosstab((g["step"] - 1) // bins * bins, g["arm"], normalize="index")
         ax.stackplot(share.index, share.T.values, labels=list(share.columns))
         ax.set_title(f"{name}: allocation share", fontsize=9)
         ax.set_ylim(0, 1)

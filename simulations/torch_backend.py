@@ -108,9 +108,22 @@ def simulate_linucb_batched(
     if not seeds:
         raise InvalidInputError("seeds", 0, "must hold at least one SeedSequence")
     dev = resolve_device(device)
+    previous_threads = torch.get_num_threads()
     if threads is not None:
-        # Intra-op threads: 1 is fastest for these small per-step kernels on a busy CPU.
+        # Intra-op threads: 1 is fastest for these small per-step kernels on a busy CPU;
+        # the caller's setting is restored on return.
         torch.set_num_threads(threads)
+    try:
+        return _run(world, seeds, steps, alphas, ridge_lambda, probability_floor,
+                    update_every, steps_per_day, dev, dtype)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run(world: World, seeds: list[np.random.SeedSequence], steps: int,
+         alphas: npt.ArrayLike | float, ridge_lambda: float, probability_floor: float,
+         update_every: int, steps_per_day: int, dev: torch.device,
+         dtype: torch.dtype) -> BatchedLinUCBResult:
     S, K, d = len(seeds), world.n_arms, world.dim
     alpha_np = np.broadcast_to(np.asarray(alphas, dtype=np.float64), (S,)).copy()
     draws = [_draw_run(world, s, steps, steps_per_day) for s in seeds]

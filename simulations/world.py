@@ -28,6 +28,7 @@ Model (all randomness from explicit :class:`numpy.random.Generator` objects):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -390,7 +391,27 @@ def make_world(
     *,
     reward_config: RewardConfig | None = None,
 ) -> World:
-    """Build the world of a named scenario; ``seed`` fixes arms, projection and drift."""
+    """Build the world of a named scenario; ``seed`` fixes arms, projection and drift.
+
+    Worlds of named scenarios with an integer seed and the default reward config are
+    cached (they are immutable after construction; calibrating a planted lift costs ~1 s).
+    """
+    if isinstance(scenario, str) and isinstance(seed, int) and reward_config is None:
+        return _cached_world(scenario, seed)
+    return _build_world(scenario, seed, reward_config=reward_config)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_world(scenario: str, seed: int) -> World:
+    return _build_world(scenario, seed, reward_config=None)
+
+
+def _build_world(
+    scenario: str | Scenario,
+    seed: int | np.random.SeedSequence,
+    *,
+    reward_config: RewardConfig | None,
+) -> World:
     if isinstance(scenario, str):
         try:
             scenario = SCENARIOS[scenario]

@@ -43,7 +43,8 @@ def test_sim_torch_batched_linucb_agrees_with_numpy_in_distribution() -> None:
                           alpha=0.3, probability_floor=0.01)
     ref = _final_regret(spec, "linucb", seqs)
     res = simulate_linucb_batched(world, seqs, steps=800, alphas=0.3, update_every=10,
-                                  steps_per_day=100, probability_floor=0.01, device="cpu")
+                                  steps_per_day=100, probability_floor=0.01, device="cpu",
+                                  threads=1)
     got = res.cumulative_regret[:, -1]
     assert res.cumulative_regret.shape == (16, 800)
     # Means within 15% of each other and same distribution (KS at 1%).
@@ -116,6 +117,20 @@ def test_sim_cli_simulate_replay_evaluate_json(tmp_path: Path,
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {r["estimator"] for r in out["results"]} == {"ips", "snips", "dm", "dr", "switch_dr"}
+    from bandit.arms import Arm, ArmRegistry
+    from bandit.config import PolicyConfig
+    from bandit.policies import make_policy
+    from bandit.snapshot import save_policy_snapshot
+    from simulations.logs import read_log
+
+    data, _ = read_log(log)
+    reg = ArmRegistry([Arm(a) for a in data.arm_ids])
+    pol = make_policy(PolicyConfig(name="linucb", dim=data.dim), reg)
+    pol.update_batch([data.arm_ids[i] for i in data.arm_index], data.contexts, data.reward)
+    save_policy_snapshot(tmp_path / "snap.bin", pol, reg)
+    assert main(["evaluate", "--log", str(log), "--snapshot", str(tmp_path / "snap.bin"),
+                 "--bootstrap", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["events"] == 3000
     assert main(["simulate", "--backend", "torch", "--device", "cpu", "--seeds", "2",
                  "--steps", "50", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["runs"] == 2
