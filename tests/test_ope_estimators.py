@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import softmax
 
 from bandit.errors import InvalidInputError
@@ -230,3 +232,45 @@ def test_logs_read_store_joins_decisions_with_rewards(store, store_dsn, capsys) 
     import json
 
     assert json.loads(capsys.readouterr().out)["log"]["events"] == keep.sum()
+
+
+# ----------------------------------------------------------------------------- properties
+
+
+@pytest.mark.filterwarnings("ignore::simulations.ope.OPEWarning")
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 60), k=st.integers(2, 6), seed=st.integers(0, 2**32 - 1))
+def test_ope_on_policy_ips_is_mean_reward_and_dr_with_exact_residuals(n: int, k: int,
+                                                                      seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    mu = rng.dirichlet(np.ones(k), size=n)  # logging distribution
+    a = np.array([rng.choice(k, p=row) for row in mu])
+    p = mu[np.arange(n), a]
+    r = rng.random(n)
+    q = rng.random((n, k))
+    df = estimate(r, a, p, mu, q_hat=q, ci="normal").set_index("estimator")
+    # Target == logger: every weight is 1, so IPS and SNIPS are the mean reward.
+    assert df.loc["ips", "value"] == pytest.approx(r.mean())
+    assert df.loc["snips", "value"] == pytest.approx(r.mean())
+    assert df.loc["ips", "ess"] == pytest.approx(n)
+    # With q̂ equal to the observed reward on the logged arm, DR == DM.
+    q_exact = q.copy()
+    q_exact[np.arange(n), a] = r
+    df2 = estimate(r, a, p, mu, q_hat=q_exact, ci="normal").set_index("estimator")
+    assert df2.loc["dr", "value"] == pytest.approx(df2.loc["dm", "value"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(scale=st.floats(0.1, 1.0), seed=st.integers(0, 2**32 - 1))
+def test_ope_snips_is_invariant_to_scaling_propensities(scale: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 40, 3
+    a = rng.integers(0, k, n)
+    p = rng.uniform(0.2, 1.0, n)
+    r = rng.random(n)
+    pi = rng.dirichlet(np.ones(k), size=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OPEWarning)
+        v1 = estimate(r, a, p, pi, estimators=("snips",), ci="normal")["value"].iloc[0]
+        v2 = estimate(r, a, p * scale, pi, estimators=("snips",), ci="normal")["value"].iloc[0]
+    assert v1 == pytest.approx(v2)
