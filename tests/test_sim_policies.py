@@ -53,6 +53,22 @@ def test_sim_torch_batched_linucb_agrees_with_numpy_in_distribution() -> None:
     assert res.seed_steps_per_s > 0
 
 
+def test_sim_torch_alpha_grid_runs_as_one_batch() -> None:
+    from simulations.torch_backend import simulate_linucb_batched
+
+    world = make_world("small", 0)
+    seqs = np.random.SeedSequence(SEED + 2).spawn(4)
+    res = simulate_linucb_batched(world, seqs, steps=40, alphas=[0.0, 0.3, 1.0, 3.0],
+                                  device="cpu", threads=1)
+    assert res.cumulative_regret.shape == (4, 40)
+    np.testing.assert_allclose(res.alphas, [0.0, 0.3, 1.0, 3.0])
+    assert (np.diff(res.cumulative_regret, axis=1) >= -1e-12).all()
+    with pytest.raises(InvalidInputError):
+        simulate_linucb_batched(world, seqs, steps=0)
+    with pytest.raises(InvalidInputError):
+        simulate_linucb_batched(world, [], steps=5)
+
+
 def test_sim_torch_device_is_selectable() -> None:
     from simulations.torch_backend import resolve_device
 
