@@ -40,9 +40,14 @@ PARTITIONS = 4
 def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_poll_records=5000, fetch_max_bytes=64 << 20,
-                             max_partition_fetch_bytes=16 << 20, check_crcs=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=64 << 20,
+        max_partition_fetch_bytes=16 << 20,
+        check_crcs=False,
+    )
     tps = [TopicPartition(t, p) for t in topic_names for p in range(PARTITIONS)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -58,7 +63,9 @@ def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> float:
     return n / elapsed
 
 
-def run_learner(bootstrap: str, prefix: str, tmp: Path, stream: Any, *, store: bool) -> dict[str, float]:
+def run_learner(
+    bootstrap: str, prefix: str, tmp: Path, stream: Any, *, store: bool
+) -> dict[str, float]:
     env = {
         "SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS": f'"{bootstrap}"',
         "SWITCHBOARD_KAFKA__DECISIONS_TOPIC": f'"{prefix}.decisions"',
@@ -69,7 +76,7 @@ def run_learner(bootstrap: str, prefix: str, tmp: Path, stream: Any, *, store: b
         "SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS": "6000",
         "SWITCHBOARD_LEARNER__STATE_DIR": f'"{tmp / f"state-{store}"}"',
         "SWITCHBOARD_LEARNER__BATCH_SIZE": "10000",
-        "SWITCHBOARD_LEARNER__COMMIT_INTERVAL_S": "0.5",
+        "SWITCHBOARD_LEARNER__COMMIT_INTERVAL_S": "1.0",
         "SWITCHBOARD_LEARNER__ATTRIBUTION_WINDOW_S": "10",
         "SWITCHBOARD_POLICY__DIM": str(DIM),
     }
@@ -96,27 +103,39 @@ def run_learner(bootstrap: str, prefix: str, tmp: Path, stream: Any, *, store: b
     want = {p: (len(stream.decisions[p]), len(stream.feedback[p])) for p in stream.decisions}
 
     def done() -> bool:
-        parts = state.load_all("join") if len(list(state.root.glob("join-*.state"))) == PARTITIONS else {}
-        return bool(parts) and all(parts[p]["offsets"]["decisions"] >= d and
-                                   parts[p]["offsets"]["feedback"] >= f for p, (d, f) in want.items())
+        parts = (
+            state.load_all("join")
+            if len(list(state.root.glob("join-*.state"))) == PARTITIONS
+            else {}
+        )
+        return bool(parts) and all(
+            parts[p]["offsets"]["decisions"] >= d and parts[p]["offsets"]["feedback"] >= f
+            for p, (d, f) in want.items()
+        )
 
     # checkpoints happen every commit_interval_s; force one as soon as all is applied
     while not first:
         time.sleep(0.01)
     while True:
-        applied = sum(u.offsets.get("decisions", 0) + u.offsets.get("feedback", 0)
-                      for key, u in list(learner.units.items()) if key[0] == "join")
+        applied = sum(
+            u.offsets.get("decisions", 0) + u.offsets.get("feedback", 0)
+            for key, u in list(learner.units.items())
+            if key[0] == "join"
+        )
         if applied >= stream.n_events:
             break
-        time.sleep(0.005)
+        time.sleep(0.02)
     while not done():
-        time.sleep(0.01)
+        time.sleep(0.05)
     elapsed = time.perf_counter() - first[0]
     learner.stop_event.set()
     thread.join(60)
     n_fb = sum(map(len, stream.feedback.values()))
-    return {"events_per_s": stream.n_events / elapsed, "feedback_per_s": n_fb / elapsed,
-            "seconds": elapsed}
+    return {
+        "events_per_s": stream.n_events / elapsed,
+        "feedback_per_s": n_fb / elapsed,
+        "seconds": elapsed,
+    }
 
 
 def main() -> None:
@@ -126,8 +145,15 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as d, EmbeddedBroker() as broker:
         tmp = Path(d)
-        stream = make_stream(2024, args.decisions, partitions=PARTITIONS, dim=DIM,
-                             feedback_rate=1.0, window_ms=10_000, step_ms=5)
+        stream = make_stream(
+            2024,
+            args.decisions,
+            partitions=PARTITIONS,
+            dim=DIM,
+            feedback_rate=1.0,
+            window_ms=10_000,
+            step_ms=5,
+        )
         prefix = "bench"
         names = [f"{prefix}.{t}" for t in ("decisions", "feedback", "engagement", "dead-letter")]
         create_topics(broker.bootstrap_servers, names, partitions=PARTITIONS)
@@ -137,19 +163,24 @@ def main() -> None:
         raw = raw_consume(broker.bootstrap_servers, names[:2], stream.n_events)
         plain = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=False)
         chdb = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=True)
-    print(json.dumps({
-        "events": stream.n_events,
-        "feedback_events": sum(map(len, stream.feedback.values())),
-        "context_dim": DIM,
-        "partitions": PARTITIONS,
-        "produce_events_per_s": round(stream.n_events / produce_s),
-        "raw_consume_events_per_s": round(raw),
-        "learner_events_per_s": round(plain["events_per_s"]),
-        "learner_feedback_per_s": round(plain["feedback_per_s"]),
-        "learner_events_per_s_chdb": round(chdb["events_per_s"]),
-        "learner_feedback_per_s_chdb": round(chdb["feedback_per_s"]),
-        "python": platform.python_version(),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "events": stream.n_events,
+                "feedback_events": sum(map(len, stream.feedback.values())),
+                "context_dim": DIM,
+                "partitions": PARTITIONS,
+                "produce_events_per_s": round(stream.n_events / produce_s),
+                "raw_consume_events_per_s": round(raw),
+                "learner_events_per_s": round(plain["events_per_s"]),
+                "learner_feedback_per_s": round(plain["feedback_per_s"]),
+                "learner_events_per_s_chdb": round(chdb["events_per_s"]),
+                "learner_feedback_per_s_chdb": round(chdb["feedback_per_s"]),
+                "python": platform.python_version(),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,13 @@ from bandit.config import Config, load_config
 __all__ = ["build_learner", "register", "run_learner"]
 
 
-def build_learner(config: Config, *, arms_path: str | None = None, use_store: bool = True,
-                  bootstrap_servers: str | None = None) -> Any:
+def build_learner(
+    config: Config,
+    *,
+    arms_path: str | None = None,
+    use_store: bool = True,
+    bootstrap_servers: str | None = None,
+) -> Any:
     """Wire policy, prior, publisher, sink and the Kafka adapter from ``config``."""
     from consumers.join import JoinPartition
     from consumers.kafka_adapter import KafkaLearner
@@ -29,22 +34,41 @@ def build_learner(config: Config, *, arms_path: str | None = None, use_store: bo
     lc = config.learner
 
     def make_join(partition: int) -> JoinPartition:
-        return JoinPartition(partition, policy, arm_ids=arm_ids, dim=config.policy.dim,
-                             window_s=lc.attribution_window_s, reward=config.reward)
+        return JoinPartition(
+            partition,
+            policy,
+            arm_ids=arm_ids,
+            dim=config.policy.dim,
+            window_s=lc.attribution_window_s,
+            reward=config.reward,
+        )
 
-    sink: Sink | None = StoreSink.open(config.store.dsn, config.store.database) if use_store else None
+    sink: Sink | None = (
+        StoreSink.open(config.store.dsn, config.store.database) if use_store else None
+    )
     publisher = ModelPublisher(config, arms)
-    return KafkaLearner(config, make_join, sink=sink, publish=publisher.publish,
-                        bootstrap_servers=bootstrap_servers,
-                        metrics=LearnerMetrics(lc.metrics_port or None))
+    return KafkaLearner(
+        config,
+        make_join,
+        sink=sink,
+        publish=publisher.publish,
+        bootstrap_servers=bootstrap_servers,
+        metrics=LearnerMetrics(lc.metrics_port or None),
+    )
 
 
 def run_learner(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     config = load_config(args.config)
-    learner = build_learner(config, arms_path=args.arms, use_store=not args.no_store,
-                            bootstrap_servers=args.bootstrap_servers)
+    learner = build_learner(
+        config,
+        arms_path=args.arms,
+        use_store=not args.no_store,
+        bootstrap_servers=args.bootstrap_servers,
+    )
 
     def _stop(signum: int, _frame: Any) -> None:
         learner.stop_event.set()
@@ -57,11 +81,16 @@ def run_learner(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("learn", help="run a streaming learner (Kafka consumer group member)")
-    p.add_argument("--arms", default=None,
-                   help="JSON list of arms (needed when no model snapshot exists yet)")
+    p.add_argument(
+        "--arms", default=None, help="JSON list of arms (needed when no model snapshot exists yet)"
+    )
     p.add_argument("--no-store", action="store_true", help="do not write to the analytics store")
     p.add_argument("--bootstrap-servers", default=None, help="override kafka.bootstrap_servers")
-    p.add_argument("--max-idle-s", type=float, default=None,
-                   help="exit cleanly after this many seconds without messages")
+    p.add_argument(
+        "--max-idle-s",
+        type=float,
+        default=None,
+        help="exit cleanly after this many seconds without messages",
+    )
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run_learner)

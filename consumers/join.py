@@ -74,7 +74,9 @@ class StatisticsModel(Protocol):
 
     def empty_statistics(self) -> Any: ...
 
-    def accumulate(self, stats: Any, arm_ids: Sequence[str], contexts: Any, rewards: Any) -> Any: ...
+    def accumulate(
+        self, stats: Any, arm_ids: Sequence[str], contexts: Any, rewards: Any
+    ) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +126,25 @@ class Outbox:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return (len(self.decisions) + len(self.feedback) + len(self.late) + len(self.rewards)
-                + len(self.engagement) + len(self.dead_letters))
+        return (
+            len(self.decisions)
+            + len(self.feedback)
+            + len(self.late)
+            + len(self.rewards)
+            + len(self.engagement)
+            + len(self.dead_letters)
+        )
 
     def drain(self) -> Outbox:
         """Return the current contents and leave this outbox empty."""
-        out = Outbox(self.decisions, self.feedback, self.late, self.rewards, self.engagement,
-                     self.dead_letters)
+        out = Outbox(
+            self.decisions,
+            self.feedback,
+            self.late,
+            self.rewards,
+            self.engagement,
+            self.dead_letters,
+        )
         self.decisions, self.feedback, self.late = [], [], []
         self.rewards, self.engagement, self.dead_letters = [], [], []
         return out
@@ -162,7 +176,8 @@ class _Pending:
         if fb.retried is not None:
             self.retried = bool(self.retried) or fb.retried
         if fb.rating is not None and (
-            fb.ts_ms > self.rating_ts or (fb.ts_ms == self.rating_ts and fb.rating > (self.rating or 0))
+            fb.ts_ms > self.rating_ts
+            or (fb.ts_ms == self.rating_ts and fb.rating > (self.rating or 0))
         ):
             self.rating, self.rating_ts = fb.rating, fb.ts_ms
         if fb.conversation_length is not None:
@@ -205,14 +220,18 @@ class JoinPartition:
         window_s: float,
         reward: RewardConfig,
         closed_capacity: int = DEFAULT_CLOSED_CAPACITY,
+        late_horizon_windows: float = 3.0,
     ) -> None:
         self.partition = partition
         self.model = model
         self.arm_ids = frozenset(arm_ids)
         self.dim = dim
-        self.window_ms = int(round(window_s * 1000))
+        self.window_ms = round(window_s * 1000)
         self.reward = reward
         self.closed_capacity = closed_capacity
+        # a closed decision is remembered (to classify its feedback as late, not unknown)
+        # until the watermark passes ts + window * (1 + late_horizon_windows)
+        self.closed_horizon_ms = round(self.window_ms * (1.0 + late_horizon_windows))
         self.delta: Any = model.empty_statistics()
         self.offsets: dict[str, int] = {DECISIONS: 0, FEEDBACK: 0}
         self.wm_decisions = -1
@@ -248,7 +267,9 @@ class JoinPartition:
 
     def _dead(self, reason: str, raw: bytes | None, source: str, offset: int) -> None:
         self.counters.dead_lettered += 1
-        self.outbox.dead_letters.append(DeadLetter(reason, raw or b"", source, self.partition, offset))
+        self.outbox.dead_letters.append(
+            DeadLetter(reason, raw or b"", source, self.partition, offset)
+        )
 
     def _ingest_decisions(self, records: Iterable[tuple[int, bytes | None]]) -> None:
         nxt = self.offsets[DECISIONS]
@@ -267,12 +288,18 @@ class JoinPartition:
                 self._dead(f"arm_id is not a known arm, got {ev.arm_id!r}", raw, DECISIONS, offset)
                 continue
             if len(ev.context) != self.dim:
-                self._dead(f"context must have length {self.dim}, got {len(ev.context)}",
-                           raw, DECISIONS, offset)
+                self._dead(
+                    f"context must have length {self.dim}, got {len(ev.context)}",
+                    raw,
+                    DECISIONS,
+                    offset,
+                )
                 continue
             if ev.decision_id in self.pending or ev.decision_id in self.closed:
                 # A producer retry or a duplicate id: applying it twice would count twice.
-                self._dead(f"decision_id is a duplicate, got {ev.decision_id!r}", raw, DECISIONS, offset)
+                self._dead(
+                    f"decision_id is a duplicate, got {ev.decision_id!r}", raw, DECISIONS, offset
+                )
                 continue
             c.decisions += 1
             self.pending[ev.decision_id] = _Pending(ev, np.asarray(ev.context, dtype=np.float64))
@@ -321,16 +348,21 @@ class JoinPartition:
         if closed is not None:
             self.counters.late += 1
             if not closed.late:
-                closed = ClosedDecision(closed.decision, closed.reward, closed.joined,
-                                        closed.n_feedback, late=True)
+                closed = ClosedDecision(
+                    closed.decision, closed.reward, closed.joined, closed.n_feedback, late=True
+                )
                 self.closed[fb.decision_id] = closed
             self.outbox.late.append(LateFeedback(fb, closed))
             return
         from bandit.events import encode_event
 
-        self._dead("feedback for unknown decision "
-                   f"(decision_id {fb.decision_id!r} not seen in this partition)",
-                   raw if raw is not None else encode_event(fb), FEEDBACK, offset)
+        self._dead(
+            "feedback for unknown decision "
+            f"(decision_id {fb.decision_id!r} not seen in this partition)",
+            raw if raw is not None else encode_event(fb),
+            FEEDBACK,
+            offset,
+        )
 
     # ------------------------------------------------------------------ windows
 
@@ -366,8 +398,9 @@ class JoinPartition:
         for i, p in enumerate(closing):
             X[i] = p.x
             if p.n_feedback:
-                r[i] = reward_from_proxies(cfg, retried=p.retried, rating=p.rating,
-                                           conversation_length=p.length)
+                r[i] = reward_from_proxies(
+                    cfg, retried=p.retried, rating=p.rating, conversation_length=p.length
+                )
             else:
                 r[i] = cfg.default_reward
             cd = ClosedDecision(p.event, float(r[i]), p.n_feedback > 0, p.n_feedback, p.late > 0)
@@ -376,11 +409,18 @@ class JoinPartition:
         self.delta = self.model.accumulate(self.delta, arms, X, r)
         self.counters.closed += n
         self.counters.defaulted += sum(1 for p in closing if not p.n_feedback)
-        excess = len(self.closed) - self.closed_capacity
-        if excess > 0:
-            it = iter(self.closed)
-            for k in [next(it) for _ in range(excess)]:
-                del self.closed[k]
+        # closed in event-time order, so the oldest are first; evict by horizon and capacity
+        closed = self.closed
+        horizon = watermark - self.closed_horizon_ms
+        excess = len(closed) - self.closed_capacity
+        stale = []
+        for k, cd in closed.items():
+            if excess <= 0 and cd.decision.ts_ms >= horizon:
+                break
+            stale.append(k)
+            excess -= 1
+        for k in stale:
+            del closed[k]
 
     # ------------------------------------------------------------------ snapshot
 
@@ -398,15 +438,28 @@ class JoinPartition:
             "offsets": dict(self.offsets),
             "wm_decisions": self.wm_decisions,
             "wm_feedback": self.wm_feedback,
-            "pending": [(*_flat_decision(p.event), p.retried, p.rating, p.length, p.n_feedback,
-                         p.rating_ts, p.late) for p in pend],
-            "pending_x": (np.stack([p.x for p in pend]) if pend
-                          else np.zeros((0, self.dim), dtype=np.float64)),
+            "pending": [
+                (
+                    *_flat_decision(p.event),
+                    p.retried,
+                    p.rating,
+                    p.length,
+                    p.n_feedback,
+                    p.rating_ts,
+                    p.late,
+                )
+                for p in pend
+            ],
+            "pending_x": (
+                np.stack([p.x for p in pend]) if pend else np.zeros((0, self.dim), dtype=np.float64)
+            ),
             "heap": list(self._heap),
             "seq": self._seq,
             "held": [(ts, off, _flat_feedback(fb)) for ts, off, fb in self.held],
-            "closed": [(*_flat_decision(c.decision), c.reward, c.joined, c.n_feedback, c.late)
-                       for c in self.closed.values()],
+            "closed": [
+                (*_flat_decision(c.decision), c.reward, c.joined, c.n_feedback, c.late)
+                for c in self.closed.values()
+            ],
             "counters": self.counters.as_dict(),
         }
 
@@ -436,15 +489,36 @@ class JoinPartition:
         self.outbox = Outbox()
 
 
-_DECISION_FIELDS: Final = ("event_id", "decision_id", "ts_ms", "unit_id", "conversation_id",
-                            "experiment_id", "variant", "arm_id", "propensity", "policy_version",
-                            "eligible")
+_DECISION_FIELDS: Final = (
+    "event_id",
+    "decision_id",
+    "ts_ms",
+    "unit_id",
+    "conversation_id",
+    "experiment_id",
+    "variant",
+    "arm_id",
+    "propensity",
+    "policy_version",
+    "eligible",
+)
 _N_DECISION_FIELDS: Final = len(_DECISION_FIELDS)
 
 
 def _flat_decision(ev: DecisionEvent) -> tuple[Any, ...]:
-    return (ev.event_id, ev.decision_id, ev.ts_ms, ev.unit_id, ev.conversation_id,
-            ev.experiment_id, ev.variant, ev.arm_id, ev.propensity, ev.policy_version, ev.eligible)
+    return (
+        ev.event_id,
+        ev.decision_id,
+        ev.ts_ms,
+        ev.unit_id,
+        ev.conversation_id,
+        ev.experiment_id,
+        ev.variant,
+        ev.arm_id,
+        ev.propensity,
+        ev.policy_version,
+        ev.eligible,
+    )
 
 
 def _decision_from(row: Sequence[Any], context: tuple[float, ...]) -> DecisionEvent:
@@ -452,8 +526,17 @@ def _decision_from(row: Sequence[Any], context: tuple[float, ...]) -> DecisionEv
 
 
 def _flat_feedback(fb: FeedbackEvent) -> tuple[Any, ...]:
-    return (fb.event_id, fb.decision_id, fb.ts_ms, fb.unit_id, fb.conversation_id, fb.retried,
-            fb.rating, fb.conversation_length, fb.schema_version)
+    return (
+        fb.event_id,
+        fb.decision_id,
+        fb.ts_ms,
+        fb.unit_id,
+        fb.conversation_id,
+        fb.retried,
+        fb.rating,
+        fb.conversation_length,
+        fb.schema_version,
+    )
 
 
 class EngagementPartition:
@@ -477,15 +560,20 @@ class EngagementPartition:
             except EventDecodeError as exc:
                 self.counters.dead_lettered += 1
                 self.outbox.dead_letters.append(
-                    DeadLetter(str(exc), raw or b"", ENGAGEMENT, self.partition, offset))
+                    DeadLetter(str(exc), raw or b"", ENGAGEMENT, self.partition, offset)
+                )
         self.offsets[ENGAGEMENT] = nxt
 
     def advance(self) -> None:
         return None
 
     def to_state(self) -> dict[str, Any]:
-        return {"kind": "engagement", "partition": self.partition, "offsets": dict(self.offsets),
-                "counters": self.counters.as_dict()}
+        return {
+            "kind": "engagement",
+            "partition": self.partition,
+            "offsets": dict(self.offsets),
+            "counters": self.counters.as_dict(),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "engagement" or state.get("partition") != self.partition:

@@ -44,10 +44,15 @@ log = logging.getLogger("switchboard.learner")
 Unit = JoinPartition | EngagementPartition
 
 
-def dead_letter_headers(reason: str, source_topic: str, partition: int,
-                        offset: int) -> list[tuple[str, bytes]]:
-    return [("reason", reason.encode()[:4000]), ("source_topic", source_topic.encode()),
-            ("source_partition", str(partition).encode()), ("source_offset", str(offset).encode())]
+def dead_letter_headers(
+    reason: str, source_topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    return [
+        ("reason", reason.encode()[:4000]),
+        ("source_topic", source_topic.encode()),
+        ("source_partition", str(partition).encode()),
+        ("source_offset", str(offset).encode()),
+    ]
 
 
 @dataclass
@@ -85,8 +90,11 @@ class KafkaLearner:
         self.publish = publish
         self.metrics = metrics or LearnerMetrics(None)
         self.state_dir = StateDir(config.learner.state_dir)
-        self.roles = {k.decisions_topic: DECISIONS, k.feedback_topic: FEEDBACK,
-                      k.engagement_topic: ENGAGEMENT}
+        self.roles = {
+            k.decisions_topic: DECISIONS,
+            k.feedback_topic: FEEDBACK,
+            k.engagement_topic: ENGAGEMENT,
+        }
         self.topic_of = {v: t for t, v in self.roles.items()}
         self.units: dict[tuple[str, int], Unit] = {}
         self.pending_out = Outbox()
@@ -113,13 +121,19 @@ class KafkaLearner:
         while not self.stop_event.is_set():
             try:
                 self._consumer = KafkaConsumer(
-                    bootstrap_servers=self.bootstrap, group_id=k.group_id, client_id=self.client_id,
-                    enable_auto_commit=False, auto_offset_reset="earliest",
-                    session_timeout_ms=session, heartbeat_interval_ms=max(100, session // 4),
+                    bootstrap_servers=self.bootstrap,
+                    group_id=k.group_id,
+                    client_id=self.client_id,
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    session_timeout_ms=session,
+                    heartbeat_interval_ms=max(100, session // 4),
                     max_poll_records=max(self.config.learner.batch_size, 1),
                     max_poll_interval_ms=300_000,
-                    fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=16 * 1024 * 1024,
-                    fetch_min_bytes=1, fetch_max_wait_ms=100,
+                    fetch_max_bytes=64 * 1024 * 1024,
+                    max_partition_fetch_bytes=16 * 1024 * 1024,
+                    fetch_min_bytes=1,
+                    fetch_max_wait_ms=100,
                     # kafka-python's CRC32C is pure Python (~1/3 of the consume time); TCP
                     # and the broker already checksum, and every payload is validated.
                     check_crcs=False,
@@ -127,8 +141,12 @@ class KafkaLearner:
                     # so a decisions partition and its feedback partition stay together.
                     partition_assignment_strategy=[RangePartitionAssignor],
                 )
-                self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
-                                               linger_ms=5, client_id=self.client_id + "-dlq")
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.bootstrap,
+                    acks="all",
+                    linger_ms=5,
+                    client_id=self.client_id + "-dlq",
+                )
                 break
             except Exception as exc:  # broker not reachable yet: keep trying
                 log.warning("kafka not reachable (%s); retrying", exc)
@@ -168,8 +186,7 @@ class KafkaLearner:
         log.info("assigned %s", sorted({self._unit_key(tp.topic, tp.partition) for tp in tps}))
 
     def _load_unit(self, kind: str, partition: int) -> Unit:
-        unit: Unit = (self.make_join(partition) if kind == "join"
-                      else EngagementPartition(partition))
+        unit: Unit = self.make_join(partition) if kind == "join" else EngagementPartition(partition)
         state = self.state_dir.load(kind, partition)
         if state is not None:
             unit.load_state(state)
@@ -200,8 +217,11 @@ class KafkaLearner:
                     self._apply(batch)
                     self.metrics.batch_latency.observe(time.perf_counter() - t0)
                     self.idle_since = time.monotonic()
-                elif (max_idle_s is not None and self.units
-                      and time.monotonic() - self.idle_since > max_idle_s):
+                elif (
+                    max_idle_s is not None
+                    and self.units
+                    and time.monotonic() - self.idle_since > max_idle_s
+                ):
                     break
                 now = time.monotonic()
                 if now - self._last_commit >= lc.commit_interval_s:
@@ -233,8 +253,9 @@ class KafkaLearner:
 
     # ------------------------------------------------------------------ checkpoint
 
-    def checkpoint(self, *, force: bool = False, only: set[tuple[str, int]] | None = None,
-                   commit: bool = True) -> bool:
+    def checkpoint(
+        self, *, force: bool = False, only: set[tuple[str, int]] | None = None, commit: bool = True
+    ) -> bool:
         """Sink → dead letters → snapshots → commit. Returns False when it must be retried."""
         now = time.monotonic()
         if not force and now < self._sink_backoff.until:
@@ -250,8 +271,11 @@ class KafkaLearner:
                 self._send_dead_letters(out)
             except Exception as exc:
                 self._sink_backoff.failed(now)
-                log.warning("store/dead-letter write failed (%s); pausing consumption, retry in %.1fs",
-                            exc, self._sink_backoff.delay)
+                log.warning(
+                    "store/dead-letter write failed (%s); pausing consumption, retry in %.1fs",
+                    exc,
+                    self._sink_backoff.delay,
+                )
                 self._pause(True)
                 return False
             self.pending_out = Outbox()
@@ -272,8 +296,13 @@ class KafkaLearner:
             return
         topic = self.config.kafka.dead_letter_topic
         for dl in out.dead_letters:
-            self._producer.send(topic, value=dl.raw, headers=dead_letter_headers(
-                dl.reason, self.topic_of[dl.source], dl.partition, dl.offset))
+            self._producer.send(
+                topic,
+                value=dl.raw,
+                headers=dead_letter_headers(
+                    dl.reason, self.topic_of[dl.source], dl.partition, dl.offset
+                ),
+            )
         self._producer.flush(timeout=30)
         self.metrics.dead_lettered.inc(len(out.dead_letters))
 
@@ -285,7 +314,9 @@ class KafkaLearner:
         for key in keys:
             unit = self.units[key]
             for role, off in unit.offsets.items():
-                offsets[TopicPartition(self.topic_of[role], key[1])] = OffsetAndMetadata(off, "", -1)
+                offsets[TopicPartition(self.topic_of[role], key[1])] = OffsetAndMetadata(
+                    off, "", -1
+                )
         if not offsets:
             return
         try:
@@ -318,9 +349,12 @@ class KafkaLearner:
         for unit in self.units.values():
             for k, v in unit.counters.as_dict().items():
                 totals[k] = totals.get(k, 0) + v
-        log.info("partitions=%d %s snapshot_age_s=%.1f", len(self.units),
-                 " ".join(f"{k}={v}" for k, v in sorted(totals.items())),
-                 time.time() - self._last_snapshot_wall)
+        log.info(
+            "partitions=%d %s snapshot_age_s=%.1f",
+            len(self.units),
+            " ".join(f"{k}={v}" for k, v in sorted(totals.items())),
+            time.time() - self._last_snapshot_wall,
+        )
 
     def shutdown(self) -> None:
         """Flush, snapshot, commit, publish, close (SIGTERM path)."""
@@ -331,7 +365,7 @@ class KafkaLearner:
             if self.checkpoint(force=True):
                 break
             log.warning("final checkpoint failed (attempt %d)", attempt + 1)
-            time.sleep(min(2.0, 0.2 * 2 ** attempt))
+            time.sleep(min(2.0, 0.2 * 2**attempt))
         self._publish()
         try:
             consumer.close(autocommit=False)  # revokes: one more (cheap) checkpoint

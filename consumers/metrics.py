@@ -29,19 +29,35 @@ class LearnerMetrics:
             )
 
             reg = CollectorRegistry()
-            self.consumed: Any = Counter("switchboard_learner_consumed_total", "messages consumed",
-                                         registry=reg)
-            self.joined: Any = Counter("switchboard_learner_joined_total",
-                                       "feedback joined to a pending decision", registry=reg)
-            self.late: Any = Counter("switchboard_learner_late_total", "late feedback", registry=reg)
-            self.closed: Any = Counter("switchboard_learner_closed_total",
-                                       "decisions whose window closed (applied)", registry=reg)
-            self.dead_lettered: Any = Counter("switchboard_learner_dead_lettered_total",
-                                              "messages sent to the dead-letter topic", registry=reg)
-            self.batch_latency: Any = Histogram("switchboard_learner_batch_seconds",
-                                                "time to apply one polled batch", registry=reg)
-            self.snapshot_time: Any = Gauge("switchboard_learner_last_snapshot_timestamp_seconds",
-                                            "unix time of the last state snapshot", registry=reg)
+            self.consumed: Any = Counter(
+                "switchboard_learner_consumed_total", "messages consumed", registry=reg
+            )
+            self.joined: Any = Counter(
+                "switchboard_learner_joined_total",
+                "feedback joined to a pending decision",
+                registry=reg,
+            )
+            self.late: Any = Counter(
+                "switchboard_learner_late_total", "late feedback", registry=reg
+            )
+            self.closed: Any = Counter(
+                "switchboard_learner_closed_total",
+                "decisions whose window closed (applied)",
+                registry=reg,
+            )
+            self.dead_lettered: Any = Counter(
+                "switchboard_learner_dead_lettered_total",
+                "messages sent to the dead-letter topic",
+                registry=reg,
+            )
+            self.batch_latency: Any = Histogram(
+                "switchboard_learner_batch_seconds", "time to apply one polled batch", registry=reg
+            )
+            self.snapshot_time: Any = Gauge(
+                "switchboard_learner_last_snapshot_timestamp_seconds",
+                "unix time of the last state snapshot",
+                registry=reg,
+            )
             start_http_server(port, registry=reg)
         else:
             noop = _Noop()

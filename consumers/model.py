@@ -59,8 +59,12 @@ def load_or_create_prior(config: Config, arms: ArmRegistry | None) -> tuple[Any,
         policy, arms, _ = load_policy_snapshot(published)
     else:
         if arms is None:
-            raise ConfigError("arms", None, "must be given (--arms FILE) when no model snapshot "
-                              f"exists in {config.serve.snapshot_dir}")
+            raise ConfigError(
+                "arms",
+                None,
+                "must be given (--arms FILE) when no model snapshot "
+                f"exists in {config.serve.snapshot_dir}",
+            )
         policy = make_policy(config.policy, arms)
     save_policy_snapshot(prior, policy, arms, extra={"role": "learner-prior"})
     return policy, arms

@@ -53,9 +53,17 @@ class StoreSink:
         s = self.store
         if outbox.decisions:
             s.insert_decisions(outbox.decisions)
-            s.insert_exposures([ExposureRow(unit_id=d.unit_id, experiment_id=d.experiment_id,
-                                            variant=d.variant, ts_ms=d.ts_ms)
-                                for d in outbox.decisions])
+            s.insert_exposures(
+                [
+                    ExposureRow(
+                        unit_id=d.unit_id,
+                        experiment_id=d.experiment_id,
+                        variant=d.variant,
+                        ts_ms=d.ts_ms,
+                    )
+                    for d in outbox.decisions
+                ]
+            )
         feedback = outbox.feedback + [lf.feedback for lf in outbox.late]
         if feedback:
             s.insert_feedback(feedback)
@@ -63,14 +71,24 @@ class StoreSink:
         # closed decision's row with the same credited reward, flagged late.
         closed = list(outbox.rewards) + [lf.closed for lf in outbox.late if lf.closed]
         if closed:
-            s.insert_rewards([RewardRow(decision_id=c.decision.decision_id,
-                                        experiment_id=c.decision.experiment_id,
-                                        variant=c.decision.variant, arm_id=c.decision.arm_id,
-                                        unit_id=c.decision.unit_id, reward=c.reward,
-                                        propensity=c.decision.propensity, joined=c.joined,
-                                        late=c.late, ts_ms=c.decision.ts_ms,
-                                        policy_version=c.decision.policy_version)
-                              for c in closed])
+            s.insert_rewards(
+                [
+                    RewardRow(
+                        decision_id=c.decision.decision_id,
+                        experiment_id=c.decision.experiment_id,
+                        variant=c.decision.variant,
+                        arm_id=c.decision.arm_id,
+                        unit_id=c.decision.unit_id,
+                        reward=c.reward,
+                        propensity=c.decision.propensity,
+                        joined=c.joined,
+                        late=c.late,
+                        ts_ms=c.decision.ts_ms,
+                        policy_version=c.decision.policy_version,
+                    )
+                    for c in closed
+                ]
+            )
         if outbox.engagement:
             s.insert_engagement(outbox.engagement)
 

@@ -27,9 +27,17 @@ class Stream:
         return sum(map(len, self.decisions.values())) + sum(map(len, self.feedback.values()))
 
 
-def make_stream(seed: int, n_decisions: int, *, partitions: int = 4, dim: int = 8,
-                feedback_rate: float = 0.8, window_ms: int = 10_000, late_rate: float = 0.05,
-                step_ms: int = 50) -> Stream:
+def make_stream(
+    seed: int,
+    n_decisions: int,
+    *,
+    partitions: int = 4,
+    dim: int = 8,
+    feedback_rate: float = 0.8,
+    window_ms: int = 10_000,
+    late_rate: float = 0.05,
+    step_ms: int = 50,
+) -> Stream:
     """A synthetic stream: decisions every ``step_ms``; feedback for most of them.
 
     Feedback lags its decision by a random delay inside the window, or beyond it with
@@ -46,21 +54,37 @@ def make_stream(seed: int, n_decisions: int, *, partitions: int = 4, dim: int = 
         ts = t0 + i * step_ms
         ctx = rng.normal(size=dim).round(6)
         arm = ARMS[int(rng.integers(0, len(ARMS)))]
-        d = DecisionEvent(event_id=f"d-{seed}-{i}", decision_id=f"dec-{seed}-{i}", ts_ms=ts,
-                          unit_id=f"u{conv % 997}", conversation_id=f"c{conv}",
-                          experiment_id="exp", variant="bandit", arm_id=arm,
-                          propensity=float(rng.uniform(0.05, 1.0)), policy_version="v0",
-                          context=tuple(float(v) for v in ctx))
+        d = DecisionEvent(
+            event_id=f"d-{seed}-{i}",
+            decision_id=f"dec-{seed}-{i}",
+            ts_ms=ts,
+            unit_id=f"u{conv % 997}",
+            conversation_id=f"c{conv}",
+            experiment_id="exp",
+            variant="bandit",
+            arm_id=arm,
+            propensity=float(rng.uniform(0.05, 1.0)),
+            policy_version="v0",
+            context=tuple(float(v) for v in ctx),
+        )
         decisions[p].append((ts, encode_event(d)))
         if rng.random() < feedback_rate:
             late = rng.random() < late_rate
-            delay = int(rng.integers(window_ms + 1, 3 * window_ms)) if late else int(
-                rng.integers(0, window_ms))
-            f = FeedbackEvent(event_id=f"f-{seed}-{i}", decision_id=d.decision_id, ts_ms=ts + delay,
-                              unit_id=d.unit_id, conversation_id=d.conversation_id,
-                              retried=bool(rng.random() < 0.3),
-                              rating=int(rng.integers(1, 6)) if rng.random() < 0.4 else None,
-                              conversation_length=int(rng.integers(0, 40)))
+            delay = (
+                int(rng.integers(window_ms + 1, 3 * window_ms))
+                if late
+                else int(rng.integers(0, window_ms))
+            )
+            f = FeedbackEvent(
+                event_id=f"f-{seed}-{i}",
+                decision_id=d.decision_id,
+                ts_ms=ts + delay,
+                unit_id=d.unit_id,
+                conversation_id=d.conversation_id,
+                retried=bool(rng.random() < 0.3),
+                rating=int(rng.integers(1, 6)) if rng.random() < 0.4 else None,
+                conversation_length=int(rng.integers(0, 40)),
+            )
             feedback[p].append((ts + delay, encode_event(f)))
     return Stream(
         {p: [raw for _, raw in v] for p, v in decisions.items()},
@@ -68,16 +92,26 @@ def make_stream(seed: int, n_decisions: int, *, partitions: int = 4, dim: int = 
     )
 
 
-def produce(bootstrap_servers: str, stream: Stream, decisions_topic: str, feedback_topic: str,
-            extra: Sequence[tuple[str, int, bytes]] = ()) -> None:
+def produce(
+    bootstrap_servers: str,
+    stream: Stream,
+    decisions_topic: str,
+    feedback_topic: str,
+    extra: Sequence[tuple[str, int, bytes]] = (),
+) -> None:
     """Write ``stream`` to the broker, partition by partition (explicit partitions).
 
     ``extra`` holds additional ``(topic, partition, value)`` messages written after it.
     """
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=20,
-                             batch_size=1 << 20, max_request_size=8 << 20, acks="all")
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        linger_ms=20,
+        batch_size=1 << 20,
+        max_request_size=8 << 20,
+        acks="all",
+    )
     try:
         for p in sorted(stream.decisions):
             for raw in stream.decisions[p]:
@@ -91,7 +125,9 @@ def produce(bootstrap_servers: str, stream: Stream, decisions_topic: str, feedba
         producer.close()
 
 
-def reference(stream: Stream, make_join: Callable[[int], JoinPartition]) -> dict[int, JoinPartition]:
+def reference(
+    stream: Stream, make_join: Callable[[int], JoinPartition]
+) -> dict[int, JoinPartition]:
     """The uninterrupted in-memory result: each partition's decisions, then its feedback."""
     out = {}
     for p in sorted(stream.decisions):

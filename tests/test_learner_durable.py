@@ -43,12 +43,17 @@ def test_learner_survives_durable_broker_restart(tmp_path, topic_prefix):  # typ
         broker.start(timeout_s=60)
         create_topics(broker.bootstrap_servers, topics(topic_prefix), partitions=2)
         full = make_stream(11, 4_000, partitions=2, dim=8, window_ms=int(WINDOW_S * 1000))
-        first = Stream({p: v[: len(v) // 2] for p, v in full.decisions.items()},
-                       {p: v[: len(v) // 2] for p, v in full.feedback.items()})
-        rest = Stream({p: v[len(v) // 2:] for p, v in full.decisions.items()},
-                      {p: v[len(v) // 2:] for p, v in full.feedback.items()})
-        produce(broker.bootstrap_servers, first, f"{topic_prefix}.decisions",
-                f"{topic_prefix}.feedback")
+        first = Stream(
+            {p: v[: len(v) // 2] for p, v in full.decisions.items()},
+            {p: v[: len(v) // 2] for p, v in full.feedback.items()},
+        )
+        rest = Stream(
+            {p: v[len(v) // 2 :] for p, v in full.decisions.items()},
+            {p: v[len(v) // 2 :] for p, v in full.feedback.items()},
+        )
+        produce(
+            broker.bootstrap_servers, first, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback"
+        )
         cfg_path = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8)
         config = load_config(cfg_path, env={})
         state = StateDir(config.learner.state_dir)
@@ -60,18 +65,21 @@ def test_learner_survives_durable_broker_restart(tmp_path, topic_prefix):  # typ
         # the broker goes away under the running learner, then comes back on the same port
         broker.stop()
         time.sleep(1.0)
-        broker = EmbeddedBroker(broker.port, storage="s3://tansu/", env=env,
-                                log_path=tmp_path / "tansu2.log").start(timeout_s=60)
+        broker = EmbeddedBroker(
+            broker.port, storage="s3://tansu/", env=env, log_path=tmp_path / "tansu2.log"
+        ).start(timeout_s=60)
         # the second half of the streams, produced after the restart, continues the topics
-        produce(broker.bootstrap_servers, rest, f"{topic_prefix}.decisions",
-                f"{topic_prefix}.feedback")
+        produce(
+            broker.bootstrap_servers, rest, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback"
+        )
         wait_for(lambda: offsets_reached(state, full), 120, "everything consumed after restart")
         learner.stop_event.set()
         thread.join(60)
         assert not thread.is_alive()
         ref = reference(full, make_join_for(config))
-        assert_same_statistics(merged(state.load_all("join")),
-                               merged({p: r.to_state() for p, r in ref.items()}))
+        assert_same_statistics(
+            merged(state.load_all("join")), merged({p: r.to_state() for p, r in ref.items()})
+        )
     finally:
         broker.stop()
         s3.__exit__(None, None, None)

@@ -33,26 +33,49 @@ class RidgeModel:
 
     def accumulate(self, stats, arm_ids, contexts, rewards):  # type: ignore[no-untyped-def]
         out = stats.copy()
-        out.update_batch(list(arm_ids), np.asarray(contexts, dtype=np.float64),
-                         np.asarray(rewards, dtype=np.float64))
+        out.update_batch(
+            list(arm_ids),
+            np.asarray(contexts, dtype=np.float64),
+            np.asarray(rewards, dtype=np.float64),
+        )
         return out
 
 
 def part(dim: int = DIM, window_s: float = WINDOW_S, **kw) -> JoinPartition:  # type: ignore[no-untyped-def]
-    return JoinPartition(0, RidgeModel(dim), arm_ids=ARMS, dim=dim, window_s=window_s,
-                         reward=RewardConfig(), **kw)
+    return JoinPartition(
+        0, RidgeModel(dim), arm_ids=ARMS, dim=dim, window_s=window_s, reward=RewardConfig(), **kw
+    )
 
 
 def dec(i: int, ts: int, arm: str = "gpt35", ctx: tuple[float, ...] | None = None) -> bytes:
-    return encode_event(DecisionEvent(
-        event_id=f"de{i}", decision_id=f"d{i}", ts_ms=ts, unit_id="u", conversation_id=f"c{i}",
-        experiment_id="e", variant="bandit", arm_id=arm, propensity=0.5, policy_version="v",
-        context=ctx or tuple(float(i + k) for k in range(DIM))))
+    return encode_event(
+        DecisionEvent(
+            event_id=f"de{i}",
+            decision_id=f"d{i}",
+            ts_ms=ts,
+            unit_id="u",
+            conversation_id=f"c{i}",
+            experiment_id="e",
+            variant="bandit",
+            arm_id=arm,
+            propensity=0.5,
+            policy_version="v",
+            context=ctx or tuple(float(i + k) for k in range(DIM)),
+        )
+    )
 
 
 def fb(i: int, ts: int, *, eid: str | None = None, **proxies) -> bytes:  # type: ignore[no-untyped-def]
-    return encode_event(FeedbackEvent(event_id=eid or f"fe{i}-{ts}", decision_id=f"d{i}", ts_ms=ts,
-                                      unit_id="u", conversation_id=f"c{i}", **proxies))
+    return encode_event(
+        FeedbackEvent(
+            event_id=eid or f"fe{i}-{ts}",
+            decision_id=f"d{i}",
+            ts_ms=ts,
+            unit_id="u",
+            conversation_id=f"c{i}",
+            **proxies,
+        )
+    )
 
 
 def feed(p: JoinPartition, source: str, raws: list[bytes]) -> None:
@@ -78,12 +101,20 @@ def test_join_partition_feedback_in_window_sets_reward() -> None:
 
 
 def test_join_partition_no_feedback_gets_default_reward() -> None:
-    p = JoinPartition(0, RidgeModel(DIM), arm_ids=ARMS, dim=DIM, window_s=WINDOW_S,
-                      reward=RewardConfig(default_reward=0.25))
+    p = JoinPartition(
+        0,
+        RidgeModel(DIM),
+        arm_ids=ARMS,
+        dim=DIM,
+        window_s=WINDOW_S,
+        reward=RewardConfig(default_reward=0.25),
+    )
     feed(p, DECISIONS, [dec(1, T0), dec(2, T0 + 30_000)])
     feed(p, FEEDBACK, [fb(2, T0 + 30_001, retried=False)])
     out = p.outbox.drain()
-    assert [(c.decision.decision_id, c.reward, c.joined) for c in out.rewards] == [("d1", 0.25, False)]
+    assert [(c.decision.decision_id, c.reward, c.joined) for c in out.rewards] == [
+        ("d1", 0.25, False)
+    ]
 
 
 def test_join_partition_late_feedback_is_stored_not_applied() -> None:
@@ -154,16 +185,27 @@ def test_join_partition_redelivered_offsets_are_skipped() -> None:
 
 def test_engagement_partition_dead_letters_bad_rows() -> None:
     e = EngagementPartition(2)
-    good = b'{"schema_version":1,"event_id":"e1","ts_ms":1,"unit_id":"u","screen_time_s":3.5,"messages":2}'
+    good = (
+        b'{"schema_version":1,"event_id":"e1","ts_ms":1,"unit_id":"u",'
+        b'"screen_time_s":3.5,"messages":2}'
+    )
     e.ingest("engagement", [(0, good), (1, good.replace(b"3.5", b"-1"))])
     assert len(e.outbox.engagement) == 1 and len(e.outbox.dead_letters) == 1
     assert e.offsets["engagement"] == 2
 
 
-def _run(stream_d: list[bytes], stream_f: list[bytes], cuts_d: list[int], cuts_f: list[int],
-         order: list[bool], restore_at: int | None = None) -> JoinPartition:
+def _run(
+    stream_d: list[bytes],
+    stream_f: list[bytes],
+    cuts_d: list[int],
+    cuts_f: list[int],
+    order: list[bool],
+    restore_at: int | None = None,
+) -> JoinPartition:
     """Feed both streams in chunks, interleaved by ``order``; optionally snapshot+restore."""
-    p = JoinPartition(0, RidgeModel(8), arm_ids=ARMS, dim=8, window_s=WINDOW_S, reward=RewardConfig())
+    p = JoinPartition(
+        0, RidgeModel(8), arm_ids=ARMS, dim=8, window_s=WINDOW_S, reward=RewardConfig()
+    )
     chunks_d = np.split(np.arange(len(stream_d)), sorted(set(cuts_d)))
     chunks_f = np.split(np.arange(len(stream_f)), sorted(set(cuts_f)))
     i = j = step = 0
@@ -178,8 +220,9 @@ def _run(stream_d: list[bytes], stream_f: list[bytes], cuts_d: list[int], cuts_f
         step += 1
         if restore_at is not None and step == restore_at:
             state = p.to_state()
-            p = JoinPartition(0, RidgeModel(8), arm_ids=ARMS, dim=8, window_s=WINDOW_S,
-                              reward=RewardConfig())
+            p = JoinPartition(
+                0, RidgeModel(8), arm_ids=ARMS, dim=8, window_s=WINDOW_S, reward=RewardConfig()
+            )
             p.load_state(state)
     return p
 
