@@ -37,8 +37,9 @@ SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
 WINDOW_S = 10.0
 
 
-def write_config(tmp: Path, bootstrap: str, prefix: str, *, dim: int, store: bool = True,
-                 group: str = "learners") -> Path:
+def write_config(
+    tmp: Path, bootstrap: str, prefix: str, *, dim: int, store: bool = True, group: str = "learners"
+) -> Path:
     cfg = f"""
 [policy]
 dim = {dim}
@@ -55,11 +56,11 @@ attribution_window_s = {WINDOW_S}
 batch_size = 5000
 commit_interval_s = 0.3
 publish_interval_s = 1.0
-state_dir = "{tmp / 'state'}"
+state_dir = "{tmp / "state"}"
 [serve]
-snapshot_dir = "{tmp / 'snapshots'}"
+snapshot_dir = "{tmp / "snapshots"}"
 [store]
-dsn = "chdb://{tmp / 'chdb'}"
+dsn = "chdb://{tmp / "chdb"}"
 """
     path = tmp / "switchboard.toml"
     path.write_text(cfg)
@@ -76,27 +77,51 @@ def make_join_for(config: Config) -> Any:
     policy = make_policy(config.policy, arms)
 
     def make(p: int) -> JoinPartition:
-        return JoinPartition(p, policy, arm_ids=ARMS, dim=config.policy.dim,
-                             window_s=config.learner.attribution_window_s, reward=config.reward)
+        return JoinPartition(
+            p,
+            policy,
+            arm_ids=ARMS,
+            dim=config.policy.dim,
+            window_s=config.learner.attribution_window_s,
+            reward=config.reward,
+        )
 
     return make
 
 
-def start_learner(cfg_path: Path, tmp: Path, *extra: str, name: str = "learner") -> subprocess.Popen[bytes]:
-    log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([SWITCHBOARD, "--config", str(cfg_path), "learn", "--arms",
-                             str(tmp / "arms.json"), "--log-level", "warning", *extra],
-                            stdout=log, stderr=subprocess.STDOUT)
+def start_learner(
+    cfg_path: Path, tmp: Path, *extra: str, name: str = "learner"
+) -> subprocess.Popen[bytes]:
+    log = open(tmp / f"{name}.log", "ab")
+    return subprocess.Popen(
+        [
+            SWITCHBOARD,
+            "--config",
+            str(cfg_path),
+            "learn",
+            "--arms",
+            str(tmp / "arms.json"),
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def offsets_reached(state: StateDir, stream: Stream) -> bool:
     parts = state.load_all("join")
     return len(parts) == len(stream.decisions) and all(
         parts[p]["offsets"]["decisions"] >= len(stream.decisions[p])
-        and parts[p]["offsets"]["feedback"] >= len(stream.feedback[p]) for p in stream.decisions)
+        and parts[p]["offsets"]["feedback"] >= len(stream.feedback[p])
+        for p in stream.decisions
+    )
 
 
-def wait_for(cond: Any, timeout_s: float, what: str, procs: list[subprocess.Popen[bytes]] = ()) -> None:  # type: ignore[assignment]
+def wait_for(
+    cond: Any, timeout_s: float, what: str, procs: list[subprocess.Popen[bytes]] = ()
+) -> None:  # type: ignore[assignment]
     deadline = time.monotonic() + timeout_s
     while not cond():
         for p in procs:
@@ -128,19 +153,33 @@ def assert_same_statistics(got: Any, want: Any) -> None:
         assert diff <= 1e-9, f"{key} differs by {diff}"
 
 
-def test_learner_process_kill9_replays_to_exact_statistics(broker, make_topics, topic_prefix, tmp_path):  # type: ignore[no-untyped-def]
+def test_learner_process_kill9_replays_to_exact_statistics(
+    broker, make_topics, topic_prefix, tmp_path
+):  # type: ignore[no-untyped-def]
     make_topics(*topics(topic_prefix), partitions=4)
-    stream = make_stream(20240601, 27_000, partitions=4, dim=16, feedback_rate=0.9,
-                         window_ms=int(WINDOW_S * 1000), step_ms=20)
+    stream = make_stream(
+        20240601,
+        27_000,
+        partitions=4,
+        dim=16,
+        feedback_rate=0.9,
+        window_ms=int(WINDOW_S * 1000),
+        step_ms=20,
+    )
     assert stream.n_events >= 50_000
-    produce(broker.bootstrap_servers, stream, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback")
+    produce(
+        broker.bootstrap_servers, stream, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback"
+    )
     cfg_path = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=16)
     config = load_config(cfg_path, env={})
     state = StateDir(config.learner.state_dir)
     rng = np.random.default_rng(np.random.SeedSequence(31337))
+
     def progress() -> int:
-        return sum(s["offsets"]["decisions"] + s["offsets"]["feedback"]
-                   for s in state.load_all("join").values())
+        return sum(
+            s["offsets"]["decisions"] + s["offsets"]["feedback"]
+            for s in state.load_all("join").values()
+        )
 
     killed_at = []
     for k in range(3):
@@ -148,8 +187,12 @@ def test_learner_process_kill9_replays_to_exact_statistics(broker, make_topics, 
         proc = start_learner(cfg_path, tmp_path, name=f"run{k}")
         try:
             # kill -9 at a seeded random moment once this run has snapshotted progress
-            wait_for(lambda: progress() > before or offsets_reached(state, stream), 60,  # noqa: B023
-                     "progress", [proc])
+            wait_for(
+                lambda: progress() > before or offsets_reached(state, stream),  # noqa: B023
+                60,
+                "progress",
+                [proc],
+            )
             time.sleep(float(rng.uniform(0.0, 0.4)))
         finally:
             proc.kill()
@@ -178,8 +221,9 @@ def test_learner_process_kill9_replays_to_exact_statistics(broker, make_topics, 
     try:
         n_dec = sum(map(len, stream.decisions.values()))
         assert store.count("decisions") == n_dec
-        assert store.count("feedback") == sum(s["counters"]["joined"] + s["counters"]["late"]
-                                              for s in states.values())
+        assert store.count("feedback") == sum(
+            s["counters"]["joined"] + s["counters"]["late"] for s in states.values()
+        )
         assert store.count("rewards") == sum(r.counters.closed for r in ref.values())
     finally:
         store.close()
@@ -188,7 +232,9 @@ def test_learner_process_kill9_replays_to_exact_statistics(broker, make_topics, 
 def test_learner_two_consumers_in_group_match_one(broker, make_topics, topic_prefix, tmp_path):  # type: ignore[no-untyped-def]
     make_topics(*topics(topic_prefix), partitions=4)
     stream = make_stream(77, 8_000, partitions=4, dim=8, window_ms=int(WINDOW_S * 1000), step_ms=20)
-    produce(broker.bootstrap_servers, stream, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback")
+    produce(
+        broker.bootstrap_servers, stream, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback"
+    )
     cfg_path = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8, store=False)
     config = load_config(cfg_path, env={})
     state = StateDir(config.learner.state_dir)
@@ -203,14 +249,26 @@ def test_learner_two_consumers_in_group_match_one(broker, make_topics, topic_pre
     states = state.load_all("join")
     assert_same_statistics(merged(states), merged({p: r.to_state() for p, r in ref.items()}))
     assert sum(s["counters"]["closed"] for s in states.values()) == sum(
-        r.counters.closed for r in ref.values())
+        r.counters.closed for r in ref.values()
+    )
 
 
 def _decision(i: int, **over: Any) -> dict[str, Any]:
-    d = encode_event(DecisionEvent(
-        event_id=f"bad-{i}", decision_id=f"bad-dec-{i}", ts_ms=1_700_000_000_000, unit_id="u",
-        conversation_id="c", experiment_id="e", variant="bandit", arm_id="gpt35", propensity=0.5,
-        policy_version="v", context=tuple([0.1] * 8)))
+    d = encode_event(
+        DecisionEvent(
+            event_id=f"bad-{i}",
+            decision_id=f"bad-dec-{i}",
+            ts_ms=1_700_000_000_000,
+            unit_id="u",
+            conversation_id="c",
+            experiment_id="e",
+            variant="bandit",
+            arm_id="gpt35",
+            propensity=0.5,
+            policy_version="v",
+            context=tuple([0.1] * 8),
+        )
+    )
     obj = orjson.loads(d)
     obj.update(over)
     return obj
@@ -218,16 +276,27 @@ def _decision(i: int, **over: Any) -> dict[str, Any]:
 
 def _bad_messages() -> list[tuple[str, str, bytes]]:
     """(kind, topic role, raw) — one per distinct way an event can be malformed."""
+
     def j(o: Any) -> bytes:
         return orjson.dumps(o)
 
     missing = _decision(3)
     del missing["decision_id"]
-    fb_unknown = encode_event(FeedbackEvent(event_id="fb-x", decision_id="never-decided",
-                                            ts_ms=1_700_000_000_000, unit_id="u", conversation_id="c",
-                                            retried=True))
-    eng = orjson.loads(encode_event(EngagementEvent(event_id="en1", ts_ms=1, unit_id="u",
-                                                    screen_time_s=10.0, messages=3)))
+    fb_unknown = encode_event(
+        FeedbackEvent(
+            event_id="fb-x",
+            decision_id="never-decided",
+            ts_ms=1_700_000_000_000,
+            unit_id="u",
+            conversation_id="c",
+            retried=True,
+        )
+    )
+    eng = orjson.loads(
+        encode_event(
+            EngagementEvent(event_id="en1", ts_ms=1, unit_id="u", screen_time_s=10.0, messages=3)
+        )
+    )
     return [
         ("invalid json", "decisions", b"{this is not json"),
         ("empty payload", "decisions", b""),
@@ -235,23 +304,31 @@ def _bad_messages() -> list[tuple[str, str, bytes]]:
         ("missing field", "decisions", j(missing)),
         ("mistyped field", "decisions", j(_decision(4, ts_ms="yesterday"))),
         ("NaN in context", "decisions", j(_decision(5)).replace(b"0.1,", b"NaN,", 1)),
-        ("infinite propensity", "decisions", j(_decision(6)).replace(b'"propensity":0.5',
-                                                                     b'"propensity":1e999')),
+        (
+            "infinite propensity",
+            "decisions",
+            j(_decision(6)).replace(b'"propensity":0.5', b'"propensity":1e999'),
+        ),
         ("propensity out of range", "decisions", j(_decision(7, propensity=0.0))),
         ("unknown arm", "decisions", j(_decision(8, arm_id="no-such-expert"))),
         ("wrong context length", "decisions", j(_decision(9, context=[0.1] * 3))),
         ("oversized payload", "decisions", j(_decision(10, context=[0.1] * 20_000))),
         ("unknown schema version", "decisions", j(_decision(11, schema_version=2))),
         ("invalid utf-8", "decisions", b'{"schema_version":1,"event_id":"\xff\xfe"}'),
-        ("feedback rating out of range", "feedback",
-         j({**orjson.loads(fb_unknown), "event_id": "fb-r", "rating": 9})),
+        (
+            "feedback rating out of range",
+            "feedback",
+            j({**orjson.loads(fb_unknown), "event_id": "fb-r", "rating": 9}),
+        ),
         ("feedback for unknown decision", "feedback", fb_unknown),
         ("engagement negative screen time", "engagement", j({**eng, "screen_time_s": -5})),
         ("engagement boolean messages", "engagement", j({**eng, "messages": True})),
     ]
 
 
-def test_learner_bad_events_go_to_dead_letter_and_good_ones_apply(broker, make_topics, topic_prefix, tmp_path):  # type: ignore[no-untyped-def]
+def test_learner_bad_events_go_to_dead_letter_and_good_ones_apply(
+    broker, make_topics, topic_prefix, tmp_path
+):  # type: ignore[no-untyped-def]
     from kafka import KafkaConsumer, TopicPartition
 
     make_topics(*topics(topic_prefix), partitions=2)
@@ -260,11 +337,29 @@ def test_learner_bad_events_go_to_dead_letter_and_good_ones_apply(broker, make_t
     assert len({kind for kind, _, _ in bad}) >= 12
     # bad messages go to partition 0, interleaved after the good ones of that partition
     extra = [(f"{topic_prefix}.{role}", 0, raw) for _, role, raw in bad]
-    good_eng = [(f"{topic_prefix}.engagement", i % 2, encode_event(EngagementEvent(
-        event_id=f"en-{i}", ts_ms=1_700_000_000_000 + i, unit_id=f"u{i}", screen_time_s=1.5,
-        messages=i))) for i in range(50)]
-    produce(broker.bootstrap_servers, stream, f"{topic_prefix}.decisions",
-            f"{topic_prefix}.feedback", extra=extra + good_eng)
+    good_eng = [
+        (
+            f"{topic_prefix}.engagement",
+            i % 2,
+            encode_event(
+                EngagementEvent(
+                    event_id=f"en-{i}",
+                    ts_ms=1_700_000_000_000 + i,
+                    unit_id=f"u{i}",
+                    screen_time_s=1.5,
+                    messages=i,
+                )
+            ),
+        )
+        for i in range(50)
+    ]
+    produce(
+        broker.bootstrap_servers,
+        stream,
+        f"{topic_prefix}.decisions",
+        f"{topic_prefix}.feedback",
+        extra=extra + good_eng,
+    )
     cfg_path = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8)
     config = load_config(cfg_path, env={})
     sink = MemorySink()
@@ -283,8 +378,11 @@ def test_learner_bad_events_go_to_dead_letter_and_good_ones_apply(broker, make_t
     assert len(sink.written.decisions) == sum(map(len, good.decisions.values()))
 
     # every bad event is on the dead-letter topic with a reason and its original bytes
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap_servers,
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
     tps = [TopicPartition(f"{topic_prefix}.dead-letter", p) for p in range(2)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -308,20 +406,75 @@ def test_learner_bad_events_go_to_dead_letter_and_good_ones_apply(broker, make_t
 def test_learner_sigterm_snapshots_and_exits_cleanly(broker, make_topics, topic_prefix, tmp_path):  # type: ignore[no-untyped-def]
     make_topics(*topics(topic_prefix), partitions=1)
     stream = make_stream(9, 500, partitions=1, dim=8, window_ms=int(WINDOW_S * 1000))
-    produce(broker.bootstrap_servers, stream, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback")
+    produce(
+        broker.bootstrap_servers, stream, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback"
+    )
     cfg_path = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8)
     env = {**os.environ, "SWITCHBOARD_LEARNER__COMMIT_INTERVAL_S": "3600"}
-    log = open(tmp_path / "sigterm.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen([SWITCHBOARD, "--config", str(cfg_path), "learn", "--arms",
-                             str(tmp_path / "arms.json"), "--no-store"], stdout=log,
-                            stderr=subprocess.STDOUT, env=env)
+    log = open(tmp_path / "sigterm.log", "ab")
+    proc = subprocess.Popen(
+        [
+            SWITCHBOARD,
+            "--config",
+            str(cfg_path),
+            "learn",
+            "--arms",
+            str(tmp_path / "arms.json"),
+            "--no-store",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     state = StateDir(load_config(cfg_path, env={}).learner.state_dir)
     try:
         # nothing is snapshotted until shutdown (commit interval of an hour)...
-        wait_for(lambda: "learner: assigned" in (tmp_path / "sigterm.log").read_text(), 60, "assignment",
-                 [proc])
+        wait_for(
+            lambda: "learner: assigned" in (tmp_path / "sigterm.log").read_text(),
+            60,
+            "assignment",
+            [proc],
+        )
         time.sleep(1.0)
     finally:
         assert stop(proc) == 0
     # ...and SIGTERM flushed everything it had applied
     assert offsets_reached(state, stream)
+
+
+class FlakySink(MemorySink):
+    """A store that is down for its first ``failures`` writes."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    def write(self, outbox: Any) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("store unavailable")
+        super().write(outbox)
+
+
+def test_learner_store_outage_pauses_and_loses_nothing(broker, make_topics, topic_prefix, tmp_path):  # type: ignore[no-untyped-def]
+    make_topics(*topics(topic_prefix), partitions=2)
+    stream = make_stream(13, 2_000, partitions=2, dim=8, window_ms=int(WINDOW_S * 1000))
+    produce(
+        broker.bootstrap_servers, stream, f"{topic_prefix}.decisions", f"{topic_prefix}.feedback"
+    )
+    config = load_config(
+        write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8), env={}
+    )
+    sink = FlakySink(failures=3)
+    learner = KafkaLearner(config, make_join_for(config), sink=sink)
+    thread = threading.Thread(target=learner.run, kwargs={"max_idle_s": 4.0}, daemon=True)
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive()
+    assert sink.attempts > 3
+    ref = reference(stream, make_join_for(config))
+    assert len(sink.written.decisions) == sum(map(len, stream.decisions.values()))
+    assert len(sink.written.rewards) == sum(r.counters.closed for r in ref.values())
+    states = StateDir(config.learner.state_dir).load_all("join")
+    assert_same_statistics(merged(states), merged({p: r.to_state() for p, r in ref.items()}))
