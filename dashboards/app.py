@@ -24,17 +24,13 @@ PAGES = [
         default=True,
     ),
     st.Page(str(_HERE / "pages" / "retention.py"), title="Retention", icon=":material/timeline:"),
-    st.Page(
-        str(_HERE / "pages" / "allocation.py"), title="Allocation", icon=":material/call_split:"
-    ),
+    st.Page(str(_HERE / "pages" / "allocation.py"), title="Allocation", icon=":material/call_split:"),
     st.Page(
         str(_HERE / "pages" / "leaderboard.py"),
         title="Expert leaderboard",
         icon=":material/leaderboard:",
     ),
-    st.Page(
-        str(_HERE / "pages" / "offline.py"), title="Offline evaluation", icon=":material/science:"
-    ),
+    st.Page(str(_HERE / "pages" / "offline.py"), title="Offline evaluation", icon=":material/science:"),
 ]
 
 nav = st.navigation(PAGES)

@@ -24,11 +24,7 @@ def lift_forest_chart(df: pd.DataFrame) -> alt.Chart:
         yOffset=alt.YOffset("variant:N"),
         color=alt.Color("variant:N", title="variant"),
     )
-    zero = (
-        alt.Chart(pd.DataFrame({"x": [0.0]}))
-        .mark_rule(strokeDash=[4, 4], color="gray")
-        .encode(x="x:Q")
-    )
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
     layers = [zero]
     if "av_low" in df.columns and df["av_low"].notna().any():
         layers.append(
@@ -70,9 +66,7 @@ def retention_curve_chart(df: pd.DataFrame) -> alt.LayerChart:
         x=alt.X("day:Q", title="days since exposure", scale=alt.Scale(domain=[0, 30])),
         color=alt.Color("variant:N"),
     )
-    band = base.mark_area(opacity=0.2).encode(
-        y=alt.Y("low:Q", axis=alt.Axis(format="%")), y2="high:Q"
-    )
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", axis=alt.Axis(format="%")), y2="high:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("rate:Q", title="retained", axis=alt.Axis(format="%")),
         tooltip=["variant:N", "day:Q", alt.Tooltip("rate:Q", format=_PCT), "n:Q"],
@@ -86,18 +80,12 @@ def lift_over_time_chart(df: pd.DataFrame, metric_label: str) -> alt.LayerChart:
         x=alt.X("date:T", title="as of"),
         color=alt.Color("variant:N"),
     )
-    band = base.mark_area(opacity=0.2).encode(
-        y=alt.Y("ci_low:Q", axis=alt.Axis(format="%")), y2="ci_high:Q"
-    )
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", axis=alt.Axis(format="%")), y2="ci_high:Q")
     line = base.mark_line(point=True).encode(
         y=alt.Y("lift:Q", title=f"lift in {metric_label}", axis=alt.Axis(format="%")),
         tooltip=["variant:N", "date:T", alt.Tooltip("lift:Q", format=_PCT)],
     )
-    zero = (
-        alt.Chart(pd.DataFrame({"y": [0.0]}))
-        .mark_rule(strokeDash=[4, 4], color="gray")
-        .encode(y="y:Q")
-    )
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
     return alt.layer(band, line, zero).properties(height=280, title="Lift over calendar time")
 
 
@@ -108,9 +96,7 @@ def traffic_share_chart(df: pd.DataFrame, by: str, title: str) -> alt.Chart:
         .mark_area()
         .encode(
             x=alt.X("bucket:T", title=None),
-            y=alt.Y(
-                "share:Q", stack="normalize", title="share of decisions", axis=alt.Axis(format="%")
-            ),
+            y=alt.Y("share:Q", stack="normalize", title="share of decisions", axis=alt.Axis(format="%")),
             color=alt.Color(f"{by}:N", title=by.replace("_id", "")),
             tooltip=[
                 "bucket:T",
@@ -133,9 +119,7 @@ def arm_estimates_chart(df: pd.DataFrame) -> alt.LayerChart:
             scale=alt.Scale(domain=[False, True], range=["#1f77b4", "#d62728"]),
         ),
     )
-    rule = base.mark_rule(strokeWidth=3).encode(
-        x=alt.X("low:Q", title="estimated reward"), x2="high:Q"
-    )
+    rule = base.mark_rule(strokeWidth=3).encode(x=alt.X("low:Q", title="estimated reward"), x2="high:Q")
     point = base.mark_point(filled=True, size=70).encode(
         x="estimate:Q",
         tooltip=[

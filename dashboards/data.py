@@ -168,26 +168,6 @@ def unit_metrics(key: tuple[str, str], experiment_id: str, as_of_ms: int | None)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
-def exposed_units(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
-    """Per variant: units exposed, and units whose day 1 / day 30 is complete.
-
-    From ``Store.cohort_moments`` (aggregated in the engine: a few rows, not a row per unit).
-    """
-    store = get_store(*key)
-    d1 = store.cohort_moments(experiment_id, "retained_d1", "pre_engagement", as_of_ms)
-    d30 = store.cohort_moments(experiment_id, "retained_d30", "pre_engagement", as_of_ms)
-    out = d1[["variant", "n_exposed", "n"]].rename(
-        columns={"n_exposed": "units", "n": "day-1 complete"}
-    )
-    out = out.merge(
-        d30[["variant", "n"]].rename(columns={"n": "day-30 complete"}), on="variant", how="left"
-    )
-    return out.fillna(0).astype(
-        {"units": "int64", "day-1 complete": "int64", "day-30 complete": "int64"}
-    )
-
-
-@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def retention_curve(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
     return get_store(*key).retention_curve(experiment_id, as_of_ms, max_day=30)
 
@@ -304,9 +284,7 @@ def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float
     return PolicyView(path, mtime_ms, name, version, table, kinds, dict(meta))
 
 
-def _mean_context(
-    meta: Mapping[str, Any], S: np.ndarray, b: np.ndarray, n: np.ndarray
-) -> np.ndarray:
+def _mean_context(meta: Mapping[str, Any], S: np.ndarray, b: np.ndarray, n: np.ndarray) -> np.ndarray:
     d = S.shape[1]
     mc = meta.get("mean_context") if isinstance(meta, Mapping) else None
     if mc is not None and len(mc) == d:

@@ -84,11 +84,7 @@ def verdict(
     is given; a fixed-horizon interval that excludes zero while the always-valid one does
     not is reported as "promising", never as a win.
     """
-    if (
-        n_control is not None
-        and n_treatment is not None
-        and min(n_control, n_treatment) < min_units
-    ):
+    if n_control is not None and n_treatment is not None and min(n_control, n_treatment) < min_units:
         return "too little data"
     if not all(_finite(v) for v in (ci_low, ci_high)):
         return "too little data"
@@ -202,9 +198,7 @@ def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) 
 # --------------------------------------------------------------------------- health
 
 
-def srm_banner(
-    p_value: float, observed: Mapping[str, int], threshold: float = 0.001
-) -> Banner | None:
+def srm_banner(p_value: float, observed: Mapping[str, int], threshold: float = 0.001) -> Banner | None:
     """A sample-ratio-mismatch banner when the chi-square p-value is below ``threshold``."""
     if not _finite(p_value) or p_value >= threshold:
         return None
@@ -218,9 +212,7 @@ def srm_banner(
     )
 
 
-def staleness_banner(
-    what: str, last_ms: int | None, now_ms: int, max_age_s: float
-) -> Banner | None:
+def staleness_banner(what: str, last_ms: int | None, now_ms: int, max_age_s: float) -> Banner | None:
     """A banner when the newest ``what`` is older than ``max_age_s`` (or there is none)."""
     if last_ms is None:
         return Banner("warning", f"No {what} yet", f"The store holds no {what}.")
@@ -504,9 +496,7 @@ def retention_bands(curve: pd.DataFrame) -> pd.DataFrame:
     ).sort_values(["variant", "day"], ignore_index=True)
 
 
-def matured_mask(
-    exposure_ts: pd.Series, metric: str, as_of_ms: int, day_ms: int = 86_400_000
-) -> pd.Series:
+def matured_mask(exposure_ts: pd.Series, metric: str, as_of_ms: int, day_ms: int = 86_400_000) -> pd.Series:
     """Units whose day N of ``metric`` was complete at ``as_of_ms`` (``*_dN``; ``*_30``)."""
     digits = "".join(ch for ch in metric.rsplit("_", 1)[-1] if ch.isdigit())
     n = int(digits) if digits else 30

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboards import data
+from dashboards import analysis, data
 from dashboards.transforms import Banner
 
 __all__ = ["Context", "context", "empty_state", "show_banners", "sidebar"]
@@ -58,9 +58,7 @@ def sidebar() -> Context:
     settings = data.settings_from_env()
     now_ms = settings.now_ms()
     store, err = data.open_or_none(settings)
-    exps: list[str] = (
-        data.experiments((settings.dsn, settings.database)) if store is not None else []
-    )
+    exps: list[str] = data.experiments((settings.dsn, settings.database)) if store is not None else []
     st.sidebar.title("Switchboard")
     if not exps:
         st.sidebar.caption("No experiment in the store yet.")
@@ -70,10 +68,8 @@ def sidebar() -> Context:
     exp = st.sidebar.selectbox("Experiment", exps, key="f_experiment")
     key = (settings.dsn, settings.database)
     shares = data.traffic_share(key, exp, "day")
-    exposed = data.exposed_units(key, exp, settings.as_of_ms)
-    all_variants = sorted(
-        set(exposed["variant"]) | set(shares.get("variant", pd.Series(dtype=str)))
-    )
+    exposed = analysis.unit_counts(data.unit_metrics(key, exp, settings.as_of_ms))
+    all_variants = sorted(set(exposed["variant"]) | set(shares.get("variant", pd.Series(dtype=str))))
     all_arms = sorted(set(shares.get("arm_id", pd.Series(dtype=str))))
     # first decision day (exposures without decisions: the last 45 days)
     first_ms = (
@@ -96,9 +92,7 @@ def sidebar() -> Context:
     end_ms = None if end >= today else _date_to_ms(end) + _DAY_MS
     if settings.as_of_ms is not None:
         end_ms = min(settings.as_of_ms, end_ms) if end_ms is not None else settings.as_of_ms
-    variants = st.sidebar.multiselect(
-        "Variant", all_variants, default=all_variants, key="f_variants"
-    )
+    variants = st.sidebar.multiselect("Variant", all_variants, default=all_variants, key="f_variants")
     arms = st.sidebar.multiselect("Arm", all_arms, default=[], key="f_arms", placeholder="all arms")
     ctx = Context(
         settings,

@@ -33,9 +33,7 @@ ARMS = ("gpt35", "roleplay-7b", "creative-13b", "informative-7b", "fresh-expert"
 DIM = 8
 
 
-def fill_store(
-    dsn: str, database: str, snapshot_dir: Path, results_dir: Path, n_users: int = 1500
-) -> dict:
+def fill_store(dsn: str, database: str, snapshot_dir: Path, results_dir: Path, n_users: int = 1500) -> dict:
     """A store with one experiment (exposures, engagement, decisions, feedback), a
     LinUCB snapshot (``fresh-expert`` never served: cold start) and one offline run."""
     store = open_store(dsn, database)
@@ -102,9 +100,7 @@ def _fill(store: Any, snapshot_dir: Path, results_dir: Path, n_users: int) -> di
     # an offline run
     run = results_dir / "simulate-001"
     run.mkdir(parents=True, exist_ok=True)
-    (run / "summary.json").write_text(
-        json.dumps({"command": "simulate", "policy": "linucb", "regret": 12.5})
-    )
+    (run / "summary.json").write_text(json.dumps({"command": "simulate", "policy": "linucb", "regret": 12.5}))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,9 +216,7 @@ def test_overview_health_banners_report_healthy_store(
     at.run()
     assert not at.exception
     texts = [s.value for s in at.success] + [e.value for e in at.error]
-    assert any("Healthy" in t for t in texts) or any(
-        "Guardrail" in t or "Sample-ratio" in t for t in texts
-    )
+    assert any("Healthy" in t for t in texts) or any("Guardrail" in t or "Sample-ratio" in t for t in texts)
 
 
 def test_retention_page_draws_curves_and_lift_over_time(
@@ -320,3 +314,28 @@ def test_cli_builds_headless_streamlit_command_without_telemetry() -> None:
     assert "--browser.gatherUsageStats false" in joined
     assert f"--server.port {port}" in joined
     assert "--server.address 127.0.0.1" in joined
+
+
+@pytest.mark.parametrize(
+    ("metric", "covariate"),
+    [
+        ("retained_d7", "pre_engagement"),
+        ("engagement_d30", "pre_engagement"),
+        ("cum_messages_30", "pre_messages"),
+    ],
+)
+def test_cohort_view_moments_equal_store_cohort_moments(
+    filled: dict, reader: Any, metric: str, covariate: str
+) -> None:
+    from dashboards.analysis import CohortView
+
+    as_of = filled["as_of_ms"]
+    view = CohortView(reader.unit_metrics(EXPERIMENT, as_of), [EXPERIMENT])
+    got = view.cohort_moments(EXPERIMENT, metric, covariate, as_of).set_index("variant")
+    want = reader.cohort_moments(EXPERIMENT, metric, covariate, as_of).set_index("variant")
+    assert list(got.index) == sorted(want.index)
+    for col in ("n_exposed", "n"):
+        assert got[col].to_dict() == want[col].to_dict()
+    for col in ("sy", "syy", "sx", "sxx", "sxy"):
+        for v in want.index:
+            assert math.isclose(got.loc[v, col], want.loc[v, col], rel_tol=1e-9, abs_tol=1e-9)

@@ -13,9 +13,7 @@ ctx = ui.context()
 st.title("Allocation")
 if not ui.empty_state(ctx, "Allocation charts"):
     exp = ctx.experiment or ""
-    bucket = st.radio(
-        "Time bucket", ["hour", "day", "week"], index=1, horizontal=True, key="al_bucket"
-    )
+    bucket = st.radio("Time bucket", ["hour", "day", "week"], index=1, horizontal=True, key="al_bucket")
     raw = data.traffic_share(ctx.key, exp, bucket)
     raw = transforms.filter_frame(
         raw,
@@ -35,9 +33,7 @@ if not ui.empty_state(ctx, "Allocation charts"):
             charts.traffic_share_chart(by_variant, "variant", "Traffic share per variant"),
             width="stretch",
         )
-        variant = c2.selectbox(
-            "Arms within variant", sorted(counts["variant"].unique()), key="al_variant"
-        )
+        variant = c2.selectbox("Arms within variant", sorted(counts["variant"].unique()), key="al_variant")
         by_arm = transforms.traffic_share(counts[counts["variant"] == variant], "arm_id")
         c2.altair_chart(
             charts.traffic_share_chart(by_arm, "arm_id", f"Traffic share per arm ({variant})"),
@@ -84,9 +80,7 @@ if not ui.empty_state(ctx, "Allocation charts"):
             if len(cold):
                 st.warning(f"Cold-start arms (no observations yet): {', '.join(cold['arm_id'])}")
             if est["estimate"].notna().any():
-                st.altair_chart(
-                    charts.arm_estimates_chart(est.dropna(subset=["estimate"])), width="stretch"
-                )
+                st.altair_chart(charts.arm_estimates_chart(est.dropna(subset=["estimate"])), width="stretch")
             st.dataframe(
                 est,
                 hide_index=True,

@@ -23,9 +23,7 @@ else:
     listing = pd.DataFrame(
         {
             "run": [r.name for r in runs],
-            "written": [
-                dt.datetime.fromtimestamp(r.mtime, dt.UTC).strftime("%Y-%m-%d %H:%M") for r in runs
-            ],
+            "written": [dt.datetime.fromtimestamp(r.mtime, dt.UTC).strftime("%Y-%m-%d %H:%M") for r in runs],
             "plots": [len(r.plots) for r in runs],
             "kind": [str(r.summary.get("command", r.summary.get("kind", ""))) for r in runs],
         }
@@ -36,9 +34,7 @@ else:
     run = runs[names.index(pick)]
     st.caption(f"`{run.path}`")
     c1, c2 = st.columns([1, 2])
-    c1.dataframe(
-        transforms.flatten_summary(run.summary), hide_index=True, width="stretch", key="of_summary"
-    )
+    c1.dataframe(transforms.flatten_summary(run.summary), hide_index=True, width="stretch", key="of_summary")
     with c2:
         if not run.plots:
             st.info("This run wrote no plots.")

@@ -42,7 +42,6 @@ if not ui.empty_state(ctx, "Retention curves"):
                 hide_index=True,
                 width="stretch",
                 column_config={
-                    c: st.column_config.NumberColumn(format="%+.1f%%")
-                    for c in ("lift", "ci_low", "ci_high")
+                    c: st.column_config.NumberColumn(format="%+.1f%%") for c in ("lift", "ci_low", "ci_high")
                 },
             )
