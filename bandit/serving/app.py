@@ -200,7 +200,7 @@ class _Server:
     """State shared by the handlers of one app."""
 
     def __init__(self, config: Config, holder: ModelHolder, sink: DecisionSink,
-                 encoder: Encoder, seed: int | None) -> None:
+                 encoder: Encoder, seed: int | list[int] | None) -> None:
         self.config = config
         self.holder = holder
         self.sink = sink
@@ -367,7 +367,7 @@ def create_app(
     arms: list[Arm] | None = None,
     sink: DecisionSink | None = None,
     encoder: Encoder | None = None,
-    seed: int | None = None,
+    seed: int | list[int] | None = None,
     publisher_options: dict[str, Any] | None = None,
 ) -> FastAPI:
     """Build the allocation app.

@@ -6,7 +6,9 @@ import argparse
 import logging
 from typing import Any
 
-__all__ = ["register", "run"]
+__all__ = ["app_factory", "register", "run"]
+
+_ENV = "SWITCHBOARD_SERVE_ARGS"
 
 
 def register(subparsers: Any) -> None:
@@ -19,32 +21,65 @@ def register(subparsers: Any) -> None:
     p.add_argument("--arms", help="JSON list of arms used when no model snapshot exists "
                                   '([{"arm_id": "gpt35", "kind": "baseline"}, ...])')
     p.add_argument("--seed", type=int, default=None, help="seed of the allocation RNG")
+    p.add_argument("--workers", type=int, default=1,
+                   help="uvicorn worker processes (each runs its own publisher and reloader)")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def _build(config_path: str | None, arms_path: str | None, seed: int | list[int] | None
+           ) -> Any:
     import json
     from pathlib import Path
-
-    import uvicorn
 
     from bandit.arms import ArmRegistry
     from bandit.config import load_config
     from bandit.errors import ConfigError
     from bandit.serving.app import create_app
 
-    logging.basicConfig(level=args.log_level.upper())
-    config = load_config(getattr(args, "config", None))
+    config = load_config(config_path)
     arms = None
-    if args.arms:
+    if arms_path:
         try:
-            rows = json.loads(Path(args.arms).read_text())
+            rows = json.loads(Path(arms_path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError("arms", args.arms, f"is not a readable JSON list ({exc})") from None
+            raise ConfigError("arms", arms_path, f"is not a readable JSON list ({exc})") from None
         fdim = config.policy.arm_feature_dim or None
         arms = list(ArmRegistry.from_list(rows, feature_dim=fdim))
-    app = create_app(config, arms=arms, seed=args.seed)
-    uvicorn.run(app, host=args.host or config.serve.host, port=args.port or config.serve.port,
-                loop="uvloop", http="httptools", log_level=args.log_level, access_log=False)
+    return config, create_app(config, arms=arms, seed=seed)
+
+
+def app_factory() -> Any:
+    """uvicorn ``--factory`` entry for multi-worker runs (arguments via the environment)."""
+    import json
+    import os
+
+    opts = json.loads(os.environ.get(_ENV, "{}"))
+    seed = opts.get("seed")
+    # distinct RNG streams per worker; propensities stay exact either way
+    seed = None if seed is None else [int(seed), os.getpid()]
+    return _build(opts.get("config"), opts.get("arms"), seed)[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    import uvicorn
+
+    from bandit.config import load_config
+
+    logging.basicConfig(level=args.log_level.upper())
+    config_path = getattr(args, "config", None)
+    config = load_config(config_path)
+    host, port = args.host or config.serve.host, args.port or config.serve.port
+    common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": "httptools",
+                              "log_level": args.log_level, "access_log": False}
+    if args.workers > 1:
+        os.environ[_ENV] = json.dumps({"config": config_path, "arms": args.arms,
+                                       "seed": args.seed})
+        uvicorn.run("bandit.serving.cli:app_factory", factory=True, workers=args.workers,
+                    **common)
+    else:
+        uvicorn.run(_build(config_path, args.arms, args.seed)[1], **common)
     return 0

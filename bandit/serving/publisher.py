@@ -181,7 +181,7 @@ class DecisionPublisher:
         return KafkaProducer(
             bootstrap_servers=self.bootstrap_servers, acks="all", retries=5, linger_ms=2,
             # tansu refuses InitProducerId; spilled re-sends are deduplicated on event_id
-            enable_idempotence=False, max_block_ms=2_000,
+            enable_idempotence=False, max_block_ms=2_000, bootstrap_timeout_ms=2_000,
             request_timeout_ms=min(10_000, self.delivery_timeout_ms // 2),
             delivery_timeout_ms=self.delivery_timeout_ms, reconnect_backoff_max_ms=1_000,
             client_id="switchboard-serve",
