@@ -490,7 +490,8 @@ def create_app(
                 "arms_active": len(model.arms.active()),
             },
             "publisher": {"healthy": server.sink.healthy, "buffer": server.sink.depth,
-                          "spill_backlog": server.sink.backlog},
+                          "spill_backlog": server.sink.backlog,
+                          "last_error": getattr(server.sink, "last_error", None)},
         })
 
     @app.get("/metrics", response_class=Response,

@@ -354,7 +354,7 @@ class DecisionPublisher:
                     # the errback re-spilled the probe record: drop it from this file
                     self._rewrite(path, [v for v, _ in valid[1:]])
                     with self._spill_lock:
-                        self.backlog -= 1 + bad
+                        self.backlog = max(0, self.backlog - 1 - bad)
                     return -1
             for v, k in valid[1:]:
                 self._send(v, k)
@@ -362,7 +362,8 @@ class DecisionPublisher:
                 self._producer.flush(timeout=self.delivery_timeout_ms / 1000)
             path.unlink(missing_ok=True)
         with self._spill_lock:
-            self.backlog -= len(lines)
+            # files adopted from other servers were not counted here: never below zero
+            self.backlog = max(0, self.backlog - len(lines))
         self.resent += len(valid)
         return len(valid)
 
