@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,6 +103,13 @@ def test_decisions_reach_kafka_and_survive_a_broker_outage(
         serve=ServeConfig(snapshot_dir=str(tmp_path / "snap"), spill_dir=str(tmp_path / "spill")),
     )
     arms = [Arm("gpt35", kind="baseline"), Arm("e1"), Arm("e2")]
+    # a crashed server's spill file (unlocked): adopted and re-sent by this one
+    orphans = {f"orphan-{i}" for i in range(3)}
+    spill = Path(cfg.serve.spill_dir)
+    spill.mkdir(parents=True)
+    (spill / "active-dead-server.spill").write_bytes(b"".join(
+        encode_event(dataclasses.replace(_event(i), decision_id=f"orphan-{i}")) + b"\n"
+        for i in range(3)))
     app = create_app(cfg, arms=arms, seed=7,
                      publisher_options={"delivery_timeout_ms": 3000, "retry_interval_s": 0.5})
     sink = app.state.server.sink
@@ -117,8 +125,8 @@ def test_decisions_reach_kafka_and_survive_a_broker_outage(
 
     with LiveServer(app) as server, httpx.Client(base_url=server.url, headers=TOKEN) as client:
         before = allocate(client, 20, "up")
-        got = _consume(own_broker.bootstrap_servers, topic, set(before))
-        assert set(before) <= set(got)
+        got = _consume(own_broker.bootstrap_servers, topic, set(before) | orphans)
+        assert set(before) | orphans <= set(got)
         assert all(got[d].propensity == pytest.approx(p) for d, p in before.items())
 
         own_broker.stop()
