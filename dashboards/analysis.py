@@ -316,7 +316,7 @@ def lift_view(
 
 _PP = "%+.1f%%"
 LIFT_COLUMN_CONFIG = {
-    "Verdict": st.column_config.TextColumn("Verdict", width="large"),
+    "Verdict": st.column_config.TextColumn("Verdict", width="medium"),
     "Lift": st.column_config.NumberColumn("Lift", format=_PP, help="relative lift vs control"),
     "CI low": st.column_config.NumberColumn("CI low", format=_PP, help="fixed-horizon 95% CI"),
     "CI high": st.column_config.NumberColumn("CI high", format=_PP),
