@@ -106,8 +106,8 @@ def _histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, 
     return buckets, total, count
 
 
-def _compute_stats(before: str, after: str) -> dict[str, float | None]:
-    name = "switchboard_allocate_compute_seconds"
+def _compute_stats(before: str, after: str,
+                   name: str = "switchboard_allocate_compute_seconds") -> dict[str, float | None]:
     b0, s0, c0 = _histogram(before, name)
     b1, s1, c1 = _histogram(after, name)
     n = c1 - c0
@@ -259,7 +259,9 @@ def main() -> int:
                      str(args.seconds), str(DIM)], capture_output=True, text=True, check=True)
                 after = httpx.get(url + "/metrics").text
                 level = json.loads(out.stdout.strip().splitlines()[-1])
-                level["server_compute"] = _compute_stats(before, after)
+                level["server_compute_wall"] = _compute_stats(before, after)
+                level["server_compute_cpu"] = _compute_stats(
+                    before, after, "switchboard_allocate_cpu_seconds")
                 levels.append(level)
             result["http"] = levels
             time.sleep(1.0)

@@ -223,6 +223,7 @@ class _Server:
         if denied is not None:
             return denied
         t0 = time.perf_counter()
+        c0 = time.thread_time()
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -238,6 +239,7 @@ class _Server:
         try:
             x = await self.context(req, model)
             t1 = time.perf_counter()
+            c1 = time.thread_time()
             variant = self.assigner.assign(req.unit_id).name
             choice, fallback = self.choose(model, variant, x, req.eligible)
         except InvalidInputError as exc:
@@ -273,6 +275,8 @@ class _Server:
         # compute excludes text encoding (its own batching wait) but includes the rest
         encode_s = 0.0 if req.text is None else t1 - t0
         self.metrics.compute.observe(time.perf_counter() - t0 - encode_s)
+        encode_cpu = 0.0 if req.text is None else c1 - c0
+        self.metrics.cpu.observe(time.thread_time() - c0 - encode_cpu)
         return 200, orjson.dumps(out), None
 
     def check_token(self, authorization: str | None, *, admin: bool

@@ -33,6 +33,10 @@ class ServeMetrics:
                                  "Server-side compute of one allocation (validate, assign, "
                                  "choose, enqueue), excluding HTTP", buckets=_LATENCY_BUCKETS,
                                  registry=r)
+        self.cpu = Histogram("switchboard_allocate_cpu_seconds",
+                             "CPU time of the request thread for one allocation (same span as "
+                             "compute; excludes time the process was not scheduled)",
+                             buckets=_LATENCY_BUCKETS, registry=r)
         self.decisions = Counter("switchboard_decisions_total", "Decisions per arm",
                                  ["variant", "arm"], registry=r)
         self.fallbacks = Counter("switchboard_policy_fallback_total",
