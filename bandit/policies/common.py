@@ -49,18 +49,22 @@ def floored_argmax(
     f = min(floor, 1.0 / K)
     best = int(scores.argmax())
     top = scores[best]
-    is_top = scores == top
-    T = int(np.count_nonzero(is_top))
-    mass_top = 1.0 - (K - T) * f
-    p_top = mass_top / T
-    probs = np.full(K, f)
-    u = rng.random()
-    if T == 1:
-        probs[best] = p_top
+    probs = np.empty(K)
+    probs.fill(f)
+    # argmax returns the first maximum: the maximum is unique iff it is also the last one
+    if K - 1 - int(scores[::-1].argmax()) == best and top == top:
+        mass_top = 1.0 - (K - 1) * f
+        probs[best] = mass_top
+        u = rng.random()
         if u < mass_top or f <= 0.0:
             return probs, best
         j = min(int((u - mass_top) / f), K - 2)
         return probs, j + (j >= best)
+    is_top = scores == top
+    T = int(np.count_nonzero(is_top))
+    mass_top = 1.0 - (K - T) * f
+    p_top = mass_top / T
+    u = rng.random()
     ties = np.flatnonzero(is_top)
     probs[ties] = p_top
     if u < mass_top or T == K or f <= 0.0:
@@ -87,6 +91,7 @@ class LinearPolicy:
         self._stats = RidgeStatistics.empty(config.dim, arms.ids())
         self._solver = RidgeSolver(config.ridge_lambda)
         self._synced_version = -1
+        self._version_cache: tuple[float, str] = (-1.0, "")
         self._eligible_cache: dict[Any, tuple[IntArray, tuple[str, ...], bool]] = {}
         # choose/update may come from several threads (server thread pools): the caches
         # and scratch buffers are shared, so calls are serialised (uncontended: ~0.1 µs)
@@ -95,7 +100,11 @@ class LinearPolicy:
     # ---- protocol properties
     @property
     def version(self) -> str:
-        return f"{self.name}:{round(self._stats.events)}"
+        events = self._stats.events
+        cached = self._version_cache
+        if cached[0] != events:
+            cached = self._version_cache = (events, f"{self.name}:{round(events)}")
+        return cached[1]
 
     @property
     def dim(self) -> int:

@@ -32,7 +32,23 @@ class LinUCB(LinearPolicy):
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
-        mean, width_sq = self._mean_width_sq(x, idx, full)
-        scores = mean + self.config.alpha * np.sqrt(width_sq)
+        solver = self._solver
+        solver.ensure(self._stats)
+        if full or 4 * idx.shape[0] > solver.theta.shape[0]:
+            # every arm in one pass (scratch buffers: no per-call allocation but the scores)
+            w = solver.widths_sq_scratch(x)
+            scores = solver.theta @ x
+            if not full:
+                w = w[idx]
+                scores = scores[idx]
+        else:
+            w = solver.widths_sq(x, idx)
+            scores = solver.theta[idx] @ x
+        alpha = self.config.alpha
+        if alpha != 0.0:
+            np.sqrt(w, out=w)
+            if alpha != 1.0:
+                np.multiply(w, alpha, out=w)
+            np.add(scores, w, out=scores)
         probs, pos = floored_argmax(scores, self.config.probability_floor, rng)
         return scores, probs, pos
