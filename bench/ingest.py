@@ -143,6 +143,13 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=40_000)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    from consumers.cli import _single_threaded_blas
+
+    with _single_threaded_blas():
+        _bench(args)
+
+
+def _bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as d, EmbeddedBroker() as broker:
         tmp = Path(d)
         stream = make_stream(

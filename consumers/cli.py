@@ -75,8 +75,21 @@ def run_learner(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    learner.run(max_idle_s=args.max_idle_s)
+    with _single_threaded_blas():
+        learner.run(max_idle_s=args.max_idle_s)
     return 0
+
+
+def _single_threaded_blas() -> Any:
+    """One BLAS thread: the per-batch GEMMs are small and extra threads only contend
+    with the Kafka I/O thread (2.5x faster accumulate measured on 2 cores)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional (comes with scikit-learn)
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def register(sub: Any) -> None:

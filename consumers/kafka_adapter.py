@@ -108,6 +108,7 @@ class KafkaLearner:
         self._last_log = time.monotonic()
         self._last_snapshot_wall = time.time()
         self._paused = False
+        self._saved: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}
         self.idle_since = time.monotonic()
 
     # ------------------------------------------------------------------ wiring
@@ -168,6 +169,7 @@ class KafkaLearner:
             self.checkpoint(force=True, only=keys, commit=False)
         for key in keys:
             self.units.pop(key, None)
+            self._saved.pop(key, None)
         log.info("revoked %s", sorted(keys))
 
     def on_assigned(self, tps: list[Any]) -> None:
@@ -179,6 +181,7 @@ class KafkaLearner:
             if unit is None:
                 unit = self._load_unit(*key)
                 self.units[key] = unit
+                self._saved[key] = tuple(sorted(unit.offsets.items()))
             role = self.roles[tp.topic]
             # Always seek to the snapshot offset (or 0): tansu's latest offsets are wrong.
             self._consumer.seek(TopicPartition(tp.topic, tp.partition), unit.offsets[role])
@@ -284,7 +287,11 @@ class KafkaLearner:
         keys = [k for k in self.units if only is None or k in only]
         for key in keys:
             unit = self.units[key]
+            offsets = tuple(sorted(unit.offsets.items()))
+            if self._saved.get(key) == offsets:
+                continue  # nothing consumed since its last snapshot
             self.state_dir.save(key[0], key[1], unit.to_state())
+            self._saved[key] = offsets
         self._last_snapshot_wall = time.time()
         self.metrics.snapshot_time.set(self._last_snapshot_wall)
         if commit:
