@@ -35,6 +35,7 @@ __all__ = [
     "retention_bands",
     "srm_banner",
     "staleness_banner",
+    "summary_tables",
     "to_percent",
     "traffic_share",
     "verdict",
@@ -461,6 +462,8 @@ def flatten_summary(summary: Mapping[str, Any], prefix: str = "") -> pd.DataFram
                 walk(v, f"{key}.{k}" if key else str(k))
         elif isinstance(obj, float):
             items.append((key, f"{obj:.6g}"))
+        elif isinstance(obj, list) and obj and all(isinstance(x, Mapping) for x in obj):
+            items.append((key, f"[table of {len(obj)} rows below]"))
         elif isinstance(obj, list) and len(obj) > 10:
             items.append((key, f"[{len(obj)} values]"))
         else:
@@ -522,4 +525,14 @@ def to_percent(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     for c in columns:
         if c in out.columns:
             out[c] = out[c].astype(float) * 100.0
+    return out
+
+
+def summary_tables(summary: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """Top-level entries of a summary that are lists of records (e.g. one row per
+    policy), as DataFrames, for display as tables."""
+    out: dict[str, pd.DataFrame] = {}
+    for k, v in summary.items():
+        if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            out[str(k)] = pd.DataFrame(list(v))
     return out

@@ -100,7 +100,16 @@ def _fill(store: Any, snapshot_dir: Path, results_dir: Path, n_users: int) -> di
     # an offline run
     run = results_dir / "simulate-001"
     run.mkdir(parents=True, exist_ok=True)
-    (run / "summary.json").write_text(json.dumps({"command": "simulate", "policy": "linucb", "regret": 12.5}))
+    (run / "summary.json").write_text(
+        json.dumps(
+            {
+                "command": "simulate",
+                "policy": "linucb",
+                "regret": 12.5,
+                "policies": [{"policy": "linucb", "regret": 12.5}, {"policy": "uniform", "regret": 40.0}],
+            }
+        )
+    )
     import matplotlib
 
     matplotlib.use("Agg")
@@ -284,6 +293,8 @@ def test_offline_page_lists_runs_with_plots(filled: dict, monkeypatch: pytest.Mo
     assert int(runs["plots"].iloc[0]) == 1
     summary = at.dataframe[1].value
     assert dict(zip(summary["key"], summary["value"], strict=True))["regret"] == "12.5"
+    per_policy = at.dataframe[2].value
+    assert per_policy["policy"].tolist() == ["linucb", "uniform"]
 
 
 @pytest.mark.parametrize("page", ["overview", "retention", "allocation", "leaderboard", "offline"])

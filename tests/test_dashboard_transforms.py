@@ -115,9 +115,7 @@ def test_leaderboard_uses_ips_columns_and_filters_kind() -> None:
     )
     plain = T.leaderboard(prox, {}, weighted=False)
     assert set(plain["kind"]) == {"unknown"} and plain["retry_rate"].min() == pytest.approx(1.1)
-    assert list(T.leaderboard(prox, {"x": "expert", "g": "baseline"}, ["expert"])["arm_id"]) == [
-        "x"
-    ]
+    assert list(T.leaderboard(prox, {"x": "expert", "g": "baseline"}, ["expert"])["arm_id"]) == ["x"]
     assert T.leaderboard(pd.DataFrame(), {}).empty
 
 
@@ -191,3 +189,16 @@ def test_to_percent_scales_copy() -> None:
     df = pd.DataFrame({"share": [0.25], "n": [3]})
     out = T.to_percent(df, ["share", "absent"])
     assert out["share"].iloc[0] == 25.0 and df["share"].iloc[0] == 0.25
+
+
+def test_summary_tables_pick_lists_of_records() -> None:
+    summary = {
+        "policies": [{"policy": "linucb", "regret": 1.5}, {"policy": "uniform", "regret": 9.0}],
+        "seed": 3,
+        "curve": [1, 2, 3],
+    }
+    tables = T.summary_tables(summary)
+    assert list(tables) == ["policies"]
+    assert tables["policies"]["regret"].tolist() == [1.5, 9.0]
+    flat = dict(zip(*T.flatten_summary(summary).to_dict("list").values(), strict=True))
+    assert flat["policies"] == "[table of 2 rows below]" and flat["seed"] == "3"

@@ -35,6 +35,9 @@ else:
     st.caption(f"`{run.path}`")
     c1, c2 = st.columns([1, 2])
     c1.dataframe(transforms.flatten_summary(run.summary), hide_index=True, width="stretch", key="of_summary")
+    for title, frame in transforms.summary_tables(run.summary).items():
+        st.markdown(f"**{title}**")
+        st.dataframe(frame, hide_index=True, width="stretch")
     with c2:
         if not run.plots:
             st.info("This run wrote no plots.")
