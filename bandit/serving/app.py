@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -92,9 +91,13 @@ def _invalid(exc: InvalidInputError) -> Response:
 
 
 class BodyLimit:
-    """Pure-ASGI guard: 413 when Content-Length or the streamed body exceeds the limit.
+    """Pure-ASGI edge of the app.
 
-    Also counts requests and times them per route for ``/metrics``.
+    * 413 when ``Content-Length`` or the streamed (chunked) body exceeds the limit — the
+      body is counted while it is read, so a missing or lying header does not help;
+    * counts requests and times them per route for ``/metrics``;
+    * serves ``POST /v1/allocate`` directly (:meth:`_Server.allocate`), skipping routing
+      and dependency resolution on the hot path.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServeMetrics,
@@ -526,9 +529,3 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=sc.max_body_bytes, metrics=metrics, server=server)
     return app
-
-
-def snapshot_path(config: Config) -> Path:
-    from bandit.serving.reloader import SNAPSHOT_NAME
-
-    return Path(config.serve.snapshot_dir) / SNAPSHOT_NAME
