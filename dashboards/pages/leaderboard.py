@@ -34,6 +34,7 @@ if not ui.empty_state(ctx, "Per-expert proxies"):
             width="stretch",
             key="lb_table",
             column_config={
+                "label": None,
                 "decisions": fmt(format="localized"),
                 "feedback": fmt(format="localized"),
                 "retry_rate": fmt("retry rate", format="%.1f%%"),
