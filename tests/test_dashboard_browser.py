@@ -90,9 +90,7 @@ class Browser:
         from websockets.sync.client import connect
 
         self._stack = contextlib.ExitStack()
-        self.ws = self._stack.enter_context(
-            connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20)
-        )
+        self.ws = self._stack.enter_context(connect(page["webSocketDebuggerUrl"], max_size=64 * 2**20))
         self._id = 0
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
@@ -223,9 +221,9 @@ def test_dashboard_pages_render_in_headless_chromium(server: str) -> None:
                 loaded = browser.wait_for(selector)
                 browser.screenshot(ARTIFACTS / f"{name}.png")
                 assert loaded, f"{name}: no {selector} within 60 s (see test-artifacts/dashboard)"
-                assert not browser.evaluate(
-                    "!!document.querySelector('[data-testid=\"stException\"]')"
-                ), f"{name}: the page shows an exception box"
+                assert not browser.evaluate("!!document.querySelector('[data-testid=\"stException\"]')"), (
+                    f"{name}: the page shows an exception box"
+                )
                 title = browser.evaluate(
                     "document.querySelector('h1') && document.querySelector('h1').innerText"
                 )
