@@ -231,7 +231,7 @@ def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float
 
     The score of arm m at the mean context x̄ is θ_m·x̄ with θ_m = A_m⁻¹ b_m, A_m = λI + S_m,
     and its width α·sqrt(x̄ᵀA_m⁻¹x̄) (the LinUCB bonus). x̄ is the snapshot's
-    ``mean_context`` when it carries one, else the pooled second-moment's leading
+    ``mean_context`` (in its meta or ``extra``) when it carries one, else the pooled second-moment's leading
     direction (for contexts with a constant feature this is close to the mean).
     Raises SnapshotError for an unreadable snapshot.
     """
@@ -287,6 +287,9 @@ def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float
 def _mean_context(meta: Mapping[str, Any], S: np.ndarray, b: np.ndarray, n: np.ndarray) -> np.ndarray:
     d = S.shape[1]
     mc = meta.get("mean_context") if isinstance(meta, Mapping) else None
+    extra = meta.get("extra") if isinstance(meta, Mapping) else None
+    if mc is None and isinstance(extra, Mapping):
+        mc = extra.get("mean_context")
     if mc is not None and len(mc) == d:
         return np.asarray(mc, dtype=float)
     total_n = float(n.sum())
