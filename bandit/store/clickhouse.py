@@ -66,7 +66,9 @@ def _chdb_path(dsn: str) -> str | None:
 
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc)
-    return "Cannot lock file" in text or "EmbeddedServer" in text
+    if "already initialized with path" in text:  # this process holds another path
+        return False
+    return "Cannot lock file" in text or "Error initializing EmbeddedServer" in text
 
 
 class ClickHouseStore:
