@@ -146,10 +146,13 @@ def merged(states: dict[int, dict[str, Any]]) -> Any:
 
 
 def assert_same_statistics(got: Any, want: Any) -> None:
+    """Equal per-arm sums (arms aligned by id) within 1e-9."""
     g, w = got.to_arrays(), want.to_arrays()
-    assert list(g["arm_ids"]) == list(w["arm_ids"])
+    g_ids, w_ids = [str(a) for a in g["arm_ids"]], [str(a) for a in w["arm_ids"]]
+    assert sorted(g_ids) == sorted(w_ids)
+    order = [g_ids.index(a) for a in w_ids]
     for key in ("S", "b", "n"):
-        diff = float(np.max(np.abs(g[key] - w[key])))
+        diff = float(np.max(np.abs(np.asarray(g[key])[order] - np.asarray(w[key]))))
         assert diff <= 1e-9, f"{key} differs by {diff}"
 
 
@@ -251,6 +254,12 @@ def test_learner_two_consumers_in_group_match_one(broker, make_topics, topic_pre
     assert sum(s["counters"]["closed"] for s in states.values()) == sum(
         r.counters.closed for r in ref.values()
     )
+    # the last learner to stop published prior (empty) + every partition's final delta
+    from bandit.snapshot import load_policy_snapshot
+
+    published, arms, _ = load_policy_snapshot(tmp_path / "snapshots" / "policy.snapshot")
+    assert sorted(arms.ids()) == sorted(ARMS)
+    assert_same_statistics(published.statistics, merged(states))
 
 
 def _decision(i: int, **over: Any) -> dict[str, Any]:
