@@ -186,24 +186,27 @@ def _choose_us() -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def _encoder_bench() -> dict[str, float]:
+def _encoder_bench() -> dict[str, object]:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from bandit.adapters.encoder import MiniLMEncoder
 
-    enc = MiniLMEncoder(device="cpu", threads=2)
     texts = [f"user: can you help me write a short story about a dragon named {i}? "
              f"assistant: of course, here is a tale about dragon {i}." for i in range(256)]
-    enc.encode(texts[:32])
-    t0 = time.perf_counter()
-    for i in range(0, len(texts), 32):
-        enc.encode(texts[i:i + 32])
-    batched = len(texts) / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for t in texts[:32]:
-        enc.encode([t])
-    single_ms = (time.perf_counter() - t0) / 32 * 1000
-    return {"texts_per_s_batch32": round(batched, 1), "single_text_ms": round(single_ms, 2),
-            "device": enc.device}
+    out: dict[str, object] = {"device": "cpu", "tokens_per_text": "~35"}
+    for threads in (1, 2):  # on an oversubscribed box fewer torch threads can be faster
+        enc = MiniLMEncoder(device="cpu", threads=threads)
+        enc.encode(texts[:32])
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), 32):
+            enc.encode(texts[i:i + 32])
+        batched = len(texts) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for t in texts[:16]:
+            enc.encode([t])
+        single_ms = (time.perf_counter() - t0) / 16 * 1000
+        out[f"torch_threads_{threads}"] = {"texts_per_s_batch32": round(batched, 1),
+                                           "single_text_ms": round(single_ms, 2)}
+    return out
 
 
 def main() -> int:
