@@ -1,9 +1,10 @@
 """Lift of a user-level metric, each variant vs control, and the ``switchboard lift`` CLI.
 
-:func:`lift_table` reads per-unit cohorts from the store (:meth:`Store.unit_metrics`)
-and applies :mod:`bandit.stats`: Welch difference, delta-method relative lift, an
-always-valid interval, CUPED, P(better) and the SRM check. Only complete cohorts count:
-a unit enters the day-N metric once its day N is entirely in the past.
+:func:`lift_table` reads per-variant sums of the metric and its pre-exposure covariate
+from the store (:meth:`Store.cohort_moments`, computed in the engine) and applies
+:mod:`bandit.stats`: Welch difference, delta-method relative lift, an always-valid
+interval, CUPED, P(better) and the SRM check. Only complete cohorts count: a unit enters
+the day-N metric once its day N is entirely in the past.
 """
 
 from __future__ import annotations
