@@ -186,6 +186,65 @@ def _choose_us() -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+class _NullSink:
+    depth = 0
+    backlog = 0
+    healthy = True
+
+    def publish(self, event: object) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass
+
+
+def _in_process_us(work: Path) -> dict[str, float]:
+    """One allocation through the whole ASGI app (edge middleware, auth, validation,
+    assignment, choose, response), in-process: no sockets, no HTTP parsing, no Kafka."""
+    import asyncio
+
+    from bandit.config import load_config
+    from bandit.serving.app import create_app
+
+    app = create_app(load_config(work / "switchboard.toml", env={}), sink=_NullSink(), seed=1)
+    rng = np.random.default_rng(3)
+    body = json.dumps({"unit_id": "user-1", "conversation_id": "c",
+                       "embedding": rng.uniform(-1, 1, DIM).round(4).tolist()}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "path": "/v1/allocate", "raw_path": b"/v1/allocate",
+             "query_string": b"", "root_path": "", "scheme": "http",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1),
+             "headers": [(b"authorization", b"Bearer dev-token"),
+                         (b"content-length", str(len(body)).encode())]}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        pass
+
+    async def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    asyncio.run(run(300))
+    server = app.state.server
+
+    async def core(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await server.allocate("Bearer dev-token", body)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    return {"asgi_app_us": round(asyncio.run(run(3000)), 1),
+            "allocate_handler_us": round(asyncio.run(core(3000)), 1)}
+
+
 def _encoder_bench() -> dict[str, object]:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from bandit.adapters.encoder import MiniLMEncoder
@@ -278,6 +337,7 @@ def main() -> int:
                 server.kill()
             if broker is not None:
                 broker.stop()
+        result["in_process"] = _in_process_us(work)
     result["choose_us_k100_d64"] = round(_choose_us(), 1)
     if not args.skip_encoder:
         result["encoder_minilm"] = _encoder_bench()
