@@ -250,3 +250,25 @@ def test_join_partition_result_independent_of_interleaving(cuts_d, cuts_f, order
     assert got.delta.allclose(ref.delta, rtol=0, atol=1e-9)
     assert got.counters == ref.counters
     assert got.counters.dead_lettered == 0
+
+
+def test_state_dir_round_trips_and_detects_corruption(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bandit.errors import SnapshotError
+    from consumers.state import StateDir
+
+    p = part()
+    feed(p, DECISIONS, [dec(1, T0), dec(2, T0 + 30_000)])
+    feed(p, FEEDBACK, [fb(1, T0 + 10, rating=4), fb(2, T0 + 30_001, retried=True)])
+    state = StateDir(tmp_path)
+    state.save("join", 0, p.to_state())
+    q = part()
+    q.load_state(state.load("join", 0))  # type: ignore[arg-type]
+    assert q.offsets == p.offsets and sorted(q.pending) == sorted(p.pending)
+    assert q.delta.allclose(p.delta) and state.load_deltas()[0].allclose(p.delta)
+    assert state.load("join", 7) is None
+    path = state.path("join", 0)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="checksum"):
+        state.load("join", 0)
