@@ -120,9 +120,10 @@ def lift_table(
 
     Computed from per-variant sums (:meth:`Store.cohort_moments`) — identical to the
     per-unit computation of :mod:`bandit.stats` on :meth:`Store.unit_metrics`.
-    ``planned_n`` tunes the always-valid interval (tightest at that many units); it
-    defaults to the number of exposed units. Relative columns (``rel_*``, ``seq_*``)
-    are fractions (0.2 = +20 %).
+    ``planned_n`` tunes the always-valid interval (tightest at that many units). For the
+    guarantee under daily peeking it must be fixed in advance (the planned sample size);
+    the default, the number of units exposed so far, is a convenience that drifts.
+    Relative columns (``rel_*``, ``seq_*``) are fractions (0.2 = +20 %).
     """
     c = _cohorts(store, experiment, metric, as_of_ms)
     cfg = c.config
@@ -206,6 +207,9 @@ def register(subparsers: Any) -> None:
                    help="evaluate as of this epoch ms (default now)")
     p.add_argument("--no-cuped", action="store_true",
                    help="do not adjust with the pre-period covariate")
+    p.add_argument("--planned-n", type=int, default=None,
+                   help="units the always-valid interval is tuned for (fix it in advance; "
+                        "default: units exposed so far)")
     p.add_argument("--dsn", default=None, help="store DSN (default: store.dsn from config)")
     p.add_argument("--database", default=None, help="store database (default: store.database)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -238,7 +242,8 @@ def _cmd_lift(args: argparse.Namespace) -> int:
         print(f"switchboard lift: error: cannot open store {dsn!r}: {exc}", file=sys.stderr)
         return 2
     try:
-        table = lift_table(store, experiment, args.metric, args.as_of_ms, cuped=not args.no_cuped)
+        table = lift_table(store, experiment, args.metric, args.as_of_ms,
+                           cuped=not args.no_cuped, planned_n=args.planned_n)
         guards = guardrail_table(store, experiment, args.as_of_ms)
     except InvalidInputError as exc:
         print(f"switchboard lift: error: {exc}", file=sys.stderr)
