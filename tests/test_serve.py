@@ -193,6 +193,8 @@ def test_body_size_limit_is_413_by_header_and_by_stream(tmp_path: Path) -> None:
         ({"return_scores": "yes"}, "return_scores"),
         ({"experiment_id": "other"}, "experiment_id"),
         ({"surprise": 1}, "surprise"),
+        ({"ts_ms": -1}, "ts_ms"),
+        ({"ts_ms": 1.5}, "ts_ms"),
     ],
 )
 def test_allocate_validation_is_422_naming_the_field(
@@ -367,3 +369,16 @@ def test_openapi_documents_allocate_schema(served: tuple[str, ListSink]) -> None
     body = doc["paths"]["/v1/allocate"]["post"]["requestBody"]["content"]["application/json"]
     assert body["schema"]["$ref"].endswith("/AllocateRequest")
     assert "embedding" in doc["components"]["schemas"]["AllocateRequest"]["properties"]
+
+
+def test_allocate_logs_the_callers_event_time(tmp_path: Path) -> None:
+    sink = ListSink()
+    app = create_app(make_config(tmp_path), arms=base_arms(), sink=sink)
+    with LiveServer(app) as server:
+        body = {"unit_id": "u1", "conversation_id": "c1", "embedding": [0.1] * DIM,
+                "ts_ms": 1_767_571_200_123}
+        assert httpx.post(server.url + "/v1/allocate", json=body, headers=TOKEN).status_code == 200
+        del body["ts_ms"]
+        assert httpx.post(server.url + "/v1/allocate", json=body, headers=TOKEN).status_code == 200
+    assert sink.events[0].ts_ms == 1_767_571_200_123
+    assert sink.events[1].ts_ms > 1_767_571_200_123 + 10**9

@@ -257,7 +257,8 @@ class _Server:
         propensity = float(choice.propensity)
         self.sink.publish(DecisionEvent(
             event_id=f"dec-{decision_id}", decision_id=decision_id,
-            ts_ms=time.time_ns() // 1_000_000, unit_id=req.unit_id,
+            ts_ms=req.ts_ms if req.ts_ms is not None else time.time_ns() // 1_000_000,
+            unit_id=req.unit_id,
             conversation_id=req.conversation_id, experiment_id=self.experiment_id,
             variant=variant, arm_id=choice.arm_id, propensity=propensity,
             policy_version=version, context=tuple(x.tolist()),

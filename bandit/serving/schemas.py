@@ -45,6 +45,9 @@ class AllocateRequest(BaseModel):
     eligible: Annotated[list[ArmId], Field(min_length=1, max_length=4096)] | None = None
     experiment_id: Id | None = None
     return_scores: bool = False
+    #: event time of the decision (ms since the Unix epoch, UTC); default: the server's clock.
+    #: For replays, backfills and simulated clocks; logged on the decision event.
+    ts_ms: Annotated[int, Field(ge=0, le=32_503_680_000_000)] | None = None
 
     @model_validator(mode="after")
     def _one_context(self) -> AllocateRequest:
