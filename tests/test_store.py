@@ -6,9 +6,12 @@ import json
 import math
 import subprocess
 import sys
+import uuid
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bandit.errors import InvalidInputError, StoreError
 from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent
@@ -236,3 +239,17 @@ def test_store_closed_store_raises(store_dsn: str) -> None:
     s.close()
     with pytest.raises(StoreError, match="closed"):
         s.count("decisions")
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.integers(0, 30), max_size=12), min_size=1, max_size=4))
+def test_store_replays_in_any_order_count_each_event_once(store: ClickHouseStore,
+                                                          batches: list[list[int]]) -> None:
+    """Property: however batches repeat and overlap, each event id counts once."""
+    unit = f"p{uuid.uuid4().hex[:10]}"
+    for batch in batches:
+        store.insert_engagement([_engagement(i, unit, T0 + i * 1000) for i in batch])
+    (n,), = store._rows("SELECT count() FROM engagement FINAL WHERE unit_id = {u:String}",
+                        {"u": unit})
+    assert n == len({i for b in batches for i in b})
