@@ -19,6 +19,7 @@ as of the open; reopen to refresh. See ``docs/store.md``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -181,6 +182,7 @@ class ClickHouseStore:
             finally:
                 if self._snapshot_dir is not None:
                     shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+                    _SNAPSHOTS.discard(self._snapshot_dir)
 
     def __enter__(self) -> ClickHouseStore:
         return self
@@ -450,6 +452,17 @@ def _as_of(as_of_ms: int | None) -> int:
     return int(as_of_ms)
 
 
+_SNAPSHOTS: set[str] = set()
+
+
+@atexit.register
+def _remove_snapshots() -> None:
+    """Delete snapshot copies whose store was never closed (a reader that exited early)."""
+    for d in list(_SNAPSHOTS):
+        shutil.rmtree(d, ignore_errors=True)
+    _SNAPSHOTS.clear()
+
+
 def _snapshot_copy(path: str) -> str:
     """Copy a locked chdb data directory to a private temporary directory.
 
@@ -470,6 +483,7 @@ def _snapshot_copy(path: str) -> str:
         shutil.rmtree(dest, ignore_errors=True)
         raise StoreError(f"cannot snapshot store at {path}: {exc}") from exc
     _relink(target, os.path.realpath(path))
+    _SNAPSHOTS.add(dest)
     return dest
 
 
