@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -404,9 +405,12 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
                         versions.append(str(health.get("model", {}).get("policy_version", "")))
                     except Exception:
                         pass
+                    truth = gen.true_lift("bandit", "gpt35")
+                    truth_s = "n/a before day 30" if np.isnan(truth) else f"{truth:+.1%}"
+                    model = versions[-1] if versions else "?"
                     say(f"day {day + 1}/{opts.days} · {gen.stats.rate():,.0f} events/s · "
-                        f"decisions {gen.stats.decisions:,} · model {versions[-1] if versions else '?'} · "
-                        f"true lift so far {gen.true_lift('bandit', 'gpt35'):+.1%}")
+                        f"decisions {gen.stats.decisions:,} · model {model} · "
+                        f"day-30 lift (simulator truth) {truth_s}")
                     if opts.duration_s is not None and time.monotonic() - t0 > opts.duration_s:
                         break
                     rest = opts.seconds_per_day - (time.monotonic() - day_t)
@@ -482,7 +486,7 @@ def register(sub: Any) -> None:
 def _cmd_demo(args: Any) -> int:
     from rich.console import Console
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     workdir = Path(args.workdir or f"var/demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     spd = args.seconds_per_day
     if spd is None:

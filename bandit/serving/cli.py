@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 from typing import Any
 
 __all__ = ["app_factory", "register", "run"]
@@ -61,6 +62,10 @@ def app_factory() -> Any:
     return _build(opts.get("config"), opts.get("arms"), seed)[1]
 
 
+def _graceful(_signum: int, _frame: Any) -> None:
+    """Signal already handled by uvicorn's graceful shutdown."""
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import os
@@ -75,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     host, port = args.host or config.serve.host, args.port or config.serve.port
     common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": "httptools",
                               "log_level": args.log_level, "access_log": False}
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the
+    # handler installed before it ran; a no-op handler turns a graceful stop into exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _graceful)
     if args.workers > 1:
         os.environ[_ENV] = json.dumps({"config": config_path, "arms": args.arms,
                                        "seed": args.seed})
