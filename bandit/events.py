@@ -16,6 +16,7 @@ the consumer can dead-letter them. See ``docs/events.md`` for the full tables.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Final
 
@@ -239,7 +240,7 @@ def decode_engagement(raw: bytes) -> EngagementEvent:
     )
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[bytes], Event]] = {
     DecisionEvent.KIND: decode_decision,
     FeedbackEvent.KIND: decode_feedback,
     EngagementEvent.KIND: decode_engagement,
