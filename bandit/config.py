@@ -2,7 +2,7 @@
 
 Precedence (last wins): built-in defaults < TOML file < ``SWITCHBOARD_<SECTION>__<FIELD>``
 environment variables (e.g. ``SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS=kafka:9092``,
-``SWITCHBOARD_STORE__DSN=clickhouse://...``). Every value is validated once, here, and a
+``SWITCHBOARD_STORE__DSN=http://user:pass@host:8123``). Every value is validated once, here, and a
 bad one raises :class:`ConfigError` naming the field (``kafka.bootstrap_servers``) and
 the value. Loaded at entry points and passed down; nothing reads the environment later.
 
@@ -201,7 +201,7 @@ class KafkaConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    #: ``chdb:///path`` (embedded, default) or ``clickhouse://user:pass@host:8123/db``
+    #: ``chdb:///path`` (embedded, default) or ``http(s)://user:pass@host:8123`` (ClickHouse server)
     dsn: str = "chdb://var/chdb"
     #: database holding the Switchboard tables
     database: str = "switchboard"
