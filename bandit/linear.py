@@ -388,6 +388,7 @@ class RidgeSolver:
         # features(x): xe = [x, x] (float32); window[k, i] = xe[k + i] = x[(i+k) mod d]
         self._xe = np.zeros(2 * d, dtype=np.float32)
         self._x32 = self._xe[:d]
+        self._x32_hi = self._xe[d:]
         self._window = np.lib.stride_tricks.as_strided(
             self._xe, shape=(h + 1, d), strides=(self._xe.strides[0], self._xe.strides[0]),
             writeable=False,
@@ -470,10 +471,8 @@ class RidgeSolver:
 
     def features(self, x: FloatArray) -> npt.NDArray[np.float32]:
         """``x_i·x_{(i+k) mod d}`` in ``packed``'s order (a scratch buffer: use it at once)."""
-        xe = self._xe
-        d = self.dim
-        xe[:d] = x
-        xe[d:] = xe[:d]
+        np.copyto(self._x32, x, casting="same_kind")
+        np.copyto(self._x32_hi, self._x32)
         np.multiply(self._x32, self._window, out=self._xx2)
         return self._xx
 
