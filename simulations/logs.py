@@ -224,15 +224,15 @@ def _lines(path: Path) -> Iterable[tuple[int, bytes]]:
         yield from enumerate(fh, start=1)
 
 
-def read_jsonl(
-    path: str | Path, *, arm_ids: Sequence[str] | None = None
-) -> tuple[LoggedData, LogReadReport]:
-    """Read a JSON-Lines decision log (DecisionEvent fields + ``reward``)."""
-    p = Path(path)
-    if not p.is_file():
+def _open_log(path: str | Path) -> _Builder:
+    if not Path(path).is_file():
         raise InvalidInputError("path", str(path), "must be an existing log file")
-    b = _Builder(str(p))
-    for no, raw in _lines(p):
+    return _Builder(str(Path(path)))
+
+
+def _json_objects(b: _Builder) -> Iterable[tuple[int, dict[str, Any]]]:
+    """Numbered JSON objects of the log; blank lines skipped, bad lines reported to ``b``."""
+    for no, raw in _lines(Path(b.path)):
         if not raw.strip():
             continue
         b.lines += 1
@@ -244,6 +244,15 @@ def read_jsonl(
         if not isinstance(obj, dict):
             b.bad(no, "not a JSON object")
             continue
+        yield no, obj
+
+
+def read_jsonl(
+    path: str | Path, *, arm_ids: Sequence[str] | None = None
+) -> tuple[LoggedData, LogReadReport]:
+    """Read a JSON-Lines decision log (DecisionEvent fields + ``reward``)."""
+    b = _open_log(path)
+    for no, obj in _json_objects(b):
         probs = None
         if "probabilities" in obj and "eligible" in obj:
             pr, el = obj["probabilities"], obj["eligible"]
@@ -258,19 +267,8 @@ def read_dsjson(
     path: str | Path, *, arm_ids: Sequence[str] | None = None
 ) -> tuple[LoggedData, LogReadReport]:
     """Read a Vowpal Wabbit DSJSON log (see the module docstring for the fields used)."""
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInputError("path", str(path), "must be an existing log file")
-    b = _Builder(str(p))
-    for no, raw in _lines(p):
-        if not raw.strip():
-            continue
-        b.lines += 1
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            b.bad(no, f"not valid JSON ({exc.msg})")
-            continue
+    b = _open_log(path)
+    for no, obj in _json_objects(b):
         try:
             c = obj["c"]
             multi = [m["arm_id"] for m in c["_multi"]]
