@@ -29,6 +29,7 @@ from dashboards.transforms import (
 
 __all__ = [
     "LIFT_COLUMN_CONFIG",
+    "MomentsView",
     "OverviewView",
     "fmt_time",
     "lift_table_for_display",
@@ -56,7 +57,10 @@ class OverviewView:
 
 
 class CohortView:
-    """The slice of the store ``bandit.lift`` reads, answered from one fetched cohort.
+    """The slice of the store ``bandit.lift`` reads, answered from per-unit rows.
+
+    The overview now uses :class:`MomentsView` (one aggregate query); this adapter stays
+    for callers that already hold ``Store.unit_metrics`` rows (the Retention page).
 
     ``lift_table`` asks ``Store.cohort_moments`` per metric, each a scan of the
     engagement table in the engine. The overview needs eight metrics plus guardrails, so
@@ -96,6 +100,56 @@ class CohortView:
 
     def experiments(self) -> list[str]:
         return self._experiments
+
+
+class MomentsView:
+    """The slice of the store ``bandit.lift`` reads, answered from one aggregate query.
+
+    ``moments`` is ``Store.cohort_moments_many`` (per metric, covariate and variant:
+    exposed units, units with a complete horizon, Σy, Σy², Σx, Σx², Σxy), fetched once per
+    (experiment, as-of) and cached: every ``cohort_moments`` call of ``lift_table`` /
+    ``guardrail_table`` is a filter of those few rows, with the store's own numbers.
+    """
+
+    _COLS = ("variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy")
+
+    def __init__(self, moments: pd.DataFrame, experiments: Sequence[str]) -> None:
+        self._moments = moments
+        self._experiments = list(experiments)
+
+    def cohort_moments(
+        self, experiment_id: str, metric: str, covariate: str, as_of_ms: int | None = None
+    ) -> pd.DataFrame:
+        m = self._moments
+        sel = m[(m["metric"] == metric) & (m["covariate"] == covariate)]
+        if sel.empty and not m.empty:
+            from bandit.errors import InvalidInputError
+
+            raise InvalidInputError("metric", (metric, covariate), "not in the fetched moments")
+        return sel[list(self._COLS)].sort_values("variant").reset_index(drop=True)
+
+    def experiments(self) -> list[str]:
+        return self._experiments
+
+
+def moment_counts(moments: pd.DataFrame) -> pd.DataFrame:
+    """:func:`unit_counts` from ``Store.cohort_moments_many`` rows (no per-unit fetch)."""
+    cols = ["variant", "units", "day-1 complete", "day-30 complete"]
+    if moments.empty:
+        return pd.DataFrame(columns=cols)
+    d1 = moments[moments["metric"] == "retained_d1"].drop_duplicates("variant")
+    d30 = moments[moments["metric"] == "retained_d30"].drop_duplicates("variant")
+    out = pd.DataFrame(
+        {
+            "units": d1.set_index("variant")["n_exposed"],
+            "day-1 complete": d1.set_index("variant")["n"],
+            "day-30 complete": d30.set_index("variant")["n"],
+        }
+    ).sort_index().reset_index(names="variant")
+    out["variant"] = out["variant"].astype(str)
+    for c in cols[1:]:
+        out[c] = out[c].astype("int64")
+    return out[cols]
 
 
 def unit_counts(units: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +194,7 @@ def lift_tables(
     from bandit.errors import InvalidInputError
     from bandit.lift import lift_table
 
-    store = CohortView(data.unit_metrics(key, experiment_id, as_of_ms), [experiment_id])
+    store = MomentsView(data.cohort_moments(key, experiment_id, as_of_ms), [experiment_id])
     exp = _experiment if _experiment is not None else experiment_id
     out: dict[tuple[str, bool], pd.DataFrame] = {}
     skipped: dict[str, str] = {}
@@ -159,13 +213,13 @@ def guardrail_rows(
     as_of_ms: int | None,
     _experiment: Any = None,
 ) -> pd.DataFrame:
-    """``bandit.lift.guardrail_table`` over the cached units."""
+    """``bandit.lift.guardrail_table`` over the cached per-variant moments."""
     from bandit.errors import InvalidInputError
     from bandit.lift import guardrail_table
 
     try:
         return guardrail_table(
-            CohortView(data.unit_metrics(key, experiment_id, as_of_ms), [experiment_id]),  # type: ignore[arg-type]
+            MomentsView(data.cohort_moments(key, experiment_id, as_of_ms), [experiment_id]),  # type: ignore[arg-type]
             _experiment if _experiment is not None else experiment_id,
             as_of_ms,
         )
@@ -243,7 +297,7 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
     """Lift rows, sample sizes and health banners for the context's experiment."""
     s = ctx.settings
     key, exp = ctx.key, ctx.experiment
-    sizes = unit_counts(data.unit_metrics(key, exp, ctx.as_of_ms))
+    sizes = moment_counts(data.cohort_moments(key, exp, ctx.as_of_ms))
     banners: list[Banner] = []
     if sizes.empty or int(sizes["units"].sum()) == 0:
         return OverviewView(lift_display({}, s.control), sizes, banners)

@@ -167,6 +167,13 @@ def unit_metrics(key: tuple[str, str], experiment_id: str, as_of_ms: int | None)
     return get_store(*key).unit_metrics(experiment_id, as_of_ms)
 
 
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner="Loading cohorts…")
+def cohort_moments(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
+    """Per-variant sums of every lift metric and covariate, from one aggregate query
+    (``Store.cohort_moments_many``): a few hundred numbers, whatever the number of units."""
+    return get_store(*key).cohort_moments_many(experiment_id, None, as_of_ms)
+
+
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def retention_curve(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
     return get_store(*key).retention_curve(experiment_id, as_of_ms, max_day=30)

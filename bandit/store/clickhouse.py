@@ -328,6 +328,45 @@ class ClickHouseStore:
             out[col] = out[col].astype("float64")
         return out[["variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]]
 
+    def cohort_moments_many(self, experiment_id: str,
+                            pairs: Sequence[tuple[str, str]] | None = None,
+                            as_of_ms: int | None = None) -> pd.DataFrame:
+        """:meth:`cohort_moments` of many (metric, covariate) pairs from one engine scan.
+
+        One row per pair and variant: ``metric``, ``covariate``, ``variant``,
+        ``n_exposed``, ``n``, ``sy``, ``syy``, ``sx``, ``sxx``, ``sxy`` — per pair the same
+        values as :meth:`cohort_moments`. ``pairs`` defaults to every supported pair.
+        """
+        wanted = list(queries.MOMENT_PAIRS) if pairs is None else [tuple(p) for p in pairs]
+        for p in wanted:
+            if p not in queries.COHORT_MOMENTS:
+                names = sorted({m for m, _ in queries.COHORT_MOMENTS})
+                raise InvalidInputError("metric", p, f"must be one of {names} with "
+                                        "pre_engagement or pre_messages")
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "day_ms": _DAY_MS}
+        df = self._query_df(queries.COHORT_MOMENTS_MANY, params)
+        cols = ["metric", "covariate", "variant", "n_exposed", "n", "sy", "syy", "sx", "sxx",
+                "sxy"]
+        index = {p: i for i, p in enumerate(queries.MOMENT_PAIRS)}
+        parts = []
+        for metric, cov in wanted:
+            i = index[(metric, cov)]
+            h = queries.HORIZONS[metric]
+            part = pd.DataFrame({
+                "metric": metric, "covariate": cov,
+                "variant": df["variant"].astype(str),
+                "n_exposed": df["n_exposed"].astype("int64"),
+                "n": df[f"n_h{h}"].astype("int64"),
+                **{k: pd.to_numeric(df[f"{k}_{i}"], errors="coerce").fillna(0.0)
+                   .astype("float64") for k in ("sy", "syy", "sx", "sxx", "sxy")},
+            })
+            parts.append(part)
+        if not parts:
+            return pd.DataFrame({c: pd.Series(dtype=object if c in cols[:3] else "float64")
+                                 for c in cols})
+        return pd.concat(parts, ignore_index=True)[cols]
+
     def retention_curve(self, experiment_id: str, as_of_ms: int | None = None,
                         max_day: int = 30) -> pd.DataFrame:
         """Per variant and day 0..max_day: units whose day is complete, retained share, SE."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "DAYS", "EXPERIMENTS", "MEAN_REWARDS",
-           "RETENTION_CURVE", "TRAFFIC_SHARE", "UNIT_METRICS"]
+__all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "COHORT_MOMENTS_MANY", "DAYS", "EXPERIMENTS",
+           "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE", "TRAFFIC_SHARE",
+           "UNIT_METRICS"]
 
 #: days after first exposure reported per unit
 DAYS: Final = (1, 7, 14, 30)
@@ -225,3 +226,45 @@ SELECT DISTINCT toString(experiment_id) AS experiment_id FROM (
 )
 ORDER BY experiment_id
 """
+
+
+def _moments_many() -> str:
+    """Every (metric, covariate) pair of :data:`COHORT_MOMENTS` in one scan: per variant,
+    exposed units, units with a complete horizon per metric, and the sums per pair."""
+    pairs = list(COHORT_MOMENTS)
+    ys = [f"toFloat64({expr}) AS y_{name}" for name, (expr, _h) in _Y.items()]
+    xs = [f"toFloat64({expr}) AS x_{name}" for name, expr in _X.items()]
+    horizons = sorted({h for _e, h in _Y.values()})
+    sums = []
+    for i, (y, x) in enumerate(pairs):
+        ok = f"exposure_ts + {_Y[y][1] + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}"
+        sums += [f"sumIf(y_{y}, {ok}) AS sy_{i}", f"sumIf(y_{y} * y_{y}, {ok}) AS syy_{i}",
+                 f"sumIf(x_{x}, {ok}) AS sx_{i}", f"sumIf(x_{x} * x_{x}, {ok}) AS sxx_{i}",
+                 f"sumIf(y_{y} * x_{x}, {ok}) AS sxy_{i}"]
+    counts = [f"countIf(exposure_ts + {h + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}) AS n_h{h}"
+              for h in horizons]
+    return f"""
+WITH {_EXPOSED_KEYS.strip()},
+u AS (
+    SELECT e.unit_key AS unit_key, any(x.variant) AS variant,
+           any(x.exposure_ts) AS exposure_ts, {", ".join(ys + xs)}
+    FROM {_ENGAGEMENT}
+    INNER JOIN exp AS x ON e.unit_key = x.unit_key
+    WHERE ({_DAY} AS d) BETWEEN -{PRE_DAYS} AND 30
+    GROUP BY e.unit_key
+),
+s AS (SELECT toString(variant) AS variant, {", ".join(sums)} FROM u GROUP BY variant),
+c AS (SELECT toString(variant) AS variant, count() AS n_exposed, {", ".join(counts)}
+      FROM exp GROUP BY variant)
+SELECT c.*, s.* EXCEPT (variant)
+FROM c LEFT JOIN s ON s.variant = c.variant
+ORDER BY c.variant
+SETTINGS join_use_nulls = 0
+"""
+
+
+#: the (metric, covariate) pairs of :data:`COHORT_MOMENTS_MANY`, in its column order
+MOMENT_PAIRS: Final[tuple[tuple[str, str], ...]] = tuple(COHORT_MOMENTS)
+#: horizon (days) of each metric column
+HORIZONS: Final[dict[str, int]] = {y: h for y, (_e, h) in _Y.items()}
+COHORT_MOMENTS_MANY: Final = _moments_many()
