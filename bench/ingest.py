@@ -28,7 +28,7 @@ from bandit.config import load_config
 from bandit.policies import make_policy
 from consumers.embedded import EmbeddedBroker, create_topics
 from consumers.join import JoinPartition
-from consumers.kafka_adapter import KafkaLearner
+from consumers.kafka_adapter import KafkaLearner, _crc32c_is_native
 from consumers.sink import StoreSink
 from consumers.state import StateDir
 from consumers.synthetic import ARMS, make_stream, produce
@@ -46,7 +46,7 @@ def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> float:
         max_poll_records=5000,
         fetch_max_bytes=64 << 20,
         max_partition_fetch_bytes=16 << 20,
-        check_crcs=False,
+        check_crcs=_crc32c_is_native(),  # same setting as the learner
     )
     tps = [TopicPartition(t, p) for t in topic_names for p in range(PARTITIONS)]
     consumer.assign(tps)
