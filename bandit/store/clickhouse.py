@@ -358,8 +358,10 @@ class ClickHouseStore:
                 "variant": df["variant"].astype(str),
                 "n_exposed": df["n_exposed"].astype("int64"),
                 "n": df[f"n_h{h}"].astype("int64"),
-                **{k: pd.to_numeric(df[f"{k}_{i}"], errors="coerce").fillna(0.0)
-                   .astype("float64") for k in ("sy", "syy", "sx", "sxx", "sxy")},
+                **{k: pd.to_numeric(df[c], errors="coerce").fillna(0.0).astype("float64")
+                   for k, c in (("sy", f"sy_{metric}"), ("syy", f"syy_{metric}"),
+                                ("sx", f"sx_{cov}_{h}"), ("sxx", f"sxx_{cov}_{h}"),
+                                ("sxy", f"sxy_{i}"))},
             })
             parts.append(part)
         if not parts:

@@ -235,12 +235,19 @@ def _moments_many() -> str:
     ys = [f"toFloat64({expr}) AS y_{name}" for name, (expr, _h) in _Y.items()]
     xs = [f"toFloat64({expr}) AS x_{name}" for name, expr in _X.items()]
     horizons = sorted({h for _e, h in _Y.values()})
+    def ok(h: int) -> str:
+        return f"exposure_ts + {h + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}"
+
+    # Σy, Σy² per metric; Σx, Σx² per covariate and horizon; Σxy per pair (no repeats)
     sums = []
+    for y, (_e, h) in _Y.items():
+        sums += [f"sumIf(y_{y}, {ok(h)}) AS sy_{y}", f"sumIf(y_{y} * y_{y}, {ok(h)}) AS syy_{y}"]
+    for x in _X:
+        for h in horizons:
+            sums += [f"sumIf(x_{x}, {ok(h)}) AS sx_{x}_{h}",
+                     f"sumIf(x_{x} * x_{x}, {ok(h)}) AS sxx_{x}_{h}"]
     for i, (y, x) in enumerate(pairs):
-        ok = f"exposure_ts + {_Y[y][1] + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}"
-        sums += [f"sumIf(y_{y}, {ok}) AS sy_{i}", f"sumIf(y_{y} * y_{y}, {ok}) AS syy_{i}",
-                 f"sumIf(x_{x}, {ok}) AS sx_{i}", f"sumIf(x_{x} * x_{x}, {ok}) AS sxx_{i}",
-                 f"sumIf(y_{y} * x_{x}, {ok}) AS sxy_{i}"]
+        sums.append(f"sumIf(y_{y} * x_{x}, {ok(_Y[y][1])}) AS sxy_{i}")
     counts = [f"countIf(exposure_ts + {h + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}) AS n_h{h}"
               for h in horizons]
     return f"""
