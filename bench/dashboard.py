@@ -6,12 +6,12 @@ events (default 10,000,000, each on a day in [-7, 31) around the unit's exposure
 screen time for ``bandit``) and ``--decisions`` decisions (default 1,000,000). Then times,
 with empty caches (what a first visitor waits for):
 
-* ``overview_s``: ``dashboards.analysis.overview`` — unit counts, 8
-  ``bandit.lift.lift_table`` calls (the CUPED setting on screen; each aggregates its
-  cohort in the engine with ``Store.cohort_moments``), the guardrail table, SRM, the
-  hourly traffic query for staleness, the banners;
+* ``overview_s``: ``dashboards.analysis.overview`` — one aggregate query of every
+  metric's per-variant sums (``Store.cohort_moments_many``), unit counts, 8
+  ``bandit.lift.lift_table`` calls answered from those sums (the CUPED setting on
+  screen), the guardrail table, SRM, the hourly traffic query for staleness, the banners;
 * ``per_unit_cohort_query_s``: for comparison, ``Store.unit_metrics`` (one row per unit,
-  used by the Retention page's lift-over-time, not by the overview);
+  used by the Retention page's lift-over-time and, for now, the sidebar's unit counts);
 * ``overview_page_s``: the whole overview page under ``streamlit.testing.v1.AppTest``
   (sidebar queries, the page, the table and chart built), store opened read-only;
 * ``overview_page_warm_s``: the same page again, caches warm — what every later visitor
