@@ -68,7 +68,7 @@ def sidebar() -> Context:
     exp = st.sidebar.selectbox("Experiment", exps, key="f_experiment")
     key = (settings.dsn, settings.database)
     shares = data.traffic_share(key, exp, "day")
-    exposed = analysis.unit_counts(data.unit_metrics(key, exp, settings.as_of_ms))
+    exposed = analysis.moment_counts(data.cohort_moments(key, exp, settings.as_of_ms))
     all_variants = sorted(set(exposed["variant"]) | set(shares.get("variant", pd.Series(dtype=str))))
     all_arms = sorted(set(shares.get("arm_id", pd.Series(dtype=str))))
     # first decision day (exposures without decisions: the last 45 days)
