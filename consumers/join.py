@@ -30,9 +30,9 @@ result does not depend on how the consumer interleaves the two topics.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,8 @@ from bandit.events import (
     decode_feedback,
 )
 from bandit.reward import reward_from_proxies
+
+_E = TypeVar("_E")
 
 __all__ = [
     "DECISIONS",
@@ -200,7 +202,45 @@ class Counters:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
 
 
-class JoinPartition:
+class _Partition:
+    """What every partition's state shares: offsets, counters, an outbox, dead-lettering."""
+
+    partition: int
+    offsets: dict[str, int]
+    counters: Counters
+    outbox: Outbox
+
+    def _dead(self, reason: str, raw: bytes | None, source: str, offset: int) -> None:
+        self.counters.dead_lettered += 1
+        self.outbox.dead_letters.append(
+            DeadLetter(reason, raw or b"", source, self.partition, offset)
+        )
+
+    def _decoded(
+        self,
+        records: Iterable[tuple[int, bytes | None]],
+        topic: str,
+        decode: Callable[[bytes], _E],
+    ) -> Iterator[tuple[int, bytes | None, _E]]:
+        """New records of ``topic`` decoded; replayed offsets skipped, undecodable ones
+        dead-lettered. The topic's next offset advances once the records are exhausted."""
+        nxt = self.offsets[topic]
+        c = self.counters
+        for offset, raw in records:
+            if offset < nxt:
+                continue
+            nxt = offset + 1
+            c.consumed += 1
+            try:
+                ev = decode(raw if raw is not None else b"")
+            except EventDecodeError as exc:
+                self._dead(str(exc), raw, topic, offset)
+                continue
+            yield offset, raw, ev
+        self.offsets[topic] = nxt
+
+
+class JoinPartition(_Partition):
     """State of one co-partitioned (decisions, feedback) partition pair.
 
     ``arm_ids`` are the arms the policy knows (a decision for another arm is
@@ -265,25 +305,9 @@ class JoinPartition:
             raise ValueError(f"source must be {DECISIONS!r} or {FEEDBACK!r}, got {source!r}")
         self.advance()
 
-    def _dead(self, reason: str, raw: bytes | None, source: str, offset: int) -> None:
-        self.counters.dead_lettered += 1
-        self.outbox.dead_letters.append(
-            DeadLetter(reason, raw or b"", source, self.partition, offset)
-        )
-
     def _ingest_decisions(self, records: Iterable[tuple[int, bytes | None]]) -> None:
-        nxt = self.offsets[DECISIONS]
         c = self.counters
-        for offset, raw in records:
-            if offset < nxt:
-                continue
-            nxt = offset + 1
-            c.consumed += 1
-            try:
-                ev = decode_decision(raw if raw is not None else b"")
-            except EventDecodeError as exc:
-                self._dead(str(exc), raw, DECISIONS, offset)
-                continue
+        for offset, raw, ev in self._decoded(records, DECISIONS, decode_decision):
             if ev.arm_id not in self.arm_ids:
                 self._dead(f"arm_id is not a known arm, got {ev.arm_id!r}", raw, DECISIONS, offset)
                 continue
@@ -308,21 +332,10 @@ class JoinPartition:
             if ev.ts_ms > self.wm_decisions:
                 self.wm_decisions = ev.ts_ms
             self.outbox.decisions.append(ev)
-        self.offsets[DECISIONS] = nxt
 
     def _ingest_feedback(self, records: Iterable[tuple[int, bytes | None]]) -> None:
-        nxt = self.offsets[FEEDBACK]
         c = self.counters
-        for offset, raw in records:
-            if offset < nxt:
-                continue
-            nxt = offset + 1
-            c.consumed += 1
-            try:
-                fb = decode_feedback(raw if raw is not None else b"")
-            except EventDecodeError as exc:
-                self._dead(str(exc), raw, FEEDBACK, offset)
-                continue
+        for offset, raw, fb in self._decoded(records, FEEDBACK, decode_feedback):
             c.feedback += 1
             if fb.ts_ms > self.wm_feedback:
                 self.wm_feedback = fb.ts_ms
@@ -330,7 +343,6 @@ class JoinPartition:
                 self._resolve(fb, offset, raw)
             else:
                 heapq.heappush(self.held, (fb.ts_ms, offset, fb))
-        self.offsets[FEEDBACK] = nxt
 
     def _resolve(self, fb: FeedbackEvent, offset: int, raw: bytes | None = None) -> None:
         pend = self.pending.get(fb.decision_id)
@@ -539,7 +551,7 @@ def _flat_feedback(fb: FeedbackEvent) -> tuple[Any, ...]:
     )
 
 
-class EngagementPartition:
+class EngagementPartition(_Partition):
     """One engagement partition: decode, validate, pass to the store; state is the offset."""
 
     def __init__(self, partition: int) -> None:
@@ -549,20 +561,8 @@ class EngagementPartition:
         self.outbox = Outbox()
 
     def ingest(self, source: str, records: Iterable[tuple[int, bytes | None]]) -> None:
-        nxt = self.offsets[ENGAGEMENT]
-        for offset, raw in records:
-            if offset < nxt:
-                continue
-            nxt = offset + 1
-            self.counters.consumed += 1
-            try:
-                self.outbox.engagement.append(decode_engagement(raw if raw is not None else b""))
-            except EventDecodeError as exc:
-                self.counters.dead_lettered += 1
-                self.outbox.dead_letters.append(
-                    DeadLetter(str(exc), raw or b"", ENGAGEMENT, self.partition, offset)
-                )
-        self.offsets[ENGAGEMENT] = nxt
+        for _offset, _raw, ev in self._decoded(records, ENGAGEMENT, decode_engagement):
+            self.outbox.engagement.append(ev)
 
     def advance(self) -> None:
         return None
