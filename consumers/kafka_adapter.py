@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from bandit.config import Config
@@ -42,6 +43,9 @@ __all__ = ["KafkaLearner", "dead_letter_headers"]
 log = logging.getLogger("switchboard.learner")
 
 Unit = JoinPartition | EngagementPartition
+
+_offset_of = attrgetter("offset")
+_value_of = attrgetter("value")
 
 
 def dead_letter_headers(
@@ -248,7 +252,11 @@ class KafkaLearner:
                 unit = self._load_unit(*key)
                 self.units[key] = unit
             before.setdefault(key, m.snapshot_counts(unit))
-            unit.ingest(self.roles[tp.topic], [(r.offset, r.value) for r in records])
+            unit.ingest_batch(
+                self.roles[tp.topic],
+                list(map(_offset_of, records)),
+                list(map(_value_of, records)),
+            )
             touched[key] = unit
         for key, unit in touched.items():
             unit.advance()
