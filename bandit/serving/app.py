@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -27,6 +26,7 @@ from bandit.encoders import BatchingEncoder, Encoder, HashingEncoder
 from bandit.errors import InvalidInputError, UnknownArmError
 from bandit.events import DecisionEvent
 from bandit.serving.assignment import VariantAssigner
+from bandit.serving.ids import DecisionIds
 from bandit.serving.metrics import ServeMetrics
 from bandit.serving.reloader import ModelHolder, ServedModel
 from bandit.serving.schemas import (
@@ -40,7 +40,7 @@ from bandit.serving.schemas import (
     error_fields,
 )
 
-__all__ = ["DecisionSink", "create_app"]
+__all__ = ["AllocationAPI", "DecisionSink", "Edge", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,11 @@ def _unprocessable(items: list[dict[str, str]]) -> Response:
     return _json({"detail": items}, 422)
 
 
-def _error(status: int, field: str, msg: str) -> tuple[int, bytes, dict[str, str] | None]:
+#: (status, JSON body, extra headers) of one answer
+Reply = tuple[int, bytes, dict[str, str] | None]
+
+
+def _error(status: int, field: str, msg: str) -> Reply:
     return status, orjson.dumps({"detail": [{"field": field, "msg": msg}]}), None
 
 
@@ -90,14 +94,15 @@ def _invalid(exc: InvalidInputError) -> Response:
     return _unprocessable([{"field": exc.field, "msg": str(exc)}])
 
 
-class BodyLimit:
-    """Pure-ASGI edge of the app.
+class Edge:
+    """Pure-ASGI edge of the app, in front of FastAPI's middleware stack and router.
 
     * 413 when ``Content-Length`` or the streamed (chunked) body exceeds the limit — the
       body is counted while it is read, so a missing or lying header does not help;
     * counts requests and times them per route for ``/metrics``;
-    * serves ``POST /v1/allocate`` directly (:meth:`_Server.allocate`), skipping routing
-      and dependency resolution on the hot path.
+    * serves ``POST /v1/allocate`` itself (:meth:`_Server.allocate`): no routing, no
+      dependency resolution, no Starlette request object, no middleware chain. The
+      FastAPI route of the same path documents it (OpenAPI) and answers identically.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServeMetrics,
@@ -110,7 +115,64 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
+        elif self.server is not None and scope["path"] == "/v1/allocate" \
+                and scope["method"] == "POST":
+            await self._allocate(self.server, scope, receive, send)
+        else:
+            await self._other(scope, receive, send)
+
+    async def _allocate(self, server: _Server, scope: Scope, receive: Receive,
+                        send: Send) -> None:
+        t0 = time.perf_counter()
+        status = 0
+        try:
+            declared: int | None = None
+            authorization: str | None = None
+            for name, value in scope["headers"]:
+                if name == b"content-length" and declared is None:
+                    try:
+                        declared = int(value)
+                    except ValueError:
+                        declared = -1
+                elif name == b"authorization" and authorization is None:
+                    authorization = value.decode("latin-1")
+            if declared is not None and (declared < 0 or declared > self.max_bytes):
+                status = await self._too_large(send, declared)
+                return
+            body = await self._read_body(receive, send)
+            if isinstance(body, int):
+                status = body
+                return
+            status, content, extra = await server.allocate(authorization, body)
+            headers = [(b"content-type", b"application/json"),
+                       (b"content-length", str(len(content)).encode())]
+            if extra:
+                headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+        finally:
+            self.metrics.request("/v1/allocate", status, time.perf_counter() - t0)
+
+    async def _read_body(self, receive: Receive, send: Send) -> bytes | int:
+        """The whole body, or the status already answered (413; 0 on disconnect)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 0
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await self._too_large(send, size)
+            if not message.get("more_body", False):
+                if not chunks:
+                    return bytes(chunk)
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
         route = _route_label(scope.get("path", ""))
         status_box = [0]
@@ -130,40 +192,12 @@ class BodyLimit:
                         declared = -1
                     break
             if declared is not None and (declared < 0 or declared > self.max_bytes):
-                await self._too_large(send_wrapper, declared)
+                status_box[0] = await self._too_large(send, declared)
                 return
             if scope.get("method") in ("POST", "PUT", "PATCH", "DELETE"):
-                chunks: list[bytes] = []
-                size = 0
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_bytes:
-                        await self._too_large(send_wrapper, size)
-                        return
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-                body = b"".join(chunks)
-                if self.server is not None and route == "/v1/allocate" \
-                        and scope["method"] == "POST":
-                    # fast path: skip routing and dependency solving for the hot endpoint
-                    authorization = None
-                    for name, value in scope.get("headers", ()):
-                        if name == b"authorization":
-                            authorization = value.decode("latin-1")
-                            break
-                    status, content, extra = await self.server.allocate(authorization, body)
-                    headers = [(b"content-type", b"application/json"),
-                               (b"content-length", str(len(content)).encode())]
-                    if extra:
-                        headers.extend((k.lower().encode(), v.encode()) for k, v in extra.items())
-                    await send_wrapper({"type": "http.response.start", "status": status,
-                                        "headers": headers})
-                    await send_wrapper({"type": "http.response.body", "body": content})
+                body = await self._read_body(receive, send)
+                if isinstance(body, int):
+                    status_box[0] = body
                     return
                 sent = False
 
@@ -178,10 +212,9 @@ class BodyLimit:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.requests.labels(route, str(status_box[0])).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            self.metrics.request(route, status_box[0], time.perf_counter() - t0)
 
-    async def _too_large(self, send: Send, size: int) -> None:
+    async def _too_large(self, send: Send, size: int) -> int:
         body = orjson.dumps({"detail": [{"field": "body", "msg": f"request body must be at most "
                                          f"{self.max_bytes} bytes, got {size}"}]})
         await send({"type": "http.response.start", "status": 413,
@@ -189,6 +222,27 @@ class BodyLimit:
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+        return 413
+
+
+class AllocationAPI(FastAPI):
+    """The FastAPI app with :class:`Edge` in front of its whole middleware stack.
+
+    Still a :class:`~fastapi.FastAPI` (routes, OpenAPI, lifespan, ``app.state``); only
+    ``__call__`` goes through the edge first.
+    """
+
+    edge: Edge | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        edge = self.edge
+        if edge is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await edge(scope, receive, send)
+
+    async def _inner(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def _route_label(path: str) -> str:
@@ -216,12 +270,42 @@ class _Server:
         self.max_text = config.serve.max_text_chars
         self.experiment_id = config.experiment.id
         self.metrics = ServeMetrics(holder.snapshot_age_s, lambda: float(sink.backlog),
-                                    lambda: float(sink.depth))
+                                    lambda: float(sink.depth),
+                                    reload_counts=lambda: {"ok": holder.reloads,
+                                                           "failed": holder.failed_reloads})
+        self.decision_ids = DecisionIds()
         self.kinds = {v.name: tuple(v.arm_kinds) for v in config.experiment.variants}
 
-    async def allocate(self, authorization: str | None, body: bytes
-                       ) -> tuple[int, bytes, dict[str, str] | None]:
+    async def allocate(self, authorization: str | None, body: bytes) -> Reply:
         """The whole allocation: auth, parse, validate, assign, choose, publish, respond."""
+        begun = self._begin(authorization, body)
+        if not isinstance(begun, _Begun):
+            return begun
+        model = self.holder.model
+        try:
+            x = await self.context(begun.req, model)
+        except InvalidInputError as exc:
+            return _error(422, exc.field, str(exc))
+        return self._finish(begun, model, x)
+
+    def allocate_now(self, authorization: str | None, body: bytes) -> Reply | None:
+        """:meth:`allocate` without an event-loop turn, for the inline HTTP fast path;
+        ``None`` when the request needs to await the batching text encoder (the caller
+        then goes through :meth:`allocate`)."""
+        begun = self._begin(authorization, body)
+        if not isinstance(begun, _Begun):
+            return begun
+        if begun.req.text is not None and isinstance(self.encoder, BatchingEncoder):
+            return None
+        model = self.holder.model
+        try:
+            x = self._context_now(begun.req, model)
+        except InvalidInputError as exc:
+            return _error(422, exc.field, str(exc))
+        return self._finish(begun, model, x)
+
+    def _begin(self, authorization: str | None, body: bytes) -> Reply | _Begun:
+        """Auth, JSON, schema and experiment checks: an error reply or the request."""
         denied = self.check_token(authorization, admin=False)
         if denied is not None:
             return denied
@@ -238,16 +322,20 @@ class _Server:
         if req.experiment_id is not None and req.experiment_id != self.experiment_id:
             return _error(422, "experiment_id", f"unknown experiment {req.experiment_id!r} "
                                                 f"(this server runs {self.experiment_id!r})")
-        model = self.holder.model
+        return _Begun(req, t0, c0)
+
+    def _finish(self, begun: _Begun, model: ServedModel, x: np.ndarray) -> Reply:
+        """Assign, choose, publish and respond (``x`` is the request's context)."""
+        req = begun.req
+        encoded = req.text is not None
+        t1 = time.perf_counter()
+        c1 = time.thread_time() if encoded else 0.0  # a system call: only when needed
         try:
-            x = await self.context(req, model)
-            t1 = time.perf_counter()
-            c1 = time.thread_time()
             variant = self.assigner.assign(req.unit_id).name
             choice, fallback = self.choose(model, variant, x, req.eligible)
         except InvalidInputError as exc:
             return _error(422, exc.field, str(exc))
-        decision_id = uuid.uuid4().hex
+        decision_id = self.decision_ids()
         if isinstance(choice, _UniformChoice):
             version = choice.policy_version
         elif model.source == "snapshot":
@@ -273,15 +361,17 @@ class _Server:
             out["scores"] = dict(zip(choice.arms, choice.scores.tolist(), strict=True))
             out["probabilities"] = dict(zip(choice.arms, choice.probabilities.tolist(),
                                             strict=True))
-        self.metrics.decisions.labels(variant, choice.arm_id).inc()
+        content = orjson.dumps(out)
+        metrics = self.metrics
+        metrics.decisions.inc((variant, choice.arm_id))
         if fallback:
-            self.metrics.fallbacks.inc()
+            metrics.fallbacks.inc()
         # compute excludes text encoding (its own batching wait) but includes the rest
-        encode_s = 0.0 if req.text is None else t1 - t0
-        self.metrics.compute.observe(time.perf_counter() - t0 - encode_s)
-        encode_cpu = 0.0 if req.text is None else c1 - c0
-        self.metrics.cpu.observe(time.thread_time() - c0 - encode_cpu)
-        return 200, orjson.dumps(out), None
+        metrics.compute.observe(time.perf_counter() - begun.t0
+                                - (t1 - begun.t0 if encoded else 0.0))
+        metrics.cpu.observe(time.thread_time() - begun.c0
+                            - (c1 - begun.c0 if encoded else 0.0))
+        return 200, content, None
 
     def check_token(self, authorization: str | None, *, admin: bool
                     ) -> tuple[int, bytes, dict[str, str] | None] | None:
@@ -303,23 +393,29 @@ class _Server:
         return Response(content, status_code=status, media_type=_JSON, headers=headers)
 
     async def context(self, req: AllocateRequest, model: ServedModel) -> np.ndarray:
+        if req.text is not None and isinstance(self.encoder, BatchingEncoder):
+            self._check_text(req.text, model)
+            return np.asarray(await self.encoder.encode_one(req.text), dtype=np.float64)
+        return self._context_now(req, model)
+
+    def _context_now(self, req: AllocateRequest, model: ServedModel) -> np.ndarray:
+        """The context of an embedding request, or of a text one with a direct encoder."""
         if req.embedding is not None:
             if len(req.embedding) != model.dim:
                 raise InvalidInputError("embedding", len(req.embedding),
                                         f"must have length {model.dim} (the policy dimension)")
             return np.asarray(req.embedding, dtype=np.float64)
         text = req.text or ""
+        self._check_text(text, model)
+        return np.asarray(self.encoder.encode([text])[0], dtype=np.float64)
+
+    def _check_text(self, text: str, model: ServedModel) -> None:
         if len(text) > self.max_text:
             raise InvalidInputError("text", f"<{len(text)} chars>",
                                     f"must be at most {self.max_text} characters")
         if self.encoder.dim != model.dim:
             raise InvalidInputError("text", "<text>", f"cannot be used: the encoder gives "
                                     f"{self.encoder.dim}-d contexts, the model needs {model.dim}")
-        if isinstance(self.encoder, BatchingEncoder):
-            x = await self.encoder.encode_one(text)
-        else:
-            x = self.encoder.encode([text])[0]
-        return np.asarray(x, dtype=np.float64)
 
     def choose(self, model: ServedModel, variant: str, x: np.ndarray,
                eligible: list[str] | None) -> tuple[Any, bool]:
@@ -340,6 +436,17 @@ class _Server:
             log.exception("policy %s failed; choosing uniformly: %s", policy.name, exc)
             self.metrics.fallbacks.inc()
             return _uniform_choice(list(ids), self.rng), True
+
+
+class _Begun:
+    """A parsed, validated allocation request and when its compute started."""
+
+    __slots__ = ("c0", "req", "t0")
+
+    def __init__(self, req: AllocateRequest, t0: float, c0: float) -> None:
+        self.req = req
+        self.t0 = t0
+        self.c0 = c0
 
 
 class _UniformChoice:
@@ -413,7 +520,7 @@ def create_app(
             if isinstance(server.encoder, BatchingEncoder):
                 server.encoder.close()
 
-    app = FastAPI(title="Switchboard allocation API", version="1",
+    app = AllocationAPI(title="Switchboard allocation API", version="1",
                   description="Allocates conversations to expert LLMs (see docs/serving.md).",
                   lifespan=lifespan)
     app.state.server = server
@@ -425,7 +532,7 @@ def create_app(
     async def allocate(request: Request) -> Response:
         """Choose an arm for a conversation; returns the decision with its propensity.
 
-        (Served by the ASGI fast path in :class:`BodyLimit`; this route documents it and
+        (Served by the ASGI fast path in :class:`Edge`; this route documents it and
         handles it identically if the fast path is bypassed.)
         """
         status, content, headers = await server.allocate(
@@ -528,5 +635,5 @@ def create_app(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, max_bytes=sc.max_body_bytes, metrics=metrics, server=server)
+    app.edge = Edge(app._inner, max_bytes=sc.max_body_bytes, metrics=metrics, server=server)
     return app
