@@ -1,4 +1,5 @@
-"""``switchboard serve``: run the allocation server on uvicorn (httptools + uvloop)."""
+"""``switchboard serve``: run the allocation server on uvicorn (httptools + uvloop), with
+``POST /v1/allocate`` answered inline by :class:`~bandit.serving.http.AllocateFastProtocol`."""
 
 from __future__ import annotations
 
@@ -73,12 +74,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from bandit.config import load_config
+    from bandit.serving.http import AllocateFastProtocol
 
     logging.basicConfig(level=args.log_level.upper())
     config_path = getattr(args, "config", None)
     config = load_config(config_path)
     host, port = args.host or config.serve.host, args.port or config.serve.port
-    common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop", "http": "httptools",
+    common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
+                              "http": AllocateFastProtocol,
                               "log_level": args.log_level, "access_log": False}
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to the
     # handler installed before it ran; a no-op handler turns a graceful stop into exit 0.

@@ -23,13 +23,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class LiveServer:
-    """uvicorn (httptools) serving ``app`` on ``host:port`` in a daemon thread."""
+    """uvicorn (httptools, inline ``/v1/allocate``) serving ``app`` on ``host:port`` in a
+    daemon thread."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
+        from bandit.serving.http import AllocateFastProtocol
+
         config = uvicorn.Config(app, host=host, port=self.port, log_level="warning",
-                                http="httptools", loop="asyncio", access_log=False,
+                                http=AllocateFastProtocol, loop="asyncio", access_log=False,
                                 lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="live-server", daemon=True)

@@ -1,0 +1,147 @@
+"""uvicorn's httptools protocol with ``POST /v1/allocate`` answered inline.
+
+uvicorn serves every request as an ASGI task: a scope dict, a ``RequestResponseCycle``
+with an ``asyncio.Event``, a task on the loop, ``receive``/``send`` coroutines and a
+header check per response line. For the allocation endpoint that machinery cost more
+CPU than the allocation itself. :class:`AllocateFastProtocol` answers a plain
+``POST /v1/allocate`` as soon as its body is complete, from the parser callback: it
+calls :meth:`bandit.serving.app._Server.allocate_now` (the same code the ASGI route
+runs) and writes the response with uvicorn's own status line and default headers.
+
+Anything unusual goes the ordinary ASGI way, through :class:`bandit.serving.app.Edge`
+and FastAPI, unchanged: another path or method, HTTP/1.0, ``Connection: close``,
+``Expect: 100-continue``, chunked or missing ``Content-Length``, a body over
+``serve.max_body_bytes`` (the edge answers 413), a request queued behind a pipelined one
+still running, access logging or a concurrency limit switched on, and text requests
+that must await the batching encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from bandit.serving.app import Edge
+
+__all__ = ["AllocateFastProtocol", "find_edge"]
+
+log = logging.getLogger(__name__)
+
+_PATH = b"/v1/allocate"
+_JSON_HEADERS = b"content-type: application/json\r\ncontent-length: "
+
+
+def find_edge(app: Any) -> Edge | None:
+    """The :class:`~bandit.serving.app.Edge` of an allocation app, looking through the
+    ASGI middlewares uvicorn wraps around it (``.app`` attributes)."""
+    from bandit.serving.app import AllocationAPI
+
+    for _ in range(8):
+        if isinstance(app, AllocationAPI):
+            return app.edge
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+class AllocateFastProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` that serves plain allocation requests without an ASGI task."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._edge = find_edge(self.app)
+        self._inline = False
+        self._chunks: list[bytes] = []
+        self._t0 = 0.0
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._inline = False
+
+    def on_headers_complete(self) -> None:
+        edge = self._edge
+        if edge is not None and edge.server is not None and self.url == _PATH \
+                and self._can_inline(edge):
+            self._inline = True
+            self._chunks = []
+            self._t0 = time.perf_counter()
+            return
+        super().on_headers_complete()
+
+    def _can_inline(self, edge: Edge) -> bool:
+        parser = self.parser
+        if parser.get_method() != b"POST" or parser.get_http_version() != "1.1" \
+                or not parser.should_keep_alive() or self.expect_100_continue:
+            return False
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            return False  # keep responses in request order
+        if self.access_log or self.limit_concurrency is not None or self.flow.write_paused:
+            return False  # logging, 503s and back-pressure are uvicorn's business
+        length = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                if length is not None:
+                    return False
+                try:
+                    length = int(value)
+                except ValueError:
+                    return False
+            elif name == b"transfer-encoding":
+                return False
+        return length is not None and 0 <= length <= edge.max_bytes
+
+    def on_body(self, body: bytes) -> None:
+        if self._inline:
+            self._chunks.append(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        edge = self._edge
+        server = edge.server if edge is not None else None
+        if not self._inline or edge is None or server is None:
+            super().on_message_complete()
+            return
+        self._inline = False
+        body = b"".join(self._chunks)
+        self._chunks = []
+        authorization = None
+        for name, value in self.headers:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            reply = server.allocate_now(authorization, body)
+        except Exception:  # a bug: answer like uvicorn does for a failing ASGI app
+            log.exception("Exception in the inline /v1/allocate handler")
+            self.transport.write(b"".join([
+                STATUS_LINE[500], *(n + b": " + v + b"\r\n"
+                                    for n, v in self.server_state.default_headers),
+                b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
+                b"connection: close\r\n\r\nInternal Server Error"]))
+            edge.metrics.request("/v1/allocate", 500, time.perf_counter() - self._t0)
+            self.transport.close()
+            return
+        if reply is None:
+            # needs an await (batching text encoder): replay it on the ASGI path
+            super().on_headers_complete()
+            super().on_body(body)
+            super().on_message_complete()
+            return
+        status, content, extra = reply
+        parts = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            parts += [name, b": ", value, b"\r\n"]
+        parts += [_JSON_HEADERS, str(len(content)).encode(), b"\r\n"]
+        if extra:
+            for key, val in extra.items():
+                parts += [key.lower().encode(), b": ", val.encode(), b"\r\n"]
+        parts += [b"\r\n", content]
+        self.transport.write(b"".join(parts))
+        edge.metrics.request("/v1/allocate", status, time.perf_counter() - self._t0)
+        self.on_response_complete()
