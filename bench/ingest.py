@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import tempfile
 import threading
@@ -37,7 +38,8 @@ DIM = 64
 PARTITIONS = 4
 
 
-def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> float:
+def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> tuple[float, float]:
+    """kafka-python alone: (events/s wall, CPU seconds of this process per event)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -52,15 +54,16 @@ def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> float:
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     n = 0
-    t0 = None
+    t0 = c0 = None
     while n < total:
         for recs in consumer.poll(timeout_ms=500).values():
             if t0 is None:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
             n += len(recs)
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    cpu = time.process_time() - (c0 or time.process_time())
     consumer.close()
-    return n / elapsed
+    return n / elapsed, cpu / n
 
 
 def run_learner(
@@ -89,52 +92,66 @@ def run_learner(
     sink = StoreSink.open(f"chdb://{tmp / 'chdb'}") if store else None
     learner = KafkaLearner(config, make_join, sink=sink)
     state = StateDir(config.learner.state_dir)
-    first: list[float] = []
-    orig_apply = learner._apply
+    # Timed from the start of the first applied batch to the end of the checkpoint
+    # (sink, snapshot, commit) that follows the last one. The periodic commit timer is
+    # not waited for: the bench asks for that checkpoint as soon as everything is applied
+    # and leaves out the idle gap until the learner's poll returns (<= 200 ms), which a
+    # continuous stream would fill with work.
+    marks: dict[str, float] = {}
+    final: list[tuple[float, float]] = []
+    orig_apply, orig_checkpoint = learner._apply, learner.checkpoint
 
-    def timed_apply(batch: Any) -> None:
-        if not first:
-            first.append(time.perf_counter())
-        orig_apply(batch)
-
-    learner._apply = timed_apply  # type: ignore[method-assign]
-    thread = threading.Thread(target=learner.run, daemon=True)
-    thread.start()
-    want = {p: (len(stream.decisions[p]), len(stream.feedback[p])) for p in stream.decisions}
-
-    def done() -> bool:
-        parts = (
-            state.load_all("join")
-            if len(list(state.root.glob("join-*.state"))) == PARTITIONS
-            else {}
-        )
-        return bool(parts) and all(
-            parts[p]["offsets"]["decisions"] >= d and parts[p]["offsets"]["feedback"] >= f
-            for p, (d, f) in want.items()
-        )
-
-    # checkpoints happen every commit_interval_s; force one as soon as all is applied
-    while not first:
-        time.sleep(0.01)
-    while True:
-        applied = sum(
+    def applied() -> int:
+        return sum(
             u.offsets.get("decisions", 0) + u.offsets.get("feedback", 0)
             for key, u in list(learner.units.items())
             if key[0] == "join"
         )
-        if applied >= stream.n_events:
-            break
+
+    def timed_apply(batch: Any) -> None:
+        if "first" not in marks:
+            marks["first"], marks["first_cpu"] = time.perf_counter(), time.process_time()
+        orig_apply(batch)
+        marks["last"] = time.perf_counter()
+
+    def timed_checkpoint(**kw: Any) -> bool:
+        t0 = time.perf_counter()
+        all_in = applied() >= stream.n_events
+        ok = orig_checkpoint(**kw)
+        if ok and all_in and not final:
+            final.append((t0, time.perf_counter()))
+            marks["cpu"] = time.process_time()
+        return ok
+
+    learner._apply = timed_apply  # type: ignore[method-assign]
+    learner.checkpoint = timed_checkpoint  # type: ignore[method-assign]
+    thread = threading.Thread(target=learner.run, daemon=True)
+    thread.start()
+    while applied() < stream.n_events:
         time.sleep(0.02)
-    while not done():
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - first[0]
+    learner.request_checkpoint()
+    while not final:
+        time.sleep(0.01)
+    start, end = final[0]
+    idle = max(0.0, start - marks["last"])
+    elapsed = end - marks["first"] - idle
+    cpu = marks["cpu"] - marks["first_cpu"]
     learner.stop_event.set()
     thread.join(60)
+    want = {p: (len(stream.decisions[p]), len(stream.feedback[p])) for p in stream.decisions}
+    parts = state.load_all("join")
+    if not all(
+        parts[p]["offsets"]["decisions"] >= d and parts[p]["offsets"]["feedback"] >= f
+        for p, (d, f) in want.items()
+    ):
+        raise RuntimeError("the learner's snapshots do not cover every event")
     n_fb = sum(map(len, stream.feedback.values()))
     return {
         "events_per_s": stream.n_events / elapsed,
         "feedback_per_s": n_fb / elapsed,
         "seconds": elapsed,
+        "cpu_us_per_event": cpu / stream.n_events * 1e6,
+        "cpu_s": cpu,
     }
 
 
@@ -143,9 +160,9 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=40_000)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from consumers.cli import _single_threaded_blas
+    from consumers.cli import _batch_friendly_gc, _single_threaded_blas
 
-    with _single_threaded_blas():
+    with _single_threaded_blas(), _batch_friendly_gc():  # as `switchboard learn` runs
         _bench(args)
 
 
@@ -167,14 +184,15 @@ def _bench(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         produce(broker.bootstrap_servers, stream, names[0], names[1])
         produce_s = time.perf_counter() - t0
-        raw = raw_consume(broker.bootstrap_servers, names[:2], stream.n_events)
+        raw, raw_cpu = raw_consume(broker.bootstrap_servers, names[:2], stream.n_events)
         plain = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=False)
         chdb = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=True)
+    n_fb = sum(map(len, stream.feedback.values()))
     print(
         json.dumps(
             {
                 "events": stream.n_events,
-                "feedback_events": sum(map(len, stream.feedback.values())),
+                "feedback_events": n_fb,
                 "context_dim": DIM,
                 "partitions": PARTITIONS,
                 "produce_events_per_s": round(stream.n_events / produce_s),
@@ -183,6 +201,16 @@ def _bench(args: argparse.Namespace) -> None:
                 "learner_feedback_per_s": round(plain["feedback_per_s"]),
                 "learner_events_per_s_chdb": round(chdb["events_per_s"]),
                 "learner_feedback_per_s_chdb": round(chdb["feedback_per_s"]),
+                # CPU time of this process (all threads) per event, and the events/s that
+                # CPU cost allows on one core: steadier than wall time on a shared machine
+                "raw_consume_cpu_us_per_event": round(raw_cpu * 1e6, 2),
+                "learner_cpu_us_per_event": round(plain["cpu_us_per_event"], 2),
+                "learner_cpu_events_per_s": round(1e6 / plain["cpu_us_per_event"]),
+                "learner_cpu_feedback_per_s": round(n_fb / plain["cpu_s"]),
+                "learner_cpu_us_per_event_chdb": round(chdb["cpu_us_per_event"], 2),
+                "learner_cpu_events_per_s_chdb": round(1e6 / chdb["cpu_us_per_event"]),
+                "learner_cpu_feedback_per_s_chdb": round(n_fb / chdb["cpu_s"]),
+                "load_average_1m": round(os.getloadavg()[0], 2),
                 "python": platform.python_version(),
             },
             indent=2,

@@ -6,8 +6,11 @@ SIGTERM / SIGINT stop it cleanly: flush to the store, snapshot, commit, publish.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import logging
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 from bandit.config import Config, load_config
@@ -75,9 +78,32 @@ def run_learner(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    with _single_threaded_blas():
+    with _single_threaded_blas(), _batch_friendly_gc():
         learner.run(max_idle_s=args.max_idle_s)
     return 0
+
+
+#: Allocations (net) between young-generation collections while the learner runs.
+LEARNER_GC_GEN0_THRESHOLD = 20_000
+
+
+@contextlib.contextmanager
+def _batch_friendly_gc() -> Iterator[None]:
+    """Collect the young generation every 20 000 net allocations instead of 700.
+
+    The learner decodes a fetched batch column-wise, so thousands of short-lived
+    containers (decoded JSON objects) are alive at once; with the default threshold the
+    cyclic collector runs dozens of times per batch and repeatedly walks the long-lived
+    pending decisions (measured: 18.5 → 12 µs CPU per event in ``bench/ingest.py``).
+    Reference counting frees almost everything the learner allocates; only the rare
+    cycle waits a little longer. The previous thresholds are restored on exit.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], LEARNER_GC_GEN0_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _single_threaded_blas() -> Any:

@@ -17,12 +17,13 @@ assignment its snapshot is loaded and the consumer seeks to its offsets.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from bandit.config import Config
@@ -46,6 +47,8 @@ Unit = JoinPartition | EngagementPartition
 
 _offset_of = attrgetter("offset")
 _value_of = attrgetter("value")
+_first = itemgetter(0)
+_second = itemgetter(1)
 
 
 def dead_letter_headers(
@@ -106,12 +109,14 @@ class KafkaLearner:
         self.client_id = client_id
         self._consumer: Any = None
         self._producer: Any = None
+        self._lean = False
         self._sink_backoff = _Backoff()
         self._last_commit = time.monotonic()
         self._last_publish = time.monotonic()
         self._last_log = time.monotonic()
         self._last_snapshot_wall = time.time()
         self._paused = False
+        self._checkpoint_requested = threading.Event()
         self._saved: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}
         self.idle_since = time.monotonic()
 
@@ -147,6 +152,7 @@ class KafkaLearner:
                     # so a decisions partition and its feedback partition stay together.
                     partition_assignment_strategy=[RangePartitionAssignor],
                 )
+                self._lean = _use_lean_records(self._consumer)
                 self._producer = KafkaProducer(
                     bootstrap_servers=self.bootstrap,
                     acks="all",
@@ -232,7 +238,10 @@ class KafkaLearner:
                 ):
                     break
                 now = time.monotonic()
-                if now - self._last_commit >= lc.commit_interval_s:
+                if self._checkpoint_requested.is_set():
+                    self._checkpoint_requested.clear()
+                    self.checkpoint()
+                elif now - self._last_commit >= lc.commit_interval_s:
                     self.checkpoint()
                 if self.publish is not None and now - self._last_publish >= lc.publish_interval_s:
                     self._publish()
@@ -240,6 +249,10 @@ class KafkaLearner:
                     self._log_progress()
         finally:
             self.shutdown()
+
+    def request_checkpoint(self) -> None:
+        """Ask the consuming thread to checkpoint after its current poll (thread-safe)."""
+        self._checkpoint_requested.set()
 
     def _apply(self, batch: dict[Any, list[Any]]) -> None:
         touched: dict[tuple[str, int], Unit] = {}
@@ -252,11 +265,11 @@ class KafkaLearner:
                 unit = self._load_unit(*key)
                 self.units[key] = unit
             before.setdefault(key, m.snapshot_counts(unit))
-            unit.ingest_batch(
-                self.roles[tp.topic],
-                list(map(_offset_of, records)),
-                list(map(_value_of, records)),
-            )
+            if self._lean:  # (offset, value) pairs from the lean PartitionRecords
+                offsets, values = list(map(_first, records)), list(map(_second, records))
+            else:
+                offsets, values = list(map(_offset_of, records)), list(map(_value_of, records))
+            unit.ingest_batch(self.roles[tp.topic], offsets, values)
             touched[key] = unit
         for key, unit in touched.items():
             unit.advance()
@@ -395,6 +408,202 @@ class KafkaLearner:
                 log.warning("producer close failed (%s)", exc)
         if self.sink is not None:
             self.sink.close()
+
+
+# --------------------------------------------------------------------------- lean records
+#
+# kafka-python turns every record into a ``ConsumerRecord`` through several layers of
+# pure-Python objects (~5 µs per record, more than the learner's own work per feedback
+# event). The learner only needs each record's offset and value, so when the installed
+# kafka-python has the expected internals, the consumer's fetcher is given a
+# ``PartitionRecords`` subclass that parses uncompressed v2 record batches in one tight
+# loop into ``(offset, value)`` pairs; every other case (compressed or legacy batches,
+# control batches, CRC failures, skipping to the fetch offset, position bookkeeping) goes
+# through kafka-python's own batch objects and rules. ``tests/test_learner_records.py``
+# checks the parser against kafka-python's on batches with keys, headers, null values,
+# multi-byte varints and offset gaps.
+
+
+def parse_v2_records(
+    buf: bytes, pos: int, base_offset: int, count: int
+) -> tuple[list[int], list[bytes | None]]:
+    """Offsets and values of the ``count`` records of an uncompressed v2 batch whose
+    records start at ``buf[pos]`` (Kafka's record format: length, attributes, timestamp
+    delta, offset delta, key, value, headers — all lengths zigzag varints)."""
+    offsets: list[int] = []
+    values: list[bytes | None] = []
+    add_offset = offsets.append
+    add_value = values.append
+    for _ in range(count):
+        length, pos = _varint(buf, pos)
+        end = pos + length
+        pos += 1  # attributes (unused)
+        b = buf[pos]  # timestamp delta (unused): skip the varint
+        while b & 0x80:
+            pos += 1
+            b = buf[pos]
+        pos += 1
+        b = buf[pos]
+        if b & 0x80:
+            delta, pos = _varint(buf, pos)
+        else:
+            delta = (b >> 1) ^ -(b & 1)
+            pos += 1
+        b = buf[pos]
+        if b & 0x80:
+            klen, pos = _varint(buf, pos)
+        else:
+            klen = (b >> 1) ^ -(b & 1)
+            pos += 1
+        if klen > 0:
+            pos += klen
+        b = buf[pos]
+        if b & 0x80:
+            vlen, pos = _varint(buf, pos)
+        else:
+            vlen = (b >> 1) ^ -(b & 1)
+            pos += 1
+        if vlen >= 0:
+            if pos + vlen > end:
+                raise ValueError(f"record value overruns its record at offset delta {delta}")
+            add_value(buf[pos : pos + vlen])
+        else:
+            add_value(None)
+        add_offset(base_offset + delta)
+        pos = end  # headers (unused)
+    if pos != len(buf):
+        raise ValueError(f"{len(buf) - pos} unconsumed bytes after {count} records")
+    return offsets, values
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag-encoded varint at ``buf[pos]``; returns (value, next position)."""
+    result = 0
+    shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint out of int64 range")
+
+
+def _use_lean_records(consumer: Any) -> bool:
+    """Give ``consumer``'s fetcher the lean ``PartitionRecords`` when kafka-python's
+    internals are the ones it was written against; False (and no change) otherwise."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    base = getattr(type(fetcher), "PartitionRecords", None)
+    config = getattr(fetcher, "config", None)
+    if (
+        fetcher is None
+        or not isinstance(base, type)
+        or not isinstance(config, dict)
+        or config.get("key_deserializer") is not None
+        or config.get("value_deserializer") is not None
+        or str(config.get("isolation_level", "read_uncommitted")) != "read_uncommitted"
+        or not all(
+            hasattr(base, name)
+            for name in ("take", "drain", "_maybe_raise_next_inline_exception", "__bool__")
+        )
+    ):
+        log.info("kafka-python internals differ; using its standard record parsing")
+        return False
+    lean = _lean_partition_records(base)
+    try:  # an empty fetch exercises the attributes the lean class relies on
+        from kafka.record import MemoryRecords
+
+        if lean(0, None, MemoryRecords(b""), check_crcs=False).take(1) != []:
+            raise ValueError("an empty fetch yielded records")
+    except Exception as exc:
+        log.info("lean record parsing unavailable (%s); using kafka-python's", exc)
+        return False
+    fetcher.PartitionRecords = lean
+    return True
+
+
+def _lean_partition_records(base: type) -> type:
+    from kafka.errors import CorruptRecordError
+
+    class LeanPartitionRecords(base):  # type: ignore[misc, valid-type]
+        """kafka-python's PartitionRecords, taking ``(offset, value)`` pairs batch-wise."""
+
+        def __init__(self, fetch_offset: int, tp: Any, records: Any, *args: Any, **kw: Any):
+            super().__init__(fetch_offset, tp, records, *args, **kw)
+            self._lean_records = records
+            self._lean_offsets: list[int] = []
+            self._lean_values: list[bytes | None] = []
+            self._lean_at = 0
+            self._lean_last: Any = None
+
+        def take(self, n: int | None = None) -> list[tuple[int, bytes | None]]:
+            self._maybe_raise_next_inline_exception()
+            out: list[tuple[int, bytes | None]] = []
+            try:
+                while self.record_iterator is not None and (n is None or len(out) < n):
+                    at, offsets = self._lean_at, self._lean_offsets
+                    if at >= len(offsets):
+                        self._next_batch()
+                        continue
+                    k = len(offsets) - at if n is None else min(n - len(out), len(offsets) - at)
+                    out.extend(
+                        zip(offsets[at : at + k], self._lean_values[at : at + k], strict=True)
+                    )
+                    self._lean_at = at + k
+                    self.next_fetch_offset = offsets[at + k - 1] + 1
+                    self.records_read += k
+            except Exception as exc:
+                if not out:
+                    raise
+                self._next_inline_exception = exc  # raised by the next take, as kafka-python does
+            return out
+
+        def _next_batch(self) -> None:
+            self._lean_offsets, self._lean_values, self._lean_at = [], [], 0
+            batch = self._lean_records.next_batch()
+            if batch is None:
+                last = self._lean_last
+                if last is not None and last.magic == 2:
+                    self.next_fetch_offset = last.next_offset
+                self.drain()
+                return
+            self._lean_last = batch
+            if self.check_crcs and not batch.validate_crc():
+                raise CorruptRecordError(
+                    f"Record batch for partition {self.topic_partition} at offset "
+                    f"{batch.base_offset} failed crc check"
+                )
+            self.bytes_read += batch.size_in_bytes
+            if batch.magic == 2:
+                self.leader_epoch = batch.leader_epoch
+                if batch.is_control_batch:
+                    self.next_fetch_offset = batch.next_offset
+                    return
+            if batch.magic == 2 and batch.compression_type == 0:
+                try:
+                    offsets, values = parse_v2_records(
+                        bytes(batch._buffer), batch._pos, batch.base_offset, batch.records_count
+                    )
+                except (ValueError, IndexError) as exc:
+                    raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from exc
+            else:
+                offsets, values = [], []
+                for record in batch:
+                    if self.check_crcs and batch.magic < 2 and not record.validate_crc():
+                        raise CorruptRecordError(
+                            f"Record for partition {self.topic_partition} at offset "
+                            f"{record.offset} failed crc check"
+                        )
+                    offsets.append(record.offset)
+                    values.append(record.value)
+            skip = bisect.bisect_left(offsets, self.fetch_offset)  # mid-batch fetch offset
+            self._lean_offsets, self._lean_values = offsets[skip:], values[skip:]
+            if not self._lean_offsets and batch.magic == 2:
+                self.next_fetch_offset = max(self.next_fetch_offset, batch.next_offset)
+
+    return LeanPartitionRecords
 
 
 def _crc32c_is_native() -> bool:
