@@ -95,6 +95,10 @@ def test_store_empty_queries_return_typed_frames(store_any: ClickHouseStore) -> 
     assert store_any.traffic_share("none").empty
     assert store_any.arm_proxies("none").empty
     assert store_any.retention_curve("none", T0).empty
+    many = store_any.cohort_moments_many("none", None, T0)
+    assert many.empty and list(many.columns) == [
+        "metric", "covariate", "variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]
+    assert store_any.decision_span("none").empty
 
 
 def test_store_unit_metrics_day_windows(store_any: ClickHouseStore) -> None:
@@ -120,6 +124,55 @@ def test_store_unit_metrics_day_windows(store_any: ClickHouseStore) -> None:
     early = store_any.unit_metrics(EXP, t + 30 * DAY_MS + 10).set_index("unit_id").loc["u1"]
     assert math.isnan(early["retained_d30"]) and math.isnan(early["cum_engagement_30"])
     assert early["retained_d14"] == 0.0
+
+
+def test_store_cohort_moments_many_day_windows(store_any: ClickHouseStore) -> None:
+    """The per-unit array form reads the same day windows as ``unit_metrics``."""
+    t = T0 + 10 * DAY_MS + 3_600_000
+    store_any.insert_exposures([ExposureRow("u1", EXP, "bandit", t),
+                                ExposureRow("u2", EXP, "bandit", t + 5)])  # u2: no engagement
+    store_any.insert_engagement([
+        _engagement(1, "u1", t - DAY_MS // 2, screen=50, msgs=1),  # day -1: pre-period
+        _engagement(2, "u1", t - 7 * DAY_MS - 1, screen=999, msgs=9),  # day -8: too early
+        _engagement(3, "u1", t + DAY_MS + 5, screen=30, msgs=2),  # day 1
+        _engagement(4, "u1", t + DAY_MS + 7, screen=20, msgs=1),  # day 1 again
+        _engagement(5, "u1", t + 2 * DAY_MS - 1, screen=0, msgs=0),  # day 1, inactive
+        _engagement(6, "u1", t + 30 * DAY_MS + 5, screen=70, msgs=4),  # day 30
+        _engagement(7, "u1", t + 31 * DAY_MS + 5, screen=5, msgs=5),  # day 31: not in cum 30
+    ])
+    as_of = t + 31 * DAY_MS + 10
+    m = store_any.cohort_moments_many(EXP, None, as_of).set_index(["metric", "covariate"])
+    units = store_any.unit_metrics(EXP, as_of)
+    for (metric, cov), row in m.iterrows():
+        y = units[metric].fillna(0.0).to_numpy()
+        x = units[cov].to_numpy()
+        assert (row["n_exposed"], row["n"]) == (2, 2), metric
+        assert row["sy"] == pytest.approx(y.sum()) and row["syy"] == pytest.approx((y * y).sum())
+        assert row["sx"] == pytest.approx(x.sum()) and row["sxy"] == pytest.approx((x * y).sum())
+    assert m.loc[("engagement_d1", "pre_engagement"), "sxy"] == pytest.approx(50.0 * 50.0)
+    assert m.loc[("cum_messages_30", "pre_messages"), "sy"] == pytest.approx(7.0)
+    # a subset of pairs, in the order asked, repeated pairs included
+    pairs = [("retained_d30", "pre_messages"), ("engagement_d1", "pre_engagement"),
+             ("retained_d30", "pre_messages")]
+    sub = store_any.cohort_moments_many(EXP, pairs, as_of)
+    assert list(zip(sub["metric"], sub["covariate"], strict=True)) == pairs
+    for metric, cov in pairs:
+        got = sub[(sub["metric"] == metric) & (sub["covariate"] == cov)].iloc[0]
+        assert got[["n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]].tolist() == pytest.approx(
+            m.loc[(metric, cov), ["n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]].tolist())
+    assert store_any.cohort_moments_many(EXP, [], as_of).empty
+
+
+def test_store_decision_span_per_variant_and_arm(store_any: ClickHouseStore) -> None:
+    store_any.insert_decisions([_decision(1, arm="a", ts=T0 + 5), _decision(2, arm="a", ts=T0 + 9),
+                                _decision(3, arm="b", ts=T0 + 7, variant="gpt35"),
+                                _decision(4, arm="a", ts=T0 + 1, exp="other")])
+    store_any.insert_decisions([_decision(2, arm="a", ts=T0 + 9)])  # a replay
+    span = store_any.decision_span(EXP)
+    assert span.to_dict("records") == [
+        {"variant": "bandit", "arm_id": "a", "first_ms": T0 + 5, "last_ms": T0 + 9},
+        {"variant": "gpt35", "arm_id": "b", "first_ms": T0 + 7, "last_ms": T0 + 7},
+    ]
 
 
 def test_store_exposure_derived_from_first_decision(store_any: ClickHouseStore) -> None:
@@ -241,15 +294,48 @@ def test_store_closed_store_raises(store_dsn: str) -> None:
         s.count("decisions")
 
 
+def _replay_event(i: int, unit: str) -> EngagementEvent:
+    """Event i of the replay property: on day i - 8 after exposure at T0 (days -8..32),
+    screen time 10 + i, i % 4 messages."""
+    return _engagement(i, unit, T0 + (i - 8) * DAY_MS + 1000 * i, screen=10.0 + i, msgs=i % 4)
+
+
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=st.lists(st.lists(st.integers(0, 30), max_size=12), min_size=1, max_size=4))
+@given(batches=st.lists(st.lists(st.integers(0, 40), max_size=12), min_size=1, max_size=4))
 def test_store_replays_in_any_order_count_each_event_once(store: ClickHouseStore,
                                                           batches: list[list[int]]) -> None:
-    """Property: however batches repeat and overlap, each event id counts once."""
+    """Property: however batches repeat and overlap, each event id counts once — in the
+    table and in the cohort aggregates (``cohort_moments_many``, ``cohort_moments``),
+    which must equal the same sums computed here from the distinct events."""
     unit = f"p{uuid.uuid4().hex[:10]}"
+    exp = f"exp-{unit}"
+    store.insert_exposures([ExposureRow(unit, exp, "bandit", T0)])
     for batch in batches:
-        store.insert_engagement([_engagement(i, unit, T0 + i * 1000) for i in batch])
+        store.insert_engagement([_replay_event(i, unit) for i in batch])
+        store.insert_exposures([ExposureRow(unit, exp, "bandit", T0)])  # replayed too
     (n,), = store._rows("SELECT count() FROM engagement FINAL WHERE unit_id = {u:String}",
                         {"u": unit})
-    assert n == len({i for b in batches for i in b})
+    distinct = {i for b in batches for i in b}
+    assert n == len(distinct)
+    # expected per-unit values from the distinct events: day d = i - 8
+    day = {i: i - 8 for i in distinct}
+    def window(lo: int, hi: int, what: str) -> float:
+        return float(sum((10.0 + i) if what == "st" else float(i % 4)
+                         for i in distinct if lo <= day[i] <= hi))
+    y = {f"retained_d{n}": float(any(d == n for d in day.values())) for n in (1, 7, 14, 30)}
+    y.update({f"engagement_d{n}": window(n, n, "st") for n in (1, 7, 14, 30)})
+    y.update({f"messages_d{n}": window(n, n, "msg") for n in (1, 7, 14, 30)})
+    y.update(cum_engagement_30=window(0, 30, "st"), cum_messages_30=window(0, 30, "msg"))
+    x = {"pre_engagement": window(-7, -1, "st"), "pre_messages": window(-7, -1, "msg")}
+    as_of = T0 + 40 * DAY_MS
+    many = store.cohort_moments_many(exp, None, as_of)
+    assert len(many) == 28 and set(many["variant"]) == {"bandit"}
+    for r in many.itertuples():
+        want = (1, 1, y[r.metric], y[r.metric] ** 2, x[r.covariate], x[r.covariate] ** 2,
+                y[r.metric] * x[r.covariate])
+        got = (r.n_exposed, r.n, r.sy, r.syy, r.sx, r.sxx, r.sxy)
+        assert got == pytest.approx(want), (r.metric, r.covariate)
+    one = store.cohort_moments(exp, "engagement_d7", "pre_messages", as_of).iloc[0]
+    assert (one["sy"], one["sxy"]) == pytest.approx((y["engagement_d7"],
+                                                     y["engagement_d7"] * x["pre_messages"]))

@@ -20,6 +20,7 @@ as of the open; reopen to refresh. See ``docs/store.md``.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import re
@@ -331,11 +332,12 @@ class ClickHouseStore:
     def cohort_moments_many(self, experiment_id: str,
                             pairs: Sequence[tuple[str, str]] | None = None,
                             as_of_ms: int | None = None) -> pd.DataFrame:
-        """:meth:`cohort_moments` of many (metric, covariate) pairs from one engine scan.
+        """:meth:`cohort_moments` of many (metric, covariate) pairs from one query.
 
         One row per pair and variant: ``metric``, ``covariate``, ``variant``,
         ``n_exposed``, ``n``, ``sy``, ``syy``, ``sx``, ``sxx``, ``sxy`` — per pair the same
-        values as :meth:`cohort_moments`. ``pairs`` defaults to every supported pair.
+        values as :meth:`cohort_moments`. ``pairs`` defaults to every supported pair;
+        asking only for the pairs a view needs computes only their metrics (cheaper).
         """
         wanted = list(queries.MOMENT_PAIRS) if pairs is None else [tuple(p) for p in pairs]
         for p in wanted:
@@ -343,30 +345,28 @@ class ClickHouseStore:
                 names = sorted({m for m, _ in queries.COHORT_MOMENTS})
                 raise InvalidInputError("metric", p, f"must be one of {names} with "
                                         "pre_engagement or pre_messages")
-        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
-                  "day_ms": _DAY_MS}
-        df = self._query_df(queries.COHORT_MOMENTS_MANY, params)
         cols = ["metric", "covariate", "variant", "n_exposed", "n", "sy", "syy", "sx", "sxx",
                 "sxy"]
-        index = {p: i for i, p in enumerate(queries.MOMENT_PAIRS)}
+        unique = tuple(dict.fromkeys((str(m), str(c)) for m, c in wanted))
+        if not unique:
+            return pd.DataFrame({c: pd.Series(dtype=object if c in cols[:3] else "float64")
+                                 for c in cols})
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "day_ms": _DAY_MS}
+        df = self._query_df(_moments_many_sql(unique), params)
+        index = {p: i for i, p in enumerate(unique)}
         parts = []
         for metric, cov in wanted:
             i = index[(metric, cov)]
-            h = queries.HORIZONS[metric]
             part = pd.DataFrame({
                 "metric": metric, "covariate": cov,
                 "variant": df["variant"].astype(str),
                 "n_exposed": df["n_exposed"].astype("int64"),
-                "n": df[f"n_h{h}"].astype("int64"),
-                **{k: pd.to_numeric(df[c], errors="coerce").fillna(0.0).astype("float64")
-                   for k, c in (("sy", f"sy_{metric}"), ("syy", f"syy_{metric}"),
-                                ("sx", f"sx_{cov}_{h}"), ("sxx", f"sxx_{cov}_{h}"),
-                                ("sxy", f"sxy_{i}"))},
+                "n": df[f"n_h{queries.HORIZONS[metric]}"].astype("int64"),
+                **{k: pd.to_numeric(df[f"{k}_{i}"], errors="coerce").fillna(0.0).astype("float64")
+                   for k in ("sy", "syy", "sx", "sxx", "sxy")},
             })
             parts.append(part)
-        if not parts:
-            return pd.DataFrame({c: pd.Series(dtype=object if c in cols[:3] else "float64")
-                                 for c in cols})
         return pd.concat(parts, ignore_index=True)[cols]
 
     def retention_curve(self, experiment_id: str, as_of_ms: int | None = None,
@@ -403,6 +403,17 @@ class ClickHouseStore:
         btot = df.groupby("bucket_start")["decisions"].transform("sum")
         df["arm_share"] = (df["decisions"] / vtot).astype("float64")
         df["variant_share"] = (vtot / btot).astype("float64")
+        return df
+
+    def decision_span(self, experiment_id: str) -> pd.DataFrame:
+        """Per variant and arm that has decisions: ``first_ms`` and ``last_ms``, the times of
+        its first and last decision (epoch ms). Cheap (no deduplication needed for a min or
+        a max): what the dashboard's filters and freshness check read."""
+        df = self._query_df(queries.DECISION_SPAN, {"experiment_id": _experiment(experiment_id)})
+        df["variant"] = df["variant"].astype(str)
+        df["arm_id"] = df["arm_id"].astype(str)
+        for col in ("first_ms", "last_ms"):
+            df[col] = df[col].astype("int64")
         return df
 
     def arm_proxies(self, experiment_id: str) -> pd.DataFrame:
@@ -477,6 +488,11 @@ def _same_length(cols: Mapping[str, Any]) -> None:
     lengths = {k: len(v) for k, v in cols.items()}
     if len(set(lengths.values())) > 1:
         raise InvalidInputError("columns", lengths, "must all have the same length")
+
+
+@functools.lru_cache(maxsize=32)
+def _moments_many_sql(pairs: tuple[tuple[str, str], ...]) -> str:
+    return queries.moments_many_sql(pairs)
 
 
 def _experiment(experiment_id: str) -> str:
