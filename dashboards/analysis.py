@@ -35,6 +35,7 @@ __all__ = [
     "lift_table_for_display",
     "lift_view",
     "overview",
+    "overview_pairs",
 ]
 
 
@@ -132,6 +133,18 @@ class MomentsView:
         return self._experiments
 
 
+def overview_pairs(experiment: Any) -> tuple[tuple[str, str], ...]:
+    """The (metric, covariate) pairs the overview reads: its lift metrics and the
+    experiment's guardrails (``experiment``: an ExperimentConfig or an id, as handed to
+    ``bandit.lift``), so the cohort query computes only those."""
+    from bandit.config import ExperimentConfig
+    from bandit.lift import METRICS as LIFT_METRICS
+
+    cfg = experiment if isinstance(experiment, ExperimentConfig) else ExperimentConfig(id=str(experiment))
+    names = [m for m, _ in METRICS] + list(cfg.guardrails)
+    return tuple(dict.fromkeys(LIFT_METRICS[n] for n in names if n in LIFT_METRICS))
+
+
 def moment_counts(moments: pd.DataFrame) -> pd.DataFrame:
     """:func:`unit_counts` from ``Store.cohort_moments_many`` rows (no per-unit fetch)."""
     cols = ["variant", "units", "day-1 complete", "day-30 complete"]
@@ -194,8 +207,9 @@ def lift_tables(
     from bandit.errors import InvalidInputError
     from bandit.lift import lift_table
 
-    store = MomentsView(data.cohort_moments(key, experiment_id, as_of_ms), [experiment_id])
     exp = _experiment if _experiment is not None else experiment_id
+    moments = data.cohort_moments(key, experiment_id, as_of_ms, overview_pairs(exp))
+    store = MomentsView(moments, [experiment_id])
     out: dict[tuple[str, bool], pd.DataFrame] = {}
     skipped: dict[str, str] = {}
     for metric, _ in METRICS:
@@ -217,12 +231,10 @@ def guardrail_rows(
     from bandit.errors import InvalidInputError
     from bandit.lift import guardrail_table
 
+    exp = _experiment if _experiment is not None else experiment_id
+    moments = data.cohort_moments(key, experiment_id, as_of_ms, overview_pairs(exp))
     try:
-        return guardrail_table(
-            MomentsView(data.cohort_moments(key, experiment_id, as_of_ms), [experiment_id]),  # type: ignore[arg-type]
-            _experiment if _experiment is not None else experiment_id,
-            as_of_ms,
-        )
+        return guardrail_table(MomentsView(moments, [experiment_id]), exp, as_of_ms)  # type: ignore[arg-type]
     except InvalidInputError:
         return pd.DataFrame(
             columns=["metric", "variant", "status", "estimate", "ci_low", "ci_high", "margin"]
@@ -297,11 +309,11 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
     """Lift rows, sample sizes and health banners for the context's experiment."""
     s = ctx.settings
     key, exp = ctx.key, ctx.experiment
-    sizes = moment_counts(data.cohort_moments(key, exp, ctx.as_of_ms))
+    exp_cfg = experiment_arg(s, exp)
+    sizes = moment_counts(data.cohort_moments(key, exp, ctx.as_of_ms, overview_pairs(exp_cfg)))
     banners: list[Banner] = []
     if sizes.empty or int(sizes["units"].sum()) == 0:
         return OverviewView(lift_display({}, s.control), sizes, banners)
-    exp_cfg = experiment_arg(s, exp)
     tables, skipped = lift_tables(key, exp, ctx.as_of_ms, cuped, exp_cfg)
     lift = lift_display(tables, s.control)
     # --- sample-ratio mismatch
@@ -324,19 +336,15 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
             )
         )
     # --- stale data and learner lag
-    hourly = data.traffic_share(key, exp, "hour")
-    last_decision = (
-        None
-        if hourly.empty
-        else int(pd.Timestamp(hourly["bucket_start"].max()).value // 1_000_000) + 3_600_000
-    )
+    span = data.decision_span(key, exp)
+    last_decision = None if span.empty else int(span["last_ms"].max())
     stale = staleness_banner("decisions", last_decision, s.now_ms(), s.stale_after_s)
     if stale:
         banners.append(stale)
     snap = data.latest_snapshot(s.snapshot_dir)
     if snap is not None and last_decision is not None:
         snap_ms = int(snap.stat().st_mtime * 1000)
-        lag_s = (last_decision - 3_600_000 - snap_ms) / 1000.0
+        lag_s = (last_decision - snap_ms) / 1000.0
         if lag_s > s.lag_after_s:
             banners.append(
                 Banner(

@@ -168,10 +168,17 @@ def unit_metrics(key: tuple[str, str], experiment_id: str, as_of_ms: int | None)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner="Loading cohorts…")
-def cohort_moments(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
-    """Per-variant sums of every lift metric and covariate, from one aggregate query
-    (``Store.cohort_moments_many``): a few hundred numbers, whatever the number of units."""
-    return get_store(*key).cohort_moments_many(experiment_id, None, as_of_ms)
+def cohort_moments(
+    key: tuple[str, str],
+    experiment_id: str,
+    as_of_ms: int | None,
+    pairs: tuple[tuple[str, str], ...] | None = None,
+) -> pd.DataFrame:
+    """Per-variant sums of the lift metrics ``pairs`` ((metric, covariate); None = all) from
+    one aggregate query (``Store.cohort_moments_many``): a few hundred numbers, whatever the
+    number of units. Callers that share a result pass the same ``pairs``
+    (``analysis.overview_pairs``)."""
+    return get_store(*key).cohort_moments_many(experiment_id, pairs, as_of_ms)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
@@ -182,6 +189,14 @@ def retention_curve(key: tuple[str, str], experiment_id: str, as_of_ms: int | No
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def traffic_share(key: tuple[str, str], experiment_id: str, bucket: str) -> pd.DataFrame:
     return get_store(*key).traffic_share(experiment_id, bucket=bucket)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def decision_span(key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
+    """First and last decision per variant and arm (``Store.decision_span``): the sidebar's
+    variant and arm lists and first date, and the overview's freshness check, without the
+    per-bucket traffic query."""
+    return get_store(*key).decision_span(experiment_id)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from dashboards import analysis, data
@@ -67,16 +66,13 @@ def sidebar() -> Context:
         return ctx
     exp = st.sidebar.selectbox("Experiment", exps, key="f_experiment")
     key = (settings.dsn, settings.database)
-    shares = data.traffic_share(key, exp, "day")
-    exposed = analysis.moment_counts(data.cohort_moments(key, exp, settings.as_of_ms))
-    all_variants = sorted(set(exposed["variant"]) | set(shares.get("variant", pd.Series(dtype=str))))
-    all_arms = sorted(set(shares.get("arm_id", pd.Series(dtype=str))))
+    span = data.decision_span(key, exp)
+    pairs = analysis.overview_pairs(analysis.experiment_arg(settings, exp))
+    exposed = analysis.moment_counts(data.cohort_moments(key, exp, settings.as_of_ms, pairs))
+    all_variants = sorted(set(exposed["variant"]) | set(span["variant"]))
+    all_arms = sorted(set(span["arm_id"]))
     # first decision day (exposures without decisions: the last 45 days)
-    first_ms = (
-        int(pd.Timestamp(shares["bucket_start"].min()).value // 1_000_000)
-        if len(shares)
-        else now_ms - 45 * _DAY_MS
-    )
+    first_ms = int(span["first_ms"].min()) if len(span) else now_ms - 45 * _DAY_MS
     first = dt.datetime.fromtimestamp(first_ms / 1000, dt.UTC).date()
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
     picked = st.sidebar.date_input(
