@@ -270,19 +270,27 @@ def test_store_bad_dsn_or_database_raises() -> None:
 def test_store_read_only_reader_in_other_process_sees_snapshot(store: ClickHouseStore,
                                                                store_dsn: str) -> None:
     """The writer (this process) owns the directory; another process reads a snapshot."""
-    store.insert_exposures([ExposureRow(f"u{i}", EXP, "bandit", T0) for i in range(7)])
+    store.insert_exposures([ExposureRow(f"u{i}", EXP, "bandit", T0) for i in range(4)])
+    store.insert_exposures([ExposureRow(f"u{i}", EXP, "bandit", T0) for i in range(4, 7)])
     code = (
         "import json, sys\n"
+        "from bandit.errors import StoreError\n"
         "from bandit.store import open_store\n"
         "s = open_store(sys.argv[1], read_only=True)\n"
+        "try:\n"
+        "    s._command('OPTIMIZE TABLE exposures FINAL')\n"
+        "    merges = True\n"
+        "except StoreError:\n"
+        "    merges = False\n"
         "print(json.dumps({'n': s.count('exposures'), 'ro': s.read_only,"
-        " 'snap': s._snapshot_dir is not None}))\n"
+        " 'snap': s._snapshot_dir is not None, 'merges': merges}))\n"
         "s.close()\n"
     )
     out = subprocess.run([sys.executable, "-c", code, store_dsn], capture_output=True,
                          text=True, timeout=120, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got == {"n": 7, "ro": True, "snap": True}
+    # a snapshot reader never merges its private copy (CPU for nothing)
+    assert got == {"n": 7, "ro": True, "snap": True, "merges": False}
     store.insert_exposures([ExposureRow("u99", EXP, "bandit", T0)])  # writer unaffected
     assert store.count("exposures") == 8
 
