@@ -324,6 +324,11 @@ def _optional_ints(column: Sequence[Any], lo: int, hi: int) -> bool:
     )
 
 
+#: Events decoded per chunk: the decoded JSON objects of one chunk are freed before the
+#: next is parsed, so the cyclic GC never has to walk a whole fetched batch of them.
+_CHUNK: Final = 512
+
+
 def decode_decision_batch(
     raws: Sequence[bytes | None],
 ) -> tuple[list[DecisionEvent], npt.NDArray[np.float64]] | None:
@@ -336,6 +341,20 @@ def decode_decision_batch(
     """
     if not raws:
         return None
+    events: list[DecisionEvent] = []
+    blocks: list[npt.NDArray[np.float64]] = []
+    for lo in range(0, len(raws), _CHUNK):
+        got = _decode_decision_chunk(raws[lo : lo + _CHUNK])
+        if got is None or (blocks and got[1].shape[1] != blocks[0].shape[1]):
+            return None
+        events += got[0]
+        blocks.append(got[1])
+    return events, blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def _decode_decision_chunk(
+    raws: Sequence[bytes | None],
+) -> tuple[list[DecisionEvent], npt.NDArray[np.float64]] | None:
     objs = _load_objects(raws)
     if objs is None:
         return None
@@ -388,6 +407,16 @@ def decode_feedback_batch(raws: Sequence[bytes | None]) -> list[FeedbackEvent] |
     or None to decode it event by event (see the fast form above)."""
     if not raws:
         return None
+    events: list[FeedbackEvent] = []
+    for lo in range(0, len(raws), _CHUNK):
+        got = _decode_feedback_chunk(raws[lo : lo + _CHUNK])
+        if got is None:
+            return None
+        events += got
+    return events
+
+
+def _decode_feedback_chunk(raws: Sequence[bytes | None]) -> list[FeedbackEvent] | None:
     objs = _load_objects(raws)
     if objs is None:
         return None

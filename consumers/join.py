@@ -72,6 +72,8 @@ ENGAGEMENT: Final = "engagement"
 
 #: Recently closed decision ids kept (per partition) to tell late feedback from unknown.
 DEFAULT_CLOSED_CAPACITY: Final = 200_000
+#: Distinct (retried, rating, length) proxy combinations whose reward is memoised.
+_REWARD_MEMO_SIZE: Final = 65_536
 
 
 class StatisticsModel(Protocol):
@@ -287,6 +289,7 @@ class JoinPartition(_Partition):
         self.closed: dict[str, ClosedDecision] = {}
         self.counters = Counters()
         self.outbox = Outbox()
+        self._rewards: dict[tuple[bool | None, int | None, int | None], float] = {}
 
     # ------------------------------------------------------------------ ingest
 
@@ -498,17 +501,28 @@ class JoinPartition(_Partition):
         X = np.empty((n, self.dim), dtype=np.float64)
         r = np.empty(n, dtype=np.float64)
         cfg = self.reward
+        # reward_from_proxies is pure and the proxies take few distinct values, so a
+        # memo gives bit-identical rewards for a dict lookup
+        memo = self._rewards
+        rewards = self.outbox.rewards
+        closed_ids = self.closed
         for i, p in enumerate(closing):
             X[i] = p.x
             if p.n_feedback:
-                r[i] = reward_from_proxies(
-                    cfg, retried=p.retried, rating=p.rating, conversation_length=p.length
-                )
+                key = (p.retried, p.rating, p.length)
+                reward = memo.get(key)
+                if reward is None:
+                    reward = reward_from_proxies(
+                        cfg, retried=p.retried, rating=p.rating, conversation_length=p.length
+                    )
+                    if len(memo) < _REWARD_MEMO_SIZE:
+                        memo[key] = reward
             else:
-                r[i] = cfg.default_reward
+                reward = cfg.default_reward
+            r[i] = reward
             cd = ClosedDecision(p.event, float(r[i]), p.n_feedback > 0, p.n_feedback, p.late > 0)
-            self.outbox.rewards.append(cd)
-            self.closed[p.event.decision_id] = cd
+            rewards.append(cd)
+            closed_ids[p.event.decision_id] = cd
         self.delta = self.model.accumulate(self.delta, arms, X, r)
         self.counters.closed += n
         self.counters.defaulted += sum(1 for p in closing if not p.n_feedback)

@@ -434,8 +434,19 @@ def parse_v2_records(
     values: list[bytes | None] = []
     add_offset = offsets.append
     add_value = values.append
+    # Varints of one or two bytes (lengths < 8 KiB, offset deltas < 8192) are decoded
+    # inline; longer ones by _varint. Zigzag: (v >> 1) ^ -(v & 1).
     for _ in range(count):
-        length, pos = _varint(buf, pos)
+        b = buf[pos]
+        if b < 0x80:
+            length = (b >> 1) ^ -(b & 1)
+            pos += 1
+        elif buf[pos + 1] < 0x80:
+            v = (b & 0x7F) | (buf[pos + 1] << 7)
+            length = (v >> 1) ^ -(v & 1)
+            pos += 2
+        else:
+            length, pos = _varint(buf, pos)
         end = pos + length
         pos += 1  # attributes (unused)
         b = buf[pos]  # timestamp delta (unused): skip the varint
@@ -444,25 +455,33 @@ def parse_v2_records(
             b = buf[pos]
         pos += 1
         b = buf[pos]
-        if b & 0x80:
-            delta, pos = _varint(buf, pos)
-        else:
+        if b < 0x80:
             delta = (b >> 1) ^ -(b & 1)
             pos += 1
-        b = buf[pos]
-        if b & 0x80:
-            klen, pos = _varint(buf, pos)
+        elif buf[pos + 1] < 0x80:
+            v = (b & 0x7F) | (buf[pos + 1] << 7)
+            delta = (v >> 1) ^ -(v & 1)
+            pos += 2
         else:
+            delta, pos = _varint(buf, pos)
+        b = buf[pos]
+        if b < 0x80:
             klen = (b >> 1) ^ -(b & 1)
             pos += 1
+        else:
+            klen, pos = _varint(buf, pos)
         if klen > 0:
             pos += klen
         b = buf[pos]
-        if b & 0x80:
-            vlen, pos = _varint(buf, pos)
-        else:
+        if b < 0x80:
             vlen = (b >> 1) ^ -(b & 1)
             pos += 1
+        elif buf[pos + 1] < 0x80:
+            v = (b & 0x7F) | (buf[pos + 1] << 7)
+            vlen = (v >> 1) ^ -(v & 1)
+            pos += 2
+        else:
+            vlen, pos = _varint(buf, pos)
         if vlen >= 0:
             if pos + vlen > end:
                 raise ValueError(f"record value overruns its record at offset delta {delta}")
