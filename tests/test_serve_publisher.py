@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from kafka.partitioner.default import murmur2
 
 from bandit.arms import Arm
 from bandit.config import Config, KafkaConfig, PolicyConfig, ServeConfig
 from bandit.events import DecisionEvent, decode_decision, encode_event
 from bandit.serving.app import create_app
 from bandit.serving.live import LiveServer
+from bandit.serving.producers import make_producer
 from bandit.serving.publisher import DecisionPublisher
 from consumers.embedded import EmbeddedBroker, create_topics
 
@@ -42,10 +44,14 @@ def _consume(bootstrap: str, topic: str, want: set[str], timeout_s: float = 30.0
     deadline = time.monotonic() + timeout_s
     try:
         while not want <= set(got) and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=200).values():
+            for tp, records in consumer.poll(timeout_ms=200).items():
                 for rec in records:
                     ev = decode_decision(rec.value)
                     assert rec.key == ev.conversation_id.encode()
+                    # the Java client's (and kafka-python's) murmur2 placement, whichever
+                    # client produced: the learner's joins rely on it
+                    n = len(consumer.partitions_for_topic(topic) or ())
+                    assert tp.partition == (murmur2(rec.key) & 0x7FFFFFFF) % n
                     got[ev.decision_id] = ev
     finally:
         consumer.close()
@@ -92,10 +98,12 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBro
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("kafka_client", ["confluent", "kafka-python"])
 def test_decisions_reach_kafka_and_survive_a_broker_outage(
-    own_broker: EmbeddedBroker, tmp_path: Path, topic_prefix: str
+    own_broker: EmbeddedBroker, tmp_path: Path, topic_prefix: str,
+    kafka_client: str,
 ) -> None:
-    topic = f"{topic_prefix}.decisions"
+    topic = f"{topic_prefix}.{kafka_client}.decisions"
     create_topics(own_broker.bootstrap_servers, [topic], partitions=2)
     cfg = Config(
         policy=PolicyConfig(dim=DIM),
@@ -110,8 +118,11 @@ def test_decisions_reach_kafka_and_survive_a_broker_outage(
     (spill / "active-dead-server.spill").write_bytes(b"".join(
         encode_event(dataclasses.replace(_event(i), decision_id=f"orphan-{i}")) + b"\n"
         for i in range(3)))
+    bootstrap = own_broker.bootstrap_servers
     app = create_app(cfg, arms=arms, seed=7,
-                     publisher_options={"delivery_timeout_ms": 3000, "retry_interval_s": 0.5})
+                     publisher_options={"delivery_timeout_ms": 3000, "retry_interval_s": 0.5,
+                                        "producer_factory": lambda: make_producer(
+                                            bootstrap, 3000, client=kafka_client)})
     sink = app.state.server.sink
 
     def allocate(client: httpx.Client, n: int, tag: str) -> dict[str, float]:

@@ -3,8 +3,9 @@
 Allocation never waits on Kafka. ``publish`` appends the encoded event to a bounded
 in-memory buffer (or, if the buffer is full, to the spill file) and returns: no lock, no
 thread wake-up. A background thread drains the buffer every ``flush_interval_s``
-(default 5 ms) and sends what it found with a ``KafkaProducer`` (``acks=all``, retries,
-``linger_ms`` batching) and delivery callbacks. Draining on a timer instead of waking
+(default 5 ms) and sends what it found with a producer from
+:mod:`bandit.serving.producers` (librdkafka, or kafka-python without it: ``acks=all``,
+retries, 5 ms linger) and delivery callbacks. Draining on a timer instead of waking
 the thread per event matters: with a per-event wake-up the publisher and the Kafka
 network thread took ~120 µs of CPU per decision (thread switches and GIL hand-offs),
 more than the whole allocation. Delivery:
@@ -180,16 +181,11 @@ class DecisionPublisher:
 
     # ---------------------------------------------------------------- internals
     def _default_factory(self) -> Any:
-        from kafka import KafkaProducer
+        from bandit.serving.producers import make_producer
 
-        return KafkaProducer(
-            bootstrap_servers=self.bootstrap_servers, acks="all", retries=5, linger_ms=5,
-            # tansu refuses InitProducerId; spilled re-sends are deduplicated on event_id
-            enable_idempotence=False, max_block_ms=2_000, bootstrap_timeout_ms=2_000,
-            request_timeout_ms=min(10_000, self.delivery_timeout_ms // 2),
-            delivery_timeout_ms=self.delivery_timeout_ms, reconnect_backoff_max_ms=1_000,
-            client_id="switchboard-serve",
-        )
+        # tansu refuses InitProducerId: no idempotence; spilled re-sends are deduplicated
+        # on event_id by the learner
+        return make_producer(self.bootstrap_servers, self.delivery_timeout_ms)
 
     def _existing_backlog(self) -> int:
         n = 0
@@ -262,6 +258,7 @@ class DecisionPublisher:
         next_resend = time.monotonic() + self.retry_interval_s
         while True:
             stopping = self._stop.wait(self.flush_interval_s)
+            self._poll()
             # on stop, send everything still buffered (close() spills what is left)
             while batch := self._drain(5000):
                 if time.monotonic() < self._down_until or not self._ensure_producer():
@@ -284,6 +281,15 @@ class DecisionPublisher:
                     except Exception as exc:  # never let the publisher thread die
                         log.warning("resending spilled decisions failed: %s", exc)
                         self._mark_down(f"resend: {exc}")
+
+    def _poll(self) -> None:
+        """Serve delivery reports (librdkafka hands them over only when polled)."""
+        poll = getattr(self._producer, "poll", None)
+        if poll is not None:
+            try:
+                poll(0)
+            except Exception as exc:  # never let the publisher thread die
+                log.warning("polling the producer failed: %s", exc)
 
     def _drain(self, limit: int) -> list[tuple[bytes, bytes]]:
         out: list[tuple[bytes, bytes]] = []
