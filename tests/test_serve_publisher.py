@@ -153,3 +153,19 @@ def test_decisions_reach_kafka_and_survive_a_broker_outage(
         assert all(got[d].propensity == pytest.approx(p) for d, p in during.items())
         health = client.get("/healthz").json()
         assert health["publisher"]["spill_backlog"] == 0
+
+
+def test_publisher_spills_at_once_when_librdkafka_finds_no_broker(tmp_path: Path) -> None:
+    # the default producer (librdkafka) is created fine with no broker; its "all brokers
+    # down" report must send events to disk, not leave them in memory for the 30 s
+    # delivery timeout
+    pub = DecisionPublisher("127.0.0.1:1", "t", tmp_path, retry_interval_s=0.2).start()
+    try:
+        for i in range(5):
+            pub.publish(_event(i))
+        _wait(lambda: pub.backlog == 5, timeout_s=20)
+        assert not pub.healthy and pub.last_error
+    finally:
+        pub.close(timeout_s=0.5)
+    lines = b"".join(p.read_bytes() for p in tmp_path.glob("*.spill")).splitlines()
+    assert sorted(orjson.loads(x)["decision_id"] for x in lines) == [f"d{i}" for i in range(5)]

@@ -102,10 +102,20 @@ class _ConfluentDelivery:
 class ConfluentProducer:
     """``confluent_kafka.Producer`` behind the :class:`Producer` interface."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any],
+                 on_down: Callable[[str], None] | None = None) -> None:
+        from confluent_kafka import KafkaError
         from confluent_kafka import Producer as RdProducer
 
-        self._p = RdProducer({**config, "logger": log})
+        def error_cb(err: Any) -> None:
+            # librdkafka retries by itself; tell the owner only when nothing can be sent
+            if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
+                if on_down is not None:
+                    on_down(str(err))
+            else:
+                log.info("kafka producer: %s", err)
+
+        self._p = RdProducer({**config, "logger": log, "error_cb": error_cb})
         self._lock = threading.Lock()  # poll() may come from get() and the run loop
 
     def send(self, topic: str, *, key: bytes, value: bytes) -> _ConfluentDelivery:
@@ -131,10 +141,14 @@ class ConfluentProducer:
 
 
 def make_producer(bootstrap_servers: str, delivery_timeout_ms: int, *,
-                  client: str = "auto", client_id: str = "switchboard-serve"
-                  ) -> Producer | Any:
+                  client: str = "auto", client_id: str = "switchboard-serve",
+                  on_down: Callable[[str], None] | None = None) -> Producer | Any:
     """A producer from ``client``: ``"confluent"`` (librdkafka), ``"kafka-python"``, or
-    ``"auto"`` — librdkafka if ``confluent_kafka`` imports, else kafka-python."""
+    ``"auto"`` — librdkafka if ``confluent_kafka`` imports, else kafka-python.
+
+    ``on_down(reason)`` is called (from :meth:`ConfluentProducer.poll`) when librdkafka
+    reports that no broker is reachable or the producer failed fatally. (kafka-python
+    raises from its constructor when it cannot bootstrap instead.)"""
     if client not in ("auto", "confluent", "kafka-python"):
         raise ValueError(f"client must be auto, confluent or kafka-python, got {client!r}")
     request_timeout_ms = min(10_000, delivery_timeout_ms // 2)
@@ -159,4 +173,4 @@ def make_producer(bootstrap_servers: str, delivery_timeout_ms: int, *,
         "message.timeout.ms": delivery_timeout_ms, "request.timeout.ms": request_timeout_ms,
         "reconnect.backoff.max.ms": 1_000, "partitioner": "murmur2_random",
         "socket.connection.setup.timeout.ms": 2_000,
-    })
+    }, on_down=on_down)

@@ -127,6 +127,7 @@ class DecisionPublisher:
         self._rotations = itertools.count()
         self._producer: Any = None
         self._down_until = 0.0
+        self._reset_wanted = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.backlog = self._existing_backlog()
@@ -185,7 +186,15 @@ class DecisionPublisher:
 
         # tansu refuses InitProducerId: no idempotence; spilled re-sends are deduplicated
         # on event_id by the learner
-        return make_producer(self.bootstrap_servers, self.delivery_timeout_ms)
+        return make_producer(self.bootstrap_servers, self.delivery_timeout_ms,
+                             on_down=self._producer_down)
+
+    def _producer_down(self, reason: str) -> None:
+        """No broker reachable: spill new events at once and, from the run loop, fail
+        what the producer still holds (spilled by the errbacks) instead of keeping it
+        in memory until the delivery timeout."""
+        self._mark_down(f"producer: {reason}")
+        self._reset_wanted = True
 
     def _existing_backlog(self) -> int:
         n = 0
@@ -259,6 +268,9 @@ class DecisionPublisher:
         while True:
             stopping = self._stop.wait(self.flush_interval_s)
             self._poll()
+            if self._reset_wanted:
+                self._reset_wanted = False
+                self._reset_producer()
             # on stop, send everything still buffered (close() spills what is left)
             while batch := self._drain(5000):
                 if time.monotonic() < self._down_until or not self._ensure_producer():
