@@ -4,7 +4,11 @@ metrics expose what prometheus_client would; decision ids are uuid4s."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,3 +266,52 @@ def test_decision_ids_are_unique_uuid4_hex() -> None:
     for d in made[:600]:
         u = uuid.UUID(d)
         assert (u.version, u.variant, u.hex) == (4, uuid.RFC_4122, d)
+
+
+def test_switchboard_serve_answers_inline_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    """The real CLI (uvloop, the inline protocol): allocations are answered, SIGTERM is
+    a graceful stop with exit code 0, and the decision (no broker) is on disk."""
+    cfg = tmp_path / "switchboard.toml"
+    cfg.write_text(f"""
+[policy]
+dim = {DIM}
+
+[kafka]
+bootstrap_servers = "127.0.0.1:1"
+
+[serve]
+snapshot_dir = "{tmp_path / 'snap'}"
+spill_dir = "{tmp_path / 'spill'}"
+""")
+    arms = tmp_path / "arms.json"
+    arms.write_bytes(orjson.dumps([{"arm_id": a.arm_id, "kind": a.kind} for a in base_arms()]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "switchboard"
+    proc = subprocess.Popen([str(exe), "--config", str(cfg), "serve", "--port", str(port),
+                             "--arms", str(arms)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(_request(_body(conversation_id="cli-1")))
+                    ((status, _, content),) = _read_responses(sock, 1)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert status == 200, content
+        decision_id = orjson.loads(content)["decision_id"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    spilled = b"".join(p.read_bytes() for p in (tmp_path / "spill").glob("*.spill"))
+    assert decision_id.encode() in spilled

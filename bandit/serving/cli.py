@@ -51,6 +51,17 @@ def _build(config_path: str | None, arms_path: str | None, seed: int | list[int]
     return config, create_app(config, arms=arms, seed=seed)
 
 
+def _freeze_heap() -> None:
+    """Move everything built at start-up (modules, FastAPI, pydantic, the model) out of
+    the collector's sight: a full collection then scans only what requests create, so
+    a rare generation-2 pass costs microseconds instead of tens of milliseconds of
+    stalled requests. Nothing is freed or leaked by it (the objects are long-lived)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def app_factory() -> Any:
     """uvicorn ``--factory`` entry for multi-worker runs (arguments via the environment)."""
     import json
@@ -60,7 +71,9 @@ def app_factory() -> Any:
     seed = opts.get("seed")
     # distinct RNG streams per worker; propensities stay exact either way
     seed = None if seed is None else [int(seed), os.getpid()]
-    return _build(opts.get("config"), opts.get("arms"), seed)[1]
+    app = _build(opts.get("config"), opts.get("arms"), seed)[1]
+    _freeze_heap()
+    return app
 
 
 def _graceful(_signum: int, _frame: Any) -> None:
@@ -93,5 +106,7 @@ def run(args: argparse.Namespace) -> int:
         uvicorn.run("bandit.serving.cli:app_factory", factory=True, workers=args.workers,
                     **common)
     else:
-        uvicorn.run(_build(config_path, args.arms, args.seed)[1], **common)
+        app = _build(config_path, args.arms, args.seed)[1]
+        _freeze_heap()
+        uvicorn.run(app, **common)
     return 0
