@@ -55,7 +55,10 @@ class DeliveryError(Exception):
 
 
 class _ConfluentDelivery:
-    """One record's delivery report (resolved from :meth:`ConfluentProducer.poll`)."""
+    """One record's delivery report (resolved from :meth:`ConfluentProducer.poll`).
+
+    Kept small — no ``threading.Event`` per record: it is resolved on the thread that
+    polls, and :meth:`get` polls until it is."""
 
     __slots__ = ("_callbacks", "_done", "_errbacks", "_owner", "error", "metadata")
 
@@ -63,7 +66,7 @@ class _ConfluentDelivery:
         self._owner = owner
         self._callbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         self._errbacks: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        self._done = threading.Event()
+        self._done = False
         self.error: BaseException | None = None
         self.metadata: Any = None
 
@@ -78,7 +81,7 @@ class _ConfluentDelivery:
     def get(self, timeout: float | None = None) -> Any:
         """Wait for the report (serving delivery reports meanwhile); raise on failure."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.is_set():
+        while not self._done:
             left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
             if left <= 0:
                 raise TimeoutError("no delivery report in time")
@@ -96,7 +99,7 @@ class _ConfluentDelivery:
             self.metadata = (msg.topic(), msg.partition(), msg.offset())
             for fn, args in self._callbacks:
                 fn(*args, self.metadata)
-        self._done.set()
+        self._done = True
 
 
 class ConfluentProducer:
