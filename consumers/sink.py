@@ -48,21 +48,18 @@ class StoreSink:
         return cls(open_store(dsn, database or "switchboard"))
 
     def write(self, outbox: Outbox) -> None:
-        from bandit.store import ExposureRow, RewardRow
+        from bandit.store import RewardRow
 
         s = self.store
-        if outbox.decisions:
-            s.insert_decisions(outbox.decisions)
-            s.insert_exposures(
-                [
-                    ExposureRow(
-                        unit_id=d.unit_id,
-                        experiment_id=d.experiment_id,
-                        variant=d.variant,
-                        ts_ms=d.ts_ms,
-                    )
-                    for d in outbox.decisions
-                ]
+        decisions = outbox.decisions
+        if decisions:
+            s.insert_decisions(decisions)
+            # exposures straight from the decision columns (no per-row objects)
+            s.insert_exposure_columns(
+                unit_id=[d.unit_id for d in decisions],
+                experiment_id=[d.experiment_id for d in decisions],
+                variant=[d.variant for d in decisions],
+                ts_ms=[d.ts_ms for d in decisions],
             )
         feedback = outbox.feedback + [lf.feedback for lf in outbox.late]
         if feedback:
@@ -71,23 +68,24 @@ class StoreSink:
         # closed decision's row with the same credited reward, flagged late.
         closed = list(outbox.rewards) + [lf.closed for lf in outbox.late if lf.closed]
         if closed:
+            ds = [c.decision for c in closed]
             s.insert_rewards(
-                [
-                    RewardRow(
-                        decision_id=c.decision.decision_id,
-                        experiment_id=c.decision.experiment_id,
-                        variant=c.decision.variant,
-                        arm_id=c.decision.arm_id,
-                        unit_id=c.decision.unit_id,
-                        reward=c.reward,
-                        propensity=c.decision.propensity,
-                        joined=c.joined,
-                        late=c.late,
-                        ts_ms=c.decision.ts_ms,
-                        policy_version=c.decision.policy_version,
+                list(
+                    map(
+                        RewardRow,
+                        [d.decision_id for d in ds],
+                        [d.experiment_id for d in ds],
+                        [d.variant for d in ds],
+                        [d.arm_id for d in ds],
+                        [d.unit_id for d in ds],
+                        [c.reward for c in closed],
+                        [d.propensity for d in ds],
+                        [c.joined for c in closed],
+                        [c.late for c in closed],
+                        [d.ts_ms for d in ds],
+                        [d.policy_version for d in ds],
                     )
-                    for c in closed
-                ]
+                )
             )
         if outbox.engagement:
             s.insert_engagement(outbox.engagement)
