@@ -333,7 +333,58 @@ def _in_process_us(work: Path) -> dict[str, float]:
         return (time.perf_counter() - t0) / n * 1e6
 
     return {"asgi_app_us": round(asyncio.run(run(3000)), 1),
-            "allocate_handler_us": round(asyncio.run(core(3000)), 1)}
+            "allocate_handler_us": round(asyncio.run(core(3000)), 1),
+            "inline_protocol_us": round(_inline_protocol_us(app, body), 1)}
+
+
+def _inline_protocol_us(app: object, body: bytes, n: int = 3000) -> float:
+    """One allocation as ``switchboard serve`` handles it — bytes in, HTTP parsing by
+    :class:`~bandit.serving.http.AllocateFastProtocol`, the handler, response bytes out —
+    with a fake transport: everything but the socket system calls."""
+    import asyncio
+
+    from uvicorn.config import Config as UvicornConfig
+    from uvicorn.server import ServerState
+
+    from bandit.serving.http import AllocateFastProtocol
+
+    class Transport(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.out = 0
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.out += 1
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+
+    config = UvicornConfig(app, http=AllocateFastProtocol, access_log=False,
+                           log_level="warning", lifespan="off")
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        proto = AllocateFastProtocol(config=config, server_state=ServerState(), app_state={},
+                                     _loop=loop)
+        transport = Transport()
+        proto.connection_made(transport)
+        raw = (b"POST /v1/allocate HTTP/1.1\r\nHost: bench\r\n"
+               b"Authorization: Bearer dev-token\r\nContent-Type: application/json\r\n"
+               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        for _ in range(300):
+            proto.data_received(raw)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            proto.data_received(raw)
+        us = (time.perf_counter() - t0) / n * 1e6
+        if transport.out != n + 300:
+            raise RuntimeError("the inline path did not answer every request")
+        return us
+    finally:
+        loop.close()
 
 
 def _encoder_bench() -> dict[str, object]:
