@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -337,7 +338,7 @@ def _in_process_us(work: Path) -> dict[str, float]:
             "inline_protocol_us": round(_inline_protocol_us(app, body), 1)}
 
 
-def _inline_protocol_us(app: object, body: bytes, n: int = 3000) -> float:
+def _inline_protocol_us(app: Any, body: bytes, n: int = 3000) -> float:
     """One allocation as ``switchboard serve`` handles it — bytes in, HTTP parsing by
     :class:`~bandit.serving.http.AllocateFastProtocol`, the handler, response bytes out —
     with a fake transport: everything but the socket system calls."""
