@@ -85,6 +85,8 @@ def run_learner(args: argparse.Namespace) -> int:
 
 #: Allocations (net) between young-generation collections while the learner runs.
 LEARNER_GC_GEN0_THRESHOLD = 5000
+#: Middle-generation collections before a full one is considered.
+LEARNER_GC_GEN2_THRESHOLD = 100
 
 
 @contextlib.contextmanager
@@ -95,13 +97,17 @@ def _batch_friendly_gc() -> Iterator[None]:
     closed decisions) and, while decoding a chunk, hundreds of short-lived JSON objects
     whose 64-float context lists are expensive to traverse. With CPython's default
     young-generation threshold (700) the collector ran ~640 times over the 80 000
-    events of ``bench/ingest.py`` (0.3 s CPU); at 5 000, ~60 times (0.1–0.15 s). The
-    objects that exist before the loop starts (modules, config, the prior) are frozen
-    out of every collection. Reference counting still frees almost everything at once;
-    only the rare reference cycle waits a little longer.
+    events of ``bench/ingest.py`` (0.3 s CPU); at 5 000, ~60 times (0.1–0.15 s). Full
+    collections, which walk every pending and recently closed decision, wait for 100
+    middle-generation ones instead of 10, and the objects that exist before the loop
+    starts (modules, config, the prior) are frozen out of every collection. Reference
+    counting still frees almost everything at once; only the rare reference cycle waits
+    a little longer.
     """
     before = gc.get_threshold()
-    gc.set_threshold(max(before[0], LEARNER_GC_GEN0_THRESHOLD), *before[1:])
+    gc.set_threshold(
+        max(before[0], LEARNER_GC_GEN0_THRESHOLD), before[1], max(before[2], LEARNER_GC_GEN2_THRESHOLD)
+    )
     gc.freeze()
     try:
         yield
