@@ -101,17 +101,23 @@ asyncio.run(main())
 
 
 WRK_SCRIPT = r'''
--- POST /v1/allocate with a fixed 64-d embedding; unit and conversation ids vary
+-- POST /v1/allocate with a fixed 64-d embedding; unit and conversation ids vary over
+-- 4096 requests formatted up front (so the generator spends its CPU on sockets)
 local emb = "%(emb)s"
+local reqs = {}
+local n = 4096
 local i = 0
 wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer dev-token"
 wrk.headers["Content-Type"] = "application/json"
-request = function()
-  i = i + 1
-  local body = '{"unit_id":"user-' .. (i %% 5000) .. '","conversation_id":"conv-' .. i ..
+for k = 1, n do
+  local body = '{"unit_id":"user-' .. (k %% 5000) .. '","conversation_id":"conv-' .. k ..
                '","embedding":' .. emb .. '}'
-  return wrk.format(nil, "/v1/allocate", nil, body)
+  reqs[k] = wrk.format(nil, "/v1/allocate", nil, body)
+end
+request = function()
+  i = i %% n + 1
+  return reqs[i]
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -182,6 +188,14 @@ def _cpu_s(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (the load generator runs)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _histogram(text: str, name: str) -> tuple[list[tuple[float, float]], float, float]:
@@ -476,11 +490,13 @@ def main() -> int:
                 for conc in args.connections:
                     before = httpx.get(url + "/metrics").text
                     cpu0, bcpu0 = _cpu_s(server.pid), _cpu_s(broker_pid)
+                    gen0 = _children_cpu_s()
                     if generator == "wrk" and wrk is not None:
                         level = _run_wrk(wrk, work, port, conc, args.seconds)
                     else:
                         level = _run_python(port, conc, args.seconds)
                     cpu1, bcpu1 = _cpu_s(server.pid), _cpu_s(broker_pid)
+                    gen1 = _children_cpu_s()
                     after = httpx.get(url + "/metrics").text
                     level["generator"] = generator
                     level["server_compute_wall"] = _compute_stats(before, after)
@@ -491,6 +507,7 @@ def main() -> int:
                     level["server_process_cpu_us_per_req"] = round((cpu1 - cpu0) / n * 1e6, 1)
                     if broker_pid is not None:
                         level["broker_cpu_us_per_req"] = round((bcpu1 - bcpu0) / n * 1e6, 1)
+                    level["generator_cpu_us_per_req"] = round((gen1 - gen0) / n * 1e6, 1)
                     levels.append(level)
                 by_generator[generator] = levels
             result["load_generator"] = generators[0]
