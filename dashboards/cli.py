@@ -40,10 +40,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def build_command(host: str, port: int) -> list[str]:
+    """``streamlit run`` through :mod:`dashboards.server`, which imports the pages' heavy
+    libraries when the server starts instead of during the first visitor's page load."""
     return [
         sys.executable,
         "-m",
-        "streamlit",
+        "dashboards.server",
         "run",
         str(APP),
         "--server.address",
