@@ -3,23 +3,39 @@
 Fills an embedded chdb store server-side (``INSERT ... SELECT FROM numbers()``: no Python
 row generation) with ``--users`` exposed units (default 1,000,000), ``--rows`` engagement
 events (default 10,000,000, each on a day in [-7, 31) around the unit's exposure, +10 %
-screen time for ``bandit``) and ``--decisions`` decisions (default 1,000,000). Then times,
-with empty caches (what a first visitor waits for):
+screen time for ``bandit``) and ``--decisions`` decisions (default 1,000,000), then lets
+the parts merge (``OPTIMIZE ... FINAL``: the state of a store whose background merges have
+caught up; ``--no-settle`` measures straight after the bulk insert instead, while the
+engine is still merging 10^7 rows on the same cores). Then times, with empty caches (what
+a first visitor waits for):
 
-* ``overview_s``: ``dashboards.analysis.overview`` — one aggregate query of every
-  metric's per-variant sums (``Store.cohort_moments_many``), unit counts, 8
-  ``bandit.lift.lift_table`` calls answered from those sums (the CUPED setting on
-  screen), the guardrail table, SRM, the hourly traffic query for staleness, the banners;
+* ``overview_s``: ``dashboards.analysis.overview`` — one aggregate query of the overview
+  metrics' per-variant sums (``Store.cohort_moments_many`` for
+  ``analysis.overview_pairs``), unit counts, 8 ``bandit.lift.lift_table`` calls answered
+  from those sums (the CUPED setting on screen), the guardrail table, SRM, the
+  first/last decision (``Store.decision_span``) for staleness, the banners;
+* ``cohort_query_s``: that aggregate query alone, run again right after (engine warm);
 * ``per_unit_cohort_query_s``: for comparison, ``Store.unit_metrics`` (one row per unit,
-  used by the Retention page's lift-over-time and, for now, the sidebar's unit counts);
+  used by the Retention page's lift-over-time);
 * ``overview_page_s``: the whole overview page under ``streamlit.testing.v1.AppTest``
-  (sidebar queries, the page, the table and chart built), store opened read-only;
+  (sidebar queries, the page, the table and chart built), store opened read-only, in a
+  new ``AppTest`` — which also pays AppTest's one-off scan of installed packages for
+  Streamlit components (≈ 0.3 s here; a ``streamlit run`` server does it once at start);
 * ``overview_page_warm_s``: the same page again, caches warm — what every later visitor
-  waits for, also after the TTL (queries refresh in the background).
+  waits for, also after the TTL (queries refresh in the background);
+* ``overview_page_cold_cache_s``: the same ``AppTest`` with every cache emptied and the
+  store closed — a running server's first visitor: store opened, every query run.
 
-Prints one JSON object; target: < 2 s.
+The server's start-up imports (``dashboards.server.preload``: pandas, Altair, scipy via
+``bandit.lift``) are done first and reported as ``server_start_preload_s``: ``switchboard
+dashboard`` does them before any visitor arrives, so they are not part of a page load.
 
-    python bench/dashboard.py [--users N] [--rows N] [--decisions N]
+Each ``*_s`` wall figure has a ``*_cpu_s`` beside it: CPU seconds of this process, engine
+threads included — steadier than wall time when other jobs share the machine (on 2 idle
+cores wall ≈ CPU / 2 for the engine-bound parts). ``machine.loadavg`` is the 1-minute
+load average at the start. Prints one JSON object; target: < 2 s.
+
+    python bench/dashboard.py [--users N] [--rows N] [--decisions N] [--no-settle]
 """
 
 from __future__ import annotations
@@ -83,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=1_000_000)
     ap.add_argument("--rows", type=int, default=10_000_000, help="engagement rows")
     ap.add_argument("--decisions", type=int, default=1_000_000)
+    ap.add_argument("--no-settle", action="store_true",
+                    help="measure straight after the bulk insert (merges still running)")
     args = ap.parse_args(argv)
+    loadavg = round(os.getloadavg()[0], 2)
     logging.getLogger("streamlit").setLevel(logging.ERROR)
 
     from bandit.store import open_store
@@ -106,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         for sql in (FILL_EXPOSURES, FILL_ENGAGEMENT, FILL_DECISIONS):
             store._command(sql, params)
         fill_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if not args.no_settle:
+            for table in ("exposures", "engagement", "decisions"):
+                store._command(f"OPTIMIZE TABLE {table} FINAL")
+        settle_s = time.perf_counter() - t0
         counts = {t: store.count(t) for t in ("exposures", "engagement", "decisions")}
         store.close()
 
@@ -119,7 +143,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         import streamlit as st
 
-        from dashboards import analysis, data, ui
+        from dashboards import analysis, data, server, ui
+
+        # what `switchboard dashboard` imports when its server starts (dashboards.server)
+        t0 = time.perf_counter()
+        server.preload()
+        preload_s = time.perf_counter() - t0
 
         # --- overview numbers, cold caches (queries + statistics + banners)
         data.close_stores()
@@ -132,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         ctx = ui.Context(
             settings, store, None, EXPERIMENT, (EXPERIMENT,), ("gpt35", "bandit"), (), None, as_of
         )
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         view = analysis.overview(ctx)
-        overview_s = time.perf_counter() - t0
+        overview_s, overview_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         row = view.lift[(view.lift["metric_key"] == "day30_engagement") & view.lift["cuped"]]
+        pairs = analysis.overview_pairs(analysis.experiment_arg(settings, EXPERIMENT))
+        t0, c0 = time.perf_counter(), time.process_time()
+        data.get_store(*key).cohort_moments_many(EXPERIMENT, pairs, as_of)
+        cohort_query_s, cohort_query_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         t0 = time.perf_counter()
         data.get_store(*key).unit_metrics(EXPERIMENT, as_of)
         unit_query_s = time.perf_counter() - t0
@@ -147,27 +180,43 @@ def main(argv: list[str] | None = None) -> int:
         data.close_stores()
         st.cache_data.clear()
         at = AppTest.from_file(app, default_timeout=120)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         at.run()
-        page_s = time.perf_counter() - t0
+        page_s, page_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         if at.exception:
             raise RuntimeError(f"overview page raised: {[e.value for e in at.exception]}")
         t0 = time.perf_counter()
         at.run()
         warm_s = time.perf_counter() - t0
         data.close_stores()
+        st.cache_data.clear()
+        t0, c0 = time.perf_counter(), time.process_time()
+        at.run()
+        page_cold_cache_s, page_cold_cache_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        if at.exception:
+            raise RuntimeError(f"overview page raised: {[e.value for e in at.exception]}")
+        data.close_stores()
         out.update(
             {
-                "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+                "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                            "loadavg": loadavg},
                 "users": counts["exposures"],
                 "engagement_rows": counts["engagement"],
                 "decisions": counts["decisions"],
                 "fill_s": round(fill_s, 3),
+                "settle_s": None if args.no_settle else round(settle_s, 3),
+                "server_start_preload_s": round(preload_s, 3),
                 "store_open_s": round(open_s, 3),
                 "overview_s": round(overview_s, 3),
+                "overview_cpu_s": round(overview_cpu_s, 3),
+                "cohort_query_s": round(cohort_query_s, 3),
+                "cohort_query_cpu_s": round(cohort_query_cpu_s, 3),
                 "per_unit_cohort_query_s": round(unit_query_s, 3),
                 "overview_page_s": round(page_s, 3),
+                "overview_page_cpu_s": round(page_cpu_s, 3),
                 "overview_page_warm_s": round(warm_s, 3),
+                "overview_page_cold_cache_s": round(page_cold_cache_s, 3),
+                "overview_page_cold_cache_cpu_s": round(page_cold_cache_cpu_s, 3),
                 "target_s": 2.0,
                 "lift_rows": len(view.lift),
                 "day30_engagement_lift_cuped": round(float(row["lift"].iloc[0]), 4)
