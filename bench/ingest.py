@@ -4,8 +4,13 @@ Prints one JSON object:
 
 * ``raw_consume_events_per_s`` — kafka-python alone reading the same topics (the ceiling);
 * ``learner_events_per_s`` / ``learner_feedback_per_s`` — one learner (this process) with
-  64-d contexts, no store, from the first fetched message to the last snapshot+commit;
-* the same with the chdb store sink (``*_chdb``).
+  64-d contexts, no store, from its first applied batch to the end of the checkpoint
+  (snapshot + commit) after the last one;
+* the same with the chdb store sink (``*_chdb``);
+* ``*_cpu_us_per_event`` — CPU time of this process (every thread) per event over the
+  same window, and ``*_cpu_events_per_s`` / ``*_cpu_feedback_per_s`` — the rates that
+  cost allows on one core: steadier than wall time on a shared machine
+  (``load_average_1m`` says how shared it was).
 
 Decisions and feedback are counted as events; ``*_feedback_per_s`` counts feedback only.
 Run: ``.venv/bin/python bench/ingest.py [--decisions N]`` (under two minutes by default).
