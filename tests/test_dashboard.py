@@ -325,6 +325,33 @@ def test_cli_builds_headless_streamlit_command_without_telemetry() -> None:
     assert "--browser.gatherUsageStats false" in joined
     assert f"--server.port {port}" in joined
     assert "--server.address 127.0.0.1" in joined
+    # the server entry point preloads the pages' libraries, then runs `streamlit run`
+    assert cmd[1:4] == ["-m", "dashboards.server", "run"]
+
+
+def test_server_preload_imports_the_pages_libraries() -> None:
+    import sys
+
+    from dashboards.server import PRELOAD, preload
+
+    preload()
+    assert all(name in sys.modules for name in PRELOAD)
+
+
+def test_overview_pairs_cover_overview_metrics_and_guardrails() -> None:
+    from bandit.config import ExperimentConfig
+    from bandit.lift import METRICS as LIFT_METRICS
+    from dashboards.analysis import overview_pairs
+    from dashboards.transforms import METRICS
+
+    cfg = ExperimentConfig(id="e", guardrails=("cum30_messages",))
+    pairs = overview_pairs(cfg)
+    assert len(pairs) == len(set(pairs)) == len(METRICS) + 1
+    assert {LIFT_METRICS[m] for m, _ in METRICS} <= set(pairs)
+    assert ("cum_messages_30", "pre_messages") in pairs
+    # a bare id: the default guardrails (what bandit.lift.guardrail_table reads for it)
+    defaults = ExperimentConfig(id="x").guardrails
+    assert {LIFT_METRICS[g] for g in defaults} <= set(overview_pairs("x"))
 
 
 @pytest.mark.parametrize(
