@@ -497,35 +497,42 @@ class JoinPartition(_Partition):
             _, _, did = heapq.heappop(heap)
             closing.append(self.pending.pop(did))
         n = len(closing)
-        arms = [p.event.arm_id for p in closing]
-        X = np.empty((n, self.dim), dtype=np.float64)
-        r = np.empty(n, dtype=np.float64)
+        events = [p.event for p in closing]
+        arms = [ev.arm_id for ev in events]
+        X = np.array([p.x for p in closing], dtype=np.float64)
         cfg = self.reward
+        default = float(cfg.default_reward)
         # reward_from_proxies is pure and the proxies take few distinct values, so a
         # memo gives bit-identical rewards for a dict lookup
         memo = self._rewards
-        rewards = self.outbox.rewards
-        closed_ids = self.closed
-        for i, p in enumerate(closing):
-            X[i] = p.x
+        values: list[float] = []
+        for p in closing:
             if p.n_feedback:
                 key = (p.retried, p.rating, p.length)
                 reward = memo.get(key)
                 if reward is None:
-                    reward = reward_from_proxies(
-                        cfg, retried=p.retried, rating=p.rating, conversation_length=p.length
+                    reward = float(
+                        reward_from_proxies(
+                            cfg, retried=p.retried, rating=p.rating, conversation_length=p.length
+                        )
                     )
                     if len(memo) < _REWARD_MEMO_SIZE:
                         memo[key] = reward
+                values.append(reward)
             else:
-                reward = cfg.default_reward
-            r[i] = reward
-            cd = ClosedDecision(p.event, float(r[i]), p.n_feedback > 0, p.n_feedback, p.late > 0)
-            rewards.append(cd)
-            closed_ids[p.event.decision_id] = cd
-        self.delta = self.model.accumulate(self.delta, arms, X, r)
+                values.append(default)
+        n_feedback = [p.n_feedback for p in closing]
+        joined = [k > 0 for k in n_feedback]
+        done = list(
+            map(ClosedDecision, events, values, joined, n_feedback, [p.late > 0 for p in closing])
+        )
+        self.outbox.rewards.extend(done)
+        self.closed.update(zip([ev.decision_id for ev in events], done, strict=True))
+        self.delta = self.model.accumulate(
+            self.delta, arms, X, np.array(values, dtype=np.float64)
+        )
         self.counters.closed += n
-        self.counters.defaulted += sum(1 for p in closing if not p.n_feedback)
+        self.counters.defaulted += n - sum(joined)
         # closed in event-time order, so the oldest are first; evict by horizon and capacity
         closed = self.closed
         horizon = watermark - self.closed_horizon_ms
