@@ -106,25 +106,43 @@ class ConfluentProducer:
     """``confluent_kafka.Producer`` behind the :class:`Producer` interface."""
 
     def __init__(self, config: dict[str, Any],
-                 on_down: Callable[[str], None] | None = None) -> None:
+                 on_down: Callable[[str], None] | None = None,
+                 on_result: Callable[[bytes, str | None], None] | None = None) -> None:
         from confluent_kafka import KafkaError
         from confluent_kafka import Producer as RdProducer
+
+        #: called with a reason when no broker is reachable (or on a fatal error)
+        self.on_down = on_down
+        #: called with ``(value, error or None)`` for each :meth:`produce`
+        self.on_result = on_result
 
         def error_cb(err: Any) -> None:
             # librdkafka retries by itself; tell the owner only when nothing can be sent
             if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
-                if on_down is not None:
-                    on_down(str(err))
+                if self.on_down is not None:
+                    self.on_down(str(err))
             else:
                 log.info("kafka producer: %s", err)
 
+        def on_delivery(err: Any, msg: Any) -> None:
+            if self.on_result is not None:
+                self.on_result(msg.value(), None if err is None else str(err))
+
         self._p = RdProducer({**config, "logger": log, "error_cb": error_cb})
+        self._on_delivery = on_delivery
         self._lock = threading.Lock()  # poll() may come from get() and the run loop
 
     def send(self, topic: str, *, key: bytes, value: bytes) -> _ConfluentDelivery:
         delivery = _ConfluentDelivery(self)
         self._p.produce(topic, value=value, key=key, on_delivery=delivery._resolve)
         return delivery
+
+    def produce(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send without a per-record delivery object: the outcome goes to ``on_result(value,
+        error or None)`` (the publisher's hot path; ~2 µs)."""
+        if self.on_result is None:
+            raise RuntimeError("produce() needs on_result: its outcome would be lost")
+        self._p.produce(topic, value=value, key=key, on_delivery=self._on_delivery)
 
     def poll(self, timeout: float = 0.0) -> None:
         with self._lock:
@@ -145,13 +163,16 @@ class ConfluentProducer:
 
 def make_producer(bootstrap_servers: str, delivery_timeout_ms: int, *,
                   client: str = "auto", client_id: str = "switchboard-serve",
-                  on_down: Callable[[str], None] | None = None) -> Producer | Any:
+                  on_down: Callable[[str], None] | None = None,
+                  on_result: Callable[[bytes, str | None], None] | None = None
+                  ) -> Producer | Any:
     """A producer from ``client``: ``"confluent"`` (librdkafka), ``"kafka-python"``, or
     ``"auto"`` — librdkafka if ``confluent_kafka`` imports, else kafka-python.
 
     ``on_down(reason)`` is called (from :meth:`ConfluentProducer.poll`) when librdkafka
     reports that no broker is reachable or the producer failed fatally. (kafka-python
-    raises from its constructor when it cannot bootstrap instead.)"""
+    raises from its constructor when it cannot bootstrap instead.) ``on_result(value,
+    error)`` receives the outcome of each :meth:`ConfluentProducer.produce`."""
     if client not in ("auto", "confluent", "kafka-python"):
         raise ValueError(f"client must be auto, confluent or kafka-python, got {client!r}")
     request_timeout_ms = min(10_000, delivery_timeout_ms // 2)
@@ -176,4 +197,4 @@ def make_producer(bootstrap_servers: str, delivery_timeout_ms: int, *,
         "message.timeout.ms": delivery_timeout_ms, "request.timeout.ms": request_timeout_ms,
         "reconnect.backoff.max.ms": 1_000, "partitioner": "murmur2_random",
         "socket.connection.setup.timeout.ms": 2_000,
-    }, on_down=on_down)
+    }, on_down=on_down, on_result=on_result)

@@ -42,6 +42,7 @@ from typing import IO, Any
 import orjson
 
 from bandit.events import DecisionEvent
+from bandit.serving.producers import ConfluentProducer, make_producer
 
 __all__ = ["DecisionPublisher"]
 
@@ -182,12 +183,19 @@ class DecisionPublisher:
 
     # ---------------------------------------------------------------- internals
     def _default_factory(self) -> Any:
-        from bandit.serving.producers import make_producer
-
         # tansu refuses InitProducerId: no idempotence; spilled re-sends are deduplicated
         # on event_id by the learner
-        return make_producer(self.bootstrap_servers, self.delivery_timeout_ms,
-                             on_down=self._producer_down)
+        # _ensure_producer binds on_down and on_result to this publisher
+        return make_producer(self.bootstrap_servers, self.delivery_timeout_ms)
+
+    def _produced(self, value: bytes, error: str | None) -> None:
+        """Outcome of an untracked librdkafka send: a failure carries its record back,
+        so nothing needs remembering per record (close() purges, which fails them)."""
+        if error is None:
+            self.sent += 1
+        else:
+            self._mark_down(f"delivery: {error}")
+            self._spill_records([value])
 
     def _producer_down(self, reason: str) -> None:
         """No broker reachable: spill new events at once and, from the run loop, fail
@@ -220,11 +228,16 @@ class DecisionPublisher:
         if time.monotonic() < self._down_until:
             return False
         try:
-            self._producer = self._factory()
-            return True
+            producer = self._factory()
         except Exception as exc:  # broker unreachable: spill and retry later
             self._mark_down(f"producer: {exc}")
             return False
+        if isinstance(producer, ConfluentProducer):
+            # whoever built it, its reports come here
+            producer.on_down = self._producer_down
+            producer.on_result = self._produced
+        self._producer = producer
+        return True
 
     def _reset_producer(self) -> None:
         """Drop a producer that keeps failing (it may be in a fatal state); a fresh one is
@@ -249,6 +262,19 @@ class DecisionPublisher:
         future.add_callback(self._delivered, rid)
         future.add_errback(self._failed, rid)
         return future
+
+    def _send_untracked(self, value: bytes, key: bytes) -> None:
+        """Send; with librdkafka the delivery report brings a failed record back to
+        :meth:`_produced`, with kafka-python it is tracked in ``_inflight``."""
+        produce = getattr(self._producer, "produce", None)
+        if produce is None:
+            self._send(value, key)
+            return
+        try:
+            produce(self.topic, key, value)
+        except Exception as exc:  # queue full, producer closed: spill it
+            self._mark_down(f"send: {exc}")
+            self._spill_records([value])
 
     def _delivered(self, rid: int, _metadata: Any) -> None:
         with self._inflight_lock:
@@ -277,7 +303,7 @@ class DecisionPublisher:
                     self._spill_records([v for _, v in batch])
                 else:
                     for k, v in batch:
-                        self._send(v, k)
+                        self._send_untracked(v, k)
                 if not stopping:
                     break
             if stopping:
@@ -385,7 +411,7 @@ class DecisionPublisher:
                         self.backlog = max(0, self.backlog - 1 - bad)
                     return -1
             for v, k in valid[1:]:
-                self._send(v, k)
+                self._send_untracked(v, k)
             with contextlib.suppress(Exception):
                 self._producer.flush(timeout=self.delivery_timeout_ms / 1000)
             path.unlink(missing_ok=True)
