@@ -29,8 +29,9 @@ a first visitor waits for):
   emptied caches would not be a whole cold page: only the first run is timed cold.)
 
 The server's start-up imports (``dashboards.server.preload``: pandas, Altair, scipy via
-``bandit.lift``, the store's client and engine) are done first and reported as ``server_start_preload_s``: ``switchboard
-dashboard`` does them before any visitor arrives, so they are not part of a page load.
+``bandit.lift``, the store's client and engine) are done first and reported as
+``server_start_preload_s``: ``switchboard dashboard`` does them before any visitor
+arrives, so they are not part of a page load.
 
 Each ``*_s`` wall figure has a ``*_cpu_s`` beside it: CPU seconds of this process, engine
 threads included — steadier than wall time when other jobs share the machine (on 2 idle
