@@ -1,9 +1,12 @@
 """The allocation server (FastAPI): ``/v1/allocate``, ``/v1/arms``, ``/healthz``, ``/metrics``.
 
-The request path is kept lean: the body is read raw, parsed with orjson and validated
-by a strict pydantic model (no FastAPI body machinery), the variant comes from a
-salted hash, the variant's policy chooses, the decision is queued for Kafka without
-waiting, and the response is serialised with orjson. See ``docs/serving.md``.
+The request path is kept lean: under ``switchboard serve`` a plain ``POST /v1/allocate``
+is answered by the HTTP protocol itself (:mod:`bandit.serving.http`) through
+:meth:`_Server.allocate_now`; on the ASGI path :class:`Edge` serves it before FastAPI's
+middleware stack. Either way the body is parsed with orjson and validated by a strict
+pydantic model, the variant comes from a salted hash, the variant's policy chooses, the
+decision is queued for Kafka without waiting, and the response is serialised with
+orjson. See ``docs/serving.md``.
 """
 
 from __future__ import annotations
