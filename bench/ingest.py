@@ -3,6 +3,8 @@
 Prints one JSON object:
 
 * ``raw_consume_events_per_s`` — kafka-python alone reading the same topics (the ceiling);
+  ``raw_consume_lean_*`` — the same through the adapter's lean record parsing, which
+  the learner uses;
 * ``learner_events_per_s`` / ``learner_feedback_per_s`` — one learner (this process) with
   64-d contexts, no store, from its first applied batch to the end of the checkpoint
   (snapshot + commit) after the last one;
@@ -34,7 +36,7 @@ from bandit.config import load_config
 from bandit.policies import make_policy
 from consumers.embedded import EmbeddedBroker, create_topics
 from consumers.join import JoinPartition
-from consumers.kafka_adapter import KafkaLearner, _crc32c_is_native
+from consumers.kafka_adapter import KafkaLearner, _crc32c_is_native, _use_lean_records
 from consumers.sink import StoreSink
 from consumers.state import StateDir
 from consumers.synthetic import ARMS, make_stream, produce
@@ -43,8 +45,11 @@ DIM = 64
 PARTITIONS = 4
 
 
-def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> tuple[float, float]:
-    """kafka-python alone: (events/s wall, CPU seconds of this process per event)."""
+def raw_consume(
+    bootstrap: str, topic_names: list[str], total: int, *, lean: bool = False
+) -> tuple[float, float]:
+    """kafka-python alone: (events/s wall, CPU seconds of this process per event); with
+    ``lean``, through the learner's lean record parsing (its own ceiling)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(
@@ -55,6 +60,8 @@ def raw_consume(bootstrap: str, topic_names: list[str], total: int) -> tuple[flo
         max_partition_fetch_bytes=16 << 20,
         check_crcs=_crc32c_is_native(),  # same setting as the learner
     )
+    if lean and not _use_lean_records(consumer):
+        raise RuntimeError("lean record parsing is not available with this kafka-python")
     tps = [TopicPartition(t, p) for t in topic_names for p in range(PARTITIONS)]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -190,6 +197,9 @@ def _bench(args: argparse.Namespace) -> None:
         produce(broker.bootstrap_servers, stream, names[0], names[1])
         produce_s = time.perf_counter() - t0
         raw, raw_cpu = raw_consume(broker.bootstrap_servers, names[:2], stream.n_events)
+        lean, lean_cpu = raw_consume(
+            broker.bootstrap_servers, names[:2], stream.n_events, lean=True
+        )
         plain = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=False)
         chdb = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=True)
     n_fb = sum(map(len, stream.feedback.values()))
@@ -209,6 +219,9 @@ def _bench(args: argparse.Namespace) -> None:
                 # CPU time of this process (all threads) per event, and the events/s that
                 # CPU cost allows on one core: steadier than wall time on a shared machine
                 "raw_consume_cpu_us_per_event": round(raw_cpu * 1e6, 2),
+                # the same through the learner's lean record parsing (its own ceiling)
+                "raw_consume_lean_events_per_s": round(lean),
+                "raw_consume_lean_cpu_us_per_event": round(lean_cpu * 1e6, 2),
                 "learner_cpu_us_per_event": round(plain["cpu_us_per_event"], 2),
                 "learner_cpu_events_per_s": round(1e6 / plain["cpu_us_per_event"]),
                 "learner_cpu_feedback_per_s": round(n_fb / plain["cpu_s"]),
