@@ -286,6 +286,10 @@ class JoinPartition(_Partition):
         self._seq = 0
         # min-heap of (ts_ms, offset, feedback): out-of-order feedback must not block newer
         self.held: list[tuple[int, int, FeedbackEvent]] = []
+        # decision ids of held feedback (a superset: popped entries linger until the next
+        # rescan), and whether a decision that some held feedback waits for has arrived
+        self._held_ids: set[str] = set()
+        self._held_arrived = False
         self.closed: dict[str, ClosedDecision] = {}
         self.counters = Counters()
         self.outbox = Outbox()
@@ -360,6 +364,8 @@ class JoinPartition(_Partition):
         c.decisions += n
         ts = [ev.ts_ms for ev in events]
         self.pending.update(zip(ids, map(_Pending, events, X), strict=True))
+        if self._held_ids and not self._held_ids.isdisjoint(ids):
+            self._held_arrived = True
         seq = self._seq
         heap = self._heap
         if heap:
@@ -390,6 +396,7 @@ class JoinPartition(_Partition):
             pend = pending.get(fb.decision_id)
             if pend is None:
                 heapq.heappush(held, (fb.ts_ms, offset, fb))
+                self._held_ids.add(fb.decision_id)
             elif fb.ts_ms <= pend.event.ts_ms + window:
                 pend.merge(fb)
                 c.joined += 1
@@ -421,6 +428,8 @@ class JoinPartition(_Partition):
                 continue
             c.decisions += 1
             self.pending[ev.decision_id] = _Pending(ev, np.asarray(ev.context, dtype=np.float64))
+            if ev.decision_id in self._held_ids:
+                self._held_arrived = True
             heapq.heappush(self._heap, (ev.ts_ms, self._seq, ev.decision_id))
             self._seq += 1
             if ev.ts_ms > self.wm_decisions:
@@ -437,6 +446,7 @@ class JoinPartition(_Partition):
                 self._resolve(fb, offset, raw)
             else:
                 heapq.heappush(self.held, (fb.ts_ms, offset, fb))
+                self._held_ids.add(fb.decision_id)
 
     def _resolve(self, fb: FeedbackEvent, offset: int, raw: bytes | None = None) -> None:
         pend = self.pending.get(fb.decision_id)
@@ -473,12 +483,45 @@ class JoinPartition(_Partition):
     # ------------------------------------------------------------------ windows
 
     def advance(self) -> None:
-        """Resolve held feedback the decisions stream has passed, then close windows."""
+        """Resolve held feedback the decisions stream has passed, join held feedback
+        whose decision has arrived, then close windows."""
         held = self.held
         while held and held[0][0] <= self.wm_decisions:
             _, offset, fb = heapq.heappop(held)
             self._resolve(fb, offset)
+        if self._held_arrived:
+            self._join_arrived()
         self._close_until(self.watermark)
+
+    def _join_arrived(self) -> None:
+        """Join held feedback whose decision is now pending and whose time is inside the
+        decision's window.
+
+        Without this, such feedback would wait until the decisions stream passes its own
+        timestamp — at the end of a stream, possibly for ever, and unstored. Joining now
+        gives the same statistics: the decision cannot close before the decisions
+        watermark passes ``d.ts + window >= fb.ts``, which is when the held feedback
+        would have joined anyway, and merging proxies is order-independent
+        (:meth:`_Pending.merge`). Feedback outside the window stays held and resolves as
+        before (late).
+        """
+        self._held_arrived = False
+        pending, window = self.pending, self.window_ms
+        keep: list[tuple[int, int, FeedbackEvent]] = []
+        ready: list[tuple[int, int, FeedbackEvent]] = []
+        for item in self.held:
+            fb = item[2]
+            pend = pending.get(fb.decision_id)
+            if pend is not None and fb.ts_ms <= pend.event.ts_ms + window:
+                ready.append(item)
+            else:
+                keep.append(item)
+        self._held_ids = {item[2].decision_id for item in keep}
+        if ready:
+            heapq.heapify(keep)
+            self.held = keep
+            for _, offset, fb in sorted(ready, key=lambda item: (item[0], item[1])):
+                self._resolve(fb, offset)
 
     def flush_all(self) -> None:
         """Close every pending decision now (end of a bounded replay, not used online)."""
@@ -604,6 +647,8 @@ class JoinPartition(_Partition):
         heapq.heapify(self._heap)
         self._seq = int(state["seq"])
         self.held = [(ts, off, FeedbackEvent(*row)) for ts, off, row in state["held"]]
+        self._held_ids = {item[2].decision_id for item in self.held}
+        self._held_arrived = any(d in self.pending for d in self._held_ids)
         heapq.heapify(self.held)
         self.closed = {}
         for row in state["closed"]:

@@ -151,6 +151,30 @@ def test_join_partition_feedback_before_decision_is_joined() -> None:
     assert out.rewards[0].joined and out.rewards[0].reward == 1.0
 
 
+def test_join_partition_held_feedback_joins_when_its_decision_arrives() -> None:
+    # the tail of a stream: feedback ahead of its decision, and no later decision to push
+    # the decisions watermark past it — it joins (and is stored) as soon as d1 arrives
+    p = part()
+    feed(p, FEEDBACK, [fb(1, T0 + 900, rating=5)])
+    assert p.held and not p.outbox.feedback
+    feed(p, DECISIONS, [dec(1, T0)])
+    assert not p.held
+    assert p.counters.joined == 1
+    assert [f.decision_id for f in p.outbox.feedback] == ["d1"]
+    # same reward as the held-until-watermark route once the window closes
+    feed(p, DECISIONS, [dec(2, T0 + 60_000)])
+    feed(p, FEEDBACK, [fb(2, T0 + 60_000)])
+    out = p.outbox.drain()
+    assert out.rewards[0].joined and out.rewards[0].reward == 1.0
+    # feedback outside its decision's window stays held and ends late, as before
+    q = part()
+    feed(q, FEEDBACK, [fb(1, T0 + 15_000, rating=5)])
+    feed(q, DECISIONS, [dec(1, T0)])
+    assert len(q.held) == 1 and q.counters.joined == 0
+    feed(q, DECISIONS, [dec(2, T0 + 16_000)])
+    assert not q.held and q.counters.late == 1
+
+
 BAD_DECISIONS = [
     (dec(1, T0, arm="nope"), "arm_id"),
     (dec(2, T0, ctx=(1.0, 2.0)), "context must have length"),
