@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "EventDecodeError",
     "InvalidInputError",
+    "RegistryError",
     "SnapshotError",
     "StoreError",
     "SwitchboardError",
@@ -62,6 +63,10 @@ class EventDecodeError(InvalidInputError):
 
 class SnapshotError(SwitchboardError):
     """A snapshot is corrupt, truncated, of the wrong version or the wrong kind."""
+
+
+class RegistryError(SwitchboardError):
+    """The shared arm registry file is corrupt, of the wrong version, or cannot be written."""
 
 
 class StoreError(SwitchboardError):

@@ -22,11 +22,12 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from bandit.arms import Arm
 from bandit.config import Config
 from bandit.encoders import BatchingEncoder, Encoder, HashingEncoder
-from bandit.errors import InvalidInputError, UnknownArmError
+from bandit.errors import InvalidInputError, RegistryError, UnknownArmError
 from bandit.events import DecisionEvent
 from bandit.serving.assignment import VariantAssigner
 from bandit.serving.ids import DecisionIds
@@ -95,6 +96,16 @@ def _error(status: int, field: str, msg: str) -> Reply:
 
 def _invalid(exc: InvalidInputError) -> Response:
     return _unprocessable([{"field": exc.field, "msg": str(exc)}])
+
+
+#: seconds a client should wait before retrying a change the registry file refused
+REGISTRY_RETRY_AFTER_S = 5
+
+
+def _registry_unavailable(exc: RegistryError) -> Response:
+    """503: the shared registry file could not be updated, so nothing changed anywhere."""
+    return _json({"detail": [{"field": "registry", "msg": f"arm change not applied: {exc}"}]},
+                 503, {"Retry-After": str(REGISTRY_RETRY_AFTER_S)})
 
 
 class Edge:
@@ -475,7 +486,9 @@ def _json_body_schema(name: str) -> dict[str, Any]:
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Malformed request", 401: "Missing or invalid bearer token",
             403: "Token may not modify arms", 404: "Unknown arm",
-            413: "Request body too large", 422: "Validation error naming the field"}
+            413: "Request body too large", 422: "Validation error naming the field",
+            503: "The shared arm registry file could not be updated (nothing changed); "
+                 "retry after Retry-After seconds"}
     return {c: {"model": ErrorResponse, "description": text[c]} for c in codes}
 
 
@@ -552,9 +565,13 @@ def create_app(
 
     @app.post("/v1/arms", status_code=201, response_model=ArmOut,
               openapi_extra=_json_body_schema("ArmRequest"),
-              responses=_responses(401, 403, 413, 422))
+              responses=_responses(401, 403, 413, 422, 503))
     async def register_arm(request: Request) -> Response:
-        """Register (or update / re-activate) an arm; eligible from the next request."""
+        """Register (or update / re-activate) an arm; eligible from the next request.
+
+        The arm is written to the shared registry file first, so every server (on its
+        next reload poll) and the learner follow it.
+        """
         denied = server.auth(request, admin=True)
         if denied is not None:
             return denied
@@ -566,25 +583,31 @@ def create_app(
             req = ArmRequest.model_validate(obj)
             arm = Arm(req.arm_id, kind=req.kind,
                       features=tuple(req.features) if req.features is not None else None)
-            holder.register(arm)
+            holder.check_features(arm)
+            await run_in_threadpool(holder.register, arm)
         except ValidationError as exc:
             return _unprocessable(error_fields(exc))
         except InvalidInputError as exc:
             return _invalid(exc)
+        except RegistryError as exc:
+            return _registry_unavailable(exc)
         return _json({"arm_id": arm.arm_id, "kind": arm.kind,
                       "features": list(arm.features) if arm.features else None,
                       "active": True}, 201)
 
-    @app.delete("/v1/arms/{arm_id}", response_model=ArmOut, responses=_responses(401, 403, 404))
+    @app.delete("/v1/arms/{arm_id}", response_model=ArmOut,
+                responses=_responses(401, 403, 404, 503))
     async def retire_arm(arm_id: str, request: Request) -> Response:
         """Retire an arm: it stops being chosen; what was learnt about it is kept."""
         denied = server.auth(request, admin=True)
         if denied is not None:
             return denied
         try:
-            arm = holder.retire(arm_id)
+            arm = await run_in_threadpool(holder.retire, arm_id)
         except UnknownArmError as exc:
             return _json({"detail": [{"field": "arm_id", "msg": str(exc)}]}, 404)
+        except RegistryError as exc:
+            return _registry_unavailable(exc)
         return _json({"arm_id": arm.arm_id, "kind": arm.kind,
                       "features": list(arm.features) if arm.features else None,
                       "active": arm.active})
@@ -593,8 +616,9 @@ def create_app(
     async def healthz() -> Response:
         """Liveness plus which model is served and whether decisions reach Kafka."""
         model = holder.model
+        registry = holder.registry
         degraded = model.source != "snapshot" or holder.snapshot_error is not None \
-            or bool(model.fallbacks)
+            or bool(model.fallbacks) or registry.error is not None
         return _json({
             "status": "degraded" if degraded else "ok",
             "model": {
@@ -606,6 +630,9 @@ def create_app(
                 "policies": {k: p.name for k, p in model.policies.items()},
                 "policy_fallbacks": model.fallbacks,
                 "arms_active": len(model.arms.active()),
+                "registry": str(registry.path),
+                "registry_revision": holder.registry_revision,
+                "registry_error": registry.error,
             },
             "publisher": {"healthy": server.sink.healthy, "buffer": server.sink.depth,
                           "spill_backlog": server.sink.backlog,

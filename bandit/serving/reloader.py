@@ -9,8 +9,14 @@ use the new one, none is dropped.
 Without a snapshot the server serves the *prior* (untrained) policies; if a snapshot is
 corrupt, the last good model is kept (or the prior, if there is none) and the error is
 reported by ``/healthz``. A variant policy that cannot be built (e.g. ``hybrid_linucb``
-without arm features) falls back to ``uniform``. Arms registered or retired through
-``/v1/arms`` are kept in an overlay re-applied to every reloaded registry.
+without arm features) falls back to ``uniform``.
+
+Arms registered or retired at run time live in the shared registry file
+(:mod:`bandit.registry`, next to the snapshot). The same poll stats it too; its arms
+are an overlay applied over the snapshot's (and the start-up) arms, re-applied to
+every reloaded model. ``/v1/arms`` writes the file first (:meth:`ModelHolder.register`,
+:meth:`ModelHolder.retire`) and applies the result here before answering; states are
+applied in revision order, so a slow writer never rolls back a newer change.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import ExperimentConfig, PolicyConfig
-from bandit.errors import SnapshotError, SwitchboardError
+from bandit.errors import InvalidInputError, SnapshotError, SwitchboardError
+from bandit.registry import RegistryFile, RegistryState
 
 __all__ = ["SNAPSHOT_NAME", "ModelHolder", "ServedModel"]
 
@@ -91,7 +98,8 @@ class ModelHolder:
 
     def __init__(self, policy_config: PolicyConfig, experiment: ExperimentConfig,
                  snapshot_dir: str | os.PathLike[str], initial_arms: list[Arm],
-                 reload_interval_s: float = 1.0) -> None:
+                 reload_interval_s: float = 1.0,
+                 registry: RegistryFile | None = None) -> None:
         self.policy_config = policy_config
         self.experiment = experiment
         self.path = Path(snapshot_dir) / SNAPSHOT_NAME
@@ -100,6 +108,8 @@ class ModelHolder:
         self.snapshot_error: str | None = None
         self.reloads = 0
         self.failed_reloads = 0
+        self.registry = registry if registry is not None else RegistryFile(snapshot_dir)
+        self.registry_revision = 0
         self._overlay: dict[str, Arm] = {}
         self._lock = threading.Lock()
         self._seen: tuple[int, int] | None = None
@@ -107,6 +117,7 @@ class ModelHolder:
         self._thread: threading.Thread | None = None
         self.model = self._prior()
         self.check()
+        self.check_registry()
 
     # ---------------------------------------------------------------- building
     def _prior(self) -> ServedModel:
@@ -114,8 +125,7 @@ class ModelHolder:
         arms = ArmRegistry(feature_dim=fdim)
         for arm in self.initial_arms:
             arms.add(arm)
-        for arm in self._overlay.values():
-            arms.add(arm)
+        self._apply_overlay(arms)
         policies, fallbacks = _build_policies(self.policy_config, self.experiment, arms, None)
         return ServedModel(arms, policies, "prior", "prior", self.policy_config.dim,
                            time.time(), None, fallbacks)
@@ -127,8 +137,7 @@ class ModelHolder:
         for arm in self.initial_arms:
             if arm.arm_id not in arms:
                 arms.add(arm)
-        for arm in self._overlay.values():
-            arms.add(arm)
+        self._apply_overlay(arms)
         base = getattr(policy, "config", self.policy_config)
         policies, fallbacks = _build_policies(base, self.experiment, arms, policy)
         version = str(meta.get("policy_version") or policy.version)
@@ -172,7 +181,7 @@ class ModelHolder:
     def _run(self) -> None:
         while not self._stop.wait(self.reload_interval_s):
             try:
-                self.check()
+                self._run_checks()
             except Exception as exc:  # the poller must survive anything
                 self.snapshot_error = f"reloader: {exc}"
 
@@ -181,18 +190,60 @@ class ModelHolder:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def check_registry(self) -> bool:
+        """Apply the shared registry file if it changed; True when a new revision was applied."""
+        state = self.registry.refresh()
+        if state is None:
+            return False
+        return self._apply_state(state)
+
+    def _run_checks(self) -> None:
+        self.check()
+        self.check_registry()
+
     # ---------------------------------------------------------------- arms
-    def register(self, arm: Arm) -> None:
+    def _apply_overlay(self, arms: ArmRegistry) -> None:
+        for arm in self._overlay.values():
+            try:
+                if arm.arm_id not in arms or arms.get(arm.arm_id) != arm:
+                    arms.add(arm)
+            except InvalidInputError as exc:  # e.g. features of another length
+                log.warning("registry arm %s not applied: %s", arm.arm_id, exc)
+
+    def _apply_state(self, state: RegistryState) -> bool:
         with self._lock:
-            self.model.arms.add(arm)
-            self._overlay[arm.arm_id] = arm
+            if state.revision <= self.registry_revision:
+                return False  # a newer revision (which includes this one) is applied
+            self.registry_revision = state.revision
+            self._overlay = {arm.arm_id: arm for arm in state.arms}
+            self._apply_overlay(self.model.arms)
+            return True
+
+    def check_features(self, arm: Arm) -> None:
+        """Raise :class:`InvalidInputError` if ``arm`` cannot join the served registry."""
+        fdim = self.model.arms.feature_dim
+        if fdim is not None and arm.features is not None and len(arm.features) != fdim:
+            raise InvalidInputError("features", len(arm.features), f"must have length {fdim}")
+
+    def register(self, arm: Arm) -> None:
+        """Write ``arm`` to the shared registry file, then serve it (blocking file I/O).
+
+        Raises :class:`~bandit.errors.RegistryError` (nothing changed anywhere) when the
+        file cannot be updated.
+        """
+        self.check_features(arm)
+        self._apply_state(self.registry.register(arm))
 
     def retire(self, arm_id: str) -> Arm:
-        with self._lock:
-            self.model.arms.retire(arm_id)
-            arm = self.model.arms.get(arm_id)
-            self._overlay[arm_id] = arm
-            return arm
+        """Mark ``arm_id`` retired in the shared registry file, then here; returns the arm.
+
+        Raises :class:`~bandit.errors.UnknownArmError` for an id neither this server nor
+        the registry knows.
+        """
+        known = self.model.arms.get(arm_id) if arm_id in self.model.arms else None
+        state = self.registry.retire(arm_id, known)
+        self._apply_state(state)
+        return self.model.arms.get(arm_id)
 
     def snapshot_age_s(self) -> float:
         m = self.model
