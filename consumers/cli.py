@@ -26,30 +26,34 @@ def build_learner(
     bootstrap_servers: str | None = None,
 ) -> Any:
     """Wire policy, prior, publisher, sink and the Kafka adapter from ``config``."""
+    from bandit.registry import RegistryFile
     from consumers.join import JoinPartition
     from consumers.kafka_adapter import KafkaLearner
     from consumers.metrics import LearnerMetrics
-    from consumers.model import ModelPublisher, load_arms, load_or_create_prior
+    from consumers.model import ArmFollower, ModelPublisher, load_arms, load_or_create_prior
     from consumers.sink import Sink, StoreSink
 
     policy, arms = load_or_create_prior(config, load_arms(arms_path, config))
-    arm_ids = arms.ids()
+    # arms registered at run time (POST /v1/arms) live in the shared registry file
+    follower = ArmFollower(arms, RegistryFile(config.serve.snapshot_dir))
+    follower.sync()
     lc = config.learner
 
     def make_join(partition: int) -> JoinPartition:
         return JoinPartition(
             partition,
             policy,
-            arm_ids=arm_ids,
+            arm_ids=arms.ids(),
             dim=config.policy.dim,
             window_s=lc.attribution_window_s,
             reward=config.reward,
+            arm_known=follower.known,
         )
 
     sink: Sink | None = (
         StoreSink.open(config.store.dsn, config.store.database) if use_store else None
     )
-    publisher = ModelPublisher(config, arms)
+    publisher = ModelPublisher(config, arms, follower)
     return KafkaLearner(
         config,
         make_join,

@@ -248,11 +248,15 @@ class _Partition:
 class JoinPartition(_Partition):
     """State of one co-partitioned (decisions, feedback) partition pair.
 
-    ``arm_ids`` are the arms the policy knows (a decision for another arm is
-    dead-lettered); ``dim`` the context length. The statistics delta, pending
-    decisions, held feedback, recently closed ids, watermarks, counters and the next
-    offsets form the state that :meth:`to_state` / :meth:`from_state` snapshot
-    together.
+    ``arm_ids`` are the arms the policy knows; for a decision naming another arm,
+    ``arm_known`` (if given) is asked once — it may learn the arm from the shared arm
+    registry (:class:`consumers.model.ArmFollower`) — and the arm joins ``arm_ids`` if
+    it answers True; otherwise the decision is dead-lettered. The registry is written
+    before any server can choose a new arm, so the answer for a given decision does not
+    depend on timing and a replay gives the same state. ``dim`` is the context length.
+    The statistics delta, pending decisions, held feedback, recently closed ids,
+    watermarks, counters and the next offsets form the state that :meth:`to_state` /
+    :meth:`from_state` snapshot together.
     """
 
     def __init__(
@@ -266,10 +270,12 @@ class JoinPartition(_Partition):
         reward: RewardConfig,
         closed_capacity: int = DEFAULT_CLOSED_CAPACITY,
         late_horizon_windows: float = 3.0,
+        arm_known: Callable[[str], bool] | None = None,
     ) -> None:
         self.partition = partition
         self.model = model
         self.arm_ids = frozenset(arm_ids)
+        self.arm_known = arm_known
         self.dim = dim
         self.window_ms = round(window_s * 1000)
         self.reward = reward
@@ -409,7 +415,7 @@ class JoinPartition(_Partition):
     def _ingest_decisions(self, records: Iterable[tuple[int, bytes | None]]) -> None:
         c = self.counters
         for offset, raw, ev in self._decoded(records, DECISIONS, decode_decision):
-            if ev.arm_id not in self.arm_ids:
+            if ev.arm_id not in self.arm_ids and not self._learn_arm(ev.arm_id):
                 self._dead(f"arm_id is not a known arm, got {ev.arm_id!r}", raw, DECISIONS, offset)
                 continue
             if len(ev.context) != self.dim:
@@ -435,6 +441,13 @@ class JoinPartition(_Partition):
             if ev.ts_ms > self.wm_decisions:
                 self.wm_decisions = ev.ts_ms
             self.outbox.decisions.append(ev)
+
+    def _learn_arm(self, arm_id: str) -> bool:
+        """Ask ``arm_known`` about an arm outside ``arm_ids``; add it if known."""
+        if self.arm_known is None or not self.arm_known(arm_id):
+            return False
+        self.arm_ids = self.arm_ids | {arm_id}
+        return True
 
     def _ingest_feedback(self, records: Iterable[tuple[int, bytes | None]]) -> None:
         c = self.counters
@@ -643,6 +656,9 @@ class JoinPartition(_Partition):
         for row, x in zip(state["pending"], state["pending_x"], strict=True):
             ev = _decision_from(row[:nd], tuple(x.tolist()))
             self.pending[ev.decision_id] = _Pending(ev, np.array(x, dtype=np.float64), *row[nd:])
+            # a restored decision may name an arm learnt from the registry before the crash
+            if ev.arm_id not in self.arm_ids:
+                self._learn_arm(ev.arm_id)
         self._heap = list(state["heap"])
         heapq.heapify(self._heap)
         self._seq = int(state["seq"])

@@ -5,21 +5,39 @@ directory the first time the group starts (from the newest published snapshot if
 exists, else an empty policy), so restarting the learner never counts a delta twice.
 Any consumer may publish: it merges every partition file of the shared state directory
 and writes the snapshot with an atomic rename.
+
+Arms registered at run time reach the learner through the shared arm registry file
+(:mod:`bandit.registry`) that the allocation servers write before serving a new arm:
+:class:`ArmFollower` re-reads it (one ``os.stat``, a read only if it changed) when a
+decision names an arm the learner does not know, and adds what it finds to the
+policy's arms — which the join partitions and the published snapshot share.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
 from bandit.arms import ArmRegistry
 from bandit.config import Config
-from bandit.errors import ConfigError
+from bandit.errors import ConfigError, InvalidInputError
+from bandit.registry import RegistryFile, RegistryState
 from consumers.state import StateDir
 
-__all__ = ["PRIOR_NAME", "PUBLISHED_NAME", "ModelPublisher", "load_arms", "load_or_create_prior"]
+__all__ = [
+    "PRIOR_NAME",
+    "PUBLISHED_NAME",
+    "ArmFollower",
+    "ModelPublisher",
+    "load_arms",
+    "load_or_create_prior",
+]
+
+log = logging.getLogger(__name__)
 
 PRIOR_NAME = "prior.snapshot"
 PUBLISHED_NAME = "policy.snapshot"
@@ -70,12 +88,61 @@ def load_or_create_prior(config: Config, arms: ArmRegistry | None) -> tuple[Any,
     return policy, arms
 
 
+class ArmFollower:
+    """Keeps the learner's arms (``arms``, shared with the policy) up with the registry file.
+
+    Arms are only ever added or updated (kind, content features, active flag), never
+    removed: the registry never deletes an arm, and a retired arm's late decisions are
+    still learnt from.
+    """
+
+    def __init__(self, arms: ArmRegistry, registry: RegistryFile) -> None:
+        self.arms = arms
+        self.registry = registry
+        self.learnt = 0
+        self._lock = threading.Lock()
+        self._error: str | None = None
+
+    def sync(self) -> None:
+        """Merge the registry file into ``arms`` if it changed since the last look."""
+        with self._lock:
+            state = self.registry.refresh()
+            if self.registry.error != self._error:
+                self._error = self.registry.error
+                if self._error is not None:
+                    log.warning("arms registry unreadable, keeping the last good one: %s",
+                                self._error)
+            if state is not None:
+                self._merge(state)
+
+    def known(self, arm_id: str) -> bool:
+        """Whether ``arm_id`` is a learner arm, looking in the registry file if needed."""
+        if arm_id in self.arms:
+            return True
+        self.sync()
+        return arm_id in self.arms
+
+    def _merge(self, state: RegistryState) -> None:
+        for arm in state.arms:
+            try:
+                if arm.arm_id not in self.arms:
+                    self.arms.add(arm)
+                    self.learnt += 1
+                    log.info("learning arm %s (%s) from the arms registry", arm.arm_id, arm.kind)
+                elif self.arms.get(arm.arm_id) != arm:
+                    self.arms.add(arm)
+            except InvalidInputError as exc:  # e.g. content features of another length
+                log.warning("registry arm %s ignored: %s", arm.arm_id, exc)
+
+
 class ModelPublisher:
     """Writes ``prior + Σ partition deltas`` to the serve snapshot directory."""
 
-    def __init__(self, config: Config, arms: ArmRegistry) -> None:
+    def __init__(self, config: Config, arms: ArmRegistry,
+                 follower: ArmFollower | None = None) -> None:
         self.config = config
         self.arms = arms
+        self.follower = follower
         self.state = StateDir(config.learner.state_dir)
         self.out = Path(config.serve.snapshot_dir) / PUBLISHED_NAME
         self.published = 0
@@ -89,10 +156,12 @@ class ModelPublisher:
     def publish(self) -> None:
         from bandit.snapshot import load_policy_snapshot, save_policy_snapshot
 
+        if self.follower is not None:
+            # other learner processes may have learnt arms whose deltas are merged here
+            self.follower.sync()
         policy, arms, _ = load_policy_snapshot(Path(self.config.learner.state_dir) / PRIOR_NAME)
         for arm in self.arms:
-            if arm.arm_id not in arms:
-                arms.add(arm)
+            arms.add(arm)
         policy.apply(self.merged_delta(policy))
         self.out.parent.mkdir(parents=True, exist_ok=True)
         save_policy_snapshot(self.out, policy, arms, extra={"role": "learner-merged"})

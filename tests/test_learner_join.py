@@ -296,3 +296,30 @@ def test_state_dir_round_trips_and_detects_corruption(tmp_path) -> None:  # type
     path.write_bytes(bytes(data))
     with pytest.raises(SnapshotError, match="checksum"):
         state.load("join", 0)
+
+
+def test_join_learns_an_arm_the_registry_knows_and_dead_letters_the_rest() -> None:
+    asked: list[str] = []
+    registry = {"late-expert"}
+
+    def arm_known(arm_id: str) -> bool:
+        asked.append(arm_id)
+        return arm_id in registry
+
+    p = part(arm_known=arm_known)
+    # a batch with an unknown arm falls back to the per-event path, which asks the registry
+    p.ingest_batch(DECISIONS, [0, 1, 2], [dec(0, T0, "late-expert"), dec(1, T0 + 1, "gpt35"),
+                                          dec(2, T0 + 2, "never")])
+    assert "late-expert" in p.arm_ids and "never" not in p.arm_ids
+    assert [d.reason for d in p.outbox.dead_letters] == ["arm_id is not a known arm, got 'never'"]
+    # once learnt, the arm is not asked about again (the fast path takes the next batch)
+    p.ingest_batch(DECISIONS, [3], [dec(3, T0 + 3, "late-expert")])
+    assert asked == ["late-expert", "never"]
+    # a restored partition relearns the arms of its pending decisions
+    restored = part(arm_known=arm_known)
+    restored.load_state(p.to_state())
+    assert "late-expert" in restored.arm_ids
+    restored.ingest(FEEDBACK, [(0, fb(9, T0 + 10 * 60_000, rating=5))])
+    restored.ingest(DECISIONS, [(4, dec(4, T0 + 10 * 60_000))])
+    assert restored.counters.closed == 3  # d0, d1, d3; d4 is still in its window
+    assert restored.delta.n[restored.delta.slot("late-expert")] == 2
