@@ -352,17 +352,16 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
         stack.config_text = _config_toml(opts, world, bootstrap, paths, stack.server_port, metrics_port)
         stack.write_config()
         config_probe = load_config(paths.config, env={})
-        arms_file = paths.root / "arms.json"
-        arms_file.write_text(json.dumps([
-            {"arm_id": a.arm_id, "kind": "baseline" if a.kind == "baseline" else "expert",
-             "features": None, "active": True} for a in world.arms]))
-        say("starting learner, allocation server" + (", dashboard" if opts.dashboard else ""))
-        stack.start("learner", "learn", "--arms", str(arms_file))
+        # learner and server start with the day-0 arms only; experts arriving later are
+        # registered through the server's /v1/arms, as in production, and reach the
+        # learner through the shared arms registry next to the model snapshot
         day0 = [a for a in world.arms if a.arrive_day == 0]
         day0_file = paths.root / "arms-day0.json"
         day0_file.write_text(json.dumps([
             {"arm_id": a.arm_id, "kind": "baseline" if a.kind == "baseline" else "expert",
              "features": None, "active": True} for a in day0]))
+        say("starting learner, allocation server" + (", dashboard" if opts.dashboard else ""))
+        stack.start("learner", "learn", "--arms", str(day0_file))
         server = stack.start("server", "serve", "--arms", str(day0_file), "--seed", str(opts.seed))
         if opts.dashboard:
             dash = stack.start("dashboard", "dashboard", "--port", str(stack.dashboard_port),
@@ -393,10 +392,14 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
                     day_t = time.monotonic()
                     for a in world.arms:  # experts arrive and retire at run time
                         if a.arrive_day == day and day > 0:
-                            await client.post("/v1/arms", headers=admin, json={
+                            r = await client.post("/v1/arms", headers=admin, json={
                                 "arm_id": a.arm_id, "kind": "expert"})
+                            if r.status_code != 201:
+                                raise RuntimeError(f"registering {a.arm_id}: {r.text}")
                         if a.retire_day == day:
-                            await client.delete(f"/v1/arms/{a.arm_id}", headers=admin)
+                            r = await client.delete(f"/v1/arms/{a.arm_id}", headers=admin)
+                            if r.status_code != 200:
+                                raise RuntimeError(f"retiring {a.arm_id}: {r.text}")
                     await gen.run_day(day, client, send)
                     producer.flush()
                     stack.check_alive()
