@@ -69,6 +69,16 @@ def run_learner(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # A stop asked for while the learner is still being built (connecting, loading the
+    # prior) is remembered and honoured once it exists: it then shuts down cleanly
+    # instead of dying of the signal half-started.
+    stop_early: list[int] = []
+
+    def _stop_early(signum: int, _frame: Any) -> None:
+        stop_early.append(signum)
+
+    signal.signal(signal.SIGTERM, _stop_early)
+    signal.signal(signal.SIGINT, _stop_early)
     config = load_config(args.config)
     learner = build_learner(
         config,
@@ -82,6 +92,8 @@ def run_learner(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    if stop_early:
+        learner.stop_event.set()
     with _single_threaded_blas(), _batch_friendly_gc():
         learner.run(max_idle_s=args.max_idle_s)
     return 0

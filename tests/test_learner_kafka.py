@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from bandit.arms import Arm, ArmRegistry
 from bandit.config import Config, load_config
 from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent, encode_event
 from bandit.policies import make_policy
+from consumers.embedded import free_port
 from consumers.join import JoinPartition
 from consumers.kafka_adapter import KafkaLearner
 from consumers.sink import MemorySink
@@ -90,9 +92,12 @@ def make_join_for(config: Config) -> Any:
 
 
 def start_learner(
-    cfg_path: Path, tmp: Path, *extra: str, name: str = "learner"
+    cfg_path: Path, tmp: Path, *extra: str, name: str = "learner", metrics_port: int = 0
 ) -> subprocess.Popen[bytes]:
     log = open(tmp / f"{name}.log", "ab")
+    env = dict(os.environ)
+    if metrics_port:
+        env["SWITCHBOARD_LEARNER__METRICS_PORT"] = str(metrics_port)
     return subprocess.Popen(
         [
             SWITCHBOARD,
@@ -107,7 +112,17 @@ def start_learner(
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
+
+
+def metrics_answer(port: int) -> bool:
+    """The learner's metrics endpoint answers (its start-up is done, signals handled)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
 
 
 def offsets_reached(state: StateDir, stream: Stream) -> bool:
@@ -201,8 +216,12 @@ def test_learner_process_kill9_replays_to_exact_statistics(
             proc.kill()
             proc.wait(30)
         killed_at.append(progress())
-    final = start_learner(cfg_path, tmp_path, name="final")
+    # the killed runs may already have applied everything: the final run must still
+    # start, find nothing left to do and stop cleanly — so it is stopped once it runs
+    port = free_port()
+    final = start_learner(cfg_path, tmp_path, name="final", metrics_port=port)
     try:
+        wait_for(lambda: metrics_answer(port), 60, "the final learner's start", [final])
         wait_for(lambda: offsets_reached(state, stream), 120, "all offsets", [final])
     finally:
         assert stop(final) == 0
