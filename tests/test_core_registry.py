@@ -7,6 +7,8 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bandit.arms import Arm
 from bandit.errors import RegistryError, UnknownArmError
@@ -33,6 +35,19 @@ def test_registry_round_trip_keeps_kind_features_and_active(tmp_path: Path) -> N
                          Arm("roleplay-7b", features=(0.9, 0.1)))
     assert decode_registry(encode_registry(state), "x") == state
     assert json.loads((tmp_path / REGISTRY_NAME).read_text())["version"] == FORMAT_VERSION
+
+
+_arms = st.lists(
+    st.builds(Arm, st.text(min_size=1, max_size=20), st.sampled_from(["expert", "baseline"]),
+              st.none() | st.tuples(st.floats(allow_nan=False, allow_infinity=False)),
+              st.booleans()),
+    unique_by=lambda a: a.arm_id, max_size=8)
+
+
+@given(_arms, st.integers(min_value=0, max_value=2**53))
+def test_registry_encode_decode_is_identity(arms: list[Arm], revision: int) -> None:
+    state = RegistryState(revision, tuple(arms))
+    assert decode_registry(encode_registry(state), "prop") == state
 
 
 def test_registry_revision_only_grows_on_a_change(tmp_path: Path) -> None:
