@@ -46,7 +46,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,7 @@ class RegistryFile:
 
         return self._update(change)
 
-    def _update(self, change: Any) -> RegistryState:
+    def _update(self, change: Callable[[RegistryState], RegistryState]) -> RegistryState:
         with self._locked():
             current = self.read()
             new = change(current)
