@@ -26,8 +26,7 @@ The file is JSON::
   naming the file; a :class:`RegistryFile` follower then keeps its last good state. A
   writer refuses to merge into a corrupt file (that would drop every arm in it).
 
->>> import tempfile
->>> reg = RegistryFile(tempfile.mkdtemp())
+>>> >>> reg = RegistryFile(tempfile.mkdtemp())
 >>> reg.register(Arm("roleplay-7b", features=(0.9, 0.1))).revision
 1
 >>> state = reg.retire("roleplay-7b")
@@ -44,7 +43,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -53,6 +51,7 @@ from typing import Any
 
 from bandit.arms import Arm
 from bandit.errors import InvalidInputError, RegistryError, UnknownArmError
+from bandit.snapshot import write_atomic
 
 __all__ = [
     "FORMAT",
@@ -269,25 +268,6 @@ class RegistryFile:
 
     def _write(self, data: bytes) -> None:
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{REGISTRY_NAME}.", suffix=".tmp",
-                                       dir=self.directory)
+            write_atomic(self.path, data)
         except OSError as exc:
             raise RegistryError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
-            raise RegistryError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        with contextlib.suppress(OSError):
-            dfd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)

@@ -53,6 +53,7 @@ __all__ = [
     "load_snapshot",
     "save_policy_snapshot",
     "save_snapshot",
+    "write_atomic",
 ]
 
 MAGIC = b"SWBSNAP\0"
@@ -110,6 +111,15 @@ def save_snapshot(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]
     target = Path(path)
     data = _encode(arrays, meta)
     target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, data)
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: a temporary file in the same directory,
+    fsynced, ``os.replace``-d over the target, then the directory fsynced (best effort).
+    Readers see the old or the new content, never a mix; on failure the temporary file
+    is removed and the error (``OSError``) raised."""
+    target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
