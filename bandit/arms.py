@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 from bandit.errors import InvalidInputError, UnknownArmError
 
@@ -53,6 +53,19 @@ class Arm:
                     raise InvalidInputError(f"features[{i}]", v, "must be a finite number")
             object.__setattr__(self, "features", tuple(float(v) for v in feats))
 
+    def to_row(self) -> dict[str, object]:
+        """The arm as a JSON object (snapshots, the shared arms registry, ``/v1/arms``)."""
+        return {"arm_id": self.arm_id, "kind": self.kind,
+                "features": list(self.features) if self.features else None,
+                "active": self.active}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Arm:
+        """Inverse of :meth:`to_row` (``kind`` defaults to expert, ``active`` to true)."""
+        return cls(str(row["arm_id"]), kind=row.get("kind", "expert"),
+                   features=tuple(row["features"]) if row.get("features") else None,
+                   active=bool(row.get("active", True)))
+
 
 class ArmRegistry:
     """Thread-safe, insertion-ordered set of arms.
@@ -69,16 +82,26 @@ class ArmRegistry:
         for arm in arms:
             self.add(arm)
 
-    def add(self, arm: Arm, *, replace_existing: bool = True) -> None:
-        """Register ``arm`` (or re-activate / update an existing one)."""
+    def check(self, arm: Arm) -> None:
+        """Raise :class:`InvalidInputError` if ``arm`` cannot join this registry."""
         fdim = self.feature_dim
         if fdim is not None and arm.features is not None and len(arm.features) != fdim:
             raise InvalidInputError(
                 "features", len(arm.features), f"must have length {self.feature_dim}"
             )
+
+    def add(self, arm: Arm, *, replace_existing: bool = True) -> None:
+        """Register ``arm`` (or re-activate / update an existing one).
+
+        Adding an arm equal to the registered one changes nothing (``version`` included,
+        so caches keyed on it stay valid).
+        """
+        self.check(arm)
         with self._lock:
             if arm.arm_id in self._arms and not replace_existing:
                 raise InvalidInputError("arm_id", arm.arm_id, "is already registered")
+            if self._arms.get(arm.arm_id) == arm:
+                return
             self._arms[arm.arm_id] = arm
             self.version += 1
 
@@ -144,17 +167,8 @@ class ArmRegistry:
         return ids
 
     def to_list(self) -> list[dict[str, object]]:
-        return [
-            {"arm_id": a.arm_id, "kind": a.kind, "features": list(a.features) if a.features else None,
-             "active": a.active}
-            for a in self
-        ]
+        return [a.to_row() for a in self]
 
     @classmethod
-    def from_list(cls, rows: Iterable[dict[str, object]], *, feature_dim: int | None = None) -> ArmRegistry:
-        return cls(
-            (Arm(str(r["arm_id"]), kind=r.get("kind", "expert"),  # type: ignore[arg-type]
-                 features=tuple(r["features"]) if r.get("features") else None,  # type: ignore[arg-type]
-                 active=bool(r.get("active", True))) for r in rows),
-            feature_dim=feature_dim,
-        )
+    def from_list(cls, rows: Iterable[Mapping[str, Any]], *, feature_dim: int | None = None) -> ArmRegistry:
+        return cls((Arm.from_row(r) for r in rows), feature_dim=feature_dim)

@@ -26,7 +26,8 @@ The file is JSON::
   naming the file; a :class:`RegistryFile` follower then keeps its last good state. A
   writer refuses to merge into a corrupt file (that would drop every arm in it).
 
->>> >>> reg = RegistryFile(tempfile.mkdtemp())
+>>> import tempfile
+>>> reg = RegistryFile(tempfile.mkdtemp())
 >>> reg.register(Arm("roleplay-7b", features=(0.9, 0.1))).revision
 1
 >>> state = reg.retire("roleplay-7b")
@@ -99,13 +100,7 @@ class RegistryState:
         return RegistryState(self.revision, tuple(arms))
 
 
-def _arm_row(arm: Arm) -> dict[str, Any]:
-    return {"arm_id": arm.arm_id, "kind": arm.kind,
-            "features": list(arm.features) if arm.features is not None else None,
-            "active": arm.active}
-
-
-def _digest(revision: int, rows: list[dict[str, Any]]) -> str:
+def _digest(revision: int, rows: list[Any]) -> str:
     body = json.dumps({"revision": revision, "arms": rows}, sort_keys=True,
                       separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(body.encode()).hexdigest()
@@ -113,7 +108,7 @@ def _digest(revision: int, rows: list[dict[str, Any]]) -> str:
 
 def encode_registry(state: RegistryState) -> bytes:
     """The file's bytes for ``state`` (checksummed JSON)."""
-    rows = [_arm_row(a) for a in state.arms]
+    rows = [a.to_row() for a in state.arms]
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "revision": state.revision,
            "sha256": _digest(state.revision, rows), "arms": rows}
     return (json.dumps(doc, indent=1, allow_nan=False) + "\n").encode()
@@ -146,10 +141,7 @@ def decode_registry(data: bytes, source: str) -> RegistryState:
     seen: set[str] = set()
     try:
         for row in rows:
-            feats = row.get("features")
-            arm = Arm(row["arm_id"], kind=row.get("kind", "expert"),
-                      features=tuple(feats) if feats is not None else None,
-                      active=bool(row.get("active", True)))
+            arm = Arm.from_row(row)
             if arm.arm_id in seen:
                 raise RegistryError(f"{source}: arm {arm.arm_id!r} is listed twice")
             seen.add(arm.arm_id)

@@ -99,7 +99,6 @@ class ArmFollower:
     def __init__(self, arms: ArmRegistry, registry: RegistryFile) -> None:
         self.arms = arms
         self.registry = registry
-        self.learnt = 0
         self._lock = threading.Lock()
         self._error: str | None = None
 
@@ -124,15 +123,14 @@ class ArmFollower:
 
     def _merge(self, state: RegistryState) -> None:
         for arm in state.arms:
+            new = arm.arm_id not in self.arms
             try:
-                if arm.arm_id not in self.arms:
-                    self.arms.add(arm)
-                    self.learnt += 1
-                    log.info("learning arm %s (%s) from the arms registry", arm.arm_id, arm.kind)
-                elif self.arms.get(arm.arm_id) != arm:
-                    self.arms.add(arm)
+                self.arms.add(arm)  # a no-op for an arm already registered as it is
             except InvalidInputError as exc:  # e.g. content features of another length
                 log.warning("registry arm %s ignored: %s", arm.arm_id, exc)
+                continue
+            if new:
+                log.info("learning arm %s (%s) from the arms registry", arm.arm_id, arm.kind)
 
 
 class ModelPublisher:

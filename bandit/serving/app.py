@@ -591,9 +591,7 @@ def create_app(
             return _invalid(exc)
         except RegistryError as exc:
             return _registry_unavailable(exc)
-        return _json({"arm_id": arm.arm_id, "kind": arm.kind,
-                      "features": list(arm.features) if arm.features else None,
-                      "active": True}, 201)
+        return _json(arm.to_row(), 201)
 
     @app.delete("/v1/arms/{arm_id}", response_model=ArmOut,
                 responses=_responses(401, 403, 404, 503))
@@ -608,9 +606,7 @@ def create_app(
             return _json({"detail": [{"field": "arm_id", "msg": str(exc)}]}, 404)
         except RegistryError as exc:
             return _registry_unavailable(exc)
-        return _json({"arm_id": arm.arm_id, "kind": arm.kind,
-                      "features": list(arm.features) if arm.features else None,
-                      "active": arm.active})
+        return _json(arm.to_row())
 
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> Response:

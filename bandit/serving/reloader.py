@@ -205,8 +205,7 @@ class ModelHolder:
     def _apply_overlay(self, arms: ArmRegistry) -> None:
         for arm in self._overlay.values():
             try:
-                if arm.arm_id not in arms or arms.get(arm.arm_id) != arm:
-                    arms.add(arm)
+                arms.add(arm)  # a no-op for an arm already registered as it is
             except InvalidInputError as exc:  # e.g. features of another length
                 log.warning("registry arm %s not applied: %s", arm.arm_id, exc)
 
@@ -221,9 +220,7 @@ class ModelHolder:
 
     def check_features(self, arm: Arm) -> None:
         """Raise :class:`InvalidInputError` if ``arm`` cannot join the served registry."""
-        fdim = self.model.arms.feature_dim
-        if fdim is not None and arm.features is not None and len(arm.features) != fdim:
-            raise InvalidInputError("features", len(arm.features), f"must have length {fdim}")
+        self.model.arms.check(arm)
 
     def register(self, arm: Arm) -> None:
         """Write ``arm`` to the shared registry file, then serve it (blocking file I/O).
