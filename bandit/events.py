@@ -48,6 +48,9 @@ SCHEMA_VERSION: Final = 1
 #: Events larger than this are refused before parsing (64 KiB is ~ 8000 floats of context).
 MAX_EVENT_BYTES: Final = 64 * 1024
 _MAX_ID_LEN: Final = 256
+#: inclusive ranges of the feedback proxies
+_RATING_RANGE: Final = (1, 5)
+_LENGTH_RANGE: Final = (0, 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +224,9 @@ def decode_feedback(raw: bytes) -> FeedbackEvent:
     retried = obj.get("retried")
     if retried is not None and not isinstance(retried, bool):
         raise _fail("retried", retried, "must be true, false or null", raw)
-    rating = _int(obj, "rating", raw, lo=1, hi=5, optional=True)
-    length = _int(obj, "conversation_length", raw, lo=0, hi=1_000_000, optional=True)
+    rating = _int(obj, "rating", raw, lo=_RATING_RANGE[0], hi=_RATING_RANGE[1], optional=True)
+    length = _int(obj, "conversation_length", raw, lo=_LENGTH_RANGE[0], hi=_LENGTH_RANGE[1],
+                  optional=True)
     return FeedbackEvent(
         event_id=_str(obj, "event_id", raw),
         decision_id=_str(obj, "decision_id", raw),
@@ -438,7 +442,7 @@ def _decode_feedback_chunk(raws: Sequence[bytes | None]) -> list[FeedbackEvent] 
     length = list(map(dict.get, objs, repeat("conversation_length")))
     if not _types(retried) <= {bool, type(None)}:
         return None
-    if not (_optional_ints(rating, 1, 5) and _optional_ints(length, 0, 1_000_000)):
+    if not (_optional_ints(rating, *_RATING_RANGE) and _optional_ints(length, *_LENGTH_RANGE)):
         return None
     return list(map(FeedbackEvent, *cols[:5], retried, rating, length))
 
