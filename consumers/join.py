@@ -395,14 +395,12 @@ class JoinPartition(_Partition):
         c.feedback += n
         self.wm_feedback = max(self.wm_feedback, max(fb.ts_ms for fb in events))
         pending = self.pending
-        held = self.held
         window = self.window_ms
         joined = self.outbox.feedback
         for offset, fb in zip(offsets, events, strict=True):
             pend = pending.get(fb.decision_id)
             if pend is None:
-                heapq.heappush(held, (fb.ts_ms, offset, fb))
-                self._held_ids.add(fb.decision_id)
+                self._hold(fb, offset)
             elif fb.ts_ms <= pend.event.ts_ms + window:
                 pend.merge(fb)
                 c.joined += 1
@@ -458,8 +456,12 @@ class JoinPartition(_Partition):
             if fb.decision_id in self.pending:
                 self._resolve(fb, offset, raw)
             else:
-                heapq.heappush(self.held, (fb.ts_ms, offset, fb))
-                self._held_ids.add(fb.decision_id)
+                self._hold(fb, offset)
+
+    def _hold(self, fb: FeedbackEvent, offset: int) -> None:
+        """Keep feedback whose decision is not (yet) pending until it can be resolved."""
+        heapq.heappush(self.held, (fb.ts_ms, offset, fb))
+        self._held_ids.add(fb.decision_id)
 
     def _resolve(self, fb: FeedbackEvent, offset: int, raw: bytes | None = None) -> None:
         pend = self.pending.get(fb.decision_id)
