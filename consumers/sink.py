@@ -68,24 +68,23 @@ class StoreSink:
         # closed decision's row with the same credited reward, flagged late.
         closed = list(outbox.rewards) + [lf.closed for lf in outbox.late if lf.closed]
         if closed:
-            ds = [c.decision for c in closed]
             s.insert_rewards(
-                list(
-                    map(
-                        RewardRow,
-                        [d.decision_id for d in ds],
-                        [d.experiment_id for d in ds],
-                        [d.variant for d in ds],
-                        [d.arm_id for d in ds],
-                        [d.unit_id for d in ds],
-                        [c.reward for c in closed],
-                        [d.propensity for d in ds],
-                        [c.joined for c in closed],
-                        [c.late for c in closed],
-                        [d.ts_ms for d in ds],
-                        [d.policy_version for d in ds],
+                [
+                    RewardRow(
+                        decision_id=c.decision.decision_id,
+                        experiment_id=c.decision.experiment_id,
+                        variant=c.decision.variant,
+                        arm_id=c.decision.arm_id,
+                        unit_id=c.decision.unit_id,
+                        reward=c.reward,
+                        propensity=c.decision.propensity,
+                        joined=c.joined,
+                        late=c.late,
+                        ts_ms=c.decision.ts_ms,
+                        policy_version=c.decision.policy_version,
                     )
-                )
+                    for c in closed
+                ]
             )
         if outbox.engagement:
             s.insert_engagement(outbox.engagement)
