@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install lint test test-fast demo demo-headless bench clean
+.PHONY: install lint test test-fast validate demo demo-headless bench clean
 
 $(BIN)/python:
 	@test -n "$(PY)" || { echo "need python3.11 or python3.12"; exit 1; }
@@ -25,10 +25,14 @@ lint: install
 
 test: lint
 	@bash .ci/ensure-chromium || echo "chromium unavailable: browser test will fail"
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=20
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=20 -m "not validation"
+
+# The heavy statistical grids (thousands of simulated experiments per cell).
+validate: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=7200 -m validation
 
 test-fast: install
-	$(BIN)/python -m pytest -q -x -m "not slow and not browser and not durable"
+	$(BIN)/python -m pytest -q -x -m "not slow and not browser and not durable and not validation"
 
 demo: install
 	$(BIN)/switchboard demo $(DEMO_ARGS)
