@@ -34,11 +34,13 @@ __all__ = [
     "DecisionEvent",
     "EngagementEvent",
     "Event",
+    "ExposureEvent",
     "FeedbackEvent",
     "decode_decision",
     "decode_decision_batch",
     "decode_engagement",
     "decode_event",
+    "decode_exposure",
     "decode_feedback",
     "decode_feedback_batch",
     "encode_event",
@@ -127,7 +129,34 @@ class EngagementEvent:
         return self.unit_id.encode()
 
 
-Event = DecisionEvent | FeedbackEvent | EngagementEvent
+@dataclass(frozen=True, slots=True)
+class ExposureEvent:
+    """A unit exposed to the experiment with no decision logged: the serving tier fell
+    back (allocation server down, timing out or failing) and answered with ``arm_id``.
+
+    ``variant`` is the variant the unit's sticky assignment gives it, so its cohort stays
+    complete (intent to treat); ``reason`` says why the client fell back. An exposure is
+    stored for cohorts and never learnt from (there is no propensity or context).
+    """
+
+    KIND: ClassVar[str] = "exposure"
+
+    event_id: str
+    ts_ms: int
+    unit_id: str
+    conversation_id: str
+    experiment_id: str
+    variant: str
+    arm_id: str
+    reason: str
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> bytes:
+        return self.unit_id.encode()
+
+
+Event = DecisionEvent | FeedbackEvent | EngagementEvent | ExposureEvent
 
 
 def encode_event(event: Event) -> bytes:
@@ -247,6 +276,20 @@ def decode_engagement(raw: bytes) -> EngagementEvent:
         unit_id=_str(obj, "unit_id", raw),
         screen_time_s=_float(obj, "screen_time_s", raw, lo=0.0, hi=86_400.0),
         messages=_int(obj, "messages", raw, lo=0, hi=100_000),  # type: ignore[arg-type]
+    )
+
+
+def decode_exposure(raw: bytes) -> ExposureEvent:
+    obj = _load(raw)
+    return ExposureEvent(
+        event_id=_str(obj, "event_id", raw),
+        ts_ms=_int(obj, "ts_ms", raw),  # type: ignore[arg-type]
+        unit_id=_str(obj, "unit_id", raw),
+        conversation_id=_str(obj, "conversation_id", raw),
+        experiment_id=_str(obj, "experiment_id", raw),
+        variant=_str(obj, "variant", raw),
+        arm_id=_str(obj, "arm_id", raw),
+        reason=_str(obj, "reason", raw),
     )
 
 
@@ -451,11 +494,13 @@ _DECODERS: dict[str, Callable[[bytes], Event]] = {
     DecisionEvent.KIND: decode_decision,
     FeedbackEvent.KIND: decode_feedback,
     EngagementEvent.KIND: decode_engagement,
+    ExposureEvent.KIND: decode_exposure,
 }
 
 
 def decode_event(kind: str, raw: bytes) -> Event:
-    """Decode ``raw`` as an event of ``kind`` (``decision``, ``feedback``, ``engagement``)."""
+    """Decode ``raw`` as an event of ``kind`` (``decision``, ``feedback``, ``engagement``,
+    ``exposure``)."""
     try:
         decoder = _DECODERS[kind]
     except KeyError:
