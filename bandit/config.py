@@ -185,6 +185,9 @@ class KafkaConfig:
     feedback_topic: str = "switchboard.feedback"
     #: topic of EngagementEvents (keyed by unit_id)
     engagement_topic: str = "switchboard.engagement"
+    #: topic of ExposureEvents: allocations the serving tier made without a server (its
+    #: fallback), logged so cohorts stay complete (keyed by unit_id; never learnt)
+    exposures_topic: str = "switchboard.exposures"
     #: topic where rejected events go with their reason and original bytes
     dead_letter_topic: str = "switchboard.dead-letter"
     #: consumer group of the learners
@@ -253,11 +256,16 @@ class ServeConfig:
     publish_buffer: int = 100_000
     #: how often (s) servers look for a newer model snapshot
     reload_interval_s: float = 1.0
+    #: largest difference (s) between a client-given decision time (``ts_ms`` of
+    #: /v1/allocate) and the server's clock (422 beyond); raise it for backfills and
+    #: simulated calendars
+    max_decision_skew_s: float = 300.0
 
     def __post_init__(self) -> None:
         _positive("serve.max_text_chars", self.max_text_chars)
         _positive("serve.max_body_bytes", self.max_body_bytes)
         _positive("serve.publish_buffer", self.publish_buffer)
+        _positive("serve.max_decision_skew_s", self.max_decision_skew_s)
 
 
 @dataclass(frozen=True)
