@@ -1,26 +1,62 @@
-"""Logged bandit data for offline replay and off-policy evaluation.
+"""Logged bandit data for offline replay and off-policy evaluation, from anyone's logs.
 
-Two file formats are read and written:
+Readers (all return ``(LoggedData, LogReadReport)`` and share one :class:`LogSpec`):
 
-* **JSON Lines of decisions** — one object per line with the fields of
-  :class:`bandit.events.DecisionEvent` plus ``reward`` (a number in [0, 1]), i.e. a
-  decision joined with its feedback. Optional ``probabilities`` (list aligned with
-  ``eligible``) carries the logging policy's full distribution.
-* **Vowpal Wabbit DSJSON** (the format of VW's decision-service logs): ``_label_cost``
-  (= −reward), ``_label_probability``, ``_labelIndex`` (0-based index into ``a``),
-  ``a`` (1-based action ids in the order of ``p``), ``p`` (the logging distribution),
-  ``c`` with ``x`` (the context) and ``_multi`` (one ``{"arm_id": ...}`` per action),
-  ``EventId``.
+* **JSON Lines, CSV, Parquet** tables with a column mapping (``LogSpec.fields``: the
+  logical fields ``arm``, ``propensity``, ``reward`` or ``cost``, ``context``,
+  ``probabilities``, ``eligible``, ``decision_id``, ``timestamp`` name the log's
+  columns; dotted paths reach into JSON objects). The project's own dialect — a
+  :class:`bandit.events.DecisionEvent` plus ``reward`` per line — is the default
+  mapping. ``context`` is a numeric array, a column glob (``x_*``: the matching columns
+  in file order), or an object of named features (mapped as DSJSON features are).
+  ``probabilities`` aligned with ``eligible``, or an object ``{arm: p}``, is the
+  logging policy's full distribution.
+* **DSJSON** (Decision Service / Personalizer / Vowpal Wabbit), per the format's
+  definition: ``c._multi`` lists the actions of the event; ``_labelIndex`` is the
+  0-based index of the chosen action into ``_multi`` and ``_label_Action`` its 1-based
+  id; ``a`` is the ranking (1-based action ids, the chosen action first) and ``p`` the
+  logging probabilities aligned with ``a``; ``_label_probability`` the chosen action's
+  probability; ``_label_cost`` the cost, turned into a reward by
+  ``reward = cost_offset + cost_scale · cost`` (default ``−cost``); ``EventId``,
+  ``Timestamp``; ``_skipLearn: true`` events are skipped (counted); ``pdrop`` (events
+  dropped by the client with that probability) gives the kept event the weight
+  ``1 / (1 − pdrop)``. Arm ids come from an action feature (``LogSpec.action_id``).
+  The project's older dialect (``c.x`` a dense array, ``_multi[].arm_id``) still reads.
 
-Malformed lines are counted with their line numbers in a :class:`LogReadReport`, never
-skipped silently; a zero or absent propensity refuses the whole log with an
-:class:`InvalidInputError` (importance weights are undefined without it).
+**Context mapping** (``LogSpec.features``), documented and deterministic:
+
+* ``dense`` — a numeric array (``c.x`` in DSJSON, the ``context`` field in tables) is the
+  context. Its dimension is ``LogSpec.dim`` when configured, else the length most lines
+  have (ties: the larger); lines of another length are malformed. Never the first line.
+* ``hash`` — every shared feature (VW namespaces: the keys of ``c`` not starting with
+  ``_``, nested objects as nested namespaces, arrays by position) gets a name
+  ``namespace/.../feature`` (numbers: the value; strings: ``name=value`` with value 1;
+  ``true``: value 1; ``false``/``null``: absent) and is hashed into ``dim`` columns
+  (default 64) like VW's feature hashing: column ``1 + crc32(name) mod (dim − 1)``,
+  sign ``−1`` when bit 31 of the CRC is set; column 0 is a constant 1 (VW's constant
+  feature), so a log with only per-action features still has a context.
+* ``named`` — the same names as columns (column 0 the constant), in the order they are
+  first seen in the file (deterministic for a file), at most ``max_named`` columns.
+* ``auto`` — ``dense`` when most events carry a dense array and no other shared feature,
+  else ``hash``.
+
+Per-action features (``_multi`` objects) define the action's arm id only.
+
+Bad input is never a traceback: a malformed line is counted with its line number and
+reason in the :class:`LogReadReport` (in the JSON output too); rewards outside the declared
+range ``LogSpec.reward_range`` are refused (malformed) or clipped (``out_of_range="clip"``)
+with a count. A zero or absent propensity refuses the whole log with an
+:class:`InvalidInputError` naming the line (importance weights are undefined without it).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import fnmatch
 import math
-from collections.abc import Iterable, Sequence
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,30 +68,112 @@ import orjson
 from bandit.errors import InvalidInputError, StoreError
 
 __all__ = [
+    "LOG_FIELDS",
     "LogReadReport",
+    "LogSpec",
     "LoggedData",
+    "from_bandit_feedback",
+    "read_csv",
     "read_dsjson",
     "read_jsonl",
     "read_log",
+    "read_parquet",
     "read_store",
+    "to_bandit_feedback",
     "write_dsjson",
     "write_jsonl",
 ]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 _MAX_ERRORS_KEPT = 100
+
+#: logical fields of a tabular log and their default column (the project's own dialect)
+LOG_FIELDS: Mapping[str, str] = {
+    "arm": "arm_id",
+    "propensity": "propensity",
+    "reward": "reward",
+    "cost": "",
+    "context": "context",
+    "probabilities": "probabilities",
+    "eligible": "eligible",
+    "decision_id": "decision_id",
+    "timestamp": "ts_ms",
+}
+_FEATURE_MODES = ("auto", "dense", "hash", "named")
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """How to read a log: column mapping, reward mapping and range, context mapping.
+
+    ``fields`` overrides :data:`LOG_FIELDS` (``{"arm": "item_id"}``); ``cost`` set means
+    the reward is ``cost_offset + cost_scale · cost`` (DSJSON always uses ``_label_cost``).
+    ``reward_range`` is the declared range of rewards; ``out_of_range`` ``refuse`` (the
+    line is malformed) or ``clip``. ``features``/``dim``/``max_named``: the context mapping
+    (module docstring). ``action_id``: the dotted path of the arm id inside a DSJSON
+    ``_multi`` object; ``auto`` tries ``arm_id``, ``_tag``, then the first ``id`` feature of
+    any namespace, else the action's 1-based position.
+    """
+
+    fields: Mapping[str, str] = field(default_factory=dict)
+    cost_scale: float = -1.0
+    cost_offset: float = 0.0
+    reward_range: tuple[float, float] = (0.0, 1.0)
+    out_of_range: str = "refuse"
+    features: str = "auto"
+    dim: int | None = None
+    max_named: int = 4096
+    action_id: str = "auto"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.fields) - set(LOG_FIELDS))
+        if unknown:
+            raise InvalidInputError("field", unknown[0], f"must be one of {sorted(LOG_FIELDS)}")
+        for k, v in self.fields.items():
+            if not isinstance(v, str):
+                raise InvalidInputError(f"field {k}", v, "must be a column name")
+        lo, hi = self.reward_range
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise InvalidInputError("reward_range", self.reward_range, "must be finite with low < high")
+        if self.out_of_range not in ("refuse", "clip"):
+            raise InvalidInputError("out_of_range", self.out_of_range, "must be 'refuse' or 'clip'")
+        if self.features not in _FEATURE_MODES:
+            raise InvalidInputError("features", self.features, f"must be one of {_FEATURE_MODES}")
+        if self.dim is not None and (isinstance(self.dim, bool) or not isinstance(self.dim, int)
+                                     or self.dim < 1):
+            raise InvalidInputError("dim", self.dim, "must be a positive integer")
+        if self.features == "hash" and self.dim is not None and self.dim < 2:
+            raise InvalidInputError("dim", self.dim, "must be >= 2 for hashed features")
+        if not (math.isfinite(self.cost_scale) and math.isfinite(self.cost_offset)):
+            raise InvalidInputError("cost_scale", self.cost_scale, "must be finite")
+
+    def column(self, name: str) -> str:
+        return self.fields.get(name, LOG_FIELDS[name])
+
+    def reward_from_cost(self, cost: float) -> float:
+        return self.cost_offset + self.cost_scale * cost
 
 
 @dataclass(frozen=True)
 class LogReadReport:
-    """What reading a log did: lines read, events kept, malformed lines with reasons."""
+    """What reading a log did: lines read, events kept, malformed lines with reasons.
+
+    ``skipped``: events marked ``_skipLearn``; ``clipped``: rewards clipped into the
+    declared range; ``dim``/``dim_source``: the context dimension and where it came from
+    (``config``, ``majority``, ``hash``, ``named``).
+    """
 
     path: str
     lines: int
     events: int
     malformed: int
     errors: tuple[tuple[int, str], ...] = ()
+    skipped: int = 0
+    clipped: int = 0
+    dim: int = 0
+    dim_source: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +182,10 @@ class LogReadReport:
             "events": self.events,
             "malformed": self.malformed,
             "errors": [{"line": n, "reason": r} for n, r in self.errors],
+            "skipped": self.skipped,
+            "clipped": self.clipped,
+            "dim": self.dim,
+            "dim_source": self.dim_source,
         }
 
 
@@ -72,7 +194,9 @@ class LoggedData:
     """Logged decisions joined with rewards, as arrays (n events, K arms, d dims).
 
     ``probabilities`` is the full logging distribution (n, K) when the log has it
-    (0 for arms not eligible), else ``None``.
+    (0 for arms not eligible), else ``None``; ``eligible`` (n, K) marks the arms each
+    event could have had (``None``: all); ``weights`` are per-event weights (DSJSON
+    ``pdrop``), ``None`` meaning 1.
     """
 
     arm_ids: tuple[str, ...]
@@ -82,20 +206,27 @@ class LoggedData:
     reward: FloatArray
     probabilities: FloatArray | None = None
     decision_ids: tuple[str, ...] | None = field(default=None, repr=False)
+    eligible: BoolArray | None = field(default=None, repr=False)
+    weights: FloatArray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = self.arm_index.shape[0]
+        k = len(self.arm_ids)
         if self.contexts.ndim != 2 or self.contexts.shape[0] != n:
             raise InvalidInputError("contexts", self.contexts.shape, f"must have shape ({n}, d)")
         if self.propensity.shape != (n,) or self.reward.shape != (n,):
             raise InvalidInputError("propensity/reward", self.propensity.shape, f"must be ({n},)")
-        if n and (self.arm_index.min() < 0 or self.arm_index.max() >= len(self.arm_ids)):
+        if n and (self.arm_index.min() < 0 or self.arm_index.max() >= k):
             raise InvalidInputError("arm_index", int(self.arm_index.max()), "out of range")
         _check_propensity(self.propensity)
         if not np.all(np.isfinite(self.reward)):
             raise InvalidInputError("reward", "non-finite", "must be finite")
-        if self.probabilities is not None and self.probabilities.shape != (n, len(self.arm_ids)):
+        if self.probabilities is not None and self.probabilities.shape != (n, k):
             raise InvalidInputError("probabilities", self.probabilities.shape, "must be (n, K)")
+        if self.eligible is not None and self.eligible.shape != (n, k):
+            raise InvalidInputError("eligible", self.eligible.shape, "must be (n, K)")
+        if self.weights is not None and (self.weights.shape != (n,) or not np.all(self.weights > 0)):
+            raise InvalidInputError("weights", self.weights.shape, f"must be ({n},) and positive")
 
     @property
     def n(self) -> int:
@@ -110,14 +241,20 @@ class LoggedData:
         return int(self.contexts.shape[1])
 
     def is_uniform(self, rtol: float = 1e-6) -> bool:
-        """True when every propensity is 1/K (uniformly-logged data)."""
-        return bool(np.allclose(self.propensity, 1.0 / self.n_arms, rtol=rtol))
+        """True when every propensity is 1/K (K = the event's eligible arms)."""
+        k = (self.eligible.sum(axis=1) if self.eligible is not None
+             else np.full(self.n, self.n_arms))
+        return bool(np.allclose(self.propensity, 1.0 / k, rtol=rtol))
 
     def subset(self, idx: npt.ArrayLike) -> LoggedData:
         i = np.asarray(idx)
         return LoggedData(
             self.arm_ids, self.contexts[i], self.arm_index[i], self.propensity[i],
             self.reward[i], None if self.probabilities is None else self.probabilities[i],
+            None if self.decision_ids is None else tuple(np.asarray(self.decision_ids,
+                                                                    dtype=object)[i]),
+            None if self.eligible is None else self.eligible[i],
+            None if self.weights is None else self.weights[i],
         )
 
 
@@ -131,179 +268,547 @@ def _check_propensity(p: FloatArray) -> None:
         )
 
 
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class _Bad(Exception):
+    """A line that cannot be used (reason in the message)."""
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _flatten(obj: Mapping[str, Any], prefix: str, out: list[tuple[str, float]],
+             skip: frozenset[str] = frozenset()) -> None:
+    """VW-JSON features of ``obj`` as (name, value) pairs (module docstring)."""
+    for key, v in obj.items():
+        if key in skip or (not prefix and key.startswith("_")):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(v, bool):
+            if v:
+                out.append((name, 1.0))
+        elif isinstance(v, int | float):
+            if math.isfinite(v):
+                out.append((name, float(v)))
+            else:
+                raise _Bad(f"feature {name} is not finite")
+        elif isinstance(v, str):
+            out.append((f"{name}={v}", 1.0))
+        elif isinstance(v, Mapping):
+            _flatten(v, name + "/", out)
+        elif isinstance(v, list):
+            for i, e in enumerate(v):
+                if isinstance(e, Mapping):
+                    _flatten(e, name + "/", out)
+                elif _is_num(e):
+                    out.append((f"{name}[{i}]", float(e)))
+                elif isinstance(e, str):
+                    out.append((f"{name}={e}", 1.0))
+                elif e is not None and not isinstance(e, bool):
+                    raise _Bad(f"feature {name}[{i}] is not a number or a string")
+
+
+class _Hasher:
+    """Feature hashing into ``dim`` columns (column 0 is the constant feature)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._cache: dict[str, tuple[int, float]] = {}
+
+    def __call__(self, feats: Sequence[tuple[str, float]]) -> list[float]:
+        row = [0.0] * self.dim
+        row[0] = 1.0
+        cache = self._cache
+        for name, v in feats:
+            hit = cache.get(name)
+            if hit is None:
+                h = zlib.crc32(name.encode())
+                hit = (1 + h % (self.dim - 1), -1.0 if h & 0x80000000 else 1.0)
+                if len(cache) < 1_000_000:
+                    cache[name] = hit
+            row[hit[0]] += hit[1] * v
+        return row
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+@dataclass
+class _Row:
+    line: int
+    arm: str
+    propensity: float
+    reward: float
+    ctx: Any  # list[float] (dense) or list[(name, value)] (features)
+    dense: bool
+    probs: dict[str, float] | None
+    eligible: tuple[str, ...] | None
+    event_id: str
+    weight: float
+    ts_ms: int | None = None
+
+
 class _Builder:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, spec: LogSpec) -> None:
         self.path = path
-        self.arm_pos: dict[str, int] = {}
-        self.ctx: list[Sequence[float]] = []
-        self.arm: list[int] = []
-        self.prop: list[float] = []
-        self.rew: list[float] = []
-        self.probs: list[dict[str, float] | None] = []
-        self.ids: list[str] = []
+        self.spec = spec
+        self.rows: list[_Row] = []
         self.lines = 0
         self.malformed = 0
+        self.skipped = 0
+        self.clipped = 0
         self.errors: list[tuple[int, str]] = []
-        self.dim: int | None = None
 
     def bad(self, line_no: int, reason: str) -> None:
         self.malformed += 1
         if len(self.errors) < _MAX_ERRORS_KEPT:
             self.errors.append((line_no, reason))
 
-    def pos(self, arm_id: str) -> int:
-        if arm_id not in self.arm_pos:
-            self.arm_pos[arm_id] = len(self.arm_pos)
-        return self.arm_pos[arm_id]
+    def reward(self, line_no: int, value: Any) -> float:
+        if not _is_num(value):
+            raise _Bad(f"reward must be a finite number, got {value!r:.40}")
+        lo, hi = self.spec.reward_range
+        r = float(value)
+        if lo <= r <= hi:
+            return r
+        if self.spec.out_of_range == "clip":
+            self.clipped += 1
+            return min(max(r, lo), hi)
+        raise _Bad(f"reward {r:g} is outside the declared range [{lo:g}, {hi:g}] "
+                   "(declare the range or clip: --reward-range / --clip-rewards)")
 
-    def add(self, line_no: int, ctx: Any, arm_id: Any, prop: Any, reward: Any,
-            probs: dict[str, float] | None, event_id: str) -> None:
-        if prop is None or isinstance(prop, bool) or not isinstance(prop, int | float):
+    @staticmethod
+    def propensity(line_no: int, prop: Any) -> float:
+        if prop is None or not isinstance(prop, int | float) or isinstance(prop, bool):
             raise InvalidInputError(f"line {line_no}: propensity", prop,
                                     "is required (a number in (0, 1])")
         if not (math.isfinite(prop) and 0 < prop <= 1):
             raise InvalidInputError(f"line {line_no}: propensity", prop, "must be in (0, 1]")
-        if not isinstance(arm_id, str) or not arm_id:
-            return self.bad(line_no, f"arm_id must be a non-empty string, got {arm_id!r:.40}")
-        if (isinstance(reward, bool) or not isinstance(reward, int | float)
-                or not math.isfinite(reward)):
-            return self.bad(line_no, f"reward must be a finite number, got {reward!r:.40}")
-        if not isinstance(ctx, list) or not ctx or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in ctx
-        ):
-            return self.bad(line_no, "context must be a non-empty array of finite numbers")
-        if self.dim is None:
-            self.dim = len(ctx)
-        elif len(ctx) != self.dim:
-            return self.bad(line_no, f"context has length {len(ctx)}, expected {self.dim}")
-        self.ctx.append(ctx)
-        self.arm.append(self.pos(arm_id))
-        self.prop.append(float(prop))
-        self.rew.append(float(reward))
-        self.probs.append(probs)
-        self.ids.append(event_id)
-        if probs:
-            for a in probs:
-                self.pos(a)
-        return None
+        return float(prop)
+
+    def add(self, row: _Row) -> None:
+        self.rows.append(row)
+
+    def _contexts(self) -> tuple[list[_Row], FloatArray, int, str]:
+        """Fixed-length contexts for the kept rows (module docstring: context mapping)."""
+        spec, rows = self.spec, self.rows
+        mode = spec.features
+        if mode == "auto":
+            dense = sum(1 for r in rows if r.dense)
+            mode = "dense" if rows and dense * 2 >= len(rows) else "hash"
+        if mode == "dense":
+            if spec.dim is not None:
+                dim, source = spec.dim, "config"
+            else:
+                counts = Counter(len(r.ctx) for r in rows if r.dense and r.ctx)
+                dim = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0] if counts else 0
+                source = "majority"
+            kept: list[_Row] = []
+            for r in rows:
+                if not r.dense:
+                    self.bad(r.line, "no dense numeric context array")
+                elif len(r.ctx) != dim:
+                    self.bad(r.line, f"context has length {len(r.ctx)}, expected {dim} ({source})")
+                else:
+                    kept.append(r)
+            ctx = np.asarray([r.ctx for r in kept], dtype=np.float64).reshape(len(kept), dim)
+            return kept, ctx, dim, source
+
+        def named(r: _Row) -> list[tuple[str, float]]:
+            if r.dense:
+                return [(f"x[{i}]", float(v)) for i, v in enumerate(r.ctx)]
+            return list(r.ctx)
+
+        if mode == "hash":
+            dim = spec.dim or 64
+            hasher = _Hasher(dim)
+            ctx = np.asarray([hasher(named(r)) for r in rows], dtype=np.float64).reshape(len(rows), dim)
+            return rows, ctx, dim, "hash"
+        cols: dict[str, int] = {"constant": 0}
+        feats = [named(r) for r in rows]
+        for f in feats:
+            for name, _ in f:
+                if name not in cols:
+                    if len(cols) >= spec.max_named:
+                        raise InvalidInputError(
+                            "features", "named",
+                            f"the log has more than {spec.max_named} feature names: use hashing "
+                            "(features='hash', dim=...)")
+                    cols[name] = len(cols)
+        ctx = np.zeros((len(rows), len(cols)))
+        ctx[:, 0] = 1.0
+        for i, f in enumerate(feats):
+            for name, v in f:
+                ctx[i, cols[name]] += v
+        return rows, ctx, len(cols), "named"
 
     def finish(self, arm_ids: Sequence[str] | None) -> tuple[LoggedData, LogReadReport]:
-        if arm_ids is not None:
-            order = list(arm_ids)
-            for a in self.arm_pos:
-                if a not in order:
-                    order.append(a)
-        else:
-            order = sorted(self.arm_pos, key=self.arm_pos.__getitem__)
-        seen = sorted(self.arm_pos, key=self.arm_pos.__getitem__)
-        remap = np.array([order.index(a) for a in seen], dtype=np.int64)
-        n = len(self.arm)
-        arm_index = remap[np.asarray(self.arm, dtype=np.int64)] if n else np.zeros(0, np.int64)
+        rows, contexts, dim, source = self._contexts()
+        if rows and all(r.ts_ms is not None for r in rows):
+            # replay walks the log in time order: events by Timestamp (stable)
+            order_ts = sorted(range(len(rows)), key=lambda i: rows[i].ts_ms)  # type: ignore[arg-type,return-value]
+            if order_ts != list(range(len(rows))):
+                rows = [rows[i] for i in order_ts]
+                contexts = contexts[order_ts]
+        pos: dict[str, int] = {a: i for i, a in enumerate(arm_ids or ())}
+        for r in rows:
+            for a in (r.arm, *(r.eligible or ()), *(r.probs or ())):
+                if a not in pos:
+                    pos[a] = len(pos)
+        order = tuple(pos)
+        n, k = len(rows), len(order)
+        arm_index = np.fromiter((pos[r.arm] for r in rows), dtype=np.int64, count=n)
         probabilities = None
-        if n and all(p for p in self.probs):
-            probabilities = np.zeros((n, len(order)))
-            col = {a: i for i, a in enumerate(order)}
-            for i, pd in enumerate(self.probs):
-                for a, v in pd.items():  # type: ignore[union-attr]
-                    probabilities[i, col[a]] = v
+        if n and all(r.probs for r in rows):
+            probabilities = np.zeros((n, k))
+            for i, r in enumerate(rows):
+                for a, v in r.probs.items():  # type: ignore[union-attr]
+                    probabilities[i, pos[a]] = v
+        eligible = None
+        if n and any(r.eligible is not None for r in rows):
+            eligible = np.ones((n, k), dtype=bool)
+            for i, r in enumerate(rows):
+                if r.eligible is not None:
+                    eligible[i] = False
+                    eligible[i, [pos[a] for a in r.eligible]] = True
+                    eligible[i, arm_index[i]] = True
+            if eligible.all():
+                eligible = None
+        weights = np.fromiter((r.weight for r in rows), dtype=np.float64, count=n)
         data = LoggedData(
-            arm_ids=tuple(order),
-            contexts=np.asarray(self.ctx, dtype=np.float64).reshape(n, self.dim or 0),
+            arm_ids=order,
+            contexts=contexts,
             arm_index=arm_index,
-            propensity=np.asarray(self.prop, dtype=np.float64),
-            reward=np.asarray(self.rew, dtype=np.float64),
+            propensity=np.fromiter((r.propensity for r in rows), dtype=np.float64, count=n),
+            reward=np.fromiter((r.reward for r in rows), dtype=np.float64, count=n),
             probabilities=probabilities,
-            decision_ids=tuple(self.ids),
+            decision_ids=tuple(r.event_id for r in rows),
+            eligible=eligible,
+            weights=None if bool(np.all(weights == 1.0)) else weights,
         )
-        report = LogReadReport(self.path, self.lines, n, self.malformed, tuple(self.errors))
+        self.errors.sort()
+        report = LogReadReport(self.path, self.lines, n, self.malformed, tuple(self.errors),
+                               self.skipped, self.clipped, dim, source)
         return data, report
 
 
-def _lines(path: Path) -> Iterable[tuple[int, bytes]]:
-    with path.open("rb") as fh:
-        yield from enumerate(fh, start=1)
+# ----------------------------------------------------------------------------- tables
 
 
-def _open_log(path: str | Path) -> _Builder:
+def _get(obj: Mapping[str, Any], path: str) -> Any:
+    if not path:
+        return None
+    if path in obj:
+        return obj[path]
+    cur: Any = obj
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def _arm_id(v: Any, what: str = "arm") -> str:
+    if isinstance(v, str) and v:
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    raise _Bad(f"{what} must be a non-empty string or an integer, got {v!r:.40}")
+
+
+def _table_row(b: _Builder, no: int, obj: Mapping[str, Any], ctx_cols: Sequence[str] | None) -> None:
+    spec = b.spec
+    try:
+        arm = _arm_id(_get(obj, spec.column("arm")), f"arm ({spec.column('arm')})")
+        cost_col = spec.column("cost")
+        if cost_col:
+            cost = _get(obj, cost_col)
+            if not _is_num(cost):
+                raise _Bad(f"cost ({cost_col}) must be a finite number, got {cost!r:.40}")
+            raw_reward: Any = spec.reward_from_cost(float(cost))
+        else:
+            raw_reward = _get(obj, spec.column("reward"))
+            if raw_reward is None:
+                raise _Bad(f"reward ({spec.column('reward')}) is missing")
+        reward = b.reward(no, raw_reward)
+        if ctx_cols is not None:
+            vals = [obj.get(c) for c in ctx_cols]
+            if not all(_is_num(v) for v in vals):
+                raise _Bad("context columns must hold finite numbers")
+            ctx: Any = [float(v) for v in vals]
+            dense = True
+        else:
+            raw = _get(obj, spec.column("context"))
+            if isinstance(raw, str) and raw.startswith(("[", "{")):
+                try:
+                    raw = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    raise _Bad("context is not valid JSON") from None
+            if isinstance(raw, list):
+                if not raw or not all(_is_num(v) for v in raw):
+                    raise _Bad("context must be a non-empty array of finite numbers")
+                ctx, dense = raw, True
+            elif isinstance(raw, Mapping):
+                ctx, dense = [], False
+                _flatten(raw, "", ctx)
+            else:
+                raise _Bad(f"context ({spec.column('context')}) must be an array of numbers or "
+                           "an object of features")
+        el = _get(obj, spec.column("eligible"))
+        eligible = tuple(_arm_id(a, "eligible arm") for a in el) if isinstance(el, list) else None
+        probs = None
+        pr = _get(obj, spec.column("probabilities"))
+        if isinstance(pr, Mapping):
+            probs = {_arm_id(a, "probabilities key"): float(v) for a, v in pr.items() if _is_num(v)}
+        elif isinstance(pr, list) and eligible is not None and len(pr) == len(eligible):
+            if not all(_is_num(v) for v in pr):
+                raise _Bad("probabilities must be finite numbers")
+            probs = {a: float(v) for a, v in zip(eligible, pr, strict=True)}
+        elif pr is not None and not (isinstance(pr, float) and math.isnan(pr)):
+            raise _Bad("probabilities must be aligned with eligible or map arm -> probability")
+    except _Bad as exc:
+        b.bad(no, str(exc))
+        return
+    prop = b.propensity(no, _get(obj, spec.column("propensity")))
+    did = _get(obj, spec.column("decision_id"))
+    b.add(_Row(no, arm, prop, reward, ctx, dense, probs, eligible,
+               str(did) if did is not None else str(no), 1.0))
+
+
+def _open_log(path: str | Path, spec: LogSpec | None) -> _Builder:
     if not Path(path).is_file():
         raise InvalidInputError("path", str(path), "must be an existing log file")
-    return _Builder(str(Path(path)))
+    return _Builder(str(Path(path)), spec or LogSpec())
 
 
-def _json_objects(b: _Builder) -> Iterable[tuple[int, dict[str, Any]]]:
+def _json_objects(b: _Builder) -> Iterator[tuple[int, dict[str, Any]]]:
     """Numbered JSON objects of the log; blank lines skipped, bad lines reported to ``b``."""
-    for no, raw in _lines(Path(b.path)):
-        if not raw.strip():
-            continue
+    with Path(b.path).open("rb") as fh:
+        for no, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            b.lines += 1
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                b.bad(no, f"not valid JSON ({exc.msg})")
+                continue
+            if not isinstance(obj, dict):
+                b.bad(no, "not a JSON object")
+                continue
+            yield no, obj
+
+
+def _context_glob(spec: LogSpec, columns: Sequence[str]) -> list[str] | None:
+    pat = spec.column("context")
+    if not any(ch in pat for ch in "*?["):
+        return None
+    cols = [c for c in columns if fnmatch.fnmatchcase(c, pat)]
+    if not cols:
+        raise InvalidInputError("field context", pat, f"matches no column (columns: {list(columns)[:20]})")
+    return cols
+
+
+def read_jsonl(path: str | Path, *, arm_ids: Sequence[str] | None = None,
+               spec: LogSpec | None = None) -> tuple[LoggedData, LogReadReport]:
+    """Read a JSON-Lines log through ``spec``'s column mapping (module docstring)."""
+    b = _open_log(path, spec)
+    ctx_cols: list[str] | None = None
+    globbed = any(ch in b.spec.column("context") for ch in "*?[")
+    for no, obj in _json_objects(b):
+        if globbed:
+            ctx_cols = _context_glob(b.spec, list(obj))
+        _table_row(b, no, obj, ctx_cols)
+    return b.finish(arm_ids)
+
+
+def _read_frame(path: str | Path, frame: Any, spec: LogSpec | None, first_line: int,
+                arm_ids: Sequence[str] | None) -> tuple[LoggedData, LogReadReport]:
+    b = _Builder(str(path), spec or LogSpec())
+    ctx_cols = _context_glob(b.spec, [str(c) for c in frame.columns])
+    for i, obj in enumerate(frame.to_dict(orient="records")):
         b.lines += 1
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            b.bad(no, f"not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(obj, dict):
-            b.bad(no, "not a JSON object")
-            continue
-        yield no, obj
-
-
-def read_jsonl(
-    path: str | Path, *, arm_ids: Sequence[str] | None = None
-) -> tuple[LoggedData, LogReadReport]:
-    """Read a JSON-Lines decision log (DecisionEvent fields + ``reward``)."""
-    b = _open_log(path)
-    for no, obj in _json_objects(b):
-        probs = None
-        if "probabilities" in obj and "eligible" in obj:
-            pr, el = obj["probabilities"], obj["eligible"]
-            if isinstance(pr, list) and isinstance(el, list) and len(pr) == len(el):
-                probs = {str(a): float(v) for a, v in zip(el, pr, strict=True)}
-        b.add(no, obj.get("context"), obj.get("arm_id"), obj.get("propensity"),
-              obj.get("reward"), probs, str(obj.get("decision_id", no)))
+        clean = {str(k): (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in obj.items()}
+        _table_row(b, first_line + i, clean, ctx_cols)
     return b.finish(arm_ids)
 
 
-def read_dsjson(
-    path: str | Path, *, arm_ids: Sequence[str] | None = None
-) -> tuple[LoggedData, LogReadReport]:
-    """Read a Vowpal Wabbit DSJSON log (see the module docstring for the fields used)."""
-    b = _open_log(path)
+def read_csv(path: str | Path, *, arm_ids: Sequence[str] | None = None,
+             spec: LogSpec | None = None) -> tuple[LoggedData, LogReadReport]:
+    """Read a CSV log (header row; line numbers count it). Context: a glob or JSON text."""
+    import pandas as pd
+
+    b = _open_log(path, spec)
+    try:
+        frame = pd.read_csv(b.path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InvalidInputError("path", b.path, f"is not a readable CSV file ({exc})") from None
+    return _read_frame(b.path, frame, spec, 2, arm_ids)
+
+
+def read_parquet(path: str | Path, *, arm_ids: Sequence[str] | None = None,
+                 spec: LogSpec | None = None) -> tuple[LoggedData, LogReadReport]:
+    """Read a Parquet log (``line`` numbers are 1-based row numbers)."""
+    import pandas as pd
+
+    b = _open_log(path, spec)
+    try:
+        frame = pd.read_parquet(b.path)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError("path", b.path, f"is not a readable Parquet file ({exc})") from None
+    return _read_frame(b.path, frame, spec, 1, arm_ids)
+
+
+# ----------------------------------------------------------------------------- DSJSON
+
+
+def _action_id(action: Mapping[str, Any], spec_path: str, position: int) -> str:
+    if spec_path != "auto":
+        v = _get(action, spec_path)
+        if v is None:
+            raise _Bad(f"action {position} has no {spec_path!r} feature (the configured action id)")
+        return _arm_id(v, f"action {position} id ({spec_path})")
+    for key in ("arm_id", "_tag"):
+        v = action.get(key)
+        if isinstance(v, str | int) and not isinstance(v, bool) and v != "":
+            return str(v)
+    for v in action.values():
+        if isinstance(v, Mapping) and "id" in v and isinstance(v["id"], str | int):
+            return str(v["id"])
+    return str(position)
+
+
+def _dsjson_row(b: _Builder, no: int, obj: Mapping[str, Any]) -> None:
+    spec = b.spec
+    try:
+        if obj.get("_skipLearn") is True:
+            b.skipped += 1
+            return
+        c = obj.get("c")
+        if not isinstance(c, Mapping):
+            raise _Bad("missing context object 'c'")
+        multi = c.get("_multi")
+        if not isinstance(multi, list) or not multi or not all(isinstance(m, Mapping) for m in multi):
+            raise _Bad("'c._multi' must be a non-empty array of action objects")
+        k = len(multi)
+        ids = [_action_id(m, spec.action_id, j + 1) for j, m in enumerate(multi)]
+        if len(set(ids)) != k:
+            raise _Bad("action ids in '_multi' are not unique")
+        li, la, a, p = obj.get("_labelIndex"), obj.get("_label_Action"), obj.get("a"), obj.get("p")
+        for name, v in (("_labelIndex", li), ("_label_Action", la)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise _Bad(f"{name} must be an integer, got {v!r:.40}")
+        if li is not None:
+            idx = li
+            if la is not None and la != li + 1:
+                raise _Bad(f"_label_Action {la} disagrees with _labelIndex {li} (must be index + 1)")
+        elif la is not None:
+            idx = la - 1
+        elif isinstance(a, list) and a:
+            idx = a[0] - 1 if isinstance(a[0], int) else -1
+        else:
+            raise _Bad("no chosen action (_labelIndex, _label_Action or a)")
+        if not 0 <= idx < k:
+            raise _Bad(f"chosen action index {idx} is outside '_multi' (0..{k - 1})")
+        dist: dict[str, float] | None = None
+        if a is not None or p is not None:
+            if not (isinstance(a, list) and isinstance(p, list) and len(a) == len(p)):
+                raise _Bad("'a' and 'p' must be arrays of the same length")
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= k for v in a):
+                raise _Bad(f"'a' must hold 1-based action ids in 1..{k}")
+            if len(set(a)) != len(a) or not all(_is_num(v) and 0 <= v <= 1 for v in p):
+                raise _Bad("'a' must not repeat an action and 'p' must hold probabilities")
+            dist = {ids[j - 1]: float(v) for j, v in zip(a, p, strict=True)}
+        prop = obj.get("_label_probability")
+        if prop is None and dist is not None:
+            prop = dist.get(ids[idx])
+        if dist is not None and len(dist) < k:
+            dist = None  # a partial ranking is not the logging distribution
+        ts = obj.get("Timestamp")
+        ts_ms = None if ts is None else _timestamp_ms(ts)
+        cost = obj.get("_label_cost")
+        if not _is_num(cost):
+            raise _Bad(f"_label_cost must be a finite number, got {cost!r:.40}")
+        reward = b.reward(no, spec.reward_from_cost(float(cost)))
+        pdrop = obj.get("pdrop", 0.0)
+        if not (_is_num(pdrop) and 0 <= pdrop < 1):
+            raise _Bad(f"pdrop must be in [0, 1), got {pdrop!r:.40}")
+        x = c.get("x")
+        shared = [key for key in c if not key.startswith("_")]
+        if isinstance(x, list) and shared == ["x"] and x and all(_is_num(v) for v in x):
+            ctx: Any = x
+            dense = True
+        else:
+            ctx, dense = [], False
+            _flatten(c, "", ctx)
+    except _Bad as exc:
+        b.bad(no, str(exc))
+        return
+    prop = b.propensity(no, prop)
+    eid = obj.get("EventId")
+    b.add(_Row(no, ids[idx], prop, reward, ctx, dense, dist, tuple(ids),
+               str(eid) if eid is not None else str(no), 1.0 / (1.0 - float(pdrop)), ts_ms))
+
+
+def read_dsjson(path: str | Path, *, arm_ids: Sequence[str] | None = None,
+                spec: LogSpec | None = None) -> tuple[LoggedData, LogReadReport]:
+    """Read a DSJSON log per the format's definition (module docstring)."""
+    b = _open_log(path, spec)
     for no, obj in _json_objects(b):
-        try:
-            c = obj["c"]
-            multi = [m["arm_id"] for m in c["_multi"]]
-            actions = obj["a"]
-            probs_list = obj["p"]
-            chosen = multi[actions[int(obj["_labelIndex"])] - 1]
-            probs = {multi[a - 1]: float(v) for a, v in zip(actions, probs_list, strict=True)}
-            cost = obj["_label_cost"]
-            ctx = c["x"]
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
-            b.bad(no, f"missing or malformed DSJSON field ({type(exc).__name__}: {exc})")
-            continue
-        reward = -cost if isinstance(cost, int | float) and not isinstance(cost, bool) else cost
-        b.add(no, ctx, chosen, obj.get("_label_probability"), reward, probs,
-              str(obj.get("EventId", no)))
+        _dsjson_row(b, no, obj)
     return b.finish(arm_ids)
 
 
-def read_log(path: str | Path, *, fmt: str = "auto",
-             arm_ids: Sequence[str] | None = None) -> tuple[LoggedData, LogReadReport]:
-    """Read ``path`` as ``jsonl`` or ``dsjson`` (``auto``: by the first non-empty line)."""
+def _timestamp_ms(value: Any) -> int:
+    """A DSJSON ``Timestamp`` (ISO 8601, ``Z`` or offset; naive = UTC) as milliseconds."""
+    try:
+        t = _dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _Bad(f"Timestamp must be an ISO 8601 time, got {value!r:.40}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.UTC)
+    return int(t.timestamp() * 1000)
+
+
+_FORMATS = ("auto", "jsonl", "dsjson", "csv", "parquet")
+
+
+def read_log(path: str | Path, *, fmt: str = "auto", arm_ids: Sequence[str] | None = None,
+             spec: LogSpec | None = None) -> tuple[LoggedData, LogReadReport]:
+    """Read ``path`` as ``jsonl``, ``dsjson``, ``csv`` or ``parquet``.
+
+    ``auto``: by suffix (``.csv``, ``.parquet``/``.pq``, ``.dsjson``), else DSJSON when
+    most of the first 100 non-empty lines carry ``_label_cost`` or ``c._multi``, else JSONL.
+    """
+    if fmt not in _FORMATS:
+        raise InvalidInputError("format", fmt, f"must be one of {_FORMATS}")
+    p = Path(path)
     if fmt == "auto":
-        fmt = "jsonl"
-        p = Path(path)
-        if p.is_file():
-            with p.open("rb") as fh:
-                for line in fh:
-                    if line.strip():
-                        fmt = "dsjson" if b'"_label_cost"' in line else "jsonl"
-                        break
-    if fmt == "jsonl":
-        return read_jsonl(path, arm_ids=arm_ids)
-    if fmt == "dsjson":
-        return read_dsjson(path, arm_ids=arm_ids)
-    raise InvalidInputError("format", fmt, "must be 'auto', 'jsonl' or 'dsjson'")
+        suffix = p.suffix.lower()
+        fmt = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".dsjson": "dsjson"}.get(
+            suffix, "")
+        if not fmt:
+            fmt = "jsonl"
+            if p.is_file():
+                votes = seen = 0
+                with p.open("rb") as fh:
+                    for line in fh:
+                        if line.strip():
+                            seen += 1
+                            votes += b'"_label_cost"' in line or b'"_multi"' in line
+                            if seen >= 100:
+                                break
+                fmt = "dsjson" if seen and votes * 2 > seen else "jsonl"
+    reader = {"jsonl": read_jsonl, "dsjson": read_dsjson, "csv": read_csv,
+              "parquet": read_parquet}[fmt]
+    return reader(path, arm_ids=arm_ids, spec=spec)
+
+
+# ----------------------------------------------------------------------------- writers
 
 
 def write_jsonl(path: str | Path, data: LoggedData, *, experiment_id: str = "sim",
@@ -311,39 +816,116 @@ def write_jsonl(path: str | Path, data: LoggedData, *, experiment_id: str = "sim
     """Write ``data`` as JSON Lines (DecisionEvent fields + ``reward``)."""
     with Path(path).open("wb") as fh:
         for i in range(data.n):
+            eligible = (list(data.arm_ids) if data.eligible is None
+                        else [a for a, e in zip(data.arm_ids, data.eligible[i], strict=True) if e])
             obj: dict[str, Any] = {
                 "event_id": f"d{i}", "decision_id": f"d{i}", "ts_ms": start_ms + i,
                 "unit_id": f"u{i % 997}", "conversation_id": f"c{i}",
                 "experiment_id": experiment_id, "variant": variant,
                 "arm_id": data.arm_ids[int(data.arm_index[i])],
                 "propensity": float(data.propensity[i]), "policy_version": "logger",
-                "context": data.contexts[i].tolist(), "eligible": list(data.arm_ids),
+                "context": data.contexts[i].tolist(), "eligible": eligible,
                 "schema_version": 1, "reward": float(data.reward[i]),
             }
             if data.probabilities is not None:
-                obj["probabilities"] = data.probabilities[i].tolist()
+                col = {a: j for j, a in enumerate(data.arm_ids)}
+                obj["probabilities"] = [float(data.probabilities[i, col[a]]) for a in eligible]
             fh.write(orjson.dumps(obj) + b"\n")
 
 
-def write_dsjson(path: str | Path, data: LoggedData) -> None:
-    """Write ``data`` as VW DSJSON (cost = −reward, 1-based actions)."""
-    k = data.n_arms
-    multi = [{"arm_id": a} for a in data.arm_ids]
+def write_dsjson(path: str | Path, data: LoggedData, *, cost_scale: float = -1.0,
+                 cost_offset: float = 0.0) -> None:
+    """Write ``data`` as DSJSON per the format (cost = (reward − offset) / scale).
+
+    Only what the log knows is written: ``a`` ranks the chosen action first, and ``p``
+    (aligned with ``a``) is written only when the log has the full logging distribution;
+    otherwise ``a`` is just the chosen action and ``p`` its probability. The context is
+    ``c.x`` (dense); actions are ``_multi[].arm_id``.
+    """
+    if cost_scale == 0 or not math.isfinite(cost_scale):
+        raise InvalidInputError("cost_scale", cost_scale, "must be finite and non-zero")
     with Path(path).open("wb") as fh:
         for i in range(data.n):
-            a = int(data.arm_index[i])
-            probs = (data.probabilities[i].tolist() if data.probabilities is not None
-                     else [float(data.propensity[i]) if j == a else
-                           (1 - float(data.propensity[i])) / max(k - 1, 1) for j in range(k)])
-            obj = {
-                "_label_cost": -float(data.reward[i]),
+            ids = (list(range(data.n_arms)) if data.eligible is None
+                   else [int(j) for j in np.flatnonzero(data.eligible[i])])
+            chosen = int(data.arm_index[i])
+            li = ids.index(chosen)
+            others = [j for j in range(len(ids)) if j != li]
+            if data.probabilities is not None:
+                pr = data.probabilities[i]
+                others.sort(key=lambda j: (-pr[ids[j]], j))
+                a = [li + 1] + [j + 1 for j in others]
+                p = [float(data.propensity[i])] + [float(pr[ids[j]]) for j in others]
+            else:
+                a, p = [li + 1], [float(data.propensity[i])]
+            obj: dict[str, Any] = {
+                "_label_cost": (float(data.reward[i]) - cost_offset) / cost_scale,
                 "_label_probability": float(data.propensity[i]),
-                "_label_Action": a + 1, "_labelIndex": a,
-                "a": list(range(1, k + 1)), "p": probs,
-                "c": {"x": data.contexts[i].tolist(), "_multi": multi},
-                "EventId": f"d{i}", "Version": "1",
+                "_label_Action": li + 1, "_labelIndex": li,
+                "a": a, "p": p,
+                "c": {"x": data.contexts[i].tolist(),
+                      "_multi": [{"arm_id": data.arm_ids[j]} for j in ids]},
+                "EventId": data.decision_ids[i] if data.decision_ids is not None else f"d{i}",
+                "Version": "1",
             }
+            if data.weights is not None:
+                obj["pdrop"] = 1.0 - 1.0 / float(data.weights[i])
             fh.write(orjson.dumps(obj) + b"\n")
+
+
+# ----------------------------------------------------------------------------- OBP
+
+
+def from_bandit_feedback(feedback: Mapping[str, Any], *,
+                         arm_ids: Sequence[str] | None = None) -> LoggedData:
+    """Open Bandit Pipeline's ``bandit_feedback`` dict as :class:`LoggedData`.
+
+    Uses ``action``, ``reward``, ``pscore``, ``context`` (and ``n_actions``, ``pi_b`` of
+    shape (n, K) or (n, K, 1) when present: the full logging distribution). Arm ids are
+    ``arm_ids`` or ``"0".."K-1"``. A ``position`` other than 0 is refused (slates are not
+    supported).
+    """
+    try:
+        action = np.asarray(feedback["action"], dtype=np.int64)
+        reward = np.asarray(feedback["reward"], dtype=np.float64)
+        pscore = np.asarray(feedback["pscore"], dtype=np.float64)
+        context = np.asarray(feedback["context"], dtype=np.float64)
+    except KeyError as exc:
+        raise InvalidInputError("bandit_feedback", str(exc), "is a required key") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError("bandit_feedback", "arrays", f"must be numeric ({exc})") from None
+    n = action.shape[0]
+    if context.ndim == 1:
+        context = context.reshape(n, -1)
+    k = int(feedback.get("n_actions", int(action.max()) + 1 if n else 0))
+    pos = feedback.get("position")
+    if pos is not None and np.any(np.asarray(pos) != 0):
+        raise InvalidInputError("bandit_feedback.position", "non-zero", "slates are not supported")
+    ids = tuple(arm_ids) if arm_ids is not None else tuple(str(i) for i in range(k))
+    if len(ids) != k:
+        raise InvalidInputError("arm_ids", len(ids), f"must name n_actions = {k} arms")
+    pi_b = feedback.get("pi_b")
+    probs = None
+    if pi_b is not None:
+        probs = np.asarray(pi_b, dtype=np.float64)
+        probs = probs[:, :, 0] if probs.ndim == 3 else probs
+    return LoggedData(ids, context, action, pscore, reward, probs)
+
+
+def to_bandit_feedback(data: LoggedData) -> dict[str, Any]:
+    """:class:`LoggedData` as an Open Bandit Pipeline ``bandit_feedback`` dict."""
+    out: dict[str, Any] = {
+        "n_rounds": data.n, "n_actions": data.n_arms, "action": data.arm_index.copy(),
+        "position": np.zeros(data.n, dtype=np.int64), "reward": data.reward.copy(),
+        "pscore": data.propensity.copy(), "context": data.contexts.copy(),
+        "action_context": np.eye(data.n_arms),
+    }
+    if data.probabilities is not None:
+        out["pi_b"] = data.probabilities[:, :, None].copy()
+    return out
+
+
+# ----------------------------------------------------------------------------- store
 
 
 _STORE_SQL = """
@@ -358,8 +940,17 @@ ORDER BY d.ts_ms, d.decision_id
 """
 
 
+def _store_rows(df: Any) -> Iterable[tuple[int, dict[str, Any]]]:
+    for no, row in enumerate(df.itertuples(index=False), start=1):
+        ctx = row.context
+        yield no, {"decision_id": row.decision_id, "arm_id": row.arm_id,
+                   "propensity": float(row.propensity), "reward": float(row.reward),
+                   "context": [float(v) for v in ctx] if ctx is not None and len(ctx) else None}
+
+
 def read_store(store: Any, experiment_id: str, *, variant: str = "",
-               arm_ids: Sequence[str] | None = None) -> tuple[LoggedData, LogReadReport]:
+               arm_ids: Sequence[str] | None = None,
+               spec: LogSpec | None = None) -> tuple[LoggedData, LogReadReport]:
     """Decisions joined with their credited rewards from a Switchboard store.
 
     ``store`` is a :class:`bandit.store.ClickHouseStore` (``open_store``; chdb or a
@@ -373,11 +964,10 @@ def read_store(store: Any, experiment_id: str, *, variant: str = "",
     if query is None:
         raise StoreError("this store cannot be queried for logged decisions")
     df = query(_STORE_SQL, {"experiment_id": experiment_id, "variant": variant})
-    b = _Builder(f"store:{experiment_id}")
-    for no, row in enumerate(df.itertuples(index=False), start=1):
+    b = _Builder(f"store:{experiment_id}", LogSpec(features="dense", dim=(spec.dim if spec else None),
+                                                   reward_range=(spec or LogSpec()).reward_range,
+                                                   out_of_range=(spec or LogSpec()).out_of_range))
+    for no, obj in _store_rows(df):
         b.lines += 1
-        ctx = row.context
-        ctx = [float(v) for v in ctx] if ctx is not None and len(ctx) else None
-        b.add(no, ctx, row.arm_id, float(row.propensity), float(row.reward), None,
-              str(row.decision_id))
+        _table_row(b, no, obj, None)
     return b.finish(arm_ids)

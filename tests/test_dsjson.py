@@ -1,0 +1,190 @@
+"""DSJSON per the format's definition, checked line by line against Vowpal Wabbit's parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bandit.errors import InvalidInputError
+from simulations.logs import LogSpec, read_dsjson, read_log, write_dsjson
+
+# Spec-conforming lines: ranked `a` (chosen first), several namespaces, shared-only and
+# action-only features, string/numeric/bool features, nested namespaces, missing optional
+# fields (_label_Action, EventId, Timestamp), pdrop.
+CORPUS = [
+    {"_label_cost": -1.0, "_label_probability": 0.6, "_label_Action": 3, "_labelIndex": 2,
+     "a": [3, 1, 2], "p": [0.6, 0.2, 0.2],
+     "c": {"User": {"age": 31, "country": "fr"}, "Device": {"os": "ios", "mobile": True},
+           "_multi": [{"i": {"id": "cats"}}, {"i": {"id": "dogs"}}, {"i": {"id": "birds"}}]},
+     "EventId": "e1", "Timestamp": "2026-11-30T10:00:00.0000000Z"},
+    {"_label_cost": 0.0, "_label_probability": 0.25, "_label_Action": 1, "_labelIndex": 0,
+     "a": [1, 2, 3, 4], "p": [0.25, 0.25, 0.25, 0.25],
+     "c": {"hour": 7, "weekday": "mon",
+           "_multi": [{"i": {"id": "cats"}}, {"i": {"id": "dogs"}}, {"i": {"id": "birds"}},
+                      {"i": {"id": "fish"}}]},
+     "EventId": "e2", "Timestamp": "2026-11-30T10:00:02Z"},
+    {"_label_cost": -0.5, "_label_probability": 0.7, "_labelIndex": 1, "a": [2, 1],
+     "p": [0.7, 0.3],
+     "c": {"_multi": [{"i": {"id": "dogs"}, "A": {"f": 1.5}},
+                      {"i": {"id": "cats"}, "A": {"f": 2.5, "g": "red"}}]},
+     "EventId": "e3", "Timestamp": "2026-11-30T10:00:03Z"},
+    {"_label_cost": -1, "_label_probability": 0.1, "_label_Action": 2, "_labelIndex": 1,
+     "a": [2, 1, 3], "p": [0.1, 0.8, 0.1],
+     "c": {"Ctx": {"Inner": {"v": 0.3}, "emb": [0.1, 0.2, 0.3]},
+           "_multi": [{"i": {"id": "cats"}}, {"i": {"id": "dogs"}}, {"i": {"id": "birds"}}]},
+     "Timestamp": "2026-11-30T10:00:04Z"},
+    {"_label_cost": -0.2, "_label_probability": 0.5, "_label_Action": 2, "_labelIndex": 1,
+     "a": [2, 1], "p": [0.5, 0.5], "pdrop": 0.2, "_skipLearn": False,
+     "c": {"U": {"k": "v"}, "_multi": [{"i": {"id": "cats"}}, {"i": {"id": "dogs"}}]},
+     "EventId": "e5", "Timestamp": "2026-11-30T10:00:05Z"},
+]
+
+
+def _generated(seed: int, n: int) -> list[dict]:  # type: ignore[type-arg]
+    """Random spec-conforming events: ranked a, random namespaces, optional fields."""
+    rng = np.random.default_rng(seed)
+    names = ["cats", "dogs", "birds", "fish", "frogs", "ants"]
+    out = []
+    for i in range(n):
+        k = int(rng.integers(2, 7))
+        acts = list(rng.permutation(names)[:k])
+        probs = rng.dirichlet(np.ones(k))
+        ranking = [int(j) + 1 for j in np.argsort(-probs)]
+        chosen = ranking[0]
+        shared: dict = {}  # type: ignore[type-arg]
+        if rng.random() < 0.7:
+            shared["User"] = {"age": int(rng.integers(18, 80)), "tier": str(rng.choice(["a", "b"]))}
+        if rng.random() < 0.5:
+            shared["hour"] = float(rng.integers(0, 24))
+        multi = [{"i": {"id": a}} if rng.random() < 0.8 else {"i": {"id": a}, "F": {"q": 0.5}}
+                 for a in acts]
+        ev: dict = {"_label_cost": -float(rng.integers(0, 2)),  # type: ignore[type-arg]
+                    "_label_probability": float(probs[chosen - 1]), "_labelIndex": chosen - 1,
+                    "a": ranking, "p": [float(probs[j - 1]) for j in ranking],
+                    "c": {**shared, "_multi": multi}}
+        if rng.random() < 0.6:
+            ev["_label_Action"] = chosen
+        if rng.random() < 0.6:
+            ev["EventId"] = f"g{i}"
+        if rng.random() < 0.2:
+            ev["pdrop"] = 0.1
+        out.append(ev)
+    return out
+
+
+def _vw_labels(lines: list[str]) -> list[tuple[int, float, float, float]]:
+    """(chosen position in _multi, cost, probability, weight) as VW's own parser reads them."""
+    from vowpal_wabbit_next import DSJsonFormatParser, Workspace
+
+    parser = DSJsonFormatParser(Workspace(["--cb_explore_adf", "--quiet"]))
+    out = []
+    for line in lines:
+        actions = [e for e in parser.parse_json(line) if not e.get_label().shared]
+        hits = [(j, e.get_label()) for j, e in enumerate(actions) if e.get_label().label]
+        assert len(hits) == 1, line
+        j, lab = hits[0]
+        _action, cost, prob = lab.label
+        out.append((j, float(cost), float(prob), float(lab.weight)))
+    return out
+
+
+@pytest.mark.parametrize("events", [CORPUS, _generated(20261201, 300)], ids=["corpus", "generated"])
+def test_dsjson_chosen_action_cost_probability_match_vw_parser(tmp_path: Path, events) -> None:  # type: ignore[no-untyped-def]
+    lines = [json.dumps(e) for e in events]
+    path = tmp_path / "log.dsjson"
+    path.write_text("\n".join(lines) + "\n")
+    spec = LogSpec(action_id="i.id", reward_range=(0.0, 1.0))
+    data, report = read_dsjson(path, spec=spec)
+    assert report.malformed == 0 and data.n == len(events)
+    # Timestamps order the events: this corpus is already in time order.
+    for i, (ev, (j, cost, prob, weight)) in enumerate(zip(events, _vw_labels(lines), strict=True)):
+        assert data.arm_ids[data.arm_index[i]] == ev["c"]["_multi"][j]["i"]["id"], i
+        assert data.reward[i] == pytest.approx(-cost, abs=1e-6)
+        assert data.propensity[i] == pytest.approx(prob, abs=1e-6)
+        w = 1.0 if data.weights is None else data.weights[i]
+        assert w == pytest.approx(weight, abs=1e-6)
+    # the full distribution from the ranking `a` and `p`, aligned
+    assert data.probabilities is not None
+    np.testing.assert_allclose(data.probabilities.sum(axis=1), 1.0)
+    assert data.eligible is not None and data.eligible.sum(axis=1).tolist() == [
+        len(e["c"]["_multi"]) for e in events]
+
+
+def test_dsjson_ranked_a_credits_the_multi_index_not_the_ranking(tmp_path: Path) -> None:
+    # _labelIndex 0 with a = [1, 3, 2]: chosen is _multi[0] with p[0]; reading _labelIndex
+    # as an index into a would credit the same action, so use rankings where they differ.
+    evs = [{"_label_cost": -1.0, "_label_probability": 0.5, "_labelIndex": 2, "a": [3, 1, 2],
+            "p": [0.5, 0.3, 0.2],
+            "c": {"_multi": [{"arm_id": "x"}, {"arm_id": "y"}, {"arm_id": "z"}]}}]
+    path = tmp_path / "a.dsjson"
+    path.write_text(json.dumps(evs[0]) + "\n")
+    data, _ = read_dsjson(path)
+    assert data.arm_ids[data.arm_index[0]] == "z" and data.propensity[0] == 0.5
+    assert data.probabilities is not None
+    got = dict(zip(data.arm_ids, data.probabilities[0], strict=True))
+    assert got == {"x": 0.3, "y": 0.2, "z": 0.5}
+
+
+def test_dsjson_contexts_are_deterministic_and_fixed_length(tmp_path: Path) -> None:
+    path = tmp_path / "c.dsjson"
+    path.write_text("\n".join(json.dumps(e) for e in CORPUS) + "\n")
+    a, rep = read_dsjson(path, spec=LogSpec(action_id="i.id", features="hash", dim=16))
+    b, _ = read_dsjson(path, spec=LogSpec(action_id="i.id", features="hash", dim=16))
+    assert a.contexts.shape == (5, 16) and rep.dim_source == "hash"
+    np.testing.assert_array_equal(a.contexts, b.contexts)
+    assert (a.contexts[:, 0] == 1).all()  # the constant feature
+    assert (a.contexts[2, 1:] == 0).all()  # action-only features: context is the constant
+    named, rep = read_dsjson(path, spec=LogSpec(action_id="i.id", features="named"))
+    cols = rep.dim
+    assert named.contexts.shape == (5, cols) and rep.dim_source == "named"
+    # User/age=31 on line 1, string features one-hot
+    assert 31.0 in named.contexts[0] and named.contexts[0].sum() == 1 + 31 + 1 + 1 + 1
+
+
+def test_dsjson_skiplearn_cost_mapping_and_bad_lines(tmp_path: Path) -> None:
+    good = CORPUS[1]
+    lines = [
+        json.dumps({**good, "_skipLearn": True}),
+        json.dumps({**good, "_labelIndex": 9}),  # outside _multi
+        json.dumps({**good, "_label_Action": 3}),  # disagrees with _labelIndex 0
+        json.dumps({k: v for k, v in good.items() if k != "_label_cost"}),
+        json.dumps({**good, "c": {"_multi": []}}),
+        json.dumps({**good, "a": [1, 2], "p": [0.5]}),
+        "[1, 2]",
+        json.dumps(good),
+        json.dumps({**good, "_label_cost": -3.0}),  # reward 3 outside [0, 1]
+    ]
+    path = tmp_path / "bad.dsjson"
+    path.write_text("\n".join(lines) + "\n")
+    data, rep = read_dsjson(path, spec=LogSpec(action_id="i.id"))
+    assert rep.skipped == 1 and data.n == 1 and rep.malformed == 7
+    assert [n for n, _ in rep.errors] == [2, 3, 4, 5, 6, 7, 9]
+    assert "outside the declared range" in rep.errors[-1][1]
+    clipped, rep = read_dsjson(path, spec=LogSpec(action_id="i.id", out_of_range="clip"))
+    assert clipped.n == 2 and rep.clipped == 1 and clipped.reward.max() == 1.0
+    one_minus, _ = read_dsjson(path, spec=LogSpec(action_id="i.id", cost_scale=-1.0,
+                                                  cost_offset=1.0, out_of_range="clip"))
+    assert one_minus.reward.tolist() == [1.0, 1.0]
+    with pytest.raises(InvalidInputError):
+        read_dsjson(path, spec=LogSpec(action_id="i.id", reward_range=(1.0, 0.0)))
+
+
+def test_dsjson_writer_is_readable_by_vw_and_never_invents_probabilities(tmp_path: Path) -> None:
+    from simulations.world import make_world, simulate_log
+
+    world = make_world("small", 0)
+    data, _ = simulate_log(world, np.random.default_rng(3), 40)  # uniform logger: no pi_b
+    path = tmp_path / "w.dsjson"
+    write_dsjson(path, data)
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    assert first["a"][0] == first["_labelIndex"] + 1 and len(first["p"]) == 1
+    for i, (j, cost, prob, _w) in enumerate(_vw_labels(lines)):
+        assert j == data.arm_index[i] and cost == pytest.approx(-data.reward[i], abs=1e-6)
+        assert prob == pytest.approx(data.propensity[i], abs=1e-6)
+    back, rep = read_log(path)
+    assert rep.malformed == 0 and back.probabilities is None
+    np.testing.assert_allclose(back.contexts, data.contexts)
