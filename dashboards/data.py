@@ -1,8 +1,8 @@
 """Data access for the dashboard: settings, the cached read-only store, cached queries.
 
-Nothing here runs at import time. The store connection is a ``st.cache_resource`` (one
-per DSN and database, shared by all sessions, reopened every ``STORE_TTL_S`` so a
-read-only snapshot of an embedded store that the learner owns is refreshed); every query
+Nothing here runs at import time. The store connection is one per process, shared by all
+sessions and reopened every ``STORE_TTL_S`` (``SWITCHBOARD_DASHBOARD_STORE_TTL_S``) so a
+read-only snapshot of an embedded store that the learner owns is refreshed; every query
 is a ``st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background")`` keyed by its plain
 arguments: after the TTL the last result is served at once while a fresh one is computed
 in the background (stale-while-revalidate), so only the very first visitor waits for the
@@ -10,30 +10,40 @@ cohort query. A "live" view passes ``as_of_ms=None`` (now), keeping the key stab
 
 An embedded chdb store can be owned by one process only: the dashboard always opens it
 with ``open_store(dsn, database, read_only=True)``, which reads the live directory when it
-is free and a private snapshot of it when the learner holds the lock.
+is free and a private snapshot of it when the learner holds the lock. chdb serves one data
+directory per process at a time, and every reopen after the TTL is a new directory (a fresh
+snapshot, or the live one once the learner has gone): so the old store is closed *before*
+the new one opens, and a query that raced with the reopen retries once on the new store.
+
+The dashboard's "now" is the data's clock (:func:`data_clock`): the configured as-of, else
+the latest decision's event time. A simulated calendar (``switchboard demo``) then reads
+as of its last simulated moment, and days not yet reached never count as complete.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from bandit.config import Config, load_config
-from bandit.errors import SwitchboardError
+from bandit.errors import StoreError, SwitchboardError
+from bandit.redaction import redact
 
 __all__ = [
     "QUERY_TTL_S",
     "STORE_TTL_S",
     "DashboardSettings",
     "PolicyView",
+    "data_clock",
     "get_store",
     "latest_snapshot",
     "load_policy_view",
@@ -49,6 +59,7 @@ ENV_SNAPSHOT_DIR = "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR"
 ENV_STALE_AFTER_S = "SWITCHBOARD_DASHBOARD_STALE_AFTER_S"
 ENV_LAG_AFTER_S = "SWITCHBOARD_DASHBOARD_LAG_AFTER_S"
 ENV_AS_OF_MS = "SWITCHBOARD_DASHBOARD_AS_OF_MS"
+ENV_STORE_TTL_S = "SWITCHBOARD_DASHBOARD_STORE_TTL_S"
 
 
 @dataclass(frozen=True)
@@ -107,38 +118,102 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> DashboardSettings
 # --------------------------------------------------------------------------- store
 
 
-_OPENED: list[Any] = []
+class _StoreHolder:
+    """The process's one open store, reopened once it is older than its time-to-live.
+
+    chdb lets a process use one data directory at a time, and each reopen of an embedded
+    store the learner owns reads a new private snapshot: the old store is closed before the
+    new one opens (under the lock, so concurrent sessions and background refreshes agree on
+    one store). A failed open is not remembered: the next call tries again.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._store: Any = None
+        self._key: tuple[str, str] | None = None
+        self._opened = 0.0
+
+    def get(self, dsn: str, database: str, ttl_s: float) -> Any:
+        from bandit.store import open_store
+
+        with self._lock:
+            fresh = time.monotonic() - self._opened < ttl_s
+            if self._store is not None and self._key == (dsn, database) and fresh:
+                return self._store
+            self._close_locked()
+            store = open_store(dsn, database, read_only=True)
+            self._store, self._key, self._opened = store, (dsn, database), time.monotonic()
+            return store
+
+    def current(self) -> Any:
+        return self._store
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        store, self._store, self._key = self._store, None, None
+        if store is not None:
+            store.close()
 
 
-def _release_store(store: Any) -> None:
-    if store in _OPENED:
-        _OPENED.remove(store)
-    store.close()
+_HOLDER = _StoreHolder()
 
 
-@st.cache_resource(ttl=STORE_TTL_S, show_spinner=False, on_release=_release_store)
+def store_ttl_s(env: Mapping[str, str] | None = None) -> float:
+    """Seconds an opened store is reused (``SWITCHBOARD_DASHBOARD_STORE_TTL_S``)."""
+    env = os.environ if env is None else env
+    raw = env.get(ENV_STORE_TTL_S, "")
+    try:
+        ttl = float(raw) if raw else float(STORE_TTL_S)
+    except ValueError:
+        raise SwitchboardError(f"{ENV_STORE_TTL_S} must be a number of seconds, got {raw!r}") from None
+    if not ttl > 0:
+        raise SwitchboardError(f"{ENV_STORE_TTL_S} must be > 0, got {raw!r}")
+    return ttl
+
+
 def get_store(dsn: str, database: str) -> Any:
     """The store, opened read-only (never migrates, never writes). Raises StoreError.
 
-    Reopened every ``STORE_TTL_S``: for an embedded store that the learner owns this
-    takes a fresh snapshot; the old one is closed when the cache releases it.
+    Reopened after ``store_ttl_s()``: for an embedded store that the learner owns this
+    takes a fresh snapshot (the previous one is closed first).
     """
-    from bandit.store import open_store
-
-    store = open_store(dsn, database, read_only=True)
-    _OPENED.append(store)
-    return store
+    return _HOLDER.get(dsn, database, store_ttl_s())
 
 
 def close_stores() -> None:
-    """Close every store this process opened and forget the cached ones.
+    """Close the store this process opened.
 
     chdb serves one data directory per process: tests (and anything else that wants a
     different directory afterwards) call this to let go of the dashboard's.
     """
-    get_store.clear()
-    while _OPENED:
-        _OPENED.pop().close()
+    _HOLDER.close()
+
+
+_T = TypeVar("_T")
+
+
+def _read(key: tuple[str, str], query: Callable[[Any], _T]) -> _T:
+    """``query(store)`` on the current store; retried once when a reopen closed the store
+    between fetching it and querying it."""
+    store = get_store(*key)
+    try:
+        return query(store)
+    except StoreError:
+        if _HOLDER.current() is store:
+            raise
+    return query(get_store(*key))
+
+
+def data_clock(settings: DashboardSettings, last_event_ms: int | None) -> int:
+    """The dashboard's "now" (epoch ms): the configured as-of, else the latest event time
+    the store holds (never after the wall clock), else the wall clock."""
+    if settings.as_of_ms is not None:
+        return settings.as_of_ms
+    wall = settings.now_ms()
+    return wall if last_event_ms is None else min(int(last_event_ms), wall)
 
 
 def open_or_none(settings: DashboardSettings) -> tuple[Any | None, str | None]:
@@ -146,7 +221,7 @@ def open_or_none(settings: DashboardSettings) -> tuple[Any | None, str | None]:
     try:
         return get_store(settings.dsn, settings.database), None
     except SwitchboardError as exc:
-        return None, str(exc)
+        return None, redact(str(exc))
 
 
 # --------------------------------------------------------------------------- queries
@@ -157,14 +232,14 @@ def open_or_none(settings: DashboardSettings) -> tuple[Any | None, str | None]:
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def experiments(key: tuple[str, str]) -> list[str]:
     try:
-        return list(get_store(*key).experiments())
+        return list(_read(key, lambda st_: st_.experiments()))
     except SwitchboardError:
         return []
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner="Loading units…")
 def unit_metrics(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
-    return get_store(*key).unit_metrics(experiment_id, as_of_ms)
+    return _read(key, lambda st_: st_.unit_metrics(experiment_id, as_of_ms))
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner="Loading cohorts…")
@@ -178,17 +253,17 @@ def cohort_moments(
     one aggregate query (``Store.cohort_moments_many``): a few hundred numbers, whatever the
     number of units. Callers that share a result pass the same ``pairs``
     (``analysis.overview_pairs``)."""
-    return get_store(*key).cohort_moments_many(experiment_id, pairs, as_of_ms)
+    return _read(key, lambda st_: st_.cohort_moments_many(experiment_id, pairs, as_of_ms))
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def retention_curve(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
-    return get_store(*key).retention_curve(experiment_id, as_of_ms, max_day=30)
+    return _read(key, lambda st_: st_.retention_curve(experiment_id, as_of_ms, max_day=30))
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def traffic_share(key: tuple[str, str], experiment_id: str, bucket: str) -> pd.DataFrame:
-    return get_store(*key).traffic_share(experiment_id, bucket=bucket)
+    return _read(key, lambda st_: st_.traffic_share(experiment_id, bucket=bucket))
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
@@ -196,12 +271,12 @@ def decision_span(key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
     """First and last decision per variant and arm (``Store.decision_span``): the sidebar's
     variant and arm lists and first date, and the overview's freshness check, without the
     per-bucket traffic query."""
-    return get_store(*key).decision_span(experiment_id)
+    return _read(key, lambda st_: st_.decision_span(experiment_id))
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def arm_proxies(key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
-    return get_store(*key).arm_proxies(experiment_id)
+    return _read(key, lambda st_: st_.arm_proxies(experiment_id))
 
 
 # --------------------------------------------------------------------------- snapshots

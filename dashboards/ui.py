@@ -12,12 +12,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
+from bandit.redaction import redact
 from dashboards import analysis, data
 from dashboards.transforms import Banner
 
-__all__ = ["Context", "context", "empty_state", "show_banners", "sidebar"]
+__all__ = [
+    "P_BETTER_COLOURS",
+    "Context",
+    "context",
+    "empty_state",
+    "lift_results",
+    "p_better_style",
+    "show_banners",
+    "sidebar",
+]
 
 _KEY = "_switchboard_ctx"
 _DAY_MS = 86_400_000
@@ -47,6 +58,11 @@ class Context:
     def as_of_ms(self) -> int | None:
         return self.end_ms
 
+    @property
+    def dsn(self) -> str:
+        """The store's DSN as displayed (password redacted)."""
+        return redact(self.settings.dsn)
+
 
 def _date_to_ms(d: dt.date) -> int:
     return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp() * 1000)
@@ -55,7 +71,6 @@ def _date_to_ms(d: dt.date) -> int:
 def sidebar() -> Context:
     """Draw the filters (experiment, date range, variant, arm) and return the context."""
     settings = data.settings_from_env()
-    now_ms = settings.now_ms()
     store, err = data.open_or_none(settings)
     exps: list[str] = data.experiments((settings.dsn, settings.database)) if store is not None else []
     st.sidebar.title("Switchboard")
@@ -67,8 +82,10 @@ def sidebar() -> Context:
     exp = st.sidebar.selectbox("Experiment", exps, key="f_experiment")
     key = (settings.dsn, settings.database)
     span = data.decision_span(key, exp)
+    # "now" is the data's clock: a simulated calendar reads as of its last simulated moment
+    now_ms = data.data_clock(settings, int(span["last_ms"].max()) if len(span) else None)
     pairs = analysis.overview_pairs(analysis.experiment_arg(settings, exp))
-    exposed = analysis.moment_counts(data.cohort_moments(key, exp, settings.as_of_ms, pairs))
+    exposed = analysis.moment_counts(data.cohort_moments(key, exp, now_ms, pairs))
     all_variants = sorted(set(exposed["variant"]) | set(span["variant"]))
     all_arms = sorted(set(span["arm_id"]))
     # first decision day (exposures without decisions: the last 45 days)
@@ -84,10 +101,8 @@ def sidebar() -> Context:
         help="Units exposed in this range; lift and retention are computed as of its end.",
     )
     start, end = _range(picked, first, today)
-    # a range ending today is "live": queries run as of now (cache key without a time)
-    end_ms = None if end >= today else _date_to_ms(end) + _DAY_MS
-    if settings.as_of_ms is not None:
-        end_ms = min(settings.as_of_ms, end_ms) if end_ms is not None else settings.as_of_ms
+    # a range ending on the data's last day runs as of the data's clock
+    end_ms = now_ms if end >= today else min(_date_to_ms(end) + _DAY_MS, now_ms)
     variants = st.sidebar.multiselect("Variant", all_variants, default=all_variants, key="f_variants")
     arms = st.sidebar.multiselect("Arm", all_arms, default=[], key="f_arms", placeholder="all arms")
     ctx = Context(
@@ -131,8 +146,8 @@ def empty_state(ctx: Context, what: str) -> bool:
     if ctx.store is None:
         st.info(
             f"**No store to read yet.** {what} appear once the learner has written to "
-            f"`{ctx.settings.dsn}` (database `{ctx.settings.database}`)."
-            + (f"\n\nDetails: {ctx.store_error}" if ctx.store_error else "")
+            f"`{ctx.dsn}` (database `{ctx.settings.database}`)."
+            + (f"\n\nDetails: {redact(ctx.store_error)}" if ctx.store_error else "")
         )
         return True
     if ctx.experiment is None:
@@ -149,3 +164,78 @@ def show_banners(banners: Sequence[Banner]) -> None:
     for b in banners:
         fn = {"error": st.error, "warning": st.warning, "success": st.success}.get(b.level, st.info)
         fn(f"**{b.title}** — {b.detail}")
+
+
+# --------------------------------------------------------------------------- lift results
+
+#: P(better) colours by meaning (GrowthBook / Eppo convention): likely better, likely worse,
+#: undecided; the theme's primary red would read as "bad" whatever the value
+P_BETTER_COLOURS = {"better": "#1a7f37", "worse": "#cf222e", "undecided": "#6e7781"}
+
+
+def p_better_style(p: float | None) -> str:
+    """CSS for a P(better) cell (``p`` a fraction): green >= 95 %, red <= 5 %, grey between."""
+    if p is None or pd.isna(p):
+        return f"color: {P_BETTER_COLOURS['undecided']}"
+    if p >= 0.95:
+        return f"color: {P_BETTER_COLOURS['better']}; font-weight: 600"
+    if p <= 0.05:
+        return f"color: {P_BETTER_COLOURS['worse']}; font-weight: 600"
+    return f"color: {P_BETTER_COLOURS['undecided']}"
+
+
+def _value(metric_key: str, v: Any) -> str:
+    if v is None or pd.isna(v):
+        return "—"
+    if "retention" in str(metric_key) or "retained" in str(metric_key):
+        return f"{min(max(float(v), 0.0), 1.0):.1%}"
+    return f"{float(v):,.1f}"
+
+
+def _pct(v: Any) -> str:
+    return "—" if v is None or pd.isna(v) else f"{float(v):+.1%}"
+
+
+def _interval(low: Any, high: Any) -> str:
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "—"
+    return f"{float(low):+.1%} … {float(high):+.1%}"
+
+
+def _count(v: Any) -> str:
+    return "—" if v is None or pd.isna(v) else f"{int(v):,}"
+
+
+def lift_results(table: pd.DataFrame) -> pd.io.formats.style.Styler:
+    """The overview's results table as shown: per metric and variant the control's and the
+    variant's values and sample sizes beside the lift, both intervals, P(better) coloured by
+    meaning, the verdict last. Numbers come from ``analysis.overview`` (``lift_display``
+    columns); this only formats them, as text a static table wraps instead of cutting."""
+    def col(name: str) -> list[Any]:
+        return list(table[name]) if name in table.columns else [None] * len(table)
+
+    keys = col("metric_key")
+    rows = pd.DataFrame(
+        {
+            "Metric": table["metric"].astype(str),
+            "Variant": table["variant"].astype(str),
+            "Control value": [_value(k, v) for k, v in zip(keys, col("mean_control"), strict=True)],
+            "Variant value": [_value(k, v) for k, v in zip(keys, col("mean_treatment"), strict=True)],
+            "Units (control / variant)": [
+                f"{_count(c)} / {_count(t)}"
+                for c, t in zip(col("n_control"), col("n_treatment"), strict=True)
+            ],
+            "Lift": [_pct(v) for v in col("lift")],
+            "95% CI": [_interval(lo, hi) for lo, hi in zip(col("ci_low"), col("ci_high"), strict=True)],
+            "Always-valid 95%": [
+                _interval(lo, hi) for lo, hi in zip(col("av_low"), col("av_high"), strict=True)
+            ],
+            "P(better)": ["—" if p is None or pd.isna(p) else f"{float(p):.0%}" for p in col("p_better")],
+            "Verdict": ["" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+                        for v in col("verdict")],
+        }
+    )
+    p = col("p_better")
+    return rows.style.hide(axis="index").apply(
+        lambda col: [p_better_style(v) for v in p], subset=["P(better)"]
+    )

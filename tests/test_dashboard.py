@@ -196,26 +196,40 @@ def test_overview_lift_table_matches_bandit_lift(
     at = _app(monkeypatch, filled["env"])
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    shown = at.dataframe[0].value
+    shown = at.table[0].value
     store = reader
     expected = lift_table(store, EXPERIMENT, "day30_engagement", filled["as_of_ms"], True)
     row = shown[(shown["Metric"] == "Day-30 engagement") & (shown["Variant"] == "bandit")]
     assert len(row) == 1
     e = expected[expected["variant"] == "bandit"].iloc[0]
-    assert math.isclose(row["Lift"].iloc[0], 100 * e["rel_lift"], rel_tol=1e-9)
-    assert math.isclose(row["CI low"].iloc[0], 100 * e["rel_ci_low"], rel_tol=1e-9)
-    assert math.isclose(row["AV high"].iloc[0], 100 * e["seq_ci_high"], rel_tol=1e-9)
-    assert math.isclose(row["P(better)"].iloc[0], 100 * e["prob_better"], rel_tol=1e-9)
-    assert int(row["n variant"].iloc[0]) == int(e["n"])
+    # control and variant values and sample sizes beside the lift, both intervals
+    assert row["Lift"].iloc[0] == f"{e['rel_lift']:+.1%}"
+    assert row["95% CI"].iloc[0] == f"{e['rel_ci_low']:+.1%} … {e['rel_ci_high']:+.1%}"
+    assert row["Always-valid 95%"].iloc[0] == f"{e['seq_ci_low']:+.1%} … {e['seq_ci_high']:+.1%}"
+    assert row["P(better)"].iloc[0] == f"{e['prob_better']:.0%}"
+    assert row["Control value"].iloc[0] == f"{e['mean_control']:,.1f}"
+    assert row["Variant value"].iloc[0] == f"{e['mean']:,.1f}"
+    assert row["Units (control / variant)"].iloc[0] == f"{int(e['n_control']):,} / {int(e['n']):,}"
     assert row["Verdict"].iloc[0] == e["verdict"]
+    # the page is as of the data's clock (the latest decision), not the wall clock
+    assert any("the data's clock" in c.value for c in at.caption)
     # CUPED off shows the unadjusted figures
     at.radio(key="ov_cuped").set_value("off").run()
-    shown = at.dataframe[0].value
+    shown = at.table[0].value
     e = lift_table(store, EXPERIMENT, "day7_retention", filled["as_of_ms"], False)
     e = e[e["variant"] == "bandit"].iloc[0]
     row = shown[(shown["Metric"] == "Day-7 retention") & (shown["Variant"] == "bandit")]
-    assert math.isclose(row["Lift"].iloc[0], 100 * e["rel_lift"], rel_tol=1e-9)
-    assert not row["CUPED"].iloc[0]
+    assert row["Lift"].iloc[0] == f"{e['rel_lift']:+.1%}"
+    assert row["Control value"].iloc[0] == f"{e['mean_control']:.1%}"
+
+
+@pytest.mark.parametrize(
+    ("p", "meaning"), [(0.97, "better"), (0.95, "better"), (0.5, "undecided"), (0.05, "worse"),
+                       (0.01, "worse"), (float("nan"), "undecided")])
+def test_p_better_coloured_by_meaning(p: float, meaning: str) -> None:
+    from dashboards.ui import P_BETTER_COLOURS, p_better_style
+
+    assert P_BETTER_COLOURS[meaning] in p_better_style(p)
 
 
 def test_overview_health_banners_report_healthy_store(
@@ -377,3 +391,82 @@ def test_cohort_view_moments_equal_store_cohort_moments(
     for col in ("sy", "syy", "sx", "sxx", "sxy"):
         for v in want.index:
             assert math.isclose(got.loc[v, col], want.loc[v, col], rel_tol=1e-9, abs_tol=1e-9)
+
+
+def test_live_view_reads_as_of_the_data_clock(filled: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no configured as-of, "now" is the latest decision's time: a simulated calendar
+    in the past is read as of its end, so its complete cohorts show (not the wall clock)."""
+    env = {k: v for k, v in filled["env"].items() if k != "SWITCHBOARD_DASHBOARD_AS_OF_MS"}
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_AS_OF_MS", raising=False)
+    at = _app(monkeypatch, env)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    from dashboards.ui import _KEY
+
+    ctx = at.session_state[_KEY]
+    store = open_store(filled["dsn"], filled["database"], read_only=True)
+    try:
+        last = int(store.decision_span(EXPERIMENT)["last_ms"].max())
+    finally:
+        store.close()
+    assert ctx.as_of_ms == last
+
+
+_OWNER = """
+import sys, time
+from bandit.store import open_store
+from bandit.store.synthetic import generate_experiment, insert_experiment
+import numpy as np
+store = open_store(sys.argv[1], "owned")
+insert_experiment(store, generate_experiment(200, 0.1, np.random.SeedSequence(7), experiment_id="owned-exp"))
+print("ready", flush=True)
+sys.stdin.read()
+store.close()
+"""
+
+
+def test_store_reopens_after_ttl_while_another_process_owns_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The learner owns the embedded store; every reopen after the TTL reads a new private
+    snapshot (a new directory), and once the owner is gone the live directory: chdb serves
+    one directory per process, so each reopen must release the previous one first."""
+    import subprocess
+    import sys
+    import time
+
+    from dashboards import data
+
+    data.close_stores()
+    dsn = f"chdb://{tmp_path / 'owned'}"
+    owner = subprocess.Popen([sys.executable, "-c", _OWNER, dsn], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout is not None
+        assert owner.stdout.readline().strip() == "ready"
+        monkeypatch.setenv(data.ENV_STORE_TTL_S, "0.05")
+        key = (dsn, "owned")
+        seen = []
+        for _ in range(3):
+            store = data.get_store(*key)
+            assert store.experiments() == ["owned-exp"]
+            seen.append(store)
+            time.sleep(0.1)
+        assert len({id(s) for s in seen}) == 3, "each call after the TTL reopened the store"
+    finally:
+        assert owner.stdin is not None
+        owner.stdin.close()
+        owner.wait(60)
+    store = data.get_store(*key)  # the live directory, now free
+    assert store.experiments() == ["owned-exp"]
+    data.close_stores()
+
+
+def test_store_ttl_setting_is_validated() -> None:
+    from bandit.errors import SwitchboardError
+    from dashboards.data import ENV_STORE_TTL_S, store_ttl_s
+
+    assert store_ttl_s({ENV_STORE_TTL_S: "2.5"}) == 2.5
+    for bad in ("soon", "0", "-1"):
+        with pytest.raises(SwitchboardError, match=ENV_STORE_TTL_S):
+            store_ttl_s({ENV_STORE_TTL_S: bad})

@@ -13,7 +13,7 @@ if not ui.empty_state(ctx, "Lift figures"):
     s = ctx.settings
     st.caption(
         f"Experiment **{ctx.experiment}** · control **{s.control}** · as of "
-        f"{analysis.fmt_time(ctx.as_of_ms)} · store `{s.dsn}`"
+        f"{analysis.fmt_time(ctx.as_of_ms)} (the data's clock) · store `{ctx.dsn}`"
     )
     # the CUPED switch's value is in session state before the widget is drawn below
     view = analysis.overview(ctx, st.session_state.get("ov_cuped", "on") == "on")
@@ -33,19 +33,13 @@ if not ui.empty_state(ctx, "Lift figures"):
         st.info("No unit has a complete day-1 yet: lift appears once the first cohort matures.")
     else:
         table = analysis.lift_view(view.lift, metric_pick, cuped == "on", ctx.variants)
-        st.dataframe(
-            analysis.lift_table_for_display(table),
-            hide_index=True,
-            width="stretch",
-            column_config=analysis.LIFT_COLUMN_CONFIG,
-            key="ov_lift_table",
-        )
         if not table.empty:
+            st.table(ui.lift_results(table))
             st.altair_chart(charts.lift_forest_chart(table), width="stretch")
         st.caption(
             "Lift is relative: (variant − control) / control, delta-method 95% CI. The "
             "always-valid interval stays correct however often you look; verdicts use it. "
-            "P(better): posterior probability the variant beats control."
+            "P(better): posterior probability the variant beats control (green ≥ 95 %, red ≤ 5 %)."
         )
         with st.expander("Sample sizes"):
             st.dataframe(view.sizes, hide_index=True, width="stretch")
