@@ -224,8 +224,22 @@ class LearnerConfig:
     state_dir: str = "var/learner"
     #: port of the Prometheus metrics endpoint (0 = off; metrics are logged)
     metrics_port: int = 0
+    #: interface of the metrics and health endpoint (loopback unless a cluster-internal address)
+    metrics_host: str = "127.0.0.1"
+    #: event times more than this (s) after their record's broker timestamp are dead-lettered
+    max_future_skew_s: float = 300.0
+    #: event times more than this (s) before their record's broker timestamp are dead-lettered
+    #: (0 = no lower bound: backfills and simulated calendars write old event times)
+    max_past_skew_s: float = 0.0
+    #: exit non-zero once checkpoints have kept failing for this long (s)
+    max_checkpoint_failure_s: float = 300.0
+    #: file with the key that authenticates state files (HMAC-SHA256); empty = checksum only
+    state_hmac_key_file: str = ""
 
     def __post_init__(self) -> None:
+        _nonneg("learner.max_future_skew_s", self.max_future_skew_s)
+        _nonneg("learner.max_past_skew_s", self.max_past_skew_s)
+        _positive("learner.max_checkpoint_failure_s", self.max_checkpoint_failure_s)
         _positive("learner.attribution_window_s", self.attribution_window_s)
         _positive("learner.batch_size", self.batch_size)
         _positive("learner.commit_interval_s", self.commit_interval_s)

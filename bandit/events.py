@@ -29,7 +29,9 @@ import orjson
 from bandit.errors import EventDecodeError
 
 __all__ = [
+    "MAX_CONTEXT_ABS",
     "MAX_EVENT_BYTES",
+    "MAX_TS_MS",
     "SCHEMA_VERSION",
     "DecisionEvent",
     "EngagementEvent",
@@ -50,6 +52,12 @@ SCHEMA_VERSION: Final = 1
 #: Events larger than this are refused before parsing (64 KiB is ~ 8000 floats of context).
 MAX_EVENT_BYTES: Final = 64 * 1024
 _MAX_ID_LEN: Final = 256
+#: Latest accepted event time: the last millisecond a ClickHouse ``DateTime`` (the store's
+#: partitioning and every day-N query) can represent, 2106-02-07 06:28:15.999 UTC; far
+#: inside the ``Int64`` column that holds it.
+MAX_TS_MS: Final = (2**32 - 1) * 1000 + 999
+#: Largest context magnitude: the store keeps contexts as ``Float32``.
+MAX_CONTEXT_ABS: Final = float(np.finfo(np.float32).max)
 #: inclusive ranges of the feedback proxies
 _RATING_RANGE: Final = (1, 5)
 _LENGTH_RANGE: Final = (0, 1_000_000)
@@ -225,17 +233,24 @@ def decode_decision(raw: bytes) -> DecisionEvent:
         raise _fail("context", ctx, "must be a non-empty array of numbers", raw)
     # Fast path: orjson yields Python floats for JSON reals and refuses NaN/Infinity, so a
     # context of floats only needs one finiteness check; anything else is checked per item.
-    if not all(type(v) is float for v in ctx) or not math.isfinite(sum(ctx)):
+    if (
+        not all(type(v) is float for v in ctx)
+        or not math.isfinite(sum(ctx))
+        or max(map(abs, ctx)) > MAX_CONTEXT_ABS
+    ):
         for i, v in enumerate(ctx):
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise _fail(f"context[{i}]", v, "must be a finite number", raw)
+            if abs(v) > MAX_CONTEXT_ABS:
+                raise _fail(f"context[{i}]", v, f"must be within ±{MAX_CONTEXT_ABS:g} (Float32)",
+                            raw)
     eligible = obj.get("eligible", [])
     if not isinstance(eligible, list) or not all(isinstance(a, str) and a for a in eligible):
         raise _fail("eligible", eligible, "must be an array of arm ids", raw)
     return DecisionEvent(
         event_id=_str(obj, "event_id", raw),
         decision_id=_str(obj, "decision_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw),  # type: ignore[arg-type]
+        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
         unit_id=_str(obj, "unit_id", raw),
         conversation_id=_str(obj, "conversation_id", raw),
         experiment_id=_str(obj, "experiment_id", raw),
@@ -259,7 +274,7 @@ def decode_feedback(raw: bytes) -> FeedbackEvent:
     return FeedbackEvent(
         event_id=_str(obj, "event_id", raw),
         decision_id=_str(obj, "decision_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw),  # type: ignore[arg-type]
+        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
         unit_id=_str(obj, "unit_id", raw),
         conversation_id=_str(obj, "conversation_id", raw),
         retried=retried,
@@ -272,7 +287,7 @@ def decode_engagement(raw: bytes) -> EngagementEvent:
     obj = _load(raw)
     return EngagementEvent(
         event_id=_str(obj, "event_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw),  # type: ignore[arg-type]
+        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
         unit_id=_str(obj, "unit_id", raw),
         screen_time_s=_float(obj, "screen_time_s", raw, lo=0.0, hi=86_400.0),
         messages=_int(obj, "messages", raw, lo=0, hi=100_000),  # type: ignore[arg-type]
@@ -283,7 +298,7 @@ def decode_exposure(raw: bytes) -> ExposureEvent:
     obj = _load(raw)
     return ExposureEvent(
         event_id=_str(obj, "event_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw),  # type: ignore[arg-type]
+        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
         unit_id=_str(obj, "unit_id", raw),
         conversation_id=_str(obj, "conversation_id", raw),
         experiment_id=_str(obj, "experiment_id", raw),
@@ -302,8 +317,9 @@ def decode_exposure(raw: bytes) -> ExposureEvent:
 # it; otherwise it returns None and the caller decodes the batch event by event (which
 # produces the dead letters and their reasons). The fast form is a strict subset of what
 # the per-event decoder accepts: schema_version the integer 1, ids non-empty strings of at
-# most 256 chars, ts_ms a non-negative integer, propensity a float in (0, 1], context a
-# list of floats (JSON reals; orjson refuses NaN, Infinity and overflowing doubles),
+# most 256 chars, ts_ms an integer in [0, MAX_TS_MS], propensity a float in (0, 1], context a
+# list of floats within Float32 range (JSON reals; orjson refuses NaN, Infinity and
+# overflowing doubles),
 # eligible absent or a list of non-empty strings; rating and conversation_length integers
 # in range or null, retried a bool or null. Anything else (an integer context entry, a
 # propensity written as ``1``, ...) takes the per-event path, which may still accept it.
@@ -416,7 +432,7 @@ def _decode_decision_chunk(
     if not all(_valid_strings(cols[i]) for i in _DECISION_STR_COLS):
         return None
     ts, prop, ctx = cols[2], cols[8], cols[10]
-    if _types(ts) != _INT or min(ts) < 0:
+    if _types(ts) != _INT or min(ts) < 0 or max(ts) > MAX_TS_MS:
         return None
     if _types(prop) != _FLOAT or min(prop) <= 0.0 or max(prop) > 1.0:
         return None
@@ -436,7 +452,7 @@ def _decode_decision_chunk(
     else:
         elig = [()] * len(objs)
     X = np.array(ctx, dtype=np.float64)
-    if not np.isfinite(X).all():  # cannot happen with orjson; kept as a guard
+    if not np.isfinite(X).all() or np.abs(X).max() > MAX_CONTEXT_ABS:
         return None
     events = list(
         map(
@@ -478,7 +494,7 @@ def _decode_feedback_chunk(raws: Sequence[bytes | None]) -> list[FeedbackEvent] 
     if not all(_valid_strings(cols[i]) for i in (0, 1, 3, 4)):
         return None
     ts = cols[2]
-    if _types(ts) != _INT or min(ts) < 0:
+    if _types(ts) != _INT or min(ts) < 0 or max(ts) > MAX_TS_MS:
         return None
     retried = list(map(dict.get, objs, repeat("retried")))
     rating = list(map(dict.get, objs, repeat("rating")))

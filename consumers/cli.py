@@ -27,7 +27,7 @@ def build_learner(
 ) -> Any:
     """Wire policy, prior, publisher, sink and the Kafka adapter from ``config``."""
     from bandit.registry import RegistryFile
-    from consumers.join import JoinPartition
+    from consumers.join import JoinPartition, event_time_bounds
     from consumers.kafka_adapter import KafkaLearner
     from consumers.metrics import LearnerMetrics
     from consumers.model import ArmFollower, ModelPublisher, load_arms, load_or_create_prior
@@ -38,6 +38,7 @@ def build_learner(
     follower = ArmFollower(arms, RegistryFile(config.serve.snapshot_dir))
     follower.sync()
     lc = config.learner
+    future_ms, past_ms = event_time_bounds(lc)
 
     def make_join(partition: int) -> JoinPartition:
         return JoinPartition(
@@ -48,6 +49,8 @@ def build_learner(
             window_s=lc.attribution_window_s,
             reward=config.reward,
             arm_known=follower.known,
+            max_future_ms=future_ms,
+            max_past_ms=past_ms,
         )
 
     sink: Sink | None = (

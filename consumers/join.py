@@ -31,13 +31,16 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
-from bandit.config import RewardConfig
+from bandit.config import LearnerConfig, RewardConfig
 from bandit.errors import EventDecodeError
 from bandit.events import (
     DecisionEvent,
@@ -62,8 +65,10 @@ __all__ = [
     "EngagementPartition",
     "JoinPartition",
     "LateFeedback",
+    "LowWatermark",
     "Outbox",
     "StatisticsModel",
+    "event_time_bounds",
 ]
 
 DECISIONS: Final = "decisions"
@@ -74,6 +79,68 @@ ENGAGEMENT: Final = "engagement"
 DEFAULT_CLOSED_CAPACITY: Final = 200_000
 #: Distinct (retried, rating, length) proxy combinations whose reward is memoised.
 _REWARD_MEMO_SIZE: Final = 65_536
+#: Accepted events of one topic in the sliding window the watermark is read from.
+WATERMARK_WINDOW: Final = 64
+#: The watermark ignores this many largest event times of every window: that many outliers
+#: among any WATERMARK_WINDOW consecutive events cannot move it.
+WATERMARK_OUTLIERS: Final = 7
+
+
+def event_time_bounds(config: LearnerConfig) -> tuple[int | None, int | None]:
+    """``(max_future_ms, max_past_ms)`` around the broker timestamp (None = unbounded)."""
+    past = round(config.max_past_skew_s * 1000) if config.max_past_skew_s > 0 else None
+    return round(config.max_future_skew_s * 1000), past
+
+
+class LowWatermark:
+    """How far one topic of a partition has got in event time, robust to outliers.
+
+    After each accepted event the candidate is the ``(outliers + 1)``-th largest event time
+    among the last ``WATERMARK_WINDOW`` accepted events (slots not yet filled count as -1);
+    the watermark is the largest candidate so far. For a stream in event-time order it
+    trails the newest event by ``outliers`` events; up to ``outliers`` events stamped in
+    the future among any ``WATERMARK_WINDOW`` consecutive ones cannot move it, events
+    stamped in the past only hold it back, and it never goes back. The value depends only
+    on the sequence of accepted event times, not on how they were batched. ``outliers=0``
+    is the plain running maximum (which one future event moves for good).
+    """
+
+    __slots__ = ("outliers", "recent", "value")
+
+    def __init__(
+        self,
+        outliers: int = WATERMARK_OUTLIERS,
+        recent: Sequence[int] | None = None,
+        value: int = -1,
+    ) -> None:
+        if not 0 <= outliers < WATERMARK_WINDOW:
+            raise ValueError(
+                f"watermark outliers must be in [0, {WATERMARK_WINDOW - 1}], got {outliers}"
+            )
+        self.outliers = outliers
+        self.recent: list[int] = (
+            [-1] * (WATERMARK_WINDOW - 1) if recent is None else [int(t) for t in recent]
+        )
+        if len(self.recent) != WATERMARK_WINDOW - 1:
+            raise ValueError(
+                f"watermark window must hold {WATERMARK_WINDOW - 1} times, got {len(self.recent)}"
+            )
+        self.value = int(value)
+
+    def observe(self, ts: Sequence[int]) -> None:
+        """Take the event times of newly accepted events, in stream order."""
+        if not ts:
+            return
+        arr = np.array([*self.recent, *ts], dtype=np.int64)
+        rank = WATERMARK_WINDOW - self.outliers - 1
+        if bool((arr[1:] >= arr[:-1]).all()):  # in order: the last window's is the largest
+            candidate = int(arr[-self.outliers - 1])
+        else:
+            windows = sliding_window_view(arr, WATERMARK_WINDOW)
+            candidate = int(np.partition(windows, rank, axis=1)[:, rank].max())
+        if candidate > self.value:
+            self.value = candidate
+        self.recent = arr[len(arr) - WATERMARK_WINDOW + 1 :].tolist()
 
 
 class StatisticsModel(Protocol):
@@ -88,7 +155,12 @@ class StatisticsModel(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A rejected message: why, the original bytes, and where it came from."""
+    """A rejected message: why, the original bytes, and where it came from.
+
+    ``source`` is ``decisions``, ``feedback`` or ``engagement`` (``offset`` the record's),
+    or the store table of a derived row the store refused (``rewards``, ``exposures``;
+    ``raw`` is then the row as JSON and ``offset`` -1).
+    """
 
     reason: str
     raw: bytes
@@ -131,6 +203,9 @@ class Outbox:
     rewards: list[ClosedDecision] = field(default_factory=list)
     engagement: list[EngagementEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: event_id → (partition, offset, original bytes) of every event above, so that a row
+    #: the store refuses can be dead-lettered with the bytes that arrived
+    raw: dict[str, tuple[int, int, bytes | None]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (
@@ -151,9 +226,11 @@ class Outbox:
             self.rewards,
             self.engagement,
             self.dead_letters,
+            self.raw,
         )
         self.decisions, self.feedback, self.late = [], [], []
         self.rewards, self.engagement, self.dead_letters = [], [], []
+        self.raw = {}
         return out
 
     def extend(self, other: Outbox) -> None:
@@ -163,6 +240,7 @@ class Outbox:
         self.rewards += other.rewards
         self.engagement += other.engagement
         self.dead_letters += other.dead_letters
+        self.raw.update(other.raw)
 
 
 @dataclass(slots=True)
@@ -202,18 +280,30 @@ class Counters:
     closed: int = 0
     defaulted: int = 0
     dead_lettered: int = 0
+    duplicates: int = 0
+    out_of_time: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
 
 
 class _Partition:
-    """What every partition's state shares: offsets, counters, an outbox, dead-lettering."""
+    """What every partition's state shares: offsets, counters, an outbox, dead-lettering,
+    and the event-time bound against the records' broker timestamps.
+
+    ``max_future_ms`` / ``max_past_ms`` (None = unbounded) bound ``ts_ms`` around the
+    broker timestamp of the record that carried the event, when the caller gives one
+    (``timestamps`` of :meth:`ingest`; a negative timestamp means the broker gave none).
+    The broker stamps records as they arrive and replays carry the same stamps, so the
+    bound gives the same answer on every replay.
+    """
 
     partition: int
     offsets: dict[str, int]
     counters: Counters
     outbox: Outbox
+    max_future_ms: int | None = None
+    max_past_ms: int | None = None
 
     def _dead(self, reason: str, raw: bytes | None, source: str, offset: int) -> None:
         self.counters.dead_lettered += 1
@@ -221,17 +311,51 @@ class _Partition:
             DeadLetter(reason, raw or b"", source, self.partition, offset)
         )
 
+    def _time_error(self, ts_ms: int, broker_ms: int) -> str | None:
+        """Why ``ts_ms`` is outside the bound around ``broker_ms``, or None."""
+        if broker_ms < 0:
+            return None
+        if self.max_future_ms is not None and ts_ms > broker_ms + self.max_future_ms:
+            return (
+                f"ts_ms must be at most {self.max_future_ms / 1000:g} s after the record's "
+                f"broker timestamp {broker_ms}, got {ts_ms}"
+            )
+        if self.max_past_ms is not None and ts_ms < broker_ms - self.max_past_ms:
+            return (
+                f"ts_ms must be at most {self.max_past_ms / 1000:g} s before the record's "
+                f"broker timestamp {broker_ms}, got {ts_ms}"
+            )
+        return None
+
+    def _times_ok(self, ts: Sequence[int], timestamps: Sequence[int] | None) -> bool:
+        """Whether every event time is inside the bound (the fast paths' column check)."""
+        if timestamps is None or (self.max_future_ms is None and self.max_past_ms is None):
+            return True
+        t = np.asarray(ts, dtype=np.int64)
+        b = np.asarray(timestamps, dtype=np.int64)
+        ok = np.ones(len(t), dtype=bool)
+        if self.max_future_ms is not None:
+            ok &= t <= b + self.max_future_ms
+        if self.max_past_ms is not None:
+            ok &= t >= b - self.max_past_ms
+        return bool((ok | (b < 0)).all())
+
     def _decoded(
         self,
         records: Iterable[tuple[int, bytes | None]],
         topic: str,
         decode: Callable[[bytes], _E],
+        timestamps: Sequence[int] | None = None,
     ) -> Iterator[tuple[int, bytes | None, _E]]:
         """New records of ``topic`` decoded; replayed offsets skipped, undecodable ones
-        dead-lettered. The topic's next offset advances once the records are exhausted."""
+        and those outside the event-time bound dead-lettered. ``timestamps`` are the
+        records' broker timestamps, aligned with ``records``. The topic's next offset
+        advances once the records are exhausted."""
         nxt = self.offsets[topic]
         c = self.counters
+        stamps = iter(timestamps) if timestamps is not None else None
         for offset, raw in records:
+            broker = next(stamps) if stamps is not None else -1
             if offset < nxt:
                 continue
             nxt = offset + 1
@@ -240,6 +364,11 @@ class _Partition:
                 ev = decode(raw if raw is not None else b"")
             except EventDecodeError as exc:
                 self._dead(str(exc), raw, topic, offset)
+                continue
+            reason = self._time_error(ev.ts_ms, broker)  # type: ignore[attr-defined]
+            if reason is not None:
+                c.out_of_time += 1
+                self._dead(reason, raw, topic, offset)
                 continue
             yield offset, raw, ev
         self.offsets[topic] = nxt
@@ -271,8 +400,14 @@ class JoinPartition(_Partition):
         closed_capacity: int = DEFAULT_CLOSED_CAPACITY,
         late_horizon_windows: float = 3.0,
         arm_known: Callable[[str], bool] | None = None,
+        max_future_ms: int | None = None,
+        max_past_ms: int | None = None,
+        watermark_outliers: int = WATERMARK_OUTLIERS,
     ) -> None:
         self.partition = partition
+        self.max_future_ms = max_future_ms
+        self.max_past_ms = max_past_ms
+        self.watermark_outliers = watermark_outliers
         self.model = model
         self.arm_ids = frozenset(arm_ids)
         self.arm_known = arm_known
@@ -285,13 +420,19 @@ class JoinPartition(_Partition):
         self.closed_horizon_ms = round(self.window_ms * (1.0 + late_horizon_windows))
         self.delta: Any = model.empty_statistics()
         self.offsets: dict[str, int] = {DECISIONS: 0, FEEDBACK: 0}
-        self.wm_decisions = -1
-        self.wm_feedback = -1
+        self._wm_decisions = LowWatermark(watermark_outliers)
+        self._wm_feedback = LowWatermark(watermark_outliers)
+        # event ids already applied: those of pending and recently closed decisions, and
+        # of feedback in (ts_ms, event_id) arrival order, forgotten with the closed ids
+        self._decision_eids: set[str] = set()
+        self._feedback_eids: set[str] = set()
+        self._feedback_eid_order: deque[tuple[int, str]] = deque()
         self.pending: dict[str, _Pending] = {}
         self._heap: list[tuple[int, int, str]] = []
         self._seq = 0
-        # min-heap of (ts_ms, offset, feedback): out-of-order feedback must not block newer
-        self.held: list[tuple[int, int, FeedbackEvent]] = []
+        # min-heap of (ts_ms, offset, feedback, original bytes): out-of-order feedback must
+        # not block newer; (ts_ms, offset) is unique, so the heap never compares the rest
+        self.held: list[tuple[int, int, FeedbackEvent, bytes]] = []
         # decision ids of held feedback (a superset: popped entries linger until the next
         # rescan), and whether a decision that some held feedback waits for has arrived
         self._held_ids: set[str] = set()
@@ -304,27 +445,48 @@ class JoinPartition(_Partition):
     # ------------------------------------------------------------------ ingest
 
     @property
+    def wm_decisions(self) -> int:
+        """The decisions topic's robust watermark (:class:`LowWatermark`)."""
+        return self._wm_decisions.value
+
+    @property
+    def wm_feedback(self) -> int:
+        """The feedback topic's robust watermark (:class:`LowWatermark`)."""
+        return self._wm_feedback.value
+
+    @property
     def watermark(self) -> int:
         return min(self.wm_decisions, self.wm_feedback)
 
-    def ingest(self, source: str, records: Iterable[tuple[int, bytes | None]]) -> None:
+    def ingest(
+        self,
+        source: str,
+        records: Iterable[tuple[int, bytes | None]],
+        timestamps: Sequence[int] | None = None,
+    ) -> None:
         """Apply raw messages ``(offset, value)`` of ``source`` (decisions or feedback).
 
-        Messages below the snapshot offset (already applied) are skipped, so a
-        redelivery after a rebalance is harmless.
+        ``timestamps`` (aligned with ``records``) are the records' broker timestamps for
+        the event-time bound. Messages below the snapshot offset (already applied) are
+        skipped, so a redelivery after a rebalance is harmless.
         """
         if source == DECISIONS:
-            self._ingest_decisions(records)
+            self._ingest_decisions(records, timestamps)
         elif source == FEEDBACK:
-            self._ingest_feedback(records)
+            self._ingest_feedback(records, timestamps)
         else:
             raise ValueError(f"source must be {DECISIONS!r} or {FEEDBACK!r}, got {source!r}")
         self.advance()
 
     def ingest_batch(
-        self, source: str, offsets: Sequence[int], values: Sequence[bytes | None]
+        self,
+        source: str,
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
+        timestamps: Sequence[int] | None = None,
     ) -> None:
-        """Same effect as ``ingest(source, zip(offsets, values))``, decoded column-wise.
+        """Same effect as ``ingest(source, zip(offsets, values), timestamps)``, decoded
+        column-wise.
 
         The fast path applies a batch in one go when every new message in it is valid in
         the common form (see :func:`bandit.events.decode_decision_batch`) and passes the
@@ -335,21 +497,28 @@ class JoinPartition(_Partition):
         """
         start = _first_new(offsets, self.offsets.get(source, 0))
         if start is None:  # offsets not increasing: let the per-event path sort it out
-            self.ingest(source, zip(offsets, values, strict=True))
+            self.ingest(source, zip(offsets, values, strict=True), timestamps)
             return
         offsets, values = offsets[start:], values[start:]
+        if timestamps is not None:
+            timestamps = timestamps[start:]
         if source == DECISIONS:
-            done = bool(offsets) and self._fast_decisions(offsets, values)
+            done = bool(offsets) and self._fast_decisions(offsets, values, timestamps)
         elif source == FEEDBACK:
-            done = bool(offsets) and self._fast_feedback(offsets, values)
+            done = bool(offsets) and self._fast_feedback(offsets, values, timestamps)
         else:
             raise ValueError(f"source must be {DECISIONS!r} or {FEEDBACK!r}, got {source!r}")
         if not done:
-            self.ingest(source, zip(offsets, values, strict=True))
+            self.ingest(source, zip(offsets, values, strict=True), timestamps)
             return
         self.advance()
 
-    def _fast_decisions(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> bool:
+    def _fast_decisions(
+        self,
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
+        timestamps: Sequence[int] | None,
+    ) -> bool:
         decoded = decode_decision_batch(values)
         if decoded is None:
             return False
@@ -357,18 +526,23 @@ class JoinPartition(_Partition):
         if X.shape[1] != self.dim:
             return False
         ids = [ev.decision_id for ev in events]
+        eids = [ev.event_id for ev in events]
+        ts = [ev.ts_ms for ev in events]
         if (
             not self.arm_ids.issuperset([ev.arm_id for ev in events])
             or len(set(ids)) != len(ids)
             or not self.pending.keys().isdisjoint(ids)
             or not self.closed.keys().isdisjoint(ids)
+            or len(set(eids)) != len(eids)
+            or not self._decision_eids.isdisjoint(eids)
+            or not self._times_ok(ts, timestamps)
         ):
             return False
         n = len(events)
         c = self.counters
         c.consumed += n
         c.decisions += n
-        ts = [ev.ts_ms for ev in events]
+        self._decision_eids.update(eids)
         self.pending.update(zip(ids, map(_Pending, events, X), strict=True))
         if self._held_ids and not self._held_ids.isdisjoint(ids):
             self._held_arrived = True
@@ -380,39 +554,76 @@ class JoinPartition(_Partition):
         else:
             heap.extend(sorted(zip(ts, range(seq, seq + n), ids, strict=True)))
         self._seq = seq + n
-        self.wm_decisions = max(self.wm_decisions, max(ts))
+        self._wm_decisions.observe(ts)
         self.outbox.decisions.extend(events)
+        self.outbox.raw.update(
+            zip(eids, zip(repeat(self.partition), offsets, values), strict=True)
+        )
         self.offsets[DECISIONS] = offsets[-1] + 1
         return True
 
-    def _fast_feedback(self, offsets: Sequence[int], values: Sequence[bytes | None]) -> bool:
+    def _fast_feedback(
+        self,
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
+        timestamps: Sequence[int] | None,
+    ) -> bool:
         events = decode_feedback_batch(values)
         if events is None:
+            return False
+        eids = [fb.event_id for fb in events]
+        ts = [fb.ts_ms for fb in events]
+        if (
+            len(set(eids)) != len(eids)
+            or not self._feedback_eids.isdisjoint(eids)
+            or not self._times_ok(ts, timestamps)
+        ):
             return False
         n = len(events)
         c = self.counters
         c.consumed += n
         c.feedback += n
-        self.wm_feedback = max(self.wm_feedback, max(fb.ts_ms for fb in events))
+        self._feedback_eids.update(eids)
+        self._feedback_eid_order.extend(zip(ts, eids, strict=True))
+        self._wm_feedback.observe(ts)
         pending = self.pending
         window = self.window_ms
         joined = self.outbox.feedback
-        for offset, fb in zip(offsets, events, strict=True):
+        raws = self.outbox.raw
+        for offset, raw, fb in zip(offsets, values, events, strict=True):
             pend = pending.get(fb.decision_id)
             if pend is None:
-                self._hold(fb, offset)
+                self._hold(fb, offset, raw)
             elif fb.ts_ms <= pend.event.ts_ms + window:
                 pend.merge(fb)
                 c.joined += 1
                 joined.append(fb)
+                raws[fb.event_id] = (self.partition, offset, raw)
             else:
-                self._resolve(fb, offset)
+                self._resolve(fb, offset, raw)
         self.offsets[FEEDBACK] = offsets[-1] + 1
         return True
 
-    def _ingest_decisions(self, records: Iterable[tuple[int, bytes | None]]) -> None:
+    def _duplicate_event(self, event_id: str, raw: bytes | None, source: str, offset: int) -> None:
+        """A reused event id: applied once already, so reported and never applied again."""
+        self.counters.duplicates += 1
+        self._dead(
+            f"event_id is a duplicate (an event with this id was already applied), "
+            f"got {event_id!r}",
+            raw,
+            source,
+            offset,
+        )
+
+    def _ingest_decisions(
+        self, records: Iterable[tuple[int, bytes | None]], timestamps: Sequence[int] | None
+    ) -> None:
         c = self.counters
-        for offset, raw, ev in self._decoded(records, DECISIONS, decode_decision):
+        accepted: list[int] = []
+        for offset, raw, ev in self._decoded(records, DECISIONS, decode_decision, timestamps):
+            if ev.event_id in self._decision_eids:
+                self._duplicate_event(ev.event_id, raw, DECISIONS, offset)
+                continue
             if ev.arm_id not in self.arm_ids and not self._learn_arm(ev.arm_id):
                 self._dead(f"arm_id is not a known arm, got {ev.arm_id!r}", raw, DECISIONS, offset)
                 continue
@@ -426,19 +637,22 @@ class JoinPartition(_Partition):
                 continue
             if ev.decision_id in self.pending or ev.decision_id in self.closed:
                 # A producer retry or a duplicate id: applying it twice would count twice.
+                c.duplicates += 1
                 self._dead(
                     f"decision_id is a duplicate, got {ev.decision_id!r}", raw, DECISIONS, offset
                 )
                 continue
             c.decisions += 1
+            self._decision_eids.add(ev.event_id)
             self.pending[ev.decision_id] = _Pending(ev, np.asarray(ev.context, dtype=np.float64))
             if ev.decision_id in self._held_ids:
                 self._held_arrived = True
             heapq.heappush(self._heap, (ev.ts_ms, self._seq, ev.decision_id))
             self._seq += 1
-            if ev.ts_ms > self.wm_decisions:
-                self.wm_decisions = ev.ts_ms
+            accepted.append(ev.ts_ms)
             self.outbox.decisions.append(ev)
+            self.outbox.raw[ev.event_id] = (self.partition, offset, raw)
+        self._wm_decisions.observe(accepted)
 
     def _learn_arm(self, arm_id: str) -> bool:
         """Ask ``arm_known`` about an arm outside ``arm_ids``; add it if known."""
@@ -447,23 +661,31 @@ class JoinPartition(_Partition):
         self.arm_ids = self.arm_ids | {arm_id}
         return True
 
-    def _ingest_feedback(self, records: Iterable[tuple[int, bytes | None]]) -> None:
+    def _ingest_feedback(
+        self, records: Iterable[tuple[int, bytes | None]], timestamps: Sequence[int] | None
+    ) -> None:
         c = self.counters
-        for offset, raw, fb in self._decoded(records, FEEDBACK, decode_feedback):
+        accepted: list[int] = []
+        for offset, raw, fb in self._decoded(records, FEEDBACK, decode_feedback, timestamps):
+            if fb.event_id in self._feedback_eids:
+                self._duplicate_event(fb.event_id, raw, FEEDBACK, offset)
+                continue
             c.feedback += 1
-            if fb.ts_ms > self.wm_feedback:
-                self.wm_feedback = fb.ts_ms
+            self._feedback_eids.add(fb.event_id)
+            self._feedback_eid_order.append((fb.ts_ms, fb.event_id))
+            accepted.append(fb.ts_ms)
             if fb.decision_id in self.pending:
                 self._resolve(fb, offset, raw)
             else:
-                self._hold(fb, offset)
+                self._hold(fb, offset, raw)
+        self._wm_feedback.observe(accepted)
 
-    def _hold(self, fb: FeedbackEvent, offset: int) -> None:
+    def _hold(self, fb: FeedbackEvent, offset: int, raw: bytes | None) -> None:
         """Keep feedback whose decision is not (yet) pending until it can be resolved."""
-        heapq.heappush(self.held, (fb.ts_ms, offset, fb))
+        heapq.heappush(self.held, (fb.ts_ms, offset, fb, raw if raw is not None else b""))
         self._held_ids.add(fb.decision_id)
 
-    def _resolve(self, fb: FeedbackEvent, offset: int, raw: bytes | None = None) -> None:
+    def _resolve(self, fb: FeedbackEvent, offset: int, raw: bytes | None) -> None:
         pend = self.pending.get(fb.decision_id)
         if pend is not None:
             if fb.ts_ms <= pend.event.ts_ms + self.window_ms:
@@ -474,6 +696,7 @@ class JoinPartition(_Partition):
                 pend.late += 1
                 self.counters.late += 1
                 self.outbox.late.append(LateFeedback(fb, None))
+            self.outbox.raw[fb.event_id] = (self.partition, offset, raw)
             return
         closed = self.closed.get(fb.decision_id)
         if closed is not None:
@@ -484,13 +707,12 @@ class JoinPartition(_Partition):
                 )
                 self.closed[fb.decision_id] = closed
             self.outbox.late.append(LateFeedback(fb, closed))
+            self.outbox.raw[fb.event_id] = (self.partition, offset, raw)
             return
-        from bandit.events import encode_event
-
         self._dead(
             "feedback for unknown decision "
             f"(decision_id {fb.decision_id!r} not seen in this partition)",
-            raw if raw is not None else encode_event(fb),
+            raw,
             FEEDBACK,
             offset,
         )
@@ -502,8 +724,8 @@ class JoinPartition(_Partition):
         whose decision has arrived, then close windows."""
         held = self.held
         while held and held[0][0] <= self.wm_decisions:
-            _, offset, fb = heapq.heappop(held)
-            self._resolve(fb, offset)
+            _, offset, fb, raw = heapq.heappop(held)
+            self._resolve(fb, offset, raw)
         if self._held_arrived:
             self._join_arrived()
         self._close_until(self.watermark)
@@ -522,8 +744,8 @@ class JoinPartition(_Partition):
         """
         self._held_arrived = False
         pending, window = self.pending, self.window_ms
-        keep: list[tuple[int, int, FeedbackEvent]] = []
-        ready: list[tuple[int, int, FeedbackEvent]] = []
+        keep: list[tuple[int, int, FeedbackEvent, bytes]] = []
+        ready: list[tuple[int, int, FeedbackEvent, bytes]] = []
         for item in self.held:
             fb = item[2]
             pend = pending.get(fb.decision_id)
@@ -535,14 +757,14 @@ class JoinPartition(_Partition):
         if ready:
             heapq.heapify(keep)
             self.held = keep
-            for _, offset, fb in sorted(ready, key=lambda item: (item[0], item[1])):
-                self._resolve(fb, offset)
+            for _, offset, fb, raw in sorted(ready, key=lambda item: (item[0], item[1])):
+                self._resolve(fb, offset, raw)
 
     def flush_all(self) -> None:
         """Close every pending decision now (end of a bounded replay, not used online)."""
         while self.held:
-            _, offset, fb = heapq.heappop(self.held)
-            self._resolve(fb, offset)
+            _, offset, fb, raw = heapq.heappop(self.held)
+            self._resolve(fb, offset, raw)
         self._close_until(np.iinfo(np.int64).max)
 
     def _close_until(self, watermark: int) -> None:
@@ -601,8 +823,12 @@ class JoinPartition(_Partition):
                 break
             stale.append(k)
             excess -= 1
+        eids = self._decision_eids
         for k in stale:
-            del closed[k]
+            eids.discard(closed.pop(k).decision.event_id)
+        order, fb_eids = self._feedback_eid_order, self._feedback_eids
+        while order and (order[0][0] < horizon or len(order) > self.closed_capacity):
+            fb_eids.discard(order.popleft()[1])
 
     # ------------------------------------------------------------------ snapshot
 
@@ -618,8 +844,9 @@ class JoinPartition(_Partition):
             "partition": self.partition,
             "delta": self.delta,
             "offsets": dict(self.offsets),
-            "wm_decisions": self.wm_decisions,
-            "wm_feedback": self.wm_feedback,
+            "wm_decisions": [self._wm_decisions.value, *self._wm_decisions.recent],
+            "wm_feedback": [self._wm_feedback.value, *self._wm_feedback.recent],
+            "feedback_ids": list(self._feedback_eid_order),
             "pending": [
                 (
                     *_flat_decision(p.event),
@@ -637,7 +864,7 @@ class JoinPartition(_Partition):
             ),
             "heap": list(self._heap),
             "seq": self._seq,
-            "held": [(ts, off, _flat_feedback(fb)) for ts, off, fb in self.held],
+            "held": [(ts, off, _flat_feedback(fb), raw) for ts, off, fb, raw in self.held],
             "closed": [
                 (*_flat_decision(c.decision), c.reward, c.joined, c.n_feedback, c.late)
                 for c in self.closed.values()
@@ -651,8 +878,11 @@ class JoinPartition(_Partition):
             raise ValueError(f"state is not for join partition {self.partition}")
         self.delta = state["delta"]
         self.offsets = dict(state["offsets"])
-        self.wm_decisions = int(state["wm_decisions"])
-        self.wm_feedback = int(state["wm_feedback"])
+        wm_d, wm_f = state["wm_decisions"], state["wm_feedback"]
+        self._wm_decisions = LowWatermark(self.watermark_outliers, wm_d[1:], wm_d[0])
+        self._wm_feedback = LowWatermark(self.watermark_outliers, wm_f[1:], wm_f[0])
+        self._feedback_eid_order = deque((int(t), str(e)) for t, e in state["feedback_ids"])
+        self._feedback_eids = {e for _, e in self._feedback_eid_order}
         self.pending = {}
         nd = _N_DECISION_FIELDS
         for row, x in zip(state["pending"], state["pending_x"], strict=True):
@@ -664,7 +894,9 @@ class JoinPartition(_Partition):
         self._heap = list(state["heap"])
         heapq.heapify(self._heap)
         self._seq = int(state["seq"])
-        self.held = [(ts, off, FeedbackEvent(*row)) for ts, off, row in state["held"]]
+        self.held = [
+            (ts, off, FeedbackEvent(*row), bytes(raw)) for ts, off, row, raw in state["held"]
+        ]
         self._held_ids = {item[2].decision_id for item in self.held}
         self._held_arrived = any(d in self.pending for d in self._held_ids)
         heapq.heapify(self.held)
@@ -672,6 +904,8 @@ class JoinPartition(_Partition):
         for row in state["closed"]:
             ev = _decision_from(row[:nd], ())
             self.closed[ev.decision_id] = ClosedDecision(ev, *row[nd:])
+        self._decision_eids = {p.event.event_id for p in self.pending.values()}
+        self._decision_eids.update(c.decision.event_id for c in self.closed.values())
         self.counters = Counters(**state["counters"])
         self.outbox = Outbox()
 
@@ -737,21 +971,39 @@ def _flat_feedback(fb: FeedbackEvent) -> tuple[Any, ...]:
 class EngagementPartition(_Partition):
     """One engagement partition: decode, validate, pass to the store; state is the offset."""
 
-    def __init__(self, partition: int) -> None:
+    def __init__(
+        self,
+        partition: int,
+        *,
+        max_future_ms: int | None = None,
+        max_past_ms: int | None = None,
+    ) -> None:
         self.partition = partition
+        self.max_future_ms = max_future_ms
+        self.max_past_ms = max_past_ms
         self.offsets: dict[str, int] = {ENGAGEMENT: 0}
         self.counters = Counters()
         self.outbox = Outbox()
 
     def ingest_batch(
-        self, source: str, offsets: Sequence[int], values: Sequence[bytes | None]
+        self,
+        source: str,
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
+        timestamps: Sequence[int] | None = None,
     ) -> None:
         """Same as :meth:`ingest` over ``zip(offsets, values)`` (engagement is low volume)."""
-        self.ingest(source, zip(offsets, values, strict=True))
+        self.ingest(source, zip(offsets, values, strict=True), timestamps)
 
-    def ingest(self, source: str, records: Iterable[tuple[int, bytes | None]]) -> None:
-        for _offset, _raw, ev in self._decoded(records, ENGAGEMENT, decode_engagement):
+    def ingest(
+        self,
+        source: str,
+        records: Iterable[tuple[int, bytes | None]],
+        timestamps: Sequence[int] | None = None,
+    ) -> None:
+        for offset, raw, ev in self._decoded(records, ENGAGEMENT, decode_engagement, timestamps):
             self.outbox.engagement.append(ev)
+            self.outbox.raw[ev.event_id] = (self.partition, offset, raw)
 
     def advance(self) -> None:
         return None

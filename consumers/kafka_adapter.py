@@ -34,6 +34,7 @@ from consumers.join import (
     EngagementPartition,
     JoinPartition,
     Outbox,
+    event_time_bounds,
 )
 from consumers.metrics import LearnerMetrics
 from consumers.sink import Sink
@@ -47,8 +48,10 @@ Unit = JoinPartition | EngagementPartition
 
 _offset_of = attrgetter("offset")
 _value_of = attrgetter("value")
+_timestamp_of = attrgetter("timestamp")
 _first = itemgetter(0)
 _second = itemgetter(1)
+_third = itemgetter(2)
 
 
 def dead_letter_headers(
@@ -200,7 +203,11 @@ class KafkaLearner:
         log.info("assigned %s", sorted({self._unit_key(tp.topic, tp.partition) for tp in tps}))
 
     def _load_unit(self, kind: str, partition: int) -> Unit:
-        unit: Unit = self.make_join(partition) if kind == "join" else EngagementPartition(partition)
+        if kind == "join":
+            unit: Unit = self.make_join(partition)
+        else:
+            future_ms, past_ms = event_time_bounds(self.config.learner)
+            unit = EngagementPartition(partition, max_future_ms=future_ms, max_past_ms=past_ms)
         state = self.state_dir.load(kind, partition)
         if state is not None:
             unit.load_state(state)
@@ -265,11 +272,13 @@ class KafkaLearner:
                 unit = self._load_unit(*key)
                 self.units[key] = unit
             before.setdefault(key, m.snapshot_counts(unit))
-            if self._lean:  # (offset, value) pairs from the lean PartitionRecords
+            if self._lean:  # (offset, value, timestamp) from the lean PartitionRecords
                 offsets, values = list(map(_first, records)), list(map(_second, records))
+                stamps = list(map(_third, records))
             else:
                 offsets, values = list(map(_offset_of, records)), list(map(_value_of, records))
-            unit.ingest_batch(self.roles[tp.topic], offsets, values)
+                stamps = [-1 if t is None else t for t in map(_timestamp_of, records)]
+            unit.ingest_batch(self.roles[tp.topic], offsets, values, stamps)
             touched[key] = unit
         for key, unit in touched.items():
             unit.advance()
@@ -426,14 +435,17 @@ class KafkaLearner:
 
 def parse_v2_records(
     buf: bytes, pos: int, base_offset: int, count: int
-) -> tuple[list[int], list[bytes | None]]:
-    """Offsets and values of the ``count`` records of an uncompressed v2 batch whose
-    records start at ``buf[pos]`` (Kafka's record format: length, attributes, timestamp
-    delta, offset delta, key, value, headers — all lengths zigzag varints)."""
+) -> tuple[list[int], list[bytes | None], list[int]]:
+    """Offsets, values and timestamp deltas of the ``count`` records of an uncompressed
+    v2 batch whose records start at ``buf[pos]`` (Kafka's record format: length,
+    attributes, timestamp delta, offset delta, key, value, headers — all lengths zigzag
+    varints). A record's timestamp is the batch's first timestamp plus its delta."""
     offsets: list[int] = []
     values: list[bytes | None] = []
+    deltas: list[int] = []
     add_offset = offsets.append
     add_value = values.append
+    add_delta = deltas.append
     # Varints of one or two bytes (lengths < 8 KiB, offset deltas < 8192) are decoded
     # inline; longer ones by _varint. Zigzag: (v >> 1) ^ -(v & 1).
     for _ in range(count):
@@ -449,11 +461,13 @@ def parse_v2_records(
             length, pos = _varint(buf, pos)
         end = pos + length
         pos += 1  # attributes (unused)
-        b = buf[pos]  # timestamp delta (unused): skip the varint
-        while b & 0x80:
+        b = buf[pos]
+        if b < 0x80:
+            add_delta((b >> 1) ^ -(b & 1))
             pos += 1
-            b = buf[pos]
-        pos += 1
+        else:
+            tdelta, pos = _varint(buf, pos)
+            add_delta(tdelta)
         b = buf[pos]
         if b < 0x80:
             delta = (b >> 1) ^ -(b & 1)
@@ -492,7 +506,7 @@ def parse_v2_records(
         pos = end  # headers (unused)
     if pos != len(buf):
         raise ValueError(f"{len(buf) - pos} unconsumed bytes after {count} records")
-    return offsets, values
+    return offsets, values, deltas
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -547,19 +561,21 @@ def _lean_partition_records(base: type) -> type:
     from kafka.errors import CorruptRecordError
 
     class LeanPartitionRecords(base):  # type: ignore[misc, valid-type]
-        """kafka-python's PartitionRecords, taking ``(offset, value)`` pairs batch-wise."""
+        """kafka-python's PartitionRecords, taking ``(offset, value, timestamp)`` triples
+        batch-wise."""
 
         def __init__(self, fetch_offset: int, tp: Any, records: Any, *args: Any, **kw: Any):
             super().__init__(fetch_offset, tp, records, *args, **kw)
             self._lean_records = records
             self._lean_offsets: list[int] = []
             self._lean_values: list[bytes | None] = []
+            self._lean_stamps: list[int] = []
             self._lean_at = 0
             self._lean_last: Any = None
 
-        def take(self, n: int | None = None) -> list[tuple[int, bytes | None]]:
+        def take(self, n: int | None = None) -> list[tuple[int, bytes | None, int]]:
             self._maybe_raise_next_inline_exception()
-            out: list[tuple[int, bytes | None]] = []
+            out: list[tuple[int, bytes | None, int]] = []
             try:
                 while self.record_iterator is not None and (n is None or len(out) < n):
                     at, offsets = self._lean_at, self._lean_offsets
@@ -568,7 +584,12 @@ def _lean_partition_records(base: type) -> type:
                         continue
                     k = len(offsets) - at if n is None else min(n - len(out), len(offsets) - at)
                     out.extend(
-                        zip(offsets[at : at + k], self._lean_values[at : at + k], strict=True)
+                        zip(
+                            offsets[at : at + k],
+                            self._lean_values[at : at + k],
+                            self._lean_stamps[at : at + k],
+                            strict=True,
+                        )
                     )
                     self._lean_at = at + k
                     self.next_fetch_offset = offsets[at + k - 1] + 1
@@ -581,6 +602,7 @@ def _lean_partition_records(base: type) -> type:
 
         def _next_batch(self) -> None:
             self._lean_offsets, self._lean_values, self._lean_at = [], [], 0
+            self._lean_stamps = []
             batch = self._lean_records.next_batch()
             if batch is None:
                 last = self._lean_last
@@ -602,13 +624,18 @@ def _lean_partition_records(base: type) -> type:
                     return
             if batch.magic == 2 and batch.compression_type == 0:
                 try:
-                    offsets, values = parse_v2_records(
+                    offsets, values, deltas = parse_v2_records(
                         bytes(batch._buffer), batch._pos, batch.base_offset, batch.records_count
                     )
                 except (ValueError, IndexError) as exc:
                     raise CorruptRecordError(f"Found invalid record structure: {exc!r}") from exc
+                if batch.timestamp_type == batch.LOG_APPEND_TIME:
+                    stamps = [batch.max_timestamp] * len(offsets)
+                else:
+                    first = batch.first_timestamp
+                    stamps = [first + d for d in deltas]
             else:
-                offsets, values = [], []
+                offsets, values, stamps = [], [], []
                 for record in batch:
                     if self.check_crcs and batch.magic < 2 and not record.validate_crc():
                         raise CorruptRecordError(
@@ -617,8 +644,10 @@ def _lean_partition_records(base: type) -> type:
                         )
                     offsets.append(record.offset)
                     values.append(record.value)
+                    stamps.append(-1 if record.timestamp is None else record.timestamp)
             skip = bisect.bisect_left(offsets, self.fetch_offset)  # mid-batch fetch offset
             self._lean_offsets, self._lean_values = offsets[skip:], values[skip:]
+            self._lean_stamps = stamps[skip:]
             if not self._lean_offsets and batch.magic == 2:
                 self.next_fetch_offset = max(self.next_fetch_offset, batch.next_offset)
 

@@ -17,6 +17,7 @@ from bandit.config import load_config
 from bandit.events import DecisionEvent, FeedbackEvent, encode_event
 from bandit.registry import RegistryFile
 from bandit.snapshot import load_policy_snapshot
+from consumers.join import WATERMARK_OUTLIERS
 from consumers.state import StateDir
 from tests.test_learner_kafka import start_learner, stop, topics, wait_for, write_config
 
@@ -93,9 +94,11 @@ def test_learner_learns_an_arm_registered_after_it_started(
         msgs = [(dec_topic, _decision(i, "late-expert", t1 + i)) for i in late]
         msgs += [(dec_topic, _decision(i, "never-registered", t1 + i)) for i in never]
         msgs.append((fb_topic, _feedback(late[0], t1 + late[0] + 5)))
-        # a later decision and feedback move the watermark past every window
+        # later decisions and feedback move the watermark past every window (it ignores
+        # the WATERMARK_OUTLIERS newest event times of each topic)
         t2 = t1 + 10 * 60_000
-        msgs += [(dec_topic, _decision(300, "gpt35", t2)), (fb_topic, _feedback(300, t2))]
+        for i in range(300, 301 + WATERMARK_OUTLIERS):
+            msgs += [(dec_topic, _decision(i, "gpt35", t2 + i)), (fb_topic, _feedback(i, t2 + i))]
         _send(broker.bootstrap_servers, msgs)
 
         snapshot = Path(config.serve.snapshot_dir) / "policy.snapshot"

@@ -42,6 +42,9 @@ class RidgeModel:
 
 
 def part(dim: int = DIM, window_s: float = WINDOW_S, **kw) -> JoinPartition:  # type: ignore[no-untyped-def]
+    # These tests pin the join rules one event at a time, so the watermark is the plain
+    # running maximum here; its robustness to outliers is tested in test_learner_poison.
+    kw.setdefault("watermark_outliers", 0)
     return JoinPartition(
         0, RidgeModel(dim), arm_ids=ARMS, dim=dim, window_s=window_s, reward=RewardConfig(), **kw
     )
@@ -108,6 +111,7 @@ def test_join_partition_no_feedback_gets_default_reward() -> None:
         dim=DIM,
         window_s=WINDOW_S,
         reward=RewardConfig(default_reward=0.25),
+        watermark_outliers=0,
     )
     feed(p, DECISIONS, [dec(1, T0), dec(2, T0 + 30_000)])
     feed(p, FEEDBACK, [fb(2, T0 + 30_001, retried=False)])

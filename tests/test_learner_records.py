@@ -44,18 +44,18 @@ def _memory_records(batches: list[tuple[int, list[Record], int]], compression: i
     return out
 
 
-def _standard(raw: bytes, tp: Any, fetch_offset: int) -> list[tuple[int, bytes | None]]:
+def _standard(raw: bytes, tp: Any, fetch_offset: int) -> list[tuple[int, bytes | None, int]]:
     part = fetcher_mod.Fetcher.PartitionRecords(
         fetch_offset, tp, kafka_records.MemoryRecords(raw), check_crcs=True
     )
-    return [(r.offset, r.value) for r in part.take()]
+    return [(r.offset, r.value, r.timestamp) for r in part.take()]
 
 
-def _lean(raw: bytes, tp: Any, fetch_offset: int, n: int) -> list[tuple[int, bytes | None]]:
+def _lean(raw: bytes, tp: Any, fetch_offset: int, n: int) -> list[tuple[int, bytes | None, int]]:
     """Take in chunks of ``n`` as poll(max_records=n) does; the position must track."""
     cls = _lean_partition_records(fetcher_mod.Fetcher.PartitionRecords)
     part = cls(fetch_offset, tp, kafka_records.MemoryRecords(raw), check_crcs=True)
-    out: list[tuple[int, bytes | None]] = []
+    out: list[tuple[int, bytes | None, int]] = []
     while part:
         got = part.take(n)
         if got:
@@ -82,11 +82,11 @@ def test_lean_partition_records_equal_kafka_python(batches, compression, skip, n
     assert _lean(raw, tp, fetch_offset, n) == _standard(raw, tp, fetch_offset)
 
 
-def test_parse_v2_records_reads_offsets_and_values() -> None:
+def test_parse_v2_records_reads_offsets_values_and_timestamps() -> None:
     raw = _memory_records([(7, [(0, b"k", b"v1", []), (300, None, None, [("h", b"x")])], 4)])
     batch = kafka_records.MemoryRecords(raw).next_batch()
-    offsets, values = parse_v2_records(bytes(batch._buffer), batch._pos, 7, 2)
-    assert offsets == [7, 12] and values == [b"v1", None]
+    offsets, values, deltas = parse_v2_records(bytes(batch._buffer), batch._pos, 7, 2)
+    assert offsets == [7, 12] and values == [b"v1", None] and deltas == [0, 300]
 
 
 def test_parse_v2_records_rejects_truncated_batches() -> None:

@@ -1,0 +1,199 @@
+"""Single events cannot stall or poison the learner's core (issue 14).
+
+Pure tests of :class:`consumers.join.JoinPartition` (no broker): far-future events cannot
+close other decisions early, event times outside the bound around the broker timestamp
+are dead-lettered with their original bytes, reused event ids are applied once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+import pytest
+
+from bandit.config import RewardConfig
+from bandit.events import MAX_TS_MS, DecisionEvent, FeedbackEvent, encode_event
+from consumers.join import (
+    DECISIONS,
+    FEEDBACK,
+    WATERMARK_OUTLIERS,
+    WATERMARK_WINDOW,
+    JoinPartition,
+    LowWatermark,
+)
+from consumers.synthetic import ARMS, make_stream
+from tests.test_learner_join import RidgeModel
+
+DIM = 8
+WINDOW_S = 10.0
+N_GOOD = 2_000
+#: far in the future but valid per the schema (year 2100)
+FUTURE_MS = 4_102_444_800_000
+
+
+def _part(**kw) -> JoinPartition:  # type: ignore[no-untyped-def]
+    return JoinPartition(
+        0, RidgeModel(DIM), arm_ids=ARMS, dim=DIM, window_s=WINDOW_S, reward=RewardConfig(), **kw
+    )
+
+
+def _future_decision(i: int) -> bytes:
+    return encode_event(
+        DecisionEvent(
+            event_id=f"poison-d{i}", decision_id=f"poison-{i}", ts_ms=FUTURE_MS + i,
+            unit_id="mallory", conversation_id=f"pc{i}", experiment_id="exp", variant="bandit",
+            arm_id=ARMS[0], propensity=0.5, policy_version="v0",
+            context=tuple(0.1 for _ in range(DIM)),
+        )
+    )
+
+
+def _future_feedback(i: int, decision_id: str) -> bytes:
+    return encode_event(
+        FeedbackEvent(
+            event_id=f"poison-f{i}", decision_id=decision_id, ts_ms=FUTURE_MS + i,
+            unit_id="mallory", conversation_id=f"pc{i}", rating=5,
+        )
+    )
+
+
+def _run(
+    decisions: Sequence[bytes],
+    feedback: Sequence[bytes],
+    chunk: int,
+    *,
+    stamps_d: Sequence[int] | None = None,
+    stamps_f: Sequence[int] | None = None,
+    **kw,  # type: ignore[no-untyped-def]
+) -> JoinPartition:
+    """Both topics in alternating chunks through the column-wise path."""
+    p = _part(**kw)
+    i = j = 0
+    while i < len(decisions) or j < len(feedback):
+        if i < len(decisions):
+            sl = slice(i, i + chunk)
+            p.ingest_batch(DECISIONS, list(range(i, min(i + chunk, len(decisions)))),
+                           decisions[sl], None if stamps_d is None else stamps_d[sl])
+            i += chunk
+        if j < len(feedback):
+            sl = slice(j, j + chunk)
+            p.ingest_batch(FEEDBACK, list(range(j, min(j + chunk, len(feedback)))),
+                           feedback[sl], None if stamps_f is None else stamps_f[sl])
+            j += chunk
+    return p
+
+
+def _poisoned(seed: int, k: int) -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
+    """Good stream, and the same with ``k`` far-future decisions and feedback spliced in."""
+    stream = make_stream(seed, N_GOOD, partitions=1, dim=DIM,
+                         window_ms=int(WINDOW_S * 1000), step_ms=200)
+    good_d, good_f = stream.decisions[0], stream.feedback[0]
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    bad_d, bad_f = list(good_d), list(good_f)
+    for n in range(k):
+        at = int(rng.integers(0, len(bad_d)))
+        bad_d.insert(at, _future_decision(n))
+        # one for the poisoned decision, one for a real (early) decision
+        bad_f.insert(int(rng.integers(0, len(bad_f))), _future_feedback(n, f"poison-{n}"))
+        real = orjson.loads(good_d[int(rng.integers(0, 100))])["decision_id"]
+        bad_f.insert(int(rng.integers(0, len(bad_f))), _future_feedback(100 + n, real))
+    return good_d, good_f, bad_d, bad_f
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 500])
+def test_learner_watermark_far_future_events_do_not_close_windows_early(chunk: int) -> None:
+    good_d, good_f, bad_d, bad_f = _poisoned(3, WATERMARK_OUTLIERS - 2)
+    clean = _run(good_d, good_f, chunk)
+    poisoned = _run(bad_d, bad_f, chunk)
+    assert clean.counters.joined > 0.9 * len(good_f)
+    assert poisoned.counters.joined >= 0.99 * clean.counters.joined
+    # the watermark stays on the good events' clock, so the state keeps nothing poisoned
+    last_good = max(orjson.loads(r)["ts_ms"] for r in good_d)
+    assert poisoned.watermark <= last_good
+    assert poisoned.to_state()["wm_decisions"][0] <= last_good
+
+
+def test_learner_watermark_plain_maximum_is_poisoned_by_one_event() -> None:
+    """The failure the robust watermark prevents (outliers=0 is the old running maximum)."""
+    good_d, good_f, bad_d, bad_f = _poisoned(3, 1)
+    clean = _run(good_d, good_f, 50, watermark_outliers=0)
+    poisoned = _run(bad_d, bad_f, 50, watermark_outliers=0)
+    assert poisoned.counters.joined < 0.9 * clean.counters.joined
+
+
+def test_learner_watermark_far_future_events_are_dead_lettered_against_broker_time() -> None:
+    good_d, good_f, bad_d, bad_f = _poisoned(4, 5)
+    # the broker stamped every record close to its event time (here: exactly, plus 1 s)
+    def stamps(raws: Sequence[bytes]) -> list[int]:
+        return [min(orjson.loads(r)["ts_ms"], 1_700_000_000_000 + 10**9) + 1000 for r in raws]
+
+    p = _run(bad_d, bad_f, 64, stamps_d=stamps(bad_d), stamps_f=stamps(bad_f),
+             max_future_ms=300_000)
+    clean = _run(good_d, good_f, 64)
+    assert p.counters.out_of_time == 15
+    dead = [d for d in p.outbox.dead_letters if "broker timestamp" in d.reason]
+    assert len(dead) == 15
+    assert sorted(d.raw for d in dead) == sorted(r for r in [*bad_d, *bad_f] if b"poison" in r)
+    assert p.counters.joined == clean.counters.joined
+    np.testing.assert_allclose(p.delta.S, clean.delta.S, rtol=1e-12, atol=1e-9)
+
+
+def test_learner_low_watermark_does_not_depend_on_batching() -> None:
+    rng = np.random.default_rng(np.random.SeedSequence(9))
+    ts = (np.arange(3000) * 10 + rng.integers(-50, 50, 3000)).tolist()
+    for i in rng.integers(0, 3000, 20):
+        ts[int(i)] = FUTURE_MS
+    one = LowWatermark()
+    one.observe(ts)
+    each = LowWatermark()
+    for t in ts:
+        each.observe([t])
+    assert one.value == each.value and one.recent == each.recent
+    assert one.value < 3000 * 10 + 50
+    assert len(one.recent) == WATERMARK_WINDOW - 1
+
+
+@pytest.mark.parametrize("field", ["ts_ms"])
+@pytest.mark.parametrize("value", [MAX_TS_MS + 1, 2**63 - 1, 2**63, 2**64 - 1, -1])
+def test_learner_event_time_outside_store_range_is_dead_lettered(field: str, value: int) -> None:
+    p = _part()
+    raw = orjson.dumps({**orjson.loads(_future_decision(0)), field: value})
+    p.ingest_batch(DECISIONS, [0], [raw])
+    assert p.counters.dead_lettered == 1 and not p.pending
+    assert p.outbox.dead_letters[0].raw == raw
+    assert "ts_ms" in p.outbox.dead_letters[0].reason
+
+
+def test_learner_reused_event_id_is_applied_once() -> None:
+    stream = make_stream(5, 50, partitions=1, dim=DIM, window_ms=10_000, step_ms=200)
+    d = stream.decisions[0]
+    reused = orjson.dumps({**orjson.loads(d[3]), "decision_id": "other", "unit_id": "u-x"})
+    fbs = stream.feedback[0]
+    fb_reused = orjson.dumps({**orjson.loads(fbs[2]), "rating": 1})
+    for path in ("batch", "event"):
+        p = _part()
+        if path == "batch":
+            p.ingest_batch(DECISIONS, list(range(len(d) + 1)), [*d, reused])
+            p.ingest_batch(FEEDBACK, list(range(len(fbs) + 1)), [*fbs, fb_reused])
+        else:
+            p.ingest(DECISIONS, enumerate([*d, reused]))
+            p.ingest(FEEDBACK, enumerate([*fbs, fb_reused]))
+        assert p.counters.duplicates == 2, path
+        assert "other" not in p.pending
+        assert {dl.raw for dl in p.outbox.dead_letters} == {reused, fb_reused}
+        assert all("event_id is a duplicate" in dl.reason for dl in p.outbox.dead_letters)
+
+
+def test_learner_held_feedback_dead_letter_carries_original_bytes() -> None:
+    p = _part(watermark_outliers=0)
+    # extra whitespace and key order: re-encoding would not give these bytes back
+    raw = b' {"schema_version": 1, "event_id": "f1", "decision_id": "nope", "ts_ms": 5,' \
+          b' "unit_id": "u", "conversation_id": "c", "rating": 3} '
+    p.ingest(FEEDBACK, [(0, raw)])
+    assert p.held
+    later = _future_decision(0)
+    p.ingest(DECISIONS, [(0, later)])
+    assert [dl.raw for dl in p.outbox.dead_letters] == [raw]
+    assert "unknown decision" in p.outbox.dead_letters[0].reason
