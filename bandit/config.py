@@ -14,6 +14,7 @@ the value. Loaded at entry points and passed down; nothing reads the environment
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -35,7 +36,9 @@ __all__ = [
     "ServeConfig",
     "StoreConfig",
     "VariantConfig",
+    "is_loopback",
     "load_config",
+    "resolve_serve_tokens",
 ]
 
 def _positive(name: str, value: float) -> None:
@@ -205,7 +208,7 @@ class KafkaConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     #: ``chdb:///path`` (embedded, default) or ``http(s)://user:pass@host:8123`` (ClickHouse server)
-    dsn: str = "chdb://var/chdb"
+    dsn: str = field(default="chdb://var/chdb", repr=False)
     #: database holding the Switchboard tables
     database: str = "switchboard"
 
@@ -248,14 +251,29 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class ServeConfig:
+    """The allocation server: bind address, credentials, snapshot and spill directories.
+
+    There are no built-in credentials: ``switchboard serve`` refuses to start without
+    tokens (see :func:`resolve_serve_tokens`); tokens are never shown or logged.
+    """
+
     #: interface the allocation server binds
     host: str = "127.0.0.1"
     #: port of the allocation server
     port: int = 8000
-    #: bearer tokens allowed to call /v1/allocate and read /v1/arms
-    tokens: tuple[str, ...] = ("dev-token",)
-    #: bearer tokens allowed to register / retire arms
-    admin_tokens: tuple[str, ...] = ("dev-admin-token",)
+    #: bearer tokens allowed to call /v1/allocate and read /v1/arms (none built in: a server
+    #: with no tokens refuses to start)
+    tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: bearer tokens allowed to register / retire arms (and to allocate)
+    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: file of bearer tokens, one per line (a mounted Kubernetes / Docker secret), added to
+    #: serve.tokens; read at start-up (rotate by restarting)
+    tokens_file: str = ""
+    #: file of admin bearer tokens, one per line, added to serve.admin_tokens
+    admin_tokens_file: str = ""
+    #: development only: with no tokens configured, accept the well-known tokens
+    #: ``dev-token`` / ``dev-admin-token``; refused unless the server binds a loopback address
+    insecure_dev_tokens: bool = False
     #: directory where the learner publishes model snapshots and servers hot-reload them
     snapshot_dir: str = "var/snapshots"
     #: local directory where decisions are spilled while Kafka is unreachable
@@ -276,6 +294,12 @@ class ServeConfig:
     max_decision_skew_s: float = 300.0
 
     def __post_init__(self) -> None:
+        for name in ("tokens", "admin_tokens"):
+            for i, token in enumerate(getattr(self, name)):
+                # the value is a secret: the error names its position, never the token
+                if not token or any(c.isspace() for c in token):
+                    raise ConfigError(f"serve.{name}[{i}]", "<redacted>",
+                                      "must be a non-empty string without whitespace")
         _positive("serve.max_text_chars", self.max_text_chars)
         _positive("serve.max_body_bytes", self.max_body_bytes)
         _positive("serve.publish_buffer", self.publish_buffer)
@@ -291,6 +315,84 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+
+
+# --------------------------------------------------------------------------- credentials
+
+#: the tokens ``serve.insecure_dev_tokens`` (``switchboard serve --dev``) accepts on loopback
+DEV_TOKEN = "dev-token"
+DEV_ADMIN_TOKEN = "dev-admin-token"
+#: shortest token accepted by a server bound beyond loopback
+MIN_TOKEN_CHARS = 16
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps a server reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _read_tokens(name: str, path: str) -> tuple[str, ...]:
+    """Tokens in ``path``, one per line (blank lines ignored), e.g. a mounted secret."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(name, path, f"cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(name, path, "is not UTF-8 text") from None
+    tokens = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not tokens:
+        raise ConfigError(name, path, "contains no token")
+    for i, token in enumerate(tokens):
+        if any(c.isspace() for c in token):
+            raise ConfigError(f"{name}[{i}]", path, "a token must not contain whitespace")
+    return tokens
+
+
+def resolve_serve_tokens(serve: ServeConfig, host: str) -> ServeConfig:
+    """The :class:`ServeConfig` a server bound to ``host`` runs with, tokens resolved.
+
+    Tokens are ``serve.tokens`` plus ``serve.tokens_file`` (and the same for admin
+    tokens). There are no built-in credentials: with none configured this raises
+    :class:`ConfigError` saying what to set, unless ``serve.insecure_dev_tokens`` is on
+    *and* ``host`` is a loopback address (then :data:`DEV_TOKEN` / :data:`DEV_ADMIN_TOKEN`
+    are accepted). Beyond loopback every token must be at least :data:`MIN_TOKEN_CHARS`
+    characters and the development flag is refused. Errors never contain a token.
+    """
+    tokens = serve.tokens
+    if serve.tokens_file:
+        tokens += _read_tokens("serve.tokens_file", serve.tokens_file)
+    admin = serve.admin_tokens
+    if serve.admin_tokens_file:
+        admin += _read_tokens("serve.admin_tokens_file", serve.admin_tokens_file)
+    local = is_loopback(host)
+    if serve.insecure_dev_tokens and not local:
+        raise ConfigError("serve.insecure_dev_tokens", True,
+                          f"is for development on a loopback address only, but the server binds "
+                          f"{host!r}: configure serve.tokens_file (SWITCHBOARD_SERVE__TOKENS_FILE) "
+                          f"or serve.tokens instead")
+    if not tokens and not admin:
+        if not serve.insecure_dev_tokens:
+            raise ConfigError("serve.tokens", [],
+                              "are required: set serve.tokens_file (SWITCHBOARD_SERVE__TOKENS_FILE) "
+                              "or serve.tokens (SWITCHBOARD_SERVE__TOKENS), and serve.admin_tokens_file "
+                              "to manage arms; for local development only, `switchboard serve --dev` "
+                              "on 127.0.0.1 accepts the development tokens")
+        tokens, admin = (DEV_TOKEN,), (DEV_ADMIN_TOKEN,)
+    if not local:
+        for name, values in (("serve.tokens", tokens), ("serve.admin_tokens", admin)):
+            for i, token in enumerate(values):
+                if len(token) < MIN_TOKEN_CHARS or token in (DEV_TOKEN, DEV_ADMIN_TOKEN):
+                    raise ConfigError(f"{name}[{i}]", f"<{len(token)} characters>",
+                                      f"is too weak for a server bound to {host!r} "
+                                      f"(need >= {MIN_TOKEN_CHARS} characters, not a development token)")
+    return dataclasses.replace(serve, tokens=tuple(dict.fromkeys(tokens)),
+                               admin_tokens=tuple(dict.fromkeys(admin)),
+                               tokens_file="", admin_tokens_file="")
 
 
 # --------------------------------------------------------------------------- loading

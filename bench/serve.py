@@ -264,6 +264,7 @@ bootstrap_servers = "{bootstrap}"
 decisions_topic = "{topic}"
 
 [serve]
+tokens = ["dev-token"]
 snapshot_dir = "{work / 'snap'}"
 spill_dir = "{work / 'spill'}"
 reload_interval_s = 5.0

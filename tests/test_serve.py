@@ -58,6 +58,8 @@ class ListSink:
 
 
 def make_config(tmp: Path, **serve: Any) -> Config:
+    # no built-in credentials: the tests' tokens are configured like any deployment's
+    serve = {"tokens": ("dev-token",), "admin_tokens": ("dev-admin-token",), **serve}
     serve_cfg = ServeConfig(snapshot_dir=str(tmp / "snap"), spill_dir=str(tmp / "spill"),
                             reload_interval_s=0.05, **serve)
     return Config(policy=PolicyConfig(dim=DIM), serve=serve_cfg,

@@ -280,6 +280,7 @@ dim = {DIM}
 bootstrap_servers = "127.0.0.1:1"
 
 [serve]
+tokens = ["dev-token"]
 snapshot_dir = "{tmp_path / 'snap'}"
 spill_dir = "{tmp_path / 'spill'}"
 """)

@@ -17,7 +17,7 @@ _tmp = Path(tempfile.mkdtemp(prefix="serve-fuzz-"))
 _app = create_app(
     Config(policy=PolicyConfig(dim=2),
            serve=ServeConfig(snapshot_dir=str(_tmp / "snap"), spill_dir=str(_tmp / "spill"),
-                             max_text_chars=200),
+                             max_text_chars=200, admin_tokens=("dev-admin-token",)),
            kafka=KafkaConfig(bootstrap_servers="127.0.0.1:1")),
     arms=[Arm("gpt35", kind="baseline"), Arm("e1"), Arm("e2")], sink=ListSink(), seed=1,
 )

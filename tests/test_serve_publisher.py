@@ -108,7 +108,8 @@ def test_decisions_reach_kafka_and_survive_a_broker_outage(
     cfg = Config(
         policy=PolicyConfig(dim=DIM),
         kafka=KafkaConfig(bootstrap_servers=own_broker.bootstrap_servers, decisions_topic=topic),
-        serve=ServeConfig(snapshot_dir=str(tmp_path / "snap"), spill_dir=str(tmp_path / "spill")),
+        serve=ServeConfig(snapshot_dir=str(tmp_path / "snap"), spill_dir=str(tmp_path / "spill"),
+                          tokens=("dev-token",)),
     )
     arms = [Arm("gpt35", kind="baseline"), Arm("e1"), Arm("e2")]
     # a crashed server's spill file (unlocked): adopted and re-sent by this one

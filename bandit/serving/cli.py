@@ -8,7 +8,7 @@ import logging
 import signal
 from typing import Any
 
-__all__ = ["app_factory", "register", "run"]
+__all__ = ["app_factory", "register", "run", "server_config"]
 
 _ENV = "SWITCHBOARD_SERVE_ARGS"
 
@@ -25,29 +25,41 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of the allocation RNG")
     p.add_argument("--workers", type=int, default=1,
                    help="uvicorn worker processes (each runs its own publisher and reloader)")
+    p.add_argument("--dev", action="store_true",
+                   help="development only: accept the tokens dev-token / dev-admin-token when none "
+                        "are configured (serve.insecure_dev_tokens); refused beyond loopback")
     p.add_argument("--log-level", default="warning")
     p.set_defaults(func=run)
 
 
-def _build(config_path: str | None, arms_path: str | None, seed: int | list[int] | None
-           ) -> Any:
-    import json
-    from pathlib import Path
+def server_config(config_path: str | None, host: str | None, dev: bool) -> Any:
+    """The configuration a server bound to ``host`` (default ``serve.host``) runs with.
 
-    from bandit.arms import ArmRegistry
-    from bandit.config import load_config
-    from bandit.errors import ConfigError
-    from bandit.serving.app import create_app
+    Tokens are resolved here, at start-up, by :func:`bandit.config.resolve_serve_tokens`:
+    none configured is a :class:`~bandit.errors.ConfigError` (one line naming what to
+    set), except with ``dev`` on loopback.
+    """
+    import dataclasses
+
+    from bandit.config import load_config, resolve_serve_tokens
 
     config = load_config(config_path)
+    serve = config.serve
+    if dev:
+        serve = dataclasses.replace(serve, insecure_dev_tokens=True)
+    serve = resolve_serve_tokens(serve, host or serve.host)
+    return dataclasses.replace(config, serve=serve)
+
+
+def _build(config_path: str | None, arms_path: str | None, seed: int | list[int] | None,
+           host: str | None = None, dev: bool = False) -> Any:
+    from bandit.arms_cli import read_arms_file
+    from bandit.serving.app import create_app
+
+    config = server_config(config_path, host, dev)
     arms = None
     if arms_path:
-        try:
-            rows = json.loads(Path(arms_path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError("arms", arms_path, f"is not a readable JSON list ({exc})") from None
-        fdim = config.policy.arm_feature_dim or None
-        arms = list(ArmRegistry.from_list(rows, feature_dim=fdim))
+        arms = read_arms_file(arms_path, feature_dim=config.policy.arm_feature_dim or None)
     return config, create_app(config, arms=arms, seed=seed)
 
 
@@ -71,7 +83,7 @@ def app_factory() -> Any:
     seed = opts.get("seed")
     # distinct RNG streams per worker; propensities stay exact either way
     seed = None if seed is None else [int(seed), os.getpid()]
-    app = _build(opts.get("config"), opts.get("arms"), seed)[1]
+    app = _build(opts.get("config"), opts.get("arms"), seed, opts.get("host"), bool(opts.get("dev")))[1]
     _freeze_heap()
     return app
 
@@ -86,13 +98,18 @@ def run(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from bandit.config import load_config
+    from bandit.config import DEV_TOKEN
     from bandit.serving.http import AllocateFastProtocol
 
     logging.basicConfig(level=args.log_level.upper())
     config_path = getattr(args, "config", None)
-    config = load_config(config_path)
+    # resolved before anything binds: no tokens (or weak ones beyond loopback) stop here
+    config = server_config(config_path, args.host, args.dev)
     host, port = args.host or config.serve.host, args.port or config.serve.port
+    if DEV_TOKEN in config.serve.tokens:
+        logging.getLogger(__name__).warning(
+            "serve.insecure_dev_tokens: accepting the development tokens on %s (never in production)",
+            host)
     common: dict[str, Any] = {"host": host, "port": port, "loop": "uvloop",
                               "http": AllocateFastProtocol,
                               "log_level": args.log_level, "access_log": False}
@@ -102,11 +119,11 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, _graceful)
     if args.workers > 1:
         os.environ[_ENV] = json.dumps({"config": config_path, "arms": args.arms,
-                                       "seed": args.seed})
+                                       "seed": args.seed, "host": args.host, "dev": args.dev})
         uvicorn.run("bandit.serving.cli:app_factory", factory=True, workers=args.workers,
                     **common)
     else:
-        app = _build(config_path, args.arms, args.seed)[1]
+        app = _build(config_path, args.arms, args.seed, args.host, args.dev)[1]
         _freeze_heap()
         uvicorn.run(app, **common)
     return 0
