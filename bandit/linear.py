@@ -342,12 +342,10 @@ class RidgeStatistics:
 class RidgeSolver:
     """Cached solutions of ``A[a] θ[a] = b[a]`` with ``A[a] = λI + S[a]``.
 
-    Per arm it caches, refreshed lazily and only for arms marked dirty (Cholesky
-    ``A = LLᵀ``, then A⁻¹ = L⁻ᵀL⁻¹ from the triangular factor — arm by arm for a few
-    dirty arms, batched for many; nothing is factorised per ``choose``):
+    Per arm it caches:
 
     * ``theta`` — θ = A⁻¹b, ``(K, d)`` float64;
-    * ``ainv`` — A⁻¹ = L⁻ᵀL⁻¹, ``(K, d, d)`` float64 (hybrid model, diagnostics);
+    * ``ainv`` — A⁻¹, ``(K, d, d)`` float64 (hybrid model, diagnostics);
     * ``packed`` — one half of the symmetric A⁻¹ by wrapped diagonals, ``(K, (⌊d/2⌋+1)·d)``
       float32: entry ``k·d + i`` is ``w_k·A⁻¹[i, (i+k) mod d]`` for ``k = 0..⌊d/2⌋``
       (``w_0 = 1``; ``w_k = 2`` otherwise, except ``w_{d/2} = 1`` for even d, where each
@@ -355,11 +353,27 @@ class RidgeSolver:
       ``features(x)[k·d + i] = x_i·x_{(i+k) mod d}`` (:meth:`features`). That is one
       matrix–vector product for all K arms over about half the bytes of A⁻¹ in single
       precision, and ``features(x)`` is one broadcast multiply against a strided window
-      (no gather). The UCB width / Thompson variance of every arm costs ~10 µs at
-      K = 100, d = 64 (0.8 MB, in L2); at K = 1000 the 8.4 MB stream from L3 bounds it
-      (~30 GB/s on one core). Relative error is about 1e-7·d·cond(A); results are
-      clipped at 0.
+      (no gather). Relative error is about 1e-7·d·cond(A); results are clipped at 0.
+
+    Two ways keep the caches equal to the statistics, which stay the source of truth:
+
+    * **Rank updates** (:meth:`absorb_one`, :meth:`absorb`), for events just added to an
+      arm whose cache is current: with the new rows X (m × d), Woodbury's identity
+      (Sherman–Morrison for m = 1; Golub & Van Loan §2.1.4) gives
+      ``A⁻¹ ← A⁻¹ − D Dᵀ`` with ``U = A⁻¹Xᵀ``, ``M = I + XU = LLᵀ``, ``D = U L⁻ᵀ``, at
+      O(m d²) instead of a refactorisation. θ = A⁻¹b is then recomputed from ``b``, and
+      ``packed`` takes the same downdate in packed form. So learning one event costs
+      about as much as one choice.
+    * **Exact refreshes** (:meth:`ensure` of dirty arms) from ``S`` and ``b``: Cholesky
+      ``A = LLᵀ`` and A⁻¹ = L⁻ᵀL⁻¹ — arm by arm for a few dirty arms, batched for many.
+      Arms are marked dirty by everything that is not a plain addition to a current
+      cache (merge, forgetting, restore, new arms, batches touching many arms), and,
+      against the slow drift of repeated downdates, after ``refactor_every`` rank updates
+      or when a downdate's ``M`` is not safely positive definite.
     """
+
+    #: rank updates an arm's cache takes before it is recomputed exactly from S and b
+    refactor_every: int = 256
 
     def __init__(self, lam: float) -> None:
         if not lam > 0:
@@ -370,6 +384,7 @@ class RidgeSolver:
         self.ainv = np.zeros((0, 0, 0))
         self.packed = np.zeros((0, 0), dtype=np.float32)
         self._dirty = np.zeros(0, dtype=bool)
+        self._since = np.zeros(0, dtype=np.intp)  # rank updates since the exact refresh
         self._any_dirty = False
         self._set_dim(0)
 
@@ -385,6 +400,7 @@ class RidgeSolver:
         if d % 2 == 0 and d > 0:
             weight[shift == h] = 1.0  # (i, i+d/2) and (i+d/2, i) are both listed
         self._tri_weight = weight
+        self._pk64 = np.empty(self._tri.shape[0])
         # features(x): xe = [x, x] (float32); window[k, i] = xe[k + i] = x[(i+k) mod d]
         self._xe = np.zeros(2 * d, dtype=np.float32)
         self._x32 = self._xe[:d]
@@ -420,6 +436,7 @@ class RidgeSolver:
             self.ainv = np.zeros((K, d, d))
             self.packed = np.zeros((K, self._tri.shape[0]), dtype=np.float32)
             self._dirty = np.ones(K, dtype=bool)
+            self._since = np.zeros(K, dtype=np.intp)
             self._any_dirty = K > 0
         elif K > self.theta.shape[0]:
             extra = K - self.theta.shape[0]
@@ -429,6 +446,7 @@ class RidgeSolver:
                 [self.packed, np.zeros((extra, self._tri.shape[0]), dtype=np.float32)]
             )
             self._dirty = np.concatenate([self._dirty, np.ones(extra, dtype=bool)])
+            self._since = np.concatenate([self._since, np.zeros(extra, dtype=np.intp)])
             self._any_dirty = True
         if self._any_dirty:
             self._refresh_dirty(stats)
@@ -444,6 +462,7 @@ class RidgeSolver:
             for k in idx:
                 self._refresh_one(stats, int(k))
             self._dirty[idx] = False
+            self._since[idx] = 0
             self._any_dirty = False
             return
         d = self.dim
@@ -456,6 +475,7 @@ class RidgeSolver:
         flat = Ainv.reshape(idx.shape[0], d * d)[:, self._tri] * self._tri_weight
         self.packed[idx] = flat.astype(np.float32)
         self._dirty[idx] = False
+        self._since[idx] = 0
         self._any_dirty = False
 
     def _refresh_one(self, stats: RidgeStatistics, k: int) -> None:
@@ -468,6 +488,90 @@ class RidgeSolver:
         self.ainv[k] = Ainv
         self.theta[k] = Ainv @ stats.b[k]
         self.packed[k] = Ainv.reshape(-1)[self._tri] * self._tri_weight
+
+    def current(self, stats: RidgeStatistics, slot: int) -> bool:
+        """Whether ``slot``'s cache holds the statistics as they were (not dirty)."""
+        return stats.dim == self.dim and slot < self._dirty.shape[0] and not self._dirty[slot]
+
+    def absorb_one(self, stats: RidgeStatistics, slot: int, x: FloatArray) -> FloatArray | None:
+        """Fold one event just added to ``stats`` at ``slot`` into the cache (Sherman–Morrison).
+
+        Call right after ``stats.update(..., gamma=1)``. Returns the downdate ``D``
+        (``(d, 1)``: A⁻¹ decreased by ``D Dᵀ``), or None when the arm was not current
+        and is now marked dirty (refreshed exactly on the next :meth:`ensure`).
+        """
+        if not self.current(stats, slot):
+            self.mark_slot(slot)
+            return None
+        P = self.ainv[slot]
+        u: FloatArray = P @ x
+        den = 1.0 + float(x @ u)
+        # xᵀA⁻¹x >= 0 exactly; a negative value means drift has made A⁻¹ indefinite
+        if not (den >= 1.0 and math.isfinite(den)):
+            self.mark_slot(slot)
+            return None
+        D = (u * (1.0 / math.sqrt(den))).reshape(-1, 1)
+        self._downdate(stats, slot, D)
+        return D
+
+    def absorb(
+        self, stats: RidgeStatistics, slots: IntArray, X: FloatArray
+    ) -> list[tuple[int, FloatArray]] | None:
+        """Fold rows ``X`` just added to ``stats`` at ``slots`` (one per row) into the cache.
+
+        Call right after ``stats.update_batch(..., gamma=1)``. An arm current in the
+        cache and given at most d/4 rows takes a Woodbury downdate; otherwise (or when
+        more than a few arms are touched, where one batched refresh is cheaper) the
+        arms are marked dirty. Returns ``[(slot, D), ...]`` of the downdates made
+        (A⁻¹ of ``slot`` decreased by ``D Dᵀ``), or None if any arm was marked dirty.
+        """
+        uniq, inverse = np.unique(slots, return_inverse=True)
+        if uniq.shape[0] > _FEW_DIRTY:
+            self.mark_dirty(uniq)
+            return None
+        done: list[tuple[int, FloatArray]] = []
+        exact = True
+        for j, k in enumerate(uniq.tolist()):
+            rows = X[inverse.reshape(-1) == j]
+            if rows.shape[0] == 1:
+                D = self.absorb_one(stats, k, rows[0])
+            elif 4 * rows.shape[0] <= self.dim and self.current(stats, k):
+                U = self.ainv[k] @ rows.T
+                M = np.eye(rows.shape[0]) + rows @ U
+                try:
+                    L = np.linalg.cholesky(M)
+                except np.linalg.LinAlgError:
+                    L = None
+                if L is None or not np.isfinite(L).all() or float(np.diag(L).min()) < 1.0 - 1e-9:
+                    D = None  # M = I + XA⁻¹Xᵀ has eigenvalues >= 1 exactly: drift
+                    self.mark_slot(k)
+                else:
+                    D = np.linalg.solve(L, U.T).T
+                    self._downdate(stats, k, D)
+            else:
+                D = None
+                self.mark_slot(k)
+            if D is None:
+                exact = False
+            else:
+                done.append((k, D))
+        return done if exact else None
+
+    def _downdate(self, stats: RidgeStatistics, k: int, D: FloatArray) -> None:
+        """A⁻¹[k] −= D Dᵀ, then θ from b and ``packed`` from the new A⁻¹.
+
+        ``packed`` is re-read from the float64 A⁻¹ rather than downdated in float32:
+        the entries shrink by orders of magnitude as an arm learns, and float32
+        downdates would leave their rounding error at the old magnitude.
+        """
+        P = self.ainv[k]
+        P -= D @ D.T
+        self.theta[k] = P @ stats.b[k]
+        np.multiply(P.reshape(-1)[self._tri], self._tri_weight, out=self._pk64)
+        self.packed[k] = self._pk64
+        self._since[k] += D.shape[1]
+        if self._since[k] >= self.refactor_every:
+            self.mark_slot(k)
 
     def features(self, x: FloatArray) -> npt.NDArray[np.float32]:
         """``x_i·x_{(i+k) mod d}`` in ``packed``'s order (a scratch buffer: use it at once)."""

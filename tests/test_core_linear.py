@@ -208,3 +208,127 @@ def test_make_policy_linucb_theta_matches_solve() -> None:
     theta = pol._solver.solve(pol.statistics, "a")
     A = 2.0 * np.eye(2) + np.array([[2.0, 1.0], [1.0, 1.0]])
     np.testing.assert_allclose(theta, np.linalg.solve(A, [1.5, 0.5]), rtol=1e-12)
+
+
+def _exact(stats: RidgeStatistics, lam: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    A = lam * np.eye(stats.dim) + stats.S[k]
+    return np.linalg.solve(A, stats.b[k]), np.linalg.inv(A)
+
+
+def test_ridge_solver_rank_updates_match_linalg_solve() -> None:
+    """Sherman–Morrison / Woodbury downdates of the cache stay equal to a direct solve."""
+    rng = np.random.default_rng(np.random.SeedSequence(7))
+    d, lam = 8, 0.5
+    stats = RidgeStatistics.empty(d, ARMS)
+    solver = RidgeSolver(lam)
+    solver.refactor_every = 10**9  # drift of the rank updates alone, no refresh
+    solver.ensure(stats)
+    for i in range(600):
+        k = i % 3
+        if i % 50 == 49:  # a small batch on one arm: one Woodbury downdate of rank 1..d/4
+            X = rng.normal(size=(1 + i % 2, d))
+            stats.update_batch([ARMS[k]] * X.shape[0], X, rng.normal(size=X.shape[0]))
+            done = solver.absorb(stats, np.full(X.shape[0], k), X)
+            assert done is not None and done[0][1].shape == (d, X.shape[0])
+        else:
+            x = rng.normal(size=d) * 3.0
+            stats.update(ARMS[k], x, float(rng.normal()))
+            assert solver.absorb_one(stats, k, x) is not None
+        assert solver.current(stats, k)
+    x = rng.normal(size=d)
+    for k in range(3):
+        theta, ainv = _exact(stats, lam, k)
+        np.testing.assert_allclose(solver.theta[k], theta, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(solver.ainv[k], ainv, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(solver.widths_sq(x)[k], x @ ainv @ x, rtol=1e-4)
+
+
+def test_ridge_solver_refactors_after_refactor_every_and_when_not_current() -> None:
+    d = 4
+    stats = RidgeStatistics.empty(d, ["a"])
+    solver = RidgeSolver(1.0)
+    solver.refactor_every = 3
+    solver.ensure(stats)
+    x = np.ones(d)
+    for _ in range(2):
+        stats.update("a", x, 1.0)
+        solver.absorb_one(stats, 0, x)
+    assert solver.current(stats, 0)
+    stats.update("a", x, 1.0)
+    solver.absorb_one(stats, 0, x)
+    assert not solver.current(stats, 0)  # third downdate: refreshed exactly on ensure
+    stats.update("a", x, 1.0)
+    assert solver.absorb_one(stats, 0, x) is None  # a stale arm is never downdated
+    solver.ensure(stats)
+    np.testing.assert_allclose(solver.theta[0], _exact(stats, 1.0, 0)[0], rtol=1e-12)
+    # more arms touched than a few: marked dirty for one batched refresh
+    many = RidgeStatistics.empty(d, [f"a{i}" for i in range(12)])
+    solver.ensure(many)
+    ids = [f"a{i}" for i in range(12)]
+    X = np.eye(d)[np.arange(12) % d]
+    many.update_batch(ids, X, np.ones(12))
+    assert solver.absorb(many, np.arange(12), X) is None
+    solver.ensure(many)
+    np.testing.assert_allclose(solver.theta[5], _exact(many, 1.0, 5)[0], rtol=1e-12)
+
+
+def _hybrid_setup(seed: int) -> tuple[HybridLinUCB, dict[str, tuple[float, float] | None]]:
+    feats: dict[str, tuple[float, float] | None] = {"a": (0.5, -1.0), "b": (1.0, 0.2), "c": None}
+    reg = ArmRegistry([Arm(k, features=v) for k, v in feats.items()], feature_dim=2)
+    pol = HybridLinUCB(PolicyConfig(name="hybrid_linucb", dim=3, arm_feature_dim=2,
+                                    ridge_lambda=0.7, alpha=0.9, probability_floor=0.0), reg)
+    return pol, feats
+
+
+def test_hybrid_linucb_rank_updates_match_rebuild() -> None:
+    """Interleaved choose+update (rank-one path) scores as a policy rebuilt from the sums."""
+    rng = np.random.default_rng(np.random.SeedSequence(31))
+    pol, _ = _hybrid_setup(0)
+    pol.refactor_every = 10**9
+    for i in range(300):
+        x = rng.normal(size=3)
+        choice = pol.choose(x, rng)
+        if i % 40 == 39:
+            pol.update_batch([choice.arm_id] * 2, np.vstack([x, -x]), [1.0, 0.0])
+        else:
+            pol.update(choice.arm_id, x, float(rng.normal()))
+    assert not pol._shared_dirty  # the shared factor was never rebuilt
+    fresh, _ = _hybrid_setup(0)
+    fresh.set_statistics(pol.statistics)
+    for _ in range(5):
+        x = rng.normal(size=3)
+        got = pol.choose(x, np.random.default_rng(1)).scores
+        want = fresh.choose(x, np.random.default_rng(1)).scores
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(pol.beta, fresh.beta, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["linucb", "linear_thompson", "hybrid_linucb"])
+def test_policy_caches_exact_after_merge_decay_and_restore(name: str) -> None:
+    """Rank-updated caches are replaced by exact ones after apply / forgetting / restore."""
+    rng = np.random.default_rng(np.random.SeedSequence(5))
+    reg = ArmRegistry([Arm(a, features=(float(i), 1.0)) for i, a in enumerate(ARMS)],
+                      feature_dim=2)
+
+    def build(half_life: float = 0.0) -> object:
+        return make_policy(PolicyConfig(name=name, dim=D, arm_feature_dim=2,
+                                        half_life_events=half_life), reg)
+
+    for half_life in (0.0, 25.0):
+        pol = build(half_life)
+        for _ in range(60):
+            x = rng.normal(size=D)
+            pol.update(pol.choose(x, rng).arm_id, x, float(rng.random()))  # type: ignore[attr-defined]
+        delta = pol.accumulate(pol.empty_statistics(), ["a", "b"],  # type: ignore[attr-defined]
+                               rng.normal(size=(2, D)), [1.0, 0.0])
+        pol.apply(delta)  # type: ignore[attr-defined]
+        x = rng.normal(size=D)
+        pol.update("c", x, 0.5)  # type: ignore[attr-defined]
+        fresh = build(half_life)
+        fresh.set_statistics(pol.statistics)  # type: ignore[attr-defined]
+        for _ in range(3):
+            x = rng.normal(size=D)
+            got = pol.choose(x, np.random.default_rng(2))  # type: ignore[attr-defined]
+            want = fresh.choose(x, np.random.default_rng(2))  # type: ignore[attr-defined]
+            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(got.probabilities, want.probabilities, atol=1e-9)

@@ -126,8 +126,13 @@ class LinearPolicy:
     def _on_arms_changed(self) -> None:
         """Hook for subclasses that cache per-arm registry data."""
 
-    def _on_stats_changed(self) -> None:
-        """Hook for subclasses that cache functions of the statistics."""
+    def _on_stats_changed(self, downdates: list[tuple[int, FloatArray]] | None = None) -> None:
+        """Hook for subclasses that cache functions of the statistics.
+
+        ``downdates`` lists the exact rank updates just made to the solver's A⁻¹
+        (``(slot, D)``: A⁻¹ of ``slot`` decreased by ``D Dᵀ``) when that was the only
+        change; None means anything may have changed.
+        """
 
     def _eligible(self, eligible: Sequence[str] | None) -> tuple[IntArray, tuple[str, ...], bool]:
         self._sync()
@@ -187,21 +192,31 @@ class LinearPolicy:
         return solver.theta[idx] @ x, solver.widths_sq(x, idx)
 
     # ---- learning
-    def _changed(self, slots: IntArray | int | None) -> None:
-        if self._gamma != 1.0 or slots is None:
-            self._solver.mark_dirty(None)
-        elif isinstance(slots, int):
-            self._solver.mark_slot(slots)
-        else:
-            self._solver.mark_dirty(slots)
-        self._on_stats_changed()
+    def _changed(self, slots: IntArray | None) -> None:
+        """Statistics changed by more than added events: refresh those arms exactly."""
+        self._solver.mark_dirty(None if self._gamma != 1.0 else slots)
+        self._on_stats_changed(None)
+
+    def _absorbed(self, arm_ids: Sequence[str], X: FloatArray) -> None:
+        """Events were just added to the live statistics: rank-update the caches."""
+        if self._gamma != 1.0:  # every sum was scaled, the prior was not: not a rank update
+            self._changed(None)
+            return
+        slots = np.fromiter((self._stats.slot(a) for a in arm_ids), dtype=np.intp,
+                            count=len(arm_ids))
+        self._on_stats_changed(self._solver.absorb(self._stats, slots, X))
 
     def update(self, arm_id: str, context: npt.ArrayLike, reward: float) -> None:
         x = as_context(context, self._dim)
         r = _as_reward(reward)
         self._check_arm(arm_id)
         with self._lock:
-            self._changed(self._stats.update(arm_id, x, r, self._gamma))
+            slot = self._stats.update(arm_id, x, r, self._gamma)
+            if self._gamma != 1.0:
+                self._changed(None)
+                return
+            D = self._solver.absorb_one(self._stats, slot, x)
+            self._on_stats_changed(None if D is None else [(slot, D)])
 
     def _validate_batch(
         self, arm_ids: Sequence[str], contexts: npt.ArrayLike, rewards: npt.ArrayLike
@@ -221,7 +236,8 @@ class LinearPolicy:
         ids, X, r = self._validate_batch(arm_ids, contexts, rewards)
         if ids:
             with self._lock:
-                self._changed(self._stats.update_batch(ids, X, r, self._gamma))
+                self._stats.update_batch(ids, X, r, self._gamma)
+                self._absorbed(ids, X)
 
     def empty_statistics(self) -> RidgeStatistics:
         return RidgeStatistics.empty(self._dim)
@@ -245,9 +261,9 @@ class LinearPolicy:
         ids, X, r = self._validate_batch(arm_ids, contexts, rewards)
         if ids:
             with self._lock:
-                slots = st.update_batch(ids, X, r, self._gamma)
+                st.update_batch(ids, X, r, self._gamma)
                 if st is self._stats:
-                    self._changed(slots)
+                    self._absorbed(ids, X)
         return st
 
     def apply(self, delta: Statistics) -> None:
@@ -272,7 +288,7 @@ class LinearPolicy:
             self._solver = solver
             self._eligible_cache.clear()
             self._synced_version = -1
-            self._on_stats_changed()
+            self._on_stats_changed(None)
 
     # ---- snapshots
     def snapshot_arrays(self) -> dict[str, np.ndarray]:

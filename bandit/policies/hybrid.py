@@ -21,13 +21,24 @@ with θ̂_a = A_a⁻¹b_a. For a context x, with u_a = A_a⁻¹x:
     score  = mean_a + α·sqrt(s_a)
 
 which equal the joint ridge posterior mean and variance (tested against a direct
-solve). The shared factor is rebuilt lazily after statistics or features change,
-at O(K d² m² + (dm)³).
+solve). With Q_a = (I ⊗ f̃_a)ᵀ A₀⁻¹ (I ⊗ f̃_a) (d × d per arm) the shared variance term is
+λ²·u_aᵀQ_a u_a, so a choice costs O(K d²) like disjoint LinUCB.
+
+Learning one event is a rank-one change (Sherman–Morrison, as in the disjoint solver):
+when arm j's A_j⁻¹ drops by D Dᵀ, C_j = λ(I − λA_j⁻¹) grows by λ²D Dᵀ, so A₀ grows by
+W Wᵀ with W = λ D ⊗ f̃_j; then A₀⁻¹ drops by D₀D₀ᵀ (D₀ = A₀⁻¹W L_M⁻ᵀ, M = I + WᵀA₀⁻¹W =
+L_M L_Mᵀ), every Q_a drops by H_aH_aᵀ with H_a = (I ⊗ f̃_a)ᵀD₀, and β = A₀⁻¹b₀ is
+recomputed: O(p² + K d²) with p = d(m+1), instead of the O(K d² m² + p³) rebuild. The
+rebuild (exact, from the statistics) still runs after anything that is not a plain
+addition (merge, forgetting, restore, feature changes) and every ``refactor_every``
+rank updates, against drift. A₀⁻¹ lives in its lower triangle and is updated with
+BLAS ``dsyr``/``dsymv`` (numpy has no in-place rank-one update).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg.blas import dsymv, dsyr
 
 from bandit.arms import ArmRegistry
 from bandit.config import PolicyConfig
@@ -41,6 +52,8 @@ class HybridLinUCB(LinearPolicy):
     """Hybrid LinUCB; ``alpha`` is α, ``ridge_lambda`` λ, ``arm_feature_dim`` is m."""
 
     name = "hybrid_linucb"
+    #: rank updates of the shared factor before it is rebuilt exactly from the statistics
+    refactor_every: int = 512
 
     def __init__(self, config: PolicyConfig, arms: ArmRegistry) -> None:
         if config.arm_feature_dim <= 0:
@@ -48,10 +61,13 @@ class HybridLinUCB(LinearPolicy):
                 "policy.arm_feature_dim", config.arm_feature_dim, "must be > 0 for hybrid_linucb"
             )
         self._m1 = config.arm_feature_dim + 1
+        p = config.dim * self._m1
         self._F = np.zeros((0, self._m1))
         self._shared_dirty = True
+        self._shared_since = 0
         self._beta = np.zeros((config.dim, self._m1))
-        self._L0inv = np.eye(config.dim * self._m1)
+        self._A0inv = np.asfortranarray(np.eye(p))  # lower triangle valid
+        self._Q = np.zeros((0, config.dim, config.dim))
         super().__init__(config, arms)
 
     def _on_arms_changed(self) -> None:
@@ -71,15 +87,50 @@ class HybridLinUCB(LinearPolicy):
             self._F = F
             self._shared_dirty = True
 
-    def _on_stats_changed(self) -> None:
-        self._shared_dirty = True
+    def _on_stats_changed(self, downdates: list[tuple[int, FloatArray]] | None = None) -> None:
+        if downdates is None or self._shared_dirty:
+            self._shared_dirty = True
+            return
+        F, lam = self._F, self._solver.lam
+        d, m1 = self._dim, self._m1
+        A0inv = self._A0inv
+        for k, D in downdates:
+            if k >= F.shape[0] or self._Q.shape[0] != F.shape[0]:
+                self._shared_dirty = True
+                return
+            W = (lam * D[:, None, :] * F[k][None, :, None]).reshape(d * m1, -1)
+            U = np.column_stack([dsymv(1.0, A0inv, W[:, c], lower=1)
+                                 for c in range(W.shape[1])])
+            try:
+                L = np.linalg.cholesky(np.eye(W.shape[1]) + W.T @ U)
+            except np.linalg.LinAlgError:
+                self._shared_dirty = True
+                return
+            if not np.isfinite(L).all() or float(np.diag(L).min()) < 1.0 - 1e-9:
+                self._shared_dirty = True  # M = I + WᵀA₀⁻¹W >= I exactly: drift
+                return
+            D0 = np.linalg.solve(L, U.T).T
+            for c in range(D0.shape[1]):
+                A0inv = dsyr(-1.0, D0[:, c], a=A0inv, lower=1, overwrite_a=1)
+            H = np.einsum("iam,ka->kim", D0.reshape(d, m1, -1), F)
+            self._Q -= H @ H.transpose(0, 2, 1)
+            self._shared_since += D0.shape[1]
+        self._A0inv = A0inv
+        self._update_beta()
+        if self._shared_since >= self.refactor_every:
+            self._shared_dirty = True
 
     @property
     def beta(self) -> FloatArray:
         """β as a d × (m+1) matrix (refreshed on access)."""
-        self._sync()
-        self._refresh_shared()
-        return self._beta
+        with self._lock:
+            self._sync()
+            self._refresh_shared()
+            return self._beta.copy()
+
+    def _update_beta(self) -> None:
+        b0 = self._solver.lam * (self._solver.theta.T @ self._F).reshape(-1)
+        self._beta = dsymv(1.0, self._A0inv, b0, lower=1).reshape(self._dim, self._m1)
 
     def _refresh_shared(self) -> None:
         self._solver.ensure(self._stats)
@@ -93,11 +144,14 @@ class HybridLinUCB(LinearPolicy):
         G = F[:, :, None] * F[:, None, :]
         p = d * m1
         A0 = lam * np.eye(p) + np.einsum("kij,kab->iajb", C, G).reshape(p, p)
-        b0 = lam * np.einsum("ki,ka->ia", self._solver.theta, F).reshape(p)
-        L0 = np.linalg.cholesky(A0)
-        self._L0inv = np.asarray(np.linalg.solve(L0, np.eye(p)), dtype=np.float64)
-        self._beta = (self._L0inv.T @ (self._L0inv @ b0)).reshape(d, m1)
+        L0inv = np.linalg.solve(np.linalg.cholesky(A0), np.eye(p))
+        A0inv = L0inv.T @ L0inv
+        self._Q = np.einsum("iajb,ka,kb->kij", A0inv.reshape(d, m1, d, m1), F, F,
+                            optimize=True)
+        self._A0inv = np.asfortranarray(A0inv)
+        self._update_beta()
         self._shared_dirty = False
+        self._shared_since = 0
 
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
@@ -107,11 +161,10 @@ class HybridLinUCB(LinearPolicy):
         Ainv = self._solver.ainv if full else self._solver.ainv[idx]
         theta = self._solver.theta if full else self._solver.theta[idx]
         F = self._F if full else self._F[idx]
+        Q = self._Q if full else self._Q[idx]
         u = Ainv @ x
         mean = theta @ x + lam * np.einsum("ka,ka->k", u @ self._beta, F)
-        W = (lam * u[:, :, None] * F[:, None, :]).reshape(u.shape[0], -1)
-        shared = W @ self._L0inv.T
-        s = u @ x + np.einsum("ij,ij->i", shared, shared)
-        scores = mean + self.config.alpha * np.sqrt(s)
+        s = u @ x + lam * lam * np.einsum("ki,ki->k", np.matmul(Q, u[:, :, None])[:, :, 0], u)
+        scores = mean + self.config.alpha * np.sqrt(np.maximum(s, 0.0))
         probs, pos = floored_argmax(scores, self.config.probability_floor, rng)
         return scores, probs, pos
