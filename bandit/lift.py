@@ -74,36 +74,73 @@ def _cohorts(store: ClickHouseStore, experiment: ExperimentConfig | str, metric:
         raise InvalidInputError("experiment", exp_id,
                                 f"has no exposed units (known experiments: {known or 'none'})")
     cfg = _experiment_config(experiment, sorted(m["variant"]))
-    if cfg.control not in set(m["variant"]):
-        raise InvalidInputError("experiment.control", cfg.control, "has no exposed units")
     exposed = {str(r.variant): int(r.n_exposed) for r in m.itertuples()}
     sums = {str(r.variant): stats.CovSums(int(r.n), float(r.sy), float(r.syy), float(r.sx),
                                           float(r.sxx), float(r.sxy)) for r in m.itertuples()}
     return _Cohorts(cfg, exposed, sums)
 
 
-def _verdict(srm: stats.SRMResult, diff: stats.DiffResult, seq: stats.SequentialResult) -> str:
-    if srm.flagged:
+#: metrics whose per-unit values are 0/1 (their means and intervals live in [0, 1])
+BINARY: Final = frozenset(m for m in METRICS if m.endswith("_retention"))
+
+
+def decided_by(alpha: float) -> str:
+    """The interval every lift verdict is decided by, in words (shown beside it)."""
+    return f"always-valid {1 - alpha:.0%} interval of the relative lift"
+
+
+def _verdict(srm: stats.SRMResult | None, seq: stats.SequentialResult, alpha: float) -> str:
+    if srm is not None and srm.flagged:
         return f"sample-ratio mismatch (p={srm.p_value:.1e}): do not trust this comparison"
+    lvl = f"{1 - alpha:.0%}"
     if seq.ci_low > 0:
-        return "better than control (always-valid interval excludes 0)"
+        return f"better than control (always-valid {lvl} interval excludes 0)"
     if seq.ci_high < 0:
-        return "worse than control (always-valid interval excludes 0)"
-    if diff.ci_low > 0:
-        return "likely better (fixed-horizon only; keep running for an always-valid call)"
-    if diff.ci_high < 0:
-        return "likely worse (fixed-horizon only; keep running for an always-valid call)"
-    return "no detectable difference yet"
+        return f"worse than control (always-valid {lvl} interval excludes 0)"
+    return f"no detectable difference yet (always-valid {lvl} interval includes 0)"
 
 
-def _complete(c: _Cohorts, variant: str, metric: str, role: str) -> stats.CovSums:
-    s = c.sums.get(variant)
-    if s is None or s.n < 2:
-        n = 0 if s is None else s.n
-        raise InvalidInputError(
-            role, variant,
-            f"has {n} units with a complete {metric} (cohort not old enough yet?)")
-    return s
+def _summary(s: stats.CovSums | None) -> stats.Summary | None:
+    return None if s is None or s.n < 2 else stats.Summary.from_sums(s.n, s.sy, s.syy)
+
+
+_NAN = math.nan
+_NUMBERS: Final = ("abs_diff", "abs_ci_low", "abs_ci_high", "seq_abs_ci_low", "seq_abs_ci_high",
+                   "rel_lift", "rel_ci_low", "rel_ci_high", "seq_ci_low", "seq_ci_high",
+                   "p_value", "prob_better")
+
+
+def _matured(metric: str) -> str:
+    """What a unit needs for ``metric``, in words: "day-30 in the past"."""
+    days = METRICS[metric][0].rsplit("_", 1)[-1].lstrip("d")
+    return f"day-{days} in the past"
+
+
+def _row_numbers(at: stats.Summary, ac: stats.Summary, *, alpha: float, planned_n: int,
+                 binary: bool) -> dict[str, float]:
+    """Every interval of one comparison; NaN where the data give none (never raises)."""
+    out = dict.fromkeys(_NUMBERS, _NAN)
+    out["abs_diff"] = at.mean - ac.mean
+    if ac.mean != 0:
+        out["rel_lift"] = at.mean / ac.mean - 1
+    try:
+        diff = stats.absolute_diff(at, ac, alpha=alpha)
+        seq_d = stats.sequential_diff(at, ac, alpha=alpha, planned_n=planned_n)
+    except InvalidInputError:
+        return out
+    lo, hi, slo, shi = diff.ci_low, diff.ci_high, seq_d.ci_low, seq_d.ci_high
+    if binary:  # a difference of two proportions lies in [-1, 1]
+        lo, hi, slo, shi = (min(max(v, -1.0), 1.0) for v in (lo, hi, slo, shi))
+    out.update(abs_ci_low=lo, abs_ci_high=hi, seq_abs_ci_low=slo, seq_abs_ci_high=shi,
+               p_value=diff.p_value, prob_better=stats.prob_better(at, ac))
+    try:
+        rel = stats.relative_lift(at, ac, alpha=alpha)
+        seq = stats.sequential_lift(at, ac, alpha=alpha, planned_n=planned_n)
+    except InvalidInputError:
+        return out
+    out.update(rel_ci_low=rel.ci_low, rel_ci_high=rel.ci_high, seq_ci_low=seq.ci_low,
+               seq_ci_high=seq.ci_high)
+    return out
 
 
 def lift_table(
@@ -115,54 +152,90 @@ def lift_table(
     *,
     alpha: float = 0.05,
     planned_n: int | None = None,
+    min_units: int = stats.MIN_UNITS,
 ) -> pd.DataFrame:
     """One row per non-control variant: the metric vs control with every interval.
 
     Computed from per-variant sums (:meth:`Store.cohort_moments`) — identical to the
     per-unit computation of :mod:`bandit.stats` on :meth:`Store.unit_metrics`.
-    ``planned_n`` tunes the always-valid interval (tightest at that many units). For the
-    guarantee under daily peeking it must be fixed in advance (the planned sample size);
-    the default, the number of units exposed so far, is a convenience that drifts.
-    Relative columns (``rel_*``, ``seq_*``) are fractions (0.2 = +20 %).
+
+    Every row has a ``verdict`` in words, decided by the interval named in
+    ``decided_by`` (the always-valid relative interval ``seq_ci_low``/``seq_ci_high``,
+    which excludes 0 exactly when the always-valid difference interval does) — or, when
+    the cohorts cannot be compared yet (empty, all zero, no variation, fewer than
+    ``min_units`` per arm), a sentence saying so, with ``status`` ``"too early"`` and the
+    intervals NaN where none exists. ``planned_n`` (total units) tunes the always-valid
+    interval; it must be fixed in advance, and defaults to
+    :data:`bandit.stats.DEFAULT_PLANNED_N`, never to the data. Relative columns
+    (``rel_*``, ``seq_*``) are fractions (0.2 = +20 %); ``rel_ci_high`` is inf when the
+    control mean is not yet distinguishable from zero. Raises
+    :class:`InvalidInputError` only for a wrong request (unknown metric, experiment
+    with no exposure at all).
     """
     c = _cohorts(store, experiment, metric, as_of_ms)
     cfg = c.config
     weights = {v.name: v.weight for v in cfg.variants}
     srm = stats.srm_test({k: c.exposed.get(k, 0) for k in weights}, weights)
-    n_plan = planned_n if planned_n is not None else max(sum(c.exposed.values()), 2)
-    control = _complete(c, cfg.control, metric, "control")
+    n_plan = planned_n if planned_n is not None else stats.DEFAULT_PLANNED_N
+    if n_plan < 2:
+        raise InvalidInputError("planned_n", n_plan, "must be >= 2 units")
+    control = c.sums.get(cfg.control)
     rows: list[dict[str, Any]] = []
     for v in cfg.variants:
         if v.name == cfg.control:
             continue
-        treat = _complete(c, v.name, metric, "variant")
-        raw_t = stats.Summary.from_sums(treat.n, treat.sy, treat.syy)
-        raw_c = stats.Summary.from_sums(control.n, control.sy, control.syy)
+        treat = c.sums.get(v.name)
+        raw_t, raw_c = _summary(treat), _summary(control)
+        why = stats.degenerate_reason(raw_t, raw_c, min_units=min_units,
+                                      what=_matured(metric))
         reduction = 0.0
-        at, ac = raw_t, raw_c
-        if cuped:
-            at, ac, _theta, reduction = stats.cuped_sums(treat, control)
-        diff = stats.absolute_diff(at, ac, alpha=alpha)
-        rel = stats.relative_lift(at, ac, alpha=alpha)
-        seq = stats.sequential_lift(at, ac, alpha=alpha, planned_n=n_plan)
-        seq_diff = stats.sequential_diff(at, ac, alpha=alpha, planned_n=n_plan)
+        numbers = dict.fromkeys(_NUMBERS, _NAN)
+        if raw_t is not None and raw_c is not None and treat is not None and control is not None:
+            at, ac = raw_t, raw_c
+            if cuped:
+                at, ac, _theta, reduction = stats.cuped_sums(treat, control)
+            numbers = _row_numbers(at, ac, alpha=alpha, planned_n=n_plan,
+                                   binary=metric in BINARY)
+        if why is None and not math.isfinite(numbers["seq_ci_low"]):
+            why = "no interval yet: the cohorts are too thin for a relative lift"
+        if why is not None:
+            status, verdict = "too early", why
+        elif srm.flagged:
+            status = "srm"
+            verdict = _verdict(srm, stats.SequentialResult(0, 0, 0, 0, 0, alpha, 0, n_plan),
+                               alpha)
+        else:
+            status = "called"
+            seq = stats.SequentialResult(numbers["rel_lift"], _NAN, _NAN, numbers["seq_ci_low"],
+                                         numbers["seq_ci_high"], alpha, 0, n_plan)
+            verdict = _verdict(None, seq, alpha)
         rows.append({
             "experiment_id": cfg.id, "metric": metric, "variant": v.name,
-            "control": cfg.control, "n": raw_t.n, "n_control": raw_c.n,
-            "mean": raw_t.mean, "mean_control": raw_c.mean,
-            "abs_diff": diff.estimate, "abs_ci_low": diff.ci_low, "abs_ci_high": diff.ci_high,
-            "rel_lift": rel.estimate, "rel_ci_low": rel.ci_low, "rel_ci_high": rel.ci_high,
-            "seq_ci_low": seq.ci_low, "seq_ci_high": seq.ci_high, "p_value": diff.p_value,
-            "prob_better": stats.prob_better(at, ac), "cuped": bool(cuped),
-            "variance_reduction": reduction, "srm_p": srm.p_value, "srm_flag": srm.flagged,
-            "verdict": _verdict(srm, diff, seq_diff),
+            "control": cfg.control,
+            "n": 0 if raw_t is None else raw_t.n, "n_control": 0 if raw_c is None else raw_c.n,
+            "mean": _NAN if raw_t is None else raw_t.mean,
+            "mean_control": _NAN if raw_c is None else raw_c.mean,
+            **numbers, "cuped": bool(cuped), "variance_reduction": reduction,
+            "srm_p": srm.p_value, "srm_flag": srm.flagged, "planned_n": n_plan,
+            "status": status, "verdict": verdict, "decided_by": decided_by(alpha),
         })
     return pd.DataFrame(rows)
 
 
+GUARDRAIL_COLUMNS: Final = ("metric", "variant", "status", "estimate", "ci_low", "ci_high",
+                            "margin", "level", "detectable_drop", "n", "n_for_margin",
+                            "detail")
+
+
 def guardrail_table(store: ClickHouseStore, experiment: ExperimentConfig | str,
                     as_of_ms: int | None = None, *, alpha: float = 0.05) -> pd.DataFrame:
-    """Each configured guardrail metric of each variant vs control (non-inferiority)."""
+    """Each configured guardrail metric of each variant vs control (non-inferiority).
+
+    A one-sided test at level ``alpha`` (``level`` = 1-α, stated in ``detail``), with
+    the drop it would detect at the current size; a metric whose cohorts cannot be
+    compared yet has status ``"no data"`` and the reason in ``detail``. The frame has
+    its columns (:data:`GUARDRAIL_COLUMNS`) even when there is no guardrail.
+    """
     exp_id = experiment.id if isinstance(experiment, ExperimentConfig) else experiment
     cfg = experiment if isinstance(experiment, ExperimentConfig) else None
     rows: list[dict[str, Any]] = []
@@ -172,24 +245,30 @@ def guardrail_table(store: ClickHouseStore, experiment: ExperimentConfig | str,
             raise InvalidInputError("experiment.guardrails", metric,
                                     f"must be one of {sorted(METRICS)}")
         c = _cohorts(store, experiment, metric, as_of_ms)
+        margin = c.config.guardrail_margin
         for v in c.config.variants:
             if v.name == c.config.control:
                 continue
-            try:
-                t = _complete(c, v.name, metric, "variant")
-                k = _complete(c, c.config.control, metric, "control")
-                g = stats.guardrail(metric, stats.Summary.from_sums(t.n, t.sy, t.syy),
-                                    stats.Summary.from_sums(k.n, k.sy, k.syy),
-                                    margin=c.config.guardrail_margin, alpha=alpha)
-            except InvalidInputError as exc:
+            t, k = _summary(c.sums.get(v.name)), _summary(c.sums.get(c.config.control))
+            why = stats.degenerate_reason(t, k, min_units=2, what=_matured(metric))
+            if why is None and t is not None and k is not None:
+                try:
+                    g = stats.guardrail(metric, t, k, margin=margin, alpha=alpha)
+                except InvalidInputError as exc:
+                    why = str(exc)
+            if why is not None or t is None or k is None:
                 rows.append({"metric": metric, "variant": v.name, "status": "no data",
-                             "estimate": math.nan, "ci_low": math.nan, "ci_high": math.nan,
-                             "margin": c.config.guardrail_margin, "detail": str(exc)})
+                             "estimate": _NAN, "ci_low": _NAN, "ci_high": _NAN,
+                             "margin": margin, "level": 1 - alpha, "detectable_drop": _NAN,
+                             "n": 0 if t is None or k is None else min(t.n, k.n),
+                             "n_for_margin": 0, "detail": why})
                 continue
             rows.append({"metric": metric, "variant": v.name, "status": g.status,
                          "estimate": g.estimate, "ci_low": g.ci_low, "ci_high": g.ci_high,
-                         "margin": g.margin, "detail": ""})
-    return pd.DataFrame(rows)
+                         "margin": g.margin, "level": g.level,
+                         "detectable_drop": g.detectable_drop, "n": g.n,
+                         "n_for_margin": g.n_for_margin, "detail": g.describe()})
+    return pd.DataFrame(rows, columns=list(GUARDRAIL_COLUMNS))
 
 
 # ---------------------------------------------------------------------- CLI
@@ -209,7 +288,7 @@ def register(subparsers: Any) -> None:
                    help="do not adjust with the pre-period covariate")
     p.add_argument("--planned-n", type=int, default=None,
                    help="units the always-valid interval is tuned for (fix it in advance; "
-                        "default: units exposed so far)")
+                        f"default: {stats.DEFAULT_PLANNED_N} total units)")
     p.add_argument("--dsn", default=None, help="store DSN (default: store.dsn from config)")
     p.add_argument("--database", default=None, help="store database (default: store.database)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -265,7 +344,19 @@ def _cmd_lift(args: argparse.Namespace) -> int:
 
 
 def _pct(x: float) -> str:
+    if x == math.inf:
+        return "unbounded"
     return f"{100 * x:+.1f}%" if math.isfinite(x) else "n/a"
+
+
+def _num(x: float) -> str:
+    return f"{x:+.4g}" if math.isfinite(x) else "n/a"
+
+
+def _interval(lo: float, hi: float, fmt: Any = _pct) -> str:
+    if not (math.isfinite(lo) or math.isfinite(hi)):
+        return "n/a"
+    return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
 def _print_rich(table: pd.DataFrame, guards: pd.DataFrame) -> None:
@@ -281,27 +372,31 @@ def _print_rich(table: pd.DataFrame, guards: pd.DataFrame) -> None:
         t.add_column(str(r["variant"]), overflow="fold")
     fields: list[tuple[str, Any]] = [
         ("units (treatment / control)", lambda r: f"{r['n']} / {r['n_control']}"),
-        ("mean (treatment / control)", lambda r: f"{r['mean']:.4g} / {r['mean_control']:.4g}"),
-        ("difference [95% CI]",
-         lambda r: f"{r['abs_diff']:+.4g} [{r['abs_ci_low']:+.4g}, {r['abs_ci_high']:+.4g}]"),
-        ("relative lift [95% CI]",
-         lambda r: f"{_pct(r['rel_lift'])} [{_pct(r['rel_ci_low'])}, {_pct(r['rel_ci_high'])}]"),
-        ("always-valid 95% CI", lambda r: f"[{_pct(r['seq_ci_low'])}, {_pct(r['seq_ci_high'])}]"),
+        ("mean (treatment / control)",
+         lambda r: f"{_num(r['mean']).lstrip('+')} / {_num(r['mean_control']).lstrip('+')}"),
+        ("verdict", lambda r: str(r["verdict"])),
+        (f"decided by: {first['decided_by']}",
+         lambda r: _interval(r["seq_ci_low"], r["seq_ci_high"])),
+        ("relative lift", lambda r: _pct(r["rel_lift"])),
+        ("fixed-horizon 95% CI (one look)",
+         lambda r: _interval(r["rel_ci_low"], r["rel_ci_high"])),
+        ("difference [fixed-horizon 95% CI]",
+         lambda r: f"{_num(r['abs_diff'])} {_interval(r['abs_ci_low'], r['abs_ci_high'], _num)}"),
         ("CUPED variance reduction",
          lambda r: f"{100 * r['variance_reduction']:.0f}%" if r["cuped"] else "off"),
-        ("P(better than control)", lambda r: f"{r['prob_better']:.3f}"),
+        ("P(better than control)",
+         lambda r: f"{r['prob_better']:.3f}" if math.isfinite(r["prob_better"]) else "n/a"),
         ("SRM p-value", lambda r: f"{r['srm_p']:.3g}" + (" (MISMATCH)" if r["srm_flag"] else "")),
-        ("verdict", lambda r: str(r["verdict"])),
     ]
     for name, fmt in fields:
         t.add_row(name, *[fmt(r) for r in records])
     console.print(t)
     if not guards.empty:
-        g = Table(title="guardrails (relative, must not degrade beyond margin)")
-        for name in ("metric", "variant", "lift [95% CI]", "margin", "status"):
-            g.add_column(name)
+        g = Table(title="guardrails (relative, one-sided; must not degrade beyond the margin)")
+        for name in ("metric", "variant", "lift [one-sided bounds]", "margin", "status"):
+            g.add_column(name, overflow="fold")
         for r in guards.to_dict("records"):
             g.add_row(r["metric"], r["variant"],
-                      f"{_pct(r['estimate'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
-                      f"-{100 * r['margin']:.1f}%", r["status"])
+                      f"{_pct(r['estimate'])} {_interval(r['ci_low'], r['ci_high'])}",
+                      f"-{100 * r['margin']:.1f}%", str(r["detail"] or r["status"]))
         console.print(g)

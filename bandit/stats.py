@@ -8,8 +8,13 @@ statistic undefined — raises :class:`InvalidInputError` naming the problem.
 Methods:
 
 * absolute difference with a Welch (1947) t interval;
-* relative lift ``mean_t / mean_c - 1`` with a delta-method interval
-  (e.g. Deng, Knoblich & Lu 2018, "Applying the Delta Method in Metric Analytics");
+* relative lift ``mean_t / mean_c - 1`` with Fieller's (1954, "Some problems in interval
+  estimation", J. R. Stat. Soc. B 16) interval for a ratio of means: the set of ratios R
+  for which ``mean_t - R mean_c`` is not significantly different from zero. Unlike the
+  delta method (Deng, Knoblich & Lu 2018) it follows the skew of the ratio, so it keeps
+  its coverage on skewed and rare metrics from 100 units per arm (docs/statistics.md);
+  it never goes below -100 % (metrics are non-negative, so R >= 0) and it is unbounded
+  above when the control mean itself is not distinguishable from zero;
 * CUPED (Deng, Xu, Kohavi & Walker 2013): ``y - θ (x - mean x)`` with
   ``θ = cov(y, x) / var(x)`` pooled over both cohorts; reports the variance reduction;
 * an always-valid confidence sequence: the normal-mixture boundary of Robbins (1970) in
@@ -17,13 +22,18 @@ Methods:
   nonasymptotic confidence sequences", Ann. Statist., eq. (14)) applied, as in
   Waudby-Smith et al. (2021/2024, "Time-uniform central limit theory and asymptotic
   confidence sequences"), to the standardised difference — it may be looked at after
-  every day without inflating the error rate;
+  every day without inflating the error rate. Its tuning ρ comes from a planned sample
+  size fixed in advance (:data:`DEFAULT_PLANNED_N` unless given), never from the data;
+  the relative version is the Fieller set with the mixture factor in place of the t
+  quantile, so it is time-uniform for the same reason and excludes 0 exactly when the
+  always-valid difference interval does;
 * sample-ratio mismatch: Pearson χ² against the configured split, flagged at p < 0.001
   (Fabijan et al. 2019, "Diagnosing Sample Ratio Mismatch");
 * P(treatment beats control) under a normal approximation of the posterior of the
   difference with a flat prior;
 * guardrails: a metric must not degrade beyond a relative margin (non-inferiority on
-  the lower confidence bound of the relative lift).
+  the one-sided (1-α) lower Fieller bound of the relative lift), with the drop the
+  test would detect at the current size.
 """
 
 from __future__ import annotations
@@ -40,6 +50,8 @@ from scipy import stats as sps
 from bandit.errors import InvalidInputError
 
 __all__ = [
+    "DEFAULT_PLANNED_N",
+    "MIN_UNITS",
     "SRM_ALPHA",
     "CovSums",
     "CupedResult",
@@ -52,6 +64,8 @@ __all__ = [
     "absolute_diff",
     "cuped",
     "cuped_sums",
+    "degenerate_reason",
+    "fieller_bounds",
     "guardrail",
     "mixture_radius_factor",
     "prob_better",
@@ -63,6 +77,13 @@ __all__ = [
 
 #: SRM is flagged below this p-value (a false alarm once in a thousand experiments)
 SRM_ALPHA: Final = 0.001
+#: units per arm below which no verdict is given ("too early to call"): the smallest
+#: size at which the intervals are validated (docs/statistics.md)
+MIN_UNITS: Final = 100
+#: total units the always-valid interval is tuned for when no planned size is given
+DEFAULT_PLANNED_N: Final = 10_000
+#: power at which guardrails report the drop they would detect
+GUARDRAIL_POWER: Final = 0.8
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -136,7 +157,12 @@ class DiffResult:
 
 @dataclass(frozen=True)
 class LiftResult:
-    """mean_t / mean_c - 1 with a delta-method interval."""
+    """mean_t / mean_c - 1 with Fieller's interval (``ci_high`` is inf when unbounded).
+
+    ``se`` is the delta-method standard error, for reference only: the interval is not
+    ``estimate ± z se``. ``p_value`` tests lift 0 (the Welch test of the difference,
+    which is what Fieller's set contains 0 exactly when it accepts).
+    """
 
     n_treatment: int
     n_control: int
@@ -149,10 +175,18 @@ class LiftResult:
     p_value: float
     alpha: float
 
+    @property
+    def bounded(self) -> bool:
+        return math.isfinite(self.ci_high)
+
 
 @dataclass(frozen=True)
 class SequentialResult:
-    """An always-valid interval: ``estimate ± factor · se`` holds at all times with 1-α."""
+    """An always-valid interval, holding at all times with probability 1-α.
+
+    For the difference it is ``estimate ± factor · se``; for the relative lift it is the
+    Fieller set with ``factor`` in place of the t quantile (so not symmetric).
+    """
 
     estimate: float
     se: float
@@ -188,16 +222,39 @@ class SRMResult:
 class GuardrailResult:
     metric: str
     estimate: float
+    #: one-sided (1-α) lower bound of the relative lift (Fieller)
     ci_low: float
+    #: one-sided (1-α) upper bound (inf when unbounded)
     ci_high: float
     margin: float
+    #: one-sided level of each bound, e.g. 0.95
+    level: float
     #: "ok" (lower bound above -margin), "degraded" (upper bound below -margin) or
     #: "inconclusive"
     status: Literal["ok", "degraded", "inconclusive"]
+    #: units per arm now (the smaller arm)
+    n: int
+    #: relative drop the one-sided test detects with probability ``GUARDRAIL_POWER`` at n
+    detectable_drop: float
+    #: units per arm at which a drop of ``margin`` would be detected with that power
+    n_for_margin: int
 
     @property
     def passed(self) -> bool:
         return self.status == "ok"
+
+    def describe(self) -> str:
+        """The status in words, with the level and, when inconclusive, the power."""
+        lvl = f"one-sided {self.level:.0%}"
+        if self.status == "ok":
+            return (f"ok: lower {lvl} bound {self.ci_low:+.1%} is above the "
+                    f"-{self.margin:.1%} margin")
+        if self.status == "degraded":
+            return (f"degraded: upper {lvl} bound {self.ci_high:+.1%} is below the "
+                    f"-{self.margin:.1%} margin")
+        return (f"inconclusive ({lvl}): would detect a {self.detectable_drop:.1%} drop at "
+                f"n = {self.n:,} per variant; settling the -{self.margin:.1%} margin needs "
+                f"n ≈ {self.n_for_margin:,} per variant ({GUARDRAIL_POWER:.0%} power)")
 
 
 # ---------------------------------------------------------------------- validation
@@ -257,33 +314,123 @@ def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | S
                       p, alpha)
 
 
+def fieller_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLike,
+                   se2_c: npt.ArrayLike, q: npt.ArrayLike
+                   ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Fieller's (1954) bounds on the relative lift R - 1, R = μ_t / μ_c, vectorised.
+
+    ``se2_*`` are squared standard errors of the means (var / n), ``q`` the critical
+    value (a t quantile for a fixed horizon, the mixture factor for an always-valid
+    interval). The set is {R >= 0 : (m_t - R m_c)² <= q² (se2_t + R² se2_c)}, i.e. the
+    R whose contrast ``Y_t - R Y_c`` is not rejected at level q — a quadratic
+    a R² - 2 b R + c <= 0 with a = m_c² - q² se2_c, b = m_t m_c, c = m_t² - q² se2_t.
+    When a > 0 (control mean distinguishable from zero) it is the interval between the
+    roots; otherwise it is unbounded above (upper bound inf). R is restricted to
+    R >= 0 because every metric here is non-negative, so the lower bound is >= -1.
+    Because the contrast at R = 1 is the difference of means, the set contains lift 0
+    exactly when the difference interval with the same q and standard errors
+    contains 0.
+    """
+    mt, vt, mc, vc, qq = (np.asarray(v, dtype=np.float64)
+                          for v in (mean_t, se2_t, mean_c, se2_c, q))
+    q2 = qq * qq
+    a = mc * mc - q2 * vc
+    b = mt * mc
+    c = mt * mt - q2 * vt
+    root = np.sqrt(np.maximum(b * b - a * c, 0.0))
+    bounded = a > 0
+    safe_a = np.where(a == 0, 1.0, a)
+    r1 = (b - root) / safe_a
+    r2 = (b + root) / safe_a
+    # a > 0: [r1, r2]. a <= 0 (concave or linear): if R = 0 is outside the set (c > 0)
+    # the set on R >= 0 starts at the positive root (the larger of the two for a < 0,
+    # c / 2b for a = 0); otherwise it is all of [0, inf).
+    lin = np.divide(c, 2 * b, out=np.zeros_like(c), where=b != 0)
+    open_lo = np.where(c > 0, np.where(a == 0, lin, np.maximum(r1, r2)), 0.0)
+    lo = np.where(bounded, r1, open_lo)
+    hi = np.where(bounded, r2, np.inf)
+    return np.maximum(lo, 0.0) - 1.0, hi - 1.0
+
+
+def _welch_df(t: Summary, c: Summary) -> float:
+    at, ac = t.var / t.n, c.var / c.n
+    den = at**2 / (t.n - 1) + ac**2 / (c.n - 1)
+    return float((at + ac) ** 2 / den) if den > 0 else float(t.n + c.n - 2)
+
+
+def _ratio_inputs(t: Summary, c: Summary) -> None:
+    """Refuse what has no relative interval, in words (never a ZeroDivisionError)."""
+    if c.mean == 0:
+        raise InvalidInputError("control", c.mean,
+                                "must have a non-zero mean for a relative lift (all zero?)")
+    if t.var == 0 and c.var == 0:
+        raise InvalidInputError("treatment, control", (t.mean, c.mean),
+                                "have zero variance: the lift has no interval")
+    if t.mean == 0 and t.var == 0:
+        raise InvalidInputError("treatment", t.mean,
+                                "is all zero: the relative lift is -100 % with no interval")
+
+
 def relative_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                   alpha: float = 0.05) -> LiftResult:
-    """Relative lift ``mean_t / mean_c - 1`` with a delta-method normal interval.
+    """Relative lift ``mean_t / mean_c - 1`` with Fieller's interval (:func:`fieller_bounds`)
+    at the Welch t quantile.
 
-    Var(m_t / m_c) ≈ v_t / (n_t m_c²) + m_t² v_c / (n_c m_c⁴) (first-order Taylor
-    expansion; cohorts independent).
+    Fieller (1954); for its use on A/B ratio metrics see e.g. Kohavi, Tang & Xu (2020,
+    "Trustworthy Online Controlled Experiments", ch. 18). Unbounded above when the
+    control mean is not distinguishable from zero; never below -100 %.
     """
     alpha = _alpha(alpha)
     t, c = _summaries(treatment, control)
+    _ratio_inputs(t, c)
     mt, mc = t.mean, c.mean
-    if mc == 0:
-        raise InvalidInputError("control", mc, "must have a non-zero mean for a relative lift")
-    if t.var == 0 and c.var == 0:
-        raise InvalidInputError("treatment, control", (mt, mc),
-                                "have zero variance: the lift has no interval")
+    df = _welch_df(t, c)
+    q = float(sps.t.ppf(1 - alpha / 2, df))
+    lo, hi = fieller_bounds(mt, t.var / t.n, mc, c.var / c.n, q)
     se = math.sqrt(t.var / (t.n * mc**2) + mt**2 * c.var / (c.n * mc**4))
-    est = mt / mc - 1
-    z = float(sps.norm.ppf(1 - alpha / 2))
-    p = float(2 * sps.norm.sf(abs(est) / se))
-    return LiftResult(t.n, c.n, mt, mc, est, se, est - z * se, est + z * se, p, alpha)
+    se_d = math.sqrt(t.var / t.n + c.var / c.n)
+    p = float(2 * sps.t.sf(abs(mt - mc) / se_d, df))
+    return LiftResult(t.n, c.n, mt, mc, mt / mc - 1, se, float(lo), float(hi), p, alpha)
+
+
+def degenerate_reason(treatment: Summary | None, control: Summary | None, *,
+                      min_units: int = MIN_UNITS,
+                      what: str = "a complete cohort") -> str | None:
+    """Why a comparison cannot be called yet, in words, or None when it can.
+
+    Empty or too-small cohorts, all-zero cohorts and zero variance give a sentence a
+    product person can read ("too early to call: ..."); the caller shows it instead of
+    an interval or a verdict. ``what`` is what a counted unit has ("day-30 in the
+    past").
+    """
+    n_t = 0 if treatment is None else treatment.n
+    n_c = 0 if control is None else control.n
+    if treatment is None or control is None or min(n_t, n_c) < 2:
+        return f"not enough data yet: {n_t} treatment and {n_c} control units have {what}"
+    zero_t = treatment.mean == 0 and treatment.var == 0
+    zero_c = control.mean == 0 and control.var == 0
+    if zero_t and zero_c:
+        return f"no activity at all yet: all {n_t} treatment and {n_c} control units are 0"
+    if zero_c:
+        return (f"control is all zero ({n_c} units): a relative lift is undefined until "
+                "control has some activity")
+    if zero_t:
+        return (f"treatment is all zero ({n_t} units, control mean {control.mean:.4g}): "
+                "lift -100 %, too little spread for an interval")
+    if treatment.var == 0 and control.var == 0:
+        return (f"no variation yet: every unit has the same value "
+                f"({treatment.mean:.4g} vs {control.mean:.4g})")
+    if min(n_t, n_c) < min_units:
+        return (f"too early to call: {min(n_t, n_c)} units in the smaller arm have {what} "
+                f"(a call needs {min_units} per arm)")
+    return None
 
 
 # ---------------------------------------------------------------------- sequential
 
 
 def mixture_radius_factor(n: int | npt.NDArray[np.int64], alpha: float = 0.05,
-                          planned_n: int = 10_000) -> npt.NDArray[np.float64]:
+                          planned_n: int = DEFAULT_PLANNED_N) -> npt.NDArray[np.float64]:
     """Multiplier of the standard error for the normal-mixture confidence sequence.
 
     With ``n`` observations and mixture precision ρ², the two-sided boundary of
@@ -306,7 +453,7 @@ def mixture_radius_factor(n: int | npt.NDArray[np.int64], alpha: float = 0.05,
 
 
 def sequential_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
-                    alpha: float = 0.05, planned_n: int = 10_000) -> SequentialResult:
+                    alpha: float = 0.05, planned_n: int = DEFAULT_PLANNED_N) -> SequentialResult:
     """Always-valid (anytime) interval for the difference of means.
 
     Uses the Welch standard error and ``n = n_t + n_c`` observations in the mixture
@@ -321,13 +468,25 @@ def sequential_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike |
 
 
 def sequential_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
-                    alpha: float = 0.05, planned_n: int = 10_000) -> SequentialResult:
-    """Always-valid interval for the relative lift (delta-method SE, mixture factor)."""
-    r = relative_lift(treatment, control, alpha=alpha)
-    n = r.n_treatment + r.n_control
+                    alpha: float = 0.05, planned_n: int = DEFAULT_PLANNED_N) -> SequentialResult:
+    """Always-valid interval for the relative lift: Fieller's set with the mixture factor.
+
+    For a fixed R the contrast ``Y_t - R Y_c`` has mean zero exactly at the true ratio,
+    and the normal-mixture boundary for its standardised sum holds at all times with
+    probability 1-α (Howard et al. 2021; Waudby-Smith et al.). The set of R that the
+    boundary does not reject therefore contains the true ratio at all times with that
+    probability: the interval is time-uniform by construction, with ρ fixed by
+    ``planned_n``, and excludes lift 0 exactly when :func:`sequential_diff` excludes 0.
+    """
+    alpha = _alpha(alpha)
+    t, c = _summaries(treatment, control)
+    _ratio_inputs(t, c)
+    n = t.n + c.n
     f = float(mixture_radius_factor(n, alpha, planned_n))
-    return SequentialResult(r.estimate, r.se, f, r.estimate - f * r.se, r.estimate + f * r.se,
-                            alpha, n, planned_n)
+    lo, hi = fieller_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, f)
+    se = math.sqrt(t.var / (t.n * c.mean**2) + t.mean**2 * c.var / (c.n * c.mean**4))
+    return SequentialResult(t.mean / c.mean - 1, se, f, float(lo), float(hi), alpha, n,
+                            planned_n)
 
 
 # ---------------------------------------------------------------------- CUPED
@@ -454,17 +613,33 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
               margin: float, alpha: float = 0.05) -> GuardrailResult:
     """Non-inferiority of ``metric``: the relative lift must not fall below ``-margin``.
 
-    ``ok`` when the (1-α) lower bound is above ``-margin``; ``degraded`` when even the
-    upper bound is below it; otherwise ``inconclusive``.
+    A one-sided test at level α: ``ok`` when the one-sided (1-α) lower Fieller bound is
+    above ``-margin``; ``degraded`` when the one-sided (1-α) upper bound is below it;
+    otherwise ``inconclusive``. Also reports the relative drop the test would detect with
+    :data:`GUARDRAIL_POWER` power at the current size (normal approximation,
+    (z_{1-α} + z_{power}) · se of the lift) and the units per arm at which a drop of
+    ``margin`` would be detected.
     """
     if not 0 <= margin < 1:
         raise InvalidInputError("margin", margin, "must be in [0, 1)")
-    r = relative_lift(treatment, control, alpha=alpha)
+    alpha = _alpha(alpha)
+    t, c = _summaries(treatment, control)
+    _ratio_inputs(t, c)
+    q = float(sps.t.ppf(1 - alpha, _welch_df(t, c)))
+    lo, hi = fieller_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, q)
+    est = t.mean / c.mean - 1
     status: Literal["ok", "degraded", "inconclusive"]
-    if r.ci_low >= -margin:
+    if lo >= -margin:
         status = "ok"
-    elif r.ci_high < -margin:
+    elif hi < -margin:
         status = "degraded"
     else:
         status = "inconclusive"
-    return GuardrailResult(metric, r.estimate, r.ci_low, r.ci_high, float(margin), status)
+    # se of the lift under "no change" (R = 1): sqrt(var_t/n_t + var_c/n_c) / mean_c
+    se0 = math.sqrt(t.var / t.n + c.var / c.n) / c.mean
+    k = float(sps.norm.ppf(1 - alpha) + sps.norm.ppf(GUARDRAIL_POWER))
+    n = min(t.n, c.n)
+    drop = k * se0
+    n_margin = math.ceil(n * (drop / margin) ** 2) if margin > 0 else 0
+    return GuardrailResult(metric, est, float(lo), float(hi), float(margin), 1 - alpha,
+                           status, n, drop, n_margin)

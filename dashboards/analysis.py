@@ -229,16 +229,31 @@ def guardrail_rows(
 ) -> pd.DataFrame:
     """``bandit.lift.guardrail_table`` over the cached per-variant moments."""
     from bandit.errors import InvalidInputError
-    from bandit.lift import guardrail_table
+    from bandit.lift import GUARDRAIL_COLUMNS, guardrail_table
 
     exp = _experiment if _experiment is not None else experiment_id
     moments = data.cohort_moments(key, experiment_id, as_of_ms, overview_pairs(exp))
     try:
         return guardrail_table(MomentsView(moments, [experiment_id]), exp, as_of_ms)  # type: ignore[arg-type]
     except InvalidInputError:
-        return pd.DataFrame(
-            columns=["metric", "variant", "status", "estimate", "ci_low", "ci_high", "margin"]
-        )
+        return pd.DataFrame(columns=list(GUARDRAIL_COLUMNS))
+
+
+def guardrail_banners(guards: pd.DataFrame) -> list[Banner]:
+    """Banners of ``bandit.lift.guardrail_table`` rows: an error per breached guardrail, a
+    note per inconclusive one (its one-sided level and the drop it would detect now).
+    An empty frame — no guardrail configured, or columns missing — gives none."""
+    if guards is None or guards.empty or "status" not in guards.columns:
+        return []
+    out: list[Banner] = []
+    for g in guards.itertuples():
+        if g.status == "degraded":
+            out.append(Banner("error", f"Guardrail breached: {g.metric}",
+                              f"Variant {g.variant}: lift {g.estimate:+.1%}, {g.detail}."))
+        elif g.status == "inconclusive":
+            out.append(Banner("info", f"Guardrail not settled: {g.metric}",
+                              f"Variant {g.variant}: lift {g.estimate:+.1%}, {g.detail}."))
+    return out
 
 
 def srm(counts: dict[str, int], weights: dict[str, float]) -> float:
@@ -325,16 +340,7 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
         banners.append(b)
     # --- guardrails
     guards = guardrail_rows(key, exp, ctx.as_of_ms, exp_cfg)
-    for g in guards[guards["status"] == "degraded"].itertuples():
-        banners.append(
-            Banner(
-                "error",
-                f"Guardrail breached: {g.metric}",
-                f"Variant {g.variant}: lift {g.estimate:+.1%} "
-                f"(95% CI {g.ci_low:+.1%} to {g.ci_high:+.1%}) "
-                f"is below the −{g.margin:.0%} margin.",
-            )
-        )
+    banners.extend(guardrail_banners(guards))
     # --- stale data and learner lag
     span = data.decision_span(key, exp)
     last_decision = None if span.empty else int(span["last_ms"].max())
@@ -355,7 +361,7 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
                     f"the newest decisions by {lag_s / 60:.0f} min: the learner is behind or down.",
                 )
             )
-    if not banners:
+    if not any(b.level in ("error", "warning") for b in banners):
         banners.append(
             Banner("success", "Healthy", "No sample-ratio mismatch, no guardrail breach, data fresh.")
         )
@@ -378,14 +384,25 @@ def lift_view(
 
 _PP = "%+.1f%%"
 LIFT_COLUMN_CONFIG = {
-    "Verdict": st.column_config.TextColumn("Verdict", width="medium"),
-    "Lift": st.column_config.NumberColumn("Lift", format=_PP, help="relative lift vs control"),
-    "CI low": st.column_config.NumberColumn("CI low", format=_PP, help="fixed-horizon 95% CI"),
-    "CI high": st.column_config.NumberColumn("CI high", format=_PP),
-    "AV low": st.column_config.NumberColumn(
-        "AV low", format=_PP, help="always-valid 95% interval (safe under peeking)"
+    "Verdict": st.column_config.TextColumn(
+        "Verdict", width="medium", help="decided by the always-valid interval beside it"
     ),
-    "AV high": st.column_config.NumberColumn("AV high", format=_PP),
+    "AV low": st.column_config.NumberColumn(
+        "AV low",
+        format=_PP,
+        help="always-valid 95% interval of the relative lift (Fieller set, mixture "
+        "boundary): safe under daily peeking; the verdict is decided by it",
+    ),
+    "AV high": st.column_config.NumberColumn(
+        "AV high", format=_PP, help="empty: unbounded (control mean not yet clear of zero)"
+    ),
+    "Lift": st.column_config.NumberColumn("Lift", format=_PP, help="relative lift vs control"),
+    "CI low": st.column_config.NumberColumn(
+        "CI low", format=_PP, help="fixed-horizon 95% Fieller interval: valid for one look only"
+    ),
+    "CI high": st.column_config.NumberColumn("CI high", format=_PP),
+    "Control": st.column_config.NumberColumn("Control", format="%.4g", help="control mean"),
+    "Variant mean": st.column_config.NumberColumn("Variant mean", format="%.4g"),
     "P(better)": st.column_config.ProgressColumn(
         "P(better)", format="%.0f%%", min_value=0.0, max_value=100.0
     ),
@@ -402,11 +419,13 @@ def lift_table_for_display(table: pd.DataFrame) -> pd.DataFrame:
         "metric": "Metric",
         "variant": "Variant",
         "verdict": "Verdict",
+        "av_low": "AV low",
+        "av_high": "AV high",
         "lift": "Lift",
         "ci_low": "CI low",
         "ci_high": "CI high",
-        "av_low": "AV low",
-        "av_high": "AV high",
+        "mean_control": "Control",
+        "mean_treatment": "Variant mean",
         "p_better": "P(better)",
         "n_control": "n control",
         "n_treatment": "n variant",
@@ -414,4 +433,6 @@ def lift_table_for_display(table: pd.DataFrame) -> pd.DataFrame:
     }
     present = [c for c in cols if c in table.columns]
     pct = ("lift", "ci_low", "ci_high", "av_low", "av_high", "p_better")
-    return to_percent(table[present], pct).rename(columns=cols)
+    out = to_percent(table[present], pct).rename(columns=cols)
+    # an unbounded end shows as an empty cell (its help text says so), not as "inf"
+    return out.replace([math.inf, -math.inf], math.nan)

@@ -2,7 +2,8 @@
 
 Nothing here touches Streamlit or the store, so every function is unit-tested on small
 hand-made frames. The statistics themselves (lift CIs, SRM, P(better), ...) come from
-``bandit.stats`` / ``bandit.lift``; this module only reshapes, labels and judges them.
+``bandit.stats`` / ``bandit.lift``, verdicts included; this module only reshapes and
+labels them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ __all__ = [
     "summary_tables",
     "to_percent",
     "traffic_share",
-    "verdict",
     "weighted_mean_ci",
 ]
 
@@ -64,44 +64,6 @@ class Banner:
     level: str
     title: str
     detail: str
-
-
-# --------------------------------------------------------------------------- verdicts
-
-
-def verdict(
-    ci_low: float,
-    ci_high: float,
-    av_low: float | None = None,
-    av_high: float | None = None,
-    *,
-    n_control: int | None = None,
-    n_treatment: int | None = None,
-    min_units: int = 100,
-) -> str:
-    """A plain-words reading of a relative lift and its intervals.
-
-    The always-valid interval (safe under continuous peeking) decides significance when it
-    is given; a fixed-horizon interval that excludes zero while the always-valid one does
-    not is reported as "promising", never as a win.
-    """
-    if n_control is not None and n_treatment is not None and min(n_control, n_treatment) < min_units:
-        return "too little data"
-    if not all(_finite(v) for v in (ci_low, ci_high)):
-        return "too little data"
-    if av_low is not None and av_high is not None and _finite(av_low) and _finite(av_high):
-        lo, hi = float(av_low), float(av_high)
-    else:
-        lo, hi = float(ci_low), float(ci_high)
-    if lo > 0:
-        return "significantly better"
-    if hi < 0:
-        return "significantly worse"
-    if ci_low > 0:
-        return "promising, not yet significant"
-    if ci_high < 0:
-        return "worrying, not yet significant"
-    return "not yet significant"
 
 
 def _finite(v: float | None) -> bool:
@@ -142,7 +104,8 @@ def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) 
     """One row per (metric, variant, CUPED) from ``bandit.lift.lift_table`` outputs.
 
     ``tables`` maps (metric, cuped) to that metric's lift table. The control's own row, if
-    the table has one, is dropped: lift is always "vs control".
+    the table has one, is dropped: lift is always "vs control". Verdicts are the table's
+    own (``bandit.lift``), never re-decided here.
     """
     labels = dict(METRICS)
     rows: list[pd.DataFrame] = []
@@ -180,19 +143,11 @@ def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) 
     for col in ("av_low", "av_high", "p_better", "n_control", "n_treatment"):
         if col not in out.columns:
             out[col] = np.nan
-    if "verdict" in out.columns and out["verdict"].notna().all():
-        return out
-    out["verdict"] = [
-        verdict(
-            r.ci_low,
-            r.ci_high,
-            r.av_low,
-            r.av_high,
-            n_control=None if pd.isna(r.n_control) else int(r.n_control),
-            n_treatment=None if pd.isna(r.n_treatment) else int(r.n_treatment),
-        )
-        for r in out.itertuples()
-    ]
+    # the verdict is ``bandit.lift``'s, decided by the always-valid interval shown beside
+    # it; a table without one is not judged here (a second rule would be a second truth)
+    if "verdict" not in out.columns:
+        out["verdict"] = "no verdict: the lift table has none"
+    out["verdict"] = out["verdict"].fillna("no verdict: the lift table has none")
     return out
 
 

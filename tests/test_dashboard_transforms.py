@@ -15,25 +15,6 @@ from hypothesis import strategies as hst
 from dashboards import transforms as T
 
 
-@pytest.mark.parametrize(
-    ("ci", "av", "expected"),
-    [
-        ((0.01, 0.2), (0.005, 0.3), "significantly better"),
-        ((-0.3, -0.1), (-0.4, -0.01), "significantly worse"),
-        ((0.01, 0.2), (-0.05, 0.3), "promising, not yet significant"),
-        ((-0.2, -0.01), (-0.3, 0.05), "worrying, not yet significant"),
-        ((-0.1, 0.1), (-0.2, 0.2), "not yet significant"),
-        ((math.nan, 0.1), (None, None), "too little data"),
-    ],
-)
-def test_verdict_reads_intervals_in_plain_words(ci, av, expected) -> None:
-    assert T.verdict(ci[0], ci[1], av[0], av[1]) == expected
-
-
-def test_verdict_too_little_data_below_min_units() -> None:
-    assert T.verdict(0.1, 0.2, 0.1, 0.2, n_control=10, n_treatment=500) == "too little data"
-
-
 def test_lift_display_renames_lift_table_columns_and_drops_control() -> None:
     table = pd.DataFrame(
         {
@@ -61,6 +42,17 @@ def test_lift_display_renames_lift_table_columns_and_drops_control() -> None:
         500,
     )
     assert r["cuped"] and r["verdict"] == "better than control"
+
+
+def test_lift_display_keeps_the_tables_verdict_and_never_decides_one() -> None:
+    table = pd.DataFrame({"variant": ["bandit"], "rel_lift": [0.3], "rel_ci_low": [0.1],
+                          "rel_ci_high": [0.5], "seq_ci_low": [-0.1], "seq_ci_high": [0.8],
+                          "verdict": ["no detectable difference yet (always-valid 95% "
+                                      "interval includes 0)"]})
+    out = T.lift_display({("day7_retention", False): table}, control="gpt35")
+    assert out.iloc[0]["verdict"] == table.iloc[0]["verdict"]
+    bare = T.lift_display({("day7_retention", False): table.drop(columns="verdict")}, "gpt35")
+    assert bare.iloc[0]["verdict"].startswith("no verdict")
 
 
 def test_lift_display_empty_has_columns() -> None:
@@ -202,3 +194,18 @@ def test_summary_tables_pick_lists_of_records() -> None:
     assert tables["policies"]["regret"].tolist() == [1.5, 9.0]
     flat = dict(zip(*T.flatten_summary(summary).to_dict("list").values(), strict=True))
     assert flat["policies"] == "[table of 2 rows below]" and flat["seed"] == "3"
+
+
+def test_guardrail_banners_with_no_guardrails_configured_is_empty_not_a_keyerror() -> None:
+    from dashboards.analysis import guardrail_banners
+
+    assert guardrail_banners(pd.DataFrame()) == []  # a table with no columns at all
+    rows = pd.DataFrame({"metric": ["day7_retention", "day30_messages"],
+                         "variant": ["bandit", "bandit"], "status": ["degraded", "inconclusive"],
+                         "estimate": [-0.1, -0.01],
+                         "detail": ["degraded: upper one-sided 95% bound -5.0% is below the "
+                                    "-2.0% margin", "inconclusive (one-sided 95%): would "
+                                    "detect a 6.0% drop at n = 300 per variant"]})
+    err, info = guardrail_banners(rows)
+    assert err.level == "error" and "one-sided 95%" in err.detail
+    assert info.level == "info" and "would detect a 6.0% drop" in info.detail
