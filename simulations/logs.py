@@ -241,10 +241,11 @@ class LoggedData:
         return int(self.contexts.shape[1])
 
     def is_uniform(self, rtol: float = 1e-6) -> bool:
-        """True when every propensity is 1/K (K = the event's eligible arms)."""
+        """True when every propensity is the same 1/K (K = the event's eligible arms)."""
         k = (self.eligible.sum(axis=1) if self.eligible is not None
              else np.full(self.n, self.n_arms))
-        return bool(np.allclose(self.propensity, 1.0 / k, rtol=rtol))
+        p = self.propensity
+        return bool(np.allclose(p, 1.0 / k, rtol=rtol) and np.allclose(p, p[0], rtol=rtol))
 
     def subset(self, idx: npt.ArrayLike) -> LoggedData:
         i = np.asarray(idx)

@@ -12,13 +12,31 @@ a reward model. With importance weight w_i = π(a_i|x_i) / μ(a_i|x_i):
 * Switch-DR (Wang, Agarwal & Dudík 2017): DR's correction only where w ≤ τ, DM
   elsewhere (the per-logged-action form of Open Bandit Pipeline).
 
-Confidence intervals are percentile bootstrap (or normal, for speed on very large logs).
+The point estimates equal Open Bandit Pipeline's to 1e-9 (tests/test_offline_targets.py).
+Events may carry weights (DSJSON ``pdrop``): every mean is then a weighted mean.
+
+**Honest intervals.** Percentile bootstrap (or normal), then: never narrower than the
+Wilson score interval of the point estimate (rescaled to the declared reward range) at
+the effective sample size when rewards are binary or the interval is degenerate (zero
+width, e.g. 0 successes), and clipped to the reward range. Warnings (``OPEWarning``, also
+in ``df.attrs["warnings"]``) when the effective sample size is below ``min_events``,
+propensities are tiny, or the target puts mass where the logger had none.
+
+**Target policies** (:func:`target_probabilities`): an (n, K) array, a fixed
+distribution over a subset of arms (``{"a": 0.5, "b": 0.5}``), a callable
+``f(contexts, arm_ids, eligible) -> (n, K)``, a file of per-row probabilities
+(:func:`read_target_file`), a deterministic argmax (:class:`ArgmaxPolicy`, stated tie
+rule), or any core policy (including a frozen snapshot restricted to a subset of arms,
+and hybrid LinUCB) through its public ``choose``.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,15 +48,22 @@ from simulations.logs import LoggedData
 
 __all__ = [
     "ESTIMATORS",
+    "ArgmaxPolicy",
     "OPEWarning",
+    "bounded_interval",
     "estimate",
     "evaluate_policy",
     "fit_reward_model",
     "policy_probabilities",
     "predict_rewards",
+    "read_target_file",
+    "target_probabilities",
+    "wilson_interval",
 ]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 ESTIMATORS = ("ips", "snips", "dm", "dr", "switch_dr")
 
 
@@ -100,6 +125,43 @@ def _contributions(
     return out
 
 
+def wilson_interval(mean01: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (Wilson 1927) of a mean in [0, 1] from ``n`` observations.
+
+    Valid (conservative) for any [0, 1]-bounded variable, whose variance is at most
+    m(1 − m); it never collapses at 0 or n successes. ``n`` may be fractional (an
+    effective sample size); ``n <= 0`` gives [0, 1].
+    """
+    if not n > 0 or not math.isfinite(mean01):
+        return 0.0, 1.0
+    m = min(max(mean01, 0.0), 1.0)
+    z = _normal_quantile(0.5 + level / 2)
+    z2 = z * z
+    centre = (m + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(m * (1 - m) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bounded_interval(value: float, lo: float, hi: float, n_eff: float, *,
+                     reward_range: tuple[float, float], binary: bool,
+                     level: float = 0.95) -> tuple[float, float]:
+    """``[lo, hi]`` made honest: Wilson-floored when binary or degenerate, clipped to the range.
+
+    The Wilson interval of ``value`` (rescaled to [0, 1] by ``reward_range``) at ``n_eff``
+    is merged in when rewards are binary, the interval has zero width or is not finite;
+    the result is clipped to ``reward_range``. No value (``nan``) gives the whole range.
+    """
+    r_lo, r_hi = reward_range
+    if not math.isfinite(value):
+        return r_lo, r_hi
+    span = r_hi - r_lo
+    if binary or not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo <= 1e-12 * span:
+        w_lo, w_hi = wilson_interval((value - r_lo) / span, n_eff, level)
+        lo = min(lo, r_lo + span * w_lo) if math.isfinite(lo) else r_lo + span * w_lo
+        hi = max(hi, r_lo + span * w_hi) if math.isfinite(hi) else r_lo + span * w_hi
+    return min(max(lo, r_lo), r_hi), min(max(hi, r_lo), r_hi)
+
+
 def _point(num: FloatArray, den: FloatArray | None) -> float:
     if den is None:
         return float(num.mean())
@@ -122,12 +184,16 @@ def estimate(
     rng: np.random.Generator | None = None,
     logging_probabilities: npt.ArrayLike | None = None,
     min_propensity_warn: float = 1e-3,
+    reward_range: tuple[float, float] = (0.0, 1.0),
+    sample_weight: npt.ArrayLike | None = None,
+    min_events: int = 100,
 ) -> pd.DataFrame:
     """Estimate the target policy's value with each estimator; one row per estimator.
 
     Columns: ``estimator, value, ci_low, ci_high, se, n, ess`` (ESS = (Σw)²/Σw², the
-    effective sample size of the importance weights). ``df.attrs["warnings"]`` lists the
-    reliability warnings, which are also emitted as :class:`OPEWarning`.
+    effective sample size of the importance weights). Intervals as in the module
+    docstring. ``df.attrs["warnings"]`` lists the reliability warnings, which are also
+    emitted as :class:`OPEWarning`.
     """
     r = np.asarray(reward, dtype=np.float64)
     a = np.asarray(arm_index, dtype=np.int64)
@@ -149,13 +215,26 @@ def estimate(
         raise InvalidInputError("ci", ci, "must be 'bootstrap' or 'normal'")
     if not 0 < level < 1:
         raise InvalidInputError("level", level, "must be in (0, 1)")
+    lo_r, hi_r = reward_range
+    if not (math.isfinite(lo_r) and math.isfinite(hi_r) and lo_r < hi_r):
+        raise InvalidInputError("reward_range", reward_range, "must be finite with low < high")
+    outside = int(((r < lo_r) | (r > hi_r)).sum())
+    if outside:
+        raise InvalidInputError("reward", f"{outside} values", f"must lie in the declared range "
+                                f"[{lo_r:g}, {hi_r:g}] (declare the range or clip when reading)")
     qh = None if q_hat is None else np.asarray(q_hat, dtype=np.float64)
     if qh is not None and qh.shape != pi.shape:
         raise InvalidInputError("q_hat", qh.shape, f"must have shape {pi.shape}")
+    c = None
+    if sample_weight is not None:
+        c = np.asarray(sample_weight, dtype=np.float64)
+        if c.shape != (n,) or not np.all(np.isfinite(c) & (c > 0)):
+            raise InvalidInputError("sample_weight", c.shape, f"must be ({n},) positive finite")
+        c = c / c.mean()
     rng = rng if rng is not None else np.random.default_rng(0)
     notes: list[str] = []
     if p.min() < min_propensity_warn:
-        notes.append(f"{int((p < min_propensity_warn).sum())} propensities below "
+        notes.append(f"tiny propensities: {int((p < min_propensity_warn).sum())} below "
                      f"{min_propensity_warn:g} (min {p.min():.3g}): IPS variance will be large")
     if logging_probabilities is not None:
         mu = np.asarray(logging_probabilities, dtype=np.float64)
@@ -164,13 +243,22 @@ def estimate(
         seen = np.bincount(a, minlength=pi.shape[1]) > 0
         unsupported = float(pi[:, ~seen].sum(axis=1).mean())
     if unsupported > 1e-9:
-        notes.append(f"target puts {unsupported:.3g} of its mass on arms the logger never "
-                     "chose: IPS/DR are biased there; trust DM only if the model is right")
+        notes.append(f"unsupported target mass: the target puts {unsupported:.3g} of its mass "
+                     "where the logger had none: IPS/DR are biased there; trust DM only if "
+                     "the model is right")
+    contrib = _contributions(r, a, p, pi, qh, estimators, switch_tau)
+    if c is not None:  # weighted means: Σ c·v / Σ c, with c normalised to mean 1
+        contrib = {k: (num * c, None if den is None else den * c)
+                   for k, (num, den) in contrib.items()}
+    w = pi[np.arange(n), a] / p
+    cw = w if c is None else w * c
+    ess = float(cw.sum() ** 2 / max(float((cw * cw).sum()), 1e-300))
+    if ess < min_events:
+        notes.append(f"too few events: effective sample size {ess:.1f} of {n} events is below "
+                     f"{min_events}: the interval is wide and rests on few events")
     for msg in notes:
         warnings.warn(msg, OPEWarning, stacklevel=2)
-    contrib = _contributions(r, a, p, pi, qh, estimators, switch_tau)
-    w = pi[np.arange(n), a] / p
-    ess = float(w.sum() ** 2 / max(float((w * w).sum()), 1e-300))
+    binary = bool(np.all((r == lo_r) | (r == hi_r)))
     z = _normal_quantile(0.5 + level / 2)
     rows: list[dict[str, Any]] = []
     boot: dict[str, FloatArray] = {}
@@ -184,7 +272,8 @@ def estimate(
                 if den is None:
                     boot[k][start:start + b] = num[idx].mean(axis=1)
                 else:
-                    boot[k][start:start + b] = num[idx].sum(axis=1) / den[idx].sum(axis=1)
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        boot[k][start:start + b] = num[idx].sum(axis=1) / den[idx].sum(axis=1)
     for k, (num, den) in contrib.items():
         value = _point(num, den)
         if den is None:
@@ -193,10 +282,15 @@ def estimate(
             lin = (num - value * den) / max(float(den.mean()), 1e-300)
             se = float(lin.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
         if ci == "bootstrap":
-            lo, hi = np.quantile(boot[k], [(1 - level) / 2, (1 + level) / 2])
+            finite = boot[k][np.isfinite(boot[k])]
+            lo, hi = (np.quantile(finite, [(1 - level) / 2, (1 + level) / 2]) if finite.size
+                      else (float("nan"), float("nan")))
         else:
             lo, hi = value - z * se, value + z * se
-        rows.append({"estimator": k, "value": value, "ci_low": float(lo), "ci_high": float(hi),
+        n_eff = ess if k in ("ips", "snips", "dr", "switch_dr") else float(n)
+        lo, hi = bounded_interval(value, float(lo), float(hi), n_eff, reward_range=reward_range,
+                                  binary=binary, level=level)
+        rows.append({"estimator": k, "value": value, "ci_low": lo, "ci_high": hi,
                      "se": se, "n": n, "ess": ess})
     df = pd.DataFrame(rows)
     df.attrs["warnings"] = notes
@@ -211,40 +305,274 @@ def _normal_quantile(q: float) -> float:
 
 def evaluate_policy(
     data: LoggedData,
-    target: npt.ArrayLike,
+    target: Any,
     *,
     q_hat: npt.ArrayLike | None = None,
     ridge: float = 1.0,
+    rng: np.random.Generator | None = None,
+    eligible_arms: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:
-    """:func:`estimate` on a :class:`LoggedData`; fits a ridge reward model if none given."""
+    """:func:`estimate` on a :class:`LoggedData` for any target (:func:`target_probabilities`).
+
+    Fits a per-arm ridge reward model for DM/DR if no ``q_hat`` is given; uses the log's
+    full logging distribution (support check) and event weights when present.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    pi = target_probabilities(target, data, rng=rng, eligible_arms=eligible_arms)
     if q_hat is None:
         weights = fit_reward_model(data.contexts, data.arm_index, data.reward, data.n_arms,
                                    ridge=ridge)
         q_hat = predict_rewards(weights, data.contexts)
     return estimate(
-        data.reward, data.arm_index, data.propensity, target, q_hat=q_hat,
-        logging_probabilities=data.probabilities, **kwargs,
+        data.reward, data.arm_index, data.propensity, pi, q_hat=q_hat, rng=rng,
+        logging_probabilities=data.probabilities, sample_weight=data.weights, **kwargs,
     )
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class ArgmaxPolicy:
+    """A frozen deterministic policy: argmax_k w_k · x over the eligible arms.
+
+    ``weights`` (K, d) rows follow ``arm_ids`` (default: the log's arms in order).
+    Tie rule (``ties``): ``first`` — the tied arm listed first in ``arm_ids`` wins;
+    ``split`` — tied arms share the probability equally (replay draws one uniformly).
+    """
+
+    weights: FloatArray
+    arm_ids: tuple[str, ...] | None = None
+    ties: str = "first"
+
+    def __post_init__(self) -> None:
+        w = np.asarray(self.weights, dtype=np.float64)
+        if w.ndim != 2 or not np.all(np.isfinite(w)):
+            raise InvalidInputError("weights", w.shape, "must be a finite (K, d) array")
+        if self.arm_ids is not None and len(self.arm_ids) != w.shape[0]:
+            raise InvalidInputError("arm_ids", len(self.arm_ids), f"must name {w.shape[0]} arms")
+        if self.ties not in ("first", "split"):
+            raise InvalidInputError("ties", self.ties, "must be 'first' or 'split'")
+        object.__setattr__(self, "weights", w)
+
+    def _scores(self, contexts: FloatArray, arm_ids: Sequence[str] | None,
+                eligible: BoolArray | None) -> FloatArray:
+        x = np.asarray(contexts, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.weights.shape[1]:
+            raise InvalidInputError("contexts", x.shape, f"must be (n, {self.weights.shape[1]})")
+        own = x @ self.weights.T
+        if arm_ids is None or self.arm_ids is None:
+            scores = own
+            if arm_ids is not None and len(arm_ids) != own.shape[1]:
+                raise InvalidInputError("weights", own.shape[1], f"must have {len(arm_ids)} rows")
+        else:
+            col = {a: j for j, a in enumerate(self.arm_ids)}
+            scores = np.full((x.shape[0], len(arm_ids)), -np.inf)
+            for j, a in enumerate(arm_ids):
+                if a in col:
+                    scores[:, j] = own[:, col[a]]
+        if eligible is not None:
+            scores = np.where(eligible, scores, -np.inf)
+        if not np.all(np.isfinite(scores.max(axis=1))):
+            raise InvalidInputError("target", "argmax", "has no eligible arm for some events")
+        return scores
+
+    def probabilities(self, contexts: FloatArray, arm_ids: Sequence[str] | None = None,
+                      eligible: BoolArray | None = None) -> FloatArray:
+        scores = self._scores(contexts, arm_ids, eligible)
+        n = scores.shape[0]
+        out = np.zeros(scores.shape)
+        if self.ties == "first":
+            out[np.arange(n), np.argmax(scores, axis=1)] = 1.0
+        else:
+            top = scores == scores.max(axis=1, keepdims=True)
+            out = top / top.sum(axis=1, keepdims=True)
+        return out
+
+    def choose_indices(self, contexts: FloatArray, rng: np.random.Generator,
+                       arm_ids: Sequence[str] | None = None,
+                       eligible: BoolArray | None = None) -> IntArray:
+        if self.ties == "first":
+            return np.asarray(np.argmax(self._scores(contexts, arm_ids, eligible), axis=1),
+                              dtype=np.int64)
+        probs = self.probabilities(contexts, arm_ids, eligible)
+        u = rng.random((probs.shape[0], 1))
+        idx = (u > np.cumsum(probs, axis=1)).sum(axis=1)
+        return np.minimum(idx, probs.shape[1] - 1).astype(np.int64)
+
+
+def _check_target(pi: FloatArray, data: LoggedData, what: str) -> FloatArray:
+    if pi.shape != (data.n, data.n_arms):
+        raise InvalidInputError(what, pi.shape, f"must have shape ({data.n}, {data.n_arms}) "
+                                f"(events, arms {list(data.arm_ids)[:10]})")
+    if not np.all(np.isfinite(pi)) or pi.min() < 0:
+        raise InvalidInputError(what, "values", "must be finite and >= 0")
+    sums = pi.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-6)
+    if bad.size:
+        raise InvalidInputError(f"{what} row {int(bad[0])}", float(sums[bad[0]]),
+                                f"must sum to 1 ({bad.size} rows do not)")
+    if data.eligible is not None:
+        off = (pi * ~data.eligible).sum(axis=1)
+        bad = np.flatnonzero(off > 1e-9)
+        if bad.size:
+            raise InvalidInputError(f"{what} row {int(bad[0])}", float(off[bad[0]]),
+                                    f"puts mass on arms not eligible for the event ({bad.size} rows)")
+    return pi
+
+
+def _fixed_distribution(dist: Mapping[str, float], data: LoggedData) -> FloatArray:
+    col = {a: j for j, a in enumerate(data.arm_ids)}
+    row = np.zeros(data.n_arms)
+    for a, v in dist.items():
+        if a not in col:
+            raise InvalidInputError("target arm", a, f"is not an arm of the log "
+                                    f"({list(data.arm_ids)[:10]})")
+        if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+            raise InvalidInputError(f"target[{a}]", v, "must be a probability >= 0")
+        row[col[a]] = v
+    total = row.sum()
+    if not total > 0:
+        raise InvalidInputError("target", dict(dist), "must put positive mass on some arm")
+    pi = np.tile(row / total, (data.n, 1))
+    if data.eligible is not None:
+        # a fixed distribution over arms some events did not offer: renormalised over the
+        # event's eligible arms (the policy "as deployed" would only see those)
+        pi = pi * data.eligible
+        mass = pi.sum(axis=1, keepdims=True)
+        if np.any(mass <= 0):
+            raise InvalidInputError("target", dict(dist), f"has no eligible arm for "
+                                    f"{int((mass <= 0).sum())} events")
+        pi = pi / mass
+    return pi
+
+
+def _policy_probabilities(policy: Any, data: LoggedData, rng: np.random.Generator,
+                          eligible_arms: Sequence[str] | None) -> FloatArray:
+    """π(·|x) of a core policy via its public ``choose`` (one call per event).
+
+    Each event's eligible arms are the log's (``data.eligible``), restricted to the arms
+    the policy knows and to ``eligible_arms`` when given (a snapshot over a subset).
+    """
+    col = {a: i for i, a in enumerate(data.arm_ids)}
+    known = getattr(policy, "arms", None)
+    allowed = [a for a in data.arm_ids
+               if (known is None or a in known) and (eligible_arms is None or a in eligible_arms)]
+    if eligible_arms is not None:
+        missing = [a for a in eligible_arms if a not in col]
+        if missing:
+            raise InvalidInputError("arms", missing[0], "is not an arm of the log")
+    if not allowed:
+        raise InvalidInputError("target", getattr(policy, "name", "policy"),
+                                "knows none of the log's arms")
+    allowed_mask = np.array([a in set(allowed) for a in data.arm_ids])
+    out = np.zeros((data.n, data.n_arms))
+    cache: dict[bytes, list[str]] = {}
+    for i in range(data.n):
+        m = allowed_mask if data.eligible is None else allowed_mask & data.eligible[i]
+        key = m.tobytes()
+        el = cache.get(key)
+        if el is None:
+            el = cache[key] = [a for a, ok in zip(data.arm_ids, m, strict=True) if ok]
+        if not el:
+            raise InvalidInputError(f"target event {i}", getattr(policy, "name", "policy"),
+                                    "has no eligible arm it knows")
+        choice = policy.choose(data.contexts[i], rng, el)
+        for a, p in zip(choice.arms, choice.probabilities, strict=True):
+            out[i, col[a]] = p
+    return out
 
 
 def policy_probabilities(
     policy: Any, contexts: FloatArray, arm_ids: Sequence[str], rng: np.random.Generator
 ) -> FloatArray:
-    """π(·|x) of a policy for every row, columns in ``arm_ids`` order, shape (n, K).
+    """π(·|x) of a policy for every row, columns in ``arm_ids`` order, shape (n, K)."""
+    n = contexts.shape[0]
+    data = LoggedData(tuple(arm_ids), contexts, np.zeros(n, np.int64), np.ones(n), np.zeros(n))
+    return target_probabilities(policy, data, rng=rng)
 
-    Uses ``probabilities(contexts)`` when the policy has it (vectorised), else each
-    ``choose`` call's ``Choice.probabilities``.
+
+def target_probabilities(target: Any, data: LoggedData, *, rng: np.random.Generator | None = None,
+                         eligible_arms: Sequence[str] | None = None) -> FloatArray:
+    """The target's π(·|x_i) for every logged event, shape (n, K) in ``data.arm_ids`` order.
+
+    ``target`` is one of: an (n, K) array; a mapping ``{arm: probability}`` (a fixed
+    distribution over a subset of arms, renormalised over each event's eligible arms);
+    an :class:`ArgmaxPolicy`; a core policy (anything with ``choose``, e.g. a loaded
+    snapshot; ``eligible_arms`` restricts it to a subset); or a callable
+    ``f(contexts, arm_ids, eligible) -> (n, K)`` (``eligible`` an (n, K) bool array).
+    Rows must be distributions with no mass on ineligible arms.
     """
-    fast = getattr(policy, "probabilities", None)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if isinstance(target, np.ndarray | list | tuple):
+        return _check_target(np.asarray(target, dtype=np.float64), data, "target")
+    if isinstance(target, Mapping):
+        return _check_target(_fixed_distribution(target, data), data, "target")
+    if isinstance(target, ArgmaxPolicy):
+        pi = target.probabilities(data.contexts, data.arm_ids, data.eligible)
+        return _check_target(pi, data, "target")
+    if hasattr(target, "choose"):
+        return _check_target(_policy_probabilities(target, data, rng, eligible_arms), data,
+                             "target")
+    fast = getattr(target, "probabilities", None)
     if callable(fast):
-        out = np.asarray(fast(contexts), dtype=np.float64)
-        return out
-    col = {a: i for i, a in enumerate(arm_ids)}
-    out = np.zeros((contexts.shape[0], len(arm_ids)))
-    eligible = list(arm_ids)
-    for i in range(contexts.shape[0]):
-        choice = policy.choose(contexts[i], rng, eligible)
-        for a, p in zip(choice.arms, choice.probabilities, strict=True):
-            out[i, col[a]] = p
-    return out
+        return _check_target(np.asarray(fast(data.contexts), dtype=np.float64), data, "target")
+    if callable(target):
+        eligible = (data.eligible if data.eligible is not None
+                    else np.ones((data.n, data.n_arms), dtype=bool))
+        try:
+            raw = target(data.contexts.copy(), data.arm_ids, eligible.copy())
+        except Exception as exc:  # a user's function: report it, never a traceback
+            name = getattr(target, "__qualname__", repr(target))
+            raise InvalidInputError("target", name, f"raised {type(exc).__name__}: {exc}") from None
+        if isinstance(raw, pd.DataFrame):
+            raw = raw.reindex(columns=list(data.arm_ids), fill_value=0.0).to_numpy()
+        return _check_target(np.asarray(raw, dtype=np.float64), data, "target")
+    return _check_target(np.asarray(target, dtype=np.float64), data, "target")
+
+
+def read_target_file(path: str | Path, data: LoggedData) -> FloatArray:
+    """Per-event target probabilities from a file (CSV, Parquet, JSON Lines or ``.npy``).
+
+    Tables have one column per arm (arms without a column get 0) and either a
+    ``decision_id`` column (joined to the log's decision ids) or exactly one row per logged
+    event in order. ``.npy`` holds an (n, K) array in the log's arm order.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidInputError("target file", str(p), "must be an existing file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return _check_target(np.load(p, allow_pickle=False).astype(np.float64), data,
+                                 f"target file {p.name}")
+        if suffix == ".csv":
+            frame = pd.read_csv(p)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(p)
+        else:
+            frame = pd.read_json(p, lines=True, dtype=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError("target file", str(p), f"is not readable ({exc})") from None
+    frame.columns = [str(c) for c in frame.columns]
+    arms = [c for c in frame.columns if c in set(data.arm_ids)]
+    if not arms:
+        raise InvalidInputError("target file", str(p), f"has no column named after an arm "
+                                f"({list(data.arm_ids)[:10]})")
+    if "decision_id" in frame.columns:
+        if data.decision_ids is None:
+            raise InvalidInputError("target file", str(p), "joins on decision_id but the log has none")
+        frame = frame.assign(decision_id=frame["decision_id"].astype(str)).set_index("decision_id")
+        if not frame.index.is_unique:
+            raise InvalidInputError("target file decision_id", str(p), "must be unique")
+        missing = [d for d in data.decision_ids if d not in frame.index]
+        if missing:
+            raise InvalidInputError("target file", str(p), f"has no row for {len(missing)} logged "
+                                    f"decisions (first: {missing[0]!r})")
+        frame = frame.loc[list(data.decision_ids)]
+    elif len(frame) != data.n:
+        raise InvalidInputError("target file", str(p), f"has {len(frame)} rows for {data.n} "
+                                "logged events (add a decision_id column to join)")
+    pi = frame.reindex(columns=list(data.arm_ids), fill_value=0.0).to_numpy(dtype=np.float64)
+    return _check_target(pi, data, f"target file {p.name}")

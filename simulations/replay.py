@@ -13,23 +13,25 @@ frozen for ``batch_size`` accepted events and then updated with ``update_batch``
 also lets choices inside a block be computed in one vectorised call (the fast path).
 
 Policies are anything with ``choose(context, rng, eligible) -> Choice`` (the core
-:class:`bandit.policies.base.Policy`), or — fast path — with
-``choose_indices(contexts, rng) -> arm indices`` (:class:`FixedLinearPolicy`, or any
-policy exposing ``choose_batch``).
+:class:`bandit.policies.base.Policy`, called with each event's eligible arms), or — fast
+path — with ``choose_indices(contexts, rng) -> arm indices`` (:class:`ArgmaxPolicy`).
+Rewards, event weights (DSJSON ``pdrop``) and honest intervals: see :func:`replay`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from bandit.errors import InvalidInputError
 from simulations.logs import LoggedData
+from simulations.ope import ArgmaxPolicy, bounded_interval
 
 __all__ = [
     "FixedLinearPolicy",
@@ -50,20 +52,8 @@ class IndexPolicy(Protocol):
     def choose_indices(self, contexts: FloatArray, rng: np.random.Generator) -> IntArray: ...
 
 
-@dataclass(frozen=True)
-class FixedLinearPolicy:
-    """A frozen deterministic policy: argmax_k w_k · x (a cheap target for tests/benches)."""
-
-    weights: FloatArray  # (K, d)
-
-    def choose_indices(self, contexts: FloatArray, rng: np.random.Generator) -> IntArray:
-        return np.asarray(np.argmax(contexts @ self.weights.T, axis=1), dtype=np.int64)
-
-    def probabilities(self, contexts: FloatArray) -> FloatArray:
-        idx = self.choose_indices(contexts, np.random.default_rng(0))
-        out = np.zeros((contexts.shape[0], self.weights.shape[0]))
-        out[np.arange(contexts.shape[0]), idx] = 1.0
-        return out
+#: The deterministic argmax target (one implementation: :class:`simulations.ope.ArgmaxPolicy`).
+FixedLinearPolicy = ArgmaxPolicy
 
 
 @dataclass(frozen=True)
@@ -78,12 +68,14 @@ class ReplayResult:
     events_total: int
     method: str
     cumulative_reward: FloatArray
+    warnings: tuple[str, ...] = ()
+    ess: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "value": self.value, "ci_low": self.ci_low, "ci_high": self.ci_high,
             "se": self.se, "events_used": self.events_used, "events_total": self.events_total,
-            "method": self.method,
+            "ess": self.ess, "method": self.method, "warnings": list(self.warnings),
         }
 
 
@@ -155,21 +147,55 @@ class _LinearBlockChooser:
         return np.where(u < top, best, other).astype(np.int64)
 
 
-def _choose_block(policy: Any, x: FloatArray, rng: np.random.Generator,
-                  arm_ids: tuple[str, ...], pos: dict[str, int]) -> IntArray:
-    if isinstance(policy, IndexPolicy):
-        return np.asarray(policy.choose_indices(x, rng), dtype=np.int64)
-    if _LinearBlockChooser.supports(policy):
-        return _LinearBlockChooser(policy, arm_ids)(x, rng)
-    batch = getattr(policy, "choose_batch", None)
-    if batch is not None:
-        chosen = batch(x, rng, eligible=arm_ids)
-        return np.fromiter((pos[c if isinstance(c, str) else c.arm_id] for c in chosen),
-                           dtype=np.int64, count=x.shape[0])
-    out = np.empty(x.shape[0], dtype=np.int64)
-    for i in range(x.shape[0]):
-        out[i] = pos[policy.choose(x[i], rng, arm_ids).arm_id]
-    return out
+class _Chooser:
+    """Choices of any policy for a block of logged events, honouring each event's eligible arms.
+
+    Fast paths: :class:`ArgmaxPolicy` and :class:`IndexPolicy` (vectorised), the core linear
+    policies' block chooser when every arm is eligible everywhere; else one public
+    ``choose`` per event over the event's eligible arms that the policy knows.
+    """
+
+    def __init__(self, policy: Any, data: LoggedData, restrict: Sequence[str] | None) -> None:
+        self.policy = policy
+        self.data = data
+        self.pos = {a: i for i, a in enumerate(data.arm_ids)}
+        known = getattr(policy, "arms", None)
+        allowed = np.array([(known is None or a in known) and (restrict is None or a in restrict)
+                            for a in data.arm_ids])
+        if not allowed.any():
+            raise InvalidInputError("policy", getattr(policy, "name", "policy"),
+                                    "knows none of the log's arms")
+        self.allowed = allowed
+        self.all_eligible = data.eligible is None and bool(allowed.all())
+        self.block = (_LinearBlockChooser(policy, data.arm_ids)
+                      if self.all_eligible and _LinearBlockChooser.supports(policy) else None)
+        self._lists: dict[bytes, list[str]] = {}
+
+    def _eligible(self, i: int) -> list[str]:
+        m = self.allowed if self.data.eligible is None else self.allowed & self.data.eligible[i]
+        key = m.tobytes()
+        hit = self._lists.get(key)
+        if hit is None:
+            hit = self._lists[key] = [a for a, ok in zip(self.data.arm_ids, m, strict=True) if ok]
+        return hit
+
+    def __call__(self, start: int, stop: int, rng: np.random.Generator) -> IntArray:
+        pol, x = self.policy, self.data.contexts[start:stop]
+        if isinstance(pol, ArgmaxPolicy):
+            el = None if self.data.eligible is None else self.data.eligible[start:stop]
+            if not self.allowed.all():
+                el = np.broadcast_to(self.allowed, (stop - start, self.data.n_arms)) if el is None \
+                    else el & self.allowed
+            return pol.choose_indices(x, rng, self.data.arm_ids, el)
+        if isinstance(pol, IndexPolicy):
+            return np.asarray(pol.choose_indices(x, rng), dtype=np.int64)
+        if self.block is not None:
+            return self.block(x, rng)
+        out = np.empty(stop - start, dtype=np.int64)
+        for j in range(stop - start):
+            el = self._eligible(start + j)
+            out[j] = self.pos[pol.choose(x[j], rng, el).arm_id] if el else -1
+        return out
 
 
 def replay(
@@ -181,47 +207,76 @@ def replay(
     method: str = "auto",
     level: float = 0.95,
     learn: bool = True,
+    reward_range: tuple[float, float] = (0.0, 1.0),
+    min_events: int = 100,
+    eligible_arms: Sequence[str] | None = None,
 ) -> ReplayResult:
     """Replay ``policy`` over ``data`` (see the module docstring).
 
     ``method``: ``replay`` (uniform logs only), ``rejection`` (any logger), or ``auto``
-    (``replay`` when propensities are all 1/K). ``learn=False`` never updates the
-    policy (evaluating a frozen policy). The policy is updated in place when learning.
+    (``replay`` when propensities are all 1/K, else ``rejection`` with a warning).
+    ``learn=False`` never updates the policy (evaluating a frozen policy); the policy is
+    updated in place when learning (``batch_size=1``: after every accepted event).
+    ``eligible_arms`` restricts the policy to a subset of the arms.
+
+    The interval is honest: a t interval, never narrower than the Wilson interval at the
+    events used when rewards are binary or the interval is degenerate, clipped to
+    ``reward_range``; with no accepted event the value is NaN and the interval the whole
+    range. Warnings (``ReplayResult.warnings``): too few events used (< ``min_events``),
+    method switched, tiny propensities.
     """
     if batch_size < 1:
         raise InvalidInputError("batch_size", batch_size, "must be >= 1")
     if data.n == 0:
         raise InvalidInputError("data", 0, "must hold at least one logged event")
+    if method not in ("auto", "replay", "rejection"):
+        raise InvalidInputError("method", method, "must be 'auto', 'replay' or 'rejection'")
+    lo_r, hi_r = reward_range
+    outside = int(((data.reward < lo_r) | (data.reward > hi_r)).sum())
+    if outside:
+        raise InvalidInputError("reward", f"{outside} values", f"must lie in the declared range "
+                                f"[{lo_r:g}, {hi_r:g}]")
+    notes: list[str] = []
     uniform = data.is_uniform()
     if method == "auto":
         method = "replay" if uniform else "rejection"
+        if not uniform:
+            k = (data.eligible.sum(axis=1) if data.eligible is not None
+                 else np.full(data.n, data.n_arms))
+            off = int((~np.isclose(data.propensity, 1.0 / k, rtol=1e-6)).sum())
+            notes.append(f"method switched: the log is not uniform ({off} of {data.n} "
+                         "propensities differ from 1/K), so rejection replay is used")
     if method == "replay" and not uniform:
         raise InvalidInputError(
             "method", method,
             "needs uniformly-logged data (propensities all 1/K); use method='rejection'",
         )
-    if method not in ("replay", "rejection"):
-        raise InvalidInputError("method", method, "must be 'auto', 'replay' or 'rejection'")
     # Acceptance probability of a matching event (1 for uniform logs).
-    accept_p = data.propensity.min() / data.propensity
-    arm_ids, pos = data.arm_ids, {a: i for i, a in enumerate(data.arm_ids)}
+    p_min = float(data.propensity.min())
+    accept_p = p_min / data.propensity
+    if method == "rejection":
+        keep = float(accept_p.mean())
+        if keep < 0.05:
+            notes.append(f"tiny propensities: the smallest propensity {p_min:.3g} makes rejection "
+                         f"replay keep only {100 * keep:.2g}% of matching events")
+    chooser = _Chooser(policy, data, eligible_arms)
+    arm_ids = data.arm_ids
     x_all, a_all, r_all = data.contexts, data.arm_index, data.reward
+    w_all = data.weights
     coin = rng.random(data.n) if method == "rejection" else None
-    accepted_rewards: list[FloatArray] = []
+    accepted: list[IntArray] = []
     start = 0
     n = data.n
     update = getattr(policy, "update_batch", None) if learn else None
+    span = 2 * data.n_arms
     while start < n:
         # Walk forward until ``batch_size`` events are accepted (or the log ends): choices
-        # are made from the frozen policy in vectorised blocks.
-        got_x: list[FloatArray] = []
-        got_a: list[IntArray] = []
-        got_r: list[FloatArray] = []
+        # are made from the frozen policy in blocks.
+        got: list[IntArray] = []
         need = batch_size
         while need > 0 and start < n:
-            block = min(n, start + max(need * data.n_arms, 256))
-            xb = x_all[start:block]
-            chosen = _choose_block(policy, xb, rng, arm_ids, pos)
+            block = min(n, start + max(need * span, 32))
+            chosen = chooser(start, block, rng)
             ok = chosen == a_all[start:block]
             if coin is not None:
                 ok &= coin[start:block] < accept_p[start:block]
@@ -229,36 +284,47 @@ def replay(
             if hit.size > need:
                 hit = hit[:need]
                 block = start + int(hit[-1]) + 1
-            got_x.append(xb[hit])
-            got_a.append(a_all[start:block][hit])
-            got_r.append(r_all[start:block][hit])
+            got.append(start + hit)
             need -= hit.size
             start = block
-        rb = np.concatenate(got_r)
-        accepted_rewards.append(rb)
-        if update is not None and rb.size:
-            ab = np.concatenate(got_a)
-            update([arm_ids[i] for i in ab], np.concatenate(got_x), rb)
-    rewards = np.concatenate(accepted_rewards) if accepted_rewards else np.zeros(0)
+        idx = np.concatenate(got)
+        accepted.append(idx)
+        if update is not None and idx.size:
+            update([arm_ids[i] for i in a_all[idx]], x_all[idx], r_all[idx])
+    used_idx = np.concatenate(accepted) if accepted else np.zeros(0, np.int64)
+    rewards = r_all[used_idx]
     used = int(rewards.size)
+    if used < min_events:
+        notes.append(f"too few events: {used} of {n} logged events used (fewer than "
+                     f"{min_events}): the interval rests on few events")
     if used == 0:
         nan = float("nan")
-        return ReplayResult(nan, nan, nan, nan, 0, n, method, rewards)
-    value = float(rewards.mean())
-    se = float(rewards.std(ddof=1) / np.sqrt(used)) if used > 1 else float("nan")
-    z = float(norm.ppf(0.5 + level / 2))
-    return ReplayResult(value, value - z * se, value + z * se, se, used, n, method,
-                        np.cumsum(rewards))
+        return ReplayResult(nan, lo_r, hi_r, nan, 0, n, method, rewards, tuple(notes), 0.0)
+    wts = np.ones(used) if w_all is None else w_all[used_idx]
+    value = float(np.average(rewards, weights=wts))
+    ess = float(wts.sum() ** 2 / (wts * wts).sum())
+    if used > 1:
+        var = float(np.average((rewards - value) ** 2, weights=wts)) * used / (used - 1)
+        se = float(np.sqrt(var / ess))
+        q = float(student_t.ppf(0.5 + level / 2, max(ess - 1, 1)))
+        lo, hi = value - q * se, value + q * se
+    else:
+        se, lo, hi = float("nan"), float("nan"), float("nan")
+    binary = bool(np.all((rewards == lo_r) | (rewards == hi_r)))
+    lo, hi = bounded_interval(value, lo, hi, ess, reward_range=reward_range, binary=binary,
+                              level=level)
+    return ReplayResult(value, lo, hi, se, used, n, method, np.cumsum(rewards), tuple(notes), ess)
 
 
 def replay_many(
     data: LoggedData, policies: dict[str, Any], *, seed: int = 0, batch_size: int = 100,
-    method: str = "auto",
+    method: str = "auto", **kwargs: Any,
 ) -> pd.DataFrame:
-    """Replay several named policies on the same log; one row per policy."""
+    """Replay several named policies on the same log; one row per policy (``replay`` kwargs)."""
     rows = []
+    seeds = np.random.SeedSequence(seed).spawn(max(len(policies), 1))
     for i, (name, policy) in enumerate(policies.items()):
-        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(i + 1)[i])
-        res = replay(data, policy, rng=rng, batch_size=batch_size, method=method)
+        rng = np.random.default_rng(seeds[i])
+        res = replay(data, policy, rng=rng, batch_size=batch_size, method=method, **kwargs)
         rows.append({"policy": name, **res.to_dict()})
     return pd.DataFrame(rows)
