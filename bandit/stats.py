@@ -51,6 +51,7 @@ from bandit.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_PLANNED_N",
+    "GUARDRAIL_POWER",
     "MIN_UNITS",
     "SRM_ALPHA",
     "CovSums",
@@ -73,6 +74,8 @@ __all__ = [
     "sequential_diff",
     "sequential_lift",
     "srm_test",
+    "welch_df",
+    "welch_quantile",
 ]
 
 #: SRM is flagged below this p-value (a false alarm once in a thousand experiments)
@@ -305,9 +308,8 @@ def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | S
     if se == 0:
         raise InvalidInputError("treatment, control", (t.mean, c.mean),
                                 "have zero variance: the difference has no interval")
-    # Welch (1947) degrees of freedom
-    df = (at + ac) ** 2 / (at**2 / (t.n - 1) + ac**2 / (c.n - 1))
-    q = float(sps.t.ppf(1 - alpha / 2, df))
+    df = _welch_df(t, c)
+    q = float(welch_quantile(at, ac, t.n, c.n, 1 - alpha / 2))
     est = t.mean - c.mean
     p = float(2 * sps.t.sf(abs(est) / se, df))
     return DiffResult(t.n, c.n, t.mean, c.mean, est, se, float(df), est - q * se, est + q * se,
@@ -352,10 +354,25 @@ def fieller_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.Arra
     return np.maximum(lo, 0.0) - 1.0, hi - 1.0
 
 
+def welch_df(se2_t: npt.ArrayLike, se2_c: npt.ArrayLike, n_t: npt.ArrayLike,
+             n_c: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Welch (1947)–Satterthwaite degrees of freedom from squared standard errors,
+    vectorised (``n_t + n_c - 2`` where both variances are zero)."""
+    at, ac, nt, nc = (np.asarray(v, dtype=np.float64) for v in (se2_t, se2_c, n_t, n_c))
+    den = at**2 / (nt - 1) + ac**2 / (nc - 1)
+    safe = np.where(den > 0, den, 1.0)
+    return np.asarray(np.where(den > 0, (at + ac) ** 2 / safe, nt + nc - 2))
+
+
+def welch_quantile(se2_t: npt.ArrayLike, se2_c: npt.ArrayLike, n_t: npt.ArrayLike,
+                   n_c: npt.ArrayLike, level: float) -> npt.NDArray[np.float64]:
+    """The ``level`` quantile of Student's t at the Welch degrees of freedom (vectorised):
+    the critical value of the fixed-horizon difference and Fieller intervals."""
+    return np.asarray(sps.t.ppf(level, welch_df(se2_t, se2_c, n_t, n_c)))
+
+
 def _welch_df(t: Summary, c: Summary) -> float:
-    at, ac = t.var / t.n, c.var / c.n
-    den = at**2 / (t.n - 1) + ac**2 / (c.n - 1)
-    return float((at + ac) ** 2 / den) if den > 0 else float(t.n + c.n - 2)
+    return float(welch_df(t.var / t.n, c.var / c.n, t.n, c.n))
 
 
 def _ratio_inputs(t: Summary, c: Summary) -> None:
@@ -385,7 +402,7 @@ def relative_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | S
     _ratio_inputs(t, c)
     mt, mc = t.mean, c.mean
     df = _welch_df(t, c)
-    q = float(sps.t.ppf(1 - alpha / 2, df))
+    q = float(welch_quantile(t.var / t.n, c.var / c.n, t.n, c.n, 1 - alpha / 2))
     lo, hi = fieller_bounds(mt, t.var / t.n, mc, c.var / c.n, q)
     se = math.sqrt(t.var / (t.n * mc**2) + mt**2 * c.var / (c.n * mc**4))
     se_d = math.sqrt(t.var / t.n + c.var / c.n)
@@ -625,7 +642,7 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
     alpha = _alpha(alpha)
     t, c = _summaries(treatment, control)
     _ratio_inputs(t, c)
-    q = float(sps.t.ppf(1 - alpha, _welch_df(t, c)))
+    q = float(welch_quantile(t.var / t.n, c.var / c.n, t.n, c.n, 1 - alpha))
     lo, hi = fieller_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, q)
     est = t.mean / c.mean - 1
     status: Literal["ok", "degraded", "inconclusive"]

@@ -1,0 +1,301 @@
+"""The validation grid of the lift intervals: many simulated experiments, vectorised.
+
+Each cell is a distribution, a size per arm and a planted relative lift. Every simulated
+experiment receives its units over ``DAYS`` daily looks (equal arrivals per day and arm);
+the fixed-horizon intervals are judged at the last look, the always-valid ones at every
+look. The intervals are the production ones: :func:`bandit.stats.fieller_bounds` at
+:func:`bandit.stats.welch_quantile` (fixed horizon) or at
+:func:`bandit.stats.mixture_radius_factor` tuned for the planned size (always valid), and
+the difference ``d ± q · se`` with the same critical values — the formulas of
+:func:`bandit.stats.absolute_diff` / :func:`bandit.stats.sequential_diff`, which the unit
+tests tie to these kernels. Only the reference methods of :func:`width_comparison` (the
+delta method and its log form, for comparison) are written out here.
+
+Run ``python -m tests.lift_grid`` to print the tables of docs/statistics.md
+(``--sims 2000`` is the heavy grid; it takes minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+
+from bandit import stats
+
+#: distribution name -> description (see :func:`_draw`)
+DISTRIBUTIONS: Final = ("p=0.3", "p=0.02", "log-normal", "zero-inflated")
+SIZES: Final = (100, 200, 1_000, 10_000)
+LIFTS: Final = (0.0, 0.05, 0.20, 0.68)
+DAYS: Final = 30
+SIGMA: Final = 1.5
+ZERO_SHARE: Final = 0.6
+#: the grid's root seed; cells get children of SeedSequence(ROOT_SEED) in grid order
+ROOT_SEED: Final = 2026_12_01
+#: floats drawn per chunk of experiments (memory bound)
+_CHUNK: Final = 4_000_000
+
+
+def _rate(dist: str) -> float:
+    return {"p=0.3": 0.3, "p=0.02": 0.02}[dist]
+
+
+def true_mean(dist: str) -> float:
+    """Control mean of ``dist`` (the treatment's is ``(1 + lift)`` times it)."""
+    if dist.startswith("p="):
+        return _rate(dist)
+    m = math.exp(SIGMA**2 / 2)
+    return m * (1 - ZERO_SHARE) if dist == "zero-inflated" else m
+
+
+def _day_sizes(n: int, days: int) -> np.ndarray:
+    cuts = np.ceil(n * np.arange(1, days + 1) / days).astype(np.int64)
+    return np.diff(np.concatenate([[0], cuts]))
+
+
+def _draw(dist: str, rng: np.random.Generator, sims: int, sizes: np.ndarray,
+          lift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per experiment and day: Σy and Σy² of one arm's new units (sims × days)."""
+    if dist.startswith("p="):
+        s1 = rng.binomial(sizes[None, :], _rate(dist) * (1 + lift),
+                          size=(sims, sizes.size)).astype(np.float64)
+        return s1, s1
+    n = int(sizes.sum())
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    s1 = np.empty((sims, sizes.size))
+    s2 = np.empty((sims, sizes.size))
+    step = max(1, _CHUNK // n)
+    for i in range(0, sims, step):
+        k = min(step, sims - i)
+        y = rng.lognormal(0.0, SIGMA, size=(k, n)) * (1 + lift)
+        if dist == "zero-inflated":
+            y *= rng.random((k, n)) >= ZERO_SHARE
+        s1[i:i + k] = np.add.reduceat(y, starts, axis=1)
+        s2[i:i + k] = np.add.reduceat(y * y, starts, axis=1)
+    return s1, s2
+
+
+@dataclass(frozen=True)
+class Looks:
+    """Cumulative per-look moments of both arms (sims × looks)."""
+
+    n: np.ndarray  # units per arm at each look (looks,)
+    mean_t: np.ndarray
+    var_t: np.ndarray
+    mean_c: np.ndarray
+    var_c: np.ndarray
+
+
+def simulate(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequence,
+             days: int = DAYS) -> Looks:
+    """``sims`` experiments of ``n`` units per arm arriving over ``days`` daily looks."""
+    rng = np.random.default_rng(seed)
+    sizes = _day_sizes(n, days)
+    out = []
+    for arm_lift in (lift, 0.0):
+        s1, s2 = _draw(dist, rng, sims, sizes, arm_lift)
+        nn = np.cumsum(sizes).astype(np.float64)
+        c1, c2 = np.cumsum(s1, axis=1), np.cumsum(s2, axis=1)
+        mean = c1 / nn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.maximum((c2 - nn * mean * mean) / (nn - 1), 0.0)
+        out.append((mean, var))
+    (mt, vt), (mc, vc) = out
+    return Looks(np.cumsum(sizes), mt, vt, mc, vc)
+
+
+def _has_interval(mt: np.ndarray, vt: np.ndarray, mc: np.ndarray, vc: np.ndarray,
+                  n: np.ndarray) -> np.ndarray:
+    """Where :mod:`bandit.stats` gives a relative interval (no all-zero arm, some spread;
+    non-negative data, so a zero mean is an all-zero arm)."""
+    return (n >= 2) & (mt > 0) & (mc > 0) & ((vt > 0) | (vc > 0))
+
+
+@dataclass(frozen=True)
+class Cell:
+    dist: str
+    n: int
+    lift: float
+    sims: int
+    #: fixed horizon: interval entirely below / above the truth (share of experiments)
+    rel_below: float
+    rel_above: float
+    abs_below: float
+    abs_above: float
+    #: always valid: excluded the truth at some look (from the burn-in on)
+    seq_rel_cross: float
+    seq_abs_cross: float
+    #: share of experiments with no relative interval at the last look
+    no_interval: float
+
+    @property
+    def rel_miss(self) -> float:
+        return self.rel_below + self.rel_above
+
+    @property
+    def abs_miss(self) -> float:
+        return self.abs_below + self.abs_above
+
+    @property
+    def discrete(self) -> bool:
+        """Fewer than 10 expected events per arm: a discrete test cannot attain its level."""
+        return self.dist.startswith("p=") and self.n * _rate(self.dist) < 10
+
+
+def run_cell(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequence, *,
+             alpha: float = 0.05, burn_in: int = stats.MIN_UNITS) -> Cell:
+    """One cell. The always-valid intervals count at every look from ``burn_in`` units per
+    arm — where :func:`bandit.lift.lift_table` starts calling (before, it says "too early
+    to call")."""
+    lk = simulate(dist, n, lift, sims, seed)
+    nn = lk.n.astype(np.float64)[None, :]
+    at, ac = lk.var_t / nn, lk.var_c / nn
+    ok = _has_interval(lk.mean_t, lk.var_t, lk.mean_c, lk.var_c, nn)
+    se = np.sqrt(at + ac)
+    d = lk.mean_t - lk.mean_c
+    true_d = true_mean(dist) * lift
+    # fixed horizon, last look
+    q = stats.welch_quantile(at[:, -1], ac[:, -1], nn[0, -1], nn[0, -1], 1 - alpha / 2)
+    lo, hi = stats.fieller_bounds(lk.mean_t[:, -1], at[:, -1], lk.mean_c[:, -1], ac[:, -1], q)
+    last = ok[:, -1]
+    rel_below = float((last & (hi < lift)).mean())
+    rel_above = float((last & (lo > lift)).mean())
+    has_d = se[:, -1] > 0
+    abs_below = float((has_d & (d[:, -1] + q * se[:, -1] < true_d)).mean())
+    abs_above = float((has_d & (d[:, -1] - q * se[:, -1] > true_d)).mean())
+    # always valid, every look, tuned for the planned total 2n
+    f = stats.mixture_radius_factor(2 * lk.n, alpha, planned_n=2 * n)[None, :]
+    slo, shi = stats.fieller_bounds(lk.mean_t, at, lk.mean_c, ac, f)
+    live = nn >= min(burn_in, n)
+    rel_cross = (live & ok & ((shi < lift) | (slo > lift))).any(axis=1)
+    abs_cross = (live & (se > 0) & (np.abs(d - true_d) > f * se)).any(axis=1)
+    return Cell(dist, n, lift, sims, rel_below, rel_above, abs_below, abs_above,
+                float(rel_cross.mean()), float(abs_cross.mean()), float(1 - last.mean()))
+
+
+def grid_seeds() -> dict[tuple[str, int, float], np.random.SeedSequence]:
+    """One child seed per cell of the full grid, in a fixed order (so a cell's draws do
+    not depend on which other cells are run)."""
+    keys = [(d, n, lift) for d in DISTRIBUTIONS for n in SIZES for lift in LIFTS]
+    return dict(zip(keys, np.random.SeedSequence(ROOT_SEED).spawn(len(keys)), strict=True))
+
+
+def run_grid(sims: int) -> list[Cell]:
+    seeds = grid_seeds()
+    return [run_cell(d, n, lift, sims, s) for (d, n, lift), s in seeds.items()]
+
+
+# ---------------------------------------------------------------------- widths
+
+
+def width_comparison(dist: str, n: int, lift: float, sims: int,
+                     seed: np.random.SeedSequence, *, alpha: float = 0.05) -> dict[str, float]:
+    """Median widths (in relative-lift units) of the new intervals and the references
+    at one fixed look of ``n`` units per arm: Fieller (new, fixed horizon), delta method
+    (the previous interval), delta method on the log ratio, and the always-valid ones
+    (new: Fieller set with the mixture factor; previous: delta ± factor · se), the
+    always-valid ones tuned for ``2n`` units (their tightest point)."""
+    lk = simulate(dist, n, lift, sims, seed, days=1)
+    mt, vt, mc, vc = lk.mean_t[:, 0], lk.var_t[:, 0], lk.mean_c[:, 0], lk.var_c[:, 0]
+    ok = _has_interval(mt, vt, mc, vc, np.full(sims, n))
+    mt, vt, mc, vc = mt[ok], vt[ok] / n, mc[ok], vc[ok] / n
+    q = stats.welch_quantile(vt, vc, n, n, 1 - alpha / 2)
+    f = float(stats.mixture_radius_factor(2 * n, alpha, planned_n=2 * n))
+    lo, hi = stats.fieller_bounds(mt, vt, mc, vc, q)
+    slo, shi = stats.fieller_bounds(mt, vt, mc, vc, f)
+    se_delta = np.sqrt(vt / mc**2 + mt**2 * vc / mc**4)
+    z = 1.959963984540054
+    se_log = np.sqrt(vt / mt**2 + vc / mc**2)
+    ratio = mt / mc
+    return {
+        "fieller": float(np.median(hi - lo)),
+        "delta": float(np.median(2 * z * se_delta)),
+        "log-delta": float(np.median(ratio * (np.exp(z * se_log) - np.exp(-z * se_log)))),
+        "always-valid (new)": float(np.median(shi - slo)),
+        "always-valid (previous)": float(np.median(2 * f * se_delta)),
+        "unbounded share": float(np.mean(~np.isfinite(hi))),
+    }
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def markdown(cells: list[Cell]) -> str:
+    aa = [c for c in cells if c.lift == 0]
+    lines = [
+        f"A/A ({aa[0].sims:,} experiments per cell; % of experiments):",
+        "",
+        "| distribution | n per arm | relative FPR (below / above) | absolute FPR (below / "
+        "above) | always-valid relative, ever crossed (30 looks) | always-valid absolute, "
+        "ever crossed | no interval |",
+        "|---|---:|---|---|---:|---:|---:|",
+    ]
+    for c in aa:
+        lines.append(
+            f"| {c.dist} | {c.n:,} | {_pct(c.rel_miss)} ({_pct(c.rel_below)} / "
+            f"{_pct(c.rel_above)}) | {_pct(c.abs_miss)} ({_pct(c.abs_below)} / "
+            f"{_pct(c.abs_above)}) | {_pct(c.seq_rel_cross)} | {_pct(c.seq_abs_cross)} | "
+            f"{_pct(c.no_interval)} |")
+    lines += [
+        "",
+        "Planted lifts, fixed-horizon relative coverage (% ; interval below / above the "
+        "truth) and always-valid relative interval ever excluding the truth:",
+        "",
+        "| distribution | n per arm | +5 % | +20 % | +68 % | always-valid miss (+5 / +20 / "
+        "+68 %) | absolute coverage (+5 / +20 / +68 %) |",
+        "|---|---:|---|---|---|---|---|",
+    ]
+    by = {(c.dist, c.n, c.lift): c for c in cells}
+    for d in DISTRIBUTIONS:
+        for n in SIZES:
+            row = [by[(d, n, lift)] for lift in LIFTS[1:] if (d, n, lift) in by]
+            if not row:
+                continue
+            cov = " | ".join(f"{_pct(1 - c.rel_miss)} ({_pct(c.rel_below)} / "
+                             f"{_pct(c.rel_above)})" for c in row)
+            seq = " / ".join(_pct(c.seq_rel_cross) for c in row)
+            ab = " / ".join(_pct(1 - c.abs_miss) for c in row)
+            lines.append(f"| {d} | {n:,} | {cov} | {seq} | {ab} |")
+    return "\n".join(lines)
+
+
+def width_markdown(sims_by_n: dict[int, int]) -> str:
+    seeds = np.random.SeedSequence(ROOT_SEED + 1).spawn(64)
+    lines = ["| distribution | n per arm | Fieller (new) | delta | log-delta | always-valid "
+             "(new) | always-valid (previous) | unbounded |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    i = 0
+    for d in ("p=0.3", "p=0.02", "log-normal", "zero-inflated"):
+        for n, sims in sims_by_n.items():
+            w = width_comparison(d, n, 0.20, sims, seeds[i])
+            i += 1
+            lines.append(
+                f"| {d} | {n:,} | {w['fieller']:.4g} | {w['delta']:.4g} | "
+                f"{w['log-delta']:.4g} | {w['always-valid (new)']:.4g} | "
+                f"{w['always-valid (previous)']:.4g} | {_pct(w['unbounded share'])} % |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sims", type=int, default=2000, help="experiments per cell")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    print(markdown(run_grid(args.sims)))
+    print()
+    print("Median width of the relative-lift interval, planted lift +20 %:")
+    print()
+    print(width_markdown({100: 2000, 1_000: 2000, 100_000: 100}))
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
