@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ ADMIN = {"authorization": "Bearer dev-admin-token"}
 #: a unit the default experiment assigns to the learning variant (not the fixed control)
 BANDIT_UNIT = next(u for u in (f"user-{i}" for i in range(100))
                    if VariantAssigner(ExperimentConfig()).assign(u).name == "bandit")
+CONTROL_UNIT = next(u for u in (f"user-{i}" for i in range(100))
+                    if VariantAssigner(ExperimentConfig()).assign(u).name == "gpt35")
 
 
 class ListSink:
@@ -375,7 +378,9 @@ def test_openapi_documents_allocate_schema(served: tuple[str, ListSink]) -> None
 
 def test_allocate_logs_the_callers_event_time(tmp_path: Path) -> None:
     sink = ListSink()
-    app = create_app(make_config(tmp_path), arms=base_arms(), sink=sink)
+    # a replay of a past calendar: the operator widens the skew bound for it
+    app = create_app(make_config(tmp_path, max_decision_skew_s=10 * 365 * 86_400.0),
+                     arms=base_arms(), sink=sink)
     with LiveServer(app) as server:
         body = {"unit_id": "u1", "conversation_id": "c1", "embedding": [0.1] * DIM,
                 "ts_ms": 1_767_571_200_123}
@@ -384,3 +389,64 @@ def test_allocate_logs_the_callers_event_time(tmp_path: Path) -> None:
         assert httpx.post(server.url + "/v1/allocate", json=body, headers=TOKEN).status_code == 200
     assert sink.events[0].ts_ms == 1_767_571_200_123
     assert sink.events[1].ts_ms > 1_767_571_200_123 + 10**9
+
+
+@pytest.mark.parametrize(("offset_s", "accepted"), [
+    (0.0, True), (-250.0, True), (250.0, True), (-400.0, False), (400.0, False),
+    (-86_400.0 * 365, False), (86_400.0 * 365 * 900, False),
+])
+def test_allocate_bounds_the_decision_time_to_the_server_clock(
+    served: tuple[str, ListSink], offset_s: float, accepted: bool,
+) -> None:
+    url, sink = served  # the default bound: 300 s either way
+    ts_ms = int((time.time() + offset_s) * 1000)
+    r = alloc(url, ts_ms=min(ts_ms, 32_503_680_000_000))
+    if accepted:
+        assert r.status_code == 200, r.text
+        assert sink.events[-1].ts_ms == ts_ms
+    else:
+        assert r.status_code == 422, r.text
+        item = r.json()["detail"][0]
+        assert item["field"] == "ts_ms" and "serve.max_decision_skew_s" in item["msg"]
+        assert not sink.events
+
+
+def test_no_active_arm_is_a_503_with_the_reason_and_readiness_fails(tmp_path: Path) -> None:
+    # experts only: the control variant (baseline arms) has nothing to serve
+    app = create_app(make_config(tmp_path), arms=[Arm("e1")], sink=ListSink())
+    with LiveServer(app) as server:
+        live = httpx.get(server.url + "/healthz")
+        ready = httpx.get(server.url + "/readyz")
+        assert live.status_code == 200 and live.json()["ready"] is False
+        assert ready.status_code == 503 and ready.json()["status"] == "not ready"
+        assert any("'gpt35'" in why and "baseline" in why for why in ready.json()["reasons"])
+        assert alloc(server.url, unit_id=BANDIT_UNIT).status_code == 200  # its variant can
+        r = alloc(server.url, unit_id=CONTROL_UNIT)
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.json()["detail"][0]["field"] == "arms"
+        assert "no active arm" in r.json()["detail"][0]["msg"]
+        assert httpx.post(server.url + "/v1/arms", json={"arm_id": "gpt35", "kind": "baseline"},
+                          headers=ADMIN).status_code == 201
+        assert httpx.get(server.url + "/readyz").status_code == 200
+        assert alloc(server.url, unit_id=CONTROL_UNIT).status_code == 200
+        metrics = httpx.get(server.url + "/metrics").text
+        assert "switchboard_allocate_unavailable_total 1.0" in metrics
+
+
+@pytest.mark.parametrize("header", [
+    "Bearer dev-toke", "Bearer dev-tokenx", "Bearer DEV-TOKEN", "Bearer dev-admin-toke",
+    "Bearer \u00e9", "Basic dev-token", "Bearer",
+])
+def test_tokens_must_match_exactly_on_both_paths(served: tuple[str, ListSink], header: str,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    url, sink = served
+    body = b'{"unit_id": "u", "conversation_id": "c", "embedding": [0.1, 0.1, 0.1, 0.1, 0.1, ' \
+           b'0.1, 0.1, 0.1]}'
+    # httpx: the inline fast path; the FastAPI route answers feedback and arms
+    for path in ("/v1/allocate", "/v1/feedback", "/v1/arms"):
+        r = httpx.post(url + path, content=body, headers={
+            "authorization": header.encode(),
+            "content-type": "application/json"})
+        assert r.status_code == 401, (path, header, r.text)
+    assert not sink.events
+    assert "dev-token" not in caplog.text

@@ -19,7 +19,7 @@ from bandit.events import DecisionEvent, decode_decision, encode_event
 from bandit.serving.app import create_app
 from bandit.serving.live import LiveServer
 from bandit.serving.producers import make_producer
-from bandit.serving.publisher import DecisionPublisher
+from bandit.serving.publisher import EventPublisher
 from consumers.embedded import EmbeddedBroker, create_topics
 
 DIM = 4
@@ -76,7 +76,7 @@ def test_publisher_spills_when_kafka_unreachable_and_adopts_orphans(tmp_path: Pa
     def unreachable() -> Any:
         raise ConnectionError("no broker")
 
-    pub = DecisionPublisher("127.0.0.1:1", "t", tmp_path, buffer_size=4,
+    pub = EventPublisher("127.0.0.1:1", "t", tmp_path, buffer_size=4,
                             retry_interval_s=0.05, producer_factory=unreachable).start()
     for i in range(10):  # more than the buffer: overflow spills synchronously
         pub.publish(_event(i))
@@ -85,7 +85,7 @@ def test_publisher_spills_when_kafka_unreachable_and_adopts_orphans(tmp_path: Pa
     lines = b"".join(p.read_bytes() for p in tmp_path.glob("*.spill")).splitlines()
     spilled = sorted(orjson.loads(x)["decision_id"] for x in lines)
     assert spilled == sorted(f"d{i}" for i in range(10))
-    again = DecisionPublisher("127.0.0.1:1", "t", tmp_path, producer_factory=unreachable)
+    again = EventPublisher("127.0.0.1:1", "t", tmp_path, producer_factory=unreachable)
     assert again.backlog == 10  # a restarted server counts what is still to be sent
 
 
@@ -160,7 +160,7 @@ def test_publisher_spills_at_once_when_librdkafka_finds_no_broker(tmp_path: Path
     # the default producer (librdkafka) is created fine with no broker; its "all brokers
     # down" report must send events to disk, not leave them in memory for the 30 s
     # delivery timeout
-    pub = DecisionPublisher("127.0.0.1:1", "t", tmp_path, retry_interval_s=0.2).start()
+    pub = EventPublisher("127.0.0.1:1", "t", tmp_path, retry_interval_s=0.2).start()
     try:
         for i in range(5):
             pub.publish(_event(i))

@@ -1,4 +1,7 @@
-"""The allocation server (FastAPI): ``/v1/allocate``, ``/v1/arms``, ``/healthz``, ``/metrics``.
+"""The allocation server (FastAPI): ``/v1/allocate``, ``/v1/feedback``, ``/v1/engagement``,
+``/v1/exposures``, ``/v1/arms``, ``/healthz`` (liveness), ``/readyz`` (readiness),
+``/metrics`` and the API docs at ``/docs`` (Swagger UI served from the installed
+``swagger-ui-bundle`` package: no CDN, works offline).
 
 The request path is kept lean: under ``switchboard serve`` a plain ``POST /v1/allocate``
 is answered by the HTTP protocol itself (:mod:`bandit.serving.http`) through
@@ -6,29 +9,45 @@ is answered by the HTTP protocol itself (:mod:`bandit.serving.http`) through
 middleware stack. Either way the body is parsed with orjson and validated by a strict
 pydantic model, the variant comes from a salted hash, the variant's policy chooses, the
 decision is queued for Kafka without waiting, and the response is serialised with
-orjson. See ``docs/serving.md``.
+orjson. Feedback, engagement and fallback exposures posted over HTTP are validated by the
+same decoders as the Kafka topics (:mod:`bandit.events`) and published through the same
+non-blocking spill-to-disk path as decisions. See ``docs/serving.md``.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
+from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
+from starlette.staticfiles import StaticFiles
 
 from bandit.arms import Arm
 from bandit.config import Config
 from bandit.encoders import BatchingEncoder, Encoder, HashingEncoder
-from bandit.errors import InvalidInputError, RegistryError, UnknownArmError
-from bandit.events import DecisionEvent
+from bandit.errors import EventDecodeError, InvalidInputError, RegistryError, UnknownArmError
+from bandit.events import (
+    MAX_EVENT_BYTES,
+    DecisionEvent,
+    EngagementEvent,
+    Event,
+    ExposureEvent,
+    FeedbackEvent,
+    decode_engagement,
+    decode_feedback,
+)
 from bandit.serving.assignment import VariantAssigner
 from bandit.serving.ids import DecisionIds
 from bandit.serving.metrics import ServeMetrics
@@ -38,13 +57,18 @@ from bandit.serving.schemas import (
     AllocateResponse,
     ArmOut,
     ArmRequest,
+    EngagementIn,
     ErrorResponse,
+    EventsAccepted,
+    ExposureIn,
+    FeedbackIn,
     HealthResponse,
+    ReadyResponse,
     ValidationError,
     error_fields,
 )
 
-__all__ = ["AllocationAPI", "DecisionSink", "Edge", "create_app"]
+__all__ = ["AllocationAPI", "Edge", "EventSink", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +79,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class DecisionSink(Protocol):
-    """Where decisions go (:class:`~bandit.serving.publisher.DecisionPublisher`)."""
+class EventSink(Protocol):
+    """Where events go (:class:`~bandit.serving.publisher.EventPublisher`, one per topic)."""
 
-    def publish(self, event: DecisionEvent) -> None: ...
+    def publish(self, event: Event) -> None: ...
 
     @property
     def depth(self) -> int: ...
@@ -259,34 +283,76 @@ class AllocationAPI(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+_ROUTES = frozenset({"/v1/allocate", "/v1/feedback", "/v1/engagement", "/v1/exposures",
+                     "/v1/arms", "/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+
+
 def _route_label(path: str) -> str:
     if path.startswith("/v1/arms/"):
         return "/v1/arms/{arm_id}"
-    if path in ("/v1/allocate", "/v1/arms", "/healthz", "/metrics", "/openapi.json", "/docs"):
+    if path.startswith("/docs/"):
+        return "/docs"
+    if path in _ROUTES:
         return path
     return "other"
+
+
+#: seconds a client should wait before retrying while the server cannot allocate
+UNAVAILABLE_RETRY_AFTER_S = 5
+
+
+class _Unavailable(Exception):
+    """The server cannot allocate right now (a server-side state: 503, not the caller's fault)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def _any_equal(given: bytes, allowed: tuple[bytes, ...]) -> bool:
+    """Whether ``given`` is one of ``allowed``, in time independent of where they differ:
+    every candidate is compared with :func:`hmac.compare_digest`, none skipped."""
+    found = False
+    for token in allowed:
+        found |= hmac.compare_digest(given, token)
+    return found
+
+
+def _field_in(where: str, field: str) -> str:
+    """``field`` of the batch item ``where`` (``[3].rating``); the item itself for ``event``."""
+    if field == "event":
+        return where or "body"
+    return f"{where}.{field}" if where else field
 
 
 class _Server:
     """State shared by the handlers of one app."""
 
-    def __init__(self, config: Config, holder: ModelHolder, sink: DecisionSink,
+    def __init__(self, config: Config, holder: ModelHolder, sinks: dict[str, EventSink],
                  encoder: Encoder, seed: int | list[int] | None) -> None:
         self.config = config
         self.holder = holder
-        self.sink = sink
+        #: one sink per event kind (``decision``, ``feedback``, ``engagement``, ``exposure``)
+        self.sinks = sinks
+        self.sink = sinks[DecisionEvent.KIND]
         self.encoder = encoder
         self.assigner = VariantAssigner(config.experiment)
         self.rng = np.random.default_rng(np.random.SeedSequence(seed))
-        self.tokens = frozenset(config.serve.tokens)
-        self.admin_tokens = frozenset(config.serve.admin_tokens)
-        self.read_tokens = self.tokens | self.admin_tokens
+        # bytes, compared in constant time (:func:`_any_equal`); never logged
+        self._admin_tokens = tuple(t.encode() for t in config.serve.admin_tokens)
+        self._plain_tokens = tuple(t.encode() for t in config.serve.tokens)
         self.max_text = config.serve.max_text_chars
+        self.max_skew_ms = int(config.serve.max_decision_skew_s * 1000)
         self.experiment_id = config.experiment.id
-        self.metrics = ServeMetrics(holder.snapshot_age_s, lambda: float(sink.backlog),
-                                    lambda: float(sink.depth),
+        distinct = list({id(s): s for s in sinks.values()}.values())
+        self.metrics = ServeMetrics(holder.snapshot_age_s,
+                                    lambda: float(sum(s.backlog for s in distinct)),
+                                    lambda: float(sum(s.depth for s in distinct)),
                                     reload_counts=lambda: {"ok": holder.reloads,
                                                            "failed": holder.failed_reloads})
+        self._decoders: dict[str, Callable[[bytes], Event]] = {
+            FeedbackEvent.KIND: decode_feedback, EngagementEvent.KIND: decode_engagement}
         self.decision_ids = DecisionIds()
         self.kinds = {v.name: tuple(v.arm_kinds) for v in config.experiment.variants}
 
@@ -336,6 +402,12 @@ class _Server:
         if req.experiment_id is not None and req.experiment_id != self.experiment_id:
             return _error(422, "experiment_id", f"unknown experiment {req.experiment_id!r} "
                                                 f"(this server runs {self.experiment_id!r})")
+        if req.ts_ms is not None:
+            now = time.time_ns() // 1_000_000
+            if abs(req.ts_ms - now) > self.max_skew_ms:
+                return _error(422, "ts_ms", f"must be within {self.max_skew_ms / 1000:g} s of the "
+                              f"server's clock ({now}; serve.max_decision_skew_s), "
+                              f"got {req.ts_ms}")
         return _Begun(req, t0, c0)
 
     def _finish(self, begun: _Begun, model: ServedModel, x: np.ndarray) -> Reply:
@@ -349,6 +421,9 @@ class _Server:
             choice, fallback = self.choose(model, variant, x, req.eligible)
         except InvalidInputError as exc:
             return _error(422, exc.field, str(exc))
+        except _Unavailable as exc:
+            self.metrics.unavailable.inc()
+            return self.unavailable(exc)
         decision_id = self.decision_ids()
         if isinstance(choice, _UniformChoice):
             version = choice.policy_version
@@ -387,17 +462,105 @@ class _Server:
                             - (c1 - begun.c0 if encoded else 0.0))
         return 200, content, None
 
+    @staticmethod
+    def unavailable(exc: _Unavailable) -> Reply:
+        return (503, orjson.dumps({"detail": [{"field": exc.field, "msg": exc.reason}]}),
+                {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)})
+
     def check_token(self, authorization: str | None, *, admin: bool
                     ) -> tuple[int, bytes, dict[str, str] | None] | None:
         scheme, _, token = (authorization or "").partition(" ")
         challenge = {"WWW-Authenticate": "Bearer"}
         if scheme.lower() != "bearer" or not token:
             return 401, orjson.dumps({"detail": "missing bearer token"}), challenge
-        if token not in self.read_tokens:
+        # the header arrives as latin-1 text: its bytes are the bytes the client sent
+        given = token.encode("latin-1", "replace")
+        is_admin = _any_equal(given, self._admin_tokens)
+        is_plain = _any_equal(given, self._plain_tokens)
+        if not (is_admin or is_plain):
             return 401, orjson.dumps({"detail": "invalid bearer token"}), challenge
-        if admin and token not in self.admin_tokens:
+        if admin and not is_admin:
             return 403, orjson.dumps({"detail": "this token may not modify arms"}), None
         return None
+
+    def ingest(self, authorization: str | None, body: bytes, kind: str) -> Reply:
+        """``POST /v1/feedback`` and ``/v1/engagement``: one event (a JSON object) or a batch
+        (a JSON array), validated by the topic's own decoder, published all or none."""
+        denied = self.check_token(authorization, admin=False)
+        if denied is not None:
+            return denied
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(422, "body", f"is not valid JSON ({exc})")
+        if isinstance(obj, list):
+            if not obj:
+                return _error(422, "body", "must be an event or a non-empty array of events")
+            items = [(f"[{i}]", orjson.dumps(o)) for i, o in enumerate(obj)]
+        else:
+            items = [("", body)]
+        decode = self._decoders[kind]
+        events: list[Event] = []
+        errors: list[dict[str, str]] = []
+        for where, raw in items:
+            if len(raw) > MAX_EVENT_BYTES:
+                return _error(413, where or "body", f"an event must be at most {MAX_EVENT_BYTES} "
+                                                    f"bytes, got {len(raw)}")
+            try:
+                events.append(decode(raw))
+            except EventDecodeError as exc:
+                errors.append({"field": _field_in(where, exc.field), "msg": str(exc)})
+        if errors:
+            return 422, orjson.dumps({"detail": errors[:_MAX_ERRORS]}), None
+        return self._publish(kind, events)
+
+    def exposures(self, authorization: str | None, body: bytes) -> Reply:
+        """``POST /v1/exposures``: fallback allocations the serving tier made without this
+        server; each unit gets the variant its sticky assignment gives it."""
+        denied = self.check_token(authorization, admin=False)
+        if denied is not None:
+            return denied
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _error(422, "body", f"is not valid JSON ({exc})")
+        many = isinstance(obj, list)
+        if many and not obj:
+            return _error(422, "body", "must be an exposure or a non-empty array of exposures")
+        try:
+            reqs = _EXPOSURES.validate_python(obj) if many else [ExposureIn.model_validate(obj)]
+        except ValidationError as exc:
+            return 422, orjson.dumps({"detail": error_fields(exc)[:_MAX_ERRORS]}), None
+        events: list[Event] = []
+        for i, req in enumerate(reqs):
+            if req.experiment_id is not None and req.experiment_id != self.experiment_id:
+                return _error(422, f"[{i}].experiment_id" if many else "experiment_id",
+                              f"unknown experiment {req.experiment_id!r} "
+                              f"(this server runs {self.experiment_id!r})")
+            events.append(ExposureEvent(
+                event_id=req.event_id, ts_ms=req.ts_ms, unit_id=req.unit_id,
+                conversation_id=req.conversation_id, experiment_id=self.experiment_id,
+                variant=self.assigner.assign(req.unit_id).name, arm_id=req.arm_id,
+                reason=req.reason))
+        return self._publish(ExposureEvent.KIND, events)
+
+    def _publish(self, kind: str, events: list[Event]) -> Reply:
+        publish = self.sinks[kind].publish
+        for event in events:
+            publish(event)
+        self.metrics.events.inc((kind,), len(events))
+        return 202, orjson.dumps({"accepted": len(events)}), None
+
+    def readiness(self) -> list[str]:
+        """Why the server cannot allocate now (empty when it can)."""
+        model = self.holder.model
+        reasons = [f"variant {variant!r}: no active arm of kinds {list(kinds)}"
+                   for variant, kinds in self.kinds.items()
+                   if not model.variant_eligible(variant, kinds)]
+        if self.encoder.dim != model.dim:
+            reasons.append(f"model: the served model is {model.dim}-d but the encoder gives "
+                           f"{self.encoder.dim}-d contexts")
+        return reasons
 
     def auth(self, request: Request, *, admin: bool = False) -> Response | None:
         denied = self.check_token(request.headers.get("authorization"), admin=admin)
@@ -437,8 +600,9 @@ class _Server:
         if eligible is None:
             ids: tuple[str, ...] | list[str] = model.variant_eligible(variant, kinds)
             if not ids:
-                raise InvalidInputError("eligible", None,
-                                        f"no active arm of kinds {list(kinds)} is registered")
+                raise _Unavailable("arms", f"no active arm of kinds {list(kinds)} is registered "
+                                           f"for variant {variant!r}: register one with "
+                                           f"POST /v1/arms")
         else:
             ids = model.arms.resolve_eligible(eligible, kinds)
         policy = model.policies[variant]
@@ -450,6 +614,12 @@ class _Server:
             log.exception("policy %s failed; choosing uniformly: %s", policy.name, exc)
             self.metrics.fallbacks.inc()
             return _uniform_choice(list(ids), self.rng), True
+
+
+_EXPOSURES: TypeAdapter[list[ExposureIn]] = TypeAdapter(list[ExposureIn])
+
+#: validation errors listed per answer (a batch of bad events gives the first ones)
+_MAX_ERRORS = 50
 
 
 class _Begun:
@@ -486,17 +656,41 @@ def _json_body_schema(name: str) -> dict[str, Any]:
 def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "Malformed request", 401: "Missing or invalid bearer token",
             403: "Token may not modify arms", 404: "Unknown arm",
-            413: "Request body too large", 422: "Validation error naming the field",
+            413: "Request body (or one event of a batch) too large",
+            422: "Validation error naming the field (nothing of the request was accepted)",
             503: "The shared arm registry file could not be updated (nothing changed); "
                  "retry after Retry-After seconds"}
     return {c: {"model": ErrorResponse, "description": text[c]} for c in codes}
+
+
+def _events_body(name: str) -> dict[str, Any]:
+    """Request body of an event endpoint: one event, or a non-empty array of them."""
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {_JSON: {"schema": {"oneOf": [
+        ref, {"type": "array", "items": ref, "minItems": 1}]}}}}}
+
+
+def _default_sinks(config: Config, publisher_options: dict[str, Any]) -> dict[str, EventSink]:
+    """One :class:`~bandit.serving.publisher.EventPublisher` per topic; decisions spill in
+    ``serve.spill_dir`` itself, the other kinds in a subdirectory named after the kind."""
+    from bandit.serving.publisher import EventPublisher
+
+    k, sc = config.kafka, config.serve
+    spill = Path(sc.spill_dir)
+    plan = {DecisionEvent.KIND: (k.decisions_topic, spill, "conversation_id"),
+            FeedbackEvent.KIND: (k.feedback_topic, spill / "feedback", "conversation_id"),
+            EngagementEvent.KIND: (k.engagement_topic, spill / "engagement", "unit_id"),
+            ExposureEvent.KIND: (k.exposures_topic, spill / "exposure", "unit_id")}
+    return {kind: EventPublisher(k.bootstrap_servers, topic, directory, sc.publish_buffer,
+                                 key_field=key, **publisher_options)
+            for kind, (topic, directory, key) in plan.items()}
 
 
 def create_app(
     config: Config,
     *,
     arms: list[Arm] | None = None,
-    sink: DecisionSink | None = None,
+    sink: EventSink | None = None,
     encoder: Encoder | None = None,
     seed: int | list[int] | None = None,
     publisher_options: dict[str, Any] | None = None,
@@ -504,17 +698,19 @@ def create_app(
     """Build the allocation app.
 
     ``arms`` seed the registry when no snapshot exists (snapshots carry their own);
-    ``sink`` defaults to a :class:`~bandit.serving.publisher.DecisionPublisher` on
-    ``kafka.decisions_topic``; ``encoder`` to the one named by ``serve.encoder``.
+    ``sink`` receives every event (decisions, feedback, engagement, exposures: tests);
+    by default each kind has an :class:`~bandit.serving.publisher.EventPublisher` on its
+    topic (``publisher_options`` are passed to each); ``encoder`` defaults to the one
+    named by ``serve.encoder``.
     """
     sc = config.serve
     holder = ModelHolder(config.policy, config.experiment, sc.snapshot_dir, list(arms or []),
                          sc.reload_interval_s)
     if sink is None:
-        from bandit.serving.publisher import DecisionPublisher
-
-        sink = DecisionPublisher(config.kafka.bootstrap_servers, config.kafka.decisions_topic,
-                                 sc.spill_dir, sc.publish_buffer, **(publisher_options or {}))
+        sinks = _default_sinks(config, publisher_options or {})
+    else:
+        sinks = dict.fromkeys((DecisionEvent.KIND, FeedbackEvent.KIND, EngagementEvent.KIND,
+                               ExposureEvent.KIND), sink)
     if encoder is None:
         if sc.encoder == "hashing":
             encoder = HashingEncoder(config.policy.dim)
@@ -522,29 +718,36 @@ def create_app(
             from bandit.adapters.encoder import build_encoder
 
             encoder = build_encoder(sc.encoder, config.policy.dim, sc.snapshot_dir)
-    server = _Server(config, holder, sink, encoder, seed)
+    server = _Server(config, holder, sinks, encoder, seed)
+    distinct = list({id(s): s for s in sinks.values()}.values())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        server.sink.start()
+        for each in distinct:
+            each.start()
         holder.start()
         try:
             yield
         finally:
             holder.close()
-            server.sink.close()
+            for each in distinct:
+                each.close()
             if isinstance(server.encoder, BatchingEncoder):
                 server.encoder.close()
 
     app = AllocationAPI(title="Switchboard allocation API", version="1",
-                  description="Allocates conversations to expert LLMs (see docs/serving.md).",
-                  lifespan=lifespan)
+                  description="Allocates conversations to expert LLMs and takes the feedback, "
+                              "engagement and fallback exposures that close the loop "
+                              "(see docs/serving.md).",
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = server
     metrics = server.metrics
 
     @app.post("/v1/allocate", response_model=AllocateResponse,
               openapi_extra=_json_body_schema("AllocateRequest"),
-              responses=_responses(400, 401, 413, 422))
+              responses={**_responses(400, 401, 413, 422), 503: {
+                  "model": ErrorResponse, "description": "No active arm for the unit's variant "
+                  "(a server-side state; retry after Retry-After seconds, or fall back)"}})
     async def allocate(request: Request) -> Response:
         """Choose an arm for a conversation; returns the decision with its propensity.
 
@@ -553,6 +756,41 @@ def create_app(
         """
         status, content, headers = await server.allocate(
             request.headers.get("authorization"), await request.body())
+        return Response(content, status_code=status, media_type=_JSON, headers=headers)
+
+    async def _events(request: Request, kind: str) -> Response:
+        status, content, headers = server.ingest(request.headers.get("authorization"),
+                                                 await request.body(), kind)
+        return Response(content, status_code=status, media_type=_JSON, headers=headers)
+
+    @app.post("/v1/feedback", status_code=202, response_model=EventsAccepted,
+              openapi_extra=_events_body("FeedbackIn"), responses=_responses(401, 413, 422))
+    async def feedback(request: Request) -> Response:
+        """Feedback on decisions: one ``FeedbackEvent`` or an array of them, exactly as on
+        the feedback topic and validated by the same rules; all are queued or none.
+
+        Published like decisions (never blocking; spilled to disk while Kafka is down, sent
+        when it is back). Joining — an unknown ``decision_id``, feedback after the
+        attribution window — follows the learner's rules, as for the topic.
+        """
+        return await _events(request, FeedbackEvent.KIND)
+
+    @app.post("/v1/engagement", status_code=202, response_model=EventsAccepted,
+              openapi_extra=_events_body("EngagementIn"), responses=_responses(401, 413, 422))
+    async def engagement(request: Request) -> Response:
+        """Per-user session activity: one ``EngagementEvent`` or an array of them, exactly
+        as on the engagement topic; all are queued or none."""
+        return await _events(request, EngagementEvent.KIND)
+
+    @app.post("/v1/exposures", status_code=202, response_model=EventsAccepted,
+              openapi_extra=_events_body("ExposureIn"), responses=_responses(401, 413, 422))
+    async def exposures(request: Request) -> Response:
+        """Fallback allocations the serving tier made without this server (the Python
+        client posts them once the server answers again): each becomes an
+        ``ExposureEvent`` with the unit's assigned variant, stored for cohorts and never
+        learnt from."""
+        status, content, headers = server.exposures(request.headers.get("authorization"),
+                                                    await request.body())
         return Response(content, status_code=status, media_type=_JSON, headers=headers)
 
     @app.get("/v1/arms", response_model=list[ArmOut], responses=_responses(401))
@@ -608,9 +846,19 @@ def create_app(
             return _registry_unavailable(exc)
         return _json(arm.to_row())
 
+    @app.get("/readyz", response_model=ReadyResponse, responses={503: {
+        "model": ReadyResponse, "description": "Cannot allocate now (reasons listed)"}})
+    async def readyz() -> Response:
+        """Readiness: 200 when every variant has an active arm and the model fits the
+        encoder, 503 with the reasons otherwise (route no traffic here)."""
+        reasons = server.readiness()
+        return _json({"status": "not ready" if reasons else "ready", "reasons": reasons},
+                     503 if reasons else 200)
+
     @app.get("/healthz", response_model=HealthResponse)
     async def healthz() -> Response:
-        """Liveness plus which model is served and whether decisions reach Kafka."""
+        """Liveness (always 200 while the process serves HTTP) plus which model is served
+        and whether events reach Kafka; readiness is ``/readyz``."""
         model = holder.model
         registry = holder.registry
         degraded = model.source != "snapshot" or holder.snapshot_error is not None \
@@ -630,9 +878,15 @@ def create_app(
                 "registry_revision": holder.registry_revision,
                 "registry_error": registry.error,
             },
-            "publisher": {"healthy": server.sink.healthy, "buffer": server.sink.depth,
-                          "spill_backlog": server.sink.backlog,
-                          "last_error": getattr(server.sink, "last_error", None)},
+            "publisher": {"healthy": all(s.healthy for s in distinct),
+                          "buffer": sum(s.depth for s in distinct),
+                          "spill_backlog": sum(s.backlog for s in distinct),
+                          "last_error": next((e for s in distinct
+                                              if (e := getattr(s, "last_error", None))), None),
+                          "topics": {kind: {"healthy": s.healthy, "buffer": s.depth,
+                                            "spill_backlog": s.backlog}
+                                     for kind, s in sinks.items()}},
+            "ready": not server.readiness(),
         })
 
     @app.get("/metrics", response_class=Response,
@@ -648,7 +902,7 @@ def create_app(
                              routes=app.routes)
         comps = schema.setdefault("components", {})
         schemas = comps.setdefault("schemas", {})
-        for model_cls in (AllocateRequest, ArmRequest):
+        for model_cls in (AllocateRequest, ArmRequest, FeedbackIn, EngagementIn, ExposureIn):
             js = model_cls.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(js.pop("$defs", {}))
             schemas[model_cls.__name__] = js
@@ -661,5 +915,22 @@ def create_app(
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    _mount_docs(app)
     app.edge = Edge(app._inner, max_bytes=sc.max_body_bytes, metrics=metrics, server=server)
     return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at ``/docs`` with its assets served from the installed
+    ``swagger-ui-bundle`` package under ``/docs/static`` (no CDN: works offline)."""
+    import swagger_ui_bundle
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path),
+              name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — docs",
+                                   swagger_js_url="/docs/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/static/swagger-ui.css",
+                                   swagger_favicon_url="/docs/static/favicon-32x32.png")

@@ -76,9 +76,9 @@ class FastCounter:
     def __init__(self) -> None:
         self.values: dict[tuple[str, ...], int] = {}
 
-    def inc(self, labels: tuple[str, ...] = ()) -> None:
+    def inc(self, labels: tuple[str, ...] = (), n: int = 1) -> None:
         values = self.values
-        values[labels] = values.get(labels, 0) + 1
+        values[labels] = values.get(labels, 0) + n
 
 
 class _HotPathCollector(Collector):
@@ -107,6 +107,12 @@ class _HotPathCollector(Collector):
                        m.decisions)
         yield _counter("switchboard_policy_fallback",
                        "Decisions made by the prior/uniform policy", [], m.fallbacks)
+        yield _counter("switchboard_allocate_unavailable",
+                       "Allocations answered 503: no active arm for the unit's variant", [],
+                       m.unavailable)
+        yield _counter("switchboard_events_accepted",
+                       "Events accepted over HTTP and queued for Kafka (feedback, engagement, "
+                       "exposure)", ["kind"], m.events)
         reloads = CounterMetricFamily("switchboard_snapshot_reloads", "Snapshot reloads",
                                       labels=["outcome"])
         for outcome, n in sorted(m.reload_counts().items()):
@@ -131,8 +137,8 @@ class ServeMetrics:
     """Request counts, latency histograms (whole request and server-side compute),
     decisions per arm, snapshot age and the spill backlog.
 
-    ``requests``, ``latency``, ``compute``, ``cpu``, ``decisions`` and ``fallbacks`` are
-    updated on the event-loop thread only (see the module docstring).
+    ``requests``, ``latency``, ``compute``, ``cpu``, ``decisions``, ``fallbacks``,
+    ``unavailable`` and ``events`` are updated on the event-loop thread only (see the module docstring).
     """
 
     def __init__(self, snapshot_age: Callable[[], float], spill_backlog: Callable[[], float],
@@ -144,6 +150,8 @@ class ServeMetrics:
         self.cpu = FastHistogram(LATENCY_BUCKETS)
         self.decisions = FastCounter()
         self.fallbacks = FastCounter()
+        self.unavailable = FastCounter()
+        self.events = FastCounter()
         self.reload_counts = reload_counts
         self.registry = CollectorRegistry()
         r = self.registry
@@ -151,10 +159,11 @@ class ServeMetrics:
         age = Gauge("switchboard_snapshot_age_seconds",
                     "Age of the loaded model snapshot (-1 = none loaded)", registry=r)
         age.set_function(snapshot_age)
-        spill = Gauge("switchboard_spill_backlog", "Decisions spilled to disk, not yet re-sent",
-                      registry=r)
+        spill = Gauge("switchboard_spill_backlog",
+                      "Events (decisions, feedback, engagement, exposures) spilled to disk, "
+                      "not yet re-sent", registry=r)
         spill.set_function(spill_backlog)
-        depth = Gauge("switchboard_publish_buffer", "Decisions waiting in the publish buffer",
+        depth = Gauge("switchboard_publish_buffer", "Events waiting in the publish buffers",
                       registry=r)
         depth.set_function(buffer_depth)
         self.started = time.time()
