@@ -308,6 +308,8 @@ admin_tokens = ["{opts.admin_token}"]
 snapshot_dir = "{paths.snapshots}"
 spill_dir = "{paths.spill}"
 reload_interval_s = 0.5
+# the simulated calendar (from EPOCH_MS) is not the wall clock: accept its decision times
+max_decision_skew_s = 3.2e8
 """
 
 
