@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,9 +34,10 @@ def build_learner(
     from consumers.model import ArmFollower, ModelPublisher, load_arms, load_or_create_prior
     from consumers.sink import Sink, StoreSink
 
-    policy, arms = load_or_create_prior(config, load_arms(arms_path, config))
+    registry = RegistryFile(config.serve.snapshot_dir)
+    policy, arms = load_or_create_prior(config, load_arms(arms_path, config), registry)
     # arms registered at run time (POST /v1/arms) live in the shared registry file
-    follower = ArmFollower(arms, RegistryFile(config.serve.snapshot_dir))
+    follower = ArmFollower(arms, registry)
     follower.sync()
     lc = config.learner
     future_ms, past_ms = event_time_bounds(lc)
@@ -63,7 +65,7 @@ def build_learner(
         sink=sink,
         publish=publisher.publish,
         bootstrap_servers=bootstrap_servers,
-        metrics=LearnerMetrics(lc.metrics_port or None),
+        metrics=LearnerMetrics(lc.metrics_port or None, lc.metrics_host),
     )
 
 
@@ -82,7 +84,12 @@ def run_learner(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop_early)
     signal.signal(signal.SIGINT, _stop_early)
+    from consumers.kafka_adapter import LearnerStalledError
+
     config = load_config(args.config)
+    # kafka-python logs every failed connection attempt; the learner logs one line per
+    # backoff step instead
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     learner = build_learner(
         config,
         arms_path=args.arms,
@@ -97,8 +104,12 @@ def run_learner(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     if stop_early:
         learner.stop_event.set()
-    with _single_threaded_blas(), _batch_friendly_gc():
-        learner.run(max_idle_s=args.max_idle_s)
+    try:
+        with _single_threaded_blas(), _batch_friendly_gc():
+            learner.run(max_idle_s=args.max_idle_s)
+    except LearnerStalledError as exc:
+        print(f"switchboard learn: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -150,7 +161,10 @@ def _single_threaded_blas() -> Any:
 def register(sub: Any) -> None:
     p = sub.add_parser("learn", help="run a streaming learner (Kafka consumer group member)")
     p.add_argument(
-        "--arms", default=None, help="JSON list of arms (needed when no model snapshot exists yet)"
+        "--arms",
+        default=None,
+        help="JSON list of arms (needed on a first start unless a model snapshot or the "
+        "shared arms registry names arms; default: none)",
     )
     p.add_argument("--no-store", action="store_true", help="do not write to the analytics store")
     p.add_argument("--bootstrap-servers", default=None, help="override kafka.bootstrap_servers")
@@ -158,7 +172,9 @@ def register(sub: Any) -> None:
         "--max-idle-s",
         type=float,
         default=None,
-        help="exit cleanly after this many seconds without messages",
+        help="stop after this many seconds without messages (exit status 1 if the broker "
+        "never answered, no partition was assigned or the final checkpoint failed; "
+        "default: run until SIGTERM)",
     )
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=run_learner)

@@ -13,11 +13,18 @@ It feeds raw messages to the pure core (:mod:`consumers.join`), and every
 A crash anywhere replays from the last snapshot: the statistics come out exactly as in an
 uninterrupted run. On revocation the partition is checkpointed before it moves; on
 assignment its snapshot is loaded and the consumer seeks to its offsets.
+
+Loud, not silent: a failing checkpoint is retried with backoff (one log line per backoff
+step), counted, and turns readiness red; once checkpoints have failed for
+``learner.max_checkpoint_failure_s`` the learner stops and :meth:`KafkaLearner.run`
+raises :class:`LearnerStalledError` (the CLI exits non-zero). So does a run that cannot
+reach the broker, or ends with rows it could not write, within ``max_idle_s``.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import logging
 import threading
 import time
@@ -27,6 +34,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from bandit.config import Config
+from bandit.errors import SwitchboardError
 from consumers.join import (
     DECISIONS,
     ENGAGEMENT,
@@ -40,7 +48,7 @@ from consumers.metrics import LearnerMetrics
 from consumers.sink import Sink
 from consumers.state import StateDir
 
-__all__ = ["KafkaLearner", "dead_letter_headers"]
+__all__ = ["DEAD_LETTER_MAX_VALUE", "KafkaLearner", "LearnerStalledError", "dead_letter_headers"]
 
 log = logging.getLogger("switchboard.learner")
 
@@ -53,15 +61,33 @@ _first = itemgetter(0)
 _second = itemgetter(1)
 _third = itemgetter(2)
 
+#: Largest dead-letter value sent as is. Larger originals (an oversized event) are
+#: truncated to this, with their size and SHA-256 in headers, so the record stays under
+#: the broker's default 1 MiB message limit and the checkpoint never stalls on it.
+DEAD_LETTER_MAX_VALUE = 512 * 1024
+#: The dead-letter producer's request limit (the broker's default message limit).
+_DEAD_LETTER_REQUEST_BYTES = 1024 * 1024
+#: The loop is reported dead (liveness) when it has not turned for this long.
+_LOOP_STUCK_S = 120.0
+
+
+class LearnerStalledError(SwitchboardError):
+    """The learner cannot make progress (checkpoints keep failing, broker unreachable)."""
+
 
 def dead_letter_headers(
-    reason: str, source_topic: str, partition: int, offset: int
+    reason: str, source_topic: str, partition: int, offset: int, raw: bytes = b""
 ) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: why, where from, and the original's size and SHA-256
+    (so a truncated value can still be matched with the bytes that arrived)."""
     return [
         ("reason", reason.encode()[:4000]),
         ("source_topic", source_topic.encode()),
         ("source_partition", str(partition).encode()),
         ("source_offset", str(offset).encode()),
+        ("original_size", str(len(raw)).encode()),
+        ("original_sha256", hashlib.sha256(raw).hexdigest().encode()),
+        ("truncated", b"1" if len(raw) > DEAD_LETTER_MAX_VALUE else b"0"),
     ]
 
 
@@ -69,13 +95,18 @@ def dead_letter_headers(
 class _Backoff:
     delay: float = 0.0
     until: float = 0.0
+    failures: int = 0
+    since: float | None = None  # monotonic time of the first failure of this streak
 
     def failed(self, now: float) -> None:
         self.delay = min(30.0, max(0.2, self.delay * 2))
         self.until = now + self.delay
+        self.failures += 1
+        if self.since is None:
+            self.since = now
 
     def ok(self) -> None:
-        self.delay, self.until = 0.0, 0.0
+        self.delay, self.until, self.failures, self.since = 0.0, 0.0, 0, None
 
 
 class KafkaLearner:
@@ -122,15 +153,42 @@ class KafkaLearner:
         self._checkpoint_requested = threading.Event()
         self._saved: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}
         self.idle_since = time.monotonic()
+        self._last_ok_commit = time.monotonic()
+        self._loop_turned = time.monotonic()
+        self.last_error: str | None = None
+        #: why the learner gave up (set once; run() raises LearnerStalledError with it)
+        self.failure: str | None = None
+        self.metrics.commit_age.set_function(lambda: time.monotonic() - self._last_ok_commit)
 
     # ------------------------------------------------------------------ wiring
 
-    def _connect(self) -> None:
+    def health(self) -> tuple[bool, bool, dict[str, Any]]:
+        """``(live, ready, detail)`` for the probes (thread-safe reads)."""
+        now = time.monotonic()
+        live = self.failure is None and now - self._loop_turned < _LOOP_STUCK_S
+        failing = self._sink_backoff.failures > 0
+        ready = (
+            live and self._consumer is not None and bool(self.units) and not failing
+        )
+        detail: dict[str, Any] = {
+            "partitions": len(self.units),
+            "checkpoint_failures": self._sink_backoff.failures,
+            "last_commit_age_s": round(now - self._last_ok_commit, 3),
+        }
+        if self.last_error is not None and failing:
+            detail["error"] = self.last_error
+        if self.failure is not None:
+            detail["failure"] = self.failure
+        return live, ready, detail
+
+    def _connect(self, give_up_after_s: float | None = None) -> None:
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.coordinator.assignors.range import RangePartitionAssignor
 
         k = self.config.kafka
         session = k.session_timeout_ms
+        started = time.monotonic()
+        backoff = _Backoff()
         while not self.stop_event.is_set():
             try:
                 self._consumer = KafkaConsumer(
@@ -160,12 +218,28 @@ class KafkaLearner:
                     bootstrap_servers=self.bootstrap,
                     acks="all",
                     linger_ms=5,
+                    max_request_size=_DEAD_LETTER_REQUEST_BYTES,
                     client_id=self.client_id + "-dlq",
                 )
                 break
             except Exception as exc:  # broker not reachable yet: keep trying
-                log.warning("kafka not reachable (%s); retrying", exc)
-                self.stop_event.wait(1.0)
+                if self._consumer is not None:
+                    self._consumer.close()
+                    self._consumer = None
+                now = time.monotonic()
+                if give_up_after_s is not None and now - started >= give_up_after_s:
+                    self.failure = (
+                        f"kafka at {self.bootstrap} did not answer for "
+                        f"{now - started:.0f} s ({exc})"
+                    )
+                    return
+                backoff.failed(now)
+                # one line per backoff step (the steps double up to 30 s)
+                log.warning(
+                    "kafka at %s not reachable (%s); retry %d in %.1f s",
+                    self.bootstrap, exc, backoff.failures, backoff.delay,
+                )
+                self.stop_event.wait(backoff.delay)
         if self._consumer is not None:
             self._consumer.subscribe(list(self.roles), listener=_Rebalance(self))
 
@@ -216,46 +290,91 @@ class KafkaLearner:
     # ------------------------------------------------------------------ loop
 
     def run(self, *, max_idle_s: float | None = None) -> None:
-        """Consume until ``stop_event`` is set (SIGTERM) or ``max_idle_s`` without messages."""
-        self._connect()
-        consumer = self._consumer
-        if consumer is None:
-            return
-        lc = self.config.learner
+        """Consume until ``stop_event`` is set (SIGTERM) or ``max_idle_s`` without messages.
+
+        Raises :class:`LearnerStalledError` when the learner could not make progress:
+        checkpoints failing for ``learner.max_checkpoint_failure_s``, the broker not
+        answering (or no partition assigned) within ``max_idle_s``, or rows still
+        unwritten when it stops.
+        """
+        self.metrics.serve(self.health)
         try:
-            while not self.stop_event.is_set():
-                now = time.monotonic()
-                if self._paused and now >= self._sink_backoff.until:
-                    self.checkpoint(force=True)
-                try:
-                    batch = consumer.poll(timeout_ms=200, max_records=lc.batch_size)
-                except Exception as exc:
-                    log.warning("poll failed (%s); retrying", exc)
-                    self.stop_event.wait(0.5)
-                    continue
-                if batch:
-                    t0 = time.perf_counter()
-                    self._apply(batch)
-                    self.metrics.batch_latency.observe(time.perf_counter() - t0)
-                    self.idle_since = time.monotonic()
-                elif (
-                    max_idle_s is not None
-                    and self.units
-                    and time.monotonic() - self.idle_since > max_idle_s
-                ):
-                    break
-                now = time.monotonic()
-                if self._checkpoint_requested.is_set():
-                    self._checkpoint_requested.clear()
-                    self.checkpoint()
-                elif now - self._last_commit >= lc.commit_interval_s:
-                    self.checkpoint()
-                if self.publish is not None and now - self._last_publish >= lc.publish_interval_s:
-                    self._publish()
-                if now - self._last_log >= 10.0:
-                    self._log_progress()
+            self._connect(give_up_after_s=max_idle_s)
+            if self._consumer is not None:
+                self._loop(max_idle_s)
+            stopped_ok = self.shutdown()
         finally:
-            self.shutdown()
+            self.metrics.close()
+        if self.failure is None and not stopped_ok:
+            self.failure = f"the final checkpoint failed ({self.last_error})"
+        if self.failure is not None:
+            raise LearnerStalledError(self.failure)
+
+    def _loop(self, max_idle_s: float | None) -> None:
+        consumer = self._consumer
+        lc = self.config.learner
+        poll_backoff = _Backoff()
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            self._loop_turned = now
+            if self._stalled(now):
+                return
+            if self._paused and now >= self._sink_backoff.until:
+                self.checkpoint(force=True)
+            try:
+                batch = consumer.poll(timeout_ms=200, max_records=lc.batch_size)
+            except Exception as exc:
+                poll_backoff.failed(time.monotonic())
+                log.warning("poll failed (%s); retry %d in %.1f s",
+                            exc, poll_backoff.failures, poll_backoff.delay)
+                self.stop_event.wait(poll_backoff.delay)
+                continue
+            poll_backoff.ok()
+            if self._paused:  # waiting for the store, not for messages: not idle
+                self.idle_since = time.monotonic()
+            if batch:
+                t0 = time.perf_counter()
+                self._apply(batch)
+                self.metrics.batch_latency.observe(time.perf_counter() - t0)
+                self.idle_since = time.monotonic()
+            elif max_idle_s is not None and time.monotonic() - self.idle_since > max_idle_s:
+                if self.units:
+                    return
+                # a group join takes up to about a session timeout: allow two
+                grace = max_idle_s + 2 * self.config.kafka.session_timeout_ms / 1000
+                if time.monotonic() - self.idle_since > grace:
+                    self.failure = (
+                        f"no partition of {sorted(self.roles)} was assigned within "
+                        f"{grace:g} s (is the broker up and are the topics created?)"
+                    )
+                    return
+            self._tick()
+
+    def _stalled(self, now: float) -> bool:
+        """Give up once checkpoints have failed for ``max_checkpoint_failure_s``."""
+        since = self._sink_backoff.since
+        limit = self.config.learner.max_checkpoint_failure_s
+        if since is None or now - since < limit:
+            return False
+        self.failure = (
+            f"checkpoints failed for {now - since:.0f} s "
+            f"({self._sink_backoff.failures} attempts; last error: {self.last_error})"
+        )
+        log.error("%s; stopping", self.failure)
+        return True
+
+    def _tick(self) -> None:
+        lc = self.config.learner
+        now = time.monotonic()
+        if self._checkpoint_requested.is_set():
+            self._checkpoint_requested.clear()
+            self.checkpoint()
+        elif now - self._last_commit >= lc.commit_interval_s:
+            self.checkpoint()
+        if self.publish is not None and now - self._last_publish >= lc.publish_interval_s:
+            self._publish()
+        if now - self._last_log >= 10.0:
+            self._log_progress()
 
     def request_checkpoint(self) -> None:
         """Ask the consuming thread to checkpoint after its current poll (thread-safe)."""
@@ -300,19 +419,28 @@ class KafkaLearner:
         out = self.pending_out
         if len(out):
             try:
-                if self.sink is not None:
-                    self.sink.write(out)
-                self._send_dead_letters(out)
+                refused = self.sink.write(out) if self.sink is not None else []
+                self._send_dead_letters([*out.dead_letters, *refused])
             except Exception as exc:
                 self._sink_backoff.failed(now)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.checkpoint_failures.inc()
+                # one line per backoff step: the delay doubles up to 30 s
                 log.warning(
-                    "store/dead-letter write failed (%s); pausing consumption, retry in %.1fs",
+                    "store/dead-letter write failed (%s); pausing consumption, "
+                    "retry %d in %.1f s",
                     exc,
+                    self._sink_backoff.failures,
                     self._sink_backoff.delay,
                 )
                 self._pause(True)
                 return False
+            if refused:
+                self.metrics.store_rejected.inc(len(refused))
+                log.warning("the store refused %d rows permanently; dead-lettered", len(refused))
             self.pending_out = Outbox()
+        if self._sink_backoff.failures:
+            log.info("checkpoint succeeded again after %d failures", self._sink_backoff.failures)
         self._sink_backoff.ok()
         self._pause(False)
         keys = [k for k in self.units if only is None or k in only]
@@ -324,25 +452,37 @@ class KafkaLearner:
             self.state_dir.save(key[0], key[1], unit.to_state())
             self._saved[key] = offsets
         self._last_snapshot_wall = time.time()
+        self._last_ok_commit = time.monotonic()
         self.metrics.snapshot_time.set(self._last_snapshot_wall)
         if commit:
             self._commit(keys)
         return True
 
-    def _send_dead_letters(self, out: Outbox) -> None:
-        if not out.dead_letters:
+    def _send_dead_letters(self, letters: list[Any]) -> None:
+        """Send and flush every dead letter; raise (to retry the checkpoint) unless every
+        one was acknowledged. Values over DEAD_LETTER_MAX_VALUE are truncated."""
+        if not letters:
             return
         topic = self.config.kafka.dead_letter_topic
-        for dl in out.dead_letters:
-            self._producer.send(
-                topic,
-                value=dl.raw,
-                headers=dead_letter_headers(
-                    dl.reason, self.topic_of[dl.source], dl.partition, dl.offset
-                ),
+        futures = []
+        for dl in letters:
+            futures.append(
+                self._producer.send(
+                    topic,
+                    value=dl.raw[:DEAD_LETTER_MAX_VALUE],
+                    headers=dead_letter_headers(
+                        dl.reason, self.topic_of.get(dl.source, dl.source), dl.partition,
+                        dl.offset, dl.raw,
+                    ),
+                )
             )
         self._producer.flush(timeout=30)
-        self.metrics.dead_lettered.inc(len(out.dead_letters))
+        for fut in futures:
+            if not fut.is_done:
+                raise TimeoutError("dead letters not acknowledged within 30 s")
+            if fut.failed():
+                raise RuntimeError(f"dead letter not delivered: {fut.exception}")
+        self.metrics.dead_lettered.inc(len(letters))
 
     def _commit(self, keys: list[tuple[str, int]]) -> None:
         from kafka import TopicPartition
@@ -394,17 +534,21 @@ class KafkaLearner:
             time.time() - self._last_snapshot_wall,
         )
 
-    def shutdown(self) -> None:
-        """Flush, snapshot, commit, publish, close (SIGTERM path)."""
+    def shutdown(self) -> bool:
+        """Flush, snapshot, commit, publish, close (SIGTERM path). False when the final
+        checkpoint failed (rows or state not written: the next start replays them)."""
         consumer = self._consumer
         if consumer is None:
-            return
+            return True
+        ok = False
         for attempt in range(5):
             if self.checkpoint(force=True):
+                ok = True
                 break
             log.warning("final checkpoint failed (attempt %d)", attempt + 1)
             time.sleep(min(2.0, 0.2 * 2**attempt))
-        self._publish()
+        if ok:
+            self._publish()
         try:
             consumer.close(autocommit=False)  # revokes: one more (cheap) checkpoint
         except Exception as exc:
@@ -417,6 +561,7 @@ class KafkaLearner:
                 log.warning("producer close failed (%s)", exc)
         if self.sink is not None:
             self.sink.close()
+        return ok
 
 
 # --------------------------------------------------------------------------- lean records

@@ -57,8 +57,15 @@ def load_arms(path: str | os.PathLike[str] | None, config: Config) -> ArmRegistr
     return ArmRegistry.from_list(rows, feature_dim=fdim)
 
 
-def load_or_create_prior(config: Config, arms: ArmRegistry | None) -> tuple[Any, ArmRegistry]:
-    """The frozen prior policy of the group (created once, atomically)."""
+def load_or_create_prior(
+    config: Config, arms: ArmRegistry | None, registry: RegistryFile | None = None
+) -> tuple[Any, ArmRegistry]:
+    """The frozen prior policy of the group (created once, atomically).
+
+    On a first start the arms come from ``arms`` (``--arms``), else from the newest
+    published snapshot, else from the shared arms registry file (``registry``: what the
+    servers' ``POST /v1/arms`` or a bootstrap step registered).
+    """
     from bandit.policies import make_policy
     from bandit.snapshot import load_policy_snapshot, save_policy_snapshot
 
@@ -76,16 +83,36 @@ def load_or_create_prior(config: Config, arms: ArmRegistry | None) -> tuple[Any,
     if published.exists() and arms is None:
         policy, arms, _ = load_policy_snapshot(published)
     else:
+        if arms is None and registry is not None:
+            arms = _registry_arms(registry, config)
         if arms is None:
             raise ConfigError(
                 "arms",
                 None,
-                "must be given (--arms FILE) when no model snapshot "
-                f"exists in {config.serve.snapshot_dir}",
+                "must be given (--arms FILE) when no model snapshot exists in "
+                f"{config.serve.snapshot_dir} and the arms registry "
+                f"({registry.path if registry is not None else 'not given'}) names no arm",
             )
         policy = make_policy(config.policy, arms)
     save_policy_snapshot(prior, policy, arms, extra={"role": "learner-prior"})
     return policy, arms
+
+
+def _registry_arms(registry: RegistryFile, config: Config) -> ArmRegistry | None:
+    """The arms of the shared registry file, or None when it names none."""
+    from bandit.errors import RegistryError
+
+    try:
+        state = registry.read()
+    except RegistryError as exc:
+        raise ConfigError("arms", str(registry.path), f"registry unreadable ({exc})") from None
+    if not state.arms:
+        return None
+    arms = ArmRegistry.from_list(
+        [arm.to_row() for arm in state.arms], feature_dim=config.policy.arm_feature_dim or None
+    )
+    log.info("first start: %d arms from the arms registry %s", len(arms), registry.path)
+    return arms
 
 
 class ArmFollower:

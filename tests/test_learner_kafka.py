@@ -478,11 +478,11 @@ class FlakySink(MemorySink):
         self.failures = failures
         self.attempts = 0
 
-    def write(self, outbox: Any) -> None:
+    def write(self, outbox: Any) -> list[Any]:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise ConnectionError("store unavailable")
-        super().write(outbox)
+        return super().write(outbox)
 
 
 def test_learner_store_outage_pauses_and_loses_nothing(broker, make_topics, topic_prefix, tmp_path):  # type: ignore[no-untyped-def]

@@ -40,7 +40,7 @@ from bandit.store import queries
 from bandit.store.rows import ExposureRow, RewardRow
 from bandit.store.schema import MIGRATIONS, MIGRATIONS_TABLE, TABLES
 
-__all__ = ["ClickHouseStore", "open_store"]
+__all__ = ["ClickHouseStore", "RowsRejectedError", "open_store"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,34 @@ def _chdb_path(dsn: str) -> str | None:
     else:
         path = rest
     return path.split("?", 1)[0] or None
+
+
+class RowsRejectedError(StoreError):
+    """The store refused the rows themselves (a value out of a column's range, a
+    constraint, a value it cannot convert): retrying the same rows cannot succeed.
+
+    Any other :class:`StoreError` from an insert (server down, lock, timeout) is
+    transient: the same rows may succeed later.
+    """
+
+
+#: ClickHouse error codes that name a property of the inserted rows (not of the server or
+#: the schema): CANNOT_PARSE_TEXT, CANNOT_PARSE_INPUT_ASSERTION_FAILED, TYPE_MISMATCH,
+#: ARGUMENT_OUT_OF_BOUND, CANNOT_CONVERT_TYPE, CANNOT_PARSE_NUMBER, INCORRECT_DATA,
+#: TOO_LARGE_STRING_SIZE, VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE, VIOLATED_CONSTRAINT,
+#: TOO_LARGE_ARRAY_SIZE.
+_ROW_ERROR_CODES: Final = frozenset({6, 27, 53, 69, 70, 72, 117, 128, 131, 321, 469})
+_CODE: Final = re.compile(r"Code: (\d+)\.")
+
+
+def _rows_rejected(exc: BaseException) -> bool:
+    """Whether an insert failed because of the rows it carried (see RowsRejectedError)."""
+    from clickhouse_connect.driver.exceptions import DataError
+
+    if isinstance(exc, DataError | TypeError | ValueError | OverflowError | UnicodeError):
+        return True  # the client could not serialise a value into its column type
+    match = _CODE.search(str(exc))
+    return match is not None and int(match.group(1)) in _ROW_ERROR_CODES
 
 
 def _is_lock_error(exc: BaseException) -> bool:
@@ -134,7 +162,8 @@ class ClickHouseStore:
             try:
                 self._client.insert(table, data, column_names=names, column_oriented=True)
             except Exception as exc:
-                raise StoreError(f"insert into {table} failed: {_first_line(exc)}") from exc
+                error = RowsRejectedError if _rows_rejected(exc) else StoreError
+                raise error(f"insert into {table} failed: {_first_line(exc)}") from exc
         return n
 
     def _require_open(self) -> None:
