@@ -19,7 +19,8 @@ from bandit.configdoc import config_reference
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 # Images the topology pulls from registries; everything else must be built from our Dockerfile.
-THIRD_PARTY_IMAGES = {"apache/kafka", "clickhouse/clickhouse-server", "nginx"}
+THIRD_PARTY_IMAGES = {"apache/kafka", "clickhouse/clickhouse-server", "nginx",
+                      "nginxinc/nginx-unprivileged"}
 
 
 def _compose() -> dict[str, Any]:
@@ -52,7 +53,7 @@ def _switchboard_commands() -> list[list[str]]:
     for doc in _k8s_docs():
         spec = doc.get("spec", {})
         pod = spec.get("template", {}).get("spec", {})
-        for c in pod.get("containers", []):
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
             if c["image"].startswith("switchboard"):
                 cmds.append(list(c.get("args", [])))
     return cmds
@@ -60,7 +61,8 @@ def _switchboard_commands() -> list[list[str]]:
 
 def test_compose_services_cover_the_topology() -> None:
     services = _compose()["services"]
-    assert {"kafka", "clickhouse", "server", "loadbalancer", "learner", "dashboard"} <= set(services)
+    assert {"kafka", "clickhouse", "init-topics", "bootstrap", "server", "loadbalancer", "learner",
+            "dashboard", "dashboard-proxy"} <= set(services)
     assert services["server"]["deploy"]["replicas"] == 2
     assert services["learner"]["deploy"]["replicas"] == 2
     assert "KRaft" in (DEPLOY / "compose.yaml").read_text() or "controller" in str(services["kafka"])
