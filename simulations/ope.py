@@ -450,7 +450,7 @@ def _fixed_distribution(dist: Mapping[str, float], data: LoggedData) -> FloatArr
 
 def _policy_probabilities(policy: Any, data: LoggedData, rng: np.random.Generator,
                           eligible_arms: Sequence[str] | None) -> FloatArray:
-    """π(·|x) of a core policy via its public ``choose`` (one call per event).
+    """π(·|x) of a core policy via its public API: ``probabilities_batch`` or ``choose``.
 
     Each event's eligible arms are the log's (``data.eligible``), restricted to the arms
     the policy knows and to ``eligible_arms`` when given (a snapshot over a subset).
@@ -467,20 +467,28 @@ def _policy_probabilities(policy: Any, data: LoggedData, rng: np.random.Generato
         raise InvalidInputError("target", getattr(policy, "name", "policy"),
                                 "knows none of the log's arms")
     allowed_mask = np.array([a in set(allowed) for a in data.arm_ids])
+    masks = (np.broadcast_to(allowed_mask, (data.n, data.n_arms)) if data.eligible is None
+             else data.eligible & allowed_mask)
+    empty = np.flatnonzero(~masks.any(axis=1))
+    if empty.size:
+        raise InvalidInputError(f"target event {int(empty[0])}", getattr(policy, "name", "policy"),
+                                f"has no eligible arm it knows ({empty.size} events)")
     out = np.zeros((data.n, data.n_arms))
-    cache: dict[bytes, list[str]] = {}
-    for i in range(data.n):
-        m = allowed_mask if data.eligible is None else allowed_mask & data.eligible[i]
-        key = m.tobytes()
-        el = cache.get(key)
-        if el is None:
-            el = cache[key] = [a for a, ok in zip(data.arm_ids, m, strict=True) if ok]
-        if not el:
-            raise InvalidInputError(f"target event {i}", getattr(policy, "name", "policy"),
-                                    "has no eligible arm it knows")
-        choice = policy.choose(data.contexts[i], rng, el)
-        for a, p in zip(choice.arms, choice.probabilities, strict=True):
-            out[i, col[a]] = p
+    batch = getattr(policy, "probabilities_batch", None)
+    # events grouped by their eligible arms: one public batch call per group when the
+    # policy has one (the core's probabilities_batch), else one choose per event
+    keys = np.packbits(masks, axis=1)
+    _, group = np.unique(keys, axis=0, return_inverse=True)
+    for g in range(int(group.max()) + 1):
+        rows = np.flatnonzero(group.ravel() == g)
+        el = [a for a, ok in zip(data.arm_ids, masks[rows[0]], strict=True) if ok]
+        if callable(batch):
+            arms, probs = batch(data.contexts[rows], rng, el)
+            out[np.ix_(rows, [col[a] for a in arms])] = probs
+            continue
+        for i in rows:
+            choice = policy.choose(data.contexts[i], rng, el)
+            out[i, [col[a] for a in choice.arms]] = choice.probabilities
     return out
 
 

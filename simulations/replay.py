@@ -79,80 +79,22 @@ class ReplayResult:
         }
 
 
-class _LinearBlockChooser:
-    """Vectorised choices of a frozen core LinUCB / greedy / linear Thompson policy.
-
-    Same scores as :class:`bandit.policies.linucb.LinUCB` (θᵀx + α·sqrt(xᵀA⁻¹x), from the
-    policy's cached solver) and the same floored-argmax distribution (non-maximal arms get
-    the floor); exact ties, which have probability 0 with continuous contexts, go to the
-    first arm. Reads the policy's solver cache: the core's fast path, refreshed per block.
-    """
-
-    def __init__(self, policy: Any, arm_ids: tuple[str, ...]) -> None:
-        self.policy = policy
-        self.thompson = policy.name == "linear_thompson"
-        if policy.name == "linucb":
-            self.alpha = float(policy.config.alpha)
-        elif self.thompson:
-            self.alpha = float(policy.config.thompson_v)
-        else:
-            self.alpha = 0.0
-        self.floor = float(policy.config.probability_floor)
-        self.arm_ids = arm_ids
-
-    @staticmethod
-    def supports(policy: Any) -> bool:
-        return (getattr(policy, "name", None) in ("linucb", "greedy", "linear_thompson")
-                and hasattr(policy, "_solver") and hasattr(policy, "_stats")
-                and hasattr(policy, "_eligible"))
-
-    def __call__(self, x: FloatArray, rng: np.random.Generator) -> IntArray:
-        pol = self.policy
-        pol._eligible(list(self.arm_ids))  # sync arms into the statistics
-        stats, solver = pol._stats, pol._solver
-        solver.ensure(stats)
-        slots = np.fromiter((stats.slot(a) for a in self.arm_ids), dtype=np.intp,
-                            count=len(self.arm_ids))
-        k, d = slots.shape[0], x.shape[1]
-        x32 = x.astype(np.float32)
-        if self.alpha > 0:
-            # xᵀA⁻¹x = ‖Rᵀx‖² (A⁻¹ = RRᵀ): one float32 (B, d) × (d, K·d) BLAS product per
-            # block (single precision, as the core's packed widths).
-            r = np.linalg.cholesky(solver.ainv[slots])  # (K, d, d), lower
-            m = r.transpose(1, 0, 2).reshape(d, k * d).astype(np.float32)
-            w = (x32 @ m).reshape(x.shape[0], k, d)
-            scores = x32 @ solver.theta[slots].T.astype(np.float32)
-            width = np.sqrt(np.einsum("bkd,bkd->bk", w, w))
-            if self.thompson:
-                # One posterior draw per event: θ̃ᵀx ~ N(θᵀx, v²·xᵀA⁻¹x), independent arms;
-                # with probability K·f a uniform arm (the core's LinearThompson draw).
-                scores += self.alpha * width * rng.standard_normal(width.shape)
-                winner = np.argmax(scores, axis=1)
-                f = min(self.floor, 1.0 / k)
-                u = rng.random(x.shape[0])
-                uniform = np.minimum((u / f).astype(np.int64), k - 1) if f > 0 else winner
-                return np.where(u < k * f, uniform, winner).astype(np.int64)
-            scores += self.alpha * width
-        else:
-            scores = x32 @ solver.theta[slots].T.astype(np.float32)
-        k = len(self.arm_ids)
-        f = min(self.floor, 1.0 / k)
-        best = np.argmax(scores, axis=1)
-        u = rng.random(x.shape[0])
-        top = 1.0 - (k - 1) * f
-        if f <= 0 or k == 1:
-            return best.astype(np.int64)
-        j = np.minimum(((u - top) / f).astype(np.int64), k - 2)
-        other = j + (j >= best)
-        return np.where(u < top, best, other).astype(np.int64)
+def _draw(probs: FloatArray, rng: np.random.Generator) -> IntArray:
+    """One index per row drawn from each row's distribution (inverse CDF, one uniform)."""
+    u = rng.random((probs.shape[0], 1))
+    idx = (u > np.cumsum(probs, axis=1)).sum(axis=1)
+    return np.minimum(idx, probs.shape[1] - 1).astype(np.int64)
 
 
 class _Chooser:
     """Choices of any policy for a block of logged events, honouring each event's eligible arms.
 
-    Fast paths: :class:`ArgmaxPolicy` and :class:`IndexPolicy` (vectorised), the core linear
-    policies' block chooser when every arm is eligible everywhere; else one public
-    ``choose`` per event over the event's eligible arms that the policy knows.
+    Fast paths, all through public methods: :class:`ArgmaxPolicy` and :class:`IndexPolicy`
+    (vectorised); a core policy's ``probabilities_batch`` (one draw per event from the
+    exact distribution ``choose`` draws from), and for linear Thompson sampling one
+    posterior draw per event and arm from ``score_batch`` (θ̃ᵀx ~ N(θᵀx, v²·xᵀA⁻¹x), with
+    probability K·f a uniform arm: the core's ``choose``). Otherwise, or when events offer
+    different arms, one ``choose`` per event over its eligible arms that the policy knows.
     """
 
     def __init__(self, policy: Any, data: LoggedData, restrict: Sequence[str] | None) -> None:
@@ -166,9 +108,12 @@ class _Chooser:
             raise InvalidInputError("policy", getattr(policy, "name", "policy"),
                                     "knows none of the log's arms")
         self.allowed = allowed
-        self.all_eligible = data.eligible is None and bool(allowed.all())
-        self.block = (_LinearBlockChooser(policy, data.arm_ids)
-                      if self.all_eligible and _LinearBlockChooser.supports(policy) else None)
+        self.allowed_ids = [a for a, ok in zip(data.arm_ids, allowed, strict=True) if ok]
+        self.cols = np.flatnonzero(allowed)
+        batch = data.eligible is None and callable(getattr(policy, "probabilities_batch", None))
+        self.batch = batch
+        self.thompson = batch and getattr(policy, "name", "") == "linear_thompson" and callable(
+            getattr(policy, "score_batch", None))
         self._lists: dict[bytes, list[str]] = {}
 
     def _eligible(self, i: int) -> list[str]:
@@ -178,6 +123,18 @@ class _Chooser:
         if hit is None:
             hit = self._lists[key] = [a for a, ok in zip(self.data.arm_ids, m, strict=True) if ok]
         return hit
+
+    def _thompson(self, x: FloatArray, rng: np.random.Generator) -> IntArray:
+        pol = self.policy
+        sc = pol.score_batch(x, self.allowed_ids)
+        k = len(sc.arms)
+        draw = sc.means + pol.config.thompson_v * sc.widths * rng.standard_normal(sc.means.shape)
+        winner = np.argmax(draw, axis=1)
+        f = min(float(pol.config.probability_floor), 1.0 / k)
+        u = rng.random(x.shape[0])
+        uniform = np.minimum((u / f).astype(np.int64), k - 1) if f > 0 else winner
+        pick = np.where(u < k * f, uniform, winner)
+        return np.asarray([self.pos[sc.arms[j]] for j in pick], dtype=np.int64)
 
     def __call__(self, start: int, stop: int, rng: np.random.Generator) -> IntArray:
         pol, x = self.policy, self.data.contexts[start:stop]
@@ -189,8 +146,12 @@ class _Chooser:
             return pol.choose_indices(x, rng, self.data.arm_ids, el)
         if isinstance(pol, IndexPolicy):
             return np.asarray(pol.choose_indices(x, rng), dtype=np.int64)
-        if self.block is not None:
-            return self.block(x, rng)
+        if self.thompson:
+            return self._thompson(x, rng)
+        if self.batch:
+            arms, probs = pol.probabilities_batch(x, rng, self.allowed_ids)
+            cols = np.fromiter((self.pos[a] for a in arms), dtype=np.int64, count=len(arms))
+            return cols[_draw(probs, rng)]
         out = np.empty(stop - start, dtype=np.int64)
         for j in range(stop - start):
             el = self._eligible(start + j)

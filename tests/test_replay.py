@@ -10,8 +10,8 @@ from bandit.arms import Arm, ArmRegistry
 from bandit.config import PolicyConfig
 from bandit.errors import InvalidInputError
 from bandit.policies import make_policy
-from simulations.replay import FixedLinearPolicy, replay, replay_many
-from simulations.replay import _LinearBlockChooser as BlockChooser
+from simulations.logs import LoggedData
+from simulations.replay import FixedLinearPolicy, _Chooser, replay, replay_many
 from simulations.world import make_world, simulate_log
 
 SEED = 4242
@@ -69,6 +69,13 @@ def test_replay_learning_policy_learns_and_uses_events() -> None:
     assert df.loc["linucb", "events_used"] > 0.05 * data.n
 
 
+def _fast_choices(pol, data, x, rng):  # type: ignore[no-untyped-def]
+    """20,000 replay choices for one context through the block chooser."""
+    rep = LoggedData(data.arm_ids, np.repeat(x, 20_000, axis=0), np.zeros(20_000, np.int64),
+                     np.full(20_000, 1 / data.n_arms), np.zeros(20_000))
+    return _Chooser(pol, rep, None)(0, 20_000, rng)
+
+
 def test_replay_fast_path_matches_policy_choose_distribution() -> None:
     world = make_world("small", 0)
     rng = np.random.default_rng(np.random.SeedSequence(SEED + 3))
@@ -78,7 +85,7 @@ def test_replay_fast_path_matches_policy_choose_distribution() -> None:
                                    probability_floor=0.02), reg)
     pol.update_batch([data.arm_ids[i] for i in data.arm_index], data.contexts, data.reward)
     x = data.contexts[:1]
-    fast = BlockChooser(pol, data.arm_ids)(np.repeat(x, 20_000, axis=0), rng)
+    fast = _fast_choices(pol, data, x, rng)
     choice = pol.choose(x[0], rng, list(data.arm_ids))
     expected = np.array([choice.probabilities[choice.arms.index(a)] for a in data.arm_ids])
     freq = np.bincount(fast, minlength=data.n_arms) / fast.size
@@ -108,7 +115,7 @@ def test_replay_thompson_fast_path_matches_policy_choose_distribution() -> None:
                                    probability_floor=0.02), reg)
     pol.update_batch([data.arm_ids[i] for i in data.arm_index], data.contexts, data.reward)
     x = data.contexts[:1]
-    fast = BlockChooser(pol, data.arm_ids)(np.repeat(x, 20_000, axis=0), rng)
+    fast = _fast_choices(pol, data, x, rng)
     slow = np.array([data.arm_ids.index(pol.choose(x[0], rng, list(data.arm_ids)).arm_id)
                      for _ in range(4000)])
     f_fast = np.bincount(fast, minlength=data.n_arms) / fast.size
