@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg.blas import dger
 
 from bandit.errors import InvalidInputError
 
@@ -156,7 +157,7 @@ class RidgeStatistics:
         self._slots = {a: i for i, a in enumerate(self.arm_ids)}
         if len(self._slots) != K:
             raise InvalidInputError("statistics.arm_ids", self.arm_ids, "must be unique")
-        self.S = S
+        self.S = np.ascontiguousarray(S)  # update() writes S[i] in place through BLAS
         self.b = b
         self.n = n
         self.events = float(events)
@@ -234,7 +235,9 @@ class RidgeStatistics:
             self.S *= gamma
             self.b *= gamma
             self.n *= gamma
-        self.S[i] += np.outer(x, x)
+        # in place, one pass (BLAS ger on the symmetric block's transposed view): numpy's
+        # S[i] += outer(x, x) allocates and makes two passes, several times slower
+        dger(1.0, x, x, a=self.S[i].T, overwrite_a=1)
         self.b[i] += reward * x
         self.n[i] += 1.0
         self.events += 1.0
@@ -565,7 +568,8 @@ class RidgeSolver:
         downdates would leave their rounding error at the old magnitude.
         """
         P = self.ainv[k]
-        P -= D @ D.T
+        for c in range(D.shape[1]):
+            dger(-1.0, D[:, c], D[:, c], a=P.T, overwrite_a=1)  # in place, as in update
         self.theta[k] = P @ stats.b[k]
         np.multiply(P.reshape(-1)[self._tri], self._tri_weight, out=self._pk64)
         self.packed[k] = self._pk64

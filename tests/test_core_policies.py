@@ -390,3 +390,60 @@ def test_policy_concurrent_choose_and_update_lose_nothing(name: str) -> None:
     assert pol.version == f"{name}:400"
     if name != "vw":
         assert pol.statistics.n.sum() == 400
+
+
+# --------------------------------------------------------------------------- batches
+
+LINEAR = [n for n in ALL if n != "vw"]
+
+
+@pytest.mark.parametrize("name", LINEAR)
+def test_policy_score_batch_matches_choose(name: str) -> None:
+    """score_batch / probabilities_batch are what choose computes, row by row."""
+    pol, _ = _policy(name, fixed_arm="gpt35", probability_floor=0.05)
+    _train(pol, 60)
+    rng = np.random.default_rng(np.random.SeedSequence(3))
+    X = rng.normal(size=(7, D))
+    eligible = ["creative", "gpt35", "informative"]
+    version = pol.version
+    batch = pol.score_batch(X, eligible)
+    arms, P = pol.probabilities_batch(X, np.random.default_rng(4), eligible)
+    assert pol.version == version  # scoring does not learn
+    assert batch.arms == arms == tuple(eligible)
+    assert batch.means.shape == batch.widths.shape == batch.scores.shape == P.shape == (7, 3)
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-12)
+    for i, x in enumerate(X):
+        choice = pol.choose(x, np.random.default_rng(5), eligible)
+        assert choice.arms == batch.arms
+        np.testing.assert_allclose(batch.scores[i], choice.scores, rtol=1e-4, atol=1e-5)
+        if name != "linear_thompson":
+            np.testing.assert_allclose(P[i], choice.probabilities, atol=1e-12)
+        else:  # both Monte-Carlo estimates of the same probabilities (64 draws each)
+            np.testing.assert_allclose(P[i], choice.probabilities, atol=0.35)
+            assert P[i].min() >= 0.05 - 1e-12
+
+
+def test_linucb_score_batch_closed_form() -> None:
+    pol, _ = _policy("linucb", alpha=0.5, ridge_lambda=2.0)
+    pol.update("roleplay", [1.0, 0.0, 0.0, 0.0], 1.0)
+    x = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    b = pol.score_batch(x, ["roleplay"])
+    # A = 2I + e1e1ᵀ: θ = e1/3; widths sqrt(1/3) and sqrt(1/2)
+    np.testing.assert_allclose(b.means[:, 0], [1 / 3, 0.0], atol=1e-12)
+    np.testing.assert_allclose(b.widths[:, 0], [math.sqrt(1 / 3), math.sqrt(1 / 2)], rtol=1e-12)
+    np.testing.assert_allclose(b.scores, b.means + 0.5 * b.widths, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda p: p.score_batch(np.ones((2, D + 1))), "contexts.shape"),
+        (lambda p: p.score_batch([[1.0, 2.0, float("nan"), 0.0]]), "contexts[0][2]"),
+        (lambda p: p.score_batch(np.ones((1, D)), ["nope"]), "eligible[0]"),
+        (lambda p: p.probabilities_batch(np.ones((1, D))), "rng"),
+    ],
+)
+def test_policy_score_batch_rejects_bad_input(call: Any, field: str) -> None:
+    pol, _ = _policy("linear_thompson")
+    with pytest.raises((InvalidInputError, UnknownArmError), match=field.replace("[", r"\[")):
+        call(pol)

@@ -17,7 +17,7 @@ from bandit.arms import ArmRegistry
 from bandit.config import PolicyConfig
 from bandit.errors import ConfigError
 from bandit.policies.base import Choice, Policy, Statistics
-from bandit.policies.common import LinearPolicy, floored_argmax
+from bandit.policies.common import BatchScores, LinearPolicy, floored_argmax, floored_distribution
 from bandit.policies.hybrid import HybridLinUCB
 from bandit.policies.linucb import LinUCB
 from bandit.policies.simple import EpsilonGreedy, Fixed, Greedy, Uniform
@@ -25,6 +25,7 @@ from bandit.policies.thompson import LinearThompson
 
 __all__ = [
     "POLICY_NAMES",
+    "BatchScores",
     "Choice",
     "EpsilonGreedy",
     "Fixed",
@@ -37,6 +38,7 @@ __all__ = [
     "Statistics",
     "Uniform",
     "floored_argmax",
+    "floored_distribution",
     "make_policy",
 ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -29,7 +30,7 @@ from bandit.linear import (
 )
 from bandit.policies.base import Choice, Statistics
 
-__all__ = ["LinearPolicy", "floored_argmax"]
+__all__ = ["BatchScores", "LinearPolicy", "floored_argmax", "floored_distribution"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
@@ -71,6 +72,43 @@ def floored_argmax(
         return probs, int(ties[min(int(u / p_top), T - 1)])
     j = min(int((u - mass_top) / f), K - T - 1)
     return probs, int(np.flatnonzero(~is_top)[j])
+
+
+def floored_distribution(scores: FloatArray, floor: float) -> FloatArray:
+    """Row-wise :func:`floored_argmax` probabilities of an ``(n, K)`` score matrix.
+
+    Each row: non-maximal arms get f = min(floor, 1/K), the T arms tied at the row's
+    maximum share the rest, (1 − (K − T)·f)/T each — the distribution ``choose`` draws from.
+    """
+    K = scores.shape[1]
+    f = min(floor, 1.0 / K)
+    top = scores == scores.max(axis=1, keepdims=True)
+    T = top.sum(axis=1, keepdims=True)
+    out: FloatArray = np.where(top, (1.0 - (K - T) * f) / T, f)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BatchScores:
+    """What a linear policy computes for a batch of contexts (rows) over the same arms.
+
+    ``means[i, j]`` is the model's expected reward of ``arms[j]`` for context ``i``
+    (θ_aᵀx; hybrid: with the shared term), ``widths[i, j]`` the posterior standard
+    deviation factor sqrt(xᵀA_a⁻¹x) (hybrid: sqrt(s_a)), ``scores[i, j]`` what the policy
+    ranks by (LinUCB: mean + α·width; Thompson, greedy: the mean; uniform: 0; fixed:
+    the one-hot indicator of the fixed arm) — as ``Choice.scores`` for that context.
+    All ``(n, K)`` float64, computed in double precision from the cached factors.
+    """
+
+    arms: tuple[str, ...]
+    means: FloatArray
+    widths: FloatArray
+    scores: FloatArray
+
+
+def _rows(contexts: npt.ArrayLike) -> int:
+    shape = np.shape(contexts)
+    return int(shape[0]) if len(shape) == 2 else 1
 
 
 class LinearPolicy:
@@ -178,6 +216,53 @@ class LinearPolicy:
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
         raise NotImplementedError
+
+    # ---- batches (replay, off-policy evaluation, dashboards)
+    def score_batch(
+        self, contexts: npt.ArrayLike, eligible: Sequence[str] | None = None
+    ) -> BatchScores:
+        """Means, widths and scores of the eligible arms for each row of ``contexts``.
+
+        The public, vectorised form of what ``choose`` computes, for callers that score
+        many contexts against one state (replay, OPE, leaderboards): an ``(n, d)``
+        matrix in, :class:`BatchScores` out. The state is not changed.
+        """
+        X = as_contexts(contexts, self._dim, _rows(contexts))
+        with self._lock:
+            idx, ids, _ = self._eligible(eligible)
+            means, widths_sq = self._batch_mean_width_sq(X, idx)
+            widths = np.sqrt(widths_sq)
+            return BatchScores(ids, means, widths, self._batch_scores(means, widths, idx))
+
+    def probabilities_batch(
+        self,
+        contexts: npt.ArrayLike,
+        rng: np.random.Generator | None = None,
+        eligible: Sequence[str] | None = None,
+    ) -> tuple[tuple[str, ...], FloatArray]:
+        """``(arms, P)``: P[i] is the distribution ``choose`` would draw from for row i.
+
+        Exact for every policy but Thompson sampling, whose probabilities are the same
+        Monte-Carlo estimate as its ``choose`` (``thompson_propensity_draws`` draws per
+        row, with ``rng``, required there). Rows sum to 1.
+        """
+        scores = self.score_batch(contexts, eligible)
+        return scores.arms, self._batch_probabilities(scores, rng)
+
+    def _batch_mean_width_sq(self, X: FloatArray, idx: IntArray) -> tuple[FloatArray, FloatArray]:
+        solver = self._solver
+        solver.ensure(self._stats)
+        means = X @ solver.theta[idx].T
+        # xᵀA⁻¹x = ‖Rᵀx‖² with A⁻¹ = RRᵀ: one (n, d) × (d, K·d) product for all arms
+        R = np.linalg.cholesky(solver.ainv[idx])
+        Z = (X @ R.transpose(1, 0, 2).reshape(self._dim, -1)).reshape(X.shape[0], idx.shape[0], -1)
+        return means, np.einsum("nkd,nkd->nk", Z, Z)
+
+    def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
+        return means.copy()
+
+    def _batch_probabilities(self, scores: BatchScores, rng: np.random.Generator | None) -> FloatArray:
+        return floored_distribution(scores.scores, self.config.probability_floor)
 
     def _mean_width_sq(
         self, x: FloatArray, idx: IntArray, full: bool

@@ -27,8 +27,9 @@ solve). With Q_a = (I ⊗ f̃_a)ᵀ A₀⁻¹ (I ⊗ f̃_a) (d × d per arm) the
 Learning one event is a rank-one change (Sherman–Morrison, as in the disjoint solver):
 when arm j's A_j⁻¹ drops by D Dᵀ, C_j = λ(I − λA_j⁻¹) grows by λ²D Dᵀ, so A₀ grows by
 W Wᵀ with W = λ D ⊗ f̃_j; then A₀⁻¹ drops by D₀D₀ᵀ (D₀ = A₀⁻¹W L_M⁻ᵀ, M = I + WᵀA₀⁻¹W =
-L_M L_Mᵀ), every Q_a drops by H_aH_aᵀ with H_a = (I ⊗ f̃_a)ᵀD₀, and β = A₀⁻¹b₀ is
-recomputed: O(p² + K d²) with p = d(m+1), instead of the O(K d² m² + p³) rebuild. The
+L_M L_Mᵀ; one column at a time), every Q_a drops by h_ah_aᵀ with h_a = (I ⊗ f̃_a)ᵀD₀
+(queued and folded in every few events), and β = A₀⁻¹b₀ is recomputed: O(p² + K d²)
+with p = d(m+1), instead of the O(K d² m² + p³) rebuild. The
 rebuild (exact, from the statistics) still runs after anything that is not a plain
 addition (merge, forgetting, restore, feature changes) and every ``refactor_every``
 rank updates, against drift. A₀⁻¹ lives in its lower triangle and is updated with
@@ -36,6 +37,8 @@ BLAS ``dsyr``/``dsymv`` (numpy has no in-place rank-one update).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy.linalg.blas import dsymv, dsyr
@@ -46,6 +49,10 @@ from bandit.errors import ConfigError
 from bandit.policies.common import FloatArray, IntArray, LinearPolicy, floored_argmax
 
 __all__ = ["HybridLinUCB"]
+
+#: rank-one downdates of the per-arm Q_a queued before they are folded in (one batched
+#: product instead of K outer products per event)
+_FOLD = 32
 
 
 class HybridLinUCB(LinearPolicy):
@@ -68,6 +75,8 @@ class HybridLinUCB(LinearPolicy):
         self._beta = np.zeros((config.dim, self._m1))
         self._A0inv = np.asfortranarray(np.eye(p))  # lower triangle valid
         self._Q = np.zeros((0, config.dim, config.dim))
+        self._H = np.zeros((_FOLD, 0, config.dim))  # queued downdates of Q (see _push_h)
+        self._nh = 0
         super().__init__(config, arms)
 
     def _on_arms_changed(self) -> None:
@@ -98,27 +107,30 @@ class HybridLinUCB(LinearPolicy):
             if k >= F.shape[0] or self._Q.shape[0] != F.shape[0]:
                 self._shared_dirty = True
                 return
-            W = (lam * D[:, None, :] * F[k][None, :, None]).reshape(d * m1, -1)
-            U = np.column_stack([dsymv(1.0, A0inv, W[:, c], lower=1)
-                                 for c in range(W.shape[1])])
-            try:
-                L = np.linalg.cholesky(np.eye(W.shape[1]) + W.T @ U)
-            except np.linalg.LinAlgError:
-                self._shared_dirty = True
-                return
-            if not np.isfinite(L).all() or float(np.diag(L).min()) < 1.0 - 1e-9:
-                self._shared_dirty = True  # M = I + WᵀA₀⁻¹W >= I exactly: drift
-                return
-            D0 = np.linalg.solve(L, U.T).T
-            for c in range(D0.shape[1]):
-                A0inv = dsyr(-1.0, D0[:, c], a=A0inv, lower=1, overwrite_a=1)
-            H = np.einsum("iam,ka->kim", D0.reshape(d, m1, -1), F)
-            self._Q -= H @ H.transpose(0, 2, 1)
-            self._shared_since += D0.shape[1]
+            for c in range(D.shape[1]):  # a rank-m change is m rank-one changes
+                w = np.multiply.outer(lam * D[:, c], F[k]).reshape(-1)  # λ D_c ⊗ f̃_k
+                g = dsymv(1.0, A0inv, w, lower=1)
+                den = 1.0 + float(w @ g)
+                if not (den >= 1.0 and math.isfinite(den)):  # wᵀA₀⁻¹w >= 0 exactly: drift
+                    self._shared_dirty = True
+                    return
+                g *= 1.0 / math.sqrt(den)
+                A0inv = dsyr(-1.0, g, a=A0inv, lower=1, overwrite_a=1)
+                self._push_h((g.reshape(d, m1) @ F.T).T)
         self._A0inv = A0inv
         self._update_beta()
+        self._shared_since += 1
         if self._shared_since >= self.refactor_every:
             self._shared_dirty = True
+
+    def _push_h(self, H: FloatArray) -> None:
+        """Queue Q_a −= h_a h_aᵀ (row a of ``H``); folded into Q every _FOLD downdates."""
+        if self._nh == _FOLD:
+            Hs = self._H.transpose(1, 0, 2)  # (K, _FOLD, d)
+            self._Q -= np.matmul(Hs.transpose(0, 2, 1), Hs)
+            self._nh = 0
+        self._H[self._nh] = H
+        self._nh += 1
 
     @property
     def beta(self) -> FloatArray:
@@ -149,22 +161,39 @@ class HybridLinUCB(LinearPolicy):
         self._Q = np.einsum("iajb,ka,kb->kij", A0inv.reshape(d, m1, d, m1), F, F,
                             optimize=True)
         self._A0inv = np.asfortranarray(A0inv)
+        self._H = np.zeros((_FOLD, F.shape[0], d))
+        self._nh = 0
         self._update_beta()
         self._shared_dirty = False
         self._shared_since = 0
 
-    def _decide(
-        self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
-    ) -> tuple[FloatArray, FloatArray, int]:
+    def _batch_mean_width_sq(self, X: FloatArray, idx: IntArray) -> tuple[FloatArray, FloatArray]:
+        """mean_a and s_a (module docstring) for each row of X and each arm in ``idx``."""
         self._refresh_shared()
         lam = self._solver.lam
+        full = idx.shape[0] == self._F.shape[0] and bool((idx == np.arange(idx.shape[0])).all())
         Ainv = self._solver.ainv if full else self._solver.ainv[idx]
         theta = self._solver.theta if full else self._solver.theta[idx]
         F = self._F if full else self._F[idx]
         Q = self._Q if full else self._Q[idx]
-        u = Ainv @ x
-        mean = theta @ x + lam * np.einsum("ka,ka->k", u @ self._beta, F)
-        s = u @ x + lam * lam * np.einsum("ki,ki->k", np.matmul(Q, u[:, :, None])[:, :, 0], u)
-        scores = mean + self.config.alpha * np.sqrt(np.maximum(s, 0.0))
+        H = self._H[: self._nh] if full else self._H[: self._nh, idx]
+        UT = np.matmul(Ainv, X.T)  # u_a = A_a⁻¹x for every row, (K, d, n)
+        # λ·u_aᵀB f̃_a = λ·u_a·(B f̃_a): B f̃_a for all arms is F βᵀ
+        mean = X @ theta.T + lam * np.einsum("kin,ki->nk", UT, F @ self._beta.T)
+        # uᵀQu with the queued downdates of Q: uᵀQ_folded u − Σ_r (h_r·u)²
+        quad = np.einsum("kin,kin->nk", np.matmul(Q, UT), UT)
+        if H.shape[0]:
+            quad -= np.square(np.einsum("rki,kin->rnk", H, UT)).sum(axis=0)
+        s = np.einsum("kin,ni->nk", UT, X) + lam * lam * quad
+        return mean, np.maximum(s, 0.0)
+
+    def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
+        return means + self.config.alpha * widths
+
+    def _decide(
+        self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
+    ) -> tuple[FloatArray, FloatArray, int]:
+        mean, s = self._batch_mean_width_sq(x.reshape(1, -1), idx)
+        scores = mean[0] + self.config.alpha * np.sqrt(s[0])
         probs, pos = floored_argmax(scores, self.config.probability_floor, rng)
         return scores, probs, pos

@@ -29,6 +29,9 @@ class LinUCB(LinearPolicy):
 
     name = "linucb"
 
+    def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
+        return means + self.config.alpha * widths
+
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:

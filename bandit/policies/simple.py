@@ -21,7 +21,14 @@ import numpy.typing as npt
 
 from bandit.errors import InvalidInputError, UnknownArmError
 from bandit.policies.base import Choice
-from bandit.policies.common import FloatArray, IntArray, LinearPolicy, floored_argmax
+from bandit.policies.common import (
+    BatchScores,
+    FloatArray,
+    IntArray,
+    LinearPolicy,
+    floored_argmax,
+    floored_distribution,
+)
 
 __all__ = ["EpsilonGreedy", "Fixed", "Greedy", "Uniform"]
 
@@ -46,6 +53,10 @@ class EpsilonGreedy(LinearPolicy):
         probs, pos = floored_argmax(scores, floor, rng)
         return scores, probs, pos
 
+    def _batch_probabilities(self, scores: BatchScores, rng: np.random.Generator | None) -> FloatArray:
+        K = scores.scores.shape[1]
+        return floored_distribution(scores.scores, max(self.epsilon / K, self.config.probability_floor))
+
 
 class Greedy(EpsilonGreedy):
     """Greedy (ε = 0): the argmax of θ_aᵀx, softened only by the probability floor."""
@@ -68,6 +79,12 @@ class Uniform(LinearPolicy):
         K = idx.shape[0]
         return np.zeros(K), np.full(K, 1.0 / K), int(rng.integers(K))
 
+    def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
+        return np.zeros_like(means)
+
+    def _batch_probabilities(self, scores: BatchScores, rng: np.random.Generator | None) -> FloatArray:
+        return np.full(scores.scores.shape, 1.0 / scores.scores.shape[1])
+
 
 class Fixed(LinearPolicy):
     """Always ``policy.fixed_arm`` (probability 1); scores are its one-hot indicator."""
@@ -84,9 +101,7 @@ class Fixed(LinearPolicy):
             raise UnknownArmError(self.config.fixed_arm, field="policy.fixed_arm")
         return super().choose(context, rng, eligible)
 
-    def _decide(
-        self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
-    ) -> tuple[FloatArray, FloatArray, int]:
+    def _fixed_pos(self, idx: IntArray) -> int:
         target = self._stats.slot(self.config.fixed_arm)
         where = np.flatnonzero(idx == target)
         if where.shape[0] == 0:
@@ -95,7 +110,27 @@ class Fixed(LinearPolicy):
                 [self._stats.arm_ids[i] for i in idx[:10]],
                 f"does not include policy.fixed_arm {self.config.fixed_arm!r} (is it active?)",
             )
-        pos = int(where[0])
+        return int(where[0])
+
+    def _decide(
+        self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
+    ) -> tuple[FloatArray, FloatArray, int]:
+        pos = self._fixed_pos(idx)
         probs = np.zeros(idx.shape[0])
         probs[pos] = 1.0
         return probs.copy(), probs, pos
+
+    def score_batch(
+        self, contexts: npt.ArrayLike, eligible: Sequence[str] | None = None
+    ) -> BatchScores:
+        if self.config.fixed_arm not in self.arms:
+            raise UnknownArmError(self.config.fixed_arm, field="policy.fixed_arm")
+        return super().score_batch(contexts, eligible)
+
+    def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
+        out = np.zeros_like(means)
+        out[:, self._fixed_pos(idx)] = 1.0
+        return out
+
+    def _batch_probabilities(self, scores: BatchScores, rng: np.random.Generator | None) -> FloatArray:
+        return scores.scores.copy()

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from bandit.policies.common import FloatArray, IntArray, LinearPolicy
+from bandit.errors import InvalidInputError
+from bandit.policies.common import BatchScores, FloatArray, IntArray, LinearPolicy
 
 __all__ = ["LinearThompson"]
 
 _PRUNE_SIGMAS = 7.0
+#: normal draws per chunk of rows in ``probabilities_batch`` (bounds its memory)
+_BATCH_DRAWS = 1 << 21
 
 
 class LinearThompson(LinearPolicy):
@@ -55,3 +58,22 @@ class LinearThompson(LinearPolicy):
         u = rng.random()
         pos = int(u / f) if u < K * f else int(winners[0])
         return mu, probs, min(pos, K - 1)
+
+    def _batch_probabilities(self, scores: BatchScores, rng: np.random.Generator | None) -> FloatArray:
+        """The Monte-Carlo estimate of ``choose`` (without its pruning of hopeless arms)."""
+        if rng is None:
+            raise InvalidInputError("rng", rng, "is required for linear_thompson probabilities")
+        mu = scores.means
+        sigma = self.config.thompson_v * scores.widths
+        n, K = mu.shape
+        D = self.config.thompson_propensity_draws
+        f = min(self.config.probability_floor, 1.0 / K)
+        out = np.empty((n, K))
+        step = max(1, _BATCH_DRAWS // (D * K))
+        for start in range(0, n, step):
+            m, s = mu[start:start + step], sigma[start:start + step]
+            draws = m[:, None, :] + s[:, None, :] * rng.standard_normal((m.shape[0], D, K))
+            winners = draws.argmax(axis=2) + K * np.arange(m.shape[0])[:, None]
+            wins = np.bincount(winners.reshape(-1), minlength=m.shape[0] * K).reshape(-1, K)
+            out[start:start + step] = f + (1.0 - K * f) * (wins / D)
+        return out
