@@ -15,10 +15,14 @@
   and ``_cpu_seconds``) from ``/metrics`` before and after each level, and the CPU time
   of the server and broker processes (all threads: HTTP, allocation, Kafka producer) per
   request, which is the figure to judge on a shared machine;
+* feedback over HTTP on the same single worker (``--feedback-seconds`` per level, Python
+  generator): ``POST /v1/feedback`` with one event per post, alone and beside a
+  concurrent allocation load, and with batches of 100 events per post beside
+  allocations — posts/s, events/s and latency of each, and the allocations/s next to them;
 * times ``policy.choose`` in-process, and MiniLM texts/s (batches of 32, torch on 2 threads).
 
-Usage: ``python bench/serve.py [--seconds 10] [--no-broker] [--skip-encoder]
-[--generator auto|wrk|python|both]``.
+Usage: ``python bench/serve.py [--seconds 10] [--feedback-seconds 5] [--no-broker]
+[--skip-encoder] [--skip-feedback] [--generator auto|wrk|python|both]``.
 All processes share this machine's cores: on a 2-core box the load generator, the
 server and the broker compete, so the figures are a lower bound of the server alone.
 """
@@ -54,13 +58,31 @@ except ImportError:
 
 host, port, conc, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 dim = int(sys.argv[5])
+# "allocate", or "feedback:N" (N feedback events per POST /v1/feedback; 1 = a single event)
+mode = sys.argv[6] if len(sys.argv) > 6 else "allocate"
+per_post = int(mode.split(":")[1]) if mode.startswith("feedback:") else 1
 rng = random.Random(1)
 emb = json.dumps([round(rng.uniform(-1, 1), 4) for _ in range(dim)])
 
+def feedback(i):
+    return ('{"schema_version":1,"event_id":"fb-%d","decision_id":"d-%d","ts_ms":%d,'
+            '"unit_id":"user-%d","conversation_id":"conv-%d","retried":false,"rating":%d,'
+            '"conversation_length":%d}' % (i, i, 1767571200000 + i, i % 5000, i, 1 + i % 5,
+                                            i % 40))
+
 def request(i):
-    body = ('{"unit_id":"user-%d","conversation_id":"conv-%d","embedding":%s}'
-            % (i % 5000, i, emb)).encode()
-    return (b"POST /v1/allocate HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer dev-token\r\n"
+    if mode == "allocate":
+        path = b"/v1/allocate"
+        body = ('{"unit_id":"user-%d","conversation_id":"conv-%d","embedding":%s}'
+                % (i % 5000, i, emb)).encode()
+    else:
+        path = b"/v1/feedback"
+        if per_post == 1:
+            body = feedback(i).encode()
+        else:
+            body = ("[" + ",".join(feedback(i * per_post + k) for k in range(per_post))
+                    + "]").encode()
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer dev-token\r\n"
             b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
             + b"\r\n\r\n" + body)
 
@@ -79,7 +101,7 @@ async def worker(wid, stop_at, lat, errors):
                 n = int(line[15:])
         await reader.readexactly(n)
         lat.append(time.perf_counter() - t0)
-        if status != 200:
+        if status not in (200, 202):
             errors.append(status)
     writer.close()
 
@@ -92,9 +114,11 @@ async def main():
     wall = time.perf_counter() - t0
     lat.sort()
     q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
-    print(json.dumps({"connections": conc, "requests": len(lat), "errors": len(errors),
-                      "requests_per_s": round(len(lat) / wall, 1), "p50_ms": round(q(0.5), 3),
-                      "p99_ms": round(q(0.99), 3), "max_ms": round(lat[-1] * 1000, 3)}))
+    print(json.dumps({"mode": mode, "connections": conc, "requests": len(lat),
+                      "errors": len(errors), "requests_per_s": round(len(lat) / wall, 1),
+                      "events_per_s": round(len(lat) * per_post / wall, 1),
+                      "p50_ms": round(q(0.5), 3), "p99_ms": round(q(0.99), 3),
+                      "max_ms": round(lat[-1] * 1000, 3)}))
 
 asyncio.run(main())
 '''
@@ -172,11 +196,54 @@ def _run_wrk(wrk: str, work: Path, port: int, conc: int, seconds: float) -> dict
 
 
 def _run_python(port: int, conc: int, seconds: float) -> dict[str, object]:
-    out = subprocess.run(
+    return _run_concurrently(port, seconds, [("allocate", conc)])[0]
+
+
+def _run_concurrently(port: int, seconds: float, loads: list[tuple[str, int]]
+                      ) -> list[dict[str, object]]:
+    """Python generators, one process per ``(mode, connections)``, all at once."""
+    procs = [subprocess.Popen(
         [sys.executable, "-c", LOADGEN, "127.0.0.1", str(port), str(conc), str(seconds),
-         str(DIM)], capture_output=True, text=True, check=True)
-    level: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
-    return level
+         str(DIM), mode], stdout=subprocess.PIPE, text=True) for mode, conc in loads]
+    out = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=seconds + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed ({proc.returncode})")
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
+def _feedback_levels(port: int, seconds: float, url: str) -> dict[str, object]:
+    """Feedback posts on the one worker: alone, and beside an allocation load."""
+    import httpx
+
+    plans = {
+        "single_alone": [("feedback:1", 16)],
+        "single_beside_allocations": [("feedback:1", 16), ("allocate", 16)],
+        "batch100_beside_allocations": [("feedback:100", 4), ("allocate", 16)],
+    }
+    out: dict[str, object] = {}
+    for name, loads in plans.items():
+        before = httpx.get(url + "/metrics").text
+        levels = _run_concurrently(port, seconds, loads)
+        after = httpx.get(url + "/metrics").text
+        entry: dict[str, object] = {"feedback": levels[0]}
+        if len(levels) > 1:
+            entry["allocate"] = levels[1]
+        entry["accepted_by_server"] = (_counter(after, "switchboard_events_accepted_total",
+                                                'kind="feedback"')
+                                       - _counter(before, "switchboard_events_accepted_total",
+                                                  'kind="feedback"'))
+        out[name] = entry
+    return out
+
+
+def _counter(text: str, name: str, labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}}"):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def _cpu_s(pid: int | None) -> float:
@@ -262,6 +329,9 @@ variants = [
 [kafka]
 bootstrap_servers = "{bootstrap}"
 decisions_topic = "{topic}"
+feedback_topic = "{topic}.feedback"
+engagement_topic = "{topic}.engagement"
+exposures_topic = "{topic}.exposures"
 
 [serve]
 tokens = ["dev-token"]
@@ -432,6 +502,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--no-broker", action="store_true")
     ap.add_argument("--skip-encoder", action="store_true")
+    ap.add_argument("--feedback-seconds", type=float, default=5.0)
+    ap.add_argument("--skip-feedback", action="store_true")
     ap.add_argument("--generator", choices=["auto", "wrk", "python", "both"], default="auto",
                     help="load generator: auto = both if wrk is (or can be) installed, "
                          "else python")
@@ -460,7 +532,8 @@ def main() -> int:
 
             broker = EmbeddedBroker(log_path=work / "tansu.log").start()
             bootstrap, topic = broker.bootstrap_servers, "bench.decisions"
-            create_topics(bootstrap, [topic], partitions=4)
+            create_topics(bootstrap, [topic, *(f"{topic}.{kind}" for kind in (
+                "feedback", "engagement", "exposures"))], partitions=4)
         result["broker"] = "tansu" if broker else "none (decisions spill to disk)"
         cfg, arms = _setup(work, bootstrap, topic)
         port = free_port()
@@ -514,6 +587,8 @@ def main() -> int:
             result["load_generator"] = generators[0]
             result["http"] = by_generator[generators[0]]
             result["http_by_generator"] = by_generator
+            if not args.skip_feedback:
+                result["feedback_http"] = _feedback_levels(port, args.feedback_seconds, url)
             time.sleep(1.0)
             h = httpx.get(url + "/healthz").json()
             result["publisher"] = h["publisher"]

@@ -171,7 +171,9 @@ class EventPublisher:
 
     @property
     def healthy(self) -> bool:
-        return self._producer is not None and time.monotonic() >= self._down_until
+        """No recent failure: a producer is up, or none was needed yet (an idle topic)."""
+        return (self._producer is not None or self.last_error is None) \
+            and time.monotonic() >= self._down_until
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Drain the buffer, wait for acknowledgements, spill whatever is left."""
