@@ -4,49 +4,116 @@ Subcommands are plugins: each package registers a function under the entry-point
 group ``switchboard.commands`` (see ``pyproject.toml``) that adds its sub-parser and
 sets ``func``. This keeps ``bandit`` free of imports from the other packages and the
 CLI start-up cheap: heavy modules are imported inside each command's ``func``.
+
+Every option's help shows its default (:class:`HelpFormatter`); a user mistake or a
+missing service ends in one error line (secrets redacted), never a traceback — set
+``SWITCHBOARD_TRACEBACK=1`` to see one for an unexpected error.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from typing import Any
 
 from bandit.errors import SwitchboardError
+from bandit.redaction import redact
 
-__all__ = ["build_parser", "main"]
+__all__ = ["HelpFormatter", "build_parser", "main"]
 
 GROUP = "switchboard.commands"
+ENV_TRACEBACK = "SWITCHBOARD_TRACEBACK"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help unless the help already states its
+    default; a flag's ``False`` reads "off". Options whose default is None must say in
+    words what they default to."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, argparse.SUPPRESS):
+            return text
+        if not action.option_strings or isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            return text
+        default = action.default
+        shown = ("on" if default else "off") if isinstance(default, bool) else "%(default)s"
+        return f"{text} (default: {shown})" if text else f"(default: {shown})"
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="switchboard",
         description="Online contextual-bandit experimentation engine for expert LLM routing.",
     )
-    parser.add_argument("--config", help="TOML config file (default: $SWITCHBOARD_CONFIG)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--config", help="TOML config file (default: $SWITCHBOARD_CONFIG, else "
+                                         "built-in defaults)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
         register = ep.load()
         register(sub)
     return parser
 
 
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-command parsers of ``parser`` by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _quiet_drivers() -> None:
+    """clickhouse-connect logs a warning before raising each connection error it raises;
+    the raised error (one line, redacted) is what a person needs to see."""
+    logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_drivers()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # a bad flag is reported with the usage of the sub-command it was given to
+        sub = subparsers(parser).get(args.command or "")
+        (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2
     try:
         result = args.func(args)
     except SwitchboardError as exc:
-        print(f"switchboard {args.command}: error: {exc}", file=sys.stderr)
+        print(f"switchboard {args.command}: error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except (OSError, TimeoutError) as exc:
+        if os.environ.get(ENV_TRACEBACK):
+            raise
+        print(f"switchboard {args.command}: error: {redact(_one_line(exc))}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if os.environ.get(ENV_TRACEBACK):
+            raise
+        print(f"switchboard {args.command}: unexpected error: {type(exc).__name__}: "
+              f"{redact(_one_line(exc))} (set {ENV_TRACEBACK}=1 for the traceback)", file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from bandit.config import Config, load_config
+from bandit.redaction import redact_config
 
 __all__ = ["config_reference", "register"]
 
@@ -77,11 +78,14 @@ def _run(args: argparse.Namespace) -> int:
         print(config_reference())
         return 0
     cfg = load_config(args.config)
-    print(json.dumps(dataclasses.asdict(cfg), indent=2))
+    # tokens and DSN passwords are never printed (bandit.redaction)
+    print(json.dumps(redact_config(dataclasses.asdict(cfg)), indent=2))
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("config", help="print the effective configuration (or --markdown reference)")
+    p = sub.add_parser("config", help="print the effective configuration (or --markdown reference)",
+                       description="Print the effective configuration as JSON (tokens and DSN "
+                       "passwords shown as ***), or the settings reference as Markdown.")
     p.add_argument("--markdown", action="store_true", help="print the settings reference as Markdown")
     p.set_defaults(func=_run)

@@ -25,11 +25,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--dsn", help="store DSN (overrides store.dsn)")
-    p.add_argument("--database", help="store database (overrides store.database)")
+    p.add_argument("--dsn", help="store DSN (default store.dsn)")
+    p.add_argument("--database", help="store database (default store.database)")
     p.add_argument("--snapshots", help="model snapshot folder (default serve.snapshot_dir)")
     p.add_argument("--results", default=None, help="folder of offline runs (default ./results)")
-    p.add_argument("--as-of-ms", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--as-of-ms", type=int, default=None,
+                   help="fixed \"now\" of every view, epoch ms (default: the data's clock, the "
+                        "latest decision's time)")
     p.set_defaults(func=run)
 
 

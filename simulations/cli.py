@@ -1,4 +1,4 @@
-"""``switchboard simulate``, ``switchboard replay`` and ``switchboard evaluate``.
+"""``switchboard simulate`` (``replay``, ``evaluate`` and ``tune``: :mod:`simulations.offline_cli`).
 
 The CLI owns the terminal (rich progress bar, tables); ``--json`` prints one JSON
 object instead. Heavy imports happen inside each command.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-import warnings
 from typing import Any
 
-__all__ = ["register", "register_evaluate", "register_replay"]
+__all__ = ["register"]
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -29,31 +29,49 @@ def _default(o: Any) -> Any:
 # ----------------------------------------------------------------------------- simulate
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def register(sub: Any) -> None:
     """Entry point ``simulate`` (also registers nothing else: see the other entry points)."""
-    p = sub.add_parser("simulate", help="compare policies in the ground-truth simulator")
-    p.add_argument("--scenario", default="default", help="default, lift20, lift68, small")
-    p.add_argument("--policies", default="linucb,hybrid_linucb,linear_thompson,greedy,"
-                   "epsilon_greedy,uniform,vw")
-    p.add_argument("--seeds", type=int, default=4)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=20, help="feedback delivered every N events")
-    p.add_argument("--steps-per-day", type=int, default=100)
-    p.add_argument("--probability-floor", type=float, default=0.01)
-    p.add_argument("--alpha", type=float, default=0.3)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=20261123)
-    p.add_argument("--out", default="results/simulate")
+    from simulations.runner import DEFAULT_POLICIES, SimulationSpec
+
+    d = SimulationSpec()
+    p = sub.add_parser(
+        "simulate", help="compare policies in the ground-truth simulator",
+        description="Run every policy on --seeds seeds of a simulated world with known truth; "
+        "write steps.parquet, summary.json and plots to --out. One Ctrl-C or SIGTERM stops it "
+        "and its worker processes.")
+    p.add_argument("--scenario", default=d.scenario,
+                   help="simulated world: default, lift20, lift68, small")
+    p.add_argument("--policies", default=",".join(DEFAULT_POLICIES),
+                   help="comma-separated policies to compare")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="independent runs per policy")
+    p.add_argument("--steps", type=int, default=d.steps, help="decisions per run")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="feedback delivered every N events")
+    p.add_argument("--steps-per-day", type=int, default=d.steps_per_day,
+                   help="decisions per simulated day (experts arrive and retire by day)")
+    p.add_argument("--probability-floor", type=float, default=d.probability_floor,
+                   help="smallest probability any eligible arm gets")
+    p.add_argument("--alpha", type=float, default=d.alpha,
+                   help="exploration weight α of the UCB policies")
+    p.add_argument("--workers", type=int, default=2, help="worker processes")
+    p.add_argument("--seed", type=int, default=d.seed, help="root seed (SeedSequence) of the runs")
+    p.add_argument("--out", default="results/simulate", help="output folder")
     p.add_argument("--backend", choices=("numpy", "torch"), default="numpy",
                    help="torch: batched LinUCB over seeds (linucb only)")
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--write-log", metavar="PATH",
-                   help="instead: write a uniformly-logged decision log (JSONL or .dsjson)")
-    p.add_argument("--log-events", type=int, default=100_000)
+                   help="instead of comparing policies, write a uniformly-logged decision log "
+                        "(JSONL or .dsjson) to PATH (default: off)")
+    p.add_argument("--log-events", type=int, default=100_000, help="events of --write-log")
     p.add_argument("--lift", action="store_true",
-                   help="also measure day-30 engagement lift of the expert mixture vs GPT-3.5")
-    p.add_argument("--json", action="store_true")
+                   help="also measure day-30 engagement lift of the expert mixture vs GPT-3.5 "
+                        "(in summary.json as day30_lift)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=_simulate)
 
 
@@ -91,6 +109,7 @@ def _simulate(args: argparse.Namespace) -> int:
         _emit(out) if args.json else print(json.dumps(out, indent=2))
         return 0
     n_jobs = len(spec.policies) * spec.seeds
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the pool as Ctrl-C does
     if args.json:
         table, errors = simulate(spec, workers=args.workers)
     else:
@@ -103,8 +122,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if table.empty:
         _emit({"errors": errors}) if args.json else print(f"all policies failed: {errors}")
         return 1
-    summary = write_results(table, spec, args.out, errors)
-    summary["out"] = args.out
+    extra: dict[str, Any] = {}
     if args.lift:
         from bandit.stats import relative_lift
 
@@ -113,8 +131,10 @@ def _simulate(args: argparse.Namespace) -> int:
         treat = world.simulate_engagement(rng, 4000, lambda w, x, t, d: w.oracle_router(x, t, d))
         ctrl = world.simulate_engagement(rng, 4000, lambda w, x, t, d: w.baseline_router(x, t, d))
         lift = relative_lift(treat["screen_time"][:, 30], ctrl["screen_time"][:, 30])
-        summary["day30_lift"] = {"planted": planted_lift(world), "estimate": lift.estimate,
-                                 "ci_low": lift.ci_low, "ci_high": lift.ci_high}
+        extra["day30_lift"] = {"planted": planted_lift(world), "estimate": lift.estimate,
+                               "ci_low": lift.ci_low, "ci_high": lift.ci_high}
+    summary = write_results(table, spec, args.out, errors, extra)
+    summary["out"] = args.out
     if args.json:
         _emit(summary)
     else:
@@ -136,128 +156,4 @@ def _simulate(args: argparse.Namespace) -> int:
             Console().print(f"day-30 lift: {summary['day30_lift']}")
         Console().print(f"results in {args.out}/ (steps.parquet, summary.json, regret.png, "
                         "allocation.png)")
-    return 0
-
-
-# ----------------------------------------------------------------------------- replay
-
-
-def _add_source(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--log", help="JSONL decisions+reward or VW DSJSON file")
-    src.add_argument("--store", metavar="DSN",
-                     help="read decisions joined with rewards from a store (chdb:// or http://)")
-    p.add_argument("--experiment", help="experiment id (with --store)")
-    p.add_argument("--variant", default="", help="only this variant (with --store)")
-    p.add_argument("--format", default="auto", choices=("auto", "jsonl", "dsjson"))
-
-
-def _load_log(args: argparse.Namespace) -> Any:
-    from simulations.logs import read_log
-
-    if args.store:
-        from bandit.errors import InvalidInputError
-        from bandit.store import open_store
-        from simulations.logs import read_store
-
-        if not args.experiment:
-            raise InvalidInputError("--experiment", args.experiment, "is required with --store")
-        with open_store(args.store, read_only=True) as store:
-            data, report = read_store(store, args.experiment, variant=args.variant)
-    else:
-        data, report = read_log(args.log, fmt=args.format)
-    if not args.json and report.malformed:
-        print(f"warning: {report.malformed} malformed lines skipped "
-              f"(first: {list(report.errors[:5])})", file=sys.stderr)
-    return data, report
-
-
-def _make_policy(name: str, data: Any) -> Any:
-    from bandit.arms import Arm, ArmRegistry
-    from bandit.config import PolicyConfig
-    from bandit.policies import make_policy
-
-    reg = ArmRegistry([Arm(a) for a in data.arm_ids])
-    return make_policy(PolicyConfig(name=name, dim=data.dim, fixed_arm=data.arm_ids[0]), reg)  # type: ignore[arg-type]
-
-
-def register_replay(sub: Any) -> None:
-    p = sub.add_parser("replay", help="replay learning policies on a logged decision log")
-    _add_source(p)
-    p.add_argument("--policies", default="linucb,linear_thompson,greedy,uniform")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--method", default="auto", choices=("auto", "replay", "rejection"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_replay)
-
-
-def _replay(args: argparse.Namespace) -> int:
-    from simulations.replay import replay_many
-    from simulations.runner import policies_from_arg
-
-    data, report = _load_log(args)
-    policies = {n: _make_policy(n, data) for n in policies_from_arg(args.policies)}
-    df = replay_many(data, policies, seed=args.seed, batch_size=args.batch_size,
-                     method=args.method)
-    out = {"log": report.to_dict(), "results": df.to_dict(orient="records")}
-    if args.json:
-        _emit(out)
-    else:
-        print(df.to_string(index=False))
-    return 0
-
-
-# ----------------------------------------------------------------------------- evaluate
-
-
-def register_evaluate(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="off-policy evaluation (IPS, SNIPS, DM, DR, switch-DR)")
-    _add_source(p)
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--policy", help="a named policy, trained on --train-fraction of the log")
-    target.add_argument("--snapshot", help="a frozen policy snapshot file")
-    p.add_argument("--train-fraction", type=float, default=0.5)
-    p.add_argument("--bootstrap", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_evaluate)
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from bandit.errors import InvalidInputError
-    from simulations.ope import OPEWarning, evaluate_policy, policy_probabilities
-
-    data, report = _load_log(args)
-    rng = np.random.default_rng(args.seed)
-    if args.snapshot:
-        from bandit.snapshot import load_policy_snapshot
-
-        policy, _arms, _meta = load_policy_snapshot(args.snapshot)
-        test = data
-    else:
-        if not 0 <= args.train_fraction < 1:
-            raise InvalidInputError("train_fraction", args.train_fraction, "must be in [0, 1)")
-        policy = _make_policy(args.policy, data)
-        cut = int(data.n * args.train_fraction)
-        if cut:
-            train = data.subset(np.arange(cut))
-            policy.update_batch([data.arm_ids[i] for i in train.arm_index], train.contexts,
-                                train.reward)
-        test = data.subset(np.arange(cut, data.n))
-    target = policy_probabilities(policy, test.contexts, test.arm_ids, rng)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", OPEWarning)
-        df = evaluate_policy(test, target, n_bootstrap=args.bootstrap, rng=rng)
-    notes = [str(w.message) for w in caught]
-    out = {"log": report.to_dict(), "events": test.n, "warnings": notes,
-           "results": df.to_dict(orient="records")}
-    if args.json:
-        _emit(out)
-    else:
-        for n in notes:
-            print(f"warning: {n}", file=sys.stderr)
-        print(df.to_string(index=False))
     return 0
