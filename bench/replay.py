@@ -2,8 +2,8 @@
 
 Prints one JSON object. Side by side in the same run: Vowpal Wabbit learning the same
 events (cb_explore_adf through bandit.adapters.vw, one ``update`` per event, with the
-logged propensity), the numpy and torch batched simulators (seed-steps/s), and the
-supervised-to-bandit comparison on scikit-learn's digits. Usage:
+logged propensity), and the numpy and torch batched simulators (seed-steps/s). The
+supervised-to-bandit comparison on scikit-learn's digits is bench/digits.py. Usage:
 
     .venv/bin/python bench/replay.py [--events 1000000] [--vw-events 100000]
 """
@@ -34,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--torch-steps", type=int, default=300)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--torch-threads", type=int, default=1)
-    ap.add_argument("--no-digits", action="store_true")
     args = ap.parse_args(argv)
 
     from bandit.arms import Arm, ArmRegistry
@@ -130,15 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         out["torch_sim"] = {"error": f"{type(exc).__name__}: {exc}"}
 
-    if not args.no_digits:
-        from simulations.supervised import compare_on_digits
-
-        df = compare_on_digits(("linucb", "linear_thompson", "vw", "uniform"), seeds=3)
-        g = df.groupby("policy")["progressive_reward"]
-        out["digits_progressive_reward"] = {p: {"mean": round(float(m), 4),
-                                                "sd": round(float(s), 4)}
-                                            for p, m, s in zip(g.mean().index, g.mean(),
-                                                               g.std(), strict=True)}
     out["target_replay_events_per_s"] = 200_000
     out["replay_meets_target"] = out["replay_linucb"]["events_per_s"] >= 200_000  # type: ignore[index]
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
