@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
             create_topics(bootstrap, topics, partitions=args.partitions or k.partitions,
                           timeout_s=args.timeout_s)
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                                 api_version_auto_timeout_ms=timeout_ms)
+                                 bootstrap_timeout_ms=timeout_ms)
         try:
             existing = set(admin.list_topics())
         finally:
