@@ -1,22 +1,27 @@
 """Per-decision latency of the core policies vs Vowpal Wabbit, printed as JSON.
 
-For K ∈ {20, 100, 1000} arms and d ∈ {32, 64}: p50/p99 microseconds of
+Two parts, in one run:
 
-* ``choose`` — one request, state unchanged between calls (the allocation server);
-* ``update`` — one event folded into the statistics;
-* ``online`` — ``update`` then ``choose`` (pays the lazy refresh of the updated arm);
-
-for LinUCB and LinearThompson, and for Vowpal Wabbit ``--cb_explore_adf --squarecb``
-on the same contexts in the same process: raw ``predict_one`` / ``learn_one`` on
-pre-parsed examples (VW's own compute) and through :class:`bandit.adapters.vw.VWPolicy`
-(text formatting + parsing included). Ratios are VW time / LinUCB time.
+* ``interleaved`` — learning every round: one round is ``choose`` on a context, the
+  reward of the chosen arm from a fixed linear ground truth, and ``update`` of that
+  arm, for K ∈ {10, 100} arms and d ∈ {32, 64}: LinUCB, LinearThompson, HybridLinUCB
+  with m ∈ ``--arm-features`` (2 and 6) content features per arm, beside a plain numpy LinUCB with
+  Sherman–Morrison updates (:class:`NumpyShermanMorrisonLinUCB`, the reference a
+  data scientist would write) and Vowpal Wabbit ``--cb_explore_adf --squarecb``
+  ``predict_one`` + ``learn_one`` on pre-parsed examples over the same stream (same
+  contexts, same reward function). p50/p99 µs per round.
+* ``latency`` — per-call figures for K ∈ {20, 100, 1000}: ``choose`` with the state
+  unchanged (the allocation server), ``update`` alone, ``online`` (update then choose),
+  for LinUCB and LinearThompson, and VW raw ``predict_one`` / ``learn_one`` and
+  through :class:`bandit.adapters.vw.VWPolicy` (text formatting + parsing included).
 
 BLAS runs single-threaded (``OPENBLAS_NUM_THREADS=1`` unless already set), as it should in
 an allocation server: per-request products are far too small to gain from threads, and
 on a loaded machine two BLAS thread pools (numpy's and scipy's) spinning against each
 other multiply tail latency. Scale with processes instead.
 
-Usage: ``python bench/policy.py [--quick]`` (about a minute; ``--quick`` a few seconds).
+Usage: ``python bench/policy.py [--quick] [--arm-features 6]`` (a few minutes;
+``--quick`` well under one).
 """
 
 from __future__ import annotations
@@ -48,7 +53,37 @@ TARGETS = {
     "linucb_choose_K100_d64_p50_us": 20.0,
     "linucb_choose_K1000_d64_p50_us": 150.0,
     "linucb_vs_vw_predict_K100_d64_min_ratio": 3.0,
+    "linucb_round_K10_d64_p50_us": 25.0,
+    "linucb_round_K10_d64_max_ratio_vs_numpy_reference": 1.2,
+    "hybrid_linucb_round_K10_d64_p50_us": 100.0,  # reported per m (--arm-features)
+    "vw_round_vs_linucb_K10_d64_min_ratio": 3.0,
+    "vw_round_vs_hybrid_linucb_K10_d64_min_ratio": 3.0,
 }
+
+
+class NumpyShermanMorrisonLinUCB:
+    """Plain numpy disjoint LinUCB: cached A⁻¹ per arm with Sherman–Morrison updates.
+
+    The reference the core is measured against: no validation, no propensities, no
+    locks, argmax without a floor — what a data scientist would write in a notebook.
+    """
+
+    def __init__(self, K: int, d: int, alpha: float = 1.0, lam: float = 1.0) -> None:
+        self.alpha = alpha
+        self.ainv = np.broadcast_to(np.eye(d) / lam, (K, d, d)).copy()
+        self.b = np.zeros((K, d))
+        self.theta = np.zeros((K, d))
+
+    def choose(self, x: np.ndarray) -> int:
+        width = np.sqrt(np.einsum("kij,i,j->k", self.ainv, x, x, optimize=False))
+        return int(np.argmax(self.theta @ x + self.alpha * width))
+
+    def update(self, arm: int, x: np.ndarray, reward: float) -> None:
+        P = self.ainv[arm]
+        u = P @ x
+        P -= np.outer(u, u) / (1.0 + x @ u)
+        self.b[arm] += reward * x
+        self.theta[arm] = P @ self.b[arm]
 
 
 def _timed(fn: Callable[[int], object], n: int) -> dict[str, float]:
@@ -78,6 +113,120 @@ def _bench_linear(name: str, K: int, d: int, X: np.ndarray, r: np.ndarray, n: in
 
     out["online"] = _timed(online, n)
     return out
+
+
+class _Stream:
+    """Contexts, a linear ground truth per arm and the noise of each round."""
+
+    def __init__(self, K: int, d: int, n: int, rng: np.random.Generator) -> None:
+        self.X = rng.normal(size=(n, d)) / np.sqrt(d)
+        self.truth = rng.normal(size=(K, d))
+        self.noise = 0.1 * rng.normal(size=n)
+
+    def reward(self, i: int, arm: int) -> float:
+        return float(self.truth[arm] @ self.X[i] + self.noise[i])
+
+
+Round = Callable[[int], None]
+
+
+def _core_round(name: str, K: int, d: int, m: int, stream: _Stream) -> Round:
+    ids = [f"arm{i}" for i in range(K)]
+    feats = np.random.default_rng(7).random((K, m))
+    hybrid = name == "hybrid_linucb"
+    arms = ArmRegistry([Arm(a, features=tuple(feats[i]) if hybrid else None)
+                        for i, a in enumerate(ids)], feature_dim=m if hybrid else None)
+    pol = make_policy(PolicyConfig(name=name, dim=d, arm_feature_dim=m), arms)
+    pos = {a: i for i, a in enumerate(ids)}
+    rng = np.random.default_rng(0)
+    X = stream.X
+
+    def round_(i: int) -> None:
+        arm = pol.choose(X[i], rng).arm_id
+        pol.update(arm, X[i], stream.reward(i, pos[arm]))
+
+    return round_
+
+
+def _numpy_round(K: int, d: int, stream: _Stream) -> Round:
+    ref = NumpyShermanMorrisonLinUCB(K, d)
+    X = stream.X
+
+    def round_(i: int) -> None:
+        arm = ref.choose(X[i])
+        ref.update(arm, X[i], stream.reward(i, arm))
+
+    return round_
+
+
+def _vw_round(K: int, d: int, stream: _Stream) -> Round:
+    """VW predict_one + learn_one per round on pre-parsed examples (VW's own compute)."""
+    import vowpal_wabbit_next as vw
+
+    ws = vw.Workspace(vw_args(PolicyConfig(name="vw", dim=d)))
+    parser = vw.TextFormatParser(ws)
+    fmt = " ".join(f"{i}:%.9g" for i in range(d))
+    actions = [parser.parse_line(f"|a arm{j}") for j in range(K)]
+    shared = [parser.parse_line("shared |x " + fmt % tuple(x)) for x in stream.X]
+    draw = np.random.default_rng(0).random(stream.X.shape[0])
+    no_label = vw.CBLabel()
+
+    def round_(i: int) -> None:
+        ex = [shared[i], *actions]
+        pmf = ws.predict_one(ex)
+        acc, arm, p = 0.0, pmf[-1][0], pmf[-1][1]
+        for a, q in pmf:  # sample the action from VW's pmf
+            acc += q
+            if draw[i] < acc:
+                arm, p = a, q
+                break
+        actions[arm].set_label(vw.CBLabel(label=(-stream.reward(i, arm), max(p, 1e-6))))
+        ws.learn_one(ex)
+        actions[arm].set_label(no_label)
+
+    return round_
+
+
+def _bench_interleaved(K: int, d: int, ms: tuple[int, ...], n: int, warm: int,
+                       rng: np.random.Generator) -> dict[str, Any]:
+    """Every learner plays the same rounds; their calls alternate round by round, so
+    a burst of load from other processes falls on all of them alike."""
+    stream = _Stream(K, d, warm + n, rng)
+    rounds: dict[str, Round] = {
+        name: _core_round(name, K, d, 0, stream) for name in ("linucb", "linear_thompson")
+    }
+    for m in ms:
+        rounds[f"hybrid_linucb_m{m}"] = _core_round("hybrid_linucb", K, d, m, stream)
+    rounds["numpy_sherman_morrison_linucb"] = _numpy_round(K, d, stream)
+    rounds["vw"] = _vw_round(K, d, stream)
+    for i in range(warm):
+        for fn in rounds.values():
+            fn(i)
+    ts = {name: np.empty(n) for name in rounds}
+    cpu = {name: np.empty(n) for name in rounds}
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    for i in range(warm, warm + n):
+        for name, fn in rounds.items():
+            c0 = cpu_clock()
+            t0 = clock()
+            fn(i)
+            ts[name][i - warm] = clock() - t0
+            cpu[name][i - warm] = cpu_clock() - c0
+    row: dict[str, Any] = {"K": K, "d": d, "rounds": n, "warm_rounds": warm}
+    for name, t in ts.items():
+        p50, p99 = np.percentile(t, [50, 99]) / 1000.0
+        # thread CPU time leaves out the time the thread waited for a core (loaded machine)
+        row[name] = {"p50_us": round(float(p50), 2), "p99_us": round(float(p99), 2),
+                     "cpu_p50_us": round(float(np.percentile(cpu[name], 50)) / 1000.0, 2)}
+    p50s = {name: row[name]["p50_us"] for name in ts}
+    row["ratios_p50"] = {
+        "linucb_vs_numpy_reference": round(p50s["linucb"] / p50s["numpy_sherman_morrison_linucb"], 2),
+        "vw_vs_linucb": round(p50s["vw"] / p50s["linucb"], 2),
+        **{f"vw_vs_hybrid_linucb_m{m}": round(p50s["vw"] / p50s[f"hybrid_linucb_m{m}"], 2)
+           for m in ms},
+        "vw_vs_linear_thompson": round(p50s["vw"] / p50s["linear_thompson"], 2),
+    }
+    return row
 
 
 def _bench_vw(K: int, d: int, X: np.ndarray, r: np.ndarray, n: int, warm: int) -> dict[str, Any]:
@@ -115,11 +264,21 @@ def _bench_vw(K: int, d: int, X: np.ndarray, r: np.ndarray, n: int, warm: int) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, K <= 100")
+    parser.add_argument("--arm-features", type=int, nargs="+", default=[2, 6],
+                        help="content features per arm for HybridLinUCB (m), one run per value")
+    parser.add_argument("--only", choices=("interleaved", "latency"), default=None)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(np.random.SeedSequence(1234))
+    load_at_start = round(os.getloadavg()[0], 2)
     results: list[dict[str, Any]] = []
+    interleaved: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for K in (20, 100) if args.quick else (20, 100, 1000):
+    for K in (10, 100) if args.only != "latency" else ():
+        for d in (32, 64):
+            n = 300 if args.quick else 2000
+            interleaved.append(_bench_interleaved(K, d, tuple(args.arm_features), n, 5 * K,
+                                                  rng))
+    for K in () if args.only == "interleaved" else (20, 100) if args.quick else (20, 100, 1000):
         for d in (32, 64):
             n = (100 if args.quick else 400) if K < 1000 else (50 if args.quick else 150)
             warm = 20 * K
@@ -138,10 +297,21 @@ def main(argv: list[str] | None = None) -> int:
             }
             results.append(row)
 
-    def find(K: int, d: int) -> dict[str, Any] | None:
-        return next((x for x in results if x["K"] == K and x["d"] == d), None)
+    def find(K: int, d: int, rows: list[dict[str, Any]] = results) -> dict[str, Any] | None:
+        return next((x for x in rows if x["K"] == K and x["d"] == d), None)
 
     reached: dict[str, Any] = {}
+    k10 = find(10, 64, interleaved)
+    if k10:
+        reached["linucb_round_K10_d64_p50_us"] = k10["linucb"]["p50_us"]
+        reached["linucb_round_K10_d64_max_ratio_vs_numpy_reference"] = (
+            k10["ratios_p50"]["linucb_vs_numpy_reference"])
+        reached["vw_round_vs_linucb_K10_d64_min_ratio"] = k10["ratios_p50"]["vw_vs_linucb"]
+        for m in args.arm_features:
+            reached[f"hybrid_linucb_m{m}_round_K10_d64_p50_us"] = (
+                k10[f"hybrid_linucb_m{m}"]["p50_us"])
+            reached[f"vw_round_vs_hybrid_linucb_m{m}_K10_d64_min_ratio"] = (
+                k10["ratios_p50"][f"vw_vs_hybrid_linucb_m{m}"])
     k100, k1000 = find(100, 64), find(1000, 64)
     if k100:
         reached["linucb_choose_K100_d64_p50_us"] = k100["linucb"]["choose"]["p50_us"]
@@ -153,11 +323,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "policy",
         "machine": {"python": platform.python_version(), "processor": platform.processor(),
                     "numpy": np.__version__, "cpus": os.cpu_count(),
-                    "load_average_1m": round(os.getloadavg()[0], 2),
+                    "load_average_1m_start": load_at_start,
+                    "load_average_1m_end": round(os.getloadavg()[0], 2),
                     "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS")},
         "targets": TARGETS,
         "reached": reached,
-        "results": results,
+        "interleaved": interleaved,
+        "latency": results,
         "wall_s": round(time.perf_counter() - started, 1),
     }
     json.dump(report, sys.stdout, indent=1)
