@@ -214,19 +214,24 @@ def _run_concurrently(port: int, seconds: float, loads: list[tuple[str, int]]
     return out
 
 
-def _feedback_levels(port: int, seconds: float, url: str) -> dict[str, object]:
-    """Feedback posts on the one worker: alone, and beside an allocation load."""
+def _feedback_levels(port: int, seconds: float, url: str, server_pid: int
+                     ) -> dict[str, object]:
+    """Feedback posts on the one worker: alone, and beside an allocation load; with the
+    server process's CPU per accepted feedback event and per request (all threads)."""
     import httpx
 
     plans = {
         "single_alone": [("feedback:1", 16)],
+        "batch100_alone": [("feedback:100", 4)],
         "single_beside_allocations": [("feedback:1", 16), ("allocate", 16)],
         "batch100_beside_allocations": [("feedback:100", 4), ("allocate", 16)],
     }
     out: dict[str, object] = {}
     for name, loads in plans.items():
         before = httpx.get(url + "/metrics").text
+        cpu0 = _cpu_s(server_pid)
         levels = _run_concurrently(port, seconds, loads)
+        cpu1 = _cpu_s(server_pid)
         after = httpx.get(url + "/metrics").text
         entry: dict[str, object] = {"feedback": levels[0]}
         if len(levels) > 1:
@@ -235,6 +240,12 @@ def _feedback_levels(port: int, seconds: float, url: str) -> dict[str, object]:
                                                 'kind="feedback"')
                                        - _counter(before, "switchboard_events_accepted_total",
                                                   'kind="feedback"'))
+        accepted = float(entry["accepted_by_server"])  # type: ignore[arg-type]
+        # the generators' 0.5 s warm-up is in both the CPU time and the server's counter
+        entry["server_cpu_s"] = round(cpu1 - cpu0, 2)
+        if len(levels) == 1:
+            entry["server_cpu_us_per_feedback_event"] = round(
+                (cpu1 - cpu0) / max(accepted, 1) * 1e6, 1)
         out[name] = entry
     return out
 
@@ -588,7 +599,8 @@ def main() -> int:
             result["http"] = by_generator[generators[0]]
             result["http_by_generator"] = by_generator
             if not args.skip_feedback:
-                result["feedback_http"] = _feedback_levels(port, args.feedback_seconds, url)
+                result["feedback_http"] = _feedback_levels(port, args.feedback_seconds, url,
+                                                           server.pid)
             time.sleep(1.0)
             h = httpx.get(url + "/healthz").json()
             result["publisher"] = h["publisher"]

@@ -3,6 +3,8 @@ answer per request (all queued or none), the same auth and size limits as alloca
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +187,26 @@ def test_openapi_documents_the_event_endpoints_with_examples(
         assert post(client, path, example).status_code == 202
     assert "503" in doc["paths"]["/v1/allocate"]["post"]["responses"]
     assert "/readyz" in doc["paths"]
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/feedback", feedback(0)), ("/v1/feedback", [feedback(1), feedback(2)]),
+    ("/v1/feedback", [feedback(3), feedback(4, rating=0)]), ("/v1/feedback", b"{"),
+    ("/v1/engagement", engagement(5)), ("/v1/engagement", []),
+    ("/v1/exposures", {"event_id": "x", "ts_ms": 1, "unit_id": "u", "conversation_id": "c",
+                       "arm_id": "gpt35", "reason": "timeout"}),
+    ("/v1/exposures", {"event_id": "x", "ts_ms": "1", "unit_id": "u"}),
+])
+def test_the_fastapi_routes_answer_like_the_edge(tmp_path: Path, path: str, body: Any) -> None:
+    async def answer(edge_on: bool) -> tuple[int, Any, list[Any]]:
+        sink = ListSink()
+        app = create_app(make_config(tmp_path / str(edge_on)), arms=base_arms(), sink=sink)
+        if not edge_on:
+            app.edge = None  # type: ignore[attr-defined]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.post(path, content=body if isinstance(body, bytes)
+                                  else orjson.dumps(body), headers=TOKEN)
+        return r.status_code, r.json(), [dataclasses.astuple(e) for e in sink.events]
+
+    assert asyncio.run(answer(True)) == asyncio.run(answer(False))

@@ -132,15 +132,23 @@ def _registry_unavailable(exc: RegistryError) -> Response:
                  503, {"Retry-After": str(REGISTRY_RETRY_AFTER_S)})
 
 
+#: POST paths :class:`Edge` serves itself, with the event kind of the event endpoints
+_DIRECT: dict[str, str] = {"/v1/allocate": DecisionEvent.KIND,
+                           "/v1/feedback": FeedbackEvent.KIND,
+                           "/v1/engagement": EngagementEvent.KIND,
+                           "/v1/exposures": ExposureEvent.KIND}
+
+
 class Edge:
     """Pure-ASGI edge of the app, in front of FastAPI's middleware stack and router.
 
     * 413 when ``Content-Length`` or the streamed (chunked) body exceeds the limit — the
       body is counted while it is read, so a missing or lying header does not help;
     * counts requests and times them per route for ``/metrics``;
-    * serves ``POST /v1/allocate`` itself (:meth:`_Server.allocate`): no routing, no
+    * serves ``POST /v1/allocate`` (:meth:`_Server.allocate`) and the event endpoints
+      (:meth:`_Server.ingest`, :meth:`_Server.exposures`) itself: no routing, no
       dependency resolution, no Starlette request object, no middleware chain. The
-      FastAPI route of the same path documents it (OpenAPI) and answers identically.
+      FastAPI routes of the same paths document them (OpenAPI) and answer identically.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServeMetrics,
@@ -153,14 +161,17 @@ class Edge:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-        elif self.server is not None and scope["path"] == "/v1/allocate" \
-                and scope["method"] == "POST":
-            await self._allocate(self.server, scope, receive, send)
+        elif self.server is not None and scope["method"] == "POST" \
+                and scope["path"] in _DIRECT:
+            await self._direct(self.server, scope, receive, send)
         else:
             await self._other(scope, receive, send)
 
-    async def _allocate(self, server: _Server, scope: Scope, receive: Receive,
-                        send: Send) -> None:
+    async def _direct(self, server: _Server, scope: Scope, receive: Receive,
+                      send: Send) -> None:
+        """A POST the server answers itself: allocation, or events (the FastAPI routes of
+        the same paths document them and answer identically if reached)."""
+        path = scope["path"]
         t0 = time.perf_counter()
         status = 0
         try:
@@ -181,7 +192,12 @@ class Edge:
             if isinstance(body, int):
                 status = body
                 return
-            status, content, extra = await server.allocate(authorization, body)
+            if path == "/v1/allocate":
+                status, content, extra = await server.allocate(authorization, body)
+            elif path == "/v1/exposures":
+                status, content, extra = server.exposures(authorization, body)
+            else:
+                status, content, extra = server.ingest(authorization, body, _DIRECT[path])
             headers = [(b"content-type", b"application/json"),
                        (b"content-length", str(len(content)).encode())]
             if extra:
@@ -189,7 +205,7 @@ class Edge:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": content})
         finally:
-            self.metrics.request("/v1/allocate", status, time.perf_counter() - t0)
+            self.metrics.request(path, status, time.perf_counter() - t0)
 
     async def _read_body(self, receive: Receive, send: Send) -> bytes | int:
         """The whole body, or the status already answered (413; 0 on disconnect)."""
