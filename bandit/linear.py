@@ -503,7 +503,7 @@ class RidgeSolver:
         (``(d, 1)``: A⁻¹ decreased by ``D Dᵀ``), or None when the arm was not current
         and is now marked dirty (refreshed exactly on the next :meth:`ensure`).
         """
-        if not self.current(stats, slot):
+        if stats.dim != self.dim or slot >= self._dirty.shape[0] or self._dirty[slot]:
             self.mark_slot(slot)
             return None
         P = self.ainv[slot]
@@ -571,8 +571,10 @@ class RidgeSolver:
         for c in range(D.shape[1]):
             dger(-1.0, D[:, c], D[:, c], a=P.T, overwrite_a=1)  # in place, as in update
         self.theta[k] = P @ stats.b[k]
-        np.multiply(P.reshape(-1)[self._tri], self._tri_weight, out=self._pk64)
-        self.packed[k] = self._pk64
+        pk = self._pk64
+        np.take(P.reshape(-1), self._tri, out=pk)
+        pk *= self._tri_weight
+        self.packed[k] = pk
         self._since[k] += D.shape[1]
         if self._since[k] >= self.refactor_every:
             self.mark_slot(k)
