@@ -280,35 +280,45 @@ class _Bad(Exception):
 # ----------------------------------------------------------------------------- features
 
 
-def _flatten(obj: Mapping[str, Any], prefix: str, out: list[tuple[str, float]],
-             skip: frozenset[str] = frozenset()) -> None:
-    """VW-JSON features of ``obj`` as (name, value) pairs (module docstring)."""
+def _flatten(obj: dict[str, Any], prefix: str, out: list[tuple[str, float]]) -> None:
+    """VW-JSON features of ``obj`` as (name, value) pairs (module docstring).
+
+    Dispatches on the exact JSON types (``type(v) is ...``): this runs for every
+    feature of every line.
+    """
+    append = out.append
     for key, v in obj.items():
-        if key in skip or (not prefix and key.startswith("_")):
+        if not prefix and key[:1] == "_":
             continue
-        name = f"{prefix}{key}"
-        if isinstance(v, bool):
+        t = type(v)
+        if t is str:
+            append((f"{prefix}{key}={v}", 1.0))
+        elif t is float or t is int:
+            if v != v or v in (_INF, -_INF):
+                raise _Bad(f"feature {prefix}{key} is not finite")
+            append((prefix + key, float(v)))
+        elif t is dict:
+            _flatten(v, f"{prefix}{key}/", out)
+        elif t is bool:
             if v:
-                out.append((name, 1.0))
-        elif isinstance(v, int | float):
-            if math.isfinite(v):
-                out.append((name, float(v)))
-            else:
-                raise _Bad(f"feature {name} is not finite")
-        elif isinstance(v, str):
-            out.append((f"{name}={v}", 1.0))
-        elif isinstance(v, Mapping):
-            _flatten(v, name + "/", out)
-        elif isinstance(v, list):
+                append((prefix + key, 1.0))
+        elif t is list:
+            name = prefix + key
             for i, e in enumerate(v):
-                if isinstance(e, Mapping):
+                te = type(e)
+                if te is float or te is int:
+                    if not math.isfinite(e):
+                        raise _Bad(f"feature {name}[{i}] is not finite")
+                    append((f"{name}[{i}]", float(e)))
+                elif te is str:
+                    append((f"{name}={e}", 1.0))
+                elif te is dict:
                     _flatten(e, name + "/", out)
-                elif _is_num(e):
-                    out.append((f"{name}[{i}]", float(e)))
-                elif isinstance(e, str):
-                    out.append((f"{name}={e}", 1.0))
-                elif e is not None and not isinstance(e, bool):
+                elif e is not None and te is not bool:
                     raise _Bad(f"feature {name}[{i}] is not a number or a string")
+
+
+_INF = float("inf")
 
 
 class _Hasher:
@@ -344,7 +354,8 @@ class _Row:
     reward: float
     ctx: Any  # list[float] (dense) or list[(name, value)] (features)
     dense: bool
-    probs: dict[str, float] | None
+    # logging distribution: arms, values, and (DSJSON) the 1-based positions in arms of values
+    probs: tuple[tuple[str, ...], list[float], list[int] | None] | None
     eligible: tuple[str, ...] | None
     event_id: str
     weight: float
@@ -454,27 +465,57 @@ class _Builder:
                 rows = [rows[i] for i in order_ts]
                 contexts = contexts[order_ts]
         pos: dict[str, int] = {a: i for i, a in enumerate(arm_ids or ())}
+        cols: dict[tuple[str, ...], IntArray] = {}  # arm tuples repeat: columns computed once
+
+        def columns(arms: tuple[str, ...]) -> IntArray:
+            hit = cols.get(arms)
+            if hit is None:
+                for a in arms:
+                    if a not in pos:
+                        pos[a] = len(pos)
+                hit = cols[arms] = np.fromiter((pos[a] for a in arms), dtype=np.int64,
+                                               count=len(arms))
+            return hit
+
         for r in rows:
-            for a in (r.arm, *(r.eligible or ()), *(r.probs or ())):
-                if a not in pos:
-                    pos[a] = len(pos)
+            if r.arm not in pos:
+                pos[r.arm] = len(pos)
+            if r.eligible is not None:
+                columns(r.eligible)
+            if r.probs is not None:
+                columns(r.probs[0])
         order = tuple(pos)
         n, k = len(rows), len(order)
         arm_index = np.fromiter((pos[r.arm] for r in rows), dtype=np.int64, count=n)
         probabilities = None
         if n and all(r.probs for r in rows):
+            # rows grouped by their arm tuple (few distinct): one vectorised store per group
             probabilities = np.zeros((n, k))
+            groups: dict[tuple[str, ...], list[int]] = {}
             for i, r in enumerate(rows):
-                for a, v in r.probs.items():  # type: ignore[union-attr]
-                    probabilities[i, pos[a]] = v
+                groups.setdefault(r.probs[0], []).append(i)  # type: ignore[index]
+            for arms, members in groups.items():
+                c = columns(arms)
+                idx = np.asarray(members)
+                vals = np.asarray([rows[i].probs[1] for i in members], dtype=np.float64)  # type: ignore[index]
+                if rows[members[0]].probs[2] is None:  # type: ignore[index]
+                    probabilities[idx[:, None], c[None, :]] = vals
+                else:
+                    at = np.asarray([rows[i].probs[2] for i in members]) - 1  # type: ignore[index]
+                    probabilities[idx[:, None], c[at]] = vals
         eligible = None
         if n and any(r.eligible is not None for r in rows):
-            eligible = np.ones((n, k), dtype=bool)
+            eligible = np.zeros((n, k), dtype=bool)
+            groups_e: dict[tuple[str, ...] | None, list[int]] = {}
             for i, r in enumerate(rows):
-                if r.eligible is not None:
-                    eligible[i] = False
-                    eligible[i, [pos[a] for a in r.eligible]] = True
-                    eligible[i, arm_index[i]] = True
+                groups_e.setdefault(r.eligible, []).append(i)
+            for arms_e, members in groups_e.items():
+                idx = np.asarray(members)
+                if arms_e is None:
+                    eligible[idx] = True
+                else:
+                    eligible[idx[:, None], columns(arms_e)[None, :]] = True
+            eligible[np.arange(n), arm_index] = True
             if eligible.all():
                 eligible = None
         weights = np.fromiter((r.weight for r in rows), dtype=np.float64, count=n)
@@ -505,7 +546,7 @@ def _get(obj: Mapping[str, Any], path: str) -> Any:
         return obj[path]
     cur: Any = obj
     for part in path.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
+        if not isinstance(cur, dict) or part not in cur:
             return None
         cur = cur[part]
     return cur
@@ -553,7 +594,7 @@ def _table_row(b: _Builder, no: int, obj: Mapping[str, Any], ctx_cols: Sequence[
                 if not raw or not all(_is_num(v) for v in raw):
                     raise _Bad("context must be a non-empty array of finite numbers")
                 ctx, dense = raw, True
-            elif isinstance(raw, Mapping):
+            elif isinstance(raw, dict):
                 ctx, dense = [], False
                 _flatten(raw, "", ctx)
             else:
@@ -563,12 +604,15 @@ def _table_row(b: _Builder, no: int, obj: Mapping[str, Any], ctx_cols: Sequence[
         eligible = tuple(_arm_id(a, "eligible arm") for a in el) if isinstance(el, list) else None
         probs = None
         pr = _get(obj, spec.column("probabilities"))
-        if isinstance(pr, Mapping):
-            probs = {_arm_id(a, "probabilities key"): float(v) for a, v in pr.items() if _is_num(v)}
+        if isinstance(pr, dict):
+            if not all(_is_num(v) for v in pr.values()):
+                raise _Bad("probabilities must be finite numbers")
+            probs = (tuple(_arm_id(a, "probabilities key") for a in pr),
+                     [float(v) for v in pr.values()], None)
         elif isinstance(pr, list) and eligible is not None and len(pr) == len(eligible):
             if not all(_is_num(v) for v in pr):
                 raise _Bad("probabilities must be finite numbers")
-            probs = {a: float(v) for a, v in zip(eligible, pr, strict=True)}
+            probs = (eligible, [float(v) for v in pr], None)
         elif pr is not None and not (isinstance(pr, float) and math.isnan(pr)):
             raise _Bad("probabilities must be aligned with eligible or map arm -> probability")
     except _Bad as exc:
@@ -678,31 +722,65 @@ def _action_id(action: Mapping[str, Any], spec_path: str, position: int) -> str:
         if isinstance(v, str | int) and not isinstance(v, bool) and v != "":
             return str(v)
     for v in action.values():
-        if isinstance(v, Mapping) and "id" in v and isinstance(v["id"], str | int):
+        if isinstance(v, dict) and "id" in v and isinstance(v["id"], str | int):
             return str(v["id"])
     return str(position)
 
 
-def _dsjson_row(b: _Builder, no: int, obj: Mapping[str, Any]) -> None:
+def _action_ids(multi: list[Any], spec_path: str) -> list[str]:
+    """The arm id of every ``_multi`` action: a fast path for the common shapes."""
+    try:
+        if spec_path == "auto":
+            first = multi[0]
+            key = "arm_id" if "arm_id" in first else "_tag" if "_tag" in first else None
+            if key is not None:
+                ids = [m[key] for m in multi]
+                if set(map(type, ids)) == _STR and "" not in ids:
+                    return ids
+        elif "." not in spec_path:
+            ids = [m[spec_path] for m in multi]
+            if set(map(type, ids)) == _STR and "" not in ids:
+                return ids
+        else:
+            parts = spec_path.split(".")
+            if len(parts) == 2:
+                p0, p1 = parts
+                ids = [m[p0][p1] for m in multi]
+                if set(map(type, ids)) == _STR and "" not in ids:
+                    return ids
+    except (KeyError, TypeError, IndexError):
+        pass
+    if not all(isinstance(m, dict) for m in multi):
+        raise _Bad("'c._multi' must be an array of action objects")
+    return [_action_id(m, spec_path, j + 1) for j, m in enumerate(multi)]
+
+
+_INT = {int}
+_NUM = {int, float}
+_STR = {str}
+
+
+def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
     spec = b.spec
     try:
         if obj.get("_skipLearn") is True:
             b.skipped += 1
             return
         c = obj.get("c")
-        if not isinstance(c, Mapping):
+        if not isinstance(c, dict):
             raise _Bad("missing context object 'c'")
         multi = c.get("_multi")
-        if not isinstance(multi, list) or not multi or not all(isinstance(m, Mapping) for m in multi):
+        if not isinstance(multi, list) or not multi:
             raise _Bad("'c._multi' must be a non-empty array of action objects")
         k = len(multi)
-        ids = [_action_id(m, spec.action_id, j + 1) for j, m in enumerate(multi)]
-        if len(set(ids)) != k:
+        arms = tuple(_action_ids(multi, spec.action_id))
+        if len(set(arms)) != k:
             raise _Bad("action ids in '_multi' are not unique")
         li, la, a, p = obj.get("_labelIndex"), obj.get("_label_Action"), obj.get("a"), obj.get("p")
-        for name, v in (("_labelIndex", li), ("_label_Action", la)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                raise _Bad(f"{name} must be an integer, got {v!r:.40}")
+        if li is not None and type(li) is not int:
+            raise _Bad(f"_labelIndex must be an integer, got {li!r:.40}")
+        if la is not None and type(la) is not int:
+            raise _Bad(f"_label_Action must be an integer, got {la!r:.40}")
         if li is not None:
             idx = li
             if la is not None and la != li + 1:
@@ -710,37 +788,38 @@ def _dsjson_row(b: _Builder, no: int, obj: Mapping[str, Any]) -> None:
         elif la is not None:
             idx = la - 1
         elif isinstance(a, list) and a:
-            idx = a[0] - 1 if isinstance(a[0], int) else -1
+            idx = a[0] - 1 if type(a[0]) is int else -1
         else:
             raise _Bad("no chosen action (_labelIndex, _label_Action or a)")
         if not 0 <= idx < k:
             raise _Bad(f"chosen action index {idx} is outside '_multi' (0..{k - 1})")
-        dist: dict[str, float] | None = None
-        if a is not None or p is not None:
-            if not (isinstance(a, list) and isinstance(p, list) and len(a) == len(p)):
-                raise _Bad("'a' and 'p' must be arrays of the same length")
-            if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= k for v in a):
-                raise _Bad(f"'a' must hold 1-based action ids in 1..{k}")
-            if len(set(a)) != len(a) or not all(_is_num(v) and 0 <= v <= 1 for v in p):
-                raise _Bad("'a' must not repeat an action and 'p' must hold probabilities")
-            dist = {ids[j - 1]: float(v) for j, v in zip(a, p, strict=True)}
+        dist: tuple[tuple[str, ...], list[float], list[int] | None] | None = None
         prop = obj.get("_label_probability")
-        if prop is None and dist is not None:
-            prop = dist.get(ids[idx])
-        if dist is not None and len(dist) < k:
-            dist = None  # a partial ranking is not the logging distribution
+        if a is not None or p is not None:
+            if not (isinstance(a, list) and isinstance(p, list) and len(a) == len(p) and a):
+                raise _Bad("'a' and 'p' must be arrays of the same length")
+            if not (set(map(type, a)) <= _INT and min(a) >= 1 and max(a) <= k):
+                raise _Bad(f"'a' must hold 1-based action ids in 1..{k}")
+            if not set(map(type, p)) <= _NUM:
+                raise _Bad("'p' must hold probabilities")
+            if len(set(a)) != len(a) or min(p) < 0 or max(p) > 1:
+                raise _Bad("'a' must not repeat an action and 'p' must hold probabilities")
+            if prop is None:
+                prop = p[a.index(idx + 1)] if idx + 1 in a else None
+            if len(a) == k:  # a partial ranking is not the logging distribution
+                dist = (arms, p, a)
         ts = obj.get("Timestamp")
         ts_ms = None if ts is None else _timestamp_ms(ts)
         cost = obj.get("_label_cost")
-        if not _is_num(cost):
+        if type(cost) not in _NUM or not math.isfinite(cost):
             raise _Bad(f"_label_cost must be a finite number, got {cost!r:.40}")
         reward = b.reward(no, spec.reward_from_cost(float(cost)))
         pdrop = obj.get("pdrop", 0.0)
-        if not (_is_num(pdrop) and 0 <= pdrop < 1):
+        if type(pdrop) not in _NUM or not 0 <= pdrop < 1:
             raise _Bad(f"pdrop must be in [0, 1), got {pdrop!r:.40}")
         x = c.get("x")
-        shared = [key for key in c if not key.startswith("_")]
-        if isinstance(x, list) and shared == ["x"] and x and all(_is_num(v) for v in x):
+        if (isinstance(x, list) and x and len(c) == 2 and set(map(type, x)) <= _NUM
+                and all(math.isfinite(v) for v in x)):
             ctx: Any = x
             dense = True
         else:
@@ -751,7 +830,7 @@ def _dsjson_row(b: _Builder, no: int, obj: Mapping[str, Any]) -> None:
         return
     prop = b.propensity(no, prop)
     eid = obj.get("EventId")
-    b.add(_Row(no, ids[idx], prop, reward, ctx, dense, dist, tuple(ids),
+    b.add(_Row(no, arms[idx], prop, reward, ctx, dense, dist, arms,
                str(eid) if eid is not None else str(no), 1.0 / (1.0 - float(pdrop)), ts_ms))
 
 
