@@ -470,3 +470,36 @@ def test_store_ttl_setting_is_validated() -> None:
     for bad in ("soon", "0", "-1"):
         with pytest.raises(SwitchboardError, match=ENV_STORE_TTL_S):
             store_ttl_s({ENV_STORE_TTL_S: bad})
+
+
+PLANTED = "pl4nted-Pw-7731"
+
+
+def test_pages_never_show_a_dsn_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreachable store whose DSN carries a password: every page says there is no store
+    to read, in words, and no element anywhere on the page holds the password."""
+    from consumers.embedded import free_port
+
+    env = {
+        "SWITCHBOARD_STORE__DSN": f"http://reader:{PLANTED}@127.0.0.1:{free_port()}/",
+        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(tmp_path / "none"),
+        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "none"),
+    }
+    at = _app(monkeypatch, env)
+    at.run()
+    for page in ("overview", "retention", "allocation", "leaderboard", "offline"):
+        if page != "overview":
+            _page(at, page)
+        assert not at.exception, [e.value for e in at.exception]
+        texts = [str(getattr(el, "value", "")) + str(getattr(el, "body", "")) for el in _elements(at)]
+        assert texts and not [t for t in texts if PLANTED in t], page
+        if page != "offline":
+            assert any("No store to read yet" in t and "***" in t for t in texts), page
+
+
+def _elements(at: Any) -> list[Any]:
+    out = []
+    for name in ("info", "caption", "markdown", "error", "warning", "title", "text", "success"):
+        out.extend(getattr(at, name))
+        out.extend(getattr(at.sidebar, name))
+    return out
