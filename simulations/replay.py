@@ -114,6 +114,9 @@ class _Chooser:
         self.batch = batch
         self.thompson = batch and getattr(policy, "name", "") == "linear_thompson" and callable(
             getattr(policy, "score_batch", None))
+        # decided once: a runtime Protocol check costs more than a small block's choices
+        self.argmax = isinstance(policy, ArgmaxPolicy)
+        self.index = not self.argmax and isinstance(policy, IndexPolicy)
         self._lists: dict[bytes, list[str]] = {}
 
     def _eligible(self, i: int) -> list[str]:
@@ -138,13 +141,13 @@ class _Chooser:
 
     def __call__(self, start: int, stop: int, rng: np.random.Generator) -> IntArray:
         pol, x = self.policy, self.data.contexts[start:stop]
-        if isinstance(pol, ArgmaxPolicy):
+        if self.argmax:
             el = None if self.data.eligible is None else self.data.eligible[start:stop]
             if not self.allowed.all():
                 el = np.broadcast_to(self.allowed, (stop - start, self.data.n_arms)) if el is None \
                     else el & self.allowed
             return pol.choose_indices(x, rng, self.data.arm_ids, el)
-        if isinstance(pol, IndexPolicy):
+        if self.index:
             return np.asarray(pol.choose_indices(x, rng), dtype=np.int64)
         if self.thompson:
             return self._thompson(x, rng)
