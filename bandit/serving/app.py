@@ -194,10 +194,8 @@ class Edge:
                 return
             if path == "/v1/allocate":
                 status, content, extra = await server.allocate(authorization, body)
-            elif path == "/v1/exposures":
-                status, content, extra = server.exposures(authorization, body)
             else:
-                status, content, extra = server.ingest(authorization, body, _DIRECT[path])
+                status, content, extra = server.events_now(path, authorization, body)
             headers = [(b"content-type", b"application/json"),
                        (b"content-length", str(len(content)).encode())]
             if extra:
@@ -383,6 +381,19 @@ class _Server:
         except InvalidInputError as exc:
             return _error(422, exc.field, str(exc))
         return self._finish(begun, model, x)
+
+    def answer_now(self, path: str, authorization: str | None, body: bytes) -> Reply | None:
+        """A POST of :data:`_DIRECT` answered without an event-loop turn; ``None`` when an
+        allocation must await the batching text encoder (see :meth:`allocate_now`)."""
+        if path == "/v1/allocate":
+            return self.allocate_now(authorization, body)
+        return self.events_now(path, authorization, body)
+
+    def events_now(self, path: str, authorization: str | None, body: bytes) -> Reply:
+        """``POST /v1/feedback``, ``/v1/engagement`` or ``/v1/exposures``."""
+        if path == "/v1/exposures":
+            return self.exposures(authorization, body)
+        return self.ingest(authorization, body, _DIRECT[path])
 
     def allocate_now(self, authorization: str | None, body: bytes) -> Reply | None:
         """:meth:`allocate` without an event-loop turn, for the inline HTTP fast path;

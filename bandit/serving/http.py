@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with ``POST /v1/allocate`` answered inline.
+"""uvicorn's httptools protocol with ``POST /v1/allocate`` (and the event endpoints
+``/v1/feedback``, ``/v1/engagement``, ``/v1/exposures``) answered inline.
 
 uvicorn serves every request as an ASGI task: a scope dict, a ``RequestResponseCycle``
 with an ``asyncio.Event``, a task on the loop, ``receive``/``send`` coroutines and a
@@ -6,7 +7,10 @@ header check per response line. For the allocation endpoint that machinery cost 
 CPU than the allocation itself. :class:`AllocateFastProtocol` answers a plain
 ``POST /v1/allocate`` as soon as its body is complete, from the parser callback: it
 calls :meth:`bandit.serving.app._Server.allocate_now` (the same code the ASGI route
-runs) and writes the response with uvicorn's own status line and default headers.
+runs) and writes the response with uvicorn's own status line and default headers. The
+event endpoints go the same way (:meth:`~bandit.serving.app._Server.ingest`,
+:meth:`~bandit.serving.app._Server.exposures`): a chat backend posts feedback about as
+often as it allocates.
 
 Anything unusual goes the ordinary ASGI way, through :class:`bandit.serving.app.Edge`
 and FastAPI, unchanged: another path or method, HTTP/1.0, ``Connection: close``,
@@ -32,6 +36,8 @@ __all__ = ["AllocateFastProtocol", "find_edge"]
 log = logging.getLogger(__name__)
 
 _PATH = b"/v1/allocate"
+#: paths answered inline: allocation and the event endpoints
+_INLINE = frozenset({_PATH, b"/v1/feedback", b"/v1/engagement", b"/v1/exposures"})
 _JSON_HEADERS = b"content-type: application/json\r\ncontent-length: "
 
 
@@ -65,7 +71,7 @@ class AllocateFastProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         edge = self._edge
-        if edge is not None and edge.server is not None and self.url == _PATH \
+        if edge is not None and edge.server is not None and self.url in _INLINE \
                 and self._can_inline(edge):
             self._inline = True
             self._chunks = []
@@ -115,16 +121,17 @@ class AllocateFastProtocol(HttpToolsProtocol):
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
+        path = self.url.decode()
         try:
-            reply = server.allocate_now(authorization, body)
+            reply = server.answer_now(path, authorization, body)
         except Exception:  # a bug: answer like uvicorn does for a failing ASGI app
-            log.exception("Exception in the inline /v1/allocate handler")
+            log.exception("Exception in the inline %s handler", path)
             self.transport.write(b"".join([
                 STATUS_LINE[500], *(n + b": " + v + b"\r\n"
                                     for n, v in self.server_state.default_headers),
                 b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
                 b"connection: close\r\n\r\nInternal Server Error"]))
-            edge.metrics.request("/v1/allocate", 500, time.perf_counter() - self._t0)
+            edge.metrics.request(path, 500, time.perf_counter() - self._t0)
             self.transport.close()
             return
         if reply is None:
@@ -143,5 +150,5 @@ class AllocateFastProtocol(HttpToolsProtocol):
                 parts += [key.lower().encode(), b": ", val.encode(), b"\r\n"]
         parts += [b"\r\n", content]
         self.transport.write(b"".join(parts))
-        edge.metrics.request("/v1/allocate", status, time.perf_counter() - self._t0)
+        edge.metrics.request(path, status, time.perf_counter() - self._t0)
         self.on_response_complete()
