@@ -21,7 +21,8 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     k = cfg.kafka
     bootstrap = args.bootstrap_servers or k.bootstrap_servers
-    topics = [k.decisions_topic, k.feedback_topic, k.engagement_topic, k.dead_letter_topic]
+    topics = [k.decisions_topic, k.feedback_topic, k.engagement_topic, k.exposures_topic,
+              k.dead_letter_topic]
     timeout_ms = int(args.timeout_s * 1000)
     try:
         if args.create:
