@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import yaml
 
 from bandit.cli import main
 from bandit.config import (
@@ -196,3 +200,351 @@ def test_arms_seed_rejects_a_bad_file_and_writes_nothing(tmp_path: Path, arms: o
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "snap" / "arms-registry.json").exists()
+
+
+def test_image_entrypoint_makes_every_created_file_private(tmp_path: Path) -> None:
+    """The Dockerfile's ENTRYPOINT, run as the image runs it (this checkout's switchboard on
+    PATH): arguments reach the command unchanged and what it creates is owner-only."""
+    dockerfile = (Path(__file__).resolve().parent.parent / "deploy" / "Dockerfile").read_text()
+    entrypoint = json.loads(re.findall(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M)[0])
+    (tmp_path / "arms.json").write_text(json.dumps(ARMS))
+    cfg = _write_config(tmp_path, "")
+    env = {**os.environ, "PATH": f"{EXE.parent}{os.pathsep}{os.environ['PATH']}",
+           "SWITCHBOARD_CONFIG": str(cfg)}
+    proc = subprocess.run([*entrypoint, "arms", "seed", str(tmp_path / "arms.json")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 registered" in proc.stdout
+    created = [p for p in (tmp_path / "snap").rglob("*")] + [tmp_path / "snap"]
+    assert {p.name for p in created} >= {"arms-registry.json", "arms-registry.json.lock"}
+    for path in created:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+
+
+# --------------------------------------------------------------------------- from nothing
+#
+# The manifests' own command lines, in their dependency order, on the embedded stack:
+# each switchboard container of compose.yaml / k8s/switchboard.yaml becomes a local
+# process with the container's argv and environment (compose `environment`, k8s
+# ConfigMap/Secret/env), the image's SWITCHBOARD_CONFIG (deploy/switchboard.toml, per the
+# Dockerfile's COPY), and each mounted path replaced by a fresh empty directory. Kafka
+# and ClickHouse are replaced by tansu and a chdb DSN. Test-only settings, all through the
+# same environment variables an operator would use: one partition and a 5 s attribution
+# window (so a handful of events closes the first decisions' windows), a 1 s publish
+# interval, the hashing encoder instead of MiniLM (its own tests cover it), free ports,
+# and one replica of each workload. The dashboard and the third-party proxies are not run.
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+WINDOW_S = 5.0
+TEST_SETTINGS = {
+    "SWITCHBOARD_KAFKA__PARTITIONS": "1",
+    "SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS": "6000",
+    "SWITCHBOARD_LEARNER__ATTRIBUTION_WINDOW_S": f"{WINDOW_S}",
+    "SWITCHBOARD_LEARNER__PUBLISH_INTERVAL_S": "1.0",
+    "SWITCHBOARD_LEARNER__COMMIT_INTERVAL_S": "1.0",
+    "SWITCHBOARD_SERVE__ENCODER": '"hashing"',
+    "SWITCHBOARD_SERVE__RELOAD_INTERVAL_S": "0.2",
+}
+NOT_RUN = {"dashboard"}
+
+
+class Step:
+    """One container as a local process: argv after ``switchboard``, its environment,
+    and whether it runs to completion (one-shot / init container) or keeps serving."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], oneshot: bool) -> None:
+        self.name, self.argv, self.env, self.oneshot = name, argv, env, oneshot
+
+    def __repr__(self) -> str:
+        return f"{self.name}: switchboard {' '.join(self.argv)}"
+
+
+class Stack:
+    """Maps the image's paths and the deployment's endpoints onto this machine."""
+
+    def __init__(self, root: Path, bootstrap_servers: str) -> None:
+        import secrets
+
+        self.root = root
+        self.bootstrap_servers = bootstrap_servers
+        self.token = secrets.token_hex(24)
+        self.admin_token = secrets.token_hex(24)
+        self.port = _free_port()
+        self.metrics_port = _free_port()
+        dockerfile = (DEPLOY / "Dockerfile").read_text()
+        # COPY deploy/x /etc/... : image path -> repository file
+        self.copies = {dst: DEPLOY.parent / src
+                       for src, dst in re.findall(r"^COPY (deploy/\S+) (\S+)$", dockerfile, re.M)}
+        (config,) = re.findall(r"^ENV SWITCHBOARD_CONFIG=(\S+)$", dockerfile, re.M)
+        self.config = self.copies[config]
+        self.mounts: dict[str, Path] = {}
+
+    def local(self, path: str) -> str:
+        """An image path as the local path a mount (or the image's COPY) gives it."""
+        for target, local in sorted(self.mounts.items(), key=lambda kv: -len(kv[0])):
+            if path == target or path.startswith(target.rstrip("/") + "/"):
+                return str(local / os.path.relpath(path, target)) if path != target else str(local)
+        if path in self.copies:
+            return str(self.copies[path])
+        return path
+
+    def mount_dir(self, target: str, name: str) -> None:
+        local = self.root / "volumes" / name
+        local.mkdir(parents=True, exist_ok=True)
+        self.mounts[target] = local
+
+    def mount_file(self, target: str, content: str | Path) -> None:
+        local = self.root / "files" / target.strip("/").replace("/", "_")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_text(content.read_text() if isinstance(content, Path) else content)
+        self.mounts[target] = local
+
+    def step(self, name: str, argv: list[str], env: dict[str, str], oneshot: bool) -> Step:
+        baked = load_config(self.config, env={})
+        out = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+        out.update(env)
+        out["SWITCHBOARD_CONFIG"] = str(self.config)
+        # every directory setting of the baked config lives on a mount (or the image's
+        # read-only root, which the deployment never writes)
+        for setting, value in (("LEARNER__STATE_DIR", baked.learner.state_dir),
+                               ("SERVE__SNAPSHOT_DIR", baked.serve.snapshot_dir),
+                               ("SERVE__SPILL_DIR", baked.serve.spill_dir)):
+            out[f"SWITCHBOARD_{setting}"] = self.local(value)
+        for key, value in list(out.items()):
+            if key.startswith("SWITCHBOARD_") and key.endswith("_FILE"):
+                out[key] = self.local(value)
+        out["SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS"] = self.bootstrap_servers
+        out["SWITCHBOARD_STORE__DSN"] = f"chdb://{self.root / 'chdb'}"
+        out["SWITCHBOARD_LEARNER__METRICS_PORT"] = str(self.metrics_port)
+        if out.get("SWITCHBOARD_LEARNER__METRICS_HOST") == "<pod IP>":
+            out["SWITCHBOARD_LEARNER__METRICS_HOST"] = "127.0.0.1"
+        out.update(TEST_SETTINGS)
+        argv = [self.local(a) if a.startswith("/") else a for a in argv]
+        if "--port" in argv:
+            argv[argv.index("--port") + 1] = str(self.port)
+        return Step(name, argv, out, oneshot)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _compose_plan(stack: Stack) -> list[Step]:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = {name: svc for name, svc in compose["services"].items()
+                if str(svc.get("image", "")).startswith("switchboard:") and name not in NOT_RUN}
+    secrets = {"tokens": f"{stack.token}\n", "admin-tokens": f"{stack.admin_token}\n"}
+    for svc in services.values():
+        for vol in svc.get("volumes", []):
+            source, target = vol.split(":")[:2]
+            stack.mount_dir(target, source)
+        for ref in svc.get("secrets", []):
+            stack.mount_file(f"/run/secrets/{ref}", secrets[ref])
+        for ref in svc.get("configs", []):
+            stack.mount_file(ref["target"], DEPLOY / compose["configs"][ref["source"]]["file"])
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        for dep in services[name].get("depends_on", {}):
+            if dep in services and dep not in order:
+                visit(dep)
+        if name not in order:
+            order.append(name)
+
+    for name in services:
+        visit(name)
+    interpolate = {"CLICKHOUSE_PASSWORD": "not-used-by-chdb"}
+
+    def env_of(svc: dict[str, Any]) -> dict[str, str]:
+        return {k: re.sub(r"\$\{(\w+)[^}]*\}", lambda m: interpolate[m.group(1)], str(v))
+                for k, v in svc.get("environment", {}).items()}
+
+    return [stack.step(name, list(services[name]["command"]), env_of(services[name]),
+                       services[name].get("restart") == "no") for name in order]
+
+
+def _k8s_plan(stack: Stack) -> list[Step]:
+    docs = [d for d in yaml.safe_load_all((DEPLOY / "k8s" / "switchboard.yaml").read_text()) if d]
+    maps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
+    secret_data = {d["metadata"]["name"]: dict(d["stringData"]) for d in docs if d["kind"] == "Secret"}
+    # the operator fills the Secrets in before applying: here with this test's tokens
+    secret_data["switchboard-tokens"] = {"tokens": f"{stack.token}\n",
+                                         "admin-tokens": f"{stack.admin_token}\n"}
+    steps: list[Step] = []
+    # kubectl applies everything at once; the learner pod's init containers create topics
+    for kind, name in (("Deployment", "switchboard-learner"), ("StatefulSet", "switchboard-server")):
+        (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+        pod = doc["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            for m in container.get("volumeMounts", []):
+                vol = volumes.get(m["name"], {})
+                if "configMap" in vol or "secret" in vol:
+                    data = (maps[vol["configMap"]["name"]] if "configMap" in vol
+                            else secret_data[vol["secret"]["secretName"]])
+                    for key, value in data.items():
+                        stack.mount_file(f"{m['mountPath']}/{key}", value)
+                elif m["mountPath"] != "/tmp":
+                    claim = vol.get("persistentVolumeClaim", {}).get("claimName", f"{name}-{m['name']}")
+                    stack.mount_dir(m["mountPath"], claim)
+            env: dict[str, str] = {}
+            for src in container.get("envFrom", []):
+                if "configMapRef" in src:
+                    env.update(maps[src["configMapRef"]["name"]])
+                else:
+                    env.update(secret_data[src["secretRef"]["name"]])
+            for e in container.get("env", []):
+                env[e["name"]] = e["value"] if "value" in e else "<pod IP>"
+            oneshot = container in pod.get("initContainers", [])
+            steps.append(stack.step(f"{name}/{container['name']}", list(container["args"]), env, oneshot))
+    return steps
+
+
+def _allocate(url: str, token: str, i: int) -> dict[str, Any]:
+    import httpx
+
+    body = {"unit_id": f"user-{i}", "conversation_id": f"conv-{i}", "embedding": [0.1] * 64}
+    r = httpx.post(f"{url}/v1/allocate", json=body, headers={"authorization": f"Bearer {token}"},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def _send_feedback(stack: Stack, topic: str, decisions: list[dict[str, Any]]) -> None:
+    import time
+
+    from kafka import KafkaProducer
+
+    from bandit.events import FeedbackEvent, encode_event
+
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
+    try:
+        now = int(time.time() * 1000)
+        for d in decisions:
+            event = FeedbackEvent(event_id=f"fb-{d['decision_id']}", decision_id=d["decision_id"],
+                                  ts_ms=now, unit_id=d["unit_id"], conversation_id=d["conversation_id"],
+                                  rating=5, retried=False)
+            producer.send(topic, encode_event(event), key=event.key, partition=0)
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _wait(cond: Any, what: str, procs: list[tuple[Step, subprocess.Popen[bytes]]],
+          timeout_s: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        for step, proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"{step} exited with {proc.returncode} while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("topology", ["compose", "k8s"])
+def test_manifests_come_up_from_nothing(topology: str, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from bandit.snapshot import load_policy_snapshot
+    from bandit.store import open_store
+    from consumers.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
+    stack = Stack(tmp_path, broker.bootstrap_servers)
+    plan = _compose_plan(stack) if topology == "compose" else _k8s_plan(stack)
+    names = [s.name for s in plan]
+    seeded = [a["arm_id"] for a in json.loads((DEPLOY / "arms.json").read_text())]
+    running: list[tuple[Step, subprocess.Popen[bytes]]] = []
+    try:
+        assert any(s.argv[:2] == ["arms", "seed"] for s in plan), names
+        assert not any(s.argv[:1] == ["learn"] and "--arms" in s.argv for s in plan), \
+            "the learner gets its arms from the shared registry, not --arms"
+        for step in plan:
+            log = open(tmp_path / f"{step.name.replace('/', '_')}.log", "wb")
+            cmd = [str(EXE), *step.argv, *(["--log-level", "warning"] if step.argv[0] == "learn" else [])]
+            if step.oneshot:
+                rc = subprocess.run(cmd, env=step.env, stdout=log, stderr=subprocess.STDOUT,
+                                    timeout=180).returncode
+                assert rc == 0, f"{step} exited {rc}: {(tmp_path / log.name).read_text()[-2000:]}"
+            else:
+                running.append((step, subprocess.Popen(cmd, env=step.env, stdout=log,
+                                                       stderr=subprocess.STDOUT)))
+        config_env = running[0][0].env
+        config = load_config(stack.config, env=config_env)
+        url = f"http://127.0.0.1:{stack.port}"
+        _wait(lambda: _ready(url), "the server to be ready", running)
+
+        import httpx
+
+        arms = httpx.get(f"{url}/v1/arms", headers={"authorization": f"Bearer {stack.token}"},
+                         timeout=10).json()
+        assert sorted(a["arm_id"] for a in arms) == sorted(seeded)
+        assert httpx.post(f"{url}/v1/allocate", json={}, timeout=10).status_code == 401
+
+        first = [_allocate(url, stack.token, i) for i in range(12)]
+        assert {d["arm_id"] for d in first} <= set(seeded)
+        for d, i in zip(first, range(12), strict=True):
+            d.update(unit_id=f"user-{i}", conversation_id=f"conv-{i}")
+        _send_feedback(stack, config.kafka.feedback_topic, first)
+        time.sleep(WINDOW_S + 0.5)  # past the first decisions' attribution window
+        later = [_allocate(url, stack.token, i) for i in range(100, 110)]
+        for d, i in zip(later, range(100, 110), strict=True):
+            d.update(unit_id=f"user-{i}", conversation_id=f"conv-{i}")
+        _send_feedback(stack, config.kafka.feedback_topic, later)
+
+        snapshot = Path(config.serve.snapshot_dir) / "policy.snapshot"
+
+        def learnt() -> bool:
+            if not snapshot.exists():
+                return False
+            st = load_policy_snapshot(snapshot)[0].statistics
+            return float(st.n.sum()) >= len(first)
+
+        _wait(learnt, "the first decisions in a published snapshot", running, timeout_s=180)
+        policy, snap_arms, _ = load_policy_snapshot(snapshot)
+        st = policy.statistics
+        assert sorted(snap_arms.ids()) == sorted(seeded), "learner and servers agree on the arms"
+        served = {d["arm_id"] for d in first}
+        # rating 5, not retried: a positive reward was learnt for every arm served first
+        unrewarded = sorted(a for a in served if not float(np.abs(st.b[st.slot(a)]).sum()) > 0)
+        assert not unrewarded, f"feedback not learnt for {unrewarded}"
+
+        # the one-shot steps are idempotent: a second `up` changes nothing (in the k8s plan
+        # the server pod's own `arms seed` init container already ran after the learner's)
+        registry = RegistryFile(config.serve.snapshot_dir).read()
+        for step in plan if topology == "compose" else []:
+            if step.oneshot:
+                rc = subprocess.run([str(EXE), *step.argv], env=step.env, capture_output=True,
+                                    timeout=180).returncode
+                assert rc == 0, step
+        assert RegistryFile(config.serve.snapshot_dir).read() == registry
+    finally:
+        for _, proc in running:
+            proc.send_signal(signal.SIGTERM)
+        codes = {step.name: proc.wait(90) for step, proc in running}
+        broker.stop()
+    assert set(codes.values()) == {0}, codes
+    # what the learner wrote to the analytics store (one process owns chdb: read after it exits)
+    with open_store(f"chdb://{tmp_path / 'chdb'}", config.store.database) as store:
+        assert store.count("decisions") == len(first) + len(later)
+        assert store.count("feedback") == len(first) + len(later)
+        assert store.count("rewards") >= len(first)
