@@ -141,8 +141,10 @@ def _load_log(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     if report.clipped:
         notes.append(f"clipped rewards: {report.clipped} rewards clipped into {spec.reward_range}")
     if data.n == 0:
+        first = f"; line {report.errors[0][0]}: {report.errors[0][1]}" if report.errors else ""
         raise InvalidInputError("log", report.path, f"has no usable event ({report.lines} lines, "
-                                f"{report.malformed} malformed, {report.skipped} skipped)")
+                                f"{report.malformed} malformed, {report.skipped} skipped{first}; "
+                                "map the log's columns with --field NAME=COLUMN)")
     return data, report, notes
 
 

@@ -324,3 +324,28 @@ def test_cli_tune_writes_best_config_fragment(tmp_path: Path, capsys) -> None:  
     assert cfg["name"] == best["policy"] == res["best"]["policy"]
     PolicyConfig(**cfg)  # a valid config fragment
     assert (tmp_path / "tune" / "policy.toml").read_text() == frag.read_text()
+
+
+def test_cli_snapshot_over_a_subset_greedy_and_arms(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bandit.cli import main
+    from bandit.snapshot import save_policy_snapshot
+    from simulations.logs import write_jsonl
+
+    data, _ = _log(1500, seed=5)
+    write_jsonl(tmp_path / "log.jsonl", data)
+    known = list(data.arm_ids[:3])
+    reg = ArmRegistry([Arm(a) for a in known])
+    pol = make_policy(PolicyConfig(name="linucb", dim=data.dim), reg)
+    m = np.isin(data.arm_index, [0, 1, 2])
+    pol.update_batch([data.arm_ids[i] for i in data.arm_index[m]], data.contexts[m], data.reward[m])
+    save_policy_snapshot(tmp_path / "snap.bin", pol, reg)
+    base = ["evaluate", "--log", str(tmp_path / "log.jsonl"), "--snapshot",
+            str(tmp_path / "snap.bin"), "--bootstrap", "20", "--json"]
+    for extra in ([], ["--greedy"], ["--arms", ",".join(known[:2])]):
+        assert main([*base, *extra]) == 0, extra
+        res = json.loads(capsys.readouterr().out)
+        assert res["events"] == 1500 and len(res["results"]) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", OPEWarning)
+        greedy_pi = target_probabilities(pol, data)
+    assert (greedy_pi[:, 3:] == 0).all()
