@@ -18,6 +18,12 @@ half-loaded. Writes go to a temporary file in the same directory, are fsynced, t
 ``os.replace``-d over the target (atomic on POSIX), and the directory is fsynced.
 Arrays round-trip bitwise (npz stores raw buffers).
 
+Optional keyed authentication: given a ``key``, :func:`save_snapshot` writes
+``b"SWBHMAC\0"`` + HMAC-SHA256(key, snapshot) + the snapshot above, and
+:func:`load_snapshot` with the key refuses any file whose HMAC does not verify (or that
+has none), so only a holder of the key can write a file the reader accepts. A reader
+without a key reads an authenticated file by its checksum alone.
+
 >>> import tempfile, pathlib, numpy as np
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "s.swb"
 >>> save_snapshot(path, {"w": np.arange(3.0)}, {"note": "hi"})
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -48,6 +55,7 @@ from bandit.errors import ConfigError, InvalidInputError, SnapshotError
 
 __all__ = [
     "FORMAT_VERSION",
+    "HMAC_MAGIC",
     "MAGIC",
     "load_policy_snapshot",
     "load_snapshot",
@@ -57,8 +65,30 @@ __all__ = [
 ]
 
 MAGIC = b"SWBSNAP\0"
+HMAC_MAGIC = b"SWBHMAC\0"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIQQ32s")
+_HMAC_HEAD = len(HMAC_MAGIC) + 32
+
+
+def _sign(data: bytes, key: bytes | None) -> bytes:
+    if key is None:
+        return data
+    return HMAC_MAGIC + hmac.new(key, data, hashlib.sha256).digest() + data
+
+
+def _verify(data: bytes, key: bytes | None, source: str) -> bytes:
+    """The snapshot inside an authenticated file (or ``data`` itself); raises when a
+    ``key`` is given and the HMAC is missing or wrong."""
+    signed = data[: len(HMAC_MAGIC)] == HMAC_MAGIC
+    if key is None:
+        return data[_HMAC_HEAD:] if signed else data
+    if not signed:
+        raise SnapshotError(f"{source}: not authenticated (an HMAC key is configured)")
+    mac, inner = data[len(HMAC_MAGIC) : _HMAC_HEAD], data[_HMAC_HEAD:]
+    if not hmac.compare_digest(mac, hmac.new(key, inner, hashlib.sha256).digest()):
+        raise SnapshotError(f"{source}: HMAC mismatch (written without this key, or altered)")
+    return inner
 
 
 def _encode(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
@@ -106,10 +136,11 @@ def _decode(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, 
 
 
 def save_snapshot(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
-                  meta: Mapping[str, Any]) -> None:
-    """Write ``arrays`` and JSON ``meta`` to ``path`` atomically (write, fsync, rename)."""
+                  meta: Mapping[str, Any], *, key: bytes | None = None) -> None:
+    """Write ``arrays`` and JSON ``meta`` to ``path`` atomically (write, fsync, rename),
+    authenticated with HMAC-SHA256 under ``key`` when given. The file is created 0600."""
     target = Path(path)
-    data = _encode(arrays, meta)
+    data = _sign(_encode(arrays, meta), key)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, data)
 
@@ -142,20 +173,23 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         os.close(dfd)
 
 
-def load_snapshot(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a snapshot written by :func:`save_snapshot`; raises :class:`SnapshotError`."""
+def load_snapshot(path: str | os.PathLike[str], *, key: bytes | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a snapshot written by :func:`save_snapshot`; raises :class:`SnapshotError`
+    (also when ``key`` is given and the file's HMAC does not verify under it)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise SnapshotError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    return _decode(data, str(path))
+    return _decode(_verify(data, key, str(path)), str(path))
 
 
 # --------------------------------------------------------------------------- policies
 
 
 def save_policy_snapshot(path: str | os.PathLike[str], policy: Any, arms: ArmRegistry,
-                         extra: Mapping[str, Any] | None = None) -> None:
+                         extra: Mapping[str, Any] | None = None, *,
+                         key: bytes | None = None) -> None:
     """Snapshot a policy's learnt state with its config and the arm registry.
 
     ``extra`` (JSON-serialisable, e.g. Kafka offsets) is stored in ``meta["extra"]``,
@@ -170,14 +204,15 @@ def save_policy_snapshot(path: str | os.PathLike[str], policy: Any, arms: ArmReg
         "arm_feature_dim": arms.feature_dim,
         "extra": dict(extra) if extra is not None else None,
     }
-    save_snapshot(path, policy.snapshot_arrays(), meta)
+    save_snapshot(path, policy.snapshot_arrays(), meta, key=key)
 
 
-def load_policy_snapshot(path: str | os.PathLike[str]) -> tuple[Any, ArmRegistry, dict[str, Any]]:
+def load_policy_snapshot(path: str | os.PathLike[str], *, key: bytes | None = None
+                         ) -> tuple[Any, ArmRegistry, dict[str, Any]]:
     """Rebuild ``(policy, arms, meta)`` from :func:`save_policy_snapshot`'s file."""
     from bandit.policies import make_policy
 
-    arrays, meta = load_snapshot(path)
+    arrays, meta = load_snapshot(path, key=key)
     if meta.get("kind") != "policy":
         raise SnapshotError(f"{path}: not a policy snapshot (kind {meta.get('kind')!r})")
     try:

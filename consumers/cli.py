@@ -33,13 +33,17 @@ def build_learner(
     from consumers.metrics import LearnerMetrics
     from consumers.model import ArmFollower, ModelPublisher, load_arms, load_or_create_prior
     from consumers.sink import Sink, StoreSink
+    from consumers.state import StateDir, read_key
 
+    lc = config.learner
+    state = StateDir(lc.state_dir, key=read_key(lc.state_hmac_key_file))
+    state.check()  # refuse an older release's state before anything is built
+    state.remove_stale_temp()
     registry = RegistryFile(config.serve.snapshot_dir)
     policy, arms = load_or_create_prior(config, load_arms(arms_path, config), registry)
     # arms registered at run time (POST /v1/arms) live in the shared registry file
     follower = ArmFollower(arms, registry)
     follower.sync()
-    lc = config.learner
     future_ms, past_ms = event_time_bounds(lc)
 
     def make_join(partition: int) -> JoinPartition:
@@ -87,9 +91,9 @@ def run_learner(args: argparse.Namespace) -> int:
     from consumers.kafka_adapter import LearnerStalledError
 
     config = load_config(args.config)
-    # kafka-python logs every failed connection attempt; the learner logs one line per
-    # backoff step instead
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs every failed connection attempt (at ERROR); the learner logs one
+    # line per backoff step instead
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     learner = build_learner(
         config,
         arms_path=args.arms,
@@ -167,7 +171,8 @@ def register(sub: Any) -> None:
         "shared arms registry names arms; default: none)",
     )
     p.add_argument("--no-store", action="store_true", help="do not write to the analytics store")
-    p.add_argument("--bootstrap-servers", default=None, help="override kafka.bootstrap_servers")
+    p.add_argument("--bootstrap-servers", default=None,
+                   help="broker addresses (default kafka.bootstrap_servers)")
     p.add_argument(
         "--max-idle-s",
         type=float,
@@ -176,5 +181,5 @@ def register(sub: Any) -> None:
         "never answered, no partition was assigned or the final checkpoint failed; "
         "default: run until SIGTERM)",
     )
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", help="logging level")
     p.set_defaults(func=run_learner)

@@ -46,7 +46,7 @@ from consumers.join import (
 )
 from consumers.metrics import LearnerMetrics
 from consumers.sink import Sink
-from consumers.state import StateDir
+from consumers.state import StateDir, read_key
 
 __all__ = ["DEAD_LETTER_MAX_VALUE", "KafkaLearner", "LearnerStalledError", "dead_letter_headers"]
 
@@ -130,7 +130,9 @@ class KafkaLearner:
         self.sink = sink
         self.publish = publish
         self.metrics = metrics or LearnerMetrics(None)
-        self.state_dir = StateDir(config.learner.state_dir)
+        self.state_dir = StateDir(
+            config.learner.state_dir, key=read_key(config.learner.state_hmac_key_file)
+        )
         self.roles = {
             k.decisions_topic: DECISIONS,
             k.feedback_topic: FEEDBACK,
@@ -189,6 +191,10 @@ class KafkaLearner:
         session = k.session_timeout_ms
         started = time.monotonic()
         backoff = _Backoff()
+        # each attempt waits this long for the broker (kafka-python's default is 30 s)
+        attempt_ms = 10_000 if give_up_after_s is None else round(
+            min(10.0, max(2.0, give_up_after_s)) * 1000
+        )
         while not self.stop_event.is_set():
             try:
                 self._consumer = KafkaConsumer(
@@ -212,6 +218,7 @@ class KafkaLearner:
                     # Range assignment gives partition p of every topic to the same member,
                     # so a decisions partition and its feedback partition stay together.
                     partition_assignment_strategy=[RangePartitionAssignor],
+                    bootstrap_timeout_ms=attempt_ms,
                 )
                 self._lean = _use_lean_records(self._consumer)
                 self._producer = KafkaProducer(
@@ -219,6 +226,7 @@ class KafkaLearner:
                     acks="all",
                     linger_ms=5,
                     max_request_size=_DEAD_LETTER_REQUEST_BYTES,
+                    bootstrap_timeout_ms=attempt_ms,
                     client_id=self.client_id + "-dlq",
                 )
                 break
@@ -267,6 +275,9 @@ class KafkaLearner:
             key = self._unit_key(tp.topic, tp.partition)
             unit = self.units.get(key)
             if unit is None:
+                # this process owns the partition now: a temporary file of its state is
+                # a killed writer's
+                self.state_dir.remove_stale_temp(*key)
                 unit = self._load_unit(*key)
                 self.units[key] = unit
                 self._saved[key] = tuple(sorted(unit.offsets.items()))

@@ -26,7 +26,7 @@ from bandit.arms import ArmRegistry
 from bandit.config import Config
 from bandit.errors import ConfigError, InvalidInputError
 from bandit.registry import RegistryFile, RegistryState
-from consumers.state import StateDir
+from consumers.state import StateDir, read_key
 
 __all__ = [
     "PRIOR_NAME",
@@ -71,9 +71,10 @@ def load_or_create_prior(
 
     state = Path(config.learner.state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    key = read_key(config.learner.state_hmac_key_file)
     prior = state / PRIOR_NAME
     if prior.exists():
-        policy, loaded_arms, _ = load_policy_snapshot(prior)
+        policy, loaded_arms, _ = load_policy_snapshot(prior, key=key)
         if arms is not None:
             for arm in arms:
                 if arm.arm_id not in loaded_arms:
@@ -94,7 +95,7 @@ def load_or_create_prior(
                 f"({registry.path if registry is not None else 'not given'}) names no arm",
             )
         policy = make_policy(config.policy, arms)
-    save_policy_snapshot(prior, policy, arms, extra={"role": "learner-prior"})
+    save_policy_snapshot(prior, policy, arms, extra={"role": "learner-prior"}, key=key)
     return policy, arms
 
 
@@ -168,9 +169,11 @@ class ModelPublisher:
         self.config = config
         self.arms = arms
         self.follower = follower
-        self.state = StateDir(config.learner.state_dir)
+        self.key = read_key(config.learner.state_hmac_key_file)
+        self.state = StateDir(config.learner.state_dir, key=self.key)
         self.out = Path(config.serve.snapshot_dir) / PUBLISHED_NAME
         self.published = 0
+        _remove_stale(self.out)
 
     def merged_delta(self, model: Any) -> Any:
         total = model.empty_statistics()
@@ -184,10 +187,30 @@ class ModelPublisher:
         if self.follower is not None:
             # other learner processes may have learnt arms whose deltas are merged here
             self.follower.sync()
-        policy, arms, _ = load_policy_snapshot(Path(self.config.learner.state_dir) / PRIOR_NAME)
+        policy, arms, _ = load_policy_snapshot(
+            Path(self.config.learner.state_dir) / PRIOR_NAME, key=self.key
+        )
         for arm in self.arms:
             arms.add(arm)
         policy.apply(self.merged_delta(policy))
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        save_policy_snapshot(self.out, policy, arms, extra={"role": "learner-merged"})
+        # authenticated under the state key when one is configured; a server without the
+        # key still reads it by its checksum (bandit.snapshot)
+        save_policy_snapshot(self.out, policy, arms, extra={"role": "learner-merged"},
+                             key=self.key)
         self.published += 1
+
+
+def _remove_stale(target: Path, older_than_s: float = 300.0) -> None:
+    """Remove ``write_atomic`` temporary files of ``target`` a killed writer left (any
+    learner may publish, so only old ones: a live writer's file is seconds old)."""
+    import time
+
+    now = time.time()
+    for p in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            if now - p.stat().st_mtime >= older_than_s:
+                p.unlink()
+                log.info("removed stale temporary file %s", p)
+        except FileNotFoundError:
+            continue

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bandit.events import DecisionEvent, FeedbackEvent, encode_event
-from consumers.join import DECISIONS, FEEDBACK, JoinPartition
+from consumers.join import DECISIONS, FEEDBACK, WATERMARK_OUTLIERS, JoinPartition
 
 __all__ = ["ARMS", "Stream", "make_stream", "produce", "reference"]
 
@@ -37,12 +37,18 @@ def make_stream(
     window_ms: int = 10_000,
     late_rate: float = 0.05,
     step_ms: int = 50,
+    close_windows: bool = False,
 ) -> Stream:
     """A synthetic stream: decisions every ``step_ms``; feedback for most of them.
 
     Feedback lags its decision by a random delay inside the window, or beyond it with
     probability ``late_rate``. Partition = conversation index mod ``partitions``, so the
     same layout holds on a broker with keyed partitioning replaced by explicit partitions.
+
+    ``close_windows`` appends to every partition a tail of decisions with feedback far
+    enough after the stream (and numerous enough for the robust watermark) that every
+    earlier window closes and every held feedback resolves: the point at which a
+    learner's store contents are final ("drained", see docs/learner.md).
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     decisions: dict[int, list[tuple[int, bytes]]] = {p: [] for p in range(partitions)}
@@ -86,6 +92,24 @@ def make_stream(
                 conversation_length=int(rng.integers(0, 40)),
             )
             feedback[p].append((ts + delay, encode_event(f)))
+    if close_windows:
+        # past every late feedback (3 windows) and the closed-id horizon (4 windows)
+        t_end = t0 + n_decisions * step_ms + 10 * window_ms
+        for p in range(partitions):
+            for k in range(WATERMARK_OUTLIERS + 2):
+                ts = t_end + k
+                d = DecisionEvent(
+                    event_id=f"d-{seed}-tail-{p}-{k}", decision_id=f"dec-{seed}-tail-{p}-{k}",
+                    ts_ms=ts, unit_id=f"tail-{p}", conversation_id=f"tail-{p}-{k}",
+                    experiment_id="exp", variant="bandit", arm_id=ARMS[0], propensity=1.0,
+                    policy_version="v0", context=(0.0,) * dim,
+                )
+                decisions[p].append((ts, encode_event(d)))
+                f = FeedbackEvent(
+                    event_id=f"f-{seed}-tail-{p}-{k}", decision_id=d.decision_id, ts_ms=ts,
+                    unit_id=d.unit_id, conversation_id=d.conversation_id, retried=False,
+                )
+                feedback[p].append((ts, encode_event(f)))
     return Stream(
         {p: [raw for _, raw in v] for p, v in decisions.items()},
         {p: [raw for _, raw in sorted(v, key=lambda t: t[0])] for p, v in feedback.items()},

@@ -157,3 +157,22 @@ def test_learner_max_idle_ends_non_zero_when_the_broker_never_answers(tmp_path: 
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("switchboard learn: kafka at 127.0.0.1:1 did not answer")
     assert "Traceback" not in proc.stderr
+
+
+def test_learner_store_keys_decisions_and_feedback_on_event_id_alone(store) -> None:  # type: ignore[no-untyped-def]
+    from bandit.events import FeedbackEvent
+
+    def dec(unit: str, exp: str, ts: int) -> DecisionEvent:
+        return DecisionEvent(
+            event_id="same-id", decision_id=f"d-{unit}", ts_ms=ts, unit_id=unit,
+            conversation_id="c", experiment_id=exp, variant="bandit", arm_id=ARMS[0],
+            propensity=0.5, policy_version="v", context=(0.1,) * 4)
+
+    store.insert_decisions([dec("u1", "e1", 1_700_000_000_000)])
+    store.insert_decisions([dec("u2", "e2", 1_720_000_000_000)])  # another month
+    fb = [FeedbackEvent(event_id="fb-id", decision_id=f"d{i}", ts_ms=1_700_000_000_000 + i * 10**10,
+                        unit_id=f"u{i}", conversation_id="c") for i in range(2)]
+    store.insert_feedback(fb[:1])
+    store.insert_feedback(fb[1:])
+    assert store.count("decisions") == 1
+    assert store.count("feedback") == 1

@@ -33,6 +33,19 @@ MIGRATIONS_TABLE: Final = "schema_migrations"
 
 _MONTH: Final = "toYYYYMM(toDateTime(intDiv(ts_ms, 1000), 'UTC'))"
 
+_DECISION_COLUMNS: Final = """
+    event_id String, decision_id String, ts_ms Int64, unit_id String,
+    conversation_id String, experiment_id LowCardinality(String),
+    variant LowCardinality(String), arm_id LowCardinality(String), propensity Float64,
+    policy_version LowCardinality(String), context Array(Float32),
+    eligible Array(LowCardinality(String))
+"""
+_FEEDBACK_COLUMNS: Final = """
+    event_id String, decision_id String, ts_ms Int64, unit_id String,
+    conversation_id String, retried Nullable(UInt8), rating Nullable(UInt8),
+    conversation_length Nullable(UInt32)
+"""
+
 MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
     (
         1,
@@ -110,6 +123,33 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
             ) ENGINE = ReplacingMergeTree
             ORDER BY (experiment_id, unit_key, ts_ms)
             """,
+        ),
+    ),
+    (
+        3,
+        "decisions and feedback keyed on event_id alone",
+        # A reused event_id must never give two rows, whatever else differs (its unit,
+        # experiment, decision or event time): the rows are re-keyed on event_id and
+        # partitioned by a hash of it, not by month (a ReplacingMergeTree collapses
+        # rows only within a partition). Re-runnable: every step may be repeated.
+        tuple(
+            stmt
+            for table, columns in (
+                ("decisions", _DECISION_COLUMNS),
+                ("feedback", _FEEDBACK_COLUMNS),
+            )
+            for stmt in (
+                f"DROP TABLE IF EXISTS {table}_v1",
+                f"""
+                CREATE TABLE IF NOT EXISTS {table}_by_event ({columns})
+                ENGINE = ReplacingMergeTree
+                PARTITION BY cityHash64(event_id) % 16
+                ORDER BY event_id
+                """,
+                f"INSERT INTO {table}_by_event SELECT * FROM {table}",
+                f"RENAME TABLE {table} TO {table}_v1, {table}_by_event TO {table}",
+                f"DROP TABLE IF EXISTS {table}_v1",
+            )
         ),
     ),
 )

@@ -1,0 +1,148 @@
+"""Partition state files are data, not code (issue 14): round trip, refusal, HMAC, 0600,
+stale temporary files, and the previous release's pickled state never unpickled."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from bandit.errors import SnapshotError
+from bandit.snapshot import save_snapshot
+from consumers.join import DECISIONS, FEEDBACK, EngagementPartition
+from consumers.state import StateDir, encode_state
+from consumers.synthetic import make_stream
+from tests.test_learner_join import part
+
+KEY = b"k" * 32
+
+
+def _busy_partition():  # type: ignore[no-untyped-def]
+    stream = make_stream(2, 300, partitions=1, dim=4, window_ms=10_000, step_ms=200)
+    p = part()
+    p.ingest_batch(DECISIONS, list(range(len(stream.decisions[0]))), stream.decisions[0])
+    # feedback ahead of its decisions is held (with its original bytes)
+    p.ingest(FEEDBACK, [(0, b' {"schema_version":1,"event_id":"h","decision_id":"later",'
+                            b'"ts_ms":1700000099000,"unit_id":"u","conversation_id":"c"}')])
+    p.ingest_batch(FEEDBACK, list(range(1, len(stream.feedback[0]) + 1)), stream.feedback[0])
+    assert p.pending and p.closed and p.held
+    return p
+
+
+def test_learner_state_round_trips_without_pickle(tmp_path: Path) -> None:
+    p = _busy_partition()
+    d = StateDir(tmp_path)
+    d.save("join", 0, p.to_state())
+    assert b"pickle" not in d.path("join", 0).read_bytes()[:64]
+    q = part()
+    q.load_state(d.load("join", 0))  # type: ignore[arg-type]
+    a, b = p.to_state(), q.to_state()
+    np.testing.assert_array_equal(a.pop("pending_x"), b.pop("pending_x"))
+    assert a.pop("delta").allclose(b.pop("delta"), rtol=0, atol=0)
+    assert a == b
+    assert q.held[0][3] == p.held[0][3]
+    assert stat.S_IMODE(os.stat(d.path("join", 0)).st_mode) == 0o600
+    assert d.load_deltas("join")[0].allclose(p.delta, rtol=0, atol=0)
+    e = EngagementPartition(3)
+    d.save("engagement", 3, e.to_state())
+    assert d.load("engagement", 3) == e.to_state()
+
+
+def test_learner_state_refuses_unexpected_content(tmp_path: Path) -> None:
+    p = _busy_partition()
+    d = StateDir(tmp_path)
+    arrays, meta = encode_state("join", 0, p.to_state())
+    body = orjson.loads(arrays["body"].tobytes())
+    bad_bodies = {
+        "extra field": {**body, "code": "os.system('x')"},
+        "missing field": {k: v for k, v in body.items() if k != "held"},
+        "mistyped row": {**body, "pending": [[*body["pending"][0][:2], "not-an-int",
+                                              *body["pending"][0][3:]]]},
+        "wrong partition": {**body, "partition": 7},
+    }
+    for what, bad in bad_bodies.items():
+        save_snapshot(d.path("join", 0), {**arrays, "body": np.frombuffer(orjson.dumps(bad),
+                                                                          dtype=np.uint8)}, meta)
+        with pytest.raises(SnapshotError, match="not a valid learner state"):
+            d.load("join", 0)
+        del what
+    save_snapshot(d.path("join", 0), arrays, {**meta, "state_version": 1})
+    with pytest.raises(SnapshotError, match="state_version"):
+        d.load("join", 0)
+    d.save("join", 0, p.to_state())
+    data = bytearray(d.path("join", 0).read_bytes())
+    data[-10] ^= 0xFF
+    d.path("join", 0).write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="checksum"):
+        d.load("join", 0)
+
+
+def test_learner_state_hmac(tmp_path: Path) -> None:
+    p = _busy_partition()
+    StateDir(tmp_path).save("join", 0, p.to_state())  # written without the key
+    with pytest.raises(SnapshotError, match="not authenticated"):
+        StateDir(tmp_path, key=KEY).load("join", 0)
+    StateDir(tmp_path, key=b"x" * 32).save("join", 0, p.to_state())
+    with pytest.raises(SnapshotError, match="HMAC mismatch"):
+        StateDir(tmp_path, key=KEY).load("join", 0)
+    StateDir(tmp_path, key=KEY).save("join", 0, p.to_state())
+    assert StateDir(tmp_path, key=KEY).load("join", 0) is not None
+
+
+def test_learner_state_stale_temp_files_removed(tmp_path: Path) -> None:
+    d = StateDir(tmp_path)
+    mine = tmp_path / ".join-00002.state.abc123.tmp"
+    old = tmp_path / ".join-00005.state.def456.tmp"
+    fresh = tmp_path / ".join-00006.state.ghi789.tmp"
+    for f in (mine, old, fresh):
+        f.write_bytes(b"partial")
+    os.utime(old, (1, 1))
+    assert d.remove_stale_temp("join", 2) == 1 and not mine.exists()
+    assert d.remove_stale_temp() == 1 and not old.exists() and fresh.exists()
+
+
+class _Boom:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path.touch, (self.marker,))
+
+
+def _legacy_file(path: Path, marker: Path) -> None:
+    """A state file as the previous release wrote it (SBLS1 + SHA-256 + pickle)."""
+    payload = pickle.dumps((pickle.dumps(None), pickle.dumps({"x": _Boom(marker)})))
+    path.write_bytes(b"SBLS1\n" + hashlib.sha256(payload).digest() + payload)
+
+
+def test_learner_restart_from_previous_release_state_is_refused_never_unpickled(
+    tmp_path: Path,
+) -> None:
+    from tests.test_learner_kafka import write_config
+
+    cfg = write_config(tmp_path, "127.0.0.1:1", "t", dim=8)
+    state = tmp_path / "state"
+    state.mkdir()
+    marker = tmp_path / "unpickled"
+    _legacy_file(state / "join-00000.state", marker)
+    with pytest.raises(SnapshotError, match="previous release"):
+        StateDir(state).load("join", 0)
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "switchboard"), "--config", str(cfg), "learn",
+         "--arms", str(tmp_path / "arms.json"), "--no-store", "--max-idle-s", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "previous release" in proc.stderr and "never unpickles" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()
