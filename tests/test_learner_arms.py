@@ -124,3 +124,22 @@ def test_learner_learns_an_arm_registered_after_it_started(
     reasons = [dict(r.headers)["reason"] for r in dead]
     assert len(dead) == len(never)
     assert all(b"not a known arm" in r and b"never-registered" in r for r in reasons)
+
+
+def test_learner_first_start_takes_arms_from_the_registry(tmp_path: Path) -> None:
+    from bandit.errors import ConfigError
+    from consumers.cli import build_learner
+
+    cfg = write_config(tmp_path, "127.0.0.1:1", "t", dim=DIM)
+    config = load_config(cfg, env={})
+    with pytest.raises(ConfigError, match="arms registry"):
+        build_learner(config, arms_path=None, use_store=False)
+    registry = RegistryFile(config.serve.snapshot_dir)
+    registry.register(Arm("gpt35", kind="baseline"))
+    registry.register(Arm("roleplay-7b", kind="expert"))
+    learner = build_learner(config, arms_path=None, use_store=False)
+    policy, arms, _ = load_policy_snapshot(Path(config.learner.state_dir) / "prior.snapshot")
+    assert arms.ids() == ["gpt35", "roleplay-7b"]
+    assert arms.get("gpt35").kind == "baseline"
+    assert learner.make_join(0).arm_ids == {"gpt35", "roleplay-7b"}
+    del policy
