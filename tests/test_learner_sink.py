@@ -176,3 +176,28 @@ def test_learner_store_keys_decisions_and_feedback_on_event_id_alone(store) -> N
     store.insert_feedback(fb[1:])
     assert store.count("decisions") == 1
     assert store.count("feedback") == 1
+
+
+def test_learner_exits_non_zero_when_checkpoints_keep_failing(  # type: ignore[no-untyped-def]
+    broker, make_topics, topic_prefix, tmp_path: Path
+):
+    """A store that stays down: --max-idle-s does not end it as idle (rc 0); after
+    learner.max_checkpoint_failure_s the learner gives up with LearnerStalledError."""
+    import dataclasses
+
+    from consumers.kafka_adapter import LearnerStalledError
+
+    make_topics(*topics(topic_prefix), partitions=1)
+    config = load_config(write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8),
+                         env={})
+    config = dataclasses.replace(
+        config, learner=dataclasses.replace(config.learner, max_checkpoint_failure_s=3.0))
+    stream = make_stream(23, 50, partitions=1, dim=8, window_ms=int(WINDOW_S * 1000))
+    produce(broker.bootstrap_servers, stream, f"{topic_prefix}.decisions",
+            f"{topic_prefix}.feedback")
+    store = open_store(config.store.dsn)
+    store.close()  # down for good
+    learner = KafkaLearner(config, make_join_for(config), sink=StoreSink(store))
+    with pytest.raises(LearnerStalledError, match="checkpoints failed for"):
+        learner.run(max_idle_s=1.0)
+    assert learner.health()[0] is False  # not live: it gave up
