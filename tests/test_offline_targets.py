@@ -349,3 +349,42 @@ def test_cli_snapshot_over_a_subset_greedy_and_arms(tmp_path: Path, capsys) -> N
         warnings.simplefilter("ignore", OPEWarning)
         greedy_pi = target_probabilities(pol, data)
     assert (greedy_pi[:, 3:] == 0).all()
+
+
+def test_logs_parquet_list_context_and_csv_json_context(tmp_path: Path) -> None:
+    from simulations.logs import LogSpec, read_log
+
+    data, _ = _log(120, seed=6)
+    frame = pd.DataFrame({"item": [int(i) for i in data.arm_index], "p": data.propensity,
+                          "r": data.reward, "x": list(data.contexts)})
+    frame.to_parquet(tmp_path / "log.parquet")
+    spec = LogSpec(fields={"arm": "item", "propensity": "p", "reward": "r", "context": "x"})
+    back, rep = read_log(tmp_path / "log.parquet", spec=spec)
+    assert rep.malformed == 0 and back.n == 120
+    np.testing.assert_allclose(back.contexts, data.contexts)
+    assert set(back.arm_ids) <= {str(i) for i in range(data.n_arms)}  # integer ids as text
+    frame.assign(x=[json.dumps(list(map(float, c))) for c in data.contexts]).to_csv(
+        tmp_path / "log.csv", index=False)
+    back, rep = read_log(tmp_path / "log.csv", spec=spec)
+    assert rep.malformed == 0 and back.n == 120 and rep.errors == ()
+    np.testing.assert_allclose(back.contexts, data.contexts)
+
+
+def test_cli_out_is_listed_by_the_dashboard_and_hybrid_reads_arm_features(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from bandit.cli import main
+    from dashboards.transforms import discover_results, summary_tables
+    from simulations.logs import write_jsonl
+
+    data, _ = _log(800, seed=8)
+    write_jsonl(tmp_path / "log.jsonl", data)
+    arms = tmp_path / "arms.json"
+    arms.write_text(json.dumps([{"arm_id": a, "features": [float(i % 3), 1.0]}
+                                for i, a in enumerate(data.arm_ids)]))
+    out = tmp_path / "results" / "hybrid"
+    assert main(["replay", "--log", str(tmp_path / "log.jsonl"), "--policies", "hybrid_linucb",
+                 "--arm-features", str(arms), "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["results"][0]["policy"] == "hybrid_linucb" and res["results"][0]["events_used"] > 0
+    runs = discover_results(tmp_path / "results")
+    assert [r.name for r in runs] == ["hybrid"] and runs[0].summary["command"] == "replay"
+    assert runs[0].plots and "results" in summary_tables(runs[0].summary)
