@@ -2,15 +2,19 @@
 
 :func:`lift_table` reads per-variant sums of the metric and its pre-exposure covariate
 from the store (:meth:`Store.cohort_moments`, computed in the engine) and applies
-:mod:`bandit.stats`: Welch difference, delta-method relative lift, an always-valid
-interval, CUPED, P(better) and the SRM check. Only complete cohorts count: a unit enters
-the day-N metric once its day N is entirely in the past.
+:mod:`bandit.stats`: Welch difference, Fieller relative lift, always-valid intervals,
+CUPED, P(better). :func:`experiment_health` checks the sample ratio against the weights
+the store recorded for each period of the experiment (:meth:`Store.record_design`) and
+counts cross-exposed units (left out of the lift by default). Only complete cohorts
+count: a unit enters the day-N metric once its day N is entirely in the past. See
+docs/statistics.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
 import math
 import sys
@@ -22,12 +26,13 @@ import pandas as pd
 
 from bandit import stats
 from bandit.config import ExperimentConfig, VariantConfig
-from bandit.errors import InvalidInputError
+from bandit.errors import InvalidInputError, StoreError
 
 if TYPE_CHECKING:
     from bandit.store.clickhouse import ClickHouseStore
 
-__all__ = ["METRICS", "guardrail_table", "lift_table", "register"]
+__all__ = ["BINARY", "GUARDRAIL_COLUMNS", "METRICS", "DesignPeriod", "ExperimentHealth",
+           "decided_by", "experiment_health", "guardrail_table", "lift_table", "register"]
 
 #: metric name -> (unit_metrics column, CUPED covariate column)
 METRICS: Final[dict[str, tuple[str, str]]] = {
@@ -40,16 +45,123 @@ METRICS: Final[dict[str, tuple[str, str]]] = {
 
 
 def _experiment_config(experiment: ExperimentConfig | str, observed: list[str]) -> ExperimentConfig:
+    """The configured experiment, or for a bare id its variants as observed (the
+    default control when it is one of them). Weights here are placeholders: the sample
+    ratio is tested against the recorded design (:func:`experiment_health`), never
+    against an assumed split."""
     if isinstance(experiment, ExperimentConfig):
         return experiment
     cfg = ExperimentConfig(id=experiment)
-    names = {v.name for v in cfg.variants}
-    if set(observed) <= names:
-        return cfg
-    # An experiment this config does not describe: equal split over what was observed.
     control = cfg.control if cfg.control in observed else sorted(observed)[0]
     variants = tuple(VariantConfig(v, 1.0, "fixed") for v in sorted(observed))
     return dataclasses.replace(cfg, control=control, variants=variants)
+
+
+# ---------------------------------------------------------------------- health
+
+
+@dataclass(frozen=True)
+class DesignPeriod:
+    """One weight set of an experiment: in force from ``since_ms`` (None: throughout)."""
+
+    since_ms: int | None
+    weights: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ExperimentHealth:
+    """Sample ratio and cross-exposure of an experiment, as of a time."""
+
+    experiment_id: str
+    #: where the weights came from: "store" (recorded design), "config", or "none"
+    source: str
+    periods: tuple[DesignPeriod, ...]
+    #: units per variant (first exposure before as_of; cross-exposed not included)
+    units: dict[str, int]
+    #: units seen in more than one variant
+    cross_exposed: int
+    #: SRM p-value, Bonferroni-combined over the periods tested; NaN when not tested
+    srm_p: float
+    srm_flag: bool
+    #: the SRM finding in words
+    srm_detail: str
+
+
+def _design_periods(store: Any, experiment: ExperimentConfig | str,
+                    exp_id: str) -> tuple[str, tuple[DesignPeriod, ...]]:
+    design = pd.DataFrame()
+    if hasattr(store, "experiment_design"):
+        try:
+            design = store.experiment_design(exp_id)
+        except StoreError:  # a store from before the designs table: nothing recorded
+            design = pd.DataFrame()
+    if not design.empty:
+        periods = tuple(
+            DesignPeriod(int(since), {str(v): float(w) for v, w in
+                                      zip(g["variant"], g["weight"], strict=True)})
+            for since, g in design.groupby("since_ms", sort=True))
+        return "store", periods
+    if isinstance(experiment, ExperimentConfig):
+        return "config", (DesignPeriod(None, {v.name: v.weight for v in experiment.variants}),)
+    return "none", ()
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "throughout"
+    when = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    return f"since {when:%Y-%m-%d %H:%M} UTC"
+
+
+def experiment_health(store: Any, experiment: ExperimentConfig | str,
+                      as_of_ms: int | None = None) -> ExperimentHealth:
+    """Sample-ratio mismatch per design period, and cross-exposed units.
+
+    The weights are those the store recorded for the experiment
+    (:meth:`Store.record_design`), else those of ``experiment`` when it is a
+    configuration; with neither the ratio is not tested (never an assumed equal split).
+    Each unit belongs to the period of its first exposure; each period's counts are
+    tested against that period's weights (Pearson χ², :func:`bandit.stats.srm_test`)
+    and the smallest p-value is Bonferroni-corrected for the number of periods, so a
+    mid-experiment weight change is no alarm while a broken split within any period
+    is.
+    """
+    exp_id = experiment.id if isinstance(experiment, ExperimentConfig) else experiment
+    source, periods = _design_periods(store, experiment, exp_id)
+    bounds = [p.since_ms for p in periods[1:] if p.since_ms is not None]
+    counts = store.exposure_periods(exp_id, bounds, as_of_ms)
+    units = {str(v): int(n) for v, n in counts.groupby("variant")["units"].sum().items()}
+    cross = int(counts["cross_exposed"].sum()) if not counts.empty else 0
+    if not periods:
+        return ExperimentHealth(exp_id, source, periods, units, cross, math.nan, False,
+                                "sample ratio not tested: no design recorded for this "
+                                "experiment")
+    ps: list[tuple[float, int]] = []
+    for k, period in enumerate(periods):
+        part = counts[counts["period"] == k]
+        observed = {str(v): int(n) for v, n in zip(part["variant"], part["units"], strict=True)}
+        if sum(observed.values()) == 0:
+            continue
+        weights = {**dict.fromkeys(observed, 0.0), **period.weights}
+        ps.append((stats.srm_test(observed, weights).p_value, k))
+    if not ps:
+        return ExperimentHealth(exp_id, source, periods, units, cross, math.nan, False,
+                                "sample ratio not tested yet: no exposed unit")
+    p_min, k_min = min(ps)
+    p = min(1.0, p_min * len(ps))
+    flag = p < stats.SRM_ALPHA
+    n_p = f"{len(ps)} weight period{'s' if len(ps) > 1 else ''}"
+    if flag:
+        per = periods[k_min]
+        part = counts[counts["period"] == k_min]
+        seen = ", ".join(f"{v}: {n:,}" for v, n in zip(part["variant"], part["units"],
+                                                         strict=True))
+        want = ", ".join(f"{v}: {w:g}" for v, w in per.weights.items())
+        detail = (f"sample-ratio mismatch {_when(per.since_ms)} (χ² p = {p:.2g} over {n_p}): "
+                  f"units {seen} do not match the weights {want}")
+    else:
+        detail = f"sample ratio as designed (χ² p = {p:.2g} over {n_p}, weights from {source})"
+    return ExperimentHealth(exp_id, source, periods, units, cross, p, flag, detail)
 
 
 @dataclass(frozen=True)
@@ -62,12 +174,13 @@ class _Cohorts:
 
 
 def _cohorts(store: ClickHouseStore, experiment: ExperimentConfig | str, metric: str,
-             as_of_ms: int | None) -> _Cohorts:
+             as_of_ms: int | None, include_cross_exposed: bool = False) -> _Cohorts:
     if metric not in METRICS:
         raise InvalidInputError("metric", metric, f"must be one of {sorted(METRICS)}")
     exp_id = experiment.id if isinstance(experiment, ExperimentConfig) else experiment
     col, cov = METRICS[metric]
-    m = store.cohort_moments(exp_id, col, cov, as_of_ms)
+    m = store.cohort_moments(exp_id, col, cov, as_of_ms,
+                             include_cross_exposed=include_cross_exposed)
     m = m[m["n_exposed"] > 0]
     if m.empty:
         known = store.experiments()
@@ -89,9 +202,7 @@ def decided_by(alpha: float) -> str:
     return f"always-valid {1 - alpha:.0%} interval of the relative lift"
 
 
-def _verdict(srm: stats.SRMResult | None, seq: stats.SequentialResult, alpha: float) -> str:
-    if srm is not None and srm.flagged:
-        return f"sample-ratio mismatch (p={srm.p_value:.1e}): do not trust this comparison"
+def _verdict(seq: stats.SequentialResult, alpha: float) -> str:
     lvl = f"{1 - alpha:.0%}"
     if seq.ci_low > 0:
         return f"better than control (always-valid {lvl} interval excludes 0)"
@@ -153,6 +264,8 @@ def lift_table(
     alpha: float = 0.05,
     planned_n: int | None = None,
     min_units: int = stats.MIN_UNITS,
+    include_cross_exposed: bool = False,
+    health: ExperimentHealth | None = None,
 ) -> pd.DataFrame:
     """One row per non-control variant: the metric vs control with every interval.
 
@@ -171,11 +284,15 @@ def lift_table(
     control mean is not yet distinguishable from zero. Raises
     :class:`InvalidInputError` only for a wrong request (unknown metric, experiment
     with no exposure at all).
+
+    The sample ratio is tested per design period (:func:`experiment_health`, or the
+    ``health`` given); a mismatch makes the verdict "do not trust". Units exposed to more
+    than one variant are left out (``cross_exposed`` counts them) unless
+    ``include_cross_exposed``, where they count in their first variant.
     """
-    c = _cohorts(store, experiment, metric, as_of_ms)
+    c = _cohorts(store, experiment, metric, as_of_ms, include_cross_exposed)
     cfg = c.config
-    weights = {v.name: v.weight for v in cfg.variants}
-    srm = stats.srm_test({k: c.exposed.get(k, 0) for k in weights}, weights)
+    h = health if health is not None else experiment_health(store, experiment, as_of_ms)
     n_plan = planned_n if planned_n is not None else stats.DEFAULT_PLANNED_N
     if n_plan < 2:
         raise InvalidInputError("planned_n", n_plan, "must be >= 2 units")
@@ -196,19 +313,21 @@ def lift_table(
                 at, ac, _theta, reduction = stats.cuped_sums(treat, control)
             numbers = _row_numbers(at, ac, alpha=alpha, planned_n=n_plan,
                                    binary=metric in BINARY)
+        if why is not None and stats.degenerate_reason(raw_t, raw_c, min_units=2) is not None:
+            # nothing to compare (empty, all zero, no variation): no figure at all, even
+            # if the CUPED adjustment would manufacture some spread
+            numbers = dict.fromkeys(_NUMBERS, _NAN)
         if why is None and not math.isfinite(numbers["seq_ci_low"]):
             why = "no interval yet: the cohorts are too thin for a relative lift"
-        if why is not None:
+        if h.srm_flag:
+            status, verdict = "srm", f"{h.srm_detail}: do not trust this comparison"
+        elif why is not None:
             status, verdict = "too early", why
-        elif srm.flagged:
-            status = "srm"
-            verdict = _verdict(srm, stats.SequentialResult(0, 0, 0, 0, 0, alpha, 0, n_plan),
-                               alpha)
         else:
             status = "called"
             seq = stats.SequentialResult(numbers["rel_lift"], _NAN, _NAN, numbers["seq_ci_low"],
                                          numbers["seq_ci_high"], alpha, 0, n_plan)
-            verdict = _verdict(None, seq, alpha)
+            verdict = _verdict(seq, alpha)
         rows.append({
             "experiment_id": cfg.id, "metric": metric, "variant": v.name,
             "control": cfg.control,
@@ -216,7 +335,10 @@ def lift_table(
             "mean": _NAN if raw_t is None else raw_t.mean,
             "mean_control": _NAN if raw_c is None else raw_c.mean,
             **numbers, "cuped": bool(cuped), "variance_reduction": reduction,
-            "srm_p": srm.p_value, "srm_flag": srm.flagged, "planned_n": n_plan,
+            "srm_p": h.srm_p, "srm_flag": h.srm_flag, "srm_detail": h.srm_detail,
+            "design_source": h.source, "weight_periods": len(h.periods),
+            "cross_exposed": h.cross_exposed,
+            "cross_exposed_excluded": not include_cross_exposed, "planned_n": n_plan,
             "status": status, "verdict": verdict, "decided_by": decided_by(alpha),
         })
     return pd.DataFrame(rows)
@@ -289,6 +411,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--planned-n", type=int, default=None,
                    help="units the always-valid interval is tuned for (fix it in advance; "
                         f"default: {stats.DEFAULT_PLANNED_N} total units)")
+    p.add_argument("--include-cross-exposed", action="store_true",
+                   help="count units seen in more than one variant in their first variant "
+                        "(default: left out of the lift, and counted)")
     p.add_argument("--dsn", default=None, help="store DSN (default: store.dsn from config)")
     p.add_argument("--database", default=None, help="store database (default: store.database)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -308,6 +433,7 @@ def _jsonable(v: Any) -> Any:
 
 def _cmd_lift(args: argparse.Namespace) -> int:
     from bandit.config import load_config
+    from bandit.redaction import redact
     from bandit.store import open_store
 
     cfg = load_config(getattr(args, "config", None))
@@ -318,29 +444,42 @@ def _cmd_lift(args: argparse.Namespace) -> int:
     try:
         store = open_store(dsn, database, read_only=True)
     except Exception as exc:
-        print(f"switchboard lift: error: cannot open store {dsn!r}: {exc}", file=sys.stderr)
+        print(f"switchboard lift: error: {redact(exc)}", file=sys.stderr)
         return 2
     try:
+        health = experiment_health(store, experiment, args.as_of_ms)
         table = lift_table(store, experiment, args.metric, args.as_of_ms,
-                           cuped=not args.no_cuped, planned_n=args.planned_n)
+                           cuped=not args.no_cuped, planned_n=args.planned_n,
+                           include_cross_exposed=args.include_cross_exposed, health=health)
         guards = guardrail_table(store, experiment, args.as_of_ms)
     except InvalidInputError as exc:
         print(f"switchboard lift: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        print(f"switchboard lift: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"switchboard lift: error: {type(exc).__name__}: {redact(exc)}", file=sys.stderr)
         return 2
     finally:
         store.close()
     if args.json:
-        out = {
+        out: dict[str, Any] = {
             name: [{k: _jsonable(v) for k, v in r.items()} for r in frame.to_dict("records")]
             for name, frame in (("lift", table), ("guardrails", guards))
         }
+        out["health"] = _health_json(health, excluded=not args.include_cross_exposed)
         print(json.dumps(out, indent=2))
         return 0
-    _print_rich(table, guards)
+    _print_rich(table, guards, health, excluded=not args.include_cross_exposed)
     return 0
+
+
+def _health_json(h: ExperimentHealth, *, excluded: bool) -> dict[str, Any]:
+    return {
+        "srm_p": _jsonable(h.srm_p), "srm_flag": h.srm_flag, "srm_detail": h.srm_detail,
+        "design_source": h.source,
+        "design": [{"since_ms": p.since_ms, "weights": p.weights} for p in h.periods],
+        "units": h.units, "cross_exposed": h.cross_exposed,
+        "cross_exposed_excluded": excluded,
+    }
 
 
 def _pct(x: float) -> str:
@@ -359,11 +498,17 @@ def _interval(lo: float, hi: float, fmt: Any = _pct) -> str:
     return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
-def _print_rich(table: pd.DataFrame, guards: pd.DataFrame) -> None:
+def _print_rich(table: pd.DataFrame, guards: pd.DataFrame, health: ExperimentHealth, *,
+                excluded: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    console.print(f"health: {health.srm_detail}", highlight=False)
+    if health.cross_exposed:
+        how = "left out of the lift" if excluded else "counted in their first variant"
+        console.print(f"health: {health.cross_exposed:,} units were exposed to more than one "
+                      f"variant ({how})", highlight=False)
     first = table.iloc[0]
     t = Table(title=f"{first['experiment_id']}: {first['metric']} vs {first['control']}")
     t.add_column("")

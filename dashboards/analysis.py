@@ -22,8 +22,8 @@ from dashboards import data
 from dashboards.transforms import (
     METRICS,
     Banner,
+    health_banners,
     lift_display,
-    srm_banner,
     staleness_banner,
 )
 
@@ -78,8 +78,15 @@ class CohortView:
         self._experiments = list(experiments)
 
     def cohort_moments(
-        self, experiment_id: str, metric: str, covariate: str, as_of_ms: int | None = None
+        self,
+        experiment_id: str,
+        metric: str,
+        covariate: str,
+        as_of_ms: int | None = None,
+        *,
+        include_cross_exposed: bool = False,
     ) -> pd.DataFrame:
+        # per-unit rows come from Store.unit_metrics, which leaves cross-exposed units out
         u = self._units
         exposed = u.groupby("variant", sort=True).size().rename("n_exposed")
         ok = u[u[metric].notna()]
@@ -119,8 +126,20 @@ class MomentsView:
         self._experiments = list(experiments)
 
     def cohort_moments(
-        self, experiment_id: str, metric: str, covariate: str, as_of_ms: int | None = None
+        self,
+        experiment_id: str,
+        metric: str,
+        covariate: str,
+        as_of_ms: int | None = None,
+        *,
+        include_cross_exposed: bool = False,
     ) -> pd.DataFrame:
+        if include_cross_exposed:
+            from bandit.errors import InvalidInputError
+
+            raise InvalidInputError(
+                "include_cross_exposed", True, "is not available on the fetched moments"
+            )
         m = self._moments
         sel = m[(m["metric"] == metric) & (m["covariate"] == covariate)]
         if sel.empty and not m.empty:
@@ -188,6 +207,18 @@ def experiment_arg(settings: Any, experiment_id: str) -> Any:
     return cfg if cfg is not None and cfg.id == experiment_id else experiment_id
 
 
+@st.cache_data(ttl=data.QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def experiment_health(
+    key: tuple[str, str], experiment_id: str, as_of_ms: int | None, _experiment: Any = None
+) -> Any:
+    """``bandit.lift.experiment_health``: the sample ratio per recorded design period and
+    the cross-exposed count, read from the store (no config file needed)."""
+    from bandit.lift import experiment_health as health
+
+    exp = _experiment if _experiment is not None else experiment_id
+    return health(data.get_store(*key), exp, as_of_ms)
+
+
 @st.cache_data(ttl=data.QUERY_TTL_S, refresh_mode="background", show_spinner="Computing lift…")
 def lift_tables(
     key: tuple[str, str],
@@ -210,11 +241,14 @@ def lift_tables(
     exp = _experiment if _experiment is not None else experiment_id
     moments = data.cohort_moments(key, experiment_id, as_of_ms, overview_pairs(exp))
     store = MomentsView(moments, [experiment_id])
+    health = experiment_health(key, experiment_id, as_of_ms, exp)
     out: dict[tuple[str, bool], pd.DataFrame] = {}
     skipped: dict[str, str] = {}
     for metric, _ in METRICS:
         try:
-            out[(metric, cuped)] = lift_table(store, exp, metric, as_of_ms, cuped)  # type: ignore[arg-type]
+            out[(metric, cuped)] = lift_table(  # type: ignore[arg-type]
+                store, exp, metric, as_of_ms, cuped, health=health
+            )
         except InvalidInputError as exc:
             skipped[metric] = str(exc)
     return out, skipped
@@ -254,17 +288,6 @@ def guardrail_banners(guards: pd.DataFrame) -> list[Banner]:
             out.append(Banner("info", f"Guardrail not settled: {g.metric}",
                               f"Variant {g.variant}: lift {g.estimate:+.1%}, {g.detail}."))
     return out
-
-
-def srm(counts: dict[str, int], weights: dict[str, float]) -> float:
-    """p-value of ``bandit.stats.srm_test`` over the configured variants (NaN if < 2)."""
-    from bandit import stats
-
-    obs = {v: int(n) for v, n in counts.items() if v in weights}
-    w = {v: float(weights[v]) for v in weights if v in obs}
-    if len(obs) < 2 or sum(obs.values()) == 0:
-        return math.nan
-    return float(stats.srm_test(obs, w).p_value)
 
 
 def lift_over_time(units: pd.DataFrame, metric: str, control: str, points: int = 12) -> pd.DataFrame:
@@ -331,13 +354,11 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
         return OverviewView(lift_display({}, s.control), sizes, banners)
     tables, skipped = lift_tables(key, exp, ctx.as_of_ms, cuped, exp_cfg)
     lift = lift_display(tables, s.control)
-    # --- sample-ratio mismatch
-    counts = {str(v): int(n) for v, n in zip(sizes["variant"], sizes["units"], strict=True)}
-    srm_ps = [float(t["srm_p"].iloc[0]) for t in tables.values() if "srm_p" in t.columns and len(t)]
-    p = srm_ps[0] if srm_ps else srm(counts, dict(s.variant_weights))
-    b = srm_banner(p, counts)
-    if b:
-        banners.append(b)
+    # --- sample-ratio mismatch per recorded design period, cross-exposed units
+    h = experiment_health(key, exp, ctx.as_of_ms, exp_cfg)
+    banners.extend(
+        health_banners(h.srm_flag, h.srm_detail, math.isfinite(h.srm_p), h.cross_exposed)
+    )
     # --- guardrails
     guards = guardrail_rows(key, exp, ctx.as_of_ms, exp_cfg)
     banners.extend(guardrail_banners(guards))

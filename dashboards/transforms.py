@@ -29,12 +29,12 @@ __all__ = [
     "discover_results",
     "filter_frame",
     "flatten_summary",
+    "health_banners",
     "leaderboard",
     "lift_display",
     "matured_mask",
     "ratio_ci",
     "retention_bands",
-    "srm_banner",
     "staleness_banner",
     "summary_tables",
     "to_percent",
@@ -154,18 +154,26 @@ def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) 
 # --------------------------------------------------------------------------- health
 
 
-def srm_banner(p_value: float, observed: Mapping[str, int], threshold: float = 0.001) -> Banner | None:
-    """A sample-ratio-mismatch banner when the chi-square p-value is below ``threshold``."""
-    if not _finite(p_value) or p_value >= threshold:
-        return None
-    counts = ", ".join(f"{k}: {v:,}" for k, v in observed.items())
-    return Banner(
-        "error",
-        "Sample-ratio mismatch",
-        f"Units per variant ({counts}) do not match the configured weights "
-        f"(χ² p = {p_value:.2g} < {threshold:g}). Assignment or logging is broken; "
-        "do not trust the lift until it is explained.",
-    )
+def health_banners(srm_flag: bool, srm_detail: str, srm_tested: bool, cross_exposed: int,
+                   cross_excluded: bool = True) -> list[Banner]:
+    """Banners of an experiment's health (``bandit.lift.experiment_health``): a
+    sample-ratio mismatch (error), a ratio that could not be tested (info), and units
+    exposed to more than one variant (warning, with the count and what the lift did)."""
+    out: list[Banner] = []
+    if srm_flag:
+        out.append(Banner("error", "Sample-ratio mismatch",
+                          f"{srm_detail[:1].upper()}{srm_detail[1:]}. Assignment or logging is "
+                          "broken; do not trust the lift until it is explained."))
+    elif not srm_tested:
+        out.append(Banner("info", "Sample ratio not tested", srm_detail[:1].upper()
+                          + srm_detail[1:] + " (Store.record_design records one)."))
+    if cross_exposed > 0:
+        how = ("left out of every lift figure" if cross_excluded
+               else "counted in the variant of their first exposure")
+        out.append(Banner("warning", "Cross-exposed units",
+                          f"{cross_exposed:,} units were exposed to more than one variant: "
+                          f"{how}."))
+    return out
 
 
 def staleness_banner(what: str, last_ms: int | None, now_ms: int, max_age_s: float) -> Banner | None:

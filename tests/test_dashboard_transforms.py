@@ -156,9 +156,13 @@ def test_discover_results_finds_summaries_and_plots(tmp_path: Path) -> None:
     assert T.discover_results(tmp_path / "missing") == []
 
 
-def test_srm_and_staleness_banners() -> None:
-    assert T.srm_banner(0.5, {"a": 1}) is None
-    assert T.srm_banner(1e-6, {"a": 10, "b": 20}).level == "error"
+def test_health_and_staleness_banners() -> None:
+    assert T.health_banners(False, "sample ratio as designed", True, 0) == []
+    (srm,) = T.health_banners(True, "sample-ratio mismatch since 2026-01-01", True, 0)
+    assert srm.level == "error" and srm.detail.startswith("Sample-ratio mismatch since")
+    (untested, cross) = T.health_banners(False, "sample ratio not tested: no design", False, 12)
+    assert untested.level == "info" and cross.level == "warning"
+    assert "12 units" in cross.detail and "left out" in cross.detail
     assert T.staleness_banner("data", None, 0, 10).title == "No data yet"
     assert T.staleness_banner("data", 0, 5_000, 10) is None
     assert "Stale" in T.staleness_banner("data", 0, 50_000, 10).title

@@ -78,15 +78,19 @@ def test_lift_every_metric_computes(store: ClickHouseStore,
     assert set(guards["status"]) <= {"ok", "inconclusive", "degraded"}
 
 
-def test_lift_uses_configured_split_for_srm(store: ClickHouseStore,
-                                           synthetic_68: SyntheticExperiment) -> None:
-    _loaded(store, synthetic_68)
+def test_lift_uses_configured_split_for_srm_when_no_design_is_recorded(
+        store: ClickHouseStore, synthetic_68: SyntheticExperiment) -> None:
+    insert_experiment(store, synthetic_68, record_design=False)
     skewed = ExperimentConfig(id="exp-68", variants=(
         VariantConfig("gpt35", 0.8, "fixed", ("baseline",)),
         VariantConfig("bandit", 0.2, "linucb")))
     row = lift_table(store, skewed, as_of_ms=synthetic_68.end_ms).iloc[0]
-    assert row["srm_flag"] and row["srm_p"] < 1e-3
-    assert "mismatch" in row["verdict"]
+    assert row["srm_flag"] and row["srm_p"] < 1e-3 and row["design_source"] == "config"
+    assert "mismatch" in row["verdict"] and row["status"] == "srm"
+    # the store's recorded design, when there is one, is what the ratio is tested against
+    store.record_design("exp-68", {"gpt35": 0.5, "bandit": 0.5}, synthetic_68.start_ms)
+    row = lift_table(store, skewed, as_of_ms=synthetic_68.end_ms).iloc[0]
+    assert not row["srm_flag"] and row["design_source"] == "store"
 
 
 def test_lift_no_complete_cohort_is_a_row_in_words(store: ClickHouseStore,
@@ -198,3 +202,140 @@ def test_lift_from_engine_sums_equals_per_unit_statistics(
     assert row["variance_reduction"] == pytest.approx(adj.variance_reduction, rel=1e-6, abs=1e-9)
     assert (row["rel_lift"], row["rel_ci_low"], row["rel_ci_high"]) == pytest.approx(
         (rel.estimate, rel.ci_low, rel.ci_high), rel=1e-6)
+
+
+# ---------------------------------------------------------------------- design, health
+
+
+def test_lift_90_10_no_lift_is_not_an_srm_alarm_without_config(store_dsn: str,
+                                                              capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    """A real 90/10 split read through the CLI with no config describing it: the recorded
+    design is the reference (previously an assumed 50/50 read p = 0.0); with no design
+    recorded the ratio is not tested, never tested against an assumed split."""
+    from bandit.store.synthetic import generate_experiment
+
+    s = open_store(store_dsn)
+    try:
+        insert_experiment(s, generate_experiment(3000, 0.0, seed=9010, experiment_id="exp-9010",
+                                                 treatment_share=0.1))
+        insert_experiment(s, generate_experiment(3000, 0.0, seed=9011, experiment_id="exp-bare",
+                                                 treatment_share=0.1), record_design=False)
+        end = generate_experiment(10, 0.0, seed=1).end_ms
+    finally:
+        s.close()
+    for exp, source, tested in (("exp-9010", "store", True), ("exp-bare", "none", False)):
+        rc = main(["lift", "--experiment", exp, "--json", "--dsn", store_dsn,
+                   "--as-of-ms", str(end)])
+        out = json.loads(capsys.readouterr().out)
+        assert rc == 0
+        (row,) = out["lift"]
+        assert not row["srm_flag"] and "mismatch" not in row["verdict"], row
+        assert out["health"]["design_source"] == source
+        assert (out["health"]["srm_p"] is not None) == tested
+        if tested:
+            assert out["health"]["design"][0]["weights"] == {"bandit": 0.1, "gpt35": 0.9}
+
+
+def test_lift_weight_change_mid_experiment_is_tested_per_period(store: ClickHouseStore) -> None:
+    """50/50, then 80/20 from day 18: no alarm with both periods recorded; recording only
+    the first weight set (what a pooled test against one split sees) is an alarm."""
+    from bandit.lift import experiment_health
+    from bandit.store.synthetic import generate_experiment
+
+    data = generate_experiment(4000, 0.0, seed=5080, days=60, experiment_id="exp-change",
+                               weight_change=(18, 0.2))
+    insert_experiment(store, data)
+    h = experiment_health(store, "exp-change", data.end_ms)
+    assert len(h.periods) == 2 and not h.srm_flag and h.srm_p > 0.01, h
+    row = lift_table(store, "exp-change", as_of_ms=data.end_ms).iloc[0]
+    assert not row["srm_flag"] and row["weight_periods"] == 2
+    one = generate_experiment(4000, 0.0, seed=5080, days=60, experiment_id="exp-change-1",
+                              weight_change=(18, 0.2))
+    insert_experiment(store, one, record_design=False)
+    store.record_design("exp-change-1", one.design[0][1], one.design[0][0])
+    h1 = experiment_health(store, "exp-change-1", one.end_ms)
+    assert h1.srm_flag and "mismatch" in h1.srm_detail
+    assert "do not trust" in lift_table(store, "exp-change-1", as_of_ms=one.end_ms).iloc[0][
+        "verdict"]
+
+
+def test_lift_cross_exposed_units_are_counted_and_left_out(store: ClickHouseStore) -> None:
+    from bandit.store.synthetic import generate_experiment
+
+    data = generate_experiment(2000, 0.2, seed=4242, experiment_id="exp-cross",
+                               cross_exposed=150)
+    insert_experiment(store, data)
+    row = lift_table(store, "exp-cross", "day1_retention", as_of_ms=data.end_ms).iloc[0]
+    assert row["cross_exposed"] == 150 and row["cross_exposed_excluded"]
+    assert row["n"] + row["n_control"] == 2000 - 150
+    both = lift_table(store, "exp-cross", "day1_retention", as_of_ms=data.end_ms,
+                      include_cross_exposed=True).iloc[0]
+    assert both["n"] + both["n_control"] == 2000 and not both["cross_exposed_excluded"]
+    assert len(store.unit_metrics("exp-cross", data.end_ms)) == 2000 - 150
+
+
+def test_lift_all_zero_cohorts_give_a_clear_row_through_the_cli(
+        store_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exposures with no engagement at all, and a treatment arm with none: rows in words,
+    exit 0, for every metric and the guardrails (a ZeroDivisionError used to end the
+    command for every metric)."""
+    import dataclasses
+
+    from bandit.store.synthetic import generate_experiment
+
+    data = generate_experiment(400, 0.0, seed=77, experiment_id="exp-zero")
+    treated = set(data.exposures.loc[data.exposures["variant"] == "bandit", "unit_id"])
+    data = dataclasses.replace(  # the treatment arm has no engagement at all
+        data, engagement=data.engagement[~data.engagement["unit_id"].isin(treated)])
+    s = open_store(store_dsn)
+    try:
+        insert_experiment(s, data)
+        silent = generate_experiment(400, 0.0, seed=78, experiment_id="exp-silent",
+                                     first_unit=10_000)
+        insert_experiment(s, dataclasses.replace(silent, engagement=silent.engagement.iloc[:0]))
+    finally:
+        s.close()
+    for exp, words in (("exp-silent", "no activity at all yet"),
+                       ("exp-zero", "treatment is all zero")):
+        for metric in ("day7_retention", "day30_engagement"):
+            rc = main(["lift", "--experiment", exp, "--metric", metric, "--json", "--dsn",
+                       store_dsn, "--as-of-ms", str(data.end_ms)])
+            captured = capsys.readouterr()
+            assert rc == 0, captured.err
+            out = json.loads(captured.out)
+            (row,) = out["lift"]
+            assert row["status"] == "too early" and words in row["verdict"], row
+            assert row["seq_ci_low"] is None
+            assert all(g["status"] == "no data" for g in out["guardrails"])
+    rc = main(["lift", "--experiment", "exp-zero", "--dsn", store_dsn,
+               "--as-of-ms", str(data.end_ms)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "treatment is all zero" in text and "n/a" in text
+
+
+def test_cuped_reduction_reported_on_data_with_new_users(store: ClickHouseStore) -> None:
+    """30 % of units have no pre-period activity: the reported variance reduction equals
+    1 - var(adjusted) / var(raw) computed here from the unit rows, and is smaller than on
+    the same world without new users."""
+    from bandit.store.synthetic import generate_experiment
+
+    reductions = {}
+    for share, exp in ((0.3, "exp-new"), (0.0, "exp-old")):
+        data = generate_experiment(3000, 0.2, seed=303, experiment_id=exp,
+                                   new_user_share=share)
+        assert (data.new_users > 0) == (share > 0)
+        insert_experiment(store, data)
+        row = lift_table(store, exp, "cum30_engagement", as_of_ms=data.end_ms).iloc[0]
+        um = store.unit_metrics(exp, data.end_ms).dropna(subset=["cum_engagement_30"])
+        y, x = um["cum_engagement_30"], um["pre_engagement"]
+        g = um["variant"]
+        yc = y - y.groupby(g).transform("mean")
+        xc = x - x.groupby(g).transform("mean")
+        theta = (xc * yc).sum() / (xc * xc).sum()
+        expected = 1 - ((yc - theta * xc) ** 2).sum() / (yc**2).sum()
+        assert row["variance_reduction"] == pytest.approx(expected, rel=1e-6)
+        reductions[share] = row["variance_reduction"]
+        if share > 0:
+            assert (um["pre_engagement"] == 0).mean() >= 0.3
+    assert 0 < reductions[0.3] < reductions[0.0]

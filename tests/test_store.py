@@ -104,7 +104,7 @@ def test_store_empty_queries_return_typed_frames(store_any: ClickHouseStore) -> 
 def test_store_unit_metrics_day_windows(store_any: ClickHouseStore) -> None:
     t = T0 + 10 * DAY_MS + 3_600_000
     store_any.insert_exposures([ExposureRow("u1", EXP, "bandit", t),
-                                ExposureRow("u1", EXP, "gpt35", t + DAY_MS)])  # later: ignored
+                                ExposureRow("u1", EXP, "bandit", t + DAY_MS)])  # later: ignored
     store_any.insert_engagement([
         _engagement(1, "u1", t - DAY_MS // 2, screen=50, msgs=1),  # day -1: pre-period
         _engagement(2, "u1", t - 8 * DAY_MS - 1, screen=999, msgs=9),  # day -9: too early

@@ -333,16 +333,20 @@ class ClickHouseStore:
         return df
 
     def cohort_moments(self, experiment_id: str, metric: str, covariate: str,
-                       as_of_ms: int | None = None) -> pd.DataFrame:
+                       as_of_ms: int | None = None, *,
+                       include_cross_exposed: bool = False) -> pd.DataFrame:
         """Per variant: exposed units, units with a complete horizon for ``metric`` and
         the sums Σy, Σy², Σx, Σx², Σxy over them (x = ``covariate``).
 
         ``metric`` is a :meth:`unit_metrics` column (``engagement_d30``, ``retained_d7``,
         ``cum_engagement_30``...), ``covariate`` ``pre_engagement`` or ``pre_messages``.
         Equal to aggregating :meth:`unit_metrics` but computed in the engine, so the
-        lift of a million units ships two rows, not a million.
+        lift of a million units ships two rows, not a million. Units exposed to more than
+        one variant are left out unless ``include_cross_exposed`` (then they count in
+        their first variant).
         """
-        sql = queries.COHORT_MOMENTS.get((metric, covariate))
+        sql = (queries.COHORT_MOMENTS_WITH_CROSS if include_cross_exposed
+               else queries.COHORT_MOMENTS).get((metric, covariate))
         if sql is None:
             names = sorted({m for m, _ in queries.COHORT_MOMENTS})
             raise InvalidInputError("metric", (metric, covariate),
@@ -360,7 +364,8 @@ class ClickHouseStore:
 
     def cohort_moments_many(self, experiment_id: str,
                             pairs: Sequence[tuple[str, str]] | None = None,
-                            as_of_ms: int | None = None) -> pd.DataFrame:
+                            as_of_ms: int | None = None, *,
+                            include_cross_exposed: bool = False) -> pd.DataFrame:
         """:meth:`cohort_moments` of many (metric, covariate) pairs from one query.
 
         One row per pair and variant: ``metric``, ``covariate``, ``variant``,
@@ -382,7 +387,7 @@ class ClickHouseStore:
                                  for c in cols})
         params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
                   "day_ms": _DAY_MS}
-        df = self._query_df(_moments_many_sql(unique), params)
+        df = self._query_df(_moments_many_sql(unique, include_cross_exposed), params)
         index = {p: i for i, p in enumerate(unique)}
         parts = []
         for metric, cov in wanted:
@@ -492,6 +497,53 @@ class ClickHouseStore:
         df["arm_id"] = df["arm_id"].astype(str)
         return df
 
+    # ------------------------------------------------------------------ experiment designs
+
+    def record_design(self, experiment_id: str, weights: Mapping[str, float],
+                      since_ms: int) -> int:
+        """Record the variant weights ``experiment_id`` runs with from ``since_ms`` on.
+
+        Idempotent (a replay of the same set collapses). The latest set recorded at or
+        before a unit's first exposure is the one its assignment followed; lift tests
+        the sample ratio per period against them. Returns the rows written.
+        """
+        exp = _experiment(experiment_id)
+        if not weights:
+            raise InvalidInputError("weights", weights, "must name at least one variant")
+        for variant, w in weights.items():
+            if not isinstance(variant, str) or not variant:
+                raise InvalidInputError("weights", variant, "variant names must be non-empty")
+            if not (isinstance(w, int | float) and np.isfinite(w) and w >= 0):
+                raise InvalidInputError(f"weights[{variant}]", w, "must be a number >= 0")
+        if sum(weights.values()) <= 0:
+            raise InvalidInputError("weights", dict(weights), "must sum to > 0")
+        names = list(weights)
+        return self._insert("experiment_designs", {
+            "experiment_id": [exp] * len(names), "since_ms": [int(since_ms)] * len(names),
+            "variant": names, "weight": [float(weights[v]) for v in names]})
+
+    def experiment_design(self, experiment_id: str) -> pd.DataFrame:
+        """Every weight set recorded for ``experiment_id``: since_ms, variant, weight."""
+        df = self._query_df(queries.EXPERIMENT_DESIGN,
+                            {"experiment_id": _experiment(experiment_id)})
+        df["since_ms"] = df["since_ms"].astype("int64")
+        df["variant"] = df["variant"].astype(str)
+        df["weight"] = df["weight"].astype("float64")
+        return df
+
+    def exposure_periods(self, experiment_id: str, bounds: Sequence[int],
+                         as_of_ms: int | None = None) -> pd.DataFrame:
+        """Units per design period and variant by first exposure (period k: first
+        exposed in [bounds[k-1], bounds[k])), and the cross-exposed ones (seen in more
+        than one variant) apart: period, variant, units, cross_exposed."""
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "bounds": [int(b) for b in bounds]}
+        df = self._query_df(queries.EXPOSURE_PERIODS, params)
+        df["variant"] = df["variant"].astype(str)
+        for col in ("period", "units", "cross_exposed"):
+            df[col] = df[col].astype("int64")
+        return df
+
 
 # ---------------------------------------------------------------------- helpers
 
@@ -520,8 +572,8 @@ def _same_length(cols: Mapping[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _moments_many_sql(pairs: tuple[tuple[str, str], ...]) -> str:
-    return queries.moments_many_sql(pairs)
+def _moments_many_sql(pairs: tuple[tuple[str, str], ...], include_cross: bool = False) -> str:
+    return queries.moments_many_sql(pairs, include_cross)
 
 
 def _experiment(experiment_id: str) -> str:

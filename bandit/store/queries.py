@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "COHORT_MOMENTS_MANY", "DAYS", "DECISION_SPAN",
-           "EXPERIMENTS", "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE",
-           "TRAFFIC_SHARE", "UNIT_METRICS", "moments_many_sql"]
+__all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "COHORT_MOMENTS_MANY", "COHORT_MOMENTS_WITH_CROSS",
+           "DAYS", "DECISION_SPAN", "EXPERIMENTS", "EXPERIMENT_DESIGN", "EXPOSURE_PERIODS",
+           "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE", "TRAFFIC_SHARE",
+           "UNIT_METRICS", "moments_many_sql"]
 
 #: days after first exposure reported per unit
 DAYS: Final = (1, 7, 14, 30)
@@ -19,22 +20,31 @@ DAYS: Final = (1, 7, 14, 30)
 PRE_DAYS: Final = 7
 
 
-def _exposed(with_unit_id: bool) -> str:
+def _exposed(with_unit_id: bool, include_cross: bool = False,
+             count_variants: bool = False) -> str:
     """A unit's first exposure: the min over inserted exposures and its decisions (the
-    allocation server logs a decision at the unit's first conversation in the variant)."""
+    allocation server logs a decision at the unit's first conversation in the variant).
+
+    A unit seen in more than one variant of the experiment (cross-exposed: a broken
+    assignment, a shared device, a salt change) has no single treatment to attribute its
+    outcome to: it is left out (``HAVING``) unless ``include_cross``, where it counts in
+    the variant of its first exposure. :data:`EXPOSURE_PERIODS` counts them."""
     uid = ", unit_id" if with_unit_id else ""
     any_uid = " any(unit_id) AS unit_id," if with_unit_id else ""
+    having = "" if include_cross else "\n    HAVING uniqExact(v) = 1"
+    n_variants = ", uniqExact(v) AS n_variants" if count_variants else ""
     return f"""
 exp AS (
-    SELECT unit_key,{any_uid} argMin(variant, ts_ms) AS variant, min(ts_ms) AS exposure_ts
+    SELECT unit_key,{any_uid} argMin(v, ts_ms) AS variant,
+           min(ts_ms) AS exposure_ts{n_variants}
     FROM (
-        SELECT unit_key{uid}, variant, ts_ms FROM exposures
+        SELECT unit_key{uid}, variant AS v, ts_ms FROM exposures
         WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
         UNION ALL
-        SELECT cityHash64(unit_id) AS unit_key{uid}, variant, ts_ms FROM decisions
+        SELECT cityHash64(unit_id) AS unit_key{uid}, variant AS v, ts_ms FROM decisions
         WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
     )
-    GROUP BY unit_key
+    GROUP BY unit_key{having}
 )"""
 
 
@@ -129,9 +139,9 @@ _Y: Final = {
 _X: Final = {"pre_engagement": "sumIf(st, d < 0)", "pre_messages": "sumIf(msg, d < 0)"}
 
 
-def _moments(y_expr: str, horizon: int, x_expr: str) -> str:
+def _moments(y_expr: str, horizon: int, x_expr: str, include_cross: bool = False) -> str:
     return f"""
-WITH {_EXPOSED_KEYS.strip()},
+WITH {_exposed(False, include_cross).strip()},
 u AS (
     SELECT e.unit_key AS unit_key, any(x.variant) AS variant,
            toFloat64({y_expr}) AS y, toFloat64({x_expr}) AS xc
@@ -154,6 +164,11 @@ FROM exp GROUP BY variant
 #: (metric column, covariate column) -> SQL; only these fixed pairs exist
 COHORT_MOMENTS: Final[dict[tuple[str, str], str]] = {
     (y, x): _moments(y_expr, horizon, x_expr)
+    for y, (y_expr, horizon) in _Y.items() for x, x_expr in _X.items()
+}
+#: the same with cross-exposed units counted in their first variant
+COHORT_MOMENTS_WITH_CROSS: Final[dict[tuple[str, str], str]] = {
+    (y, x): _moments(y_expr, horizon, x_expr, include_cross=True)
     for y, (y_expr, horizon) in _Y.items() for x, x_expr in _X.items()
 }
 
@@ -281,7 +296,7 @@ _X_ARRAY: Final = {
 }
 
 
-def moments_many_sql(pairs: tuple[tuple[str, str], ...]) -> str:
+def moments_many_sql(pairs: tuple[tuple[str, str], ...], include_cross: bool = False) -> str:
     """SQL of :meth:`Store.cohort_moments_many` for ``pairs`` (keys of
     :data:`COHORT_MOMENTS`, validated by the caller): per variant, exposed units
     (``n_exposed``), units with a complete horizon (``n_h{h}`` per horizon h in days) and
@@ -294,7 +309,8 @@ def moments_many_sql(pairs: tuple[tuple[str, str], ...]) -> str:
     the exposed units. Only the metrics and covariates the pairs use are computed. Same
     values as :data:`COHORT_MOMENTS` (the row-level form, kept as the reference; the tests
     compare the two pair by pair). The text depends only on which fixed pairs are asked
-    for: nothing a caller passes is spliced into it.
+    for: nothing a caller passes is spliced into it. ``include_cross`` counts
+    cross-exposed units in their first variant instead of leaving them out.
     """
     for pair in pairs:
         if pair not in COHORT_MOMENTS:
@@ -313,7 +329,7 @@ def moments_many_sql(pairs: tuple[tuple[str, str], ...]) -> str:
                  f"sumIf(x_{x}, {ok}) AS sx_{i}", f"sumIf(x_{x} * x_{x}, {ok}) AS sxx_{i}",
                  f"sumIf(y_{y} * x_{x}, {ok}) AS sxy_{i}"]
     return f"""
-WITH {_EXPOSED_KEYS.strip()},{_UNIT_EVENTS},
+WITH {_exposed(False, include_cross).strip()},{_UNIT_EVENTS},
 u AS (
     SELECT toString(x.variant) AS variant, {", ".join(oks)},
            arrayMap(t -> toInt64(floor((t - x.exposure_ts) / {{day_ms:Int64}})), e.ts) AS ds,
@@ -333,3 +349,27 @@ MOMENT_PAIRS: Final[tuple[tuple[str, str], ...]] = tuple(COHORT_MOMENTS)
 HORIZONS: Final[dict[str, int]] = {y: h for y, (_e, h) in _Y.items()}
 #: :func:`moments_many_sql` of every pair
 COHORT_MOMENTS_MANY: Final = moments_many_sql(MOMENT_PAIRS)
+
+
+#: every recorded weight set of an experiment: one row per (since_ms, variant)
+EXPERIMENT_DESIGN: Final = """
+SELECT toInt64(since_ms) AS since_ms, toString(variant) AS variant, weight
+FROM experiment_designs FINAL
+WHERE experiment_id = {experiment_id:String}
+ORDER BY since_ms, variant
+"""
+
+# Units per design period and variant, by the time of their first exposure; period k
+# holds the units first exposed at or after bounds[k-1] and before bounds[k] (the
+# caller passes the starts of the second and later weight sets). Cross-exposed units
+# (seen in more than one variant) are counted apart, in the period and variant of
+# their first exposure.
+EXPOSURE_PERIODS: Final = f"""
+WITH {_exposed(False, include_cross=True, count_variants=True).strip()}
+SELECT toUInt32(arrayCount(b -> b <= exposure_ts, {{bounds:Array(Int64)}})) AS period,
+       toString(variant) AS variant, countIf(n_variants = 1) AS units,
+       countIf(n_variants > 1) AS cross_exposed
+FROM exp
+GROUP BY period, variant
+ORDER BY period, variant
+"""

@@ -126,6 +126,23 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
         ),
     ),
     (
+        2,
+        "experiment designs",
+        (
+            # each weight set an experiment ran with and when it took effect, so lift
+            # and the dashboard test the sample ratio against the weights in force
+            """
+            CREATE TABLE IF NOT EXISTS experiment_designs (
+                experiment_id LowCardinality(String),
+                since_ms Int64,
+                variant LowCardinality(String),
+                weight Float64
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (experiment_id, since_ms, variant)
+            """,
+        ),
+    ),
+    (
         3,
         "decisions and feedback keyed on event_id alone",
         # A reused event_id must never give two rows, whatever else differs (its unit,
@@ -161,4 +178,5 @@ TABLES: Final[dict[str, str]] = {
     "rewards": "decision_id",
     "engagement": "(unit_key, ts_ms, event_key)",
     "exposures": "(experiment_id, unit_key, ts_ms)",
+    "experiment_designs": "(experiment_id, since_ms, variant)",
 }
