@@ -543,6 +543,8 @@ def test_manifests_come_up_from_nothing(topology: str, tmp_path: Path) -> None:
         codes = {step.name: proc.wait(90) for step, proc in running}
         broker.stop()
     assert set(codes.values()) == {0}, codes
+    logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("*.log"))
+    assert stack.token not in logs and stack.admin_token not in logs, "a token reached a log"
     # what the learner wrote to the analytics store (one process owns chdb: read after it exits)
     with open_store(f"chdb://{tmp_path / 'chdb'}", config.store.database) as store:
         assert store.count("decisions") == len(first) + len(later)
