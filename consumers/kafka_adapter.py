@@ -169,9 +169,9 @@ class KafkaLearner:
         now = time.monotonic()
         live = self.failure is None and now - self._loop_turned < _LOOP_STUCK_S
         failing = self._sink_backoff.failures > 0
-        ready = (
-            live and self._consumer is not None and bool(self.units) and not failing
-        )
+        # a member with no partition (more learners than partitions) is ready too: it
+        # has nothing it cannot commit, and a rollout must not wait on it
+        ready = live and self._consumer is not None and not failing
         detail: dict[str, Any] = {
             "partitions": len(self.units),
             "checkpoint_failures": self._sink_backoff.failures,

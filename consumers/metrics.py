@@ -6,8 +6,8 @@ With ``learner.metrics_port`` > 0 the learner serves, on ``learner.metrics_host`
 * ``/metrics`` — Prometheus text format;
 * ``/livez`` — 200 while the consuming loop is turning, 503 once it is stuck or has
   given up (a liveness probe restarts it);
-* ``/readyz`` — 200 while it can commit: connected, partitions assigned, the last
-  checkpoint succeeded; 503 with the reason otherwise (e.g. the store is down).
+* ``/readyz`` — 200 while it can commit: connected, the last checkpoint succeeded;
+  503 with the reason otherwise (e.g. the store is down).
 
 Without a port every metric is a no-op (the learner still logs its counters).
 """
