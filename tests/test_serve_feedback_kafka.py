@@ -121,9 +121,10 @@ def test_feedback_over_http_is_learnt_exactly_like_feedback_produced_to_kafka(
     want = reference(stream, make_join_for(config))
     got = state.load_all("join")
     assert_same_statistics(merged(got), merged({p: r.to_state() for p, r in want.items()}))
-    for key in ("joined", "closed", "late"):
-        assert sum(s["counters"][key] for s in got.values()) == sum(
-            getattr(r.counters, key) for r in want.values()), key
+    # (as the learner's own tests: how much late feedback is still held when the learner
+    # stops depends on its watermark, not on how the feedback arrived)
+    assert sum(s["counters"]["closed"] for s in got.values()) == sum(
+        r.counters.closed for r in want.values())
 
 
 @pytest.fixture
