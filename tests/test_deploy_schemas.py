@@ -334,3 +334,14 @@ def test_dashboard_is_behind_authentication() -> None:
             "readOnly": True} in proxy["volumeMounts"]
     service = _k8s_named("Service", "switchboard-dashboard")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_network_policies_keep_internal_ports_internal() -> None:
+    learner = _k8s_named("NetworkPolicy", "switchboard-learner")["spec"]
+    assert learner["podSelector"]["matchLabels"] == {"app": "switchboard-learner"}
+    (rule,) = learner["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": BAKED.learner.metrics_port}]
+    assert all("namespaceSelector" in peer for peer in rule["from"])
+    dashboard = _k8s_named("NetworkPolicy", "switchboard-dashboard")["spec"]
+    (rule,) = dashboard["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
