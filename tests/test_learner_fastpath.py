@@ -23,6 +23,7 @@ from bandit.config import PolicyConfig, RewardConfig
 from bandit.errors import EventDecodeError
 from bandit.events import (
     MAX_EVENT_BYTES,
+    MAX_TS_MS,
     decode_decision,
     decode_decision_batch,
     decode_feedback,
@@ -38,6 +39,11 @@ WINDOW_S = 10.0
 STREAM = make_stream(11, 300, partitions=1, dim=DIM, window_ms=int(WINDOW_S * 1000), step_ms=200)
 GOOD_D = STREAM.decisions[0]
 GOOD_F = STREAM.feedback[0]
+_FIRST_D_EVENT = orjson.loads(GOOD_D[0])["event_id"]
+_FIRST_F_EVENT = orjson.loads(GOOD_F[0])["event_id"]
+#: broker timestamps: each record stamped 1 s after its good event's time
+STAMPS_D = [orjson.loads(r)["ts_ms"] + 1000 for r in GOOD_D]
+STAMPS_F = [orjson.loads(r)["ts_ms"] + 1000 for r in GOOD_F]
 
 Mutation = Callable[[dict[str, Any]], Any]
 
@@ -95,9 +101,19 @@ DECISION_MUTATIONS: list[tuple[Mutation, str]] = [
     (_set("eligible", None), "null eligible"),
     (_set("eligible", "gpt35"), "eligible not an array"),
     (lambda o: [o], "not an object"),
+    (_set("ts_ms", MAX_TS_MS + 1), "ts beyond the store's DateTime"),
+    (_set("ts_ms", 2**63), "ts beyond Int64"),
+    (lambda o: {**o, "ts_ms": o["ts_ms"] + 10**9}, "ts far after the broker timestamp"),
+    (lambda o: {**o, "ts_ms": o["ts_ms"] - 10**10}, "ts far before the broker timestamp"),
+    (_ctx(lambda c: [1e39, *c[1:]]), "context beyond Float32"),
+    (lambda o: {**o, "event_id": _FIRST_D_EVENT, "decision_id": o["decision_id"] + "-x"},
+     "reused event id, another decision"),
 ]
 
 FEEDBACK_MUTATIONS: list[tuple[Mutation, str]] = [
+    (_set("ts_ms", 2**64 - 1), "ts beyond UInt64"),
+    (lambda o: {**o, "ts_ms": o["ts_ms"] + 10**9}, "ts far after the broker timestamp"),
+    (lambda o: {**o, "event_id": _FIRST_F_EVENT, "rating": 1}, "reused event id, another rating"),
     (_set("decision_id", "dec-unknown"), "unknown decision"),
     (_set("rating", 6), "rating above 5"),
     (_set("rating", 0), "rating below 1"),
@@ -138,7 +154,7 @@ def _partition() -> JoinPartition:
     policy = make_policy(PolicyConfig(dim=DIM), ArmRegistry([Arm(a) for a in ARMS]))
     return JoinPartition(
         0, policy, arm_ids=ARMS, dim=DIM, window_s=WINDOW_S, reward=RewardConfig(),
-        closed_capacity=150,
+        closed_capacity=150, max_future_ms=300_000, max_past_ms=86_400_000,
     )
 
 
@@ -168,6 +184,7 @@ def _same_outbox(a: Outbox, b: Outbox) -> None:
     assert a.late == b.late
     assert a.rewards == b.rewards
     assert a.dead_letters == b.dead_letters
+    assert a.raw == b.raw
 
 
 # --------------------------------------------------------------------------- decoders
@@ -278,6 +295,7 @@ def _feed(
     chunks = [(bounds[k], bounds[k + 1] if k + 1 < len(bounds) else None) for k in range(len(bounds))]
     pos = {DECISIONS: 0, FEEDBACK: 0}
     data = {DECISIONS: d, FEEDBACK: f}
+    stamps = {DECISIONS: STAMPS_D, FEEDBACK: STAMPS_F}
     step = 0
     while pos[DECISIONS] < len(d) or pos[FEEDBACK] < len(f):
         src = DECISIONS if order[step % len(order)] else FEEDBACK
@@ -289,10 +307,11 @@ def _feed(
         end = min(len(data[src]), pos[src] + size)
         offsets = list(range(start, end))
         values = data[src][start:end]
+        ts = stamps[src][start:end]
         if fast:
-            p.ingest_batch(src, offsets, values)
+            p.ingest_batch(src, offsets, values, ts)
         else:
-            p.ingest(src, list(zip(offsets, values, strict=True)))
+            p.ingest(src, list(zip(offsets, values, strict=True)), ts)
         pos[src] = end
         out.extend(p.outbox.drain())
         step += 1
