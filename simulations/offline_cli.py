@@ -503,7 +503,7 @@ _TUNED = {
     "linucb": ("alpha", "probability_floor"),
     "hybrid_linucb": ("alpha", "probability_floor"),
     "linear_thompson": ("thompson_v", "probability_floor"),
-    "epsilon_greedy": ("epsilon",),
+    "epsilon_greedy": ("epsilon", "probability_floor"),
     "greedy": ("probability_floor",),
 }
 

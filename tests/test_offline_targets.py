@@ -318,7 +318,7 @@ def test_cli_tune_writes_best_config_fragment(tmp_path: Path, capsys) -> None:  
                  "--alpha", "0,0.5", "--probability-floor", "0,0.02", "--epsilon", "0.05",
                  "--write-config", str(frag), "--out", str(tmp_path / "tune"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert len(res["results"]) == 5
+    assert len(res["results"]) == 6  # linucb 2 × 2, epsilon_greedy 1 × 2
     best = max((r for r in res["results"] if r["value"] is not None), key=lambda r: r["value"])
     cfg = tomllib.loads(frag.read_text())["policy"]
     assert cfg["name"] == best["policy"] == res["best"]["policy"]
