@@ -45,10 +45,12 @@ from bandit.errors import EventDecodeError
 from bandit.events import (
     DecisionEvent,
     EngagementEvent,
+    ExposureEvent,
     FeedbackEvent,
     decode_decision,
     decode_decision_batch,
     decode_engagement,
+    decode_exposure,
     decode_feedback,
     decode_feedback_batch,
 )
@@ -59,6 +61,7 @@ _E = TypeVar("_E")
 __all__ = [
     "DECISIONS",
     "ENGAGEMENT",
+    "EXPOSURES",
     "FEEDBACK",
     "ClosedDecision",
     "DeadLetter",
@@ -74,6 +77,9 @@ __all__ = [
 DECISIONS: Final = "decisions"
 FEEDBACK: Final = "feedback"
 ENGAGEMENT: Final = "engagement"
+#: fallback exposures from the serving tier (unit-keyed like engagement, handled by the
+#: same partition unit): stored for cohorts, never learnt
+EXPOSURES: Final = "exposures"
 
 #: Recently closed decision ids kept (per partition) to tell late feedback from unknown.
 DEFAULT_CLOSED_CAPACITY: Final = 200_000
@@ -203,6 +209,8 @@ class Outbox:
     rewards: list[ClosedDecision] = field(default_factory=list)
     engagement: list[EngagementEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: fallback exposures (``kafka.exposures_topic``)
+    exposures: list[ExposureEvent] = field(default_factory=list)
     #: event_id → (partition, offset, original bytes) of every event above, so that a row
     #: the store refuses can be dead-lettered with the bytes that arrived
     raw: dict[str, tuple[int, int, bytes | None]] = field(default_factory=dict)
@@ -215,6 +223,7 @@ class Outbox:
             + len(self.rewards)
             + len(self.engagement)
             + len(self.dead_letters)
+            + len(self.exposures)
         )
 
     def drain(self) -> Outbox:
@@ -226,10 +235,12 @@ class Outbox:
             self.rewards,
             self.engagement,
             self.dead_letters,
+            self.exposures,
             self.raw,
         )
         self.decisions, self.feedback, self.late = [], [], []
         self.rewards, self.engagement, self.dead_letters = [], [], []
+        self.exposures = []
         self.raw = {}
         return out
 
@@ -240,6 +251,7 @@ class Outbox:
         self.rewards += other.rewards
         self.engagement += other.engagement
         self.dead_letters += other.dead_letters
+        self.exposures += other.exposures
         self.raw.update(other.raw)
 
 
@@ -981,7 +993,7 @@ class EngagementPartition(_Partition):
         self.partition = partition
         self.max_future_ms = max_future_ms
         self.max_past_ms = max_past_ms
-        self.offsets: dict[str, int] = {ENGAGEMENT: 0}
+        self.offsets: dict[str, int] = {ENGAGEMENT: 0, EXPOSURES: 0}
         self.counters = Counters()
         self.outbox = Outbox()
 
@@ -1001,6 +1013,11 @@ class EngagementPartition(_Partition):
         records: Iterable[tuple[int, bytes | None]],
         timestamps: Sequence[int] | None = None,
     ) -> None:
+        if source == EXPOSURES:
+            for offset, raw, exp in self._decoded(records, EXPOSURES, decode_exposure, timestamps):
+                self.outbox.exposures.append(exp)
+                self.outbox.raw[exp.event_id] = (self.partition, offset, raw)
+            return
         for offset, raw, ev in self._decoded(records, ENGAGEMENT, decode_engagement, timestamps):
             self.outbox.engagement.append(ev)
             self.outbox.raw[ev.event_id] = (self.partition, offset, raw)
@@ -1019,6 +1036,7 @@ class EngagementPartition(_Partition):
     def load_state(self, state: dict[str, Any]) -> None:
         if state.get("kind") != "engagement" or state.get("partition") != self.partition:
             raise ValueError(f"state is not for engagement partition {self.partition}")
-        self.offsets = dict(state["offsets"])
+        # state written before exposures existed has no offset for them: from the start
+        self.offsets = {ENGAGEMENT: 0, EXPOSURES: 0, **state["offsets"]}
         self.counters = Counters(**state["counters"])
         self.outbox = Outbox()

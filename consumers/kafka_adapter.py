@@ -38,6 +38,7 @@ from bandit.errors import SwitchboardError
 from consumers.join import (
     DECISIONS,
     ENGAGEMENT,
+    EXPOSURES,
     FEEDBACK,
     EngagementPartition,
     JoinPartition,
@@ -137,6 +138,7 @@ class KafkaLearner:
             k.decisions_topic: DECISIONS,
             k.feedback_topic: FEEDBACK,
             k.engagement_topic: ENGAGEMENT,
+            k.exposures_topic: EXPOSURES,
         }
         self.topic_of = {v: t for t, v in self.roles.items()}
         self.units: dict[tuple[str, int], Unit] = {}
@@ -255,7 +257,7 @@ class KafkaLearner:
 
     def _unit_key(self, topic: str, partition: int) -> tuple[str, int]:
         role = self.roles[topic]
-        return ("engagement" if role == ENGAGEMENT else "join", partition)
+        return ("engagement" if role in (ENGAGEMENT, EXPOSURES) else "join", partition)
 
     def on_revoked(self, tps: list[Any]) -> None:
         keys = {self._unit_key(tp.topic, tp.partition) for tp in tps}
@@ -488,11 +490,37 @@ class KafkaLearner:
                 )
             )
         self._producer.flush(timeout=30)
-        for fut in futures:
+        refused = []
+        for dl, fut in zip(letters, futures, strict=True):
             if not fut.is_done:
                 raise TimeoutError("dead letters not acknowledged within 30 s")
             if fut.failed():
-                raise RuntimeError(f"dead letter not delivered: {fut.exception}")
+                if getattr(fut.exception, "retriable", False):
+                    raise RuntimeError(f"dead letter not delivered: {fut.exception}")
+                refused.append((dl, fut.exception))
+        # The broker refused a record for good (its size limit below ours, a policy): send
+        # the headers alone, so the reason and the original's size and SHA-256 still get
+        # there and the checkpoint never stalls on one record.
+        fallback = [
+            self._producer.send(
+                topic,
+                value=b"",
+                headers=[
+                    *dead_letter_headers(
+                        dl.reason, self.topic_of.get(dl.source, dl.source), dl.partition,
+                        dl.offset, dl.raw,
+                    ),
+                    ("dead_letter_error", str(exc).encode()[:1000]),
+                ],
+            )
+            for dl, exc in refused
+        ]
+        if fallback:
+            log.warning("%d dead letters refused by the broker; sent their headers only",
+                        len(fallback))
+            self._producer.flush(timeout=30)
+            if not all(f.is_done and f.succeeded() for f in fallback):
+                raise RuntimeError("dead letters (headers only) not delivered")
         self.metrics.dead_lettered.inc(len(letters))
 
     def _commit(self, keys: list[tuple[str, int]]) -> None:
@@ -500,12 +528,14 @@ class KafkaLearner:
         from kafka.structs import OffsetAndMetadata
 
         offsets = {}
+        assigned = self._consumer.assignment()
         for key in keys:
             unit = self.units[key]
             for role, off in unit.offsets.items():
-                offsets[TopicPartition(self.topic_of[role], key[1])] = OffsetAndMetadata(
-                    off, "", -1
-                )
+                tp = TopicPartition(self.topic_of[role], key[1])
+                if role == EXPOSURES and tp not in assigned:
+                    continue  # the exposures topic may have fewer partitions (auto-created)
+                offsets[tp] = OffsetAndMetadata(off, "", -1)
         if not offsets:
             return
         try:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from bandit.events import encode_event
-from consumers.join import DECISIONS, ENGAGEMENT, FEEDBACK, DeadLetter, Outbox
+from consumers.join import DECISIONS, ENGAGEMENT, EXPOSURES, FEEDBACK, DeadLetter, Outbox
 
 __all__ = ["MemorySink", "Sink", "StoreSink", "insert_isolating"]
 
@@ -169,6 +169,14 @@ class StoreSink:
             )
         if outbox.engagement:
             event_dead(ENGAGEMENT, insert_isolating(s.insert_engagement, outbox.engagement))
+        if outbox.exposures:
+            from bandit.store import ExposureRow
+
+            def fallback_exposures(rows: Sequence[Any]) -> Any:
+                return s.insert_exposures(
+                    [ExposureRow(e.unit_id, e.experiment_id, e.variant, e.ts_ms) for e in rows])
+
+            event_dead(EXPOSURES, insert_isolating(fallback_exposures, outbox.exposures))
         return dead
 
     def close(self) -> None:
