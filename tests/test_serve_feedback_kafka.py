@@ -3,6 +3,7 @@ learnt exactly like feedback produced to Kafka, and never lost through a broker 
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -216,3 +217,55 @@ def test_posts_are_answered_spilled_and_delivered_once_through_a_broker_outage(
         got_eng = _consume(own_broker.bootstrap_servers, names[2], eng_ids)
     assert {i for i in fb_ids if got_fb[i] != 1} == set(), "feedback lost or duplicated"
     assert {i for i in eng_ids if got_eng[i] != 1} == set(), "engagement lost or duplicated"
+
+
+def test_fallback_exposures_reach_the_store_through_server_broker_and_learner(
+    broker: EmbeddedBroker, make_topics: Callable[..., None], topic_prefix: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bandit.client import SwitchboardClient
+    from bandit.serving.assignment import VariantAssigner
+    from bandit.store import open_store
+
+    exposures_topic = f"{topic_prefix}.exposures"
+    make_topics(*topics(topic_prefix), exposures_topic, partitions=PARTITIONS)
+    config = _server_config(broker.bootstrap_servers, topic_prefix, tmp_path)
+    app = create_app(config, arms=[Arm("gpt35", kind="baseline"), Arm("e1")])
+    units = [f"user-{i}" for i in range(12)]
+    with socket.socket() as refused:  # bound, not listening: the server is "down"
+        refused.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{refused.getsockname()[1]}"
+        with LiveServer(app) as server, SwitchboardClient(down, TOKEN, timeout_s=5,
+                                                          retries=0) as client:
+            for u in units:
+                assert client.allocate(u, f"c-{u}", embedding=[0.1] * 8).fallback
+            client._http.base_url = httpx.URL(server.url)  # the server answers again
+            assert not client.allocate("user-live", "c-live", embedding=[0.1] * 8).fallback
+            assert client.pending_exposures == 0 and client.sent_exposures == len(units)
+            sink = app.state.server.sinks["exposure"]
+            wait_for(lambda: sink.sent == len(units), 60, "exposures delivered")
+
+    cfg_path = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8)
+    monkeypatch.setenv("SWITCHBOARD_KAFKA__EXPOSURES_TOPIC", exposures_topic)
+    learner_config = load_config(cfg_path)
+    state = StateDir(learner_config.learner.state_dir)
+
+    def all_read() -> bool:
+        parts = state.load_all("engagement")
+        return sum(p["offsets"].get("exposures", 0) for p in parts.values()) >= len(units)
+
+    learner = start_learner(cfg_path, tmp_path)
+    try:
+        wait_for(all_read, 120, "exposures read by the learner", [learner])
+    finally:
+        assert stop(learner) == 0
+    store = open_store(learner_config.store.dsn, learner_config.store.database)
+    try:
+        cohort = store.unit_metrics(config.experiment.id)
+    finally:
+        store.close()
+    assigner = VariantAssigner(config.experiment)
+    got = dict(zip(cohort["unit_id"], cohort["variant"], strict=True))
+    # every fallback unit is in the cohort of its assigned variant (the live one too,
+    # through its decision)
+    assert {u: got.get(u) for u in units} == {u: assigner.assign(u).name for u in units}
