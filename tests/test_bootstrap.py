@@ -229,13 +229,13 @@ def test_image_entrypoint_makes_every_created_file_private(tmp_path: Path) -> No
 # ConfigMap/Secret/env), the image's SWITCHBOARD_CONFIG (deploy/switchboard.toml, per the
 # Dockerfile's COPY), and each mounted path replaced by a fresh empty directory. Kafka
 # and ClickHouse are replaced by tansu and a chdb DSN. Test-only settings, all through the
-# same environment variables an operator would use: one partition and a 5 s attribution
-# window (so a handful of events closes the first decisions' windows), a 1 s publish
+# same environment variables an operator would use: one partition and a 10 s attribution
+# window (so a handful of later events closes the first decisions' windows), a 1 s publish
 # interval, the hashing encoder instead of MiniLM (its own tests cover it), free ports,
 # and one replica of each workload. The dashboard and the third-party proxies are not run.
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-WINDOW_S = 5.0
+WINDOW_S = 10.0
 TEST_SETTINGS = {
     "SWITCHBOARD_KAFKA__PARTITIONS": "1",
     "SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS": "6000",
@@ -404,10 +404,11 @@ def _k8s_plan(stack: Stack) -> list[Step]:
     return steps
 
 
-def _allocate(url: str, token: str, i: int) -> dict[str, Any]:
+def _allocate(url: str, token: str, i: int, ts_ms: int) -> dict[str, Any]:
     import httpx
 
-    body = {"unit_id": f"user-{i}", "conversation_id": f"conv-{i}", "embedding": [0.1] * 64}
+    body = {"unit_id": f"user-{i}", "conversation_id": f"conv-{i}", "embedding": [0.1] * 64,
+            "ts_ms": ts_ms}
     r = httpx.post(f"{url}/v1/allocate", json=body, headers={"authorization": f"Bearer {token}"},
                    timeout=30)
     assert r.status_code == 200, r.text
@@ -415,19 +416,16 @@ def _allocate(url: str, token: str, i: int) -> dict[str, Any]:
     return out
 
 
-def _send_feedback(stack: Stack, topic: str, decisions: list[dict[str, Any]]) -> None:
-    import time
-
+def _send_feedback(stack: Stack, topic: str, decisions: list[dict[str, Any]], ts_ms: int) -> None:
     from kafka import KafkaProducer
 
     from bandit.events import FeedbackEvent, encode_event
 
     producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
     try:
-        now = int(time.time() * 1000)
         for d in decisions:
             event = FeedbackEvent(event_id=f"fb-{d['decision_id']}", decision_id=d["decision_id"],
-                                  ts_ms=now, unit_id=d["unit_id"], conversation_id=d["conversation_id"],
+                                  ts_ms=ts_ms, unit_id=d["unit_id"], conversation_id=d["conversation_id"],
                                   rating=5, retried=False)
             producer.send(topic, encode_event(event), key=event.key, partition=0)
         producer.flush()
@@ -500,16 +498,20 @@ def test_manifests_come_up_from_nothing(topology: str, tmp_path: Path) -> None:
         assert sorted(a["arm_id"] for a in arms) == sorted(seeded)
         assert httpx.post(f"{url}/v1/allocate", json={}, timeout=10).status_code == 401
 
-        first = [_allocate(url, stack.token, i) for i in range(12)]
+        # event times are given (as a serving tier may), so what joins and what closes does
+        # not depend on how fast this machine sends: feedback 0.1 s after its decision, and
+        # later traffic 3 windows on moves the watermark past the first decisions' windows
+        t0 = int(time.time() * 1000)
+        t1 = t0 + int(3 * WINDOW_S * 1000)
+        first = [_allocate(url, stack.token, i, t0) for i in range(12)]
         assert {d["arm_id"] for d in first} <= set(seeded)
         for d, i in zip(first, range(12), strict=True):
             d.update(unit_id=f"user-{i}", conversation_id=f"conv-{i}")
-        _send_feedback(stack, config.kafka.feedback_topic, first)
-        time.sleep(WINDOW_S + 0.5)  # past the first decisions' attribution window
-        later = [_allocate(url, stack.token, i) for i in range(100, 110)]
+        _send_feedback(stack, config.kafka.feedback_topic, first, t0 + 100)
+        later = [_allocate(url, stack.token, i, t1) for i in range(100, 110)]
         for d, i in zip(later, range(100, 110), strict=True):
             d.update(unit_id=f"user-{i}", conversation_id=f"conv-{i}")
-        _send_feedback(stack, config.kafka.feedback_topic, later)
+        _send_feedback(stack, config.kafka.feedback_topic, later, t1 + 100)
 
         snapshot = Path(config.serve.snapshot_dir) / "policy.snapshot"
 
