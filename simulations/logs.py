@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import functools
 import math
 import zlib
 from collections import Counter
@@ -346,7 +347,7 @@ class _Hasher:
 # ----------------------------------------------------------------------------- builder
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     line: int
     arm: str
@@ -845,9 +846,16 @@ def read_dsjson(path: str | Path, *, arm_ids: Sequence[str] | None = None,
 
 def _timestamp_ms(value: Any) -> int:
     """A DSJSON ``Timestamp`` (ISO 8601, ``Z`` or offset; naive = UTC) as milliseconds."""
+    if not isinstance(value, str):
+        raise _Bad(f"Timestamp must be an ISO 8601 time, got {value!r:.40}")
+    return _parse_timestamp(value)
+
+
+@functools.lru_cache(maxsize=4096)  # logs written in bursts repeat timestamps
+def _parse_timestamp(value: str) -> int:
     try:
         t = _dt.datetime.fromisoformat(value)
-    except (TypeError, ValueError):
+    except ValueError:
         raise _Bad(f"Timestamp must be an ISO 8601 time, got {value!r:.40}") from None
     if t.tzinfo is None:
         t = t.replace(tzinfo=_dt.UTC)

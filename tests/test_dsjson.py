@@ -188,3 +188,43 @@ def test_dsjson_writer_is_readable_by_vw_and_never_invents_probabilities(tmp_pat
     back, rep = read_log(path)
     assert rep.malformed == 0 and back.probabilities is None
     np.testing.assert_allclose(back.contexts, data.contexts)
+
+
+_ODD = [None, True, False, 0, -1, 1.5, 1e308, "x", "", [], [1], [None], {}, {"a": 1}, [[1]],
+        [{"b": "c"}], 10**30]
+
+
+def _mutate(obj, rng):  # type: ignore[no-untyped-def]
+    if isinstance(obj, dict) and obj:
+        out = dict(obj)
+        key = list(out)[int(rng.integers(len(out)))]
+        r = rng.random()
+        if r < 0.3:
+            del out[key]
+        else:
+            out[key] = _ODD[int(rng.integers(len(_ODD)))] if r < 0.7 else _mutate(out[key], rng)
+        return out
+    if isinstance(obj, list) and obj:
+        out = list(obj)
+        i = int(rng.integers(len(out)))
+        out[i] = _ODD[int(rng.integers(len(_ODD)))] if rng.random() < 0.5 else _mutate(out[i], rng)
+        return out
+    return _ODD[int(rng.integers(len(_ODD)))]
+
+
+def test_dsjson_odd_values_anywhere_are_malformed_lines_never_a_traceback(tmp_path: Path) -> None:
+    rng = np.random.default_rng(20261201)
+    good = json.dumps(CORPUS[1])
+    path = tmp_path / "odd.dsjson"
+    for _ in range(300):
+        event = CORPUS[int(rng.integers(len(CORPUS)))]
+        for _ in range(int(rng.integers(1, 4))):
+            event = _mutate(event, rng)
+        path.write_text(json.dumps(event) + "\n" + good + "\n")
+        for spec in (LogSpec(action_id="i.id"), LogSpec(features="named")):
+            try:
+                data, rep = read_dsjson(path, spec=spec)
+            except InvalidInputError as exc:  # only a bad propensity refuses the log
+                assert "propensity" in exc.field
+                continue
+            assert rep.lines == 2 and data.n + rep.malformed + rep.skipped == 2
