@@ -10,14 +10,17 @@ Design (see ``docs/store.md``):
 * every table is a ``ReplacingMergeTree`` whose sorting key ends in the event's
   identity (``event_id``; ``decision_id`` for rewards; ``(unit_key, ts_ms, event_key)``
   for engagement; ``(experiment_id, unit_key, ts_ms)`` for exposures), so a replay after
-  a crash collapses to one row; queries read with ``FINAL`` or aggregate with
+  a crash collapses to one row; decisions and feedback are keyed (and partitioned by a
+  hash of) ``event_id`` alone since migration 3, so a reused event id never gives two
+  rows whatever else it changes; queries read with ``FINAL`` or aggregate with
   ``min``/``argMin`` so they never count a duplicate that has not been merged yet;
 * the hot path (engagement ⋈ exposures per unit over millions of rows) joins and
   deduplicates on 64-bit integer keys — ``unit_key = cityHash64(unit_id)`` and
   ``event_key = cityHash64(event_id)``, materialised at insert — because string keys
   made the day-30 query several times slower; a collision needs two events of one unit
   with the same millisecond and the same 64-bit hash (≈ 10⁻¹² at 10⁷ events);
-* partitions are by month of the event time (``ts_ms``) — few, large partitions;
+* partitions are by month of the event time (``ts_ms``) — few, large partitions —
+  except decisions and feedback (16 hash partitions of ``event_id``);
 * sorting keys start with the columns the cohort queries filter and join on:
   ``experiment_id`` for decisions/exposures/rewards, ``unit_id`` for engagement
   (joined to exposures per unit), ``decision_id`` for feedback (joined to decisions).
