@@ -8,6 +8,7 @@ themselves when a page script is run on its own).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -193,7 +194,11 @@ def _value(metric_key: str, v: Any) -> str:
 
 
 def _pct(v: Any) -> str:
-    return "—" if v is None or pd.isna(v) else f"{float(v):+.1%}"
+    if v is None or pd.isna(v):
+        return "—"
+    if math.isinf(float(v)):
+        return "+∞" if float(v) > 0 else "−∞"
+    return f"{float(v):+.1%}"
 
 
 def _interval(low: Any, high: Any) -> str:
@@ -207,9 +212,10 @@ def _count(v: Any) -> str:
 
 
 def lift_results(table: pd.DataFrame) -> pd.io.formats.style.Styler:
-    """The overview's results table as shown: per metric and variant the control's and the
-    variant's values and sample sizes beside the lift, both intervals, P(better) coloured by
-    meaning, the verdict last. Numbers come from ``analysis.overview`` (``lift_display``
+    """The overview's results table as shown: per metric and variant the verdict first,
+    beside the always-valid interval it is decided by, then the lift and its fixed-horizon
+    interval, the control's and the variant's values and sample sizes, and P(better)
+    coloured by meaning. Numbers come from ``analysis.overview`` (``lift_display``
     columns); this only formats them, as text a static table wraps instead of cutting."""
     def col(name: str) -> list[Any]:
         return list(table[name]) if name in table.columns else [None] * len(table)
@@ -219,20 +225,20 @@ def lift_results(table: pd.DataFrame) -> pd.io.formats.style.Styler:
         {
             "Metric": table["metric"].astype(str),
             "Variant": table["variant"].astype(str),
+            "Verdict": ["" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
+                        for v in col("verdict")],
+            "Always-valid 95%": [
+                _interval(lo, hi) for lo, hi in zip(col("av_low"), col("av_high"), strict=True)
+            ],
+            "Lift": [_pct(v) for v in col("lift")],
+            "95% CI": [_interval(lo, hi) for lo, hi in zip(col("ci_low"), col("ci_high"), strict=True)],
             "Control value": [_value(k, v) for k, v in zip(keys, col("mean_control"), strict=True)],
             "Variant value": [_value(k, v) for k, v in zip(keys, col("mean_treatment"), strict=True)],
             "Units (control / variant)": [
                 f"{_count(c)} / {_count(t)}"
                 for c, t in zip(col("n_control"), col("n_treatment"), strict=True)
             ],
-            "Lift": [_pct(v) for v in col("lift")],
-            "95% CI": [_interval(lo, hi) for lo, hi in zip(col("ci_low"), col("ci_high"), strict=True)],
-            "Always-valid 95%": [
-                _interval(lo, hi) for lo, hi in zip(col("av_low"), col("av_high"), strict=True)
-            ],
             "P(better)": ["—" if p is None or pd.isna(p) else f"{float(p):.0%}" for p in col("p_better")],
-            "Verdict": ["" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
-                        for v in col("verdict")],
         }
     )
     p = col("p_better")

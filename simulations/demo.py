@@ -17,8 +17,10 @@ store and the stats module estimate from the sampled events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import signal
 import sys
 import time
 import uuid
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from bandit.errors import InvalidInputError
 from bandit.events import EngagementEvent, FeedbackEvent, encode_event
 from simulations.world import World, make_world
 
@@ -46,6 +49,8 @@ class TrafficStats:
     feedback: int = 0
     engagement: int = 0
     failed_requests: int = 0
+    #: why the latest failed request failed (status and body, or the exception)
+    last_failure: str = ""
     day: int = 0
     started: float = dataclasses.field(default_factory=time.monotonic)
     variant_counts: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -60,7 +65,14 @@ class TrafficStats:
 
 @dataclass(frozen=True)
 class DemoResult:
+    """What a demo run did. ``days`` were configured, ``days_simulated`` ran (fewer only
+    when the run was interrupted); every figure is as of the end of the last simulated day
+    (``as_of_ms``)."""
+
     days: int
+    days_simulated: int
+    as_of_ms: int
+    wall_s: float
     users: int
     decisions: int
     feedback: int
@@ -181,11 +193,13 @@ class TrafficGenerator:
         async with sem:
             try:
                 resp = await client.post("/v1/allocate", json=body)
-            except Exception:
+            except Exception as exc:
                 self.stats.failed_requests += 1
+                self.stats.last_failure = f"{type(exc).__name__}: {exc}"
                 return None
         if resp.status_code != 200:
             self.stats.failed_requests += 1
+            self.stats.last_failure = f"HTTP {resp.status_code}: {resp.text[:200]}"
             return None
         out: dict[str, Any] = resp.json()
         return out
@@ -234,9 +248,6 @@ def demo_world(scenario: str, seed: int) -> World:
     return make_world(scenario, seed)
 
 
-_ = Path
-
-
 # --------------------------------------------------------------------------- orchestration
 
 
@@ -246,6 +257,7 @@ class DemoOptions:
 
     workdir: Path
     scenario: str = "lift68"
+    #: the bearer tokens the demo configures (and prints): no built-in default tokens
     users: int = 800
     days: int = 36
     seconds_per_day: float = 0.5
@@ -308,8 +320,8 @@ admin_tokens = ["{opts.admin_token}"]
 snapshot_dir = "{paths.snapshots}"
 spill_dir = "{paths.spill}"
 reload_interval_s = 0.5
-# the simulated calendar (from EPOCH_MS) is not the wall clock: accept its decision times
-max_decision_skew_s = 3.2e8
+# the simulated calendar is in the past: accept its decision times
+max_decision_skew_s = 315360000.0
 """
 
 
@@ -337,6 +349,14 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
     from simulations.world import planted_lift
 
     say = status or (lambda _line: None)
+    if opts.days < 1:
+        raise InvalidInputError("days", opts.days, "must be >= 1")
+    if opts.users < 2:
+        raise InvalidInputError("users", opts.users, "must be >= 2")
+    if opts.seconds_per_day < 0:
+        raise InvalidInputError("seconds_per_day", opts.seconds_per_day, "must be >= 0")
+    if opts.duration_s is not None and opts.duration_s <= 0:
+        raise InvalidInputError("duration", opts.duration_s, "must be > 0 seconds")
     world = demo_world(opts.scenario, opts.seed)
     paths = StackPaths(opts.workdir)
     stack = Stack(paths, "", with_dashboard=opts.dashboard)
@@ -345,6 +365,7 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
     result_codes: dict[str, int] = {}
     versions: list[str] = []
     gen: TrafficGenerator | None = None
+    days_done = 0
     try:
         say("starting tansu broker")
         config_probe = None
@@ -371,7 +392,10 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
         stack.wait_http(stack.server_url + "/healthz", 120, server)
         if opts.dashboard:
             stack.wait_http(stack.dashboard_url + "/_stcore/health", 120, dash)
-        say(f"allocation API {stack.server_url}/docs · dashboard {stack.dashboard_url}")
+        say(f"allocation API {stack.server_url} (docs {stack.server_url}/docs)"
+            + (f" · dashboard {stack.dashboard_url}" if opts.dashboard else ""))
+        say(f"experiment id {opts.experiment_id} · API token {opts.token} · admin token "
+            f"{opts.admin_token} · config {paths.config}")
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all",
                                  retries=5, max_in_flight_requests_per_connection=1)
         topics = {"feedback": config_probe.kafka.feedback_topic,
@@ -385,12 +409,27 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
         headers = {"Authorization": f"Bearer {opts.token}"}
         admin = {"Authorization": f"Bearer {opts.admin_token}"}
 
+        stop_requested = False
+
+        def request_stop() -> None:
+            nonlocal stop_requested
+            stop_requested = True
+
         async def traffic() -> None:
+            nonlocal days_done
             assert gen is not None
+            # Ctrl-C / SIGTERM end the traffic after the day in progress (every service is
+            # then stopped as after the last day); a signal never lands inside a request
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, request_stop)
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
             async with httpx.AsyncClient(base_url=stack.server_url, headers=headers,
                                          timeout=10.0, limits=limits) as client:
                 for day in range(opts.days):
+                    if stop_requested:
+                        break
                     day_t = time.monotonic()
                     for a in world.arms:  # experts arrive and retire at run time
                         if a.arrive_day == day and day > 0:
@@ -404,6 +443,7 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
                                 raise RuntimeError(f"retiring {a.arm_id}: {r.text}")
                     await gen.run_day(day, client, send)
                     producer.flush()
+                    days_done = day + 1
                     stack.check_alive()
                     try:
                         health = (await client.get("/healthz")).json()
@@ -415,14 +455,25 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
                     model = versions[-1] if versions else "?"
                     say(f"day {day + 1}/{opts.days} · {gen.stats.rate():,.0f} events/s · "
                         f"decisions {gen.stats.decisions:,} · model {model} · "
-                        f"day-30 lift (simulator truth) {truth_s}")
-                    if opts.duration_s is not None and time.monotonic() - t0 > opts.duration_s:
-                        break
-                    rest = opts.seconds_per_day - (time.monotonic() - day_t)
+                        f"day-30 lift (simulator truth) {truth_s}"
+                        + (f" · failed requests {gen.stats.failed_requests:,} (last: "
+                           f"{gen.stats.last_failure})" if gen.stats.failed_requests else ""))
+                    rest = _pace(opts, day, time.monotonic() - t0, time.monotonic() - day_t)
                     if rest > 0:
                         await asyncio.sleep(rest)
 
-        asyncio.run(traffic())
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            asyncio.run(traffic())
+        except KeyboardInterrupt:
+            stop_requested = True
+        finally:
+            for sig, handler in handlers.items():  # the loop's handlers left with it
+                signal.signal(sig, handler)
+        # interrupted: keep what was simulated, every figure as of the last full day
+        interrupted = stop_requested or days_done < opts.days
+        if interrupted:
+            say(f"interrupted after {days_done} of {opts.days} simulated days")
         producer.flush()
         producer.close()
         say("waiting for the learner to drain")
@@ -436,8 +487,9 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
             elif time.monotonic() - stable_since > 3.0:
                 break
             time.sleep(0.5)
-        if opts.duration_s is None:
-            say(f"done simulating; dashboard {stack.dashboard_url} — Ctrl-C to stop")
+        if opts.duration_s is None and not interrupted:
+            where = f"dashboard {stack.dashboard_url} · " if opts.dashboard else ""
+            say(f"done simulating {days_done} days; {where}Ctrl-C to stop")
             try:
                 while True:
                     time.sleep(1.0)
@@ -449,21 +501,21 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
         stack.stop()
         raise
     # the learner has exited: this process may now open the embedded store
-    from bandit.lift import lift_table
     from bandit.store import open_store
 
+    as_of = EPOCH_MS + days_done * DAY_MS
     store = open_store(f"chdb://{paths.chdb}")
     try:
-        as_of = EPOCH_MS + opts.days * DAY_MS
         counts = {t: store.count(t) for t in ("decisions", "feedback", "rewards", "engagement")}
-        table = lift_table(store, load_config(paths.config, env={}).experiment,
-                           "day30_engagement", as_of_ms=as_of, cuped=False)
-        rows = table.to_dict(orient="records")
+        rows = final_lift_rows(store, load_config(paths.config, env={}).experiment, as_of)
     finally:
         store.close()
     assert gen is not None
+    if days_done < opts.days:
+        say(f"figures as of the end of simulated day {days_done} of {opts.days}")
     return DemoResult(
-        days=opts.days, users=opts.users, decisions=gen.stats.decisions,
+        days=opts.days, days_simulated=days_done, as_of_ms=as_of,
+        wall_s=round(time.monotonic() - t0, 1), users=opts.users, decisions=gen.stats.decisions,
         feedback=gen.stats.feedback, engagement=gen.stats.engagement,
         failed_requests=gen.stats.failed_requests,
         true_lift_day30=gen.true_lift("bandit", "gpt35"),
@@ -472,67 +524,142 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
     )
 
 
+def _pace(opts: DemoOptions, day: int, elapsed_s: float, day_s: float) -> float:
+    """Seconds to sleep after simulated ``day`` (0-based) took ``day_s`` of real time.
+
+    The simulated calendar never depends on the machine: every configured day is
+    simulated. Pacing is ``seconds_per_day`` per day, shrunk so that the remaining days fit
+    in what is left of the ``duration_s`` budget (keeping a quarter of it for the learner to
+    drain and the final figures); once the budget is spent the remaining days run unpaced.
+    """
+    rest = opts.seconds_per_day - day_s
+    if opts.duration_s is None:
+        return max(rest, 0.0)
+    days_left = opts.days - day - 1
+    if days_left <= 0:
+        return 0.0
+    budget_left = 0.75 * opts.duration_s - elapsed_s
+    return max(min(rest, budget_left / days_left), 0.0)
+
+
+def final_lift_rows(store: Any, experiment: Any, as_of_ms: int,
+                    metric: str = "day30_engagement") -> list[dict[str, Any]]:
+    """The demo's lift table as of ``as_of_ms``; never an exception: a cohort too young or
+    too degenerate for a lift gives one row per variant that says so."""
+    from bandit.errors import SwitchboardError
+    from bandit.lift import lift_table
+
+    try:
+        table = lift_table(store, experiment, metric, as_of_ms=as_of_ms, cuped=False)
+        rows: list[dict[str, Any]] = table.to_dict(orient="records")
+    except (SwitchboardError, ZeroDivisionError, FloatingPointError) as exc:
+        return [{"variant": v.name, "control": experiment.control, "metric": metric,
+                 "verdict": f"no lift yet: {exc}"}
+                for v in experiment.variants if v.name != experiment.control]
+    return rows
+
+
 def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run the whole loop on the embedded stack (simulated traffic)")
-    p.add_argument("--duration", type=float, default=None,
-                   help="run headless for at most this many seconds, print the lift table, exit")
-    p.add_argument("--headless", action="store_true", help="no dashboard")
-    p.add_argument("--scenario", default="lift68")
-    p.add_argument("--users", type=int, default=800)
-    p.add_argument("--days", type=int, default=36)
+    d = DemoOptions(workdir=Path("."))
+    p = sub.add_parser(
+        "demo", help="run the whole loop on the embedded stack (simulated traffic)",
+        description="Simulated users chat against the real allocation server, learner, broker "
+        "and store; the dashboard shows the experiment live. The simulated calendar does not "
+        "depend on the machine's speed: every configured day is simulated.")
+    p.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="headless run with a wall-clock budget: pace the days to fit it (or "
+                        "finish unpaced), print the lift table and exit (default: interactive, "
+                        "keep serving until Ctrl-C)")
+    p.add_argument("--headless", action="store_true", help="no dashboard (default: off)")
+    p.add_argument("--scenario", default=d.scenario,
+                   help=f"simulated world (simulations.world scenarios; default {d.scenario})")
+    p.add_argument("--users", type=int, default=d.users, help=f"simulated users (default {d.users})")
+    p.add_argument("--days", type=int, default=d.days,
+                   help=f"simulated days (default {d.days}; day-30 lift needs >= 33)")
     p.add_argument("--seconds-per-day", type=float, default=None,
-                   help="real seconds per simulated day (default 3 interactive, 0 headless)")
-    p.add_argument("--seed", type=int, default=20261123)
-    p.add_argument("--workdir", default=None, help="state folder (default var/demo-<time>)")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+                   help="real seconds per simulated day (default 3 interactive, 0 with --duration)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help=f"seed of the simulated world and the server's RNG (default {d.seed})")
+    p.add_argument("--workdir", default=None,
+                   help="state folder (default var/demo-<UTC time>)")
+    p.add_argument("--json", action="store_true",
+                   help="print only the result as JSON on stdout; status lines go to stderr "
+                        "(default: off)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(args: Any) -> int:
     from rich.console import Console
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    workdir = Path(args.workdir or f"var/demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    out = Console(stderr=args.json) if sys.stdout.isatty() else Console(width=160, stderr=args.json)
+    err = Console(stderr=True)
+    workdir = Path(args.workdir or f"var/demo-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     spd = args.seconds_per_day
     if spd is None:
         spd = 0.0 if args.duration is not None else 3.0
-    opts = DemoOptions(workdir=workdir, scenario=args.scenario, users=args.users, days=args.days,
-                       seconds_per_day=spd, seed=args.seed, duration_s=args.duration,
-                       dashboard=not args.headless)
-    live = console.is_terminal and not args.json
+    opts = DemoOptions(workdir=workdir.resolve(), scenario=args.scenario, users=args.users,
+                       days=args.days, seconds_per_day=spd, seed=args.seed,
+                       duration_s=args.duration, dashboard=not args.headless)
+    live = err.is_terminal
 
     def status(line: str) -> None:
         if live:
-            console.print(f"[bold cyan]demo[/] {line}", highlight=False)
+            err.print(f"[bold cyan]demo[/] {line}", highlight=False)
         else:
-            print(f"demo: {line}", flush=True)
+            print(f"demo: {line}", file=sys.stderr, flush=True)
 
+    def on_term(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM stops the demo as Ctrl-C does: traffic stops, every service is stopped
+    signal.signal(signal.SIGTERM, on_term)
     result = run_demo(opts, status)
     if args.json:
-        print(result.to_json())
+        print(result.to_json(), flush=True)
     else:
-        _print_result(console, result)
+        _print_result(out, result)
     bad = {k: v for k, v in result.exit_codes.items() if v != 0}
     if bad:
-        console.print(f"[red]processes exited uncleanly: {bad}[/]")
+        err.print(f"[red]processes exited uncleanly: {bad}[/]")
         return 1
     return 0
+
+
+def _pct(row: dict[str, Any], key: str) -> str:
+    v = row.get(key)
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:+.1%}"
+
+
+def _interval(row: dict[str, Any], low: str, high: str) -> str:
+    if _pct(row, low) == "—" or _pct(row, high) == "—":
+        return "—"
+    return f"[{_pct(row, low)}, {_pct(row, high)}]"
 
 
 def _print_result(console: Any, r: DemoResult) -> None:
     from rich.table import Table
 
-    t = Table(title=f"day-30 engagement lift vs gpt35 ({r.users} users, {r.days} simulated days)")
-    for col in ("variant", "n", "n control", "lift", "95% CI", "always-valid CI", "P(better)", "verdict"):
+    ran = (f"{r.days} simulated days" if r.days_simulated == r.days
+           else f"{r.days_simulated} of {r.days} simulated days")
+    t = Table(title=f"day-30 engagement lift vs gpt35 ({r.users} users, {ran})")
+    for col in ("variant", "n", "n control", "mean", "mean control", "lift", "95% CI",
+                "always-valid CI", "P(better)", "verdict"):
         t.add_column(col)
     for row in r.lift_table:
-        t.add_row(row["variant"], str(row["n"]), str(row["n_control"]), f"{row['rel_lift']:+.1%}",
-                  f"[{row['rel_ci_low']:+.1%}, {row['rel_ci_high']:+.1%}]",
-                  f"[{row['seq_ci_low']:+.1%}, {row['seq_ci_high']:+.1%}]",
-                  f"{row['prob_better']:.3f}", str(row["verdict"]))
+        pb = row.get("prob_better")
+        t.add_row(str(row.get("variant", "")), str(row.get("n", "—")), str(row.get("n_control", "—")),
+                  _num(row.get("mean")), _num(row.get("mean_control")), _pct(row, "rel_lift"),
+                  _interval(row, "rel_ci_low", "rel_ci_high"),
+                  _interval(row, "seq_ci_low", "seq_ci_high"),
+                  "—" if pb is None or np.isnan(pb) else f"{pb:.3f}", str(row.get("verdict", "")))
     console.print(t)
-    console.print(f"simulator truth for the arms actually served: {r.true_lift_day30:+.1%} "
+    truth = "n/a (no user reached day 30)" if np.isnan(r.true_lift_day30) else f"{r.true_lift_day30:+.1%}"
+    console.print(f"simulator truth for the arms actually served: {truth} "
                   f"(oracle expert mixture: {r.oracle_planted_lift:+.1%})")
     console.print(f"decisions {r.decisions:,} · feedback {r.feedback:,} · engagement {r.engagement:,} "
                   f"· failed requests {r.failed_requests} · store rows {r.store_counts} · "
-                  f"exit codes {r.exit_codes}")
+                  f"exit codes {r.exit_codes} · {r.wall_s:.0f} s")
+
+
+def _num(v: Any) -> str:
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:,.0f}"

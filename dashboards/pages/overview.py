@@ -37,8 +37,9 @@ if not ui.empty_state(ctx, "Lift figures"):
             st.table(ui.lift_results(table))
             st.altair_chart(charts.lift_forest_chart(table), width="stretch")
         st.caption(
-            "Lift is relative: (variant − control) / control, delta-method 95% CI. The "
-            "always-valid interval stays correct however often you look; verdicts use it. "
+            "Lift is relative: (variant − control) / control; 95% CI: fixed-horizon (one "
+            "look). The always-valid interval stays correct however often you look; the "
+            "verdict beside it is decided by it. "
             "P(better): posterior probability the variant beats control (green ≥ 95 %, red ≤ 5 %)."
         )
         with st.expander("Sample sizes"):
