@@ -15,6 +15,14 @@ __all__ = [
 ]
 
 _PCT = ".1%"
+#: categorical colours far apart in hue and lightness (Tableau 10): the control, the bandit
+#: and any further variant never look alike, and none is the theme's alarm red
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
+           "#bab0ac", "#ff9da7", "#e15759")
+
+
+def _variant_colour(field: str = "variant:N", title: str = "variant") -> alt.Color:
+    return alt.Color(field, title=title, scale=alt.Scale(range=list(PALETTE)))
 
 
 def lift_forest_chart(df: pd.DataFrame) -> alt.Chart:
@@ -22,7 +30,7 @@ def lift_forest_chart(df: pd.DataFrame) -> alt.Chart:
     base = alt.Chart(df).encode(
         y=alt.Y("metric:N", title=None, sort=None),
         yOffset=alt.YOffset("variant:N"),
-        color=alt.Color("variant:N", title="variant"),
+        color=_variant_colour(),
     )
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
     layers = [zero]
@@ -64,11 +72,13 @@ def retention_curve_chart(df: pd.DataFrame) -> alt.LayerChart:
     """
     base = alt.Chart(df).encode(
         x=alt.X("day:Q", title="days since exposure", scale=alt.Scale(domain=[0, 30])),
-        color=alt.Color("variant:N"),
+        color=_variant_colour(),
     )
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("low:Q", axis=alt.Axis(format="%")), y2="high:Q")
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("low:Q", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])), y2="high:Q"
+    )
     line = base.mark_line(point=True).encode(
-        y=alt.Y("rate:Q", title="retained", axis=alt.Axis(format="%")),
+        y=alt.Y("rate:Q", title="retained", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
         tooltip=["variant:N", "day:Q", alt.Tooltip("rate:Q", format=_PCT), "n:Q"],
     )
     return alt.layer(band, line).properties(height=320, title="Retention curve")
@@ -78,7 +88,7 @@ def lift_over_time_chart(df: pd.DataFrame, metric_label: str) -> alt.LayerChart:
     """Cumulative lift as data accrued (one point per calendar day), with a 95% band."""
     base = alt.Chart(df).encode(
         x=alt.X("date:T", title="as of"),
-        color=alt.Color("variant:N"),
+        color=_variant_colour(),
     )
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", axis=alt.Axis(format="%")), y2="ci_high:Q")
     line = base.mark_line(point=True).encode(
@@ -97,7 +107,7 @@ def traffic_share_chart(df: pd.DataFrame, by: str, title: str) -> alt.Chart:
         .encode(
             x=alt.X("bucket:T", title=None),
             y=alt.Y("share:Q", stack="normalize", title="share of decisions", axis=alt.Axis(format="%")),
-            color=alt.Color(f"{by}:N", title=by.replace("_id", "")),
+            color=_variant_colour(f"{by}:N", by.replace("_id", "")),
             tooltip=[
                 "bucket:T",
                 f"{by}:N",

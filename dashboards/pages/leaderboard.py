@@ -27,6 +27,9 @@ if not ui.empty_state(ctx, "Per-expert proxies"):
     if board.empty:
         st.info("No feedback on any decision of this experiment yet.")
     else:
+        # a rate's interval is shown within [0, 1]
+        rate_cols = ["retry_rate", "retry_rate_low", "retry_rate_high"]
+        board = board.assign(**{c: board[c].clip(0.0, 1.0) for c in rate_cols if c in board.columns})
         fmt = st.column_config.NumberColumn
         st.dataframe(
             transforms.to_percent(board, ["retry_rate", "retry_rate_low", "retry_rate_high"]),
