@@ -64,6 +64,9 @@ def build_command(host: str, port: int) -> list[str]:
         "viewer",
         "--global.developmentMode",
         "false",
+        # widgets in a neutral blue: the default primary red reads as "bad" next to results
+        "--theme.primaryColor",
+        "#4e79a7",
     ]
 
 

@@ -230,3 +230,124 @@ def test_dashboard_pages_render_in_headless_chromium(server: str) -> None:
                 assert title, f"{name}: no page title"
         finally:
             browser.close()
+
+
+DEMO_ARTIFACTS = ARTIFACTS.parent / "demo"
+_NO_EXCEPTION = "!document.querySelector('[data-testid=\"stException\"]')"
+
+
+def _offline_run(results: Path) -> None:
+    """One offline run for the offline page (a summary and a plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = results / "simulate-e2e"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"command": "simulate", "regret": 1.0}))
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(run / "regret.png")
+    plt.close(fig)
+
+
+class _Lines:
+    """The demo's output lines, read by a thread (the test polls them)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._t = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._t.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def day(self) -> int:
+        import re
+
+        days = [int(m.group(1)) for line in self.lines if (m := re.search(r"day (\d+)/\d+ ·", line))]
+        return max(days, default=0)
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def wait(self, cond: Any, timeout_s: float, proc: subprocess.Popen[str]) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not cond():
+            if proc.poll() is not None:
+                raise AssertionError("demo exited early:\n" + "\n".join(self.lines[-30:]))
+            if time.monotonic() > deadline:
+                raise AssertionError("demo too slow:\n" + "\n".join(self.lines[-30:]))
+            time.sleep(0.5)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.integration
+def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
+    """``switchboard demo`` with a 5 s store TTL: every page in headless Chromium at the
+    start (empty store), at two moments mid-run (partial cohorts, reopened snapshots of
+    the store the learner owns) and after the last simulated day — never an exception box,
+    and from mid-run on the chart each page exists for."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} missing: run .ci/ensure-chromium")
+    DEMO_ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    _offline_run(tmp_path / "results")
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DASHBOARD_STORE_TTL_S": "5",
+        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "results"),
+        "SWITCHBOARD_DASHBOARD_STALE_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD_LAG_AFTER_S": str(10 * 365 * 86400),
+    }
+    proc = subprocess.Popen(
+        [_switchboard(), "demo", "--users", "120", "--days", "10", "--seconds-per-day", "15",
+         "--workdir", str(tmp_path / "demo")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    out = _Lines(proc)
+    started: dict[str, int] = {}
+    try:
+        out.wait(lambda: out.has("dashboard http://") and out.has("experiment id"), 240, proc)
+        line = next(x for x in out.lines if "dashboard http://" in x)
+        url = line.split("dashboard ", 1)[1].split()[0]
+        with tempfile.TemporaryDirectory(prefix="sb-chromium-") as profile:
+            browser = Browser(Path(profile))
+            try:
+                browser.call("Page.enable")
+                last_day = -1
+                for moment in ("start", "mid-1", "mid-2", "after"):
+                    if moment == "after":
+                        out.wait(lambda: out.has("done simulating"), 600, proc)
+                    elif moment != "start":
+                        out.wait(lambda d=last_day: out.day() > d or out.has("done simulating"), 300, proc)
+                    last_day = out.day()
+                    started[moment] = -1 if out.has("done simulating") else last_day
+                    for name, (path, selector) in PAGES.items():
+                        browser.call("Page.navigate", url=f"{url}/{path}")
+                        # the overview's chart needs a matured cohort: required after the run
+                        charted = moment == "after" or (moment == "mid-2" and name != "overview")
+                        want = selector if charted else "h1"
+                        loaded = browser.wait_for(want, timeout_s=90)
+                        browser.screenshot(DEMO_ARTIFACTS / f"{moment}-{name}.png")
+                        assert browser.evaluate(_NO_EXCEPTION), f"{moment}/{name}: exception box"
+                        assert loaded, f"{moment}/{name}: no {want} (see test-artifacts/demo)"
+            finally:
+                browser.close()
+        # three moments began while days were still being simulated
+        assert all(started[m] >= 0 for m in ("start", "mid-1", "mid-2")), started
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # one Ctrl-C stops the demo and its services
+            try:
+                proc.wait(timeout=180)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert proc.returncode == 0, "\n".join(out.lines[-30:])
+    assert "Traceback" not in "\n".join(out.lines)

@@ -35,7 +35,8 @@ if not ui.empty_state(ctx, "Lift figures"):
         table = analysis.lift_view(view.lift, metric_pick, cuped == "on", ctx.variants)
         if not table.empty:
             st.table(ui.lift_results(table))
-            st.altair_chart(charts.lift_forest_chart(table), width="stretch")
+            if table["lift"].notna().any():
+                st.altair_chart(charts.lift_forest_chart(table), width="stretch")
         st.caption(
             "Lift is relative: (variant − control) / control; 95% CI: fixed-horizon (one "
             "look). The always-valid interval stays correct however often you look; the "
