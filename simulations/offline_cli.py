@@ -562,9 +562,8 @@ def tune_grid(policies: Sequence[str], grids: dict[str, list[float]]) -> list[tu
 
 
 def _tune(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from simulations.replay import replay
+    from bandit.errors import InvalidInputError
+    from simulations.replay import tune
     from simulations.runner import policies_from_arg
 
     data, report, notes = _load_log(args)
@@ -573,29 +572,16 @@ def _tune(args: argparse.Namespace) -> int:
              "epsilon": _grid(args.epsilon, "--epsilon"),
              "thompson_v": _grid(args.thompson_v, "--thompson-v")}
     combos = tune_grid(policies_from_arg(args.policies), grids)
-    reward_range = _spec(args).reward_range
-    base = argparse.Namespace(alpha=None, probability_floor=None, epsilon=None, thompson_v=None,
-                              arm_features=args.arm_features)
-    rows = []
-    import numpy as np
-
-    for name, params in combos:
-        policy = _make_policy(name, data, base, **params)
-        # the same seed for every combination: differences come from the parameters
-        res = replay(data, policy, rng=np.random.default_rng(args.seed), batch_size=args.batch_size,
-                     method=args.method, reward_range=reward_range, min_events=args.min_events)
-        rows.append({"policy": name, **params, **res.to_dict()})
-    df = pd.DataFrame(rows)
+    df = tune(data, combos, arms=_registry(data, args.arm_features), seed=args.seed,
+              batch_size=args.batch_size, method=args.method,
+              reward_range=_spec(args).reward_range, min_events=args.min_events)
     for w in sorted({w for ws in df["warnings"] for w in ws}):
         notes.append(w)
     df = df.drop(columns=["warnings"])
     ok = df["value"].notna()
     if not ok.any():
-        from bandit.errors import InvalidInputError
-
         raise InvalidInputError("log", report.path, "no setting accepted any event in replay")
     best = df[ok].sort_values("value", ascending=False, kind="stable").iloc[0]
-    df["overlaps_best"] = (df["ci_high"] >= best["ci_low"]) & ok
     params = {k: float(best[k]) for k in _TUNED[str(best["policy"])]}
     fragment = _toml_fragment(str(best["policy"]), params)
     for path in [args.write_config, str(Path(args.out) / "policy.toml") if args.out else None]:

@@ -20,7 +20,7 @@ Rewards, event weights (DSJSON ``pdrop``) and honest intervals: see :func:`repla
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -39,6 +39,7 @@ __all__ = [
     "ReplayResult",
     "replay",
     "replay_many",
+    "tune",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -292,3 +293,39 @@ def replay_many(
         res = replay(data, policy, rng=rng, batch_size=batch_size, method=method, **kwargs)
         rows.append({"policy": name, **res.to_dict()})
     return pd.DataFrame(rows)
+
+
+def tune(
+    data: LoggedData, grid: Sequence[tuple[str, Mapping[str, float]]], *, arms: Any = None,
+    seed: int = 0, batch_size: int = 100, method: str = "auto", **kwargs: Any,
+) -> pd.DataFrame:
+    """Replay every ``(policy name, hyper-parameters)`` of ``grid``; one row per setting.
+
+    Policies are ``bandit.policies.make_policy(PolicyConfig(name, dim=data.dim, **params),
+    arms)`` (``arms``: an ``ArmRegistry``, e.g. with content features for hybrid LinUCB;
+    default the log's arms). Every setting replays with the same seed, so differences
+    come from the parameters. Columns: policy, the parameters, :class:`ReplayResult`'s
+    fields, and ``overlaps_best`` — whether the setting's interval reaches the best
+    value's lower bound (not distinguishable from the best on this log).
+    """
+    from bandit.arms import Arm, ArmRegistry
+    from bandit.config import PolicyConfig
+    from bandit.policies import make_policy
+
+    reg = arms if arms is not None else ArmRegistry([Arm(a) for a in data.arm_ids])
+    rows = []
+    for name, params in grid:
+        extra = {"arm_feature_dim": reg.feature_dim or 0} if name == "hybrid_linucb" else {}
+        cfg = PolicyConfig(name=name, dim=data.dim, fixed_arm=data.arm_ids[0],  # type: ignore[arg-type]
+                           **extra, **params)
+        res = replay(data, make_policy(cfg, reg), rng=np.random.default_rng(seed),
+                     batch_size=batch_size, method=method, **kwargs)
+        rows.append({"policy": name, **params, **res.to_dict()})
+    df = pd.DataFrame(rows)
+    ok = df["value"].notna() if len(df) else pd.Series(dtype=bool)
+    if ok.any():
+        best = df[ok].sort_values("value", ascending=False, kind="stable").iloc[0]
+        df["overlaps_best"] = (df["ci_high"] >= best["ci_low"]) & ok
+    else:
+        df["overlaps_best"] = False
+    return df
