@@ -328,7 +328,7 @@ def test_dashboard_is_behind_authentication() -> None:
     assert "auth_basic_user_file /run/secrets/dashboard-htpasswd;" in conf
     # only the health answer is served without credentials
     unauthenticated = re.findall(r"location ([^{]+)\{(?:(?!auth_basic)[^}])*\}", conf)
-    assert [u.strip() for u in unauthenticated] == ["= /_stcore/health"]
+    assert sorted(u.strip() for u in unauthenticated) == ["= /_stcore/health", "= /proxy-health"]
     proxy = _pod(_k8s_named("Deployment", "switchboard-dashboard"))["containers"][1]
     assert {"name": "htpasswd", "mountPath": "/run/secrets/dashboard-htpasswd", "subPath": "htpasswd",
             "readOnly": True} in proxy["volumeMounts"]
@@ -345,3 +345,25 @@ def test_network_policies_keep_internal_ports_internal() -> None:
     dashboard = _k8s_named("NetworkPolicy", "switchboard-dashboard")["spec"]
     (rule,) = dashboard["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def _probe_path(probe: dict[str, Any]) -> str:
+    if "httpGet" in probe:
+        return str(probe["httpGet"]["path"])
+    return str(re.findall(r"http://[^/]+(/[^'\"]+)", " ".join(probe["exec"]["command"]))[0])
+
+
+def test_liveness_and_readiness_are_separate_probes() -> None:
+    expected = {  # (workload, container): (liveness path, readiness path or None)
+        ("switchboard-server", "server"): ("/healthz", "/readyz"),
+        ("switchboard-learner", "learner"): ("/livez", "/readyz"),
+        ("switchboard-dashboard", "dashboard"): ("/_stcore/health", None),
+        ("switchboard-dashboard", "auth-proxy"): ("/proxy-health", "/_stcore/health"),
+    }
+    seen = {}
+    for doc in _workloads():
+        for c in _pod(doc)["containers"]:
+            live = _probe_path(c["livenessProbe"])
+            ready = _probe_path(c["readinessProbe"]) if "readinessProbe" in c else None
+            seen[(doc["metadata"]["name"], c["name"])] = (live, ready)
+    assert seen == expected
