@@ -79,8 +79,31 @@ def _quiet_drivers() -> None:
     logging.getLogger("clickhouse_connect").setLevel(logging.ERROR)
 
 
+def _redact_logs() -> None:
+    """Every log record any command emits has DSN passwords and tokens masked (the
+    message; formatted tracebacks are the handler's)."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "_switchboard_redacts", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return record
+        masked = redact(text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return record
+
+    factory._switchboard_redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_drivers()
+    _redact_logs()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

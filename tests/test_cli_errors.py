@@ -146,3 +146,18 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_log_records_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from bandit import cli
+
+    before = logging.getLogRecordFactory()
+    try:
+        cli._redact_logs()
+        with caplog.at_level(logging.INFO):
+            logging.getLogger("switchboard.test").info("opening %s", f"http://u:{PLANTED}@h:8123")
+        assert PLANTED not in caplog.text and "http://u:***@h:8123" in caplog.text
+    finally:
+        logging.setLogRecordFactory(before)
