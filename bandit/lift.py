@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from bandit.store.clickhouse import ClickHouseStore
 
 __all__ = ["BINARY", "GUARDRAIL_COLUMNS", "METRICS", "DesignPeriod", "ExperimentHealth",
-           "decided_by", "experiment_health", "guardrail_table", "lift_table", "register"]
+           "decided_by", "ensure_design", "experiment_health", "guardrail_table", "lift_table",
+           "register"]
 
 #: metric name -> (unit_metrics column, CUPED covariate column)
 METRICS: Final[dict[str, tuple[str, str]]] = {
@@ -104,6 +105,22 @@ def _design_periods(store: Any, experiment: ExperimentConfig | str,
     if isinstance(experiment, ExperimentConfig):
         return "config", (DesignPeriod(None, {v.name: v.weight for v in experiment.variants}),)
     return "none", ()
+
+
+def ensure_design(store: ClickHouseStore, experiment: ExperimentConfig, since_ms: int) -> bool:
+    """Record ``experiment``'s variant weights as in force from ``since_ms``, unless they
+    are already the latest recorded set (so a restart with the same configuration adds
+    no period). Returns whether a new weight set was recorded. Called by the learner at
+    start-up with the configuration the allocation servers share."""
+    current = {v.name: float(v.weight) for v in experiment.variants}
+    design = store.experiment_design(experiment.id)
+    if not design.empty:
+        last = design[design["since_ms"] == design["since_ms"].max()]
+        if {str(v): float(w) for v, w in zip(last["variant"], last["weight"], strict=True)} \
+                == current:
+            return False
+    store.record_design(experiment.id, current, since_ms)
+    return True
 
 
 def _when(ms: int | None) -> str:

@@ -339,3 +339,20 @@ def test_cuped_reduction_reported_on_data_with_new_users(store: ClickHouseStore)
         if share > 0:
             assert (um["pre_engagement"] == 0).mean() >= 0.3
     assert 0 < reductions[0.3] < reductions[0.0]
+
+
+def test_ensure_design_records_a_new_period_only_when_the_weights_change(
+        store: ClickHouseStore) -> None:
+    from bandit.lift import ensure_design
+
+    cfg = ExperimentConfig(id="exp-cfg")
+    assert ensure_design(store, cfg, 1_000)
+    assert not ensure_design(store, cfg, 2_000)  # a restart with the same weights
+    skewed = ExperimentConfig(id="exp-cfg", variants=(
+        VariantConfig("gpt35", 0.9, "fixed", ("baseline",)),
+        VariantConfig("bandit", 0.1, "linucb")))
+    assert ensure_design(store, skewed, 3_000)
+    d = store.experiment_design("exp-cfg")
+    assert sorted(set(d["since_ms"])) == [1_000, 3_000]
+    with pytest.raises(InvalidInputError, match="weights"):
+        store.record_design("exp-cfg", {"gpt35": -1.0}, 4_000)
