@@ -19,8 +19,7 @@ from bandit.configdoc import config_reference
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 # Images the topology pulls from registries; everything else must be built from our Dockerfile.
-THIRD_PARTY_IMAGES = {"apache/kafka", "clickhouse/clickhouse-server", "nginx",
-                      "nginxinc/nginx-unprivileged"}
+THIRD_PARTY_IMAGES = {"apache/kafka", "clickhouse/clickhouse-server", "nginxinc/nginx-unprivileged"}
 
 
 def _compose() -> dict[str, Any]:

@@ -299,9 +299,11 @@ def test_containers_are_hardened_and_bounded() -> None:
             assert {"cpu", "memory"} <= set(c["resources"]["limits"]), where
             assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), f"{where}: writable /tmp"
     for name, svc in _compose()["services"].items():
-        if str(svc["image"]).startswith("switchboard:"):
+        if str(svc["image"]).startswith(("switchboard:", "nginxinc/nginx-unprivileged:")):
             assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
             assert any(t.startswith("/tmp") for t in svc["tmpfs"]), name
+    for conf in ("nginx.conf", "dashboard-proxy.conf"):
+        assert "pid /tmp/nginx.pid;" in (DEPLOY / conf).read_text(), f"{conf}: unprivileged nginx"
 
 
 def test_every_long_running_workload_has_a_disruption_budget() -> None:
