@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 __all__ = [
@@ -26,7 +27,11 @@ def _variant_colour(field: str = "variant:N", title: str = "variant") -> alt.Col
 
 
 def lift_forest_chart(df: pd.DataFrame) -> alt.Chart:
-    """Relative lift per variant and metric: point, fixed CI (thick) and always-valid CI (thin)."""
+    """Relative lift per variant and metric: point, fixed CI (thick) and always-valid CI (thin).
+
+    An unbounded interval end (±inf) is left undrawn rather than stretching the axis."""
+    cols = [c for c in ("lift", "ci_low", "ci_high", "av_low", "av_high") if c in df.columns]
+    df = df.assign(**{c: df[c].astype(float).where(np.isfinite(df[c].astype(float))) for c in cols})
     base = alt.Chart(df).encode(
         y=alt.Y("metric:N", title=None, sort=None),
         yOffset=alt.YOffset("variant:N"),

@@ -204,7 +204,7 @@ def _pct(v: Any) -> str:
 def _interval(low: Any, high: Any) -> str:
     if low is None or high is None or pd.isna(low) or pd.isna(high):
         return "—"
-    return f"{float(low):+.1%} … {float(high):+.1%}"
+    return f"{_pct(low)} … {_pct(high)}"
 
 
 def _count(v: Any) -> str:

@@ -234,6 +234,11 @@ def test_dashboard_pages_render_in_headless_chromium(server: str) -> None:
 
 DEMO_ARTIFACTS = ARTIFACTS.parent / "demo"
 _NO_EXCEPTION = "!document.querySelector('[data-testid=\"stException\"]')"
+#: every static table fits its container (nothing cut off or scrolled away)
+_NOTHING_CUT = (
+    "[...document.querySelectorAll('[data-testid=\"stTable\"]')]"
+    ".every(t => t.scrollWidth <= t.clientWidth + 1)"
+)
 
 
 def _offline_run(results: Path) -> None:
@@ -320,6 +325,9 @@ def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
             browser = Browser(Path(profile))
             try:
                 browser.call("Page.enable")
+                # a 1280 px wide laptop screen: no column of the results may be cut off
+                browser.call("Emulation.setDeviceMetricsOverride", width=1280, height=1600,
+                             deviceScaleFactor=1, mobile=False)
                 last_day = -1
                 for moment in ("start", "mid-1", "mid-2", "after"):
                     if moment == "after":
@@ -337,6 +345,11 @@ def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
                         browser.screenshot(DEMO_ARTIFACTS / f"{moment}-{name}.png")
                         assert browser.evaluate(_NO_EXCEPTION), f"{moment}/{name}: exception box"
                         assert loaded, f"{moment}/{name}: no {want} (see test-artifacts/demo)"
+                        assert browser.evaluate(_NOTHING_CUT), f"{moment}/{name}: a table is cut off"
+                        if moment == "after" and name == "overview":
+                            assert browser.evaluate(
+                                "!!document.querySelector('[data-testid=\"stTable\"]')"
+                            ), "after/overview: no results table"
             finally:
                 browser.close()
         # three moments began while days were still being simulated
