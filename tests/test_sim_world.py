@@ -7,7 +7,7 @@ import pytest
 
 from bandit.errors import InvalidInputError
 from bandit.reward import reward_from_proxies
-from simulations.world import SCENARIOS, Scenario, make_world, planted_lift
+from simulations.world import SCENARIOS, Scenario, World, make_world, planted_lift
 
 SEED = 20261123
 
@@ -118,3 +118,23 @@ def test_world_step_api_produces_engagement_events() -> None:
     assert 0 < len(events) <= 50
     assert all(e.screen_time_s >= 0 and e.messages >= 0 for e in events)
     assert len({e.event_id for e in events}) == len(events)
+
+
+def test_demo_same_seed_same_simulated_world() -> None:
+    """``switchboard demo --seed S``: the users (preferences, activity, join days), the
+    experts (arrivals, true qualities) and the planted truth are the seed's alone."""
+    from simulations.demo import TrafficGenerator, demo_world
+
+    def world_of(seed: int) -> tuple[World, TrafficGenerator]:
+        w = demo_world("lift68", seed)
+        return w, TrafficGenerator(w, server_url="", token="", experiment_id="demo", users=50, seed=seed)
+
+    (w1, g1), (w2, g2), (_, g3) = world_of(11), world_of(11), world_of(12)
+    topics = np.arange(w1.scenario.n_dims) % w1.scenario.n_dims
+    np.testing.assert_array_equal(w1.expected_rewards(topics, 0), w2.expected_rewards(topics, 0))
+    assert [(a.arm_id, a.arrive_day, a.retire_day) for a in w1.arms] == \
+        [(a.arm_id, a.arrive_day, a.retire_day) for a in w2.arms]
+    assert planted_lift(w1) == planted_lift(w2)
+    for name in ("prefs", "base", "activity", "join_day"):
+        np.testing.assert_array_equal(getattr(g1, name), getattr(g2, name))
+    assert not np.array_equal(g1.base, g3.base)
