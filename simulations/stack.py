@@ -97,12 +97,13 @@ class Stack:
     def write_config(self) -> None:
         self.paths.config.write_text(self.config_text)
 
-    def start(self, name: str, *args: str) -> Service:
+    def start(self, name: str, *args: str, env: Mapping[str, str] | None = None) -> Service:
+        """Start ``switchboard ARGS`` as service ``name`` (``env`` added to the stack's)."""
         log = self.paths.logs / f"{name}.log"
         argv = [sys.executable, "-m", "bandit.cli", *args]
         with open(log, "ab") as fh:
-            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=dict(self._env()),
-                                    start_new_session=True)
+            proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                    env={**self._env(), **(env or {})}, start_new_session=True)
         svc = Service(name, argv, proc, log=log)
         self.services.append(svc)
         return svc
