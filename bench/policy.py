@@ -5,11 +5,12 @@ Two parts, in one run:
 * ``interleaved`` — learning every round: one round is ``choose`` on a context, the
   reward of the chosen arm from a fixed linear ground truth, and ``update`` of that
   arm, for K ∈ {10, 100} arms and d ∈ {32, 64}: LinUCB, LinearThompson, HybridLinUCB
-  with m ∈ ``--arm-features`` (2 and 6) content features per arm, beside a plain numpy LinUCB with
-  Sherman–Morrison updates (:class:`NumpyShermanMorrisonLinUCB`, the reference a
-  data scientist would write) and Vowpal Wabbit ``--cb_explore_adf --squarecb``
-  ``predict_one`` + ``learn_one`` on pre-parsed examples over the same stream (same
-  contexts, same reward function). p50/p99 µs per round.
+  with m ∈ ``--arm-features`` (2 and 6) content features per arm, beside a plain numpy
+  LinUCB with Sherman–Morrison updates (:class:`NumpyShermanMorrisonLinUCB`, the
+  reference a data scientist would write) and Vowpal Wabbit ``--cb_explore_adf
+  --squarecb`` ``predict_one`` + ``learn_one`` on pre-parsed examples over the same
+  stream (same contexts, same reward function). p50/p99 µs per round (wall clock) and
+  the p50 of the thread's CPU time, which leaves out waiting for a core.
 * ``latency`` — per-call figures for K ∈ {20, 100, 1000}: ``choose`` with the state
   unchanged (the allocation server), ``update`` alone, ``online`` (update then choose),
   for LinUCB and LinearThompson, and VW raw ``predict_one`` / ``learn_one`` and
@@ -20,8 +21,9 @@ an allocation server: per-request products are far too small to gain from thread
 on a loaded machine two BLAS thread pools (numpy's and scipy's) spinning against each
 other multiply tail latency. Scale with processes instead.
 
-Usage: ``python bench/policy.py [--quick] [--arm-features 6]`` (a few minutes;
-``--quick`` well under one).
+Usage: ``python bench/policy.py [--quick] [--only interleaved|latency]
+[--arm-features 2 6]`` (a few minutes on an idle machine, 15 on a loaded one;
+``--quick`` about a tenth of that).
 """
 
 from __future__ import annotations
