@@ -219,11 +219,12 @@ def decided_by(alpha: float) -> str:
     return f"always-valid {1 - alpha:.0%} interval of the relative lift"
 
 
-def _verdict(seq: stats.SequentialResult, alpha: float) -> str:
+def _verdict(seq_low: float, seq_high: float, alpha: float) -> str:
+    """The call, from the always-valid relative interval alone (see :func:`decided_by`)."""
     lvl = f"{1 - alpha:.0%}"
-    if seq.ci_low > 0:
+    if seq_low > 0:
         return f"better than control (always-valid {lvl} interval excludes 0)"
-    if seq.ci_high < 0:
+    if seq_high < 0:
         return f"worse than control (always-valid {lvl} interval excludes 0)"
     return f"no detectable difference yet (always-valid {lvl} interval includes 0)"
 
@@ -342,9 +343,7 @@ def lift_table(
             status, verdict = "too early", why
         else:
             status = "called"
-            seq = stats.SequentialResult(numbers["rel_lift"], _NAN, _NAN, numbers["seq_ci_low"],
-                                         numbers["seq_ci_high"], alpha, 0, n_plan)
-            verdict = _verdict(seq, alpha)
+            verdict = _verdict(numbers["seq_ci_low"], numbers["seq_ci_high"], alpha)
         rows.append({
             "experiment_id": cfg.id, "metric": metric, "variant": v.name,
             "control": cfg.control,
