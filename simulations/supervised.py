@@ -126,11 +126,12 @@ def _run(variants: Variants, protocol: DigitsProtocol, tuning: bool) -> pd.DataF
     x, y, arm_ids = digits_bandit()
     rows = []
     for s, seq in enumerate(protocol.sequences(tuning)):
+        # the same shuffles (and policy random streams) for every variant of a seed:
+        # spawned once per seed, since spawn() hands out new children on every call
+        shuffle_seq, policy_seq = seq.spawn(2)
         for label, overrides in variants.items():
             config = PolicyConfig(**{"dim": x.shape[1], **overrides})
             pol = make_policy(config, ArmRegistry([Arm(a) for a in arm_ids]))
-            # the same shuffles for every variant of a seed; policy randomness apart
-            shuffle_seq, policy_seq = seq.spawn(2)
             per_pass = progressive_reward(
                 pol, x, y, arm_ids, np.random.default_rng(policy_seq),
                 batch_size=protocol.batch_size, passes=protocol.passes,

@@ -98,7 +98,12 @@ def test_sim_digits_passes_learn_and_tuning_seeds_are_apart() -> None:
     from bandit.arms import Arm, ArmRegistry
     from bandit.config import PolicyConfig
     from bandit.policies import make_policy
-    from simulations.supervised import DigitsProtocol, digits_bandit, progressive_reward
+    from simulations.supervised import (
+        DigitsProtocol,
+        compare_on_digits,
+        digits_bandit,
+        progressive_reward,
+    )
 
     x, y, arm_ids = digits_bandit()
     pol = make_policy(PolicyConfig(name="linucb", dim=x.shape[1], alpha=0.1),
@@ -112,6 +117,10 @@ def test_sim_digits_passes_learn_and_tuning_seeds_are_apart() -> None:
     assert len(evaluation) == 3 and len(tuning) == 2 and not evaluation & tuning
     with pytest.raises(InvalidInputError, match="passes"):
         DigitsProtocol(passes=0)
+    # every variant of a seed sees the same stream: two copies of one policy agree exactly
+    twins = compare_on_digits({"a": {"name": "uniform"}, "b": {"name": "uniform"}},
+                              DigitsProtocol(passes=1, seeds=1))
+    assert twins["progressive_reward"].nunique() == 1
 
 
 def test_sim_results_folder_has_table_summary_and_plots(tmp_path: Path) -> None:
