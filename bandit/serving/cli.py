@@ -21,14 +21,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", help="bind address (default serve.host)")
     p.add_argument("--port", type=int, help="port (default serve.port)")
     p.add_argument("--arms", help="JSON list of arms used when no model snapshot exists "
-                                  '([{"arm_id": "gpt35", "kind": "baseline"}, ...])')
-    p.add_argument("--seed", type=int, default=None, help="seed of the allocation RNG")
+                                  '([{"arm_id": "gpt35", "kind": "baseline"}, ...]; default: none)')
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the allocation RNG (default: fresh OS entropy)")
     p.add_argument("--workers", type=int, default=1,
                    help="uvicorn worker processes (each runs its own publisher and reloader)")
     p.add_argument("--dev", action="store_true",
                    help="development only: accept the tokens dev-token / dev-admin-token when none "
                         "are configured (serve.insecure_dev_tokens); refused beyond loopback")
-    p.add_argument("--log-level", default="warning")
+    p.add_argument("--log-level", default="warning", help="logging level")
     p.set_defaults(func=run)
 
 
