@@ -173,8 +173,10 @@ class StoreSink:
             from bandit.store import ExposureRow
 
             def fallback_exposures(rows: Sequence[Any]) -> Any:
+                # marked, so the dashboard can tell fallback allocations from decisions
                 return s.insert_exposures(
-                    [ExposureRow(e.unit_id, e.experiment_id, e.variant, e.ts_ms) for e in rows])
+                    [ExposureRow(e.unit_id, e.experiment_id, e.variant, e.ts_ms) for e in rows],
+                    source="fallback")
 
             event_dead(EXPOSURES, insert_isolating(fallback_exposures, outbox.exposures))
         return dead

@@ -347,3 +347,57 @@ def test_store_replays_in_any_order_count_each_event_once(store: ClickHouseStore
     one = store.cohort_moments(exp, "engagement_d7", "pre_messages", as_of).iloc[0]
     assert (one["sy"], one["sxy"]) == pytest.approx((y["engagement_d7"],
                                                      y["engagement_d7"] * x["pre_messages"]))
+
+
+# ---------------------------------------------------------------------- exposure sources
+
+
+def test_store_counts_fallback_exposures_written_by_the_learner_sink(
+        store_any: ClickHouseStore) -> None:
+    """Decisions give 'decision' exposures, fallback exposures from the exposures topic
+    'fallback' ones (both through the learner's sink); counted per variant up to as-of."""
+    from bandit.events import ExposureEvent
+    from consumers.join import Outbox
+    from consumers.sink import StoreSink
+
+    decisions = [_decision(i, unit=f"u{i}", variant="bandit" if i % 2 else "gpt35",
+                           ts=T0 + i * 1000) for i in range(6)]
+    fallbacks = [ExposureEvent(event_id=f"x{i}", ts_ms=T0 + 10_000 + i * 1000, unit_id=f"f{i}",
+                               conversation_id=f"c{i}", experiment_id=EXP,
+                               variant="bandit" if i < 3 else "gpt35", arm_id="gpt35",
+                               reason="timeout") for i in range(4)]
+    sink = StoreSink(store_any)
+    assert sink.write(Outbox(decisions=decisions, exposures=fallbacks)) == []
+    assert sink.write(Outbox(exposures=fallbacks[:2])) == []  # a replay counts once
+    got = store_any.exposure_sources(EXP, T0 + DAY_MS).set_index("variant")
+    assert got.loc["bandit", ["exposures", "fallbacks"]].tolist() == [6, 3]
+    assert got.loc["gpt35", ["exposures", "fallbacks"]].tolist() == [4, 1]
+    assert int(got["last_ms"].max()) == T0 + 13_000
+    # as of just before the fallbacks: decisions only
+    early = store_any.exposure_sources(EXP, T0 + 9_999)
+    assert early["exposures"].sum() == 6 and early["fallbacks"].sum() == 0
+    assert store_any.exposure_sources("no-such-exp", T0 + DAY_MS).empty
+    with pytest.raises(InvalidInputError, match="source"):
+        store_any.insert_exposures([ExposureRow("u", EXP, "bandit", T0)], source="guess")
+
+
+def test_store_migration_4_marks_existing_exposures_as_decisions(
+        store_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store created before migration 4 keeps its exposure rows, which read 'decision'."""
+    import bandit.store.clickhouse as ch
+
+    monkeypatch.setattr(ch, "MIGRATIONS", tuple(m for m in MIGRATIONS if m[0] < 4))
+    old = open_store(store_dsn)
+    assert old.schema_version() == 3
+    old._insert("exposures", {"unit_id": ["u1", "u2"], "experiment_id": [EXP, EXP],
+                              "variant": ["bandit", "gpt35"], "ts_ms": [T0, T0]})
+    old.close()
+    monkeypatch.setattr(ch, "MIGRATIONS", MIGRATIONS)
+    store = open_store(store_dsn)
+    try:
+        assert store.schema_version() == max(v for v, _, _ in MIGRATIONS)
+        store.insert_exposures([ExposureRow("u3", EXP, "bandit", T0 + 1)], source="fallback")
+        got = store.exposure_sources(EXP, T0 + DAY_MS)
+        assert (got["exposures"].sum(), got["fallbacks"].sum()) == (3, 1)
+    finally:
+        store.close()

@@ -38,7 +38,7 @@ from bandit.errors import InvalidInputError, StoreError
 from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent
 from bandit.store import queries
 from bandit.store.rows import ExposureRow, RewardRow
-from bandit.store.schema import MIGRATIONS, MIGRATIONS_TABLE, TABLES
+from bandit.store.schema import EXPOSURE_SOURCES, MIGRATIONS, MIGRATIONS_TABLE, TABLES
 
 __all__ = ["ClickHouseStore", "RowsRejectedError", "open_store"]
 
@@ -274,12 +274,16 @@ class ClickHouseStore:
             "messages": [e.messages for e in events],
         })
 
-    def insert_exposures(self, rows: Sequence[ExposureRow]) -> int:
+    def insert_exposures(self, rows: Sequence[ExposureRow], *, source: str = "decision") -> int:
+        """Insert exposures; ``source`` says what they stand for: ``"decision"`` (the
+        allocation server decided) or ``"fallback"`` (the serving tier fell back)."""
+        src = _source(source)
         return self._insert("exposures", {
             "unit_id": [r.unit_id for r in rows],
             "experiment_id": [r.experiment_id for r in rows],
             "variant": [r.variant for r in rows],
             "ts_ms": [r.ts_ms for r in rows],
+            "source": [src] * len(rows),
         })
 
     def insert_engagement_columns(self, *, event_id: Any, ts_ms: Any, unit_id: Any,
@@ -291,11 +295,14 @@ class ClickHouseStore:
         return self._insert("engagement", cols)
 
     def insert_exposure_columns(self, *, unit_id: Any, experiment_id: Any, variant: Any,
-                                ts_ms: Any) -> int:
-        """Bulk column-oriented insert of exposures."""
+                                ts_ms: Any, source: str = "decision") -> int:
+        """Bulk column-oriented insert of exposures, all of one ``source`` (see
+        :meth:`insert_exposures`)."""
+        src = _source(source)
         cols = {"unit_id": unit_id, "experiment_id": experiment_id, "variant": variant,
                 "ts_ms": ts_ms}
         _same_length(cols)
+        cols["source"] = [src] * len(unit_id)
         return self._insert("exposures", cols)
 
     # ------------------------------------------------------------------ reads
@@ -450,6 +457,17 @@ class ClickHouseStore:
             df[col] = df[col].astype("int64")
         return df
 
+    def exposure_sources(self, experiment_id: str, as_of_ms: int | None = None) -> pd.DataFrame:
+        """Per variant, exposures up to ``as_of_ms`` (one per allocation: a decision or a
+        fallback), how many of them were fallbacks, and the newest one's time:
+        variant, exposures, fallbacks, last_ms."""
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms)}
+        df = self._query_df(queries.EXPOSURE_SOURCES, params)
+        df["variant"] = df["variant"].astype(str)
+        for col in ("exposures", "fallbacks", "last_ms"):
+            df[col] = df[col].astype("int64")
+        return df
+
     def arm_proxies(self, experiment_id: str) -> pd.DataFrame:
         """Per arm: decisions, feedback, retry rate, mean rating, mean conversation length.
 
@@ -580,6 +598,12 @@ def _experiment(experiment_id: str) -> str:
     if not isinstance(experiment_id, str) or not experiment_id or len(experiment_id) > 256:
         raise InvalidInputError("experiment_id", experiment_id, "must be a non-empty string")
     return experiment_id
+
+
+def _source(source: str) -> str:
+    if source not in EXPOSURE_SOURCES:
+        raise InvalidInputError("source", source, f"must be one of {list(EXPOSURE_SOURCES)}")
+    return source
 
 
 def _as_of(as_of_ms: int | None) -> int:

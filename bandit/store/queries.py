@@ -11,6 +11,7 @@ from typing import Final
 
 __all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "COHORT_MOMENTS_MANY", "COHORT_MOMENTS_WITH_CROSS",
            "DAYS", "DECISION_SPAN", "EXPERIMENTS", "EXPERIMENT_DESIGN", "EXPOSURE_PERIODS",
+           "EXPOSURE_SOURCES",
            "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE", "TRAFFIC_SHARE",
            "UNIT_METRICS", "moments_many_sql"]
 
@@ -192,6 +193,17 @@ FROM decisions
 WHERE experiment_id = {experiment_id:String}
 GROUP BY variant, arm_id
 ORDER BY variant, arm_id
+"""
+
+# Exposure rows per variant up to the as-of, and how many were fallbacks (the serving
+# tier answered without a decision; schema migration 4): one row per allocation.
+EXPOSURE_SOURCES: Final = """
+SELECT toString(variant) AS variant, count() AS exposures,
+       countIf(source = 'fallback') AS fallbacks, max(ts_ms) AS last_ms
+FROM exposures FINAL
+WHERE experiment_id = {experiment_id:String} AND ts_ms <= {as_of:Int64}
+GROUP BY variant
+ORDER BY variant
 """
 
 

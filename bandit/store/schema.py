@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["MIGRATIONS", "MIGRATIONS_TABLE", "TABLES"]
+__all__ = ["EXPOSURE_SOURCES", "MIGRATIONS", "MIGRATIONS_TABLE", "TABLES"]
 
 MIGRATIONS_TABLE: Final = "schema_migrations"
 
@@ -172,7 +172,23 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
             )
         ),
     ),
+    (
+        4,
+        "exposure source",
+        # Whether an exposure row was written for a decision the allocation server made
+        # ('decision') or for a fallback the serving tier answered without one
+        # ('fallback', from kafka.exposures_topic), so the dashboard can say how many
+        # allocations were fallbacks. Rows written before it read 'decision' (the only
+        # exposures the learner wrote then besides fallbacks, which it could not mark).
+        (
+            "ALTER TABLE exposures ADD COLUMN IF NOT EXISTS "
+            "source LowCardinality(String) DEFAULT 'decision'",
+        ),
+    ),
 )
+
+#: what an exposure row's ``source`` may say (migration 4)
+EXPOSURE_SOURCES: Final = ("decision", "fallback")
 
 #: tables a caller may name in :meth:`Store.count`, with the key that identifies a row
 TABLES: Final[dict[str, str]] = {
