@@ -85,6 +85,8 @@ def test_publisher_spills_when_kafka_unreachable_and_adopts_orphans(tmp_path: Pa
     lines = b"".join(p.read_bytes() for p in tmp_path.glob("*.spill")).splitlines()
     spilled = sorted(orjson.loads(x)["decision_id"] for x in lines)
     assert spilled == sorted(f"d{i}" for i in range(10))
+    # spilled events hold user ids and contexts: private whatever the umask
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.glob("*.spill")} == {0o600}
     again = EventPublisher("127.0.0.1:1", "t", tmp_path, producer_factory=unreachable)
     assert again.backlog == 10  # a restarted server counts what is still to be sent
 

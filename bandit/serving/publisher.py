@@ -67,7 +67,7 @@ class _SpillFile:
     def append(self, lines: list[bytes]) -> None:
         if self._fh is None:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "ab")
+            fh = _open_private(self.path, "ab")
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             self._fh = fh
         self._fh.write(b"".join(line + b"\n" for line in lines))
@@ -408,7 +408,7 @@ class EventPublisher:
             valid = [(v, k) for v in lines if (k := _key_of(v, self.key_field)) is not None]
             bad = len(lines) - len(valid)
             if bad:
-                with open(path.with_suffix(".bad"), "ab") as out:
+                with _open_private(path.with_suffix(".bad"), "ab") as out:
                     out.write(b"".join(v + b"\n" for v in lines if _key_of(v, self.key_field) is None))
             first = self._send(*valid[0]) if valid else None
             if valid and first is None:
@@ -438,11 +438,18 @@ class EventPublisher:
     @staticmethod
     def _rewrite(path: Path, values: list[bytes]) -> None:
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
+        with _open_private(tmp, "wb") as out:
             out.write(b"".join(v + b"\n" for v in values))
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+
+
+def _open_private(path: Path, mode: str) -> IO[bytes]:
+    """Open a spill file created 0600 whatever the process umask: spilled events hold
+    user ids and contexts."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)
 
 
 def _key_of(value: bytes, key_field: str) -> bytes | None:
