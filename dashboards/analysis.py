@@ -31,6 +31,7 @@ __all__ = [
     "LIFT_COLUMN_CONFIG",
     "MomentsView",
     "OverviewView",
+    "fallback_banner",
     "fmt_time",
     "lift_table_for_display",
     "lift_view",
@@ -290,6 +291,34 @@ def guardrail_banners(guards: pd.DataFrame) -> list[Banner]:
     return out
 
 
+#: share of fallback allocations above which the fallback banner is a warning
+FALLBACK_WARN_SHARE = 0.05
+
+
+def fallback_banner(sources: pd.DataFrame) -> Banner | None:
+    """"N of M exposures (x %) were fallback allocations", per variant in the detail, from
+    ``Store.exposure_sources`` rows; a warning above :data:`FALLBACK_WARN_SHARE` (those
+    units got the fallback arm, not their variant's policy), else a note. None when
+    there are no exposures."""
+    if sources is None or sources.empty:
+        return None
+    total, falls = int(sources["exposures"].sum()), int(sources["fallbacks"].sum())
+    if total == 0:
+        return None
+    share = falls / total
+    per_variant = ", ".join(
+        f"{r.variant} {int(r.fallbacks):,} of {int(r.exposures):,}"
+        for r in sources.itertuples()
+        if int(r.exposures) > 0
+    )
+    detail = (
+        f"{falls:,} of {total:,} exposures ({share:.1%}) were fallback allocations "
+        f"(the serving tier answered without the allocation server): {per_variant}."
+    )
+    level = "warning" if share > FALLBACK_WARN_SHARE else "info"
+    return Banner(level, "Fallback allocations", detail)
+
+
 def lift_over_time(units: pd.DataFrame, metric: str, control: str, points: int = 12) -> pd.DataFrame:
     """Relative lift of ``metric`` as it would have read on past dates.
 
@@ -362,10 +391,21 @@ def overview(ctx: Any, cuped: bool = True) -> OverviewView:
     # --- guardrails
     guards = guardrail_rows(key, exp, ctx.as_of_ms, exp_cfg)
     banners.extend(guardrail_banners(guards))
+    # --- fallback allocations (the serving tier answered without a decision)
+    sources = data.exposure_sources(key, exp, ctx.as_of_ms)
+    fallback = fallback_banner(sources)
+    if fallback:
+        banners.append(fallback)
     # --- stale data and learner lag
     span = data.decision_span(key, exp)
     last_decision = None if span.empty else int(span["last_ms"].max())
-    stale = staleness_banner("decisions", last_decision, s.now_ms(), s.stale_after_s)
+    newest_exposure = None
+    if s.as_of_ms is None and s.clock == "simulated":
+        # the simulated calendar's own clock: the newest allocation of any source
+        everything = data.exposure_sources(key, exp, None)
+        newest_exposure = None if everything.empty else int(everything["last_ms"].max())
+    reference = data.freshness_reference(s, newest_exposure)
+    stale = staleness_banner("decisions", last_decision, reference, s.stale_after_s)
     if stale:
         banners.append(stale)
     snap = data.latest_snapshot(s.snapshot_dir)

@@ -44,6 +44,7 @@ __all__ = [
     "DashboardSettings",
     "PolicyView",
     "data_clock",
+    "freshness_reference",
     "get_store",
     "latest_snapshot",
     "load_policy_view",
@@ -60,6 +61,10 @@ ENV_STALE_AFTER_S = "SWITCHBOARD_DASHBOARD_STALE_AFTER_S"
 ENV_LAG_AFTER_S = "SWITCHBOARD_DASHBOARD_LAG_AFTER_S"
 ENV_AS_OF_MS = "SWITCHBOARD_DASHBOARD_AS_OF_MS"
 ENV_STORE_TTL_S = "SWITCHBOARD_DASHBOARD_STORE_TTL_S"
+ENV_CLOCK = "SWITCHBOARD_DASHBOARD_CLOCK"
+#: what the store's event times follow: the wall clock (production) or a simulated
+#: calendar (``switchboard demo``, replays of old data); see :func:`freshness_reference`
+CLOCKS = ("wall", "simulated")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class DashboardSettings:
     experiment: Any = None
     #: fixed "now" (epoch ms) for reproducible views and tests; None = wall clock
     as_of_ms: int | None = None
+    #: "wall" (events follow the wall clock) or "simulated" (a simulated calendar)
+    clock: str = "wall"
 
     def now_ms(self) -> int:
         """The as-of time of queries: fixed, or the wall clock floored to the query TTL so
@@ -112,7 +119,17 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> DashboardSettings
         lag_after_s=float(env.get(ENV_LAG_AFTER_S, 900.0)),
         experiment=cfg.experiment,
         as_of_ms=int(as_of) if as_of else None,
+        clock=clock_setting(env),
     )
+
+
+def clock_setting(env: Mapping[str, str] | None = None) -> str:
+    """``SWITCHBOARD_DASHBOARD_CLOCK``: ``wall`` (default) or ``simulated``."""
+    env = os.environ if env is None else env
+    raw = env.get(ENV_CLOCK, "") or "wall"
+    if raw not in CLOCKS:
+        raise SwitchboardError(f"{ENV_CLOCK} must be one of {', '.join(CLOCKS)}, got {raw!r}")
+    return raw
 
 
 # --------------------------------------------------------------------------- store
@@ -216,6 +233,24 @@ def data_clock(settings: DashboardSettings, last_event_ms: int | None) -> int:
     return wall if last_event_ms is None else min(int(last_event_ms), wall)
 
 
+def freshness_reference(settings: DashboardSettings, newest_exposure_ms: int | None) -> int:
+    """The time the newest decision's age is measured against by the stale-data check.
+
+    * a configured as-of: that as-of (the view is "as of then": data is stale when the
+      decisions had stopped well before it);
+    * a simulated calendar (``clock == "simulated"``): the newest exposure of any source,
+      the data's own clock — decisions are stale when fallback allocations went on
+      without them (the allocation server down or unreachable), never because the
+      simulated calendar lies in the past;
+    * otherwise the wall clock: production data is stale when nothing was decided lately.
+    """
+    if settings.as_of_ms is not None:
+        return settings.as_of_ms
+    if settings.clock == "simulated":
+        return settings.now_ms() if newest_exposure_ms is None else int(newest_exposure_ms)
+    return settings.now_ms()
+
+
 def open_or_none(settings: DashboardSettings) -> tuple[Any | None, str | None]:
     """(store, None) or (None, reason) when there is no readable store yet."""
     try:
@@ -272,6 +307,13 @@ def decision_span(key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
     variant and arm lists and first date, and the overview's freshness check, without the
     per-bucket traffic query."""
     return _read(key, lambda st_: st_.decision_span(experiment_id))
+
+
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def exposure_sources(key: tuple[str, str], experiment_id: str, as_of_ms: int | None) -> pd.DataFrame:
+    """Exposures per variant and how many were fallback allocations
+    (``Store.exposure_sources``): the overview's fallback count and freshness clock."""
+    return _read(key, lambda st_: st_.exposure_sources(experiment_id, as_of_ms))
 
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import os
 import signal
 import sys
 import time
@@ -40,8 +39,6 @@ from simulations.world import World, make_world
 __all__ = ["DemoResult", "TrafficGenerator", "TrafficStats"]
 
 DAY_MS = 86_400_000
-#: the demo dashboard's stale-data threshold: the simulated calendar is ~a year in the past
-DEMO_STALE_AFTER_S = 10 * 365 * 86_400
 #: 2026-01-05 00:00 UTC — simulated calendar start
 EPOCH_MS = 1_767_571_200_000
 
@@ -390,13 +387,11 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
         stack.start("learner", "learn", "--arms", str(day0_file))
         server = stack.start("server", "serve", "--arms", str(day0_file), "--seed", str(opts.seed))
         if opts.dashboard:
-            # the simulated calendar lies in the past: its decisions are as fresh as the data's
-            # clock says, not days older than the wall clock
+            # the calendar is simulated (and lies in the past): the dashboard measures the
+            # decisions' freshness against the data's own clock, not the wall clock
             dash = stack.start("dashboard", "dashboard", "--port", str(stack.dashboard_port),
                                "--snapshots", str(paths.snapshots),
-                               env={"SWITCHBOARD_DASHBOARD_STALE_AFTER_S": str(DEMO_STALE_AFTER_S),
-                                    **{k: v for k, v in os.environ.items()
-                                       if k == "SWITCHBOARD_DASHBOARD_STALE_AFTER_S"}})
+                               env={"SWITCHBOARD_DASHBOARD_CLOCK": "simulated"})
         stack.wait_http(stack.server_url + "/healthz", 120, server)
         if opts.dashboard:
             stack.wait_http(stack.dashboard_url + "/_stcore/health", 120, dash)

@@ -23,7 +23,7 @@ from bandit.config import PolicyConfig
 from bandit.events import DecisionEvent, FeedbackEvent
 from bandit.policies import make_policy
 from bandit.snapshot import save_policy_snapshot
-from bandit.store import open_store
+from bandit.store import ExposureRow, open_store
 from bandit.store.synthetic import DAY_MS, generate_experiment, insert_experiment
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
@@ -89,6 +89,13 @@ def _fill(store: Any, snapshot_dir: Path, results_dir: Path, n_users: int) -> di
             )
     store.insert_decisions(decisions)
     store.insert_feedback(feedback)
+    # every 25th unit also got a fallback allocation (server unreachable) half an hour in
+    # (a share under the warning threshold: the overview still reads healthy)
+    store.insert_exposures(
+        [ExposureRow(str(r.unit_id), EXPERIMENT, str(r.variant), int(r.ts_ms) + 1_800_000)
+         for r in ex.iloc[::25].itertuples()],
+        source="fallback",
+    )
     # a snapshot: LinUCB over five arms, four of them updated
     reg = ArmRegistry([Arm("gpt35", kind="baseline")] + [Arm(a, kind="expert") for a in ARMS[1:]])
     policy = make_policy(PolicyConfig(name="linucb", dim=DIM), reg)
@@ -240,6 +247,64 @@ def test_overview_health_banners_report_healthy_store(
     assert not at.exception
     texts = [s.value for s in at.success] + [e.value for e in at.error]
     assert any("Healthy" in t for t in texts) or any("Guardrail" in t or "Sample-ratio" in t for t in texts)
+
+
+def test_overview_counts_fallback_allocations(
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = _app(monkeypatch, filled["env"])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    src = reader.exposure_sources(EXPERIMENT, filled["as_of_ms"])
+    n, m = int(src["fallbacks"].sum()), int(src["exposures"].sum())
+    assert 0 < n < m
+    want = f"{n:,} of {m:,} exposures ({n / m:.1%}) were fallback allocations"
+    texts = [b.value for b in (*at.info, *at.warning)]
+    assert any(want in t for t in texts), texts
+    bandit = src.set_index("variant").loc["bandit"]
+    assert any(f"bandit {int(bandit.fallbacks):,} of {int(bandit.exposures):,}" in t for t in texts)
+
+
+@pytest.mark.parametrize(("clock", "stale"), [("simulated", False), ("wall", True)])
+def test_stale_banner_follows_the_configured_clock(
+    filled: dict, monkeypatch: pytest.MonkeyPatch, clock: str, stale: bool
+) -> None:
+    """Live view (no as-of) of data whose calendar lies in the past, default threshold:
+    stale against the wall clock, not against a simulated calendar's own clock."""
+    env = {k: v for k, v in filled["env"].items()
+           if k not in ("SWITCHBOARD_DASHBOARD_AS_OF_MS", "SWITCHBOARD_DASHBOARD_STALE_AFTER_S")}
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_AS_OF_MS", raising=False)
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_STALE_AFTER_S", raising=False)
+    at = _app(monkeypatch, {**env, "SWITCHBOARD_DASHBOARD_CLOCK": clock})
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Stale decisions" in w.value for w in at.warning) is stale
+
+
+def test_freshness_reference_rule() -> None:
+    from dashboards.data import DashboardSettings, freshness_reference
+
+    base = DashboardSettings("chdb:///x", "db", "s", "r", "gpt35", (), (), 0.0, 1.0, 1.0)
+    wall = base.now_ms()
+    # configured as-of wins, whatever the clock
+    assert freshness_reference(
+        DashboardSettings(**{**base.__dict__, "as_of_ms": 123, "clock": "simulated"}), 99) == 123
+    # simulated calendar: the newest allocation of any source (fallbacks included)
+    sim = DashboardSettings(**{**base.__dict__, "clock": "simulated"})
+    assert freshness_reference(sim, 5_000) == 5_000
+    assert freshness_reference(sim, None) >= wall
+    # production: the wall clock, never the data
+    assert freshness_reference(base, 5_000) >= wall
+
+
+def test_clock_setting_is_validated() -> None:
+    from bandit.errors import SwitchboardError
+    from dashboards.data import clock_setting
+
+    assert clock_setting({}) == "wall"
+    assert clock_setting({"SWITCHBOARD_DASHBOARD_CLOCK": "simulated"}) == "simulated"
+    with pytest.raises(SwitchboardError, match=r"SWITCHBOARD_DASHBOARD_CLOCK.*'sim'"):
+        clock_setting({"SWITCHBOARD_DASHBOARD_CLOCK": "sim"})
 
 
 def test_retention_page_draws_curves_and_lift_over_time(
@@ -503,3 +568,20 @@ def _elements(at: Any) -> list[Any]:
         out.extend(getattr(at, name))
         out.extend(getattr(at.sidebar, name))
     return out
+
+
+def test_fallback_banner_levels() -> None:
+    import pandas as pd
+
+    from dashboards.analysis import fallback_banner
+
+    def frame(rows: list[tuple[str, int, int]]) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=["variant", "exposures", "fallbacks"]).assign(last_ms=0)
+
+    assert fallback_banner(frame([])) is None
+    none = fallback_banner(frame([("bandit", 100, 0), ("gpt35", 100, 0)]))
+    assert none is not None and none.level == "info"
+    assert "0 of 200 exposures (0.0%) were fallback allocations" in none.detail
+    many = fallback_banner(frame([("bandit", 100, 30), ("gpt35", 100, 0)]))
+    assert many is not None and many.level == "warning"
+    assert "30 of 200 exposures (15.0%)" in many.detail and "bandit 30 of 100" in many.detail
