@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
@@ -27,6 +30,7 @@ __all__ = ["HelpFormatter", "build_parser", "main"]
 
 GROUP = "switchboard.commands"
 ENV_TRACEBACK = "SWITCHBOARD_TRACEBACK"
+ENV_EXIT_WITH_PARENT = "SWITCHBOARD_EXIT_WITH_PARENT"
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -101,7 +105,28 @@ def _redact_logs() -> None:
     logging.setLogRecordFactory(factory)
 
 
+def _exit_with_parent() -> None:
+    """Stop (SIGTERM to ourselves) when the process named by ``SWITCHBOARD_EXIT_WITH_PARENT``
+    is no longer our parent: the demo's services (``simulations/stack.py``) must not run on
+    as orphans when the demo is killed, even by SIGKILL, which no handler of its own sees.
+
+    The variable is removed from our environment so that processes we start do not
+    inherit a parent id that is not theirs."""
+    want = os.environ.pop(ENV_EXIT_WITH_PARENT, "")
+    if not want.isdigit():
+        return
+    parent = int(want)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _exit_with_parent()
     _quiet_drivers()
     _redact_logs()
     parser = build_parser()

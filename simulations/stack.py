@@ -102,8 +102,11 @@ class Stack:
         log = self.paths.logs / f"{name}.log"
         argv = [sys.executable, "-m", "bandit.cli", *args]
         with open(log, "ab") as fh:
+            # the service stops by itself if this process dies (bandit/cli.py)
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
-                                    env={**self._env(), **(env or {})}, start_new_session=True)
+                                    env={**self._env(), **(env or {}),
+                                         "SWITCHBOARD_EXIT_WITH_PARENT": str(os.getpid())},
+                                    start_new_session=True)
         svc = Service(name, argv, proc, log=log)
         self.services.append(svc)
         return svc
