@@ -320,9 +320,16 @@ def fallback_banner(sources: pd.DataFrame) -> Banner | None:
 
 
 def lift_over_time(units: pd.DataFrame, metric: str, control: str, points: int = 12) -> pd.DataFrame:
-    """Relative lift of ``metric`` as it would have read on past dates.
+    """Relative lift of ``metric`` as it would have read on past dates, with the
+    always-valid interval (``av_low``/``av_high``, ±inf where unbounded).
 
-    Each point is ``bandit.stats.relative_lift``.
+    Looking at the lift date after date is peeking, so each point's interval is
+    ``bandit.stats.sequential_lift`` (time-uniform, tuned by the same fixed planned size
+    as the overview's, :data:`bandit.stats.DEFAULT_PLANNED_N`), not the one-look
+    Fieller interval; the estimate is ``bandit.stats.relative_lift``'s. A date whose
+    cohorts ``bandit.stats.degenerate_reason`` cannot call yet (fewer than
+    :data:`bandit.stats.MIN_UNITS` per arm, all zero, no variation) has no point, as
+    the overview reads "too early to call" then.
 
     At date t the units counted are those whose day N had completed by t, so each point is
     what the overview would have shown then. Up to ``points`` dates, evenly spaced.
@@ -331,7 +338,7 @@ def lift_over_time(units: pd.DataFrame, metric: str, control: str, points: int =
     from bandit.errors import InvalidInputError
     from dashboards.transforms import matured_mask
 
-    cols = ["date", "variant", "lift", "ci_low", "ci_high", "n_treatment", "n_control"]
+    cols = ["date", "variant", "lift", "av_low", "av_high", "n_treatment", "n_control"]
     if units.empty or metric not in units.columns:
         return pd.DataFrame(columns=cols)
     day = 86_400_000
@@ -355,16 +362,19 @@ def lift_over_time(units: pd.DataFrame, metric: str, control: str, points: int =
         for variant in sorted(set(sub["variant"]) - {control}):
             x = sub.loc[sub["variant"] == variant, metric].to_numpy(dtype=float)
             try:
+                if stats.degenerate_reason(stats.Summary.of(x), stats.Summary.of(c)) is not None:
+                    continue
                 r = stats.relative_lift(x, c)
-            except (InvalidInputError, ZeroDivisionError, FloatingPointError):
+                av = stats.sequential_lift(x, c)
+            except InvalidInputError:
                 continue
             rows.append(
                 (
                     pd.Timestamp(t, unit="ms", tz="UTC"),
                     variant,
                     r.estimate,
-                    r.ci_low,
-                    r.ci_high,
+                    av.ci_low,
+                    av.ci_high,
                     len(x),
                     len(c),
                 )

@@ -90,12 +90,16 @@ def retention_curve_chart(df: pd.DataFrame) -> alt.LayerChart:
 
 
 def lift_over_time_chart(df: pd.DataFrame, metric_label: str) -> alt.LayerChart:
-    """Cumulative lift as data accrued (one point per calendar day), with a 95% band."""
+    """Cumulative lift as data accrued (one point per calendar day), with the always-valid
+    95% band (``av_low``/``av_high``; an unbounded end is left undrawn)."""
+    df = df.replace([np.inf, -np.inf], np.nan)
     base = alt.Chart(df).encode(
         x=alt.X("date:T", title="as of"),
         color=_variant_colour(),
     )
-    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", axis=alt.Axis(format="%")), y2="ci_high:Q")
+    band = base.mark_area(opacity=0.2).encode(
+        y=alt.Y("av_low:Q", axis=alt.Axis(format="%")), y2="av_high:Q"
+    )
     line = base.mark_line(point=True).encode(
         y=alt.Y("lift:Q", title=f"lift in {metric_label}", axis=alt.Axis(format="%")),
         tooltip=["variant:N", "date:T", alt.Tooltip("lift:Q", format=_PCT)],

@@ -324,11 +324,18 @@ def test_retention_page_draws_curves_and_lift_over_time(
         units["retained_d30"].notna()
         & (units["exposure_ts"] + 31 * DAY_MS <= int(last["date"].value // 1_000_000))
     ]
-    r = stats.relative_lift(
-        full.loc[full.variant == "bandit", "retained_d30"].to_numpy(float),
-        full.loc[full.variant == "gpt35", "retained_d30"].to_numpy(float),
-    )
+    x = full.loc[full.variant == "bandit", "retained_d30"].to_numpy(float)
+    c = full.loc[full.variant == "gpt35", "retained_d30"].to_numpy(float)
+    r = stats.relative_lift(x, c)
     assert math.isclose(last["lift"], 100 * r.estimate, rel_tol=1e-9)
+    # the band is the always-valid interval (peeking date after date), not the one-look CI
+    av = stats.sequential_lift(x, c)
+    assert math.isclose(last["av_low"], 100 * av.ci_low, rel_tol=1e-9)
+    assert math.isclose(last["av_high"], 100 * av.ci_high, rel_tol=1e-9)
+    assert av.ci_low < r.ci_low and av.ci_high > r.ci_high
+    assert any("always-valid 95% interval" in cap.value for cap in at.caption)
+    # no point before each arm has the units a call needs
+    assert (table["n_treatment"] >= stats.MIN_UNITS).all() and (table["n_control"] >= stats.MIN_UNITS).all()
     assert int(last["n_treatment"]) <= int((ok.variant == "bandit").sum())
 
 

@@ -52,8 +52,15 @@ if not ui.empty_state(ctx, "Per-expert proxies"):
             },
         )
         st.caption(
-            "Click a column header to sort. Intervals: 95%, delta method. Lower retry rate, "
-            "higher rating and longer conversations are better."
+            "Click a column header to sort. Intervals: 95% normal, "
+            + (
+                "mean ± 1.96 × the delta-method standard error of the self-normalised "
+                "IPS mean"
+                if weighted
+                else "mean ± 1.96 × sd/√n"
+            )
+            + "; rates clipped to [0, 1]. Lower retry rate, higher rating and longer "
+            "conversations are better."
         )
         metric = st.selectbox(
             "Chart",

@@ -38,9 +38,12 @@ if not ui.empty_state(ctx, "Lift figures"):
             if table["lift"].notna().any():
                 st.altair_chart(charts.lift_forest_chart(table), width="stretch")
         st.caption(
-            "Lift is relative: (variant − control) / control; 95% CI: fixed-horizon (one "
-            "look). The always-valid interval stays correct however often you look; the "
-            "verdict beside it is decided by it. "
+            "Lift is relative: (variant − control) / control. Always-valid 95%: Fieller's "
+            "set with the normal-mixture boundary (Howard et al. 2021), correct however "
+            "often you look; the verdict beside it is decided by it (±∞: unbounded, the "
+            "control mean is not yet clear of zero). 95% CI: fixed-horizon Fieller "
+            "interval at the Welch t quantile, valid for one look only. Chart: thick bar "
+            "the fixed-horizon interval, thin line the always-valid one. "
             "P(better): posterior probability the variant beats control (green ≥ 95 %, red ≤ 5 %)."
         )
         with st.expander("Sample sizes"):

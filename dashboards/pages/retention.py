@@ -1,10 +1,14 @@
-"""Retention: day-0..30 retention curves per variant with 95% bands; lift over calendar time."""
+"""Retention: day-0..30 retention curves per variant with 95% bands; lift over calendar time
+with its always-valid interval."""
 
 from __future__ import annotations
+
+import math
 
 import streamlit as st
 
 from bandit.lift import METRICS as LIFT_METRICS
+from bandit.stats import MIN_UNITS
 from dashboards import analysis, charts, data, transforms, ui
 from dashboards.transforms import METRICS
 
@@ -20,7 +24,7 @@ if not ui.empty_state(ctx, "Retention curves"):
         st.altair_chart(charts.retention_curve_chart(curve), width="stretch")
         st.caption(
             "Share of units active on day N after first exposure, among units whose day N "
-            "is complete; band: 95% normal interval."
+            "is complete; band: 95% normal (Wald) interval of the share, clipped to [0, 1]."
         )
     st.subheader("Lift over calendar time")
     labels = dict(METRICS)
@@ -34,14 +38,26 @@ if not ui.empty_state(ctx, "Retention curves"):
         st.altair_chart(charts.lift_over_time_chart(over_time, labels[metric]), width="stretch")
         st.caption(
             "Each point: lift on the units whose day N had completed by that date "
-            "(what the dashboard would have shown then). Band: fixed-horizon 95% CI."
+            "(what the dashboard would have shown then), from the first date with "
+            f"{MIN_UNITS} such units per arm. Band: always-valid 95% interval (Fieller set, "
+            "mixture boundary), which stays valid however many of these dates you look "
+            "at; a fixed-horizon interval would not. An unbounded end is not drawn."
         )
         with st.expander("Table"):
+            shown = transforms.to_percent(over_time, ["lift", "av_low", "av_high"])
             st.dataframe(
-                transforms.to_percent(over_time, ["lift", "ci_low", "ci_high"]),
+                shown.replace([math.inf, -math.inf], math.nan),
                 hide_index=True,
                 width="stretch",
                 column_config={
-                    c: st.column_config.NumberColumn(format="%+.1f%%") for c in ("lift", "ci_low", "ci_high")
+                    "lift": st.column_config.NumberColumn("lift", format="%+.1f%%"),
+                    "av_low": st.column_config.NumberColumn(
+                        "always-valid low", format="%+.1f%%",
+                        help="always-valid 95% interval of the relative lift",
+                    ),
+                    "av_high": st.column_config.NumberColumn(
+                        "always-valid high", format="%+.1f%%",
+                        help="empty: unbounded (control mean not yet clear of zero)",
+                    ),
                 },
             )
