@@ -629,8 +629,14 @@ def _cmd_demo(args: Any) -> int:
 
 
 def _pct(row: dict[str, Any], key: str) -> str:
+    """A lift as a signed percentage; an unbounded interval end reads "unbounded" (as in
+    ``switchboard lift``), a missing one "—"."""
     v = row.get(key)
-    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:+.1%}"
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return "—"
+    if isinstance(v, float) and np.isinf(v):
+        return "unbounded"
+    return f"{v:+.1%}"
 
 
 def _interval(row: dict[str, Any], low: str, high: str) -> str:
@@ -645,16 +651,12 @@ def _print_result(console: Any, r: DemoResult) -> None:
     ran = (f"{r.days} simulated days" if r.days_simulated == r.days
            else f"{r.days_simulated} of {r.days} simulated days")
     t = Table(title=f"day-30 engagement lift vs gpt35 ({r.users} users, {ran})")
-    for col in ("variant", "n", "n control", "mean", "mean control", "lift", "95% CI",
-                "always-valid CI", "P(better)", "verdict"):
+    # the verdict sits right beside the always-valid interval it was decided by
+    for col in ("variant", "n", "n control", "mean", "mean control", "lift", "P(better)",
+                "fixed-horizon 95% CI (one look)", "always-valid 95% CI", "verdict (by it)"):
         t.add_column(col)
-    for row in r.lift_table:
-        pb = row.get("prob_better")
-        t.add_row(str(row.get("variant", "")), str(row.get("n", "—")), str(row.get("n_control", "—")),
-                  _num(row.get("mean")), _num(row.get("mean_control")), _pct(row, "rel_lift"),
-                  _interval(row, "rel_ci_low", "rel_ci_high"),
-                  _interval(row, "seq_ci_low", "seq_ci_high"),
-                  "—" if pb is None or np.isnan(pb) else f"{pb:.3f}", str(row.get("verdict", "")))
+    for row in _table_rows(r.lift_table):
+        t.add_row(*row)
     console.print(t)
     truth = "n/a (no user reached day 30)" if np.isnan(r.true_lift_day30) else f"{r.true_lift_day30:+.1%}"
     console.print(f"simulator truth for the arms actually served: {truth} "
@@ -662,6 +664,20 @@ def _print_result(console: Any, r: DemoResult) -> None:
     console.print(f"decisions {r.decisions:,} · feedback {r.feedback:,} · engagement {r.engagement:,} "
                   f"· failed requests {r.failed_requests} · store rows {r.store_counts} · "
                   f"exit codes {r.exit_codes} · {r.wall_s:.0f} s")
+
+
+def _table_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The final table's cells, in the order of its columns (see :func:`_print_result`)."""
+    out = []
+    for row in rows:
+        pb = row.get("prob_better")
+        out.append((str(row.get("variant", "")), str(row.get("n", "—")),
+                    str(row.get("n_control", "—")), _num(row.get("mean")),
+                    _num(row.get("mean_control")), _pct(row, "rel_lift"),
+                    "—" if pb is None or np.isnan(pb) else f"{pb:.3f}",
+                    _interval(row, "rel_ci_low", "rel_ci_high"),
+                    _interval(row, "seq_ci_low", "seq_ci_high"), str(row.get("verdict", ""))))
+    return out
 
 
 def _num(v: Any) -> str:
