@@ -262,8 +262,10 @@ def test_fallback_exposures_reach_the_store_through_server_broker_and_learner(
     store = open_store(learner_config.store.dsn, learner_config.store.database)
     try:
         cohort = store.unit_metrics(config.experiment.id)
+        sources = store.exposure_sources(config.experiment.id)  # marked as fallbacks
     finally:
         store.close()
+    assert int(sources["fallbacks"].sum()) == len(units)
     assigner = VariantAssigner(config.experiment)
     got = dict(zip(cohort["unit_id"], cohort["variant"], strict=True))
     # every fallback unit is in the cohort of its assigned variant (the live one too,
