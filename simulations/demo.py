@@ -668,7 +668,7 @@ def _print_result(console: Any, r: DemoResult) -> None:
 
 def _table_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     """The final table's cells, in the order of its columns (see :func:`_print_result`)."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for row in rows:
         pb = row.get("prob_better")
         out.append((str(row.get("variant", "")), str(row.get("n", "—")),
