@@ -653,7 +653,7 @@ def _print_result(console: Any, r: DemoResult) -> None:
     t = Table(title=f"day-30 engagement lift vs gpt35 ({r.users} users, {ran})")
     # the verdict sits right beside the always-valid interval it was decided by
     for col in ("variant", "n", "n control", "mean", "mean control", "lift", "P(better)",
-                "fixed-horizon 95% CI (one look)", "always-valid 95% CI", "verdict (by it)"):
+                "one-look 95% CI", "always-valid 95% CI", "verdict (by it)"):
         t.add_column(col)
     for row in _table_rows(r.lift_table):
         t.add_row(*row)

@@ -34,7 +34,7 @@ def test_printed_table_puts_the_verdict_after_the_always_valid_interval() -> Non
     _print_result(console, result)
     text = console.export_text()
     header = next(line for line in text.splitlines() if "verdict" in line)
-    assert header.index("P(better)") < header.index("fixed-horizon") < header.index(
+    assert header.index("P(better)") < header.index("one-look") < header.index(
         "always-valid") < header.index("verdict")
     body = next(line for line in text.splitlines() if "bandit" in line)
     assert body.index("unbounded") < body.index("no detectable difference")
