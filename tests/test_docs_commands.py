@@ -343,7 +343,6 @@ def _run_commands(cmds: list[Command], tmp_path: Path, bootstrap_servers: str) -
         "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
         "PYTHONPATH": str(ROOT),
         "SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers,
-        "SWITCHBOARD_KAFKA__SESSION_TIMEOUT_MS": "6000",
         "SWITCHBOARD_SERVE__PORT": str(port),
         "SWITCHBOARD_URL": f"http://127.0.0.1:{port}",
     })
