@@ -281,6 +281,35 @@ def test_stale_banner_follows_the_configured_clock(
     assert any("Stale decisions" in w.value for w in at.warning) is stale
 
 
+def test_simulated_clock_flags_decisions_that_stopped_while_fallbacks_went_on(
+    chdb_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a simulated calendar, fallback allocations two days past the last decision
+    (the allocation server down) make the decisions stale against the data's own clock."""
+    dsn, database = f"chdb://{chdb_dir}", f"dash_{uuid.uuid4().hex[:8]}"
+    fill_store(dsn, database, tmp_path / "snapshots", tmp_path / "results", n_users=300)
+    store = open_store(dsn, database)
+    try:
+        last = int(store.decision_span(EXPERIMENT)["last_ms"].max())
+        store.insert_exposures([ExposureRow(f"late-{i}", EXPERIMENT, "bandit", last + 2 * DAY_MS + i)
+                                for i in range(5)], source="fallback")
+    finally:
+        store.close()
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_AS_OF_MS", raising=False)
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_STALE_AFTER_S", raising=False)
+    at = _app(monkeypatch, {
+        "SWITCHBOARD_STORE__DSN": dsn, "SWITCHBOARD_STORE__DATABASE": database,
+        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(tmp_path / "snapshots"),
+        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "results"),
+        "SWITCHBOARD_DASHBOARD_LAG_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD_CLOCK": "simulated",
+    })
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    stale = [w.value for w in at.warning if "Stale decisions" in w.value]
+    assert stale and "2.0 days old" in stale[0], [w.value for w in at.warning]
+
+
 def test_freshness_reference_rule() -> None:
     from dashboards.data import DashboardSettings, freshness_reference
 
