@@ -10,6 +10,7 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["register"]
@@ -86,6 +87,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
         world = make_world(args.scenario, 0)
         data, _mu = simulate_log(world, np.random.default_rng(args.seed), args.log_events)
+        Path(args.write_log).parent.mkdir(parents=True, exist_ok=True)
         (write_dsjson if args.write_log.endswith(".dsjson") else write_jsonl)(args.write_log, data)
         out = {"log": args.write_log, "events": data.n, "arms": list(data.arm_ids),
                "dim": data.dim}

@@ -338,9 +338,15 @@ def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
                     started[moment] = -1 if out.has("done simulating") else last_day
                     for name, (path, selector) in PAGES.items():
                         browser.call("Page.navigate", url=f"{url}/{path}")
-                        # the overview's chart needs a matured cohort: required after the run
-                        charted = moment == "after" or (moment == "mid-2" and name != "overview")
-                        want = selector if charted else "h1"
+                        # after the run every page has its chart. Mid-run, how much the learner
+                        # has stored depends on the machine's speed, not the simulated day: at
+                        # mid-2 a page shows its chart or says in words why not yet (st.info)
+                        if moment == "after":
+                            want = selector
+                        elif moment == "mid-2" and name != "overview":
+                            want = f'{selector}, [data-testid="stAlert"], [data-testid="stAlertContainer"]'
+                        else:
+                            want = "h1"
                         loaded = browser.wait_for(want, timeout_s=90)
                         browser.screenshot(DEMO_ARTIFACTS / f"{moment}-{name}.png")
                         assert browser.evaluate(_NO_EXCEPTION), f"{moment}/{name}: exception box"
