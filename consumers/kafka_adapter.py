@@ -353,8 +353,10 @@ class KafkaLearner:
             elif max_idle_s is not None and time.monotonic() - self.idle_since > max_idle_s:
                 if self.units:
                     return
-                # a group join takes up to about a session timeout: allow two
-                grace = max_idle_s + 2 * self.config.kafka.session_timeout_ms / 1000
+                # a group join takes about half a session timeout on an idle machine and
+                # several times that on a busy one (each rebalance round waits for every
+                # member): allow four before calling it a failure
+                grace = max_idle_s + 4 * self.config.kafka.session_timeout_ms / 1000
                 if time.monotonic() - self.idle_since > grace:
                     self.failure = (
                         f"no partition of {sorted(self.roles)} was assigned within "
