@@ -513,16 +513,10 @@ class _Server:
     def ingest(self, authorization: str | None, body: bytes, kind: str) -> Reply:
         """``POST /v1/feedback`` and ``/v1/engagement``: one event (a JSON object) or a batch
         (a JSON array), validated by the topic's own decoder, published all or none."""
-        denied = self.check_token(authorization, admin=False)
+        obj, denied = self._read_body(authorization, body, "event")
         if denied is not None:
             return denied
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _error(422, "body", f"is not valid JSON ({exc})")
         if isinstance(obj, list):
-            if not obj:
-                return _error(422, "body", "must be an event or a non-empty array of events")
             items = [(f"[{i}]", orjson.dumps(o)) for i, o in enumerate(obj)]
         else:
             items = [("", body)]
@@ -544,16 +538,10 @@ class _Server:
     def exposures(self, authorization: str | None, body: bytes) -> Reply:
         """``POST /v1/exposures``: fallback allocations the serving tier made without this
         server; each unit gets the variant its sticky assignment gives it."""
-        denied = self.check_token(authorization, admin=False)
+        obj, denied = self._read_body(authorization, body, "exposure")
         if denied is not None:
             return denied
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            return _error(422, "body", f"is not valid JSON ({exc})")
         many = isinstance(obj, list)
-        if many and not obj:
-            return _error(422, "body", "must be an exposure or a non-empty array of exposures")
         try:
             reqs = _EXPOSURES.validate_python(obj) if many else [ExposureIn.model_validate(obj)]
         except ValidationError as exc:
@@ -570,6 +558,20 @@ class _Server:
                 variant=self.assigner.assign(req.unit_id).name, arm_id=req.arm_id,
                 reason=req.reason))
         return self._publish(ExposureEvent.KIND, events)
+
+    def _read_body(self, authorization: str | None, body: bytes, noun: str) -> tuple[Any, Reply | None]:
+        """Authenticate a post of one ``noun`` or a batch of them and parse its JSON body;
+        the reply is the 401/403/422 to send instead, or None."""
+        denied = self.check_token(authorization, admin=False)
+        if denied is not None:
+            return None, denied
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return None, _error(422, "body", f"is not valid JSON ({exc})")
+        if isinstance(obj, list) and not obj:
+            return None, _error(422, "body", f"must be an {noun} or a non-empty array of {noun}s")
+        return obj, None
 
     def _publish(self, kind: str, events: list[Event]) -> Reply:
         publish = self.sinks[kind].publish
