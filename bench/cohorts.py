@@ -1,7 +1,7 @@
 """Benchmark: insert rate into the embedded store and the day-30 lift query.
 
 Generates ``--users`` units (default 1,000,000) with about ``--rows`` engagement events
-(default 10,000,000) over 45 days with ``bandit.store.synthetic`` (planted +20 % lift),
+(default 10,000,000) over 45 days with ``bandit.testing.synthetic`` (planted +20 % lift),
 inserts them column-oriented through clickhouse-connect into chdb in chunks, then times
 ``Store.unit_metrics`` (the per-unit day-30 cohort query) and the whole ``lift_table``
 for ``day30_engagement``. Prints one JSON object.
@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 
-from bandit.lift import lift_table
+from bandit.analysis.lift import lift_table
 from bandit.store import open_store
-from bandit.store.synthetic import generate_experiment, insert_experiment
+from bandit.testing.synthetic import generate_experiment, insert_experiment
 
 
 def _cpu() -> float:

@@ -11,7 +11,7 @@ a first visitor waits for):
 
 * ``overview_s``: ``dashboards.analysis.overview`` — one aggregate query of the overview
   metrics' per-variant sums (``Store.cohort_moments_many`` for
-  ``analysis.overview_pairs``), unit counts, 8 ``bandit.lift.lift_table`` calls answered
+  ``analysis.overview_pairs``), unit counts, 8 ``bandit.analysis.lift.lift_table`` calls answered
   from those sums (the CUPED setting on screen), the guardrail table, SRM, the
   first/last decision (``Store.decision_span``) for staleness, the banners;
 * ``cohort_query_s``: that aggregate query alone, run again right after (engine warm);
@@ -29,7 +29,7 @@ a first visitor waits for):
   emptied caches would not be a whole cold page: only the first run is timed cold.)
 
 The server's start-up imports (``dashboards.server.preload``: pandas, Altair, scipy via
-``bandit.lift``, the store's client and engine) are done first and reported as
+``bandit.analysis.lift``, the store's client and engine) are done first and reported as
 ``server_start_preload_s``: ``switchboard dashboard`` does them before any visitor
 arrives, so they are not part of a page load.
 

@@ -33,12 +33,12 @@ from typing import Any
 
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import load_config
+from bandit.embedded.broker import EmbeddedBroker, create_topics
+from bandit.formats.state import StateDir
 from bandit.policies import make_policy
-from consumers.embedded import EmbeddedBroker, create_topics
 from consumers.join import JoinPartition
 from consumers.kafka_adapter import KafkaLearner, _crc32c_is_native, _use_lean_records
 from consumers.sink import StoreSink
-from consumers.state import StateDir
 from consumers.synthetic import ARMS, make_stream, produce
 
 DIM = 64

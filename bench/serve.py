@@ -313,8 +313,9 @@ def _compute_stats(before: str, after: str,
 def _setup(work: Path, bootstrap: str, topic: str) -> tuple[Path, Path]:
     from bandit.arms import Arm, ArmRegistry
     from bandit.config import PolicyConfig
+    from bandit.formats.paths import snapshot_path
+    from bandit.formats.snapshot import save_policy_snapshot
     from bandit.policies import make_policy
-    from bandit.snapshot import save_policy_snapshot
 
     arms = ArmRegistry([Arm("gpt35", kind="baseline"), *(Arm(f"expert-{i}") for i in range(K - 1))])
     policy = make_policy(PolicyConfig(name="linucb", dim=DIM), arms)
@@ -322,7 +323,7 @@ def _setup(work: Path, bootstrap: str, topic: str) -> tuple[Path, Path]:
     n = 20_000
     policy.update_batch([arms.ids()[i % K] for i in range(n)], rng.normal(size=(n, DIM)),
                         rng.random(n))
-    save_policy_snapshot(work / "snap" / "policy.snapshot", policy, arms)
+    save_policy_snapshot(snapshot_path(work / "snap"), policy, arms)
     (work / "arms.json").write_text(json.dumps(arms.to_list()))
     cfg = work / "switchboard.toml"
     cfg.write_text(f"""
@@ -486,7 +487,7 @@ def _inline_protocol_us(app: Any, body: bytes, n: int = 3000) -> float:
 
 def _encoder_bench() -> dict[str, object]:
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from bandit.adapters.encoder import MiniLMEncoder
+    from bandit.adapters.minilm import MiniLMEncoder
 
     texts = [f"user: can you help me write a short story about a dragon named {i}? "
              f"assistant: of course, here is a tale about dragon {i}." for i in range(256)]
@@ -539,7 +540,7 @@ def main() -> int:
         if args.no_broker:
             bootstrap, topic = "127.0.0.1:1", "decisions"
         else:
-            from consumers.embedded import EmbeddedBroker, create_topics
+            from bandit.embedded.broker import EmbeddedBroker, create_topics
 
             broker = EmbeddedBroker(log_path=work / "tansu.log").start()
             bootstrap, topic = broker.bootstrap_servers, "bench.decisions"

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from bandit.cli.redaction import redact
 from bandit.config import load_config
-from bandit.redaction import redact
 
 __all__ = ["register"]
 
@@ -16,7 +16,7 @@ def _run(args: argparse.Namespace) -> int:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    from consumers.embedded import create_topics
+    from bandit.embedded.broker import create_topics
 
     cfg = load_config(args.config)
     k = cfg.kafka

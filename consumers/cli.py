@@ -28,13 +28,13 @@ def build_learner(
     bootstrap_servers: str | None = None,
 ) -> Any:
     """Wire policy, prior, publisher, sink and the Kafka adapter from ``config``."""
-    from bandit.registry import RegistryFile
+    from bandit.formats.registry import RegistryFile
+    from bandit.formats.state import StateDir, read_key
     from consumers.join import JoinPartition, event_time_bounds
     from consumers.kafka_adapter import KafkaLearner
     from consumers.metrics import LearnerMetrics
     from consumers.model import ArmFollower, ModelPublisher, load_arms, load_or_create_prior
     from consumers.sink import Sink, StoreSink
-    from consumers.state import StateDir, read_key
 
     lc = config.learner
     state = StateDir(lc.state_dir, key=read_key(lc.state_hmac_key_file))
@@ -65,8 +65,8 @@ def build_learner(
     )
     if isinstance(sink, StoreSink):
         # the experiment's design goes with its exposures: lift tests the sample ratio
-        # against the weights recorded per period (bandit.lift.experiment_health)
-        from bandit.lift import ensure_design
+        # against the weights recorded per period (bandit.analysis.lift.experiment_health)
+        from bandit.analysis.lift import ensure_design
 
         ensure_design(sink.store, config.experiment, int(time.time() * 1000))
     publisher = ModelPublisher(config, arms, follower)

@@ -54,6 +54,7 @@ from bandit.events import (
     decode_feedback,
     decode_feedback_batch,
 )
+from bandit.formats.state import WATERMARK_WINDOW
 from bandit.reward import reward_from_proxies
 
 _E = TypeVar("_E")
@@ -85,8 +86,6 @@ EXPOSURES: Final = "exposures"
 DEFAULT_CLOSED_CAPACITY: Final = 200_000
 #: Distinct (retried, rating, length) proxy combinations whose reward is memoised.
 _REWARD_MEMO_SIZE: Final = 65_536
-#: Accepted events of one topic in the sliding window the watermark is read from.
-WATERMARK_WINDOW: Final = 64
 #: The watermark ignores this many largest event times of every window: that many outliers
 #: among any WATERMARK_WINDOW consecutive events cannot move it.
 WATERMARK_OUTLIERS: Final = 7

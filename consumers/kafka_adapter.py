@@ -35,6 +35,7 @@ from typing import Any
 
 from bandit.config import Config
 from bandit.errors import SwitchboardError
+from bandit.formats.state import StateDir, read_key
 from consumers.join import (
     DECISIONS,
     ENGAGEMENT,
@@ -47,7 +48,6 @@ from consumers.join import (
 )
 from consumers.metrics import LearnerMetrics
 from consumers.sink import Sink
-from consumers.state import StateDir, read_key
 
 __all__ = ["DEAD_LETTER_MAX_VALUE", "KafkaLearner", "LearnerStalledError", "dead_letter_headers"]
 

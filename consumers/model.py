@@ -7,7 +7,7 @@ Any consumer may publish: it merges every partition file of the shared state dir
 and writes the snapshot with an atomic rename.
 
 Arms registered at run time reach the learner through the shared arm registry file
-(:mod:`bandit.registry`) that the allocation servers write before serving a new arm:
+(:mod:`bandit.formats.registry`) that the allocation servers write before serving a new arm:
 :class:`ArmFollower` re-reads it (one ``os.stat``, a read only if it changed) when a
 decision names an arm the learner does not know, and adds what it finds to the
 policy's arms — which the join partitions and the published snapshot share.
@@ -25,12 +25,11 @@ from typing import Any
 from bandit.arms import ArmRegistry
 from bandit.config import Config
 from bandit.errors import ConfigError, InvalidInputError
-from bandit.registry import RegistryFile, RegistryState
-from consumers.state import StateDir, read_key
+from bandit.formats.paths import prior_path, snapshot_path
+from bandit.formats.registry import RegistryFile, RegistryState
+from bandit.formats.state import StateDir, read_key
 
 __all__ = [
-    "PRIOR_NAME",
-    "PUBLISHED_NAME",
     "ArmFollower",
     "ModelPublisher",
     "load_arms",
@@ -38,9 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-PRIOR_NAME = "prior.snapshot"
-PUBLISHED_NAME = "policy.snapshot"
 
 
 def load_arms(path: str | os.PathLike[str] | None, config: Config) -> ArmRegistry | None:
@@ -66,13 +62,13 @@ def load_or_create_prior(
     published snapshot, else from the shared arms registry file (``registry``: what the
     servers' ``POST /v1/arms`` or a bootstrap step registered).
     """
+    from bandit.formats.snapshot import load_policy_snapshot, save_policy_snapshot
     from bandit.policies import make_policy
-    from bandit.snapshot import load_policy_snapshot, save_policy_snapshot
 
     state = Path(config.learner.state_dir)
     state.mkdir(parents=True, exist_ok=True)
     key = read_key(config.learner.state_hmac_key_file)
-    prior = state / PRIOR_NAME
+    prior = prior_path(state)
     if prior.exists():
         policy, loaded_arms, _ = load_policy_snapshot(prior, key=key)
         if arms is not None:
@@ -80,7 +76,7 @@ def load_or_create_prior(
                 if arm.arm_id not in loaded_arms:
                     loaded_arms.add(arm)
         return policy, loaded_arms
-    published = Path(config.serve.snapshot_dir) / PUBLISHED_NAME
+    published = snapshot_path(config.serve.snapshot_dir)
     if published.exists() and arms is None:
         policy, arms, _ = load_policy_snapshot(published)
     else:
@@ -171,7 +167,7 @@ class ModelPublisher:
         self.follower = follower
         self.key = read_key(config.learner.state_hmac_key_file)
         self.state = StateDir(config.learner.state_dir, key=self.key)
-        self.out = Path(config.serve.snapshot_dir) / PUBLISHED_NAME
+        self.out = snapshot_path(config.serve.snapshot_dir)
         self.published = 0
         _remove_stale(self.out)
 
@@ -182,20 +178,20 @@ class ModelPublisher:
         return total
 
     def publish(self) -> None:
-        from bandit.snapshot import load_policy_snapshot, save_policy_snapshot
+        from bandit.formats.snapshot import load_policy_snapshot, save_policy_snapshot
 
         if self.follower is not None:
             # other learner processes may have learnt arms whose deltas are merged here
             self.follower.sync()
         policy, arms, _ = load_policy_snapshot(
-            Path(self.config.learner.state_dir) / PRIOR_NAME, key=self.key
+            prior_path(self.config.learner.state_dir), key=self.key
         )
         for arm in self.arms:
             arms.add(arm)
         policy.apply(self.merged_delta(policy))
         self.out.parent.mkdir(parents=True, exist_ok=True)
         # authenticated under the state key when one is configured; a server without the
-        # key still reads it by its checksum (bandit.snapshot)
+        # key still reads it by its checksum (bandit.formats.snapshot)
         save_policy_snapshot(self.out, policy, arms, extra={"role": "learner-merged"},
                              key=self.key)
         self.published += 1

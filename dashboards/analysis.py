@@ -1,7 +1,7 @@
-"""The overview's numbers: ``bandit.lift`` / ``bandit.stats`` results, cached per query.
+"""The overview's numbers: ``bandit.analysis.lift`` / ``bandit.stats`` results, cached per query.
 
 The statistics are never re-implemented here: lift rows come from
-``bandit.lift.lift_table``, sample-ratio mismatch and guardrails from ``bandit.stats``.
+``bandit.analysis.lift.lift_table``, sample-ratio mismatch and guardrails from ``bandit.stats``.
 This module caches them (``st.cache_data``), assembles the health banners and shapes the
 tables for display.
 """
@@ -59,7 +59,7 @@ class OverviewView:
 
 
 class CohortView:
-    """The slice of the store ``bandit.lift`` reads, answered from per-unit rows.
+    """The slice of the store ``bandit.analysis.lift`` reads, answered from per-unit rows.
 
     The overview now uses :class:`MomentsView` (one aggregate query); this adapter stays
     for callers that already hold ``Store.unit_metrics`` rows (the Retention page).
@@ -112,7 +112,7 @@ class CohortView:
 
 
 class MomentsView:
-    """The slice of the store ``bandit.lift`` reads, answered from one aggregate query.
+    """The slice of the store ``bandit.analysis.lift`` reads, answered from one aggregate query.
 
     ``moments`` is ``Store.cohort_moments_many`` (per metric, covariate and variant:
     exposed units, units with a complete horizon, Σy, Σy², Σx, Σx², Σxy), fetched once per
@@ -156,9 +156,9 @@ class MomentsView:
 def overview_pairs(experiment: Any) -> tuple[tuple[str, str], ...]:
     """The (metric, covariate) pairs the overview reads: its lift metrics and the
     experiment's guardrails (``experiment``: an ExperimentConfig or an id, as handed to
-    ``bandit.lift``), so the cohort query computes only those."""
+    ``bandit.analysis.lift``), so the cohort query computes only those."""
+    from bandit.analysis.lift import METRICS as LIFT_METRICS
     from bandit.config import ExperimentConfig
-    from bandit.lift import METRICS as LIFT_METRICS
 
     cfg = experiment if isinstance(experiment, ExperimentConfig) else ExperimentConfig(id=str(experiment))
     names = [m for m, _ in METRICS] + list(cfg.guardrails)
@@ -212,9 +212,9 @@ def experiment_arg(settings: Any, experiment_id: str) -> Any:
 def experiment_health(
     key: tuple[str, str], experiment_id: str, as_of_ms: int | None, _experiment: Any = None
 ) -> Any:
-    """``bandit.lift.experiment_health``: the sample ratio per recorded design period and
+    """``bandit.analysis.lift.experiment_health``: the sample ratio per recorded design period and
     the cross-exposed count, read from the store (no config file needed)."""
-    from bandit.lift import experiment_health as health
+    from bandit.analysis.lift import experiment_health as health
 
     exp = _experiment if _experiment is not None else experiment_id
     return health(data.get_store(*key), exp, as_of_ms)
@@ -228,7 +228,7 @@ def lift_tables(
     cuped: bool,
     _experiment: Any = None,
 ) -> tuple[dict[tuple[str, bool], pd.DataFrame], dict[str, str]]:
-    """``bandit.lift.lift_table`` for every overview metric, with or without CUPED.
+    """``bandit.analysis.lift.lift_table`` for every overview metric, with or without CUPED.
 
     One CUPED setting per call (the one on screen; the other is computed when the
     reader flips the switch, and then cached too).
@@ -236,8 +236,8 @@ def lift_tables(
     Returns (tables, skipped) where ``skipped`` maps a metric to why it has no table yet
     (typically: no complete day-N cohort).
     """
+    from bandit.analysis.lift import lift_table
     from bandit.errors import InvalidInputError
-    from bandit.lift import lift_table
 
     exp = _experiment if _experiment is not None else experiment_id
     moments = data.cohort_moments(key, experiment_id, as_of_ms, overview_pairs(exp))
@@ -262,9 +262,9 @@ def guardrail_rows(
     as_of_ms: int | None,
     _experiment: Any = None,
 ) -> pd.DataFrame:
-    """``bandit.lift.guardrail_table`` over the cached per-variant moments."""
+    """``bandit.analysis.lift.guardrail_table`` over the cached per-variant moments."""
+    from bandit.analysis.lift import GUARDRAIL_COLUMNS, guardrail_table
     from bandit.errors import InvalidInputError
-    from bandit.lift import GUARDRAIL_COLUMNS, guardrail_table
 
     exp = _experiment if _experiment is not None else experiment_id
     moments = data.cohort_moments(key, experiment_id, as_of_ms, overview_pairs(exp))
@@ -275,7 +275,7 @@ def guardrail_rows(
 
 
 def guardrail_banners(guards: pd.DataFrame) -> list[Banner]:
-    """Banners of ``bandit.lift.guardrail_table`` rows: an error per breached guardrail, a
+    """Banners of ``bandit.analysis.lift.guardrail_table`` rows: an error per breached guardrail, a
     note per inconclusive one (its one-sided level and the drop it would detect now).
     An empty frame — no guardrail configured, or columns missing — gives none."""
     if guards is None or guards.empty or "status" not in guards.columns:

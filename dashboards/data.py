@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from bandit.cli.redaction import redact
 from bandit.config import Config, load_config
 from bandit.errors import StoreError, SwitchboardError
-from bandit.redaction import redact
 
 __all__ = [
     "QUERY_TTL_S",
@@ -366,7 +366,7 @@ class PolicyView:
 
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float) -> PolicyView:
-    """Load a snapshot with ``bandit.snapshot.load_policy_snapshot`` and reduce it per arm.
+    """Load a snapshot with ``bandit.formats.snapshot.load_policy_snapshot`` and reduce it per arm.
 
     The score of arm m at the mean context x̄ is θ_m·x̄ with θ_m = A_m⁻¹ b_m, A_m = λI + S_m,
     and its width α·sqrt(x̄ᵀA_m⁻¹x̄) (the LinUCB bonus). x̄ is the snapshot's
@@ -374,7 +374,7 @@ def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float
     direction (for contexts with a constant feature this is close to the mean).
     Raises SnapshotError for an unreadable snapshot.
     """
-    from bandit.snapshot import load_policy_snapshot
+    from bandit.formats.snapshot import load_policy_snapshot
     from dashboards.transforms import arm_estimates
 
     policy, arms, meta = load_policy_snapshot(path)

@@ -2,7 +2,7 @@
 
 ``python -m dashboards.server run dashboards/app.py [streamlit options]`` behaves exactly
 like ``python -m streamlit run ...`` (``switchboard dashboard`` launches it), after first
-importing the libraries the pages need — pandas, Altair, scipy through ``bandit.lift`` /
+importing the libraries the pages need — pandas, Altair, scipy through ``bandit.analysis.lift`` /
 ``bandit.stats``, the store's client and engine modules. Streamlit runs every page script inside this process,
 so the modules stay loaded: the first visitor after a start no longer waits for about a
 second of imports on top of the cohort query (measured in ``bench/dashboard.py``). Only
@@ -21,7 +21,7 @@ PRELOAD: tuple[str, ...] = (
     "pandas",
     "pyarrow",
     "altair",
-    "bandit.lift",
+    "bandit.analysis.lift",
     "bandit.stats",
     "bandit.store",
     "clickhouse_connect",

@@ -2,7 +2,7 @@
 
 Nothing here touches Streamlit or the store, so every function is unit-tested on small
 hand-made frames. The statistics themselves (lift CIs, SRM, P(better), ...) come from
-``bandit.stats`` / ``bandit.lift``, verdicts included; this module only reshapes and
+``bandit.stats`` / ``bandit.analysis.lift``, verdicts included; this module only reshapes and
 labels them.
 """
 
@@ -42,7 +42,7 @@ __all__ = [
     "weighted_mean_ci",
 ]
 
-#: Metrics on the overview: (key used by the store and ``bandit.lift``, label).
+#: Metrics on the overview: (key used by the store and ``bandit.analysis.lift``, label).
 METRICS: tuple[tuple[str, str], ...] = (
     ("day1_retention", "Day-1 retention"),
     ("day7_retention", "Day-7 retention"),
@@ -70,7 +70,7 @@ def _finite(v: float | None) -> bool:
     return v is not None and isinstance(v, int | float | np.floating) and math.isfinite(float(v))
 
 
-# Column aliases: ``bandit.lift.lift_table`` is the source; accept its spelling variants.
+# Column aliases: ``bandit.analysis.lift.lift_table`` is the source; accept its spelling variants.
 _ALIASES: dict[str, tuple[str, ...]] = {
     "variant": ("variant", "treatment"),
     "lift": ("rel_lift", "lift", "relative_lift", "estimate"),
@@ -101,11 +101,11 @@ def canonical_lift_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) -> pd.DataFrame:
-    """One row per (metric, variant, CUPED) from ``bandit.lift.lift_table`` outputs.
+    """One row per (metric, variant, CUPED) from ``bandit.analysis.lift.lift_table`` outputs.
 
     ``tables`` maps (metric, cuped) to that metric's lift table. The control's own row, if
     the table has one, is dropped: lift is always "vs control". Verdicts are the table's
-    own (``bandit.lift``), never re-decided here.
+    own (``bandit.analysis.lift``), never re-decided here.
     """
     labels = dict(METRICS)
     rows: list[pd.DataFrame] = []
@@ -143,7 +143,7 @@ def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) 
     for col in ("av_low", "av_high", "p_better", "n_control", "n_treatment"):
         if col not in out.columns:
             out[col] = np.nan
-    # the verdict is ``bandit.lift``'s, decided by the always-valid interval shown beside
+    # the verdict is ``bandit.analysis.lift``'s, decided by the always-valid interval shown beside
     # it; a table without one is not judged here (a second rule would be a second truth)
     if "verdict" not in out.columns:
         out["verdict"] = "no verdict: the lift table has none"
@@ -156,7 +156,7 @@ def lift_display(tables: Mapping[tuple[str, bool], pd.DataFrame], control: str) 
 
 def health_banners(srm_flag: bool, srm_detail: str, srm_tested: bool, cross_exposed: int,
                    cross_excluded: bool = True) -> list[Banner]:
-    """Banners of an experiment's health (``bandit.lift.experiment_health``): a
+    """Banners of an experiment's health (``bandit.analysis.lift.experiment_health``): a
     sample-ratio mismatch (error), a ratio that could not be tested (info), and units
     exposed to more than one variant (warning, with the count and what the lift did)."""
     out: list[Banner] = []

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from bandit.redaction import redact
+from bandit.cli.redaction import redact
 from dashboards import analysis, data
 from dashboards.transforms import Banner
 

@@ -344,7 +344,7 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
     from kafka import KafkaProducer
 
     from bandit.config import load_config
-    from consumers.embedded import free_port
+    from bandit.embedded.broker import free_port
     from simulations.stack import Stack, StackPaths
     from simulations.world import planted_lift
 
@@ -549,8 +549,8 @@ def final_lift_rows(store: Any, experiment: Any, as_of_ms: int,
                     metric: str = "day30_engagement") -> list[dict[str, Any]]:
     """The demo's lift table as of ``as_of_ms``; never an exception: a cohort too young or
     too degenerate for a lift gives one row per variant that says so."""
+    from bandit.analysis.lift import lift_table
     from bandit.errors import SwitchboardError
-    from bandit.lift import lift_table
 
     try:
         table = lift_table(store, experiment, metric, as_of_ms=as_of_ms, cuped=False)

@@ -461,7 +461,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             target = read_target_file(target[1], data)
         label = args.target
     elif args.snapshot:
-        from bandit.snapshot import load_policy_snapshot
+        from bandit.formats.snapshot import load_policy_snapshot
 
         target, _arms, _meta = load_policy_snapshot(args.snapshot)
         label = f"snapshot {args.snapshot}"

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from consumers.embedded import EmbeddedBroker, create_topics, free_port
+from bandit.embedded.broker import EmbeddedBroker, create_topics, free_port
 
 __all__ = ["Service", "Stack", "StackPaths"]
 
@@ -102,7 +102,7 @@ class Stack:
         log = self.paths.logs / f"{name}.log"
         argv = [sys.executable, "-m", "bandit.cli", *args]
         with open(log, "ab") as fh:
-            # the service stops by itself if this process dies (bandit/cli.py)
+            # the service stops by itself if this process dies (bandit/cli/__init__.py)
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
                                     env={**self._env(), **(env or {}),
                                          "SWITCHBOARD_EXIT_WITH_PARENT": str(os.getpid())},

@@ -149,7 +149,7 @@ class Cell:
 def run_cell(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequence, *,
              alpha: float = 0.05, burn_in: int = stats.MIN_UNITS) -> Cell:
     """One cell. The always-valid intervals count at every look from ``burn_in`` units per
-    arm — where :func:`bandit.lift.lift_table` starts calling (before, it says "too early
+    arm — where :func:`bandit.analysis.lift.lift_table` starts calling (before, it says "too early
     to call")."""
     lk = simulate(dist, n, lift, sims, seed)
     nn = lk.n.astype(np.float64)[None, :]

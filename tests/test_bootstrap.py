@@ -32,7 +32,7 @@ from bandit.config import (
     resolve_serve_tokens,
 )
 from bandit.errors import ConfigError
-from bandit.registry import RegistryFile
+from bandit.formats.registry import RegistryFile
 
 STRONG = "s" * MIN_TOKEN_CHARS
 STRONG_ADMIN = "a" * (MIN_TOKEN_CHARS + 4)
@@ -462,9 +462,9 @@ def test_manifests_come_up_from_nothing(topology: str, tmp_path: Path) -> None:
     import signal
     import time
 
-    from bandit.snapshot import load_policy_snapshot
+    from bandit.embedded.broker import EmbeddedBroker
+    from bandit.formats.snapshot import load_policy_snapshot
     from bandit.store import open_store
-    from consumers.embedded import EmbeddedBroker
 
     broker = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
     stack = Stack(tmp_path, broker.bootstrap_servers)

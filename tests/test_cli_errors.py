@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bandit.cli import HelpFormatter, build_parser, main, subparsers
-from consumers.embedded import free_port
+from bandit.embedded.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANTED = "pl4nted-Pw-7731"

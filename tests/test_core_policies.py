@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import PolicyConfig
 from bandit.errors import InvalidInputError, SwitchboardError, UnknownArmError
+from bandit.formats.snapshot import load_policy_snapshot, save_policy_snapshot
 from bandit.linear import RidgeStatistics
 from bandit.policies import POLICY_NAMES, Policy, floored_argmax, make_policy
-from bandit.snapshot import load_policy_snapshot, save_policy_snapshot
 
 D = 4
 M = 2

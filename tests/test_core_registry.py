@@ -1,4 +1,4 @@
-"""The shared arm registry file (bandit.registry): round trip, locking, corruption, retire."""
+"""The shared arm registry file (bandit.formats.registry): round trip, locking, corruption, retire."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from bandit.arms import Arm
 from bandit.errors import RegistryError, UnknownArmError
-from bandit.registry import (
+from bandit.formats.paths import REGISTRY_NAME
+from bandit.formats.registry import (
     FORMAT_VERSION,
-    REGISTRY_NAME,
     RegistryFile,
     RegistryState,
     decode_registry,

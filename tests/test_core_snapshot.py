@@ -13,14 +13,14 @@ from hypothesis.extra import numpy as hnp
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import PolicyConfig
 from bandit.errors import InvalidInputError, SnapshotError
-from bandit.policies import make_policy
-from bandit.snapshot import (
+from bandit.formats.snapshot import (
     FORMAT_VERSION,
     load_policy_snapshot,
     load_snapshot,
     save_policy_snapshot,
     save_snapshot,
 )
+from bandit.policies import make_policy
 
 ARRAYS = {
     "S": np.arange(12.0).reshape(2, 2, 3),

@@ -1,6 +1,6 @@
 """Dashboard pages under ``streamlit.testing.v1.AppTest`` on a chdb store of simulated data.
 
-The numbers the pages show are compared with ``bandit.lift`` / ``bandit.stats`` computed
+The numbers the pages show are compared with ``bandit.analysis.lift`` / ``bandit.stats`` computed
 directly on the same store. chdb allows one data directory per process, so every test
 here shares one directory (``chdb_dir``), isolates itself by database name and closes
 every store it opened after each test.
@@ -21,10 +21,10 @@ import pytest
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import PolicyConfig
 from bandit.events import DecisionEvent, FeedbackEvent
+from bandit.formats.snapshot import save_policy_snapshot
 from bandit.policies import make_policy
-from bandit.snapshot import save_policy_snapshot
 from bandit.store import ExposureRow, open_store
-from bandit.store.synthetic import DAY_MS, generate_experiment, insert_experiment
+from bandit.testing.synthetic import DAY_MS, generate_experiment, insert_experiment
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
 SEEDS = np.random.SeedSequence(20261123).spawn(4)
@@ -198,7 +198,7 @@ def _page(at, name: str):
 def test_overview_lift_table_matches_bandit_lift(
     filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bandit.lift import lift_table
+    from bandit.analysis.lift import lift_table
 
     at = _app(monkeypatch, filled["env"])
     at.run()
@@ -454,8 +454,8 @@ def test_server_preload_imports_the_pages_libraries() -> None:
 
 
 def test_overview_pairs_cover_overview_metrics_and_guardrails() -> None:
+    from bandit.analysis.lift import METRICS as LIFT_METRICS
     from bandit.config import ExperimentConfig
-    from bandit.lift import METRICS as LIFT_METRICS
     from dashboards.analysis import overview_pairs
     from dashboards.transforms import METRICS
 
@@ -464,7 +464,7 @@ def test_overview_pairs_cover_overview_metrics_and_guardrails() -> None:
     assert len(pairs) == len(set(pairs)) == len(METRICS) + 1
     assert {LIFT_METRICS[m] for m, _ in METRICS} <= set(pairs)
     assert ("cum_messages_30", "pre_messages") in pairs
-    # a bare id: the default guardrails (what bandit.lift.guardrail_table reads for it)
+    # a bare id: the default guardrails (what bandit.analysis.lift.guardrail_table reads for it)
     defaults = ExperimentConfig(id="x").guardrails
     assert {LIFT_METRICS[g] for g in defaults} <= set(overview_pairs("x"))
 
@@ -516,7 +516,7 @@ def test_live_view_reads_as_of_the_data_clock(filled: dict, monkeypatch: pytest.
 _OWNER = """
 import sys, time
 from bandit.store import open_store
-from bandit.store.synthetic import generate_experiment, insert_experiment
+from bandit.testing.synthetic import generate_experiment, insert_experiment
 import numpy as np
 store = open_store(sys.argv[1], "owned")
 insert_experiment(store, generate_experiment(200, 0.1, np.random.SeedSequence(7), experiment_id="owned-exp"))
@@ -579,7 +579,7 @@ PLANTED = "pl4nted-Pw-7731"
 def test_pages_never_show_a_dsn_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An unreachable store whose DSN carries a password: every page says there is no store
     to read, in words, and no element anywhere on the page holds the password."""
-    from consumers.embedded import free_port
+    from bandit.embedded.broker import free_port
 
     env = {
         "SWITCHBOARD_STORE__DSN": f"http://reader:{PLANTED}@127.0.0.1:{free_port()}/",

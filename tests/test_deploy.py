@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from bandit.cli import build_parser
+from bandit.cli.config import config_reference
 from bandit.config import Config
-from bandit.configdoc import config_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

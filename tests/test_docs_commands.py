@@ -11,7 +11,7 @@ services the commands need are the test's:
   ``SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS``;
 * the embedded store is chdb in the scratch folder (the docs' ``chdb://var/chdb``); for a
   document that runs ``lift`` or ``dashboard`` it holds a finished synthetic experiment
-  ``exp-default`` (``bandit.store.synthetic``), as a learner would have left it;
+  ``exp-default`` (``bandit.testing.synthetic``), as a learner would have left it;
 * long-running commands (``switchboard serve``, ``switchboard dashboard``, ``switchboard
   learn`` without ``--max-idle-s``) are started in the background as written, waited for
   (serve: ``/healthz``; dashboard: the URL it prints, then Streamlit's health endpoint;
@@ -54,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.embedded import EmbeddedBroker, free_port
+from bandit.embedded.broker import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -74,7 +74,7 @@ _ASSIGNMENT = re.compile(r"(export\s+)?[A-Za-z_]\w*=(\$\(.*\)|\S*)\s*(#.*)?", re
 _START_TIMEOUT_S = 180.0
 _SEED_STORE = """
 from bandit.store import open_store
-from bandit.store.synthetic import generate_experiment, insert_experiment
+from bandit.testing.synthetic import generate_experiment, insert_experiment
 store = open_store("chdb://var/chdb")
 insert_experiment(store, generate_experiment(2000, 0.2, seed=2026, days=45,
                                              experiment_id="exp-default"))

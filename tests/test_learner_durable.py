@@ -13,10 +13,10 @@ import time
 import pytest
 
 from bandit.config import load_config
-from consumers.embedded import EmbeddedBroker, create_topics, embedded_s3
+from bandit.embedded.broker import EmbeddedBroker, create_topics, embedded_s3
+from bandit.formats.state import StateDir
 from consumers.kafka_adapter import KafkaLearner
 from consumers.sink import MemorySink
-from consumers.state import StateDir
 from consumers.synthetic import Stream, make_stream, produce, reference
 from tests.test_learner_kafka import (
     WINDOW_S,

@@ -282,7 +282,7 @@ def test_join_partition_result_independent_of_interleaving(cuts_d, cuts_f, order
 
 def test_state_dir_round_trips_and_detects_corruption(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from bandit.errors import SnapshotError
-    from consumers.state import StateDir
+    from bandit.formats.state import StateDir
 
     p = part()
     feed(p, DECISIONS, [dec(1, T0), dec(2, T0 + 30_000)])

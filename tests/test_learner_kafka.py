@@ -24,13 +24,13 @@ import pytest
 
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import Config, load_config
+from bandit.embedded.broker import free_port
 from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent, encode_event
+from bandit.formats.state import StateDir
 from bandit.policies import make_policy
-from consumers.embedded import free_port
 from consumers.join import JoinPartition, Outbox
 from consumers.kafka_adapter import KafkaLearner
 from consumers.sink import MemorySink
-from consumers.state import StateDir
 from consumers.synthetic import ARMS, Stream, make_stream, produce, reference
 
 pytestmark = pytest.mark.integration
@@ -281,7 +281,7 @@ def test_learner_two_consumers_in_group_match_one(broker, make_topics, topic_pre
         r.counters.closed for r in ref.values()
     )
     # the last learner to stop published prior (empty) + every partition's final delta
-    from bandit.snapshot import load_policy_snapshot
+    from bandit.formats.snapshot import load_policy_snapshot
 
     published, arms, _ = load_policy_snapshot(tmp_path / "snapshots" / "policy.snapshot")
     assert sorted(arms.ids()) == sorted(ARMS)

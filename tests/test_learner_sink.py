@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from bandit.config import load_config
+from bandit.embedded.broker import free_port
 from bandit.events import DecisionEvent, encode_event
 from bandit.store import open_store
-from consumers.embedded import free_port
 from consumers.kafka_adapter import DEAD_LETTER_MAX_VALUE, KafkaLearner
 from consumers.metrics import LearnerMetrics
 from consumers.sink import StoreSink

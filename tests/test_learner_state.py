@@ -16,9 +16,9 @@ import orjson
 import pytest
 
 from bandit.errors import SnapshotError
-from bandit.snapshot import save_snapshot
+from bandit.formats.snapshot import save_snapshot
+from bandit.formats.state import StateDir, encode_state
 from consumers.join import DECISIONS, FEEDBACK, EngagementPartition
-from consumers.state import StateDir, encode_state
 from consumers.synthetic import make_stream
 from tests.test_learner_join import part
 

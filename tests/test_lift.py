@@ -1,6 +1,6 @@
 """End-to-end lift through a real chdb store and the ``switchboard lift`` CLI.
 
-Synthetic experiments (``bandit.store.synthetic``) plant a known relative lift of
+Synthetic experiments (``bandit.testing.synthetic``) plant a known relative lift of
 screen-time engagement for ``bandit`` over ``gpt35``; the lift table must recover it
 inside its interval. Fixed seeds; a fresh seed would fail a 95 % coverage check 5 % of
 the time, which is why they are fixed and why the assertions are "within interval".
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from bandit.analysis.lift import METRICS, guardrail_table, lift_table
 from bandit.cli import main
 from bandit.config import ExperimentConfig, VariantConfig
 from bandit.errors import InvalidInputError
-from bandit.lift import METRICS, guardrail_table, lift_table
 from bandit.store import ClickHouseStore, open_store
-from bandit.store.synthetic import DAY_MS, SyntheticExperiment, insert_experiment
+from bandit.testing.synthetic import DAY_MS, SyntheticExperiment, insert_experiment
 
 
 def _loaded(store: ClickHouseStore, data: SyntheticExperiment) -> ClickHouseStore:
@@ -213,7 +213,7 @@ def test_lift_90_10_no_lift_is_not_an_srm_alarm_without_config(store_dsn: str,
     """A real 90/10 split read through the CLI with no config describing it: the recorded
     design is the reference (previously an assumed 50/50 read p = 0.0); with no design
     recorded the ratio is not tested, never tested against an assumed split."""
-    from bandit.store.synthetic import generate_experiment
+    from bandit.testing.synthetic import generate_experiment
 
     s = open_store(store_dsn)
     try:
@@ -240,8 +240,8 @@ def test_lift_90_10_no_lift_is_not_an_srm_alarm_without_config(store_dsn: str,
 def test_lift_weight_change_mid_experiment_is_tested_per_period(store: ClickHouseStore) -> None:
     """50/50, then 80/20 from day 18: no alarm with both periods recorded; recording only
     the first weight set (what a pooled test against one split sees) is an alarm."""
-    from bandit.lift import experiment_health
-    from bandit.store.synthetic import generate_experiment
+    from bandit.analysis.lift import experiment_health
+    from bandit.testing.synthetic import generate_experiment
 
     data = generate_experiment(4000, 0.0, seed=5080, days=60, experiment_id="exp-change",
                                weight_change=(18, 0.2))
@@ -261,7 +261,7 @@ def test_lift_weight_change_mid_experiment_is_tested_per_period(store: ClickHous
 
 
 def test_lift_cross_exposed_units_are_counted_and_left_out(store: ClickHouseStore) -> None:
-    from bandit.store.synthetic import generate_experiment
+    from bandit.testing.synthetic import generate_experiment
 
     data = generate_experiment(2000, 0.2, seed=4242, experiment_id="exp-cross",
                                cross_exposed=150)
@@ -282,7 +282,7 @@ def test_lift_all_zero_cohorts_give_a_clear_row_through_the_cli(
     command for every metric)."""
     import dataclasses
 
-    from bandit.store.synthetic import generate_experiment
+    from bandit.testing.synthetic import generate_experiment
 
     data = generate_experiment(400, 0.0, seed=77, experiment_id="exp-zero")
     treated = set(data.exposures.loc[data.exposures["variant"] == "bandit", "unit_id"])
@@ -318,7 +318,7 @@ def test_cuped_reduction_reported_on_data_with_new_users(store: ClickHouseStore)
     """30 % of units have no pre-period activity: the reported variance reduction equals
     1 - var(adjusted) / var(raw) computed here from the unit rows, and is smaller than on
     the same world without new users."""
-    from bandit.store.synthetic import generate_experiment
+    from bandit.testing.synthetic import generate_experiment
 
     reductions = {}
     for share, exp in ((0.3, "exp-new"), (0.0, "exp-old")):
@@ -343,7 +343,7 @@ def test_cuped_reduction_reported_on_data_with_new_users(store: ClickHouseStore)
 
 def test_ensure_design_records_a_new_period_only_when_the_weights_change(
         store: ClickHouseStore) -> None:
-    from bandit.lift import ensure_design
+    from bandit.analysis.lift import ensure_design
 
     cfg = ExperimentConfig(id="exp-cfg")
     assert ensure_design(store, cfg, 1_000)

@@ -328,7 +328,7 @@ def test_cli_tune_writes_best_config_fragment(tmp_path: Path, capsys) -> None:  
 
 def test_cli_snapshot_over_a_subset_greedy_and_arms(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from bandit.cli import main
-    from bandit.snapshot import save_policy_snapshot
+    from bandit.formats.snapshot import save_policy_snapshot
     from simulations.logs import write_jsonl
 
     data, _ = _log(1500, seed=5)

@@ -1,10 +1,10 @@
-"""bandit.redaction: DSN passwords and tokens never survive into displayed text."""
+"""bandit.cli.redaction: DSN passwords and tokens never survive into displayed text."""
 
 from __future__ import annotations
 
 import pytest
 
-from bandit.redaction import MASK, redact, redact_config
+from bandit.cli.redaction import MASK, redact, redact_config
 
 CASES = [
     ("http://reader:pl4nted-Pw@ch:8123/db", "pl4nted-Pw", "URL DSN password"),

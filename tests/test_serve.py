@@ -24,12 +24,12 @@ from bandit.config import (
     VariantConfig,
 )
 from bandit.events import DecisionEvent
+from bandit.formats.paths import SNAPSHOT_NAME
+from bandit.formats.snapshot import save_policy_snapshot
 from bandit.policies import make_policy
 from bandit.serving.app import create_app
 from bandit.serving.assignment import VariantAssigner, unit_hash
 from bandit.serving.live import LiveServer
-from bandit.serving.reloader import SNAPSHOT_NAME
-from bandit.snapshot import save_policy_snapshot
 
 DIM = 8
 TOKEN = {"authorization": "Bearer dev-token"}

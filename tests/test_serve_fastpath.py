@@ -19,7 +19,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from bandit.encoders import BatchingEncoder, HashingEncoder
+from bandit.adapters.encoders import BatchingEncoder, HashingEncoder
 from bandit.serving.app import AllocationAPI, create_app
 from bandit.serving.ids import DecisionIds
 from bandit.serving.live import LiveServer

@@ -16,12 +16,12 @@ from kafka.partitioner.default import murmur2
 
 from bandit.arms import Arm
 from bandit.config import Config, KafkaConfig, PolicyConfig, ServeConfig, load_config
+from bandit.embedded.broker import EmbeddedBroker, create_topics
 from bandit.events import FeedbackEvent
+from bandit.formats.state import StateDir
 from bandit.serving.app import create_app
 from bandit.serving.live import LiveServer
 from bandit.serving.producers import make_producer
-from consumers.embedded import EmbeddedBroker, create_topics
-from consumers.state import StateDir
 from consumers.synthetic import Stream, make_stream, reference
 from tests.test_learner_kafka import (
     WINDOW_S,

@@ -15,12 +15,12 @@ from kafka.partitioner.default import murmur2
 
 from bandit.arms import Arm
 from bandit.config import Config, KafkaConfig, PolicyConfig, ServeConfig
+from bandit.embedded.broker import EmbeddedBroker, create_topics
 from bandit.events import DecisionEvent, decode_decision, encode_event
 from bandit.serving.app import create_app
 from bandit.serving.live import LiveServer
 from bandit.serving.producers import make_producer
 from bandit.serving.publisher import EventPublisher
-from consumers.embedded import EmbeddedBroker, create_topics
 
 DIM = 4
 TOKEN = {"authorization": "Bearer dev-token"}

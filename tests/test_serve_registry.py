@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from bandit.registry import REGISTRY_NAME, RegistryFile
+from bandit.formats.paths import REGISTRY_NAME
+from bandit.formats.registry import RegistryFile
 from bandit.serving.app import create_app
 from bandit.serving.live import LiveServer
 from tests.test_serve import ADMIN, BANDIT_UNIT, TOKEN, ListSink, alloc, base_arms, make_config

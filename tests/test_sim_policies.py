@@ -169,8 +169,8 @@ def test_sim_cli_simulate_replay_evaluate_json(tmp_path: Path,
     assert {r["estimator"] for r in out["results"]} == {"ips", "snips", "dm", "dr", "switch_dr"}
     from bandit.arms import Arm, ArmRegistry
     from bandit.config import PolicyConfig
+    from bandit.formats.snapshot import save_policy_snapshot
     from bandit.policies import make_policy
-    from bandit.snapshot import save_policy_snapshot
     from simulations.logs import read_log
 
     data, _ = read_log(log)

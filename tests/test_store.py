@@ -17,7 +17,7 @@ from bandit.errors import InvalidInputError, StoreError
 from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent
 from bandit.store import ClickHouseStore, ExposureRow, RewardRow, open_store
 from bandit.store.schema import MIGRATIONS
-from bandit.store.synthetic import DAY_MS
+from bandit.testing.synthetic import DAY_MS
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 EXP = "exp-store"

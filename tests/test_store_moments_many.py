@@ -9,7 +9,7 @@ import pytest
 from bandit.errors import InvalidInputError
 from bandit.store import ClickHouseStore
 from bandit.store.queries import MOMENT_PAIRS
-from bandit.store.synthetic import DAY_MS, SyntheticExperiment, insert_experiment
+from bandit.testing.synthetic import DAY_MS, SyntheticExperiment, insert_experiment
 
 
 def test_cohort_moments_many_equals_cohort_moments_per_pair(

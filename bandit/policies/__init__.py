@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Final
 
 from bandit.arms import ArmRegistry
 from bandit.config import PolicyConfig
@@ -24,6 +26,7 @@ from bandit.policies.simple import EpsilonGreedy, Fixed, Greedy, Uniform
 from bandit.policies.thompson import LinearThompson
 
 __all__ = [
+    "PLUGIN_GROUP",
     "POLICY_NAMES",
     "BatchScores",
     "Choice",
@@ -46,23 +49,36 @@ _LINEAR: dict[str, type[LinearPolicy]] = {
     cls.name: cls
     for cls in (LinUCB, HybridLinUCB, LinearThompson, EpsilonGreedy, Greedy, Uniform, Fixed)
 }
-POLICY_NAMES: tuple[str, ...] = (*_LINEAR, "vw")
+#: entry-point group of policies implemented outside the core (``vw``: Vowpal Wabbit)
+PLUGIN_GROUP: Final = "switchboard.policies"
+
+
+@cache
+def _plugins() -> dict[str, EntryPoint]:
+    """The installed policy plugins by name; a plugin cannot shadow a built-in policy."""
+    return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in _LINEAR}
+
+
+POLICY_NAMES: tuple[str, ...] = (*_LINEAR, *sorted(_plugins()))
 
 
 def make_policy(config: PolicyConfig, arms: ArmRegistry) -> Any:
     """Build the policy named by ``config.name`` over the (live) arm registry.
 
-    Arms registered later are picked up on the next call without a restart. ``vw``
-    imports Vowpal Wabbit lazily (:mod:`bandit.adapters.vw`).
+    Arms registered later are picked up on the next call without a restart. A name that is
+    not a built-in policy is looked up in the entry-point group ``switchboard.policies``
+    (``vw`` is :class:`bandit.adapters.vw.VWPolicy`, registered in ``pyproject.toml``), so
+    the core never imports an adapter; the plugin's module is imported only when used.
     """
-    if config.name == "vw":
-        from bandit.adapters.vw import VWPolicy
-
-        return VWPolicy(config, arms)
+    cls = _LINEAR.get(config.name)
+    if cls is not None:
+        return cls(config, arms)
+    plugin = _plugins().get(config.name)
+    if plugin is None:
+        raise ConfigError("policy.name", config.name, f"must be one of {list(POLICY_NAMES)}")
     try:
-        cls = _LINEAR[config.name]
-    except KeyError:
-        raise ConfigError(
-            "policy.name", config.name, f"must be one of {list(POLICY_NAMES)}"
-        ) from None
-    return cls(config, arms)
+        factory = plugin.load()
+    except ImportError as exc:
+        raise ConfigError("policy.name", config.name,
+                          f"its plugin {plugin.value} cannot be imported ({exc})") from None
+    return factory(config, arms)

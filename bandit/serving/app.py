@@ -34,9 +34,9 @@ from pydantic import TypeAdapter
 from starlette.concurrency import run_in_threadpool
 from starlette.staticfiles import StaticFiles
 
+from bandit.adapters.encoders import BatchingEncoder, Encoder, HashingEncoder
 from bandit.arms import Arm
 from bandit.config import Config
-from bandit.encoders import BatchingEncoder, Encoder, HashingEncoder
 from bandit.errors import EventDecodeError, InvalidInputError, RegistryError, UnknownArmError
 from bandit.events import (
     MAX_EVENT_BYTES,
@@ -744,7 +744,7 @@ def create_app(
         if sc.encoder == "hashing":
             encoder = HashingEncoder(config.policy.dim)
         else:
-            from bandit.adapters.encoder import build_encoder
+            from bandit.adapters.minilm import build_encoder
 
             encoder = build_encoder(sc.encoder, config.policy.dim, sc.snapshot_dir)
     server = _Server(config, holder, sinks, encoder, seed)

@@ -12,7 +12,7 @@ reported by ``/healthz``. A variant policy that cannot be built (e.g. ``hybrid_l
 without arm features) falls back to ``uniform``.
 
 Arms registered or retired at run time live in the shared registry file
-(:mod:`bandit.registry`, next to the snapshot). The same poll stats it too; its arms
+(:mod:`bandit.formats.registry`, next to the snapshot). The same poll stats it too; its arms
 are an overlay applied over the snapshot's (and the start-up) arms, re-applied to
 every reloaded model. ``/v1/arms`` writes the file first (:meth:`ModelHolder.register`,
 :meth:`ModelHolder.retire`) and applies the result here before answering; states are
@@ -27,20 +27,17 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import ExperimentConfig, PolicyConfig
 from bandit.errors import InvalidInputError, SnapshotError, SwitchboardError
-from bandit.registry import RegistryFile, RegistryState
+from bandit.formats.paths import snapshot_path
+from bandit.formats.registry import RegistryFile, RegistryState
 
-__all__ = ["SNAPSHOT_NAME", "ModelHolder", "ServedModel"]
+__all__ = ["ModelHolder", "ServedModel"]
 
 log = logging.getLogger(__name__)
-
-#: file the learner publishes (consumers.model.PUBLISHED_NAME)
-SNAPSHOT_NAME = "policy.snapshot"
 
 
 @dataclass
@@ -102,7 +99,7 @@ class ModelHolder:
                  registry: RegistryFile | None = None) -> None:
         self.policy_config = policy_config
         self.experiment = experiment
-        self.path = Path(snapshot_dir) / SNAPSHOT_NAME
+        self.path = snapshot_path(snapshot_dir)
         self.reload_interval_s = reload_interval_s
         self.initial_arms = list(initial_arms)
         self.snapshot_error: str | None = None
@@ -131,7 +128,7 @@ class ModelHolder:
                            time.time(), None, fallbacks)
 
     def _from_snapshot(self) -> ServedModel:
-        from bandit.snapshot import load_policy_snapshot
+        from bandit.formats.snapshot import load_policy_snapshot
 
         policy, arms, meta = load_policy_snapshot(self.path)
         for arm in self.initial_arms:

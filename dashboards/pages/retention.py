@@ -7,7 +7,7 @@ import math
 
 import streamlit as st
 
-from bandit.lift import METRICS as LIFT_METRICS
+from bandit.analysis.lift import METRICS as LIFT_METRICS
 from bandit.stats import MIN_UNITS
 from dashboards import analysis, charts, data, transforms, ui
 from dashboards.transforms import METRICS

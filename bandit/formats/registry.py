@@ -52,19 +52,18 @@ from typing import Any
 
 from bandit.arms import Arm
 from bandit.errors import InvalidInputError, RegistryError, UnknownArmError
-from bandit.snapshot import write_atomic
+from bandit.formats.paths import REGISTRY_LOCK_NAME, registry_path
+from bandit.formats.snapshot import write_atomic
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "REGISTRY_NAME",
     "RegistryFile",
     "RegistryState",
     "decode_registry",
     "encode_registry",
 ]
 
-REGISTRY_NAME = "arms-registry.json"
 FORMAT = "switchboard-arms-registry"
 FORMAT_VERSION = 1
 
@@ -162,8 +161,8 @@ class RegistryFile:
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / REGISTRY_NAME
-        self.lock_path = self.directory / (REGISTRY_NAME + ".lock")
+        self.path = registry_path(self.directory)
+        self.lock_path = self.directory / REGISTRY_LOCK_NAME
         self.state = RegistryState()
         self.error: str | None = None
         self._seen: tuple[int, int, int] | None = None

@@ -3,7 +3,7 @@
 A fresh install has no model snapshot, so neither the learner nor the servers know any arm.
 The bootstrap job (a one-shot compose service, a Kubernetes Job) runs this once before
 they start: it writes every arm of ``FILE`` that the registry
-(``<serve.snapshot_dir>/arms-registry.json``, :mod:`bandit.registry`) does not list yet.
+(``<serve.snapshot_dir>/arms-registry.json``, :mod:`bandit.formats.registry`) does not list yet.
 
 It is idempotent and conservative, so it can run on every deploy: an arm already in the
 registry is left exactly as it is — in particular an arm an operator retired
@@ -78,7 +78,7 @@ class SeedResult:
 
 def seed_registry(directory: str | Path, arms: list[Arm]) -> SeedResult:
     """Register each of ``arms`` the registry in ``directory`` does not list yet."""
-    from bandit.registry import RegistryFile
+    from bandit.formats.registry import RegistryFile
 
     registry = RegistryFile(directory)
     current = registry.read()
@@ -102,7 +102,7 @@ def _seed(args: argparse.Namespace) -> int:
         raise ConfigError("arms", args.file, "names no arm (a fresh install needs at least one)")
     fixed = {v.name for v in config.experiment.variants if v.policy == "fixed"}
     if fixed and config.policy.fixed_arm not in {a.arm_id for a in arms}:
-        from bandit.registry import RegistryFile
+        from bandit.formats.registry import RegistryFile
 
         if config.policy.fixed_arm not in RegistryFile(config.serve.snapshot_dir).read():
             raise ConfigError("policy.fixed_arm", config.policy.fixed_arm,

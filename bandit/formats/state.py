@@ -2,12 +2,12 @@
 
 Each file holds one partition's statistics delta, pending joins, held feedback (with its
 original bytes), recently closed decisions, watermarks, applied event ids, counters and
-next offsets — written together, atomically (:func:`bandit.snapshot.write_atomic`: a
+next offsets — written together, atomically (:func:`bandit.formats.snapshot.write_atomic`: a
 0600 temporary file, fsync, rename), so a crash leaves either the old or the new state.
 The directory is shared by every consumer of the group: a partition's state moves with
 the partition.
 
-Format: the model snapshot's (:mod:`bandit.snapshot`: magic, version, SHA-256, JSON
+Format: the model snapshot's (:mod:`bandit.formats.snapshot`: magic, version, SHA-256, JSON
 header, npz arrays — no pickle anywhere), optionally authenticated with HMAC-SHA256
 under the key in ``learner.state_hmac_key_file``. The header says
 ``{"kind": "learner-state", "state_version": 2, "unit": ..., "partition": ...}``; the
@@ -33,15 +33,17 @@ import numpy as np
 import orjson
 
 from bandit.errors import InvalidInputError, SnapshotError
+from bandit.formats.snapshot import load_snapshot, save_snapshot
 from bandit.linear import RidgeStatistics
-from bandit.snapshot import load_snapshot, save_snapshot
-from consumers.join import WATERMARK_WINDOW
 
-__all__ = ["STATE_VERSION", "StateDir", "decode_state", "encode_state", "read_key"]
+__all__ = ["STATE_VERSION", "WATERMARK_WINDOW", "StateDir", "decode_state", "encode_state", "read_key"]
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION: Final = 2
+#: Accepted events of one topic in the sliding window the learner's watermark is read from
+#: (``consumers.join``); a state file stores each window as this many integers.
+WATERMARK_WINDOW: Final = 64
 _KIND: Final = "learner-state"
 #: magic of the previous release's pickled state files
 _LEGACY_MAGIC: Final = b"SBLS1\n"

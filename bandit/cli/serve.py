@@ -54,7 +54,7 @@ def server_config(config_path: str | None, host: str | None, dev: bool) -> Any:
 
 def _build(config_path: str | None, arms_path: str | None, seed: int | list[int] | None,
            host: str | None = None, dev: bool = False) -> Any:
-    from bandit.arms_cli import read_arms_file
+    from bandit.cli.arms import read_arms_file
     from bandit.serving.app import create_app
 
     config = server_config(config_path, host, dev)
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         os.environ[_ENV] = json.dumps({"config": config_path, "arms": args.arms,
                                        "seed": args.seed, "host": args.host, "dev": args.dev})
-        uvicorn.run("bandit.serving.cli:app_factory", factory=True, workers=args.workers,
+        uvicorn.run("bandit.cli.serve:app_factory", factory=True, workers=args.workers,
                     **common)
     else:
         app = _build(config_path, args.arms, args.seed, args.host, args.dev)[1]

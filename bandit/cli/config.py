@@ -14,8 +14,8 @@ import json
 import re
 from typing import Any
 
+from bandit.cli.redaction import redact_config
 from bandit.config import Config, load_config
-from bandit.redaction import redact_config
 
 __all__ = ["config_reference", "register"]
 
@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         print(config_reference())
         return 0
     cfg = load_config(args.config)
-    # tokens and DSN passwords are never printed (bandit.redaction)
+    # tokens and DSN passwords are never printed (bandit.cli.redaction)
     print(json.dumps(redact_config(dataclasses.asdict(cfg)), indent=2))
     return 0
 

