@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.linalg.blas import dger
+from scipy.linalg.blas import daxpy, dger
 
 from bandit.errors import InvalidInputError
 
@@ -52,6 +52,8 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 #: up to this many dirty arms are refreshed one by one with LAPACK, more in one batch
 _FEW_DIRTY = 8
+#: bound on the (rows, arms, d) intermediate of the batched exact widths
+_BATCH_ELEMENTS = 1 << 22
 _F64 = np.dtype(np.float64)
 
 
@@ -238,7 +240,7 @@ class RidgeStatistics:
         # in place, one pass (BLAS ger on the symmetric block's transposed view): numpy's
         # S[i] += outer(x, x) allocates and makes two passes, several times slower
         dger(1.0, x, x, a=self.S[i].T, overwrite_a=1)
-        self.b[i] += reward * x
+        daxpy(x, self.b[i], a=reward)  # in place on the contiguous row: b[i] += r·x
         self.n[i] += 1.0
         self.events += 1.0
         return i
@@ -348,7 +350,7 @@ class RidgeSolver:
     Per arm it caches:
 
     * ``theta`` — θ = A⁻¹b, ``(K, d)`` float64;
-    * ``ainv`` — A⁻¹, ``(K, d, d)`` float64 (hybrid model, diagnostics);
+    * ``ainv`` — A⁻¹, ``(K, d, d)`` float64 (a view: see below);
     * ``packed`` — one half of the symmetric A⁻¹ by wrapped diagonals, ``(K, (⌊d/2⌋+1)·d)``
       float32: entry ``k·d + i`` is ``w_k·A⁻¹[i, (i+k) mod d]`` for ``k = 0..⌊d/2⌋``
       (``w_0 = 1``; ``w_k = 2`` otherwise, except ``w_{d/2} = 1`` for even d, where each
@@ -358,6 +360,11 @@ class RidgeSolver:
       precision, and ``features(x)`` is one broadcast multiply against a strided window
       (no gather). Relative error is about 1e-7·d·cond(A); results are clipped at 0.
 
+    A⁻¹ is stored twice side by side, ``[A⁻¹ | A⁻¹]`` as a ``(K, d, 2d)`` block, so that
+    the wrapped diagonals above are a *strided view* of it (row i, columns i..i+⌊d/2⌋):
+    re-reading an arm's ``packed`` row is one multiply, not a gather, and a rank-one
+    update writes both copies in one BLAS ``dger`` call.
+
     Two ways keep the caches equal to the statistics, which stay the source of truth:
 
     * **Rank updates** (:meth:`absorb_one`, :meth:`absorb`), for events just added to an
@@ -365,8 +372,8 @@ class RidgeSolver:
       (Sherman–Morrison for m = 1; Golub & Van Loan §2.1.4) gives
       ``A⁻¹ ← A⁻¹ − D Dᵀ`` with ``U = A⁻¹Xᵀ``, ``M = I + XU = LLᵀ``, ``D = U L⁻ᵀ``, at
       O(m d²) instead of a refactorisation. θ = A⁻¹b is then recomputed from ``b``, and
-      ``packed`` takes the same downdate in packed form. So learning one event costs
-      about as much as one choice.
+      ``packed`` re-read from the float64 A⁻¹. So learning one event costs about as
+      much as one choice.
     * **Exact refreshes** (:meth:`ensure` of dirty arms) from ``S`` and ``b``: Cholesky
       ``A = LLᵀ`` and A⁻¹ = L⁻ᵀL⁻¹ — arm by arm for a few dirty arms, batched for many.
       Arms are marked dirty by everything that is not a plain addition to a current
@@ -378,43 +385,67 @@ class RidgeSolver:
     #: rank updates an arm's cache takes before it is recomputed exactly from S and b
     refactor_every: int = 256
 
+    theta: FloatArray
+    ainv: FloatArray
+    ainv_rows: FloatArray
+    packed: npt.NDArray[np.float32]
+    _ainv2: FloatArray
+    _wrapped: FloatArray
+    _packed3: npt.NDArray[np.float32]
+
     def __init__(self, lam: float) -> None:
         if not lam > 0:
             raise InvalidInputError("ridge_lambda", lam, "must be > 0")
         self.lam = float(lam)
         self.dim = 0
-        self.theta = np.zeros((0, 0))
-        self.ainv = np.zeros((0, 0, 0))
-        self.packed = np.zeros((0, 0), dtype=np.float32)
         self._dirty = np.zeros(0, dtype=bool)
         self._since = np.zeros(0, dtype=np.intp)  # rank updates since the exact refresh
         self._any_dirty = False
         self._set_dim(0)
+        self._allocate(0)
 
     def _set_dim(self, d: int) -> None:
         self.dim = d
         h = d // 2
-        rows = np.tile(np.arange(d, dtype=np.intp), h + 1)
         shift = np.repeat(np.arange(h + 1, dtype=np.intp), d)
-        cols = (rows + shift) % d if d else rows
         self._eye = np.eye(d)
-        self._tri = rows * d + cols  # flat index into A⁻¹ of each packed entry
         weight = np.where(shift == 0, 1.0, 2.0)
         if d % 2 == 0 and d > 0:
             weight[shift == h] = 1.0  # (i, i+d/2) and (i+d/2, i) are both listed
-        self._tri_weight = weight
-        self._pk64 = np.empty(self._tri.shape[0])
+        self._tri_weight = weight.reshape(h + 1, d)
         # features(x): xe = [x, x] (float32); window[k, i] = xe[k + i] = x[(i+k) mod d]
         self._xe = np.zeros(2 * d, dtype=np.float32)
+        self._xe2 = self._xe.reshape(2, d)
         self._x32 = self._xe[:d]
-        self._x32_hi = self._xe[d:]
         self._window = np.lib.stride_tricks.as_strided(
             self._xe, shape=(h + 1, d), strides=(self._xe.strides[0], self._xe.strides[0]),
             writeable=False,
         )
-        self._xx = np.empty(self._tri.shape[0], dtype=np.float32)
+        self._xx = np.empty((h + 1) * d, dtype=np.float32)
         self._xx2 = self._xx.reshape(h + 1, d)
         self._wbuf = np.empty(0, dtype=np.float32)
+
+    def _allocate(self, K: int, keep: int = 0) -> None:
+        """(Re)allocate the caches for K arms, copying the first ``keep`` arms over."""
+        d = self.dim
+        h = d // 2
+        old = (self.theta, self._ainv2, self.packed) if keep else None
+        self.theta = np.zeros((K, d))
+        self._ainv2 = np.zeros((K, d, 2 * d))
+        self.packed = np.zeros((K, (h + 1) * d), dtype=np.float32)
+        if old is not None:
+            self.theta[:keep], self._ainv2[:keep], self.packed[:keep] = old
+        self.ainv = self._ainv2[:, :, :d]
+        #: (K·d, d) view of A⁻¹: one GEMV gives A⁻¹x for every arm
+        self.ainv_rows = self.ainv.reshape(K * d, d)
+        item = self._ainv2.itemsize
+        # wrapped[a, k, i] = A⁻¹[a][i, i + k] of the doubled block (see class docstring)
+        self._wrapped = np.lib.stride_tricks.as_strided(
+            self._ainv2, shape=(K, h + 1, d),
+            strides=(self._ainv2.strides[0], item, self._ainv2.strides[1] + item),
+            writeable=False,
+        )
+        self._packed3 = self.packed.reshape(K, h + 1, d)
 
     def mark_dirty(self, slots: Iterable[int] | IntArray | None = None) -> None:
         """Invalidate the given slots (all when None)."""
@@ -433,23 +464,17 @@ class RidgeSolver:
     def ensure(self, stats: RidgeStatistics) -> None:
         """Grow the cache to the statistics' arms (new arms dirty), then refresh."""
         K, d = stats.n_arms, stats.dim
-        if d != self.dim or K < self.theta.shape[0]:
+        have = self.theta.shape[0]
+        if d != self.dim or K < have:
             self._set_dim(d)
-            self.theta = np.zeros((K, d))
-            self.ainv = np.zeros((K, d, d))
-            self.packed = np.zeros((K, self._tri.shape[0]), dtype=np.float32)
+            self._allocate(K)
             self._dirty = np.ones(K, dtype=bool)
             self._since = np.zeros(K, dtype=np.intp)
             self._any_dirty = K > 0
-        elif K > self.theta.shape[0]:
-            extra = K - self.theta.shape[0]
-            self.theta = np.concatenate([self.theta, np.zeros((extra, d))])
-            self.ainv = np.concatenate([self.ainv, np.zeros((extra, d, d))])
-            self.packed = np.concatenate(
-                [self.packed, np.zeros((extra, self._tri.shape[0]), dtype=np.float32)]
-            )
-            self._dirty = np.concatenate([self._dirty, np.ones(extra, dtype=bool)])
-            self._since = np.concatenate([self._since, np.zeros(extra, dtype=np.intp)])
+        elif K > have:
+            self._allocate(K, keep=have)
+            self._dirty = np.concatenate([self._dirty, np.ones(K - have, dtype=bool)])
+            self._since = np.concatenate([self._since, np.zeros(K - have, dtype=np.intp)])
             self._any_dirty = True
         if self._any_dirty:
             self._refresh_dirty(stats)
@@ -459,24 +484,26 @@ class RidgeSolver:
         self.dim = -1
         self.ensure(stats)
 
+    def _store(self, idx: IntArray | int, Ainv: FloatArray) -> None:
+        """Write exact A⁻¹ of the arms ``idx`` into both halves and their packed rows."""
+        d = self.dim
+        self._ainv2[idx, :, :d] = Ainv
+        self._ainv2[idx, :, d:] = Ainv
+        self._packed3[idx] = self._wrapped[idx] * self._tri_weight
+
     def _refresh_dirty(self, stats: RidgeStatistics) -> None:
         idx = np.flatnonzero(self._dirty)
         if idx.shape[0] <= _FEW_DIRTY:
             for k in idx:
                 self._refresh_one(stats, int(k))
-            self._dirty[idx] = False
-            self._since[idx] = 0
-            self._any_dirty = False
-            return
-        d = self.dim
-        A = stats.S[idx] + self.lam * np.eye(d)
-        L = np.linalg.cholesky(A)
-        Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), A.shape))
-        Ainv = np.matmul(Linv.transpose(0, 2, 1), Linv)
-        self.ainv[idx] = Ainv
-        self.theta[idx] = np.einsum("kij,kj->ki", Ainv, stats.b[idx])
-        flat = Ainv.reshape(idx.shape[0], d * d)[:, self._tri] * self._tri_weight
-        self.packed[idx] = flat.astype(np.float32)
+        else:
+            d = self.dim
+            A = stats.S[idx] + self.lam * np.eye(d)
+            L = np.linalg.cholesky(A)
+            Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), A.shape))
+            Ainv = np.matmul(Linv.transpose(0, 2, 1), Linv)
+            self._store(idx, Ainv)
+            self.theta[idx] = np.einsum("kij,kj->ki", Ainv, stats.b[idx])
         self._dirty[idx] = False
         self._since[idx] = 0
         self._any_dirty = False
@@ -484,38 +511,48 @@ class RidgeSolver:
     def _refresh_one(self, stats: RidgeStatistics, k: int) -> None:
         # One arm without the batched path's broadcasting overhead (numpy's LAPACK only:
         # mixing in scipy's separately threaded OpenBLAS makes the two thread pools
-        # fight on a loaded machine, measured 30x slower).
+        # fight on a loaded machine).
         L = np.linalg.cholesky(stats.S[k] + self.lam * self._eye)
         Linv = np.linalg.solve(L, self._eye)
         Ainv = Linv.T @ Linv
-        self.ainv[k] = Ainv
+        self._store(k, Ainv)
         self.theta[k] = Ainv @ stats.b[k]
-        self.packed[k] = Ainv.reshape(-1)[self._tri] * self._tri_weight
 
     def current(self, stats: RidgeStatistics, slot: int) -> bool:
         """Whether ``slot``'s cache holds the statistics as they were (not dirty)."""
         return stats.dim == self.dim and slot < self._dirty.shape[0] and not self._dirty[slot]
 
-    def absorb_one(self, stats: RidgeStatistics, slot: int, x: FloatArray) -> FloatArray | None:
+    def absorb_one(
+        self, stats: RidgeStatistics, slot: int, x: FloatArray, reward: float | None = None
+    ) -> FloatArray | None:
         """Fold one event just added to ``stats`` at ``slot`` into the cache (Sherman–Morrison).
 
-        Call right after ``stats.update(..., gamma=1)``. Returns the downdate ``D``
-        (``(d, 1)``: A⁻¹ decreased by ``D Dᵀ``), or None when the arm was not current
-        and is now marked dirty (refreshed exactly on the next :meth:`ensure`).
+        Call right after ``stats.update(arm, x, reward, gamma=1)``; with its ``reward``
+        θ is updated in O(d) (θ ← θ + u·(r − xᵀθ)/(1 + xᵀu), u = A⁻¹x: the same
+        identity applied to A⁻¹b), without it recomputed as A⁻¹b. Returns the downdate
+        ``D`` (``(d, 1)``: A⁻¹ decreased by ``D Dᵀ``), or None when the arm was not
+        current and is now marked dirty (refreshed exactly on the next :meth:`ensure`).
         """
         if stats.dim != self.dim or slot >= self._dirty.shape[0] or self._dirty[slot]:
             self.mark_slot(slot)
             return None
-        P = self.ainv[slot]
-        u: FloatArray = P @ x
-        den = 1.0 + float(x @ u)
+        P2 = self._ainv2[slot]
+        u2: FloatArray = x @ P2  # [A⁻¹x, A⁻¹x] (A⁻¹ is symmetric)
+        u = u2[: self.dim]
+        den = 1.0 + float(np.dot(x, u))
         # xᵀA⁻¹x >= 0 exactly; a negative value means drift has made A⁻¹ indefinite
         if not (den >= 1.0 and math.isfinite(den)):
             self.mark_slot(slot)
             return None
-        D = (u * (1.0 / math.sqrt(den))).reshape(-1, 1)
-        self._downdate(stats, slot, D)
-        return D
+        # A⁻¹ −= u uᵀ / den on both halves in one call (Sherman–Morrison)
+        dger(-1.0 / den, u2, u, a=P2.T, overwrite_a=1)
+        theta = self.theta[slot]
+        if reward is None:
+            theta[:] = self.ainv[slot] @ stats.b[slot]
+        else:
+            daxpy(u, theta, a=(reward - float(np.dot(x, theta))) / den)  # in place
+        self._reread(slot, 1)
+        return u.reshape(-1, 1) * (1.0 / math.sqrt(den))
 
     def absorb(
         self, stats: RidgeStatistics, slots: IntArray, X: FloatArray
@@ -550,7 +587,12 @@ class RidgeSolver:
                     self.mark_slot(k)
                 else:
                     D = np.linalg.solve(L, U.T).T
-                    self._downdate(stats, k, D)
+                    P2 = self._ainv2[k]
+                    for c in range(D.shape[1]):
+                        col = D[:, c]
+                        dger(-1.0, np.concatenate([col, col]), col, a=P2.T, overwrite_a=1)
+                    self.theta[k] = self.ainv[k] @ stats.b[k]
+                    self._reread(k, D.shape[1])
             else:
                 D = None
                 self.mark_slot(k)
@@ -560,29 +602,22 @@ class RidgeSolver:
                 done.append((k, D))
         return done if exact else None
 
-    def _downdate(self, stats: RidgeStatistics, k: int, D: FloatArray) -> None:
-        """A⁻¹[k] −= D Dᵀ, then θ from b and ``packed`` from the new A⁻¹.
+    def _reread(self, k: int, rank: int) -> None:
+        """After A⁻¹[k] took a rank update: ``packed`` from the new A⁻¹, drift accounting.
 
         ``packed`` is re-read from the float64 A⁻¹ rather than downdated in float32:
         the entries shrink by orders of magnitude as an arm learns, and float32
         downdates would leave their rounding error at the old magnitude.
         """
-        P = self.ainv[k]
-        for c in range(D.shape[1]):
-            dger(-1.0, D[:, c], D[:, c], a=P.T, overwrite_a=1)  # in place, as in update
-        self.theta[k] = P @ stats.b[k]
-        pk = self._pk64
-        np.take(P.reshape(-1), self._tri, out=pk)
-        pk *= self._tri_weight
-        self.packed[k] = pk
-        self._since[k] += D.shape[1]
+        np.multiply(self._wrapped[k], self._tri_weight, out=self._packed3[k],
+                    casting="same_kind")
+        self._since[k] += rank
         if self._since[k] >= self.refactor_every:
             self.mark_slot(k)
 
     def features(self, x: FloatArray) -> npt.NDArray[np.float32]:
         """``x_i·x_{(i+k) mod d}`` in ``packed``'s order (a scratch buffer: use it at once)."""
-        np.copyto(self._x32, x, casting="same_kind")
-        np.copyto(self._x32_hi, self._x32)
+        np.copyto(self._xe2, x, casting="same_kind")  # xe = [x, x] in one call
         np.multiply(self._x32, self._window, out=self._xx2)
         return self._xx
 
@@ -605,6 +640,24 @@ class RidgeSolver:
         if out.shape[0] != K:
             out = self._wbuf = np.empty(K, dtype=np.float32)
         np.matmul(self.packed, xx, out=out)
+        np.maximum(out, 0.0, out=out)
+        return out
+
+    def widths_sq_exact(self, X: FloatArray, idx: IntArray) -> FloatArray:
+        """xᵀA[a]⁻¹x in float64 for each row of ``X`` (n, d) and each arm of ``idx``.
+
+        From the cached A⁻¹ (no factorisation): ``(X A⁻¹_a) · X`` row by row, in chunks
+        of rows that bound the ``(n, K, d)`` intermediate.
+        """
+        n, d = X.shape
+        K = idx.shape[0]
+        rows = self.ainv[idx].reshape(K * d, d)
+        out = np.empty((n, K))
+        step = max(1, _BATCH_ELEMENTS // max(1, K * d))
+        for start in range(0, n, step):
+            Xc = X[start:start + step]
+            U = (Xc @ rows.T).reshape(Xc.shape[0], K, d)
+            np.einsum("nkd,nd->nk", U, Xc, out=out[start:start + step])
         np.maximum(out, 0.0, out=out)
         return out
 

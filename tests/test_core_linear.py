@@ -232,8 +232,10 @@ def test_ridge_solver_rank_updates_match_linalg_solve() -> None:
             assert done is not None and done[0][1].shape == (d, X.shape[0])
         else:
             x = rng.normal(size=d) * 3.0
-            stats.update(ARMS[k], x, float(rng.normal()))
-            assert solver.absorb_one(stats, k, x) is not None
+            r = float(rng.normal())
+            stats.update(ARMS[k], x, r)
+            # with the reward θ takes the O(d) update, without it θ = A⁻¹b: both exact
+            assert solver.absorb_one(stats, k, x, r if i % 2 else None) is not None
         assert solver.current(stats, k)
     x = rng.normal(size=d)
     for k in range(3):

@@ -50,8 +50,7 @@ def floored_argmax(
     f = min(floor, 1.0 / K)
     best = int(scores.argmax())
     top = scores[best]
-    probs = np.empty(K)
-    probs.fill(f)
+    probs = np.full(K, f)
     # argmax returns the first maximum: the maximum is unique iff it is also the last one
     if K - 1 - int(scores[::-1].argmax()) == best and top == top:
         mass_top = 1.0 - (K - 1) * f
@@ -249,14 +248,32 @@ class LinearPolicy:
         scores = self.score_batch(contexts, eligible)
         return scores.arms, self._batch_probabilities(scores, rng)
 
+    def probabilities_from_scores(
+        self, scores: BatchScores, rng: np.random.Generator | None = None
+    ) -> FloatArray:
+        """The distributions of :meth:`probabilities_batch` from :class:`BatchScores` in hand.
+
+        For callers that assemble scores themselves, e.g. a replay that re-scores only the
+        arms an update changed (see :attr:`separable`).
+        """
+        return self._batch_probabilities(scores, rng)
+
+    @property
+    def separable(self) -> bool:
+        """Whether an arm's means, widths and scores depend on that arm's statistics alone.
+
+        True for the disjoint models (this class's per-arm ``score_batch``), so after an
+        update only the updated arms' columns of :meth:`score_batch` change. A subclass
+        that overrides the batch scoring (hybrid LinUCB's shared β, the fixed arm) is not.
+        """
+        cls = type(self)
+        return (cls._batch_mean_width_sq is LinearPolicy._batch_mean_width_sq
+                and cls.score_batch is LinearPolicy.score_batch)
+
     def _batch_mean_width_sq(self, X: FloatArray, idx: IntArray) -> tuple[FloatArray, FloatArray]:
         solver = self._solver
         solver.ensure(self._stats)
-        means = X @ solver.theta[idx].T
-        # xᵀA⁻¹x = ‖Rᵀx‖² with A⁻¹ = RRᵀ: one (n, d) × (d, K·d) product for all arms
-        R = np.linalg.cholesky(solver.ainv[idx])
-        Z = (X @ R.transpose(1, 0, 2).reshape(self._dim, -1)).reshape(X.shape[0], idx.shape[0], -1)
-        return means, np.einsum("nkd,nkd->nk", Z, Z)
+        return X @ solver.theta[idx].T, solver.widths_sq_exact(X, idx)
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
         return means.copy()
@@ -300,7 +317,7 @@ class LinearPolicy:
             if self._gamma != 1.0:
                 self._changed(None)
                 return
-            D = self._solver.absorb_one(self._stats, slot, x)
+            D = self._solver.absorb_one(self._stats, slot, x, r)
             self._on_stats_changed(None if D is None else [(slot, D)])
 
     def _validate_batch(
