@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pandas as pd
 
 from bandit import stats
+from bandit.analysis.metrics import METRICS
 from bandit.config import ExperimentConfig, VariantConfig
 from bandit.errors import InvalidInputError, StoreError
 
@@ -30,16 +31,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BINARY", "GUARDRAIL_COLUMNS", "METRICS", "DesignPeriod", "ExperimentHealth",
            "decided_by", "ensure_design", "experiment_health", "guardrail_table", "lift_table"]
-
-#: metric name -> (unit_metrics column, CUPED covariate column)
-METRICS: Final[dict[str, tuple[str, str]]] = {
-    **{f"day{n}_retention": (f"retained_d{n}", "pre_engagement") for n in (1, 7, 14, 30)},
-    **{f"day{n}_engagement": (f"engagement_d{n}", "pre_engagement") for n in (1, 7, 14, 30)},
-    **{f"day{n}_messages": (f"messages_d{n}", "pre_messages") for n in (1, 7, 14, 30)},
-    "cum30_engagement": ("cum_engagement_30", "pre_engagement"),
-    "cum30_messages": ("cum_messages_30", "pre_messages"),
-}
-
 
 def _experiment_config(experiment: ExperimentConfig | str, observed: list[str]) -> ExperimentConfig:
     """The configured experiment, or for a bare id its variants as observed (the

@@ -22,8 +22,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: Any) -> None:
-    from bandit.analysis.lift import METRICS
-    from bandit.stats import DEFAULT_PLANNED_N
+    from bandit.analysis.metrics import METRICS
 
     p = subparsers.add_parser(
         "lift", help="lift of a user-level metric vs control",
@@ -38,7 +37,7 @@ def register(subparsers: Any) -> None:
                    help="do not adjust with the pre-period covariate")
     p.add_argument("--planned-n", type=int, default=None,
                    help="units the always-valid interval is tuned for (fix it in advance; "
-                        f"default: {DEFAULT_PLANNED_N} total units)")
+                        "default: bandit.stats.DEFAULT_PLANNED_N total units)")
     p.add_argument("--include-cross-exposed", action="store_true",
                    help="count units seen in more than one variant in their first variant "
                         "(default: left out of the lift, and counted)")
