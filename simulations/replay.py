@@ -9,8 +9,16 @@ For a *non-uniform* logger, the rejection-sampling generalisation accepts a matc
 event with probability ``p_min / μ(a_i|x_i)`` (``p_min`` = smallest logged propensity),
 which re-weights the log to uniform before matching (cf. Dudík, Erhan, Langford & Li
 2012). Both use delayed, batched feedback as a stream would deliver it: the policy is
-frozen for ``batch_size`` accepted events and then updated with ``update_batch``, which
-also lets choices inside a block be computed in one vectorised call (the fast path).
+frozen for ``batch_size`` accepted events and then updated (``update`` for one event,
+``update_batch`` for more); every event after the update sees the new state.
+
+Speed without a second implementation: the policy is frozen between updates, so the
+choices of a stretch of events come from one call of the core's public ``score_batch``;
+for a ``separable`` policy (an arm's scores depend on its own statistics only: disjoint
+LinUCB, Thompson sampling, greedy) an update re-scores just the updated arms over the
+rest of the stretch, so learning after every event costs one one-arm call per update.
+Each event draws its own random numbers (:class:`_Draws`), so the result is the same as
+the event-by-event loop (choose, match, learn), which tests/test_replay.py checks.
 
 Policies are anything with ``choose(context, rng, eligible) -> Choice`` (the core
 :class:`bandit.policies.base.Policy`, called with each event's eligible arms), or — fast
@@ -30,6 +38,7 @@ import pandas as pd
 from scipy.stats import t as student_t
 
 from bandit.errors import InvalidInputError
+from bandit.policies import BatchScores
 from simulations.logs import LoggedData
 from simulations.ope import ArgmaxPolicy, bounded_interval
 
@@ -80,27 +89,81 @@ class ReplayResult:
         }
 
 
-def _draw(probs: FloatArray, rng: np.random.Generator) -> IntArray:
-    """One index per row drawn from each row's distribution (inverse CDF, one uniform)."""
-    u = rng.random((probs.shape[0], 1))
-    idx = (u > np.cumsum(probs, axis=1)).sum(axis=1)
+def _draw(probs: FloatArray, u: FloatArray) -> IntArray:
+    """One index per row drawn from each row's distribution (inverse CDF of ``u``)."""
+    idx = (u[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
     return np.minimum(idx, probs.shape[1] - 1).astype(np.int64)
 
 
-class _Chooser:
-    """Choices of any policy for a block of logged events, honouring each event's eligible arms.
+#: events per chunk of the per-event random stream (see :class:`_Draws`)
+DRAW_CHUNK = 4096
+#: rows scored at once for a separable policy (one call per window; an update re-scores
+#: only the updated arms over the rest of the window)
+_WINDOW = 256
 
-    Fast paths, all through public methods: :class:`ArgmaxPolicy` and :class:`IndexPolicy`
-    (vectorised); a core policy's ``probabilities_batch`` (one draw per event from the
-    exact distribution ``choose`` draws from), and for linear Thompson sampling one
-    posterior draw per event and arm from ``score_batch`` (θ̃ᵀx ~ N(θᵀx, v²·xᵀA⁻¹x), with
-    probability K·f a uniform arm: the core's ``choose``). Otherwise, or when events offer
-    different arms, one ``choose`` per event over its eligible arms that the policy knows.
+
+class _Draws:
+    """The per-event random numbers of a replay, independent of how the log is cut.
+
+    Event ``i`` draws ``u[i]`` (and, for Thompson sampling, ``z[i, :]``, one standard
+    normal per allowed arm), where the stream is drawn in consecutive chunks of
+    :data:`DRAW_CHUNK` events: ``rng.random(DRAW_CHUNK)`` then, for Thompson,
+    ``rng.standard_normal((DRAW_CHUNK, k))``. So a choice does not depend on which
+    block it was computed in, and the block replay equals the event-by-event loop.
     """
 
-    def __init__(self, policy: Any, data: LoggedData, restrict: Sequence[str] | None) -> None:
+    def __init__(self, rng: np.random.Generator, k: int, normals: bool) -> None:
+        self.rng, self.k, self.normals = rng, k, normals
+        self._chunks: dict[int, tuple[FloatArray, FloatArray | None]] = {}
+        self._next = 0
+
+    def _chunk(self, c: int) -> tuple[FloatArray, FloatArray | None]:
+        while self._next <= c:
+            u = self.rng.random(DRAW_CHUNK)
+            z = self.rng.standard_normal((DRAW_CHUNK, self.k)) if self.normals else None
+            self._chunks[self._next] = (u, z)
+            self._next += 1
+        return self._chunks[c]
+
+    def take(self, start: int, stop: int) -> tuple[FloatArray, FloatArray | None]:
+        """``u`` (and ``z``) of events ``start..stop-1`` (starts never go backwards)."""
+        c0, c1 = start // DRAW_CHUNK, (stop - 1) // DRAW_CHUNK
+        for old in [c for c in self._chunks if c < c0]:
+            del self._chunks[old]
+        parts = [self._chunk(c) for c in range(c0, c1 + 1)]
+        lo = start - c0 * DRAW_CHUNK
+        hi = lo + (stop - start)
+        u = parts[0][0] if len(parts) == 1 else np.concatenate([p[0] for p in parts])
+        z = None
+        if self.normals:
+            z = parts[0][1] if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+            z = z[lo:hi]  # type: ignore[index]
+        return u[lo:hi], z
+
+
+class _Chooser:
+    """Choices of any policy for a stretch of logged events, honouring each event's eligible arms.
+
+    Fast paths, all through public methods:
+
+    * :class:`ArgmaxPolicy` and :class:`IndexPolicy`: vectorised over a block;
+    * a core policy's ``score_batch``: the choice of event i is drawn with the event's own
+      random numbers (:class:`_Draws`) from the distribution ``probabilities_from_scores``
+      gives — the one ``choose`` draws from —, and for linear Thompson sampling from one
+      posterior draw per arm (θ̃ᵀx ~ N(θᵀx, v²·xᵀA⁻¹x), with probability K·f a uniform arm:
+      the core's ``choose``). Scores are computed for a window of events at once; when
+      the policy is ``separable`` (an arm's scores depend on its own statistics only), an
+      update re-scores only the updated arms over the rest of the window, so learning
+      every event costs one one-arm call per update instead of a full call;
+    * otherwise, or when events offer different arms, one ``choose`` per event over its
+      eligible arms that the policy knows.
+    """
+
+    def __init__(self, policy: Any, data: LoggedData, restrict: Sequence[str] | None,
+                 rng: np.random.Generator) -> None:
         self.policy = policy
         self.data = data
+        self.rng = rng
         self.pos = {a: i for i, a in enumerate(data.arm_ids)}
         known = getattr(policy, "arms", None)
         allowed = np.array([(known is None or a in known) and (restrict is None or a in restrict)
@@ -110,16 +173,61 @@ class _Chooser:
                                     "knows none of the log's arms")
         self.allowed = allowed
         self.allowed_ids = [a for a, ok in zip(data.arm_ids, allowed, strict=True) if ok]
-        self.cols = np.flatnonzero(allowed)
-        batch = data.eligible is None and callable(getattr(policy, "probabilities_batch", None))
-        self.batch = batch
-        self.thompson = batch and getattr(policy, "name", "") == "linear_thompson" and callable(
-            getattr(policy, "score_batch", None))
+        self.cols = np.flatnonzero(allowed).astype(np.int64)
         # decided once: a runtime Protocol check costs more than a small block's choices
         self.argmax = isinstance(policy, ArgmaxPolicy)
         self.index = not self.argmax and isinstance(policy, IndexPolicy)
+        self.scored = (not self.argmax and not self.index and data.eligible is None
+                       and callable(getattr(policy, "score_batch", None))
+                       and callable(getattr(policy, "probabilities_from_scores", None)))
+        self.thompson = self.scored and getattr(policy, "name", "") == "linear_thompson"
+        self.separable = self.scored and bool(getattr(policy, "separable", False))
+        self.draws = _Draws(rng, len(self.allowed_ids), self.thompson) if self.scored else None
         self._lists: dict[bytes, list[str]] = {}
+        self._w0 = self._w1 = 0
+        self._means = self._widths = self._scores = np.zeros((0, 0))
+        self._slot = {a: j for j, a in enumerate(self.allowed_ids)}
 
+    # ---- windows of scores
+    def window(self, start: int, step: int) -> int:
+        """End of the stretch from ``start`` whose choices can be made now (frozen state)."""
+        n = self.data.n
+        if not self.scored:
+            return min(n, start + step)
+        if start >= self._w1 or start < self._w0:
+            size = max(_WINDOW, step) if self.separable else step
+            stop = min(n, start + size)
+            sc = self.policy.score_batch(self.data.contexts[start:stop], self.allowed_ids)
+            self._means, self._widths, self._scores = sc.means, sc.widths, sc.scores
+            self._w0, self._w1 = start, stop
+        return min(self._w1, start + step)
+
+    def updated(self, arm_cols: IntArray, start: int) -> None:
+        """The policy learnt from events with these logged arms; events from ``start`` on see it."""
+        if not self.scored:
+            return
+        if not self.separable or start >= self._w1:
+            self._w1 = 0  # the next window is scored afresh
+            return
+        if arm_cols.shape[0] == 1:
+            arm = self.data.arm_ids[int(arm_cols[0])]
+            slots = [self._slot[arm]] if arm in self._slot else []
+        else:
+            slots = sorted({self._slot[a] for a in (self.data.arm_ids[c] for c in
+                                                    set(arm_cols.tolist())) if a in self._slot})
+        if not slots:
+            return
+        if 2 * len(slots) > len(self.allowed_ids):
+            self._w1 = 0
+            return
+        sc = self.policy.score_batch(self.data.contexts[start:self._w1],
+                                     [self.allowed_ids[j] for j in slots])
+        r = start - self._w0
+        self._means[r:, slots] = sc.means
+        self._widths[r:, slots] = sc.widths
+        self._scores[r:, slots] = sc.scores
+
+    # ---- choices
     def _eligible(self, i: int) -> list[str]:
         m = self.allowed if self.data.eligible is None else self.allowed & self.data.eligible[i]
         key = m.tobytes()
@@ -128,20 +236,27 @@ class _Chooser:
             hit = self._lists[key] = [a for a, ok in zip(self.data.arm_ids, m, strict=True) if ok]
         return hit
 
-    def _thompson(self, x: FloatArray, rng: np.random.Generator) -> IntArray:
+    def _from_scores(self, start: int, stop: int) -> IntArray:
         pol = self.policy
-        sc = pol.score_batch(x, self.allowed_ids)
-        k = len(sc.arms)
-        draw = sc.means + pol.config.thompson_v * sc.widths * rng.standard_normal(sc.means.shape)
-        winner = np.argmax(draw, axis=1)
-        f = min(float(pol.config.probability_floor), 1.0 / k)
-        u = rng.random(x.shape[0])
-        uniform = np.minimum((u / f).astype(np.int64), k - 1) if f > 0 else winner
-        pick = np.where(u < k * f, uniform, winner)
-        return np.asarray([self.pos[sc.arms[j]] for j in pick], dtype=np.int64)
+        r0, r1 = start - self._w0, stop - self._w0
+        u, z = self.draws.take(start, stop)  # type: ignore[union-attr]
+        means, widths = self._means[r0:r1], self._widths[r0:r1]
+        if self.thompson:
+            k = len(self.allowed_ids)
+            winner = np.argmax(means + pol.config.thompson_v * widths * z, axis=1)
+            f = min(float(pol.config.probability_floor), 1.0 / k)
+            uniform = np.minimum((u / f).astype(np.int64), k - 1) if f > 0 else winner
+            pick = np.where(u < k * f, uniform, winner)
+        else:
+            sc = BatchScores(tuple(self.allowed_ids), means, widths, self._scores[r0:r1])
+            pick = _draw(pol.probabilities_from_scores(sc), u)
+        return self.cols[pick]
 
-    def __call__(self, start: int, stop: int, rng: np.random.Generator) -> IntArray:
-        pol, x = self.policy, self.data.contexts[start:stop]
+    def __call__(self, start: int, stop: int) -> IntArray:
+        """Log arm columns chosen for events ``start..stop-1`` (within :meth:`window`)."""
+        pol, x, rng = self.policy, self.data.contexts[start:stop], self.rng
+        if self.scored:
+            return self._from_scores(start, stop)
         if self.argmax:
             el = None if self.data.eligible is None else self.data.eligible[start:stop]
             if not self.allowed.all():
@@ -150,12 +265,6 @@ class _Chooser:
             return pol.choose_indices(x, rng, self.data.arm_ids, el)
         if self.index:
             return np.asarray(pol.choose_indices(x, rng), dtype=np.int64)
-        if self.thompson:
-            return self._thompson(x, rng)
-        if self.batch:
-            arms, probs = pol.probabilities_batch(x, rng, self.allowed_ids)
-            cols = np.fromiter((self.pos[a] for a in arms), dtype=np.int64, count=len(arms))
-            return cols[_draw(probs, rng)]
         out = np.empty(stop - start, dtype=np.int64)
         for j in range(stop - start):
             el = self._eligible(start + j)
@@ -182,7 +291,9 @@ def replay(
     (``replay`` when propensities are all 1/K, else ``rejection`` with a warning).
     ``learn=False`` never updates the policy (evaluating a frozen policy); the policy is
     updated in place when learning (``batch_size=1``: after every accepted event).
-    ``eligible_arms`` restricts the policy to a subset of the arms.
+    ``eligible_arms`` restricts the policy to a subset of the arms. ``rng`` draws, in
+    order, the rejection coins (one per event, rejection only) and then each event's own
+    numbers (:class:`_Draws`) for a core policy, or the policy's own draws otherwise.
 
     The interval is honest: a t interval, never narrower than the Wilson interval at the
     events used when rewards are binary or the interval is degenerate, clipped to
@@ -224,38 +335,45 @@ def replay(
         if keep < 0.05:
             notes.append(f"tiny propensities: the smallest propensity {p_min:.3g} makes rejection "
                          f"replay keep only {100 * keep:.2g}% of matching events")
-    chooser = _Chooser(policy, data, eligible_arms)
+    coin = rng.random(data.n) if method == "rejection" else None
+    chooser = _Chooser(policy, data, eligible_arms, rng)
     arm_ids = data.arm_ids
     x_all, a_all, r_all = data.contexts, data.arm_index, data.reward
     w_all = data.weights
-    coin = rng.random(data.n) if method == "rejection" else None
     accepted: list[IntArray] = []
     start = 0
     n = data.n
     update = getattr(policy, "update_batch", None) if learn else None
+    update_one = getattr(policy, "update", None) if learn else None
     span = 2 * data.n_arms
     while start < n:
-        # Walk forward until ``batch_size`` events are accepted (or the log ends): choices
-        # are made from the frozen policy in blocks.
+        # Walk forward until ``batch_size`` events are accepted (or the log ends): the
+        # policy is frozen meanwhile, so choices are made in blocks.
         got: list[IntArray] = []
         need = batch_size
         while need > 0 and start < n:
-            block = min(n, start + max(need * span, 32))
-            chosen = chooser(start, block, rng)
+            block = chooser.window(start, max(need * span, 32))
+            chosen = chooser(start, block)
             ok = chosen == a_all[start:block]
             if coin is not None:
                 ok &= coin[start:block] < accept_p[start:block]
             hit = np.flatnonzero(ok)
-            if hit.size > need:
+            if hit.size >= need:  # the policy learns here: later events see the new state
                 hit = hit[:need]
                 block = start + int(hit[-1]) + 1
             got.append(start + hit)
             need -= hit.size
             start = block
-        idx = np.concatenate(got)
+        idx = got[0] if len(got) == 1 else np.concatenate(got)
         accepted.append(idx)
         if update is not None and idx.size:
-            update([arm_ids[i] for i in a_all[idx]], x_all[idx], r_all[idx])
+            arms = a_all[idx]
+            if idx.size == 1 and update_one is not None:  # learning every event
+                i = int(idx[0])
+                update_one(arm_ids[int(arms[0])], x_all[i], float(r_all[i]))
+            else:
+                update([arm_ids[i] for i in arms], x_all[idx], r_all[idx])
+            chooser.updated(arms, start)
     used_idx = np.concatenate(accepted) if accepted else np.zeros(0, np.int64)
     rewards = r_all[used_idx]
     used = int(rewards.size)
