@@ -73,6 +73,7 @@ class HybridLinUCB(LinearPolicy):
         self._shared_dirty = True
         self._shared_since = 0
         self._beta = np.zeros((config.dim, self._m1))
+        self._G = np.zeros((0, config.dim))
         self._A0inv = np.asfortranarray(np.eye(p))  # lower triangle valid
         self._Q = np.zeros((0, config.dim, config.dim))
         self._H = np.zeros((_FOLD, 0, config.dim))  # queued downdates of Q (see _push_h)
@@ -143,6 +144,7 @@ class HybridLinUCB(LinearPolicy):
     def _update_beta(self) -> None:
         b0 = self._solver.lam * (self._solver.theta.T @ self._F).reshape(-1)
         self._beta = dsymv(1.0, self._A0inv, b0, lower=1).reshape(self._dim, self._m1)
+        self._G = self._F @ self._beta.T  # B f̃_a of every arm, (K, d)
 
     def _refresh_shared(self) -> None:
         self._solver.ensure(self._stats)
@@ -170,22 +172,25 @@ class HybridLinUCB(LinearPolicy):
     def _batch_mean_width_sq(self, X: FloatArray, idx: IntArray) -> tuple[FloatArray, FloatArray]:
         """mean_a and s_a (module docstring) for each row of X and each arm in ``idx``."""
         self._refresh_shared()
-        lam = self._solver.lam
-        full = idx.shape[0] == self._F.shape[0] and bool((idx == np.arange(idx.shape[0])).all())
-        Ainv = self._solver.ainv if full else self._solver.ainv[idx]
-        theta = self._solver.theta if full else self._solver.theta[idx]
-        F = self._F if full else self._F[idx]
-        Q = self._Q if full else self._Q[idx]
-        H = self._H[: self._nh] if full else self._H[: self._nh, idx]
-        UT = np.matmul(Ainv, X.T)  # u_a = A_a⁻¹x for every row, (K, d, n)
-        # λ·u_aᵀB f̃_a = λ·u_a·(B f̃_a): B f̃_a for all arms is F βᵀ
-        mean = X @ theta.T + lam * np.einsum("kin,ki->nk", UT, F @ self._beta.T)
+        solver, lam, d = self._solver, self._solver.lam, self._dim
+        H = self._H[: self._nh]
+        if idx.shape[0] == self._F.shape[0] and bool((idx == np.arange(idx.shape[0])).all()):
+            rows, theta, G, Q = solver.ainv_rows, solver.theta, self._G, self._Q
+        else:
+            rows = solver.ainv[idx].reshape(-1, d)
+            theta, G, Q, H = solver.theta[idx], self._G[idx], self._Q[idx], H[:, idx]
+        n, K = X.shape[0], theta.shape[0]
+        U = (X @ rows.T).reshape(n, K, d)  # u_a = A_a⁻¹x: one product for every arm
+        # λ·u_aᵀB f̃_a = λ·u_a·(B f̃_a), with B f̃_a of every arm the rows of G = F βᵀ
+        mean = X @ theta.T + lam * np.einsum("nkd,kd->nk", U, G)
         # uᵀQu with the queued downdates of Q: uᵀQ_folded u − Σ_r (h_r·u)²
-        quad = np.einsum("kin,kin->nk", np.matmul(Q, UT), UT)
+        quad = np.einsum("knd,nkd->nk", np.matmul(U.transpose(1, 0, 2), Q), U)
         if H.shape[0]:
-            quad -= np.square(np.einsum("rki,kin->rnk", H, UT)).sum(axis=0)
-        s = np.einsum("kin,ni->nk", UT, X) + lam * lam * quad
-        return mean, np.maximum(s, 0.0)
+            hu = np.einsum("rkd,nkd->rnk", H, U)
+            quad -= np.einsum("rnk,rnk->nk", hu, hu)
+        s = np.einsum("nkd,nd->nk", U, X)
+        s += lam * lam * quad
+        return mean, np.maximum(s, 0.0, out=s)
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
         return means + self.config.alpha * widths
