@@ -3,7 +3,9 @@
 Subcommands are plugins: each package registers a function under the entry-point
 group ``switchboard.commands`` (see ``pyproject.toml``) that adds its sub-parser and
 sets ``func``. This keeps ``bandit`` free of imports from the other packages and the
-CLI start-up cheap: heavy modules are imported inside each command's ``func``.
+CLI start-up cheap: heavy modules are imported inside each command's ``func``, and
+``switchboard COMMAND ...`` loads only that command's plugin (the full list is loaded for
+the top-level help and for a name that is not a command, so argparse can list them).
 
 Every option's help shows its default (:class:`HelpFormatter`); a user mistake or a
 missing service ends in one error line (secrets redacted), never a traceback — set
@@ -55,7 +57,10 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``switchboard`` parser with every sub-command, or only ``command``'s when it
+    names one (what :func:`main` asks for, so a command does not pay for the others'
+    imports)."""
     parser = _Parser(
         prog="switchboard",
         description="Online contextual-bandit experimentation engine for expert LLM routing.",
@@ -63,10 +68,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML config file (default: $SWITCHBOARD_CONFIG, else "
                                          "built-in defaults)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+    plugins = sorted(entry_points(group=GROUP), key=lambda e: e.name)
+    if any(ep.name == command for ep in plugins):
+        plugins = [ep for ep in plugins if ep.name == command]
+    for ep in plugins:
         register = ep.load()
         register(sub)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, or None when the top-level parser must see them all
+    (no command yet, or a top-level ``-h`` before it)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-h", "--help"):
+            return None
+        if word == "--config":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -129,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _exit_with_parent()
     _quiet_drivers()
     _redact_logs()
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_of(argv))
     args, extra = parser.parse_known_args(argv)
     if extra:
         # a bad flag is reported with the usage of the sub-command it was given to
