@@ -46,6 +46,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _timing import interleaved, timed  # noqa: E402  (bench/, the script's folder)
+
 from bandit.adapters.vw import VWPolicy, vw_args  # noqa: E402
 from bandit.arms import Arm, ArmRegistry  # noqa: E402
 from bandit.config import PolicyConfig  # noqa: E402
@@ -88,17 +90,6 @@ class NumpyShermanMorrisonLinUCB:
         self.theta[arm] = P @ self.b[arm]
 
 
-def _timed(fn: Callable[[int], object], n: int) -> dict[str, float]:
-    ts = np.empty(n)
-    clock = time.perf_counter_ns
-    for i in range(n):
-        t0 = clock()
-        fn(i)
-        ts[i] = clock() - t0
-    p50, p99 = np.percentile(ts, [50, 99]) / 1000.0
-    return {"p50_us": round(float(p50), 2), "p99_us": round(float(p99), 2)}
-
-
 def _bench_linear(name: str, K: int, d: int, X: np.ndarray, r: np.ndarray, n: int,
                   warm: int) -> dict[str, Any]:
     ids = [f"arm{i}" for i in range(K)]
@@ -106,14 +97,14 @@ def _bench_linear(name: str, K: int, d: int, X: np.ndarray, r: np.ndarray, n: in
     pol.update_batch([ids[i % K] for i in range(warm)], X[:warm], r[:warm])
     rng = np.random.default_rng(0)
     pol.choose(X[0], rng)
-    out = {"choose": _timed(lambda i: pol.choose(X[i], rng), n)}
-    out["update"] = _timed(lambda i: pol.update(ids[i % K], X[i], float(r[i])), n)
+    out = {"choose": timed(lambda i: pol.choose(X[i], rng), n)}
+    out["update"] = timed(lambda i: pol.update(ids[i % K], X[i], float(r[i])), n)
 
     def online(i: int) -> None:
         pol.update(ids[(i * 7) % K], X[i], float(r[i]))
         pol.choose(X[i + 1], rng)
 
-    out["online"] = _timed(online, n)
+    out["online"] = timed(online, n)
     return out
 
 
@@ -204,23 +195,9 @@ def _bench_interleaved(K: int, d: int, ms: tuple[int, ...], n: int, warm: int,
     for i in range(warm):
         for fn in rounds.values():
             fn(i)
-    ts = {name: np.empty(n) for name in rounds}
-    cpu = {name: np.empty(n) for name in rounds}
-    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
-    for i in range(warm, warm + n):
-        for name, fn in rounds.items():
-            c0 = cpu_clock()
-            t0 = clock()
-            fn(i)
-            ts[name][i - warm] = clock() - t0
-            cpu[name][i - warm] = cpu_clock() - c0
     row: dict[str, Any] = {"K": K, "d": d, "rounds": n, "warm_rounds": warm}
-    for name, t in ts.items():
-        p50, p99 = np.percentile(t, [50, 99]) / 1000.0
-        # thread CPU time leaves out the time the thread waited for a core (loaded machine)
-        row[name] = {"p50_us": round(float(p50), 2), "p99_us": round(float(p99), 2),
-                     "cpu_p50_us": round(float(np.percentile(cpu[name], 50)) / 1000.0, 2)}
-    p50s = {name: row[name]["p50_us"] for name in ts}
+    row.update(interleaved(rounds, warm, warm + n))
+    p50s = {name: row[name]["p50_us"] for name in rounds}
     row["ratios_p50"] = {
         "linucb_vs_numpy_reference": round(p50s["linucb"] / p50s["numpy_sherman_morrison_linucb"], 2),
         "vw_vs_linucb": round(p50s["vw"] / p50s["linucb"], 2),
@@ -249,15 +226,15 @@ def _bench_vw(K: int, d: int, X: np.ndarray, r: np.ndarray, n: int, warm: int) -
     for i in range(min(warm, n)):
         ws.learn_one(labelled[i])
     out = {
-        "predict_raw": _timed(lambda i: ws.predict_one([shared[i], *actions]), n),
-        "learn_raw": _timed(lambda i: ws.learn_one(labelled[i]), n),
+        "predict_raw": timed(lambda i: ws.predict_one([shared[i], *actions]), n),
+        "learn_raw": timed(lambda i: ws.learn_one(labelled[i]), n),
     }
     pol = VWPolicy(cfg, ArmRegistry([Arm(a) for a in ids]))
     rng = np.random.default_rng(0)
     for i in range(min(warm, n)):
         pol.update(ids[i % K], X[i], float(r[i]), propensity=1.0 / K)
-    out["choose_policy"] = _timed(lambda i: pol.choose(X[i], rng), n)
-    out["update_policy"] = _timed(
+    out["choose_policy"] = timed(lambda i: pol.choose(X[i], rng), n)
+    out["update_policy"] = timed(
         lambda i: pol.update(ids[i % K], X[i], float(r[i]), propensity=1.0 / K), n
     )
     return out
