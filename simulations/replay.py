@@ -223,9 +223,15 @@ class _Chooser:
         sc = self.policy.score_batch(self.data.contexts[start:self._w1],
                                      [self.allowed_ids[j] for j in slots])
         r = start - self._w0
-        self._means[r:, slots] = sc.means
-        self._widths[r:, slots] = sc.widths
-        self._scores[r:, slots] = sc.scores
+        if len(slots) == 1:  # basic indexing: no fancy-index copy per update
+            j = slots[0]
+            self._means[r:, j] = sc.means[:, 0]
+            self._widths[r:, j] = sc.widths[:, 0]
+            self._scores[r:, j] = sc.scores[:, 0]
+        else:
+            self._means[r:, slots] = sc.means
+            self._widths[r:, slots] = sc.widths
+            self._scores[r:, slots] = sc.scores
 
     # ---- choices
     def _eligible(self, i: int) -> list[str]:
