@@ -351,17 +351,18 @@ class RidgeSolver:
 
     * ``theta`` — θ = A⁻¹b, ``(K, d)`` float64;
     * ``ainv`` — A⁻¹, ``(K, d, d)`` float64 (a view: see below);
-    * ``packed`` — one half of the symmetric A⁻¹ by wrapped diagonals, ``(K, (⌊d/2⌋+1)·d)``
-      float32: entry ``k·d + i`` is ``w_k·A⁻¹[i, (i+k) mod d]`` for ``k = 0..⌊d/2⌋``
-      (``w_0 = 1``; ``w_k = 2`` otherwise, except ``w_{d/2} = 1`` for even d, where each
-      pair appears twice), so that ``xᵀA⁻¹x = packed[a] · features(x)`` with
-      ``features(x)[k·d + i] = x_i·x_{(i+k) mod d}`` (:meth:`features`). That is one
+    * ``packed`` — one half of the symmetric A⁻¹ by wrapped diagonals, ``(K, d·(⌊d/2⌋+1))``
+      float32: entry ``i·(⌊d/2⌋+1) + k`` is ``w_k·A⁻¹[i, (i+k) mod d]`` for
+      ``k = 0..⌊d/2⌋`` (``w_0 = 1``; ``w_k = 2`` otherwise, except ``w_{d/2} = 1`` for
+      even d, where each pair appears twice), so that ``xᵀA⁻¹x = packed[a] · features(x)``
+      with ``features(x)[i·(⌊d/2⌋+1) + k] = x_i·x_{(i+k) mod d}`` (:meth:`features`). That is one
       matrix–vector product for all K arms over about half the bytes of A⁻¹ in single
       precision, and ``features(x)`` is one broadcast multiply against a strided window
       (no gather). Relative error is about 1e-7·d·cond(A); results are clipped at 0.
 
     A⁻¹ is stored twice side by side, ``[A⁻¹ | A⁻¹]`` as a ``(K, d, 2d)`` block, so that
-    the wrapped diagonals above are a *strided view* of it (row i, columns i..i+⌊d/2⌋):
+    the wrapped diagonals above are a *strided view* of it (row i, columns i..i+⌊d/2⌋,
+    contiguous):
     re-reading an arm's ``packed`` row is one multiply, not a gather, and a rank-one
     update writes both copies in one BLAS ``dger`` call.
 
@@ -407,22 +408,22 @@ class RidgeSolver:
     def _set_dim(self, d: int) -> None:
         self.dim = d
         h = d // 2
-        shift = np.repeat(np.arange(h + 1, dtype=np.intp), d)
         self._eye = np.eye(d)
-        weight = np.where(shift == 0, 1.0, 2.0)
+        weight = np.full((d, h + 1), 2.0)
+        weight[:, 0] = 1.0
         if d % 2 == 0 and d > 0:
-            weight[shift == h] = 1.0  # (i, i+d/2) and (i+d/2, i) are both listed
-        self._tri_weight = weight.reshape(h + 1, d)
-        # features(x): xe = [x, x] (float32); window[k, i] = xe[k + i] = x[(i+k) mod d]
+            weight[:, h] = 1.0  # (i, i+d/2) and (i+d/2, i) are both listed
+        self._tri_weight = weight
+        # features(x): xe = [x, x] (float32); window[i, k] = xe[i + k] = x[(i+k) mod d]
         self._xe = np.zeros(2 * d, dtype=np.float32)
         self._xe2 = self._xe.reshape(2, d)
-        self._x32 = self._xe[:d]
+        self._x32col = self._xe[:d, None]
         self._window = np.lib.stride_tricks.as_strided(
-            self._xe, shape=(h + 1, d), strides=(self._xe.strides[0], self._xe.strides[0]),
+            self._xe, shape=(d, h + 1), strides=(self._xe.strides[0], self._xe.strides[0]),
             writeable=False,
         )
-        self._xx = np.empty((h + 1) * d, dtype=np.float32)
-        self._xx2 = self._xx.reshape(h + 1, d)
+        self._xx = np.empty(d * (h + 1), dtype=np.float32)
+        self._xx2 = self._xx.reshape(d, h + 1)
         self._wbuf = np.empty(0, dtype=np.float32)
 
     def _allocate(self, K: int, keep: int = 0) -> None:
@@ -432,20 +433,20 @@ class RidgeSolver:
         old = (self.theta, self._ainv2, self.packed) if keep else None
         self.theta = np.zeros((K, d))
         self._ainv2 = np.zeros((K, d, 2 * d))
-        self.packed = np.zeros((K, (h + 1) * d), dtype=np.float32)
+        self.packed = np.zeros((K, d * (h + 1)), dtype=np.float32)
         if old is not None:
             self.theta[:keep], self._ainv2[:keep], self.packed[:keep] = old
         self.ainv = self._ainv2[:, :, :d]
         #: (K·d, d) view of A⁻¹: one GEMV gives A⁻¹x for every arm
         self.ainv_rows = self.ainv.reshape(K * d, d)
         item = self._ainv2.itemsize
-        # wrapped[a, k, i] = A⁻¹[a][i, i + k] of the doubled block (see class docstring)
+        # wrapped[a, i, k] = A⁻¹[a][i, i + k] of the doubled block (see class docstring)
         self._wrapped = np.lib.stride_tricks.as_strided(
-            self._ainv2, shape=(K, h + 1, d),
-            strides=(self._ainv2.strides[0], item, self._ainv2.strides[1] + item),
+            self._ainv2, shape=(K, d, h + 1),
+            strides=(self._ainv2.strides[0], self._ainv2.strides[1] + item, item),
             writeable=False,
         )
-        self._packed3 = self.packed.reshape(K, h + 1, d)
+        self._packed3 = self.packed.reshape(K, d, h + 1)
 
     def mark_dirty(self, slots: Iterable[int] | IntArray | None = None) -> None:
         """Invalidate the given slots (all when None)."""
@@ -618,7 +619,7 @@ class RidgeSolver:
     def features(self, x: FloatArray) -> npt.NDArray[np.float32]:
         """``x_i·x_{(i+k) mod d}`` in ``packed``'s order (a scratch buffer: use it at once)."""
         np.copyto(self._xe2, x, casting="same_kind")  # xe = [x, x] in one call
-        np.multiply(self._x32, self._window, out=self._xx2)
+        np.multiply(self._x32col, self._window, out=self._xx2)
         return self._xx
 
     def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> npt.NDArray[np.float32]:
