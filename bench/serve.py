@@ -19,10 +19,15 @@
   generator): ``POST /v1/feedback`` with one event per post, alone and beside a
   concurrent allocation load, and with batches of 100 events per post beside
   allocations — posts/s, events/s and latency of each, and the allocations/s next to them;
-* times ``policy.choose`` in-process, and MiniLM texts/s (batches of 32, torch on 2 threads).
+* ``--transports inline asgi`` also serves the same app on uvicorn's plain httptools
+  protocol, every request through the edge, FastAPI's stack and its route
+  (``http_by_transport``): what the inline protocol saves;
+* times in-process the whole ASGI app, the allocator alone and the inline protocol
+  (``in_process``), ``policy.choose``, and MiniLM texts/s (batches of 32).
 
 Usage: ``python bench/serve.py [--seconds 10] [--feedback-seconds 5] [--no-broker]
-[--skip-encoder] [--skip-feedback] [--generator auto|wrk|python|both]``.
+[--skip-encoder] [--skip-feedback] [--generator auto|wrk|python|both]
+[--transports inline asgi]``.
 All processes share this machine's cores: on a 2-core box the load generator, the
 server and the broker compete, so the figures are a lower bound of the server alone.
 """
@@ -391,8 +396,9 @@ class _NullSink:
 
 
 def _in_process_us(work: Path) -> dict[str, float]:
-    """One allocation through the whole ASGI app (edge middleware, auth, validation,
-    assignment, choose, response), in-process: no sockets, no HTTP parsing, no Kafka."""
+    """One allocation in-process (no sockets, no Kafka): through the whole ASGI app (edge,
+    FastAPI's stack and route, the allocator), through the allocator alone (auth,
+    validation, assignment, choose, response bytes), and through the inline protocol."""
     import asyncio
 
     from bandit.config import load_config
@@ -422,16 +428,17 @@ def _in_process_us(work: Path) -> dict[str, float]:
         return (time.perf_counter() - t0) / n * 1e6
 
     asyncio.run(run(300))
-    server = app.state.server
+    allocator = app.allocator
 
-    async def core(n: int) -> float:
+    def core(n: int) -> float:
         t0 = time.perf_counter()
         for _ in range(n):
-            await server.allocate("Bearer dev-token", body)
+            allocator.allocate_now("Bearer dev-token", body)
         return (time.perf_counter() - t0) / n * 1e6
 
+    core(300)
     return {"asgi_app_us": round(asyncio.run(run(3000)), 1),
-            "allocate_handler_us": round(asyncio.run(core(3000)), 1),
+            "allocator_us": round(core(3000), 1),
             "inline_protocol_us": round(_inline_protocol_us(app, body), 1)}
 
 
@@ -444,6 +451,7 @@ def _inline_protocol_us(app: Any, body: bytes, n: int = 3000) -> float:
     from uvicorn.config import Config as UvicornConfig
     from uvicorn.server import ServerState
 
+    from bandit.serving.allocator import ALLOCATOR_STATE_KEY
     from bandit.serving.http import AllocateFastProtocol
 
     class Transport(asyncio.Transport):
@@ -465,8 +473,9 @@ def _inline_protocol_us(app: Any, body: bytes, n: int = 3000) -> float:
     config.load()
     loop = asyncio.new_event_loop()
     try:
-        proto = AllocateFastProtocol(config=config, server_state=ServerState(), app_state={},
-                                     _loop=loop)
+        # the allocator as create_app's lifespan hands it to every connection
+        proto = AllocateFastProtocol(config=config, server_state=ServerState(),
+                                     app_state={ALLOCATOR_STATE_KEY: app.allocator}, _loop=loop)
         transport = Transport()
         proto.connection_made(transport)
         raw = (b"POST /v1/allocate HTTP/1.1\r\nHost: bench\r\n"
@@ -508,6 +517,78 @@ def _encoder_bench() -> dict[str, object]:
     return out
 
 
+#: the ``asgi`` transport: the same app on uvicorn's plain httptools protocol, so every
+#: request goes through the edge, FastAPI's middleware stack and its route (what the
+#: inline protocol of ``switchboard serve`` saves is the difference)
+ASGI_SERVER = r'''
+import gc, sys
+import uvicorn
+from bandit.cli.arms import read_arms_file
+from bandit.config import load_config
+from bandit.serving.app import create_app
+cfg, arms, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+app = create_app(load_config(cfg, env={}), arms=read_arms_file(arms), seed=1)
+gc.collect()
+gc.freeze()
+uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+            access_log=False, log_level="warning")
+'''
+
+
+def _start_server(transport: str, work: Path, cfg: Path, arms: Path, port: int
+                  ) -> subprocess.Popen[bytes]:
+    """``switchboard serve`` (``inline``) or the plain ASGI server (``asgi``)."""
+    if transport == "inline":
+        argv = [str(Path(sys.executable).parent / "switchboard"), "--config", str(cfg), "serve",
+                "--port", str(port), "--arms", str(arms), "--seed", "1"]
+    else:
+        argv = [sys.executable, "-c", ASGI_SERVER, str(cfg), str(arms), str(port)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                            stderr=open(work / f"serve-{transport}.log", "wb"),
+                            start_new_session=True)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            health: dict[str, Any] = httpx.get(url + "/healthz", timeout=1).json()
+            return health
+        except httpx.HTTPError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(log.read_text()[-2000:]) from None
+            time.sleep(0.2)
+
+
+def _level(generator: str, wrk: str | None, work: Path, port: int, url: str, conc: int,
+           seconds: float, server_pid: int, broker_pid: int | None) -> dict[str, object]:
+    """One load level, with the server-side histograms and CPU per request."""
+    import httpx
+
+    before = httpx.get(url + "/metrics").text
+    cpu0, bcpu0 = _cpu_s(server_pid), _cpu_s(broker_pid)
+    gen0 = _children_cpu_s()
+    if generator == "wrk" and wrk is not None:
+        level = _run_wrk(wrk, work, port, conc, seconds)
+    else:
+        level = _run_python(port, conc, seconds)
+    cpu1, bcpu1 = _cpu_s(server_pid), _cpu_s(broker_pid)
+    gen1 = _children_cpu_s()
+    after = httpx.get(url + "/metrics").text
+    level["generator"] = generator
+    level["server_compute_wall"] = _compute_stats(before, after)
+    level["server_compute_cpu"] = _compute_stats(before, after, "switchboard_allocate_cpu_seconds")
+    n = _compute_stats(before, after)["count"] or 1
+    # includes the warm-up: divide by what the server counted
+    level["server_process_cpu_us_per_req"] = round((cpu1 - cpu0) / n * 1e6, 1)
+    if broker_pid is not None:
+        level["broker_cpu_us_per_req"] = round((bcpu1 - bcpu0) / n * 1e6, 1)
+    level["generator_cpu_us_per_req"] = round((gen1 - gen0) / n * 1e6, 1)
+    return level
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -519,6 +600,10 @@ def main() -> int:
     ap.add_argument("--generator", choices=["auto", "wrk", "python", "both"], default="auto",
                     help="load generator: auto = both if wrk is (or can be) installed, "
                          "else python")
+    ap.add_argument("--transports", nargs="+", choices=["inline", "asgi"], default=["inline"],
+                    help="inline: switchboard serve (the inline HTTP protocol); asgi: the same "
+                         "app on uvicorn's plain protocol, through FastAPI's route (its "
+                         "baseline). Feedback levels run on the first one only")
     ap.add_argument("--no-install", action="store_true",
                     help="do not try to apt-get install wrk")
     args = ap.parse_args()
@@ -548,71 +633,48 @@ def main() -> int:
                 "feedback", "engagement", "exposures"))], partitions=4)
         result["broker"] = "tansu" if broker else "none (decisions spill to disk)"
         cfg, arms = _setup(work, bootstrap, topic)
-        port = free_port()
-        exe = str(Path(sys.executable).parent / "switchboard")
-        server = subprocess.Popen(
-            [exe, "--config", str(cfg), "serve", "--port", str(port), "--arms", str(arms),
-             "--seed", "1"], stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"),
-            start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
+        # the broker's process, to count its CPU per request (EmbeddedBroker keeps it private)
+        proc = getattr(broker, "_proc", None)
+        broker_pid = proc.pid if proc is not None else None
+        by_transport: dict[str, dict[str, list[dict[str, object]]]] = {}
         try:
-            deadline = time.monotonic() + 60
-            while True:
+            for transport in args.transports:
+                first = transport == args.transports[0]
+                port = free_port()
+                server = _start_server(transport, work, cfg, arms, port)
+                url = f"http://127.0.0.1:{port}"
                 try:
-                    h = httpx.get(url + "/healthz", timeout=1).json()
-                    break
-                except httpx.HTTPError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError((work / "serve.log").read_text()[-2000:]) from None
-                    time.sleep(0.2)
-            result["model"] = {"source": h["model"]["source"],
-                               "policy_version": h["model"]["policy_version"]}
-            # the broker's process, to count its CPU per request (EmbeddedBroker keeps it private)
-            proc = getattr(broker, "_proc", None)
-            broker_pid = proc.pid if proc is not None else None
-            by_generator: dict[str, list[dict[str, object]]] = {}
-            for generator in generators:
-                levels = []
-                for conc in args.connections:
-                    before = httpx.get(url + "/metrics").text
-                    cpu0, bcpu0 = _cpu_s(server.pid), _cpu_s(broker_pid)
-                    gen0 = _children_cpu_s()
-                    if generator == "wrk" and wrk is not None:
-                        level = _run_wrk(wrk, work, port, conc, args.seconds)
-                    else:
-                        level = _run_python(port, conc, args.seconds)
-                    cpu1, bcpu1 = _cpu_s(server.pid), _cpu_s(broker_pid)
-                    gen1 = _children_cpu_s()
-                    after = httpx.get(url + "/metrics").text
-                    level["generator"] = generator
-                    level["server_compute_wall"] = _compute_stats(before, after)
-                    level["server_compute_cpu"] = _compute_stats(
-                        before, after, "switchboard_allocate_cpu_seconds")
-                    n = _compute_stats(before, after)["count"] or 1
-                    # includes the wrk warm-up second: divide by what the server counted
-                    level["server_process_cpu_us_per_req"] = round((cpu1 - cpu0) / n * 1e6, 1)
-                    if broker_pid is not None:
-                        level["broker_cpu_us_per_req"] = round((bcpu1 - bcpu0) / n * 1e6, 1)
-                    level["generator_cpu_us_per_req"] = round((gen1 - gen0) / n * 1e6, 1)
-                    levels.append(level)
-                by_generator[generator] = levels
-            result["load_generator"] = generators[0]
-            result["http"] = by_generator[generators[0]]
-            result["http_by_generator"] = by_generator
-            if not args.skip_feedback:
-                result["feedback_http"] = _feedback_levels(port, args.feedback_seconds, url,
-                                                           server.pid)
-            time.sleep(1.0)
-            h = httpx.get(url + "/healthz").json()
-            result["publisher"] = h["publisher"]
+                    h = _wait_healthy(url, server, work / f"serve-{transport}.log")
+                    result["model"] = {"source": h["model"]["source"],
+                                       "policy_version": h["model"]["policy_version"]}
+                    by_generator: dict[str, list[dict[str, object]]] = {}
+                    for generator in generators:
+                        by_generator[generator] = [
+                            _level(generator, wrk, work, port, url, conc, args.seconds,
+                                   server.pid, broker_pid)
+                            for conc in args.connections]
+                    by_transport[transport] = by_generator
+                    if first:
+                        result["transport"] = transport
+                        result["load_generator"] = generators[0]
+                        result["http"] = by_generator[generators[0]]
+                        result["http_by_generator"] = by_generator
+                        if not args.skip_feedback:
+                            result["feedback_http"] = _feedback_levels(
+                                port, args.feedback_seconds, url, server.pid)
+                        time.sleep(1.0)
+                        result["publisher"] = httpx.get(url + "/healthz").json()["publisher"]
+                finally:
+                    server.terminate()
+                    try:
+                        server.wait(20)
+                    except subprocess.TimeoutExpired:
+                        server.kill()
         finally:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
             if broker is not None:
                 broker.stop()
+        if len(by_transport) > 1:
+            result["http_by_transport"] = by_transport
         result["in_process"] = _in_process_us(work)
     result["choose_us_k100_d64"] = round(_choose_us(), 1)
     if not args.skip_encoder:

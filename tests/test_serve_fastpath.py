@@ -20,6 +20,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 from bandit.adapters.encoders import BatchingEncoder, HashingEncoder
+from bandit.serving.allocator import POST_KINDS, Allocator, Reply
 from bandit.serving.app import AllocationAPI, create_app
 from bandit.serving.ids import DecisionIds
 from bandit.serving.live import LiveServer
@@ -153,7 +154,7 @@ def test_inline_path_serves_embeddings_without_the_asgi_handler(
     async def not_here(*_: Any) -> Any:
         raise AssertionError("the ASGI allocate handler ran")
 
-    monkeypatch.setattr(app.state.server, "allocate", not_here)
+    monkeypatch.setattr(app.allocator, "allocate", not_here)
     with LiveServer(app) as server, \
             socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(_request(_body()) * 3)  # pipelined, all inline
@@ -180,6 +181,42 @@ def test_pipelined_requests_are_answered_in_order(inline_app: tuple[AllocationAP
         assert _read_responses(sock, 1)[0][0] == 200
 
 
+def test_the_allocator_answers_without_any_server(tmp_path: Path) -> None:
+    """The one door into allocation works with no HTTP framework: bytes in, a Reply out,
+    the decision published; its errors are replies too, never exceptions."""
+    sink = ListSink()
+    allocator = Allocator.from_config(make_config(tmp_path), arms=base_arms(), sink=sink, seed=1)
+    ok = allocator.post_now("/v1/allocate", TOKEN.decode(), _body())
+    assert isinstance(ok, Reply) and ok.status == 200 and ok.headers is None
+    answer = orjson.loads(ok.body)
+    assert [e.decision_id for e in sink.events] == [answer["decision_id"]]
+    assert sink.events[0].propensity == answer["propensity"]
+    denied = allocator.post_now("/v1/allocate", None, _body())
+    assert denied == Reply(401, b'{"detail":"missing bearer token"}',
+                           {"WWW-Authenticate": "Bearer"})
+    bad = allocator.post_now("/v1/allocate", TOKEN.decode(), _body(embedding=[0.1]))
+    assert bad is not None and bad.status == 422
+    assert orjson.loads(bad.body)["detail"][0]["field"] == "embedding"
+    assert allocator.post_now("/v1/feedback", TOKEN.decode(), b"[]") == Reply(
+        422, b'{"detail":[{"field":"body","msg":"must be an event or a non-empty array of '
+             b'events"}]}')
+    assert set(POST_KINDS) == {"/v1/allocate", "/v1/feedback", "/v1/engagement",
+                               "/v1/exposures"}
+    assert len(sink.events) == 1
+
+
+def test_the_app_hands_its_allocator_to_the_inline_protocol(tmp_path: Path) -> None:
+    """Through the ASGI lifespan state: the app's own allocator answers inline (its
+    metrics count the request), not one found by walking uvicorn's middleware stack."""
+    app = create_app(make_config(tmp_path), arms=base_arms(), sink=ListSink(), seed=1)
+    with LiveServer(app) as server, \
+            socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(_request(_body()))
+        ((status, _, _),) = _read_responses(sock, 1)
+    assert status == 200
+    assert sum(app.allocator.metrics.decisions.values.values()) == 1
+
+
 def test_text_with_a_batching_encoder_goes_through_asgi(tmp_path: Path) -> None:
     encoder = BatchingEncoder(HashingEncoder(DIM))
     sink = ListSink()
@@ -202,7 +239,7 @@ def test_a_bug_in_the_inline_handler_is_a_500_and_closes_the_connection(
     def broken(*_: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(app.state.server, "allocate_now", broken)
+    monkeypatch.setattr(app.allocator, "allocate_now", broken)
     with LiveServer(app) as server, \
             socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(_request(_body()))

@@ -106,7 +106,7 @@ def test_feedback_over_http_is_learnt_exactly_like_feedback_produced_to_kafka(
                                           "content-type": "application/json"}) as client:
         _post_batches(client, "/v1/feedback", feedback[:50], 1)  # single events
         _post_batches(client, "/v1/feedback", feedback[50:], 250)  # batches
-        sinks = app.state.server.sinks
+        sinks = app.allocator.sinks
         wait_for(lambda: sinks["feedback"].sent == len(feedback), 60, "feedback delivered")
         assert sinks["feedback"].backlog == 0
 
@@ -174,7 +174,7 @@ def test_posts_are_answered_spilled_and_delivered_once_through_a_broker_outage(
                      publisher_options={"delivery_timeout_ms": 3000, "retry_interval_s": 0.5,
                                         "producer_factory": lambda: make_producer(
                                             bootstrap, 3000)})
-    sinks = app.state.server.sinks
+    sinks = app.allocator.sinks
 
     def feedback(tag: str, n: int) -> list[bytes]:
         return [orjson.dumps(FeedbackEvent(
@@ -242,7 +242,7 @@ def test_fallback_exposures_reach_the_store_through_server_broker_and_learner(
             client._http.base_url = httpx.URL(server.url)  # the server answers again
             assert not client.allocate("user-live", "c-live", embedding=[0.1] * 8).fallback
             assert client.pending_exposures == 0 and client.sent_exposures == len(units)
-            sink = app.state.server.sinks["exposure"]
+            sink = app.allocator.sinks["exposure"]
             wait_for(lambda: sink.sent == len(units), 60, "exposures delivered")
 
     cfg_path = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=8)

@@ -126,7 +126,7 @@ def test_decisions_reach_kafka_and_survive_a_broker_outage(
                      publisher_options={"delivery_timeout_ms": 3000, "retry_interval_s": 0.5,
                                         "producer_factory": lambda: make_producer(
                                             bootstrap, 3000, client=kafka_client)})
-    sink = app.state.server.sink
+    sink = app.allocator.sink
 
     def allocate(client: httpx.Client, n: int, tag: str) -> dict[str, float]:
         out = {}

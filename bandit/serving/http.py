@@ -3,14 +3,19 @@
 
 uvicorn serves every request as an ASGI task: a scope dict, a ``RequestResponseCycle``
 with an ``asyncio.Event``, a task on the loop, ``receive``/``send`` coroutines and a
-header check per response line. For the allocation endpoint that machinery cost more
-CPU than the allocation itself. :class:`AllocateFastProtocol` answers a plain
-``POST /v1/allocate`` as soon as its body is complete, from the parser callback: it
-calls :meth:`bandit.serving.app._Server.allocate_now` (the same code the ASGI route
-runs) and writes the response with uvicorn's own status line and default headers. The
-event endpoints go the same way (:meth:`~bandit.serving.app._Server.ingest`,
-:meth:`~bandit.serving.app._Server.exposures`): a chat backend posts feedback about as
-often as it allocates.
+header check per response line. For the allocation endpoint that machinery costs more
+CPU than the allocation itself (``docs/serving.md``, Request path, has the figures).
+:class:`AllocateFastProtocol` answers a plain POST to one of those paths as soon as its
+body is complete, from the parser callback: it hands the header and body bytes to the
+app's :class:`~bandit.serving.allocator.Allocator` (:meth:`~Allocator.post_now`, the
+code every FastAPI route calls too) and writes the reply with uvicorn's own status line
+and default headers.
+
+The allocator comes from the app explicitly: :func:`bandit.serving.app.create_app`'s
+lifespan yields it into the ASGI lifespan state under
+:data:`~bandit.serving.allocator.ALLOCATOR_STATE_KEY`, which uvicorn passes to every
+connection. With no allocator there (lifespan off, another app) every request takes the
+ordinary ASGI path.
 
 Anything unusual goes the ordinary ASGI way, through :class:`bandit.serving.app.Edge`
 and FastAPI, unchanged: another path or method, HTTP/1.0, ``Connection: close``,
@@ -24,62 +29,49 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-if TYPE_CHECKING:
-    from bandit.serving.app import Edge
+from bandit.serving.allocator import ALLOCATOR_STATE_KEY, POST_KINDS, Allocator
 
-__all__ = ["AllocateFastProtocol", "find_edge"]
+__all__ = ["AllocateFastProtocol"]
 
 log = logging.getLogger(__name__)
 
-_PATH = b"/v1/allocate"
 #: paths answered inline: allocation and the event endpoints
-_INLINE = frozenset({_PATH, b"/v1/feedback", b"/v1/engagement", b"/v1/exposures"})
+_INLINE = {path.encode(): path for path in POST_KINDS}
 _JSON_HEADERS = b"content-type: application/json\r\ncontent-length: "
 
 
-def find_edge(app: Any) -> Edge | None:
-    """The :class:`~bandit.serving.app.Edge` of an allocation app, looking through the
-    ASGI middlewares uvicorn wraps around it (``.app`` attributes)."""
-    from bandit.serving.app import AllocationAPI
-
-    for _ in range(8):
-        if isinstance(app, AllocationAPI):
-            return app.edge
-        app = getattr(app, "app", None)
-        if app is None:
-            return None
-    return None
-
-
 class AllocateFastProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` that serves plain allocation requests without an ASGI task."""
+    """``HttpToolsProtocol`` that serves plain allocation and event posts without an ASGI
+    task, through the allocator the app put in the lifespan state."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._edge = find_edge(self.app)
         self._inline = False
         self._chunks: list[bytes] = []
         self._t0 = 0.0
+
+    def _allocator(self) -> Allocator | None:
+        found = self.app_state.get(ALLOCATOR_STATE_KEY)
+        return found if isinstance(found, Allocator) else None
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._inline = False
 
     def on_headers_complete(self) -> None:
-        edge = self._edge
-        if edge is not None and edge.server is not None and self.url in _INLINE \
-                and self._can_inline(edge):
+        allocator = self._allocator() if self.url in _INLINE else None
+        if allocator is not None and self._can_inline(allocator.max_body_bytes):
             self._inline = True
             self._chunks = []
             self._t0 = time.perf_counter()
             return
         super().on_headers_complete()
 
-    def _can_inline(self, edge: Edge) -> bool:
+    def _can_inline(self, max_bytes: int) -> bool:
         parser = self.parser
         if parser.get_method() != b"POST" or parser.get_http_version() != "1.1" \
                 or not parser.should_keep_alive() or self.expect_100_continue:
@@ -99,7 +91,7 @@ class AllocateFastProtocol(HttpToolsProtocol):
                     return False
             elif name == b"transfer-encoding":
                 return False
-        return length is not None and 0 <= length <= edge.max_bytes
+        return length is not None and 0 <= length <= max_bytes
 
     def on_body(self, body: bytes) -> None:
         if self._inline:
@@ -108,9 +100,8 @@ class AllocateFastProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        edge = self._edge
-        server = edge.server if edge is not None else None
-        if not self._inline or edge is None or server is None:
+        allocator = self._allocator() if self._inline else None
+        if allocator is None:
             super().on_message_complete()
             return
         self._inline = False
@@ -121,9 +112,9 @@ class AllocateFastProtocol(HttpToolsProtocol):
             if name == b"authorization":
                 authorization = value.decode("latin-1")
                 break
-        path = self.url.decode()
+        path = _INLINE[self.url]
         try:
-            reply = server.answer_now(path, authorization, body)
+            reply = allocator.post_now(path, authorization, body)
         except Exception:  # a bug: answer like uvicorn does for a failing ASGI app
             log.exception("Exception in the inline %s handler", path)
             self.transport.write(b"".join([
@@ -131,7 +122,7 @@ class AllocateFastProtocol(HttpToolsProtocol):
                                     for n, v in self.server_state.default_headers),
                 b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n"
                 b"connection: close\r\n\r\nInternal Server Error"]))
-            edge.metrics.request(path, 500, time.perf_counter() - self._t0)
+            allocator.metrics.request(path, 500, time.perf_counter() - self._t0)
             self.transport.close()
             return
         if reply is None:
@@ -150,5 +141,5 @@ class AllocateFastProtocol(HttpToolsProtocol):
                 parts += [key.lower().encode(), b": ", val.encode(), b"\r\n"]
         parts += [b"\r\n", content]
         self.transport.write(b"".join(parts))
-        edge.metrics.request(path, status, time.perf_counter() - self._t0)
+        allocator.metrics.request(path, status, time.perf_counter() - self._t0)
         self.on_response_complete()
