@@ -23,9 +23,15 @@ lint: install
 	$(BIN)/ruff check bandit consumers dashboards simulations tests bench
 	$(BIN)/mypy
 
+# Parallel (pytest-xdist): many tests wait on subprocesses, servers and browsers, so three
+# workers keep two cores busy; tests sharing a module fixture, and the two demos, each stay
+# on one worker (--dist loadgroup; tests/conftest.py); long modules start first.
+TEST_WORKERS ?= 3
+
 test: lint
-	@bash .ci/ensure-chromium || echo "chromium unavailable: browser test will fail"
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=20 -m "not validation"
+	@bash .ci/ensure-test-tools || echo "test tools unavailable: browser, nginx and promtool tests will fail"
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=30 -m "not validation" \
+		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 # The heavy statistical grids (thousands of simulated experiments per cell).
 validate: install

@@ -7,8 +7,8 @@
 * every alert is explained in deploy/OPERATIONS.md.
 
 promtool comes from Debian's ``prometheus`` package; when it is missing the fixture
-installs it with apt-get (as .ci/ensure-chromium does for the browser test) rather than
-skipping.
+installs it with apt-get (as .ci/ensure-test-tools does before `make test` runs pytest)
+rather than skipping.
 """
 
 from __future__ import annotations

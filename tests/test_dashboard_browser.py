@@ -1,7 +1,7 @@
 """End to end: ``switchboard dashboard`` on a free port, every page loaded in headless
 Chromium, a screenshot of each saved under ``test-artifacts/`` and no exception box.
 
-Chromium is Debian's ``chromium`` (``.ci/ensure-chromium`` installs it). A page counts as
+Chromium is Debian's ``chromium`` (``.ci/ensure-test-tools`` installs it). A page counts as
 loaded when its DOM holds the element the page exists for (a Vega chart, a table, an
 image): the first load after a fresh Streamlit start can come back blank, so the test
 polls the DOM rather than sleeping.
@@ -210,7 +210,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.mark.browser
 def test_dashboard_pages_render_in_headless_chromium(server: str) -> None:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} missing: run .ci/ensure-chromium")
+        pytest.fail(f"{CHROMIUM} missing: run .ci/ensure-test-tools")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sb-chromium-") as profile:
         browser = Browser(Path(profile))
@@ -294,13 +294,14 @@ class _Lines:
 @pytest.mark.browser
 @pytest.mark.slow
 @pytest.mark.integration
+@pytest.mark.xdist_group("demo")  # never beside the busy-cores demo (tests/test_demo.py)
 def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
     """``switchboard demo`` with a 5 s store TTL: every page in headless Chromium at the
     start (empty store), at two moments mid-run (partial cohorts, reopened snapshots of
     the store the learner owns) and after the last simulated day — never an exception box,
     and from mid-run on the chart each page exists for."""
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} missing: run .ci/ensure-chromium")
+        pytest.fail(f"{CHROMIUM} missing: run .ci/ensure-test-tools")
     DEMO_ARTIFACTS.mkdir(parents=True, exist_ok=True)
     _offline_run(tmp_path / "results")
     env = {

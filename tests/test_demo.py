@@ -42,6 +42,9 @@ def busy_cores() -> Iterator[int]:
 
 @pytest.mark.integration
 @pytest.mark.slow
+# one worker runs both demos, one after the other: the cores this test keeps busy must not
+# slow the live browser demo into missing its mid-run moments
+@pytest.mark.xdist_group("demo")
 def test_demo_headless_on_busy_cores_simulates_every_day(tmp_path: Path, busy_cores: int) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bandit.cli", "demo", "--headless", "--duration", "90", "--json",

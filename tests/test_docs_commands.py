@@ -7,8 +7,8 @@ Every fenced ``sh``/``bash``/``shell`` block is a list of commands (a command co
 blocks in document order, and the test fails naming the file, line and command. The
 services the commands need are the test's:
 
-* a tansu Kafka-protocol broker (``tests/fixtures/kafka.py``), given to every command as
-  ``SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS``;
+* a tansu Kafka-protocol broker of the document's own (``bandit.embedded.broker``), given
+  to every command as ``SWITCHBOARD_KAFKA__BOOTSTRAP_SERVERS``;
 * the embedded store is chdb in the scratch folder (the docs' ``chdb://var/chdb``); for a
   document that runs ``lift`` or ``dashboard`` it holds a finished synthetic experiment
   ``exp-default`` (``bandit.testing.synthetic``), as a learner would have left it;
@@ -323,9 +323,11 @@ def _runnable_docs() -> list[str]:
     return sorted({c.doc for c in COMMANDS if c.tag != "skip"})
 
 
-@pytest.fixture(scope="module")
-def docs_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(log_path=tmp_path_factory.mktemp("docs-tansu") / "tansu.log").start()
+@pytest.fixture
+def docs_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the document's own (its topics are the documented default names); one
+    per document lets the documents run on different workers at once."""
+    b = EmbeddedBroker(log_path=tmp_path / "tansu.log").start()
     yield b
     b.stop()
 

@@ -1,6 +1,6 @@
 """``/docs`` works with no internet: Swagger UI's assets come from the server itself (the
 installed ``swagger-ui-bundle`` package), and the page shows the allocate operation in
-headless Chromium (``.ci/ensure-chromium`` installs Debian's chromium)."""
+headless Chromium (``.ci/ensure-test-tools`` installs Debian's chromium)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def test_docs_show_the_allocate_operation_offline_in_chromium(
     docs_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} missing: run .ci/ensure-chromium")
+        pytest.fail(f"{CHROMIUM} missing: run .ci/ensure-test-tools")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # offline: no host name resolves, only this server's address is reachable
     monkeypatch.setattr(browser_test, "_FLAGS", [
