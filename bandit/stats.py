@@ -7,14 +7,18 @@ statistic undefined — raises :class:`InvalidInputError` naming the problem.
 
 Methods:
 
-* absolute difference with a Welch (1947) t interval;
+* absolute difference with a Welch (1947) t interval; for 0/1 outcomes the
+  Miettinen–Nurminen (1985, "Comparative analysis of two rates", Stat. Med. 4) score
+  interval instead, which holds its level with a handful of events per arm
+  (Newcombe 1998; Fagerland, Lydersen & Laake 2015);
 * relative lift ``mean_t / mean_c - 1`` with Fieller's (1954, "Some problems in interval
   estimation", J. R. Stat. Soc. B 16) interval for a ratio of means: the set of ratios R
   for which ``mean_t - R mean_c`` is not significantly different from zero. Unlike the
   delta method (Deng, Knoblich & Lu 2018) it follows the skew of the ratio, so it keeps
   its coverage on skewed and rare metrics from 100 units per arm (docs/statistics.md);
   it never goes below -100 % (metrics are non-negative, so R >= 0) and it is unbounded
-  above when the control mean itself is not distinguishable from zero;
+  above when the control mean itself is not distinguishable from zero; for 0/1 outcomes
+  the Miettinen–Nurminen score interval of the risk ratio (Koopman 1984) instead;
 * CUPED (Deng, Xu, Kohavi & Walker 2013): ``y - θ (x - mean x)`` with
   ``θ = cov(y, x) / var(x)`` pooled over both cohorts; reports the variance reduction;
 * an always-valid confidence sequence: the normal-mixture boundary of Robbins (1970) in
@@ -39,7 +43,7 @@ Methods:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -71,6 +75,8 @@ __all__ = [
     "mixture_radius_factor",
     "prob_better",
     "relative_lift",
+    "score_diff_bounds",
+    "score_ratio_bounds",
     "sequential_diff",
     "sequential_lift",
     "srm_test",
@@ -94,11 +100,18 @@ FloatArray = npt.NDArray[np.float64]
 @dataclass(frozen=True)
 class Summary:
     """A cohort's size, mean and sample variance (ddof=1): all the fixed-horizon and
-    sequential intervals need. Build with :meth:`of` or from sums with :meth:`from_sums`."""
+    sequential intervals need. Build with :meth:`of` or from sums with :meth:`from_sums`.
+
+    ``binary``: every value is 0 or 1 (``n · mean`` successes), which selects the
+    small-count score intervals for proportions (:func:`score_diff_bounds`,
+    :func:`score_ratio_bounds`) in :func:`absolute_diff`, :func:`relative_lift` and
+    :func:`guardrail`.
+    """
 
     n: int
     mean: float
     var: float
+    binary: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 2:
@@ -106,18 +119,32 @@ class Summary:
         if not (math.isfinite(self.mean) and math.isfinite(self.var)) or self.var < 0:
             raise InvalidInputError("summary", (self.mean, self.var),
                                     "must have a finite mean and a finite variance >= 0")
+        if self.binary and not 0 <= self.mean <= 1:
+            raise InvalidInputError("summary.mean", self.mean, "must be in [0, 1] for 0/1 values")
+
+    @property
+    def successes(self) -> int:
+        """Units with value 1 (meaningful when :attr:`binary`)."""
+        return round(self.n * self.mean)
 
     @classmethod
     def of(cls, x: npt.ArrayLike, name: str = "x") -> Summary:
+        """Summary of per-unit values; ``binary`` when every value is 0 or 1."""
         a = _clean(x, name)
-        return cls(int(a.size), float(a.mean()), float(a.var(ddof=1)))
+        binary = bool(np.all((a == 0) | (a == 1)))
+        return cls(int(a.size), float(a.mean()), float(a.var(ddof=1)), binary)
 
     @classmethod
-    def from_sums(cls, n: int, sy: float, syy: float) -> Summary:
+    def from_sums(cls, n: int, sy: float, syy: float, *, binary: bool = False) -> Summary:
+        """From Σy and Σy²; ``binary`` says the values are 0/1 (then Σy² must equal Σy, a
+        whole number of successes)."""
         if n < 2:
             raise InvalidInputError("n", n, "must be at least 2 units (empty cohort?)")
+        if binary and (sy != syy or sy != round(sy) or not 0 <= sy <= n):
+            raise InvalidInputError("sums", (n, sy, syy),
+                                    "are not those of 0/1 values (Σy = Σy² successes in [0, n])")
         mean = sy / n
-        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0))
+        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0), binary)
 
 
 @dataclass(frozen=True)
@@ -294,23 +321,46 @@ def _summaries(treatment: npt.ArrayLike | Summary,
     return t, c
 
 
-def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
-                  alpha: float = 0.05) -> DiffResult:
-    """Difference of means with a Welch–Satterthwaite t interval.
-
-    Takes per-unit arrays or :class:`Summary` objects. For 0/1 outcomes this is the
-    unpooled Wald interval for a difference of proportions.
-    """
-    alpha = _alpha(alpha)
-    t, c = _summaries(treatment, control)
+def _welch(t: Summary, c: Summary, alpha: float) -> tuple[float, float, float]:
+    """(se, df, q): the Welch standard error, degrees of freedom and two-sided critical
+    value; refuses zero variance in words."""
     at, ac = t.var / t.n, c.var / c.n
     se = math.sqrt(at + ac)
     if se == 0:
         raise InvalidInputError("treatment, control", (t.mean, c.mean),
                                 "have zero variance: the difference has no interval")
-    df = _welch_df(t, c)
-    q = float(welch_quantile(at, ac, t.n, c.n, 1 - alpha / 2))
+    return se, _welch_df(t, c), float(welch_quantile(at, ac, t.n, c.n, 1 - alpha / 2))
+
+
+def _score_p(t: Summary, c: Summary) -> float:
+    """Two-sided p-value of the score test of p_t = p_c (the pooled z test, which is the
+    Miettinen–Nurminen statistic at δ = 0 and at ratio 1 alike)."""
+    z = float(_mn_diff_z(*_floats(t.successes, t.n, c.successes, c.n, 0.0)))
+    return float(2 * sps.norm.sf(abs(z)))
+
+
+def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
+                  alpha: float = 0.05) -> DiffResult:
+    """Difference of means with a Welch–Satterthwaite t interval, or for 0/1 outcomes
+    (both :attr:`Summary.binary`) the Miettinen–Nurminen score interval
+    (:func:`score_diff_bounds`), which keeps its level from a handful of events per arm
+    and stays within [-1, 1].
+
+    Takes per-unit arrays or :class:`Summary` objects. ``df`` is inf for the score
+    interval (a normal quantile); ``se`` is then the unpooled Wald standard error, for
+    reference (it may be 0 where the score interval still exists, e.g. 0 of n in both
+    arms).
+    """
+    alpha = _alpha(alpha)
+    t, c = _summaries(treatment, control)
     est = t.mean - c.mean
+    if t.binary and c.binary:
+        z = float(sps.norm.ppf(1 - alpha / 2))
+        lo, hi = score_diff_bounds(t.successes, t.n, c.successes, c.n, z)
+        se = math.sqrt(t.mean * (1 - t.mean) / t.n + c.mean * (1 - c.mean) / c.n)
+        return DiffResult(t.n, c.n, t.mean, c.mean, est, se, math.inf, float(lo), float(hi),
+                          _score_p(t, c), alpha)
+    se, df, q = _welch(t, c, alpha)
     p = float(2 * sps.t.sf(abs(est) / se, df))
     return DiffResult(t.n, c.n, t.mean, c.mean, est, se, float(df), est - q * se, est + q * se,
                       p, alpha)
@@ -375,6 +425,116 @@ def _welch_df(t: Summary, c: Summary) -> float:
     return float(welch_df(t.var / t.n, c.var / c.n, t.n, c.n))
 
 
+# ---------------------------------------------------------------------- proportions
+#
+# Miettinen & Nurminen (1985) score intervals for two independent binomials: the set of
+# δ (or φ) that the score test, with the variance evaluated at the maximum-likelihood
+# estimates restricted to that δ (φ) and the N / (N - 1) correction, does not reject. They
+# are the intervals Newcombe (1998, "Interval estimation for the difference between
+# independent proportions", Stat. Med. 17) and Fagerland, Lydersen & Laake (2015,
+# "Recommended confidence intervals for two independent binomial proportions", Stat.
+# Methods Med. Res. 24) recommend at small counts. statsmodels'
+# ``confint_proportions_2indep(method="score")`` computes the same intervals one at a time
+# (its difference version fails to bracket a root at small counts, e.g. 2 of 100 vs
+# 2 of 100); these are vectorised (the validation grid evaluates millions) and checked
+# against it and against Newcombe's published example (tests/test_stats.py).
+
+_BISECTIONS: Final = 60
+#: log-ratio search range of :func:`score_ratio_bounds` (beyond it: 0 or unbounded)
+_LOG_RATIO_RANGE: Final = 30.0
+
+
+def _floats(*values: npt.ArrayLike) -> tuple[FloatArray, ...]:
+    return tuple(np.asarray(v, dtype=np.float64) for v in values)
+
+
+def _score_z(num: FloatArray, var: FloatArray) -> FloatArray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(var > 0, num / np.sqrt(np.where(var > 0, var, 1.0)), np.sign(num) * np.inf)
+    return np.asarray(np.where(num == 0, 0.0, z))
+
+
+def _mn_diff_z(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray,
+               delta: FloatArray) -> FloatArray:
+    """Score statistic of p1 - p2 = δ; the restricted MLE is the closed-form root of a
+    cubic (Farrington & Manning 1990, Stat. Med. 9, eq. 7 ff.)."""
+    p1, p2 = x1 / n1, x2 / n2
+    th = n2 / n1
+    a = 1 + th
+    b = -(1 + th + p1 + th * p2 + delta * (th + 2))
+    c = delta * delta + delta * (2 * p1 + th + 1) + p1 + th * p2
+    d = -p1 * delta * (1 + delta)
+    v = b**3 / (27 * a**3) - b * c / (6 * a * a) + d / (2 * a)
+    u = np.where(v >= 0, 1.0, -1.0) * np.sqrt(np.maximum(b * b / (9 * a * a) - c / (3 * a), 0.0))
+    u3 = np.where(u != 0, u**3, 1.0)
+    w = (np.pi + np.arccos(np.clip(np.where(u != 0, v / u3, 0.0), -1.0, 1.0))) / 3
+    q1 = np.clip(2 * u * np.cos(w) - b / (3 * a), 0.0, 1.0)
+    q2 = np.clip(q1 - delta, 0.0, 1.0)
+    n = n1 + n2
+    var = (q1 * (1 - q1) / n1 + q2 * (1 - q2) / n2) * n / (n - 1)
+    return _score_z(p1 - p2 - delta, var)
+
+
+def _mn_ratio_z(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray,
+                phi: FloatArray) -> FloatArray:
+    """Score statistic of p1 / p2 = φ; the restricted MLE is a quadratic's root
+    (Miettinen & Nurminen 1985, eq. 27)."""
+    p1, p2 = x1 / n1, x2 / n2
+    n = n1 + n2
+    qa = n * phi
+    qb = -(n1 * phi + x1 + n2 + x2 * phi)
+    root = np.sqrt(np.maximum(qb * qb - 4 * qa * (x1 + x2), 0.0))
+    q2 = np.clip((-qb - root) / (2 * qa), 0.0, 1.0)
+    q1 = np.clip(phi * q2, 0.0, 1.0)
+    var = (q1 * (1 - q1) / n1 + phi * phi * q2 * (1 - q2) / n2) * n / (n - 1)
+    return _score_z(p1 - phi * p2, var)
+
+
+def _invert(z: Callable[[FloatArray], FloatArray], lo: FloatArray, hi: FloatArray,
+            est: FloatArray, q: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """The ends of {t in [lo, hi] : |z(t)| <= q} for a statistic decreasing in t, by
+    bisection on both sides of the estimate ``est`` (an end stays at lo / hi when the
+    set reaches it)."""
+    def root(target: FloatArray, a: FloatArray, b: FloatArray) -> FloatArray:
+        for _ in range(_BISECTIONS):
+            m = (a + b) / 2
+            above = z(m) > target
+            a, b = np.where(above, m, a), np.where(above, b, m)
+        return (a + b) / 2
+
+    low = np.where(z(lo) <= q, lo, root(q, lo, est))
+    high = np.where(z(hi) >= -q, hi, root(-q, est, hi))
+    return np.asarray(low), np.asarray(high)
+
+
+def score_diff_bounds(x_t: npt.ArrayLike, n_t: npt.ArrayLike, x_c: npt.ArrayLike,
+                      n_c: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Miettinen–Nurminen score interval of p_t - p_c from ``x`` successes of ``n``
+    (vectorised), at critical value ``q`` (a normal quantile). Always within [-1, 1];
+    defined for any counts, 0 of n included."""
+    xt, nt, xc, nc, qq = _floats(x_t, n_t, x_c, n_c, q)
+    est = np.asarray(xt / nt - xc / nc)
+    ones = np.ones_like(est)
+    return _invert(lambda d: _mn_diff_z(xt, nt, xc, nc, d), -ones, ones, est, qq)
+
+
+def score_ratio_bounds(x_t: npt.ArrayLike, n_t: npt.ArrayLike, x_c: npt.ArrayLike,
+                       n_c: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Miettinen–Nurminen (Koopman 1984) score interval of the relative lift
+    p_t / p_c - 1 (vectorised), at critical value ``q``: never below -1, upper end inf
+    when the control count is too small to bound it (0 of n_c included); 0 of n in both
+    arms gives [-1, inf)."""
+    xt, nt, xc, nc, qq = _floats(x_t, n_t, x_c, n_c, q)
+    span = _LOG_RATIO_RANGE
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 of n: log 0 = -inf, clipped
+        est = np.log(xt / nt) - np.log(xc / nc)  # where the statistic is 0
+    est = np.clip(np.nan_to_num(est, nan=0.0), -span, span)
+    ends = np.full_like(est, span)
+    lo, hi = _invert(lambda t: _mn_ratio_z(xt, nt, xc, nc, np.exp(t)), -ends, ends, est, qq)
+    return (np.where(lo <= -span, 0.0, np.exp(lo)) - 1.0,
+            np.where(hi >= span, np.inf, np.exp(hi)) - 1.0)
+
+
 def _ratio_inputs(t: Summary, c: Summary) -> None:
     """Refuse what has no relative interval, in words (never a ZeroDivisionError)."""
     if c.mean == 0:
@@ -391,21 +551,33 @@ def _ratio_inputs(t: Summary, c: Summary) -> None:
 def relative_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                   alpha: float = 0.05) -> LiftResult:
     """Relative lift ``mean_t / mean_c - 1`` with Fieller's interval (:func:`fieller_bounds`)
-    at the Welch t quantile.
+    at the Welch t quantile, or for 0/1 outcomes (both :attr:`Summary.binary`) the
+    Miettinen–Nurminen score interval of the risk ratio (:func:`score_ratio_bounds`).
 
     Fieller (1954); for its use on A/B ratio metrics see e.g. Kohavi, Tang & Xu (2020,
     "Trustworthy Online Controlled Experiments", ch. 18). Unbounded above when the
-    control mean is not distinguishable from zero; never below -100 %.
+    control mean is not distinguishable from zero; never below -100 %. For 0/1 outcomes
+    an all-zero arm still has an interval (0 of 100 against 5 of 100 is evidence); only
+    0 events in both arms is refused.
     """
     alpha = _alpha(alpha)
     t, c = _summaries(treatment, control)
-    _ratio_inputs(t, c)
     mt, mc = t.mean, c.mean
-    df = _welch_df(t, c)
-    q = float(welch_quantile(t.var / t.n, c.var / c.n, t.n, c.n, 1 - alpha / 2))
+    if t.binary and c.binary:
+        if t.successes == 0 and c.successes == 0:
+            raise InvalidInputError("treatment, control", (mt, mc),
+                                    "are all zero: the relative lift is undefined")
+        z = float(sps.norm.ppf(1 - alpha / 2))
+        lo, hi = score_ratio_bounds(t.successes, t.n, c.successes, c.n, z)
+        est = mt / mc - 1 if mc > 0 else math.inf
+        se = (math.sqrt(t.var / (t.n * mc**2) + mt**2 * c.var / (c.n * mc**4)) if mc > 0
+              else math.nan)
+        return LiftResult(t.n, c.n, mt, mc, est, se, float(lo), float(hi), _score_p(t, c),
+                          alpha)
+    _ratio_inputs(t, c)
+    se_d, df, q = _welch(t, c, alpha)
     lo, hi = fieller_bounds(mt, t.var / t.n, mc, c.var / c.n, q)
     se = math.sqrt(t.var / (t.n * mc**2) + mt**2 * c.var / (c.n * mc**4))
-    se_d = math.sqrt(t.var / t.n + c.var / c.n)
     p = float(2 * sps.t.sf(abs(mt - mc) / se_d, df))
     return LiftResult(t.n, c.n, mt, mc, mt / mc - 1, se, float(lo), float(hi), p, alpha)
 
@@ -477,11 +649,13 @@ def sequential_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike |
     boundary (asymptotic confidence sequence, Waudby-Smith et al.). Valid under
     continuous monitoring — e.g. recomputed every day — at level 1-α.
     """
-    d = absolute_diff(treatment, control, alpha=alpha)
-    n = d.n_treatment + d.n_control
+    alpha = _alpha(alpha)
+    t, c = _summaries(treatment, control)
+    se, _df, _q = _welch(t, c, alpha)
+    est = t.mean - c.mean
+    n = t.n + c.n
     f = float(mixture_radius_factor(n, alpha, planned_n))
-    return SequentialResult(d.estimate, d.se, f, d.estimate - f * d.se, d.estimate + f * d.se,
-                            alpha, n, planned_n)
+    return SequentialResult(est, se, f, est - f * se, est + f * se, alpha, n, planned_n)
 
 
 def sequential_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
@@ -619,9 +793,9 @@ def prob_better(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Sum
     For large cohorts this matches the Beta-posterior answer for proportions; it is
     Φ(Δ̂ / se) with the Welch standard error.
     """
-    d = absolute_diff(treatment, control)
-    z = d.estimate / d.se
-    p = float(sps.norm.cdf(z))
+    t, c = _summaries(treatment, control)
+    se, _df, _q = _welch(t, c, 0.05)
+    p = float(sps.norm.cdf((t.mean - c.mean) / se))
     return p if higher_is_better else 1.0 - p
 
 
@@ -630,7 +804,8 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
               margin: float, alpha: float = 0.05) -> GuardrailResult:
     """Non-inferiority of ``metric``: the relative lift must not fall below ``-margin``.
 
-    A one-sided test at level α: ``ok`` when the one-sided (1-α) lower Fieller bound is
+    A one-sided test at level α: ``ok`` when the one-sided (1-α) lower Fieller bound (for
+    0/1 outcomes the score bound of the risk ratio, as in :func:`relative_lift`) is
     above ``-margin``; ``degraded`` when the one-sided (1-α) upper bound is below it;
     otherwise ``inconclusive``. Also reports the relative drop the test would detect with
     :data:`GUARDRAIL_POWER` power at the current size (normal approximation,
@@ -642,8 +817,12 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
     alpha = _alpha(alpha)
     t, c = _summaries(treatment, control)
     _ratio_inputs(t, c)
-    q = float(welch_quantile(t.var / t.n, c.var / c.n, t.n, c.n, 1 - alpha))
-    lo, hi = fieller_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, q)
+    if t.binary and c.binary:  # the score interval of the risk ratio, one-sided
+        lo, hi = score_ratio_bounds(t.successes, t.n, c.successes, c.n,
+                                    float(sps.norm.ppf(1 - alpha)))
+    else:
+        q = float(welch_quantile(t.var / t.n, c.var / c.n, t.n, c.n, 1 - alpha))
+        lo, hi = fieller_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, q)
     est = t.mean / c.mean - 1
     status: Literal["ok", "degraded", "inconclusive"]
     if lo >= -margin:

@@ -8,7 +8,13 @@ look. The intervals are the production ones: :func:`bandit.stats.fieller_bounds`
 :func:`bandit.stats.mixture_radius_factor` tuned for the planned size (always valid), and
 the difference ``d ± q · se`` with the same critical values — the formulas of
 :func:`bandit.stats.absolute_diff` / :func:`bandit.stats.sequential_diff`, which the unit
-tests tie to these kernels. Only the reference methods of :func:`width_comparison` (the
+tests tie to these kernels. For the 0/1 distributions the fixed-horizon intervals are the
+Miettinen–Nurminen score intervals (:func:`bandit.stats.score_ratio_bounds`,
+:func:`bandit.stats.score_diff_bounds`), as :func:`bandit.stats.relative_lift` and
+:func:`bandit.stats.absolute_diff` choose for 0/1 outcomes. Their fixed-horizon figures are exact
+(:func:`exact_fixed_misses`, every pair of counts) rather than simulated; the always-valid
+ones, which depend on the path over 30 looks, are simulated for every distribution.
+Only the reference methods of :func:`width_comparison` (the
 delta method and its log form, for comparison) are written out here.
 
 Run ``python -m tests.lift_grid`` to print the tables of docs/statistics.md
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+from scipy import stats as sps
 
 from bandit import stats
 
@@ -110,9 +117,53 @@ def simulate(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequ
 
 def _has_interval(mt: np.ndarray, vt: np.ndarray, mc: np.ndarray, vc: np.ndarray,
                   n: np.ndarray) -> np.ndarray:
-    """Where :mod:`bandit.stats` gives a relative interval (no all-zero arm, some spread;
+    """Where :mod:`bandit.stats` gives a Fieller interval (no all-zero arm, some spread;
     non-negative data, so a zero mean is an all-zero arm)."""
     return (n >= 2) & (mt > 0) & (mc > 0) & ((vt > 0) | (vc > 0))
+
+
+def exact_fixed_misses(p: float, n: int, lift: float, alpha: float = 0.05
+                       ) -> tuple[float, float, float, float]:
+    """Exact probabilities that the fixed-horizon score intervals of :mod:`bandit.stats`
+    for 0/1 outcomes lie below / above the truth (relative, then absolute) with ``n``
+    units per arm: a sum over every pair of binomial counts with non-negligible
+    probability (what is left out weighs < 1e-8). No Monte-Carlo error."""
+    pt, pc = p * (1 + lift), p
+
+    def support(rate: float) -> np.ndarray:
+        return np.arange(int(sps.binom.ppf(1e-10, n, rate)),
+                         int(sps.binom.isf(1e-10, n, rate)) + 2)
+
+    kt, kc = support(pt), support(pc)
+    xt, xc = np.meshgrid(kt, kc, indexing="ij")
+    w = np.outer(sps.binom.pmf(kt, n, pt), sps.binom.pmf(kc, n, pc))
+    z = float(sps.norm.ppf(1 - alpha / 2))
+    lo, hi = stats.score_ratio_bounds(xt, n, xc, n, z)
+    dlo, dhi = stats.score_diff_bounds(xt, n, xc, n, z)
+    return (float(w[hi < lift].sum()), float(w[lo > lift].sum()),
+            float(w[dhi < pt - pc].sum()), float(w[dlo > pt - pc].sum()))
+
+
+def fixed_bounds(dist: str, n: int, mt: np.ndarray, vt: np.ndarray, mc: np.ndarray,
+                 vc: np.ndarray, alpha: float = 0.05
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                            np.ndarray]:
+    """The fixed-horizon intervals of :mod:`bandit.stats` at one look of ``n`` units per
+    arm (``vt``, ``vc`` squared standard errors): relative (lo, hi, where it exists) and
+    absolute (lo, hi, where it exists)."""
+    if dist.startswith("p="):  # 0/1 outcomes: the score intervals on the counts
+        z = float(sps.norm.ppf(1 - alpha / 2))
+        xt, xc = np.rint(mt * n), np.rint(mc * n)
+        lo, hi = stats.score_ratio_bounds(xt, n, xc, n, z)
+        dlo, dhi = stats.score_diff_bounds(xt, n, xc, n, z)
+        every = np.ones(mt.shape, dtype=bool)
+        return lo, hi, (xt > 0) | (xc > 0), dlo, dhi, every
+    q = stats.welch_quantile(vt, vc, n, n, 1 - alpha / 2)
+    lo, hi = stats.fieller_bounds(mt, vt, mc, vc, q)
+    se = np.sqrt(vt + vc)
+    d = mt - mc
+    return (lo, hi, _has_interval(mt, vt * n, mc, vc * n, np.full(mt.shape, n)),
+            d - q * se, d + q * se, se > 0)
 
 
 @dataclass(frozen=True)
@@ -129,7 +180,7 @@ class Cell:
     #: always valid: excluded the truth at some look (from the burn-in on)
     seq_rel_cross: float
     seq_abs_cross: float
-    #: share of experiments with no relative interval at the last look
+    #: share of experiments with no fixed-horizon relative interval at the last look
     no_interval: float
 
     @property
@@ -140,10 +191,6 @@ class Cell:
     def abs_miss(self) -> float:
         return self.abs_below + self.abs_above
 
-    @property
-    def discrete(self) -> bool:
-        """Fewer than 10 expected events per arm: a discrete test cannot attain its level."""
-        return self.dist.startswith("p=") and self.n * _rate(self.dist) < 10
 
 
 def run_cell(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequence, *,
@@ -159,14 +206,16 @@ def run_cell(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequ
     d = lk.mean_t - lk.mean_c
     true_d = true_mean(dist) * lift
     # fixed horizon, last look
-    q = stats.welch_quantile(at[:, -1], ac[:, -1], nn[0, -1], nn[0, -1], 1 - alpha / 2)
-    lo, hi = stats.fieller_bounds(lk.mean_t[:, -1], at[:, -1], lk.mean_c[:, -1], ac[:, -1], q)
-    last = ok[:, -1]
-    rel_below = float((last & (hi < lift)).mean())
-    rel_above = float((last & (lo > lift)).mean())
-    has_d = se[:, -1] > 0
-    abs_below = float((has_d & (d[:, -1] + q * se[:, -1] < true_d)).mean())
-    abs_above = float((has_d & (d[:, -1] - q * se[:, -1] > true_d)).mean())
+    lo, hi, last, dlo, dhi, has_d = fixed_bounds(dist, n, lk.mean_t[:, -1], at[:, -1],
+                                                 lk.mean_c[:, -1], ac[:, -1], alpha)
+    if dist.startswith("p="):  # 0/1 outcomes: exact figures instead of Monte Carlo
+        rel_below, rel_above, abs_below, abs_above = exact_fixed_misses(_rate(dist), n, lift,
+                                                                        alpha)
+    else:
+        rel_below = float((last & (hi < lift)).mean())
+        rel_above = float((last & (lo > lift)).mean())
+        abs_below = float((has_d & (dhi < true_d)).mean())
+        abs_above = float((has_d & (dlo > true_d)).mean())
     # always valid, every look, tuned for the planned total 2n
     f = stats.mixture_radius_factor(2 * lk.n, alpha, planned_n=2 * n)[None, :]
     slo, shi = stats.fieller_bounds(lk.mean_t, at, lk.mean_c, ac, f)
@@ -195,7 +244,8 @@ def run_grid(sims: int) -> list[Cell]:
 def width_comparison(dist: str, n: int, lift: float, sims: int,
                      seed: np.random.SeedSequence, *, alpha: float = 0.05) -> dict[str, float]:
     """Median widths (in relative-lift units) of the new intervals and the references
-    at one fixed look of ``n`` units per arm: Fieller (new, fixed horizon), delta method
+    at one fixed look of ``n`` units per arm: the fixed-horizon interval (new: Fieller; the
+    score interval for 0/1 outcomes), delta method
     (the previous interval), delta method on the log ratio, and the always-valid ones
     (new: Fieller set with the mixture factor; previous: delta ± factor · se), the
     always-valid ones tuned for ``2n`` units (their tightest point)."""
@@ -203,16 +253,15 @@ def width_comparison(dist: str, n: int, lift: float, sims: int,
     mt, vt, mc, vc = lk.mean_t[:, 0], lk.var_t[:, 0], lk.mean_c[:, 0], lk.var_c[:, 0]
     ok = _has_interval(mt, vt, mc, vc, np.full(sims, n))
     mt, vt, mc, vc = mt[ok], vt[ok] / n, mc[ok], vc[ok] / n
-    q = stats.welch_quantile(vt, vc, n, n, 1 - alpha / 2)
     f = float(stats.mixture_radius_factor(2 * n, alpha, planned_n=2 * n))
-    lo, hi = stats.fieller_bounds(mt, vt, mc, vc, q)
+    lo, hi = fixed_bounds(dist, n, mt, vt, mc, vc, alpha)[:2]
     slo, shi = stats.fieller_bounds(mt, vt, mc, vc, f)
     se_delta = np.sqrt(vt / mc**2 + mt**2 * vc / mc**4)
     z = 1.959963984540054
     se_log = np.sqrt(vt / mt**2 + vc / mc**2)
     ratio = mt / mc
     return {
-        "fieller": float(np.median(hi - lo)),
+        "fixed (new)": float(np.median(hi - lo)),
         "delta": float(np.median(2 * z * se_delta)),
         "log-delta": float(np.median(ratio * (np.exp(z * se_log) - np.exp(-z * se_log)))),
         "always-valid (new)": float(np.median(shi - slo)),
@@ -269,7 +318,7 @@ def markdown(cells: list[Cell]) -> str:
 
 def width_markdown(sims_by_n: dict[int, int]) -> str:
     seeds = np.random.SeedSequence(ROOT_SEED + 1).spawn(64)
-    lines = ["| distribution | n per arm | Fieller (new) | delta | log-delta | always-valid "
+    lines = ["| distribution | n per arm | fixed horizon (new) | delta | log-delta | always-valid "
              "(new) | always-valid (previous) | unbounded |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     i = 0
@@ -278,7 +327,7 @@ def width_markdown(sims_by_n: dict[int, int]) -> str:
             w = width_comparison(d, n, 0.20, sims, seeds[i])
             i += 1
             lines.append(
-                f"| {d} | {n:,} | {w['fieller']:.4g} | {w['delta']:.4g} | "
+                f"| {d} | {n:,} | {w['fixed (new)']:.4g} | {w['delta']:.4g} | "
                 f"{w['log-delta']:.4g} | {w['always-valid (new)']:.4g} | "
                 f"{w['always-valid (previous)']:.4g} | {_pct(w['unbounded share'])} % |")
     return "\n".join(lines)

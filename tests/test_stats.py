@@ -79,9 +79,64 @@ def test_relative_interval_excludes_zero_exactly_when_difference_interval_does(
 
 def test_relative_lift_all_zero_treatment_is_an_invalid_input_not_a_crash() -> None:
     with pytest.raises(InvalidInputError, match="all zero"):
-        stats.relative_lift([0.0] * 100, [0.0] * 97 + [1.0] * 3)
+        stats.relative_lift([0.0] * 100, [0.0] * 97 + [2.5] * 3)
     with pytest.raises(InvalidInputError, match="all zero"):
         stats.sequential_lift([0.0] * 100, [0.0] * 97 + [1.0] * 3)
+    with pytest.raises(InvalidInputError, match="all zero"):  # 0/1, no event on either side
+        stats.relative_lift([0.0] * 100, [0.0] * 90)
+
+
+def test_binary_outcomes_take_the_score_intervals_with_an_all_zero_arm() -> None:
+    """0 of 100 against 5 of 100 is evidence: the score interval of the ratio exists and
+    excludes 0 (statsmodels' Koopman interval, minus 1); the difference stays in [-1, 1]."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    t, c = [0.0] * 100, [1.0] * 5 + [0.0] * 95
+    r = stats.relative_lift(t, c)
+    lo, hi = confint_proportions_2indep(0, 100, 5, 100, method="score", compare="ratio")
+    assert (r.ci_low, r.ci_high) == pytest.approx((lo - 1, hi - 1), abs=1e-9)
+    assert r.ci_low == -1.0 and r.ci_high < 0 and r.estimate == -1.0
+    d = stats.absolute_diff(t, c)
+    assert -1 <= d.ci_low < d.ci_high < 0 and math.isinf(d.df)
+    up = stats.relative_lift(c, t)  # control all zero: unbounded above, estimate inf
+    assert math.isinf(up.ci_high) and up.ci_low > 0 and math.isinf(up.estimate)
+
+
+def test_summary_detects_binary_values_and_checks_binary_sums() -> None:
+    assert stats.Summary.of([0, 1, 1, 0]).binary
+    assert not stats.Summary.of([0, 1, 2, 0]).binary
+    s = stats.Summary.from_sums(10, 3.0, 3.0, binary=True)
+    assert s.binary and s.successes == 3
+    with pytest.raises(InvalidInputError, match="0/1"):
+        stats.Summary.from_sums(10, 3.0, 5.0, binary=True)
+
+
+def test_score_diff_matches_newcombe_published_example() -> None:
+    """Newcombe (1998, Stat. Med. 17, Table II, example (a)): 56/70 - 48/80, the
+    Miettinen–Nurminen interval is 0.0528 to 0.3382."""
+    lo, hi = stats.score_diff_bounds(56, 70, 48, 80, sps.norm.ppf(0.975))
+    assert (float(lo), float(hi)) == pytest.approx((0.0528, 0.3382), abs=5e-5)
+
+
+@pytest.mark.parametrize(("x_t", "x_c"), [(0, 4), (2, 2), (3, 1), (30, 20), (5, 0), (1, 1)])
+def test_score_ratio_matches_statsmodels(x_t: int, x_c: int) -> None:
+    from statsmodels.stats.proportion import confint_proportions_2indep
+
+    lo, hi = stats.score_ratio_bounds(x_t, 100, x_c, 90, sps.norm.ppf(0.975))
+    want = confint_proportions_2indep(x_t, 100, x_c, 90, method="score", compare="ratio")
+    assert (float(lo), float(hi)) == pytest.approx((want[0] - 1, want[1] - 1), rel=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 60), st.integers(0, 60))
+def test_score_intervals_contain_the_estimate_and_stay_in_range(x_t: int, x_c: int) -> None:
+    z = sps.norm.ppf(0.975)
+    dlo, dhi = stats.score_diff_bounds(x_t, 60, x_c, 60, z)
+    assert -1 <= dlo <= (x_t - x_c) / 60 <= dhi <= 1
+    lo, hi = stats.score_ratio_bounds(x_t, 60, x_c, 60, z)
+    assert -1 <= lo <= hi
+    if x_c > 0:
+        assert lo <= x_t / x_c - 1 <= hi
 
 
 @pytest.mark.parametrize(
