@@ -51,9 +51,11 @@ with a count. A zero or absent propensity refuses the whole log with an
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fnmatch
 import functools
+import gc
 import math
 import zlib
 from collections import Counter
@@ -323,25 +325,38 @@ _INF = float("inf")
 
 
 class _Hasher:
-    """Feature hashing into ``dim`` columns (column 0 is the constant feature)."""
+    """Feature hashing into ``dim`` columns (column 0 is the constant feature).
+
+    Each distinct feature name is hashed once (``crc32``, a name -> (column, sign) cache);
+    a matrix is built from flat (cell, value) lists in one ``np.bincount``, which adds a
+    cell's values in the order the features came, as a row-by-row loop would.
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._cache: dict[str, tuple[int, float]] = {}
 
-    def __call__(self, feats: Sequence[tuple[str, float]]) -> list[float]:
-        row = [0.0] * self.dim
-        row[0] = 1.0
-        cache = self._cache
-        for name, v in feats:
-            hit = cache.get(name)
-            if hit is None:
-                h = zlib.crc32(name.encode())
-                hit = (1 + h % (self.dim - 1), -1.0 if h & 0x80000000 else 1.0)
-                if len(cache) < 1_000_000:
-                    cache[name] = hit
-            row[hit[0]] += hit[1] * v
-        return row
+    def matrix(self, rows: Sequence[Sequence[tuple[str, float]]]) -> FloatArray:
+        dim, cache = self.dim, self._cache
+        cells: list[int] = []
+        values: list[float] = []
+        add_cell, add_value = cells.append, values.append
+        for i, feats in enumerate(rows):
+            base = i * dim
+            for name, v in feats:
+                hit = cache.get(name)
+                if hit is None:
+                    h = zlib.crc32(name.encode())
+                    hit = (1 + h % (dim - 1), -1.0 if h & 0x80000000 else 1.0)
+                    if len(cache) < 1_000_000:
+                        cache[name] = hit
+                add_cell(base + hit[0])
+                add_value(hit[1] * v)
+        n = len(rows)
+        out = np.bincount(np.asarray(cells, dtype=np.int64), weights=np.asarray(values),
+                          minlength=n * dim).reshape(n, dim)
+        out[:, 0] = 1.0
+        return out
 
 
 # ----------------------------------------------------------------------------- builder
@@ -432,12 +447,11 @@ class _Builder:
         def named(r: _Row) -> list[tuple[str, float]]:
             if r.dense:
                 return [(f"x[{i}]", float(v)) for i, v in enumerate(r.ctx)]
-            return list(r.ctx)
+            return r.ctx  # type: ignore[no-any-return]
 
         if mode == "hash":
             dim = spec.dim or 64
-            hasher = _Hasher(dim)
-            ctx = np.asarray([hasher(named(r)) for r in rows], dtype=np.float64).reshape(len(rows), dim)
+            ctx = _Hasher(dim).matrix([named(r) for r in rows])
             return rows, ctx, dim, "hash"
         cols: dict[str, int] = {"constant": 0}
         feats = [named(r) for r in rows]
@@ -625,6 +639,23 @@ def _table_row(b: _Builder, no: int, obj: Mapping[str, Any], ctx_cols: Sequence[
                str(did) if did is not None else str(no), 1.0))
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a log is read into rows.
+
+    Reading allocates many small containers that are all kept and hold no cycles; the
+    collector would otherwise traverse the growing heap of live rows again and again
+    (about half the parse time on large logs, see bench/replay.py). Restored on exit.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _open_log(path: str | Path, spec: LogSpec | None) -> _Builder:
     if not Path(path).is_file():
         raise InvalidInputError("path", str(path), "must be an existing log file")
@@ -665,11 +696,12 @@ def read_jsonl(path: str | Path, *, arm_ids: Sequence[str] | None = None,
     b = _open_log(path, spec)
     ctx_cols: list[str] | None = None
     globbed = any(ch in b.spec.column("context") for ch in "*?[")
-    for no, obj in _json_objects(b):
-        if globbed:
-            ctx_cols = _context_glob(b.spec, list(obj))
-        _table_row(b, no, obj, ctx_cols)
-    return b.finish(arm_ids)
+    with _gc_paused():
+        for no, obj in _json_objects(b):
+            if globbed:
+                ctx_cols = _context_glob(b.spec, list(obj))
+            _table_row(b, no, obj, ctx_cols)
+        return b.finish(arm_ids)
 
 
 def _read_frame(path: str | Path, frame: Any, spec: LogSpec | None, first_line: int,
@@ -839,9 +871,10 @@ def read_dsjson(path: str | Path, *, arm_ids: Sequence[str] | None = None,
                 spec: LogSpec | None = None) -> tuple[LoggedData, LogReadReport]:
     """Read a DSJSON log per the format's definition (module docstring)."""
     b = _open_log(path, spec)
-    for no, obj in _json_objects(b):
-        _dsjson_row(b, no, obj)
-    return b.finish(arm_ids)
+    with _gc_paused():
+        for no, obj in _json_objects(b):
+            _dsjson_row(b, no, obj)
+        return b.finish(arm_ids)
 
 
 def _timestamp_ms(value: Any) -> int:
