@@ -196,7 +196,13 @@ def test_lift_from_engine_sums_equals_per_unit_statistics(
     um = store.unit_metrics("exp-68", synthetic_68.end_ms).dropna(subset=[col])
     t, c = um[um["variant"] == "bandit"], um[um["variant"] == "gpt35"]
     adj = stats.cuped(t[col], c[col], t[cov], c[cov])
-    rel = stats.relative_lift(adj.treatment, adj.control)
+    # a 0/1 metric's fixed-horizon interval is the score interval of its raw counts
+    binary = metric.endswith("_retention")
+    rel = (stats.relative_lift(t[col], c[col]) if binary
+           else stats.relative_lift(adj.treatment, adj.control))
+    seq = stats.sequential_lift(adj.treatment, adj.control)
+    assert (row["seq_ci_low"], row["seq_ci_high"]) == pytest.approx(
+        (seq.ci_low, seq.ci_high), rel=1e-6)
     assert (row["n"], row["n_control"]) == (len(t), len(c))
     assert row["mean"] == pytest.approx(t[col].mean(), rel=1e-9)
     assert row["variance_reduction"] == pytest.approx(adj.variance_reduction, rel=1e-6, abs=1e-9)

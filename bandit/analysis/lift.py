@@ -216,8 +216,12 @@ def _verdict(seq_low: float, seq_high: float, alpha: float) -> str:
     return f"no detectable difference yet (always-valid {lvl} interval includes 0)"
 
 
-def _summary(s: stats.CovSums | None) -> stats.Summary | None:
-    return None if s is None or s.n < 2 else stats.Summary.from_sums(s.n, s.sy, s.syy)
+def _summary(s: stats.CovSums | None, binary: bool = False) -> stats.Summary | None:
+    """The cohort's summary; ``binary`` (a 0/1 metric) marks it so when its sums are those
+    of 0/1 values (Σy = Σy²), which selects the score intervals for proportions."""
+    if s is None or s.n < 2:
+        return None
+    return stats.Summary.from_sums(s.n, s.sy, s.syy, binary=binary and s.sy == s.syy)
 
 
 _NAN = math.nan
@@ -232,30 +236,45 @@ def _matured(metric: str) -> str:
     return f"day-{days} in the past"
 
 
-def _row_numbers(at: stats.Summary, ac: stats.Summary, *, alpha: float, planned_n: int,
-                 binary: bool) -> dict[str, float]:
-    """Every interval of one comparison; NaN where the data give none (never raises)."""
+#: the fixed-horizon columns (from the raw 0/1 counts for a 0/1 metric)
+_FIXED: Final = ("abs_diff", "abs_ci_low", "abs_ci_high", "rel_lift", "rel_ci_low",
+                 "rel_ci_high", "p_value")
+
+
+def _row_numbers(fixed: tuple[stats.Summary, stats.Summary],
+                 seq: tuple[stats.Summary, stats.Summary], *, alpha: float,
+                 planned_n: int, binary: bool) -> dict[str, float]:
+    """Every interval of one comparison; NaN where the data give none (never raises).
+
+    ``fixed`` gives the estimates and fixed-horizon intervals (for a 0/1 metric the raw
+    counts, whose score intervals hold at small counts), ``seq`` the always-valid
+    intervals and P(better) (CUPED-adjusted when asked for).
+    """
     out = dict.fromkeys(_NUMBERS, _NAN)
-    out["abs_diff"] = at.mean - ac.mean
-    if ac.mean != 0:
-        out["rel_lift"] = at.mean / ac.mean - 1
+    (ft, fc), (st, sc) = fixed, seq
+    out["abs_diff"] = ft.mean - fc.mean
+    if fc.mean != 0:
+        out["rel_lift"] = ft.mean / fc.mean - 1
     try:
-        diff = stats.absolute_diff(at, ac, alpha=alpha)
-        seq_d = stats.sequential_diff(at, ac, alpha=alpha, planned_n=planned_n)
+        diff = stats.absolute_diff(ft, fc, alpha=alpha)
+        out.update(abs_ci_low=diff.ci_low, abs_ci_high=diff.ci_high, p_value=diff.p_value)
+        rel = stats.relative_lift(ft, fc, alpha=alpha)
+        out.update(rel_ci_low=rel.ci_low, rel_ci_high=rel.ci_high)
+    except InvalidInputError:
+        pass
+    try:
+        seq_d = stats.sequential_diff(st, sc, alpha=alpha, planned_n=planned_n)
     except InvalidInputError:
         return out
-    lo, hi, slo, shi = diff.ci_low, diff.ci_high, seq_d.ci_low, seq_d.ci_high
+    slo, shi = seq_d.ci_low, seq_d.ci_high
     if binary:  # a difference of two proportions lies in [-1, 1]
-        lo, hi, slo, shi = (min(max(v, -1.0), 1.0) for v in (lo, hi, slo, shi))
-    out.update(abs_ci_low=lo, abs_ci_high=hi, seq_abs_ci_low=slo, seq_abs_ci_high=shi,
-               p_value=diff.p_value, prob_better=stats.prob_better(at, ac))
+        slo, shi = min(max(slo, -1.0), 1.0), min(max(shi, -1.0), 1.0)
+    out.update(seq_abs_ci_low=slo, seq_abs_ci_high=shi, prob_better=stats.prob_better(st, sc))
     try:
-        rel = stats.relative_lift(at, ac, alpha=alpha)
-        seq = stats.sequential_lift(at, ac, alpha=alpha, planned_n=planned_n)
+        seq_r = stats.sequential_lift(st, sc, alpha=alpha, planned_n=planned_n)
     except InvalidInputError:
         return out
-    out.update(rel_ci_low=rel.ci_low, rel_ci_high=rel.ci_high, seq_ci_low=seq.ci_low,
-               seq_ci_high=seq.ci_high)
+    out.update(seq_ci_low=seq_r.ci_low, seq_ci_high=seq_r.ci_high)
     return out
 
 
@@ -307,7 +326,8 @@ def lift_table(
         if v.name == cfg.control:
             continue
         treat = c.sums.get(v.name)
-        raw_t, raw_c = _summary(treat), _summary(control)
+        binary = metric in BINARY
+        raw_t, raw_c = _summary(treat, binary), _summary(control, binary)
         why = stats.degenerate_reason(raw_t, raw_c, min_units=min_units,
                                       what=_matured(metric))
         reduction = 0.0
@@ -316,12 +336,17 @@ def lift_table(
             at, ac = raw_t, raw_c
             if cuped:
                 at, ac, _theta, reduction = stats.cuped_sums(treat, control)
-            numbers = _row_numbers(at, ac, alpha=alpha, planned_n=n_plan,
-                                   binary=metric in BINARY)
+            # a 0/1 metric's fixed-horizon intervals come from its raw counts (an adjusted
+            # 0/1 outcome is no longer a count); the always-valid ones take CUPED's gain
+            fixed = (raw_t, raw_c) if raw_t.binary and raw_c.binary else (at, ac)
+            numbers = _row_numbers(fixed, (at, ac), alpha=alpha, planned_n=n_plan,
+                                   binary=binary)
         if why is not None and stats.degenerate_reason(raw_t, raw_c, min_units=2) is not None:
-            # nothing to compare (empty, all zero, no variation): no figure at all, even
-            # if the CUPED adjustment would manufacture some spread
-            numbers = dict.fromkeys(_NUMBERS, _NAN)
+            # nothing to call (empty, all zero, no variation): no always-valid figure,
+            # even if the CUPED adjustment would manufacture some spread; a 0/1 metric
+            # keeps its score intervals (0 of 100 against 5 of 100 has one)
+            keep = _FIXED if raw_t is not None and raw_t.binary else ()
+            numbers = {k: (numbers[k] if k in keep else _NAN) for k in _NUMBERS}
         if why is None and not math.isfinite(numbers["seq_ci_low"]):
             why = "no interval yet: the cohorts are too thin for a relative lift"
         if h.srm_flag:
@@ -374,7 +399,9 @@ def guardrail_table(store: ClickHouseStore, experiment: ExperimentConfig | str,
         for v in c.config.variants:
             if v.name == c.config.control:
                 continue
-            t, k = _summary(c.sums.get(v.name)), _summary(c.sums.get(c.config.control))
+            binary = metric in BINARY
+            t = _summary(c.sums.get(v.name), binary)
+            k = _summary(c.sums.get(c.config.control), binary)
             why = stats.degenerate_reason(t, k, min_units=2, what=_matured(metric))
             if why is None and t is not None and k is not None:
                 try:
