@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import numbers
 import os
 import tomllib
 import types
@@ -28,16 +29,27 @@ from typing import Any, Literal, get_args, get_origin
 from bandit.errors import ConfigError
 
 __all__ = [
+    "POLICY_PARAMS",
     "Config",
     "DashboardConfig",
+    "EpsilonGreedyParams",
     "ExperimentConfig",
+    "FixedParams",
+    "GreedyParams",
+    "HybridParams",
     "KafkaConfig",
     "LearnerConfig",
+    "LinUCBParams",
+    "LinearParams",
     "ModelConfig",
     "PolicyConfig",
+    "PolicyParams",
     "RewardConfig",
     "ServeConfig",
     "StoreConfig",
+    "ThompsonParams",
+    "UniformParams",
+    "VWParams",
     "VariantConfig",
     "config_to_toml",
     "is_loopback",
@@ -96,15 +108,160 @@ class PolicyConfig:
     arm_feature_dim: int = 0
 
     def __post_init__(self) -> None:
-        _positive("policy.dim", self.dim)
-        _nonneg("policy.alpha", self.alpha)
-        _positive("policy.ridge_lambda", self.ridge_lambda)
-        _positive("policy.thompson_v", self.thompson_v)
-        _positive("policy.thompson_propensity_draws", self.thompson_propensity_draws)
-        _unit("policy.epsilon", self.epsilon)
-        _unit("policy.probability_floor", self.probability_floor)
-        _nonneg("policy.half_life_events", self.half_life_events)
-        _nonneg("policy.arm_feature_dim", self.arm_feature_dim)
+        _check_policy_fields(self)
+
+    def params(self) -> PolicyParams:
+        """The frozen parameter spec of the named policy, from this section's fields.
+
+        Raises :class:`ConfigError` naming the field when the policy needs a value the
+        section does not give (e.g. ``policy.arm_feature_dim`` for ``hybrid_linucb``).
+        """
+        cls = POLICY_PARAMS[self.name]
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def from_params(cls, name: str, params: PolicyParams) -> PolicyConfig:
+        """The ``[policy]`` section that :meth:`params` turns back into ``params``."""
+        return cls(name=name, **dataclasses.asdict(params))  # type: ignore[arg-type]
+
+
+def _check_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(name, value, "must be an integer")
+
+
+def _check_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(name, value, "must be a number")
+
+
+#: the range of each policy hyperparameter, checked once for PolicyConfig and every spec
+_POLICY_CHECKS: dict[str, tuple[Any, Any]] = {
+    "dim": (_check_int, _positive),
+    "alpha": (_check_number, _nonneg),
+    "ridge_lambda": (_check_number, _positive),
+    "thompson_v": (_check_number, _positive),
+    "thompson_propensity_draws": (_check_int, _positive),
+    "epsilon": (_check_number, _unit),
+    "probability_floor": (_check_number, _unit),
+    "half_life_events": (_check_number, _nonneg),
+    "arm_feature_dim": (_check_int, _nonneg),
+}
+
+
+def _check_policy_fields(obj: Any) -> None:
+    for f in dataclasses.fields(obj):
+        for check in _POLICY_CHECKS.get(f.name, ()):
+            check(f"policy.{f.name}", getattr(obj, f.name))
+
+
+@dataclass(frozen=True)
+class LinearParams:
+    """What every policy over ridge statistics (:mod:`bandit.linear`) shares.
+
+    ``dim`` is d (context length), ``ridge_lambda`` λ (A = λI + Σxxᵀ),
+    ``probability_floor`` the minimum probability of every eligible arm (clamped to 1/K),
+    ``half_life_events`` the half-life of exponential forgetting (0 = none).
+    """
+
+    dim: int = 64
+    ridge_lambda: float = 1.0
+    probability_floor: float = 0.01
+    half_life_events: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_policy_fields(self)
+
+
+@dataclass(frozen=True)
+class LinUCBParams(LinearParams):
+    """Disjoint LinUCB; ``alpha`` is α, the width of the confidence bonus (Li et al. 2010).
+
+    >>> LinUCBParams(dim=8, alpha=0.5).ridge_lambda
+    1.0
+    """
+
+    alpha: float = 1.0
+
+
+@dataclass(frozen=True)
+class HybridParams(LinUCBParams):
+    """Hybrid LinUCB; ``arm_feature_dim`` is m, the length of each arm's content features."""
+
+    arm_feature_dim: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.arm_feature_dim <= 0:
+            raise ConfigError("policy.arm_feature_dim", self.arm_feature_dim,
+                              "must be > 0 for hybrid_linucb")
+
+
+@dataclass(frozen=True)
+class ThompsonParams(LinearParams):
+    """Linear Thompson sampling; ``thompson_v`` is v (Agrawal & Goyal 2013), the posterior
+    scale; ``thompson_propensity_draws`` the Monte-Carlo draws behind each propensity."""
+
+    thompson_v: float = 0.5
+    thompson_propensity_draws: int = 256
+
+
+@dataclass(frozen=True)
+class EpsilonGreedyParams(LinearParams):
+    """ε-greedy over ridge estimates; ``epsilon`` is ε."""
+
+    epsilon: float = 0.05
+
+
+@dataclass(frozen=True)
+class GreedyParams(LinearParams):
+    """Greedy (ε = 0): the argmax of the ridge estimate, softened by the floor only."""
+
+
+@dataclass(frozen=True)
+class UniformParams(LinearParams):
+    """Every eligible arm with probability 1/K (still learns the ridge statistics)."""
+
+
+@dataclass(frozen=True)
+class FixedParams(LinearParams):
+    """Always ``fixed_arm`` with probability 1 (the control variant)."""
+
+    fixed_arm: str = "gpt35"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.fixed_arm, str) or not self.fixed_arm:
+            raise ConfigError("policy.fixed_arm", self.fixed_arm, "must be a non-empty arm id")
+
+
+@dataclass(frozen=True)
+class VWParams:
+    """Vowpal Wabbit ``--cb_explore_adf``: ``vw_exploration`` names the algorithm
+    (``epsilon`` uses ``epsilon``); ``probability_floor`` as for the linear policies."""
+
+    dim: int = 64
+    probability_floor: float = 0.01
+    vw_exploration: str = "squarecb"
+    epsilon: float = 0.05
+
+    def __post_init__(self) -> None:
+        _check_policy_fields(self)
+
+
+PolicyParams = LinearParams | VWParams
+
+#: the spec of each policy name of the ``[policy]`` section
+POLICY_PARAMS: dict[str, type[LinearParams] | type[VWParams]] = {
+    "linucb": LinUCBParams,
+    "hybrid_linucb": HybridParams,
+    "linear_thompson": ThompsonParams,
+    "epsilon_greedy": EpsilonGreedyParams,
+    "greedy": GreedyParams,
+    "uniform": UniformParams,
+    "fixed": FixedParams,
+    "vw": VWParams,
+}
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from _timing import interleaved, timed  # noqa: E402  (bench/, the script's fold
 
 from bandit.adapters.vw import VWPolicy, vw_args  # noqa: E402
 from bandit.arms import Arm, ArmRegistry  # noqa: E402
-from bandit.config import PolicyConfig  # noqa: E402
+from bandit.config import PolicyConfig, VWParams  # noqa: E402
 from bandit.policies import make_policy  # noqa: E402
 
 TARGETS = {
@@ -156,7 +156,7 @@ def _vw_round(K: int, d: int, stream: _Stream) -> Round:
     """VW predict_one + learn_one per round on pre-parsed examples (VW's own compute)."""
     import vowpal_wabbit_next as vw
 
-    ws = vw.Workspace(vw_args(PolicyConfig(name="vw", dim=d)))
+    ws = vw.Workspace(vw_args(VWParams(dim=d)))
     parser = vw.TextFormatParser(ws)
     fmt = " ".join(f"{i}:%.9g" for i in range(d))
     actions = [parser.parse_line(f"|a arm{j}") for j in range(K)]
@@ -212,7 +212,7 @@ def _bench_vw(K: int, d: int, X: np.ndarray, r: np.ndarray, n: int, warm: int) -
     import vowpal_wabbit_next as vw
 
     ids = [f"arm{i}" for i in range(K)]
-    cfg = PolicyConfig(name="vw", dim=d)
+    cfg = VWParams(dim=d)
     ws = vw.Workspace(vw_args(cfg))
     parser = vw.TextFormatParser(ws)
     fmt = " ".join(f"{i}:%.9g" for i in range(d))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.arms import Arm, ArmRegistry
-from bandit.config import PolicyConfig
+from bandit.config import HybridParams, PolicyConfig
 from bandit.errors import InvalidInputError
 from bandit.linear import RidgeSolver, RidgeStatistics, forgetting_factor
 from bandit.policies import HybridLinUCB, make_policy
@@ -171,7 +171,7 @@ def test_hybrid_linucb_matches_joint_ridge_solution() -> None:
     d, m, lam, alpha = 3, 2, 0.7, 0.9
     feats = {"a": (0.5, -1.0), "b": (1.0, 0.2), "c": None}
     reg = ArmRegistry([Arm(k, features=v) for k, v in feats.items()], feature_dim=m)
-    pol = HybridLinUCB(PolicyConfig(name="hybrid_linucb", dim=d, arm_feature_dim=m,
+    pol = HybridLinUCB(HybridParams(dim=d, arm_feature_dim=m,
                                     ridge_lambda=lam, alpha=alpha, probability_floor=0.0), reg)
     ids = list(rng.choice(["a", "b", "c"], 40))
     X = rng.normal(size=(40, d))
@@ -277,7 +277,7 @@ def test_ridge_solver_refactors_after_refactor_every_and_when_not_current() -> N
 def _hybrid_setup(seed: int) -> tuple[HybridLinUCB, dict[str, tuple[float, float] | None]]:
     feats: dict[str, tuple[float, float] | None] = {"a": (0.5, -1.0), "b": (1.0, 0.2), "c": None}
     reg = ArmRegistry([Arm(k, features=v) for k, v in feats.items()], feature_dim=2)
-    pol = HybridLinUCB(PolicyConfig(name="hybrid_linucb", dim=3, arm_feature_dim=2,
+    pol = HybridLinUCB(HybridParams(dim=3, arm_feature_dim=2,
                                     ridge_lambda=0.7, alpha=0.9, probability_floor=0.0), reg)
     return pol, feats
 

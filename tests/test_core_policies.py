@@ -12,11 +12,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandit.arms import Arm, ArmRegistry
-from bandit.config import PolicyConfig
-from bandit.errors import InvalidInputError, SwitchboardError, UnknownArmError
+from bandit.config import (
+    POLICY_PARAMS,
+    EpsilonGreedyParams,
+    FixedParams,
+    GreedyParams,
+    HybridParams,
+    LinUCBParams,
+    PolicyConfig,
+    ThompsonParams,
+)
+from bandit.errors import ConfigError, InvalidInputError, UnknownArmError
 from bandit.formats.snapshot import load_policy_snapshot, save_policy_snapshot
 from bandit.linear import RidgeStatistics
-from bandit.policies import POLICY_NAMES, Policy, floored_argmax, make_policy
+from bandit.policies import (
+    POLICY_NAMES,
+    AdditivePolicy,
+    Greedy,
+    LinUCB,
+    Policy,
+    floored_argmax,
+    make_policy,
+)
 
 D = 4
 M = 2
@@ -340,14 +357,60 @@ def test_linear_policy_set_statistics_replaces_state() -> None:
         dst.set_statistics(RidgeStatistics.empty(D + 1))
 
 
-def test_vw_policy_is_not_mergeable() -> None:
-    pol, _ = _policy("vw")
-    for call in (pol.empty_statistics, lambda: pol.statistics.merge(pol.statistics),
-                 lambda: pol.statistics.scaled(0.5),
-                 lambda: pol.apply(None), lambda: pol.set_statistics(None),
-                 lambda: pol.accumulate(None, [], np.zeros((0, D)), [])):
-        with pytest.raises(SwitchboardError, match="not additive"):
-            call()
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_policy_protocols_split_by_capability(name: str) -> None:
+    """Every policy is a Policy; the additive ones (all but vw) the AdditivePolicy too,
+    and a non-additive one has none of the additive methods (no half-implementation)."""
+    pol, _ = _policy(name)
+    assert isinstance(pol, Policy)
+    additive = name != "vw"
+    assert isinstance(pol, AdditivePolicy) is additive
+    if not additive:
+        for attr in ("empty_statistics", "accumulate", "apply", "set_statistics", "statistics"):
+            assert not hasattr(pol, attr), attr
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_policy_config_yields_the_named_policy_spec(name: str) -> None:
+    cfg = PolicyConfig(name=name, dim=D, alpha=0.3, arm_feature_dim=2, epsilon=0.2)  # type: ignore[arg-type]
+    spec = cfg.params()
+    assert isinstance(spec, POLICY_PARAMS[name])
+    assert spec.dim == D
+    pol, _ = _policy(name)
+    assert type(pol.params) is POLICY_PARAMS[name]  # type: ignore[attr-defined]
+    assert pol.config.name == name  # type: ignore[attr-defined]  # what snapshots record
+    assert PolicyConfig.from_params(name, spec).params() == spec
+
+
+@pytest.mark.parametrize(
+    ("make", "field", "description"),
+    [
+        (lambda: LinUCBParams(alpha=-1.0), "policy.alpha", "negative exploration width"),
+        (lambda: LinUCBParams(dim=0), "policy.dim", "empty context"),
+        (lambda: LinUCBParams(dim=2.5), "policy.dim", "non-integer dimension"),  # type: ignore[arg-type]
+        (lambda: LinUCBParams(ridge_lambda=0.0), "policy.ridge_lambda", "no prior"),
+        (lambda: LinUCBParams(probability_floor=1.5), "policy.probability_floor", "floor > 1"),
+        (lambda: ThompsonParams(thompson_v="x"), "policy.thompson_v", "a string"),  # type: ignore[arg-type]
+        (lambda: EpsilonGreedyParams(epsilon=2.0), "policy.epsilon", "epsilon > 1"),
+        (lambda: HybridParams(arm_feature_dim=0), "policy.arm_feature_dim", "hybrid without features"),
+        (lambda: FixedParams(fixed_arm=""), "policy.fixed_arm", "no fixed arm"),
+        (lambda: PolicyConfig(name="hybrid_linucb").params(), "policy.arm_feature_dim",
+         "the [policy] section names hybrid_linucb but gives no arm_feature_dim"),
+    ],
+)
+def test_policy_params_reject_invalid_values_naming_the_field(make, field: str, description: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert info.value.field == field, description
+
+
+def test_make_policy_takes_a_spec_and_policies_refuse_another_spec() -> None:
+    reg = ArmRegistry([Arm("a"), Arm("b")])
+    pol = make_policy(LinUCBParams(dim=3, alpha=0.0), reg)
+    assert isinstance(pol, LinUCB) and pol.params.alpha == 0.0
+    assert isinstance(make_policy(GreedyParams(dim=3), reg), Greedy)
+    with pytest.raises(ConfigError, match="LinUCBParams"):
+        LinUCB(ThompsonParams(dim=3), reg)  # type: ignore[arg-type]
 
 
 def test_vw_policy_learns_with_logged_propensity() -> None:

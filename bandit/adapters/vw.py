@@ -1,7 +1,8 @@
 """Vowpal Wabbit contextual-bandit policy (``vowpal_wabbit_next``) behind the Policy protocol.
 
 The workspace runs ``--cb_explore_adf`` with the exploration algorithm of
-``policy.vw_exploration`` (``squarecb`` by default; ``epsilon`` uses ``policy.epsilon``;
+:class:`~bandit.config.VWParams` ``vw_exploration`` (``squarecb`` by default; ``epsilon``
+uses ``epsilon``;
 ``bag``, ``cover``, ``softmax``, ``regcb``, ``regcbopt`` also accepted) and
 ``--interactions xa``: the shared namespace ``x`` holds the context (``i:x_i``), each
 action line the arm indicator in namespace ``a``, so the model is linear in x per arm,
@@ -14,27 +15,25 @@ like disjoint LinUCB.
   pass ``propensity=`` (and ``eligible=``) explicitly, or the policy uses what it
   remembers from its own recent ``choose`` calls for the same context and arm, or
   1/K of the currently active arms as a last resort.
-* State is a VW model, not additive sufficient statistics, so ``empty_statistics``,
-  ``accumulate`` and ``apply`` raise :class:`SwitchboardError`: one learner must own a
-  VW model (no partition merging). ``statistics`` returns a :class:`VWModelState` (the
-  serialised workspace) whose ``merge``/``scaled`` raise the same error and which
-  ``set_statistics`` accepts (hot reload). Snapshots store the serialised workspace.
+* State is a VW model, not additive sufficient statistics: the policy implements
+  :class:`~bandit.policies.base.Policy` (choose, learn, snapshot), not
+  :class:`~bandit.policies.base.AdditivePolicy`. Snapshots store the serialised workspace.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, NoReturn, cast
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
 import vowpal_wabbit_next as vw
 
 from bandit.arms import ArmRegistry
-from bandit.config import PolicyConfig
-from bandit.errors import ConfigError, InvalidInputError, SwitchboardError, UnknownArmError
+from bandit.config import PolicyConfig, VWParams
+from bandit.errors import ConfigError, InvalidInputError, UnknownArmError
 from bandit.linear import _as_reward, as_context, as_contexts, as_rewards
 from bandit.policies.base import Choice
 
@@ -52,7 +51,7 @@ _EXPLORATION = {
 _MEMO_MAX = 20_000
 
 
-def vw_args(config: PolicyConfig) -> list[str]:
+def vw_args(config: VWParams) -> list[str]:
     """VW command line for ``config`` (raises ConfigError on an unknown exploration)."""
     try:
         explore = _EXPLORATION[config.vw_exploration](config)
@@ -63,38 +62,16 @@ def vw_args(config: PolicyConfig) -> list[str]:
     return ["--cb_explore_adf", *explore, "--interactions", "xa", "--quiet"]
 
 
-def _not_mergeable(what: str) -> NoReturn:
-    raise SwitchboardError(
-        f"vw policy: {what} is not supported — a Vowpal Wabbit model is not additive "
-        "sufficient statistics and cannot be merged across learner partitions; run a "
-        "single learner for 'vw' or use a linear policy (linucb, linear_thompson, ...)"
-    )
-
-
-class VWModelState:
-    """A VW model as ``statistics``: ``to_arrays`` works, ``merge``/``scaled`` refuse."""
-
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
-        self._arrays = arrays
-
-    def merge(self, other: Any) -> NoReturn:
-        _not_mergeable("merge")
-
-    def scaled(self, factor: float) -> NoReturn:
-        _not_mergeable("scaled (forgetting)")
-
-    def to_arrays(self) -> Mapping[str, np.ndarray]:
-        return self._arrays
-
-
 class VWPolicy:
     """``cb_explore_adf`` policy over the live arm registry."""
 
     name: ClassVar[str] = "vw"
 
-    def __init__(self, config: PolicyConfig, arms: ArmRegistry,
+    def __init__(self, params: VWParams, arms: ArmRegistry,
                  model_data: bytes | None = None) -> None:
-        self.config = config
+        if not isinstance(params, VWParams):
+            raise ConfigError("policy", type(params).__name__, "vw takes VWParams")
+        config = self.params = params
         self.arms = arms
         self._dim = config.dim
         self._args = vw_args(config)
@@ -111,6 +88,11 @@ class VWPolicy:
         self._memo: OrderedDict[tuple[bytes, str], tuple[float, tuple[str, ...]]] = OrderedDict()
 
     # ---- protocol properties
+    @property
+    def config(self) -> PolicyConfig:
+        """The ``[policy]`` section of this policy (what snapshots record)."""
+        return PolicyConfig.from_params(self.name, self.params)
+
     @property
     def version(self) -> str:
         return f"{self.name}:{self._events}"
@@ -176,7 +158,7 @@ class VWPolicy:
         for j, p in pred:
             pmf[j] = p
         pmf /= pmf.sum()
-        f = min(self.config.probability_floor, 1.0 / K)
+        f = min(self.params.probability_floor, 1.0 / K)
         probs = f + (1.0 - K * f) * pmf
         pos = min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), "right")),
                   K - 1)
@@ -227,31 +209,6 @@ class VWPolicy:
                 raise UnknownArmError(a, field=f"arm_ids[{i}]")
         for a, x, reward in zip(ids, X, r, strict=True):
             self.update(a, x, float(reward))
-
-    # ---- not mergeable
-    def _not_mergeable(self, what: str) -> NoReturn:
-        _not_mergeable(what)
-
-    def empty_statistics(self) -> NoReturn:
-        self._not_mergeable("empty_statistics")
-
-    def accumulate(self, stats: Any, arm_ids: Sequence[str], contexts: npt.ArrayLike,
-                   rewards: npt.ArrayLike) -> NoReturn:
-        self._not_mergeable("accumulate")
-
-    @property
-    def statistics(self) -> VWModelState:
-        """The serialised model (readable and restorable, but not mergeable)."""
-        return VWModelState(self.snapshot_arrays())
-
-    def set_statistics(self, stats: Any) -> None:
-        """Replace the model with a :class:`VWModelState` (e.g. on hot reload)."""
-        if not isinstance(stats, VWModelState):
-            self._not_mergeable("set_statistics with additive statistics")
-        self.restore_arrays(dict(stats.to_arrays()))
-
-    def apply(self, delta: Any) -> NoReturn:
-        self._not_mergeable("apply")
 
     # ---- snapshots
     def snapshot_arrays(self) -> dict[str, np.ndarray]:

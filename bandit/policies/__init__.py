@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Final
+from typing import Final
 
 from bandit.arms import ArmRegistry
-from bandit.config import PolicyConfig
+from bandit.config import LinearParams, PolicyConfig, PolicyParams
 from bandit.errors import ConfigError
-from bandit.policies.base import Choice, Policy, Statistics
+from bandit.policies.base import AdditivePolicy, Choice, Policy, Statistics
 from bandit.policies.common import BatchScores, LinearPolicy, floored_argmax, floored_distribution
 from bandit.policies.hybrid import HybridLinUCB
 from bandit.policies.linucb import LinUCB
@@ -28,6 +28,7 @@ from bandit.policies.thompson import LinearThompson
 __all__ = [
     "PLUGIN_GROUP",
     "POLICY_NAMES",
+    "AdditivePolicy",
     "BatchScores",
     "Choice",
     "EpsilonGreedy",
@@ -60,25 +61,45 @@ def _plugins() -> dict[str, EntryPoint]:
 
 
 POLICY_NAMES: tuple[str, ...] = (*_LINEAR, *sorted(_plugins()))
+#: the built-in policy of each exact spec type (``GreedyParams`` -> Greedy, ...)
+_BY_PARAMS: dict[type, type[LinearPolicy]] = {cls.params_type: cls for cls in _LINEAR.values()}
 
 
-def make_policy(config: PolicyConfig, arms: ArmRegistry) -> Any:
-    """Build the policy named by ``config.name`` over the (live) arm registry.
+def make_policy(config: PolicyConfig | PolicyParams, arms: ArmRegistry) -> Policy:
+    """Build the policy named by ``config.name`` (or typed by a parameter spec) over the
+    (live) arm registry.
 
-    Arms registered later are picked up on the next call without a restart. A name that is
-    not a built-in policy is looked up in the entry-point group ``switchboard.policies``
-    (``vw`` is :class:`bandit.adapters.vw.VWPolicy`, registered in ``pyproject.toml``), so
-    the core never imports an adapter; the plugin's module is imported only when used.
+    ``config`` is a ``[policy]`` section (its :meth:`~bandit.config.PolicyConfig.params`
+    gives the named policy's spec, errors naming the field) or a spec itself
+    (``LinUCBParams(alpha=0.5)``). Arms registered later are picked up on the next call
+    without a restart. A name that is not a built-in policy is looked up in the
+    entry-point group ``switchboard.policies`` (``vw`` is
+    :class:`bandit.adapters.vw.VWPolicy`, registered in ``pyproject.toml``), so the core
+    never imports an adapter; the plugin's module is imported only when used. Whether the
+    policy can be learnt by partitions is ``isinstance(policy, AdditivePolicy)``.
     """
-    cls = _LINEAR.get(config.name)
+    name: str
+    if isinstance(config, PolicyConfig):
+        name = config.name
+        cls = _LINEAR.get(name)
+        if cls is None and name not in _plugins():
+            raise ConfigError("policy.name", name, f"must be one of {list(POLICY_NAMES)}")
+        params = config.params()
+    else:
+        params = config
+        cls = _BY_PARAMS.get(type(params))
+        name = "vw" if cls is None else cls.name
     if cls is not None:
-        return cls(config, arms)
-    plugin = _plugins().get(config.name)
+        if not isinstance(params, LinearParams):
+            raise ConfigError("policy", type(params).__name__, f"{name} takes {cls.params_type.__name__}")
+        return cls(params, arms)
+    plugin = _plugins().get(name)
     if plugin is None:
-        raise ConfigError("policy.name", config.name, f"must be one of {list(POLICY_NAMES)}")
+        raise ConfigError("policy.name", name, f"must be one of {list(POLICY_NAMES)}")
     try:
         factory = plugin.load()
     except ImportError as exc:
-        raise ConfigError("policy.name", config.name,
+        raise ConfigError("policy.name", name,
                           f"its plugin {plugin.value} cannot be imported ({exc})") from None
-    return factory(config, arms)
+    policy: Policy = factory(params, arms)
+    return policy

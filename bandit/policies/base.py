@@ -1,13 +1,16 @@
-"""The Policy protocol every allocation policy implements.
+"""The protocols every allocation policy implements.
 
 A policy chooses an arm for a context with an explicit RNG and returns a
 :class:`Choice` carrying the propensity — the probability the policy gave the chosen
 arm — because offline evaluation of any other policy is impossible without it.
 
-Learnt state is *sufficient statistics* (:class:`Statistics`): additive, so a Kafka
-partition can accumulate its own delta, replicas merge by adding, and forgetting
-scales. The learner uses ``empty_statistics`` / ``accumulate`` / ``apply``; the
-allocation server replaces the state wholesale with ``set_statistics`` on hot reload.
+:class:`Policy` is what every policy does: choose, learn, snapshot. Policies whose learnt
+state is *additive* also implement :class:`AdditivePolicy`: their state is
+:class:`Statistics` (sums that merge by adding), so a Kafka partition can accumulate its
+own delta (``empty_statistics`` / ``accumulate``), the learner folds merged deltas in
+(``apply``), and the allocation server replaces the state wholesale on hot reload
+(``set_statistics``). Callers test the capability with ``isinstance(p, AdditivePolicy)``
+(both protocols are runtime-checkable) instead of catching errors.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Choice", "Policy", "Statistics"]
+__all__ = ["AdditivePolicy", "Choice", "Policy", "Statistics"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -46,20 +49,22 @@ class Choice:
 
 @runtime_checkable
 class Statistics(Protocol):
-    """Additive learnt state: ``merge`` adds, ``scaled`` multiplies (forgetting)."""
+    """Additive learnt state: ``merge`` adds two deltas (associative; the sum of two
+    partitions' work), ``to_arrays`` serialises for partition state files."""
 
     def merge(self, other: Statistics) -> Statistics: ...
-
-    def scaled(self, factor: float) -> Statistics: ...
 
     def to_arrays(self) -> Mapping[str, np.ndarray]: ...
 
 
 @runtime_checkable
 class Policy(Protocol):
-    """What the allocation server, the learner and the simulator rely on."""
+    """What the allocation server, the replay and the simulator rely on."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The policy's name in the ``[policy]`` section (``linucb``, ``vw``, ...)."""
+        ...
 
     @property
     def version(self) -> str:
@@ -82,7 +87,20 @@ class Policy(Protocol):
         self, arm_ids: Sequence[str], contexts: npt.ArrayLike, rewards: npt.ArrayLike
     ) -> None: ...
 
-    def empty_statistics(self) -> Statistics: ...
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """The learnt state as named arrays (:mod:`bandit.formats.snapshot` writes them)."""
+        ...
+
+    def restore_arrays(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
+class AdditivePolicy(Policy, Protocol):
+    """A policy whose learnt state is additive :class:`Statistics` (partitioned learning)."""
+
+    def empty_statistics(self) -> Statistics:
+        """A zero delta to accumulate a partition's events into."""
+        ...
 
     def accumulate(
         self,
@@ -90,11 +108,19 @@ class Policy(Protocol):
         arm_ids: Sequence[str],
         contexts: npt.ArrayLike,
         rewards: npt.ArrayLike,
-    ) -> Statistics: ...
+    ) -> Statistics:
+        """Add a batch of events into ``stats`` (in place where possible) and return it."""
+        ...
+
+    def statistics_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> Statistics:
+        """Rebuild statistics written by their ``to_arrays`` (partition state files)."""
+        ...
 
     @property
     def statistics(self) -> Statistics: ...
 
     def set_statistics(self, stats: Statistics) -> None: ...
 
-    def apply(self, delta: Statistics) -> None: ...
+    def apply(self, delta: Statistics) -> None:
+        """Fold a (merged) delta into the live state."""
+        ...

@@ -9,7 +9,7 @@ logged probability is the probability with which the arm was actually drawn.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from bandit.arms import ArmRegistry
-from bandit.config import PolicyConfig
-from bandit.errors import InvalidInputError, UnknownArmError
+from bandit.config import LinearParams, PolicyConfig
+from bandit.errors import ConfigError, InvalidInputError, UnknownArmError
 from bandit.linear import (
     RidgeSolver,
     RidgeStatistics,
@@ -118,15 +118,21 @@ class LinearPolicy:
     """
 
     name: ClassVar[str] = "linear"
+    #: the frozen parameter spec this policy takes (:mod:`bandit.config`)
+    params_type: ClassVar[type[LinearParams]] = LinearParams
     uses_solver: ClassVar[bool] = True
+    params: LinearParams
 
-    def __init__(self, config: PolicyConfig, arms: ArmRegistry) -> None:
-        self.config = config
+    def __init__(self, params: LinearParams, arms: ArmRegistry) -> None:
+        if not isinstance(params, self.params_type):
+            raise ConfigError("policy", type(params).__name__,
+                              f"{self.name} takes {self.params_type.__name__}")
+        self.params = params
         self.arms = arms
-        self._dim = config.dim
-        self._gamma = forgetting_factor(config.half_life_events)
-        self._stats = RidgeStatistics.empty(config.dim, arms.ids())
-        self._solver = RidgeSolver(config.ridge_lambda)
+        self._dim = params.dim
+        self._gamma = forgetting_factor(params.half_life_events)
+        self._stats = RidgeStatistics.empty(params.dim, arms.ids())
+        self._solver = RidgeSolver(params.ridge_lambda)
         self._synced_version = -1
         self._version_cache: tuple[float, str] = (-1.0, "")
         self._eligible_cache: dict[Any, tuple[IntArray, tuple[str, ...], bool]] = {}
@@ -135,6 +141,11 @@ class LinearPolicy:
         self._lock = threading.RLock()
 
     # ---- protocol properties
+    @property
+    def config(self) -> PolicyConfig:
+        """The ``[policy]`` section of this policy (what snapshots record)."""
+        return PolicyConfig.from_params(self.name, self.params)
+
     @property
     def version(self) -> str:
         events = self._stats.events
@@ -279,7 +290,7 @@ class LinearPolicy:
         return means.copy()
 
     def _batch_probabilities(self, scores: BatchScores, rng: np.random.Generator | None) -> FloatArray:
-        return floored_distribution(scores.scores, self.config.probability_floor)
+        return floored_distribution(scores.scores, self.params.probability_floor)
 
     def _mean_width_sq(
         self, x: FloatArray, idx: IntArray, full: bool
@@ -344,6 +355,10 @@ class LinearPolicy:
     def empty_statistics(self) -> RidgeStatistics:
         return RidgeStatistics.empty(self._dim)
 
+    def statistics_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> RidgeStatistics:
+        """Statistics written by ``RidgeStatistics.to_arrays`` (checked against ``dim``)."""
+        return self._as_stats(RidgeStatistics.from_arrays(arrays), "arrays")
+
     def _as_stats(self, stats: Statistics, field: str) -> RidgeStatistics:
         if not isinstance(stats, RidgeStatistics):
             raise InvalidInputError(field, type(stats).__name__, "must be RidgeStatistics")
@@ -383,7 +398,7 @@ class LinearPolicy:
         """
         st = self._as_stats(stats, "stats").copy()
         st.add_arms(self.arms.ids())
-        solver = RidgeSolver(self.config.ridge_lambda)
+        solver = RidgeSolver(self.params.ridge_lambda)
         solver.ensure(st)
         with self._lock:
             self._stats = st

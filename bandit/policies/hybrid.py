@@ -44,7 +44,7 @@ import numpy as np
 from scipy.linalg.blas import dsymv, dsyr
 
 from bandit.arms import ArmRegistry
-from bandit.config import PolicyConfig
+from bandit.config import HybridParams
 from bandit.errors import ConfigError
 from bandit.policies.common import FloatArray, IntArray, LinearPolicy, floored_argmax
 
@@ -59,14 +59,15 @@ class HybridLinUCB(LinearPolicy):
     """Hybrid LinUCB; ``alpha`` is α, ``ridge_lambda`` λ, ``arm_feature_dim`` is m."""
 
     name = "hybrid_linucb"
+    params_type = HybridParams
+    params: HybridParams
     #: rank updates of the shared factor before it is rebuilt exactly from the statistics
     refactor_every: int = 512
 
-    def __init__(self, config: PolicyConfig, arms: ArmRegistry) -> None:
-        if config.arm_feature_dim <= 0:
-            raise ConfigError(
-                "policy.arm_feature_dim", config.arm_feature_dim, "must be > 0 for hybrid_linucb"
-            )
+    def __init__(self, params: HybridParams, arms: ArmRegistry) -> None:
+        if not isinstance(params, HybridParams):
+            raise ConfigError("policy", type(params).__name__, "hybrid_linucb takes HybridParams")
+        config = params
         self._m1 = config.arm_feature_dim + 1
         p = config.dim * self._m1
         self._F = np.zeros((0, self._m1))
@@ -78,7 +79,7 @@ class HybridLinUCB(LinearPolicy):
         self._Q = np.zeros((0, config.dim, config.dim))
         self._H = np.zeros((_FOLD, 0, config.dim))  # queued downdates of Q (see _push_h)
         self._nh = 0
-        super().__init__(config, arms)
+        super().__init__(params, arms)
 
     def _on_arms_changed(self) -> None:
         F = np.zeros((self._stats.n_arms, self._m1))
@@ -193,12 +194,12 @@ class HybridLinUCB(LinearPolicy):
         return mean, np.maximum(s, 0.0, out=s)
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
-        return means + self.config.alpha * widths
+        return means + self.params.alpha * widths
 
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
         mean, s = self._batch_mean_width_sq(x.reshape(1, -1), idx)
-        scores = mean[0] + self.config.alpha * np.sqrt(s[0])
-        probs, pos = floored_argmax(scores, self.config.probability_floor, rng)
+        scores = mean[0] + self.params.alpha * np.sqrt(s[0])
+        probs, pos = floored_argmax(scores, self.params.probability_floor, rng)
         return scores, probs, pos

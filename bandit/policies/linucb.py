@@ -6,9 +6,9 @@ The deterministic argmax is softened by the probability floor (see
 
 >>> import numpy as np
 >>> from bandit.arms import Arm, ArmRegistry
->>> from bandit.config import PolicyConfig
+>>> from bandit.config import LinUCBParams
 >>> reg = ArmRegistry([Arm("a"), Arm("b")])
->>> pol = LinUCB(PolicyConfig(dim=2, probability_floor=0.1), reg)
+>>> pol = LinUCB(LinUCBParams(dim=2, probability_floor=0.1), reg)
 >>> pol.update("a", [1.0, 0.0], 1.0)
 >>> c = pol.choose([1.0, 0.0], np.random.default_rng(0))
 >>> c.probabilities.tolist(), c.policy_version
@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from bandit.config import LinUCBParams
 from bandit.policies.common import FloatArray, IntArray, LinearPolicy, floored_argmax
 
 __all__ = ["LinUCB"]
 
 
 class LinUCB(LinearPolicy):
-    """Disjoint LinUCB; ``alpha`` is α (exploration width), ``ridge_lambda`` is λ."""
+    """Disjoint LinUCB over :class:`~bandit.config.LinUCBParams` (α, λ, floor, forgetting)."""
 
     name = "linucb"
+    params_type = LinUCBParams
+    params: LinUCBParams
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
-        return means + self.config.alpha * widths
+        return means + self.params.alpha * widths
 
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
@@ -47,11 +50,11 @@ class LinUCB(LinearPolicy):
         else:
             w = solver.widths_sq(x, idx)
             scores = solver.theta[idx] @ x
-        alpha = self.config.alpha
+        alpha = self.params.alpha
         if alpha != 0.0:
             np.sqrt(w, out=w)
             if alpha != 1.0:
                 np.multiply(w, alpha, out=w)
             np.add(scores, w, out=scores)
-        probs, pos = floored_argmax(scores, self.config.probability_floor, rng)
+        probs, pos = floored_argmax(scores, self.params.probability_floor, rng)
         return scores, probs, pos

@@ -15,10 +15,18 @@ a variant's policy or evaluating it offline reuses what was learnt.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
+from bandit.config import (
+    EpsilonGreedyParams,
+    FixedParams,
+    GreedyParams,
+    LinearParams,
+    UniformParams,
+)
 from bandit.errors import InvalidInputError, UnknownArmError
 from bandit.policies.base import Choice
 from bandit.policies.common import (
@@ -37,10 +45,11 @@ class EpsilonGreedy(LinearPolicy):
     """ε-greedy over ridge estimates; ``epsilon`` is ε."""
 
     name = "epsilon_greedy"
+    params_type: ClassVar[type[LinearParams]] = EpsilonGreedyParams
 
     @property
     def epsilon(self) -> float:
-        return self.config.epsilon
+        return self.params.epsilon if isinstance(self.params, EpsilonGreedyParams) else 0.0
 
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
@@ -49,19 +58,20 @@ class EpsilonGreedy(LinearPolicy):
         theta = self._solver.theta
         scores = theta @ x if full else theta[idx] @ x
         K = scores.shape[0]
-        floor = max(self.epsilon / K, self.config.probability_floor)
+        floor = max(self.epsilon / K, self.params.probability_floor)
         probs, pos = floored_argmax(scores, floor, rng)
         return scores, probs, pos
 
     def _batch_probabilities(self, scores: BatchScores, rng: np.random.Generator | None) -> FloatArray:
         K = scores.scores.shape[1]
-        return floored_distribution(scores.scores, max(self.epsilon / K, self.config.probability_floor))
+        return floored_distribution(scores.scores, max(self.epsilon / K, self.params.probability_floor))
 
 
 class Greedy(EpsilonGreedy):
     """Greedy (ε = 0): the argmax of θ_aᵀx, softened only by the probability floor."""
 
     name = "greedy"
+    params_type = GreedyParams
 
     @property
     def epsilon(self) -> float:
@@ -72,6 +82,7 @@ class Uniform(LinearPolicy):
     """Every eligible arm with probability 1/K; scores are zeros."""
 
     name = "uniform"
+    params_type = UniformParams
 
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
@@ -90,6 +101,8 @@ class Fixed(LinearPolicy):
     """Always ``policy.fixed_arm`` (probability 1); scores are its one-hot indicator."""
 
     name = "fixed"
+    params_type = FixedParams
+    params: FixedParams
 
     def choose(
         self,
@@ -97,18 +110,18 @@ class Fixed(LinearPolicy):
         rng: np.random.Generator,
         eligible: Sequence[str] | None = None,
     ) -> Choice:
-        if self.config.fixed_arm not in self.arms:
-            raise UnknownArmError(self.config.fixed_arm, field="policy.fixed_arm")
+        if self.params.fixed_arm not in self.arms:
+            raise UnknownArmError(self.params.fixed_arm, field="policy.fixed_arm")
         return super().choose(context, rng, eligible)
 
     def _fixed_pos(self, idx: IntArray) -> int:
-        target = self._stats.slot(self.config.fixed_arm)
+        target = self._stats.slot(self.params.fixed_arm)
         where = np.flatnonzero(idx == target)
         if where.shape[0] == 0:
             raise InvalidInputError(
                 "eligible",
                 [self._stats.arm_ids[i] for i in idx[:10]],
-                f"does not include policy.fixed_arm {self.config.fixed_arm!r} (is it active?)",
+                f"does not include policy.fixed_arm {self.params.fixed_arm!r} (is it active?)",
             )
         return int(where[0])
 
@@ -123,8 +136,8 @@ class Fixed(LinearPolicy):
     def score_batch(
         self, contexts: npt.ArrayLike, eligible: Sequence[str] | None = None
     ) -> BatchScores:
-        if self.config.fixed_arm not in self.arms:
-            raise UnknownArmError(self.config.fixed_arm, field="policy.fixed_arm")
+        if self.params.fixed_arm not in self.arms:
+            raise UnknownArmError(self.params.fixed_arm, field="policy.fixed_arm")
         return super().score_batch(contexts, eligible)
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from bandit.config import ThompsonParams
 from bandit.errors import InvalidInputError
 from bandit.policies.common import BatchScores, FloatArray, IntArray, LinearPolicy
 
@@ -38,14 +39,16 @@ class LinearThompson(LinearPolicy):
     """Linear Thompson sampling; ``thompson_v`` is v, ``ridge_lambda`` is λ."""
 
     name = "linear_thompson"
+    params_type = ThompsonParams
+    params: ThompsonParams
 
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
         mu, width_sq = self._mean_width_sq(x, idx, full)
-        sigma = self.config.thompson_v * np.sqrt(width_sq)
+        sigma = self.params.thompson_v * np.sqrt(width_sq)
         K = mu.shape[0]
-        D = self.config.thompson_propensity_draws
+        D = self.params.thompson_propensity_draws
         # Arms whose draw is 7σ below the best arm's 7σ-low draw win with probability
         # < 1e-11 per draw: they are left out of the Monte-Carlo (K = 1000: most arms).
         keep = np.flatnonzero(mu + _PRUNE_SIGMAS * sigma >= (mu - _PRUNE_SIGMAS * sigma).max())
@@ -53,7 +56,7 @@ class LinearThompson(LinearPolicy):
         samples *= sigma[keep]
         samples += mu[keep]
         winners = keep[samples.argmax(axis=1)]
-        f = min(self.config.probability_floor, 1.0 / K)
+        f = min(self.params.probability_floor, 1.0 / K)
         probs = f + (1.0 - K * f) * (np.bincount(winners, minlength=K) / D)
         u = rng.random()
         pos = int(u / f) if u < K * f else int(winners[0])
@@ -64,10 +67,10 @@ class LinearThompson(LinearPolicy):
         if rng is None:
             raise InvalidInputError("rng", rng, "is required for linear_thompson probabilities")
         mu = scores.means
-        sigma = self.config.thompson_v * scores.widths
+        sigma = self.params.thompson_v * scores.widths
         n, K = mu.shape
-        D = self.config.thompson_propensity_draws
-        f = min(self.config.probability_floor, 1.0 / K)
+        D = self.params.thompson_propensity_draws
+        f = min(self.params.probability_floor, 1.0 / K)
         out = np.empty((n, K))
         step = max(1, _BATCH_DRAWS // (D * K))
         for start in range(0, n, step):
