@@ -40,7 +40,14 @@ Readers (all return ``(LoggedData, LogReadReport)`` and share one :class:`LogSpe
 * ``auto`` — ``dense`` when most events carry a dense array and no other shared feature,
   else ``hash``.
 
-Per-action features (``_multi`` objects) define the action's arm id only.
+**Per-action features** (``_multi`` objects) give each action's arm id and, with
+``LogSpec.action_features="hash"``, the arm's content features for hybrid LinUCB: every
+feature of the action object but its id (same names as shared features) hashed into
+``action_feature_dim`` columns (default 16) by the same crc32 mapping (column
+``crc32(name) mod m``, no constant column: the hybrid model adds its own). An arm's
+features are those of the first event that lists it; events that list the arm with other
+features are counted (``LogReadReport.action_feature_conflicts``). They reach the
+policy through :meth:`LoggedData.arm_registry` (``LoggedData.arm_features``, (K, m)).
 
 Bad input is never a traceback: a malformed line is counted with its line number and
 reason in the :class:`LogReadReport` (in the JSON output too); rewards outside the declared
@@ -117,7 +124,9 @@ class LogSpec:
     line is malformed) or ``clip``. ``features``/``dim``/``max_named``: the context mapping
     (module docstring). ``action_id``: the dotted path of the arm id inside a DSJSON
     ``_multi`` object; ``auto`` tries ``arm_id``, ``_tag``, then the first ``id`` feature of
-    any namespace, else the action's 1-based position.
+    any namespace, else the action's 1-based position. ``action_features``: ``none`` or
+    ``hash`` (the actions' other features as arm content features, ``action_feature_dim``
+    columns; module docstring).
     """
 
     fields: Mapping[str, str] = field(default_factory=dict)
@@ -129,6 +138,8 @@ class LogSpec:
     dim: int | None = None
     max_named: int = 4096
     action_id: str = "auto"
+    action_features: str = "none"
+    action_feature_dim: int = 16
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.fields) - set(LOG_FIELDS))
@@ -149,6 +160,13 @@ class LogSpec:
             raise InvalidInputError("dim", self.dim, "must be a positive integer")
         if self.features == "hash" and self.dim is not None and self.dim < 2:
             raise InvalidInputError("dim", self.dim, "must be >= 2 for hashed features")
+        if self.action_features not in ("none", "hash"):
+            raise InvalidInputError("action_features", self.action_features,
+                                    "must be 'none' or 'hash'")
+        if (isinstance(self.action_feature_dim, bool) or not isinstance(self.action_feature_dim, int)
+                or self.action_feature_dim < 1):
+            raise InvalidInputError("action_feature_dim", self.action_feature_dim,
+                                    "must be a positive integer")
         if not (math.isfinite(self.cost_scale) and math.isfinite(self.cost_offset)):
             raise InvalidInputError("cost_scale", self.cost_scale, "must be finite")
 
@@ -177,6 +195,7 @@ class LogReadReport:
     clipped: int = 0
     dim: int = 0
     dim_source: str = ""
+    action_feature_conflicts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +208,7 @@ class LogReadReport:
             "clipped": self.clipped,
             "dim": self.dim,
             "dim_source": self.dim_source,
+            "action_feature_conflicts": self.action_feature_conflicts,
         }
 
 
@@ -199,7 +219,8 @@ class LoggedData:
     ``probabilities`` is the full logging distribution (n, K) when the log has it
     (0 for arms not eligible), else ``None``; ``eligible`` (n, K) marks the arms each
     event could have had (``None``: all); ``weights`` are per-event weights (DSJSON
-    ``pdrop``), ``None`` meaning 1.
+    ``pdrop``), ``None`` meaning 1; ``arm_features`` (K, m) are arms' content features read
+    from the log (DSJSON ``action_features``), ``None`` when the log gave none.
     """
 
     arm_ids: tuple[str, ...]
@@ -211,6 +232,7 @@ class LoggedData:
     decision_ids: tuple[str, ...] | None = field(default=None, repr=False)
     eligible: BoolArray | None = field(default=None, repr=False)
     weights: FloatArray | None = field(default=None, repr=False)
+    arm_features: FloatArray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = self.arm_index.shape[0]
@@ -230,6 +252,9 @@ class LoggedData:
             raise InvalidInputError("eligible", self.eligible.shape, "must be (n, K)")
         if self.weights is not None and (self.weights.shape != (n,) or not np.all(self.weights > 0)):
             raise InvalidInputError("weights", self.weights.shape, f"must be ({n},) and positive")
+        if self.arm_features is not None and (self.arm_features.ndim != 2
+                                              or self.arm_features.shape[0] != k):
+            raise InvalidInputError("arm_features", self.arm_features.shape, f"must be ({k}, m)")
 
     @property
     def n(self) -> int:
@@ -259,7 +284,21 @@ class LoggedData:
                                                                     dtype=object)[i]),
             None if self.eligible is None else self.eligible[i],
             None if self.weights is None else self.weights[i],
+            self.arm_features,
         )
+
+    def arm_registry(self) -> Any:
+        """The log's arms as a :class:`bandit.arms.ArmRegistry`, with ``arm_features`` when read.
+
+        Arms the log listed without features get none (hybrid LinUCB: f = 0).
+        """
+        from bandit.arms import Arm, ArmRegistry
+
+        if self.arm_features is None:
+            return ArmRegistry([Arm(a) for a in self.arm_ids])
+        m = self.arm_features.shape[1]
+        return ArmRegistry([Arm(a, features=tuple(self.arm_features[i].tolist()))
+                            for i, a in enumerate(self.arm_ids)], feature_dim=m)
 
 
 def _check_propensity(p: FloatArray) -> None:
@@ -353,8 +392,9 @@ class _Hasher:
                 add_cell(base + hit[0])
                 add_value(hit[1] * v)
         n = len(rows)
-        out = np.bincount(np.asarray(cells, dtype=np.int64), weights=np.asarray(values),
-                          minlength=n * dim).reshape(n, dim)
+        out = np.bincount(np.asarray(cells, dtype=np.int64),
+                          weights=np.asarray(values, dtype=np.float64),
+                          minlength=n * dim).astype(np.float64, copy=False).reshape(n, dim)
         out[:, 0] = 1.0
         return out
 
@@ -388,6 +428,9 @@ class _Builder:
         self.skipped = 0
         self.clipped = 0
         self.errors: list[tuple[int, str]] = []
+        # arm id -> (its first action object, its features) when reading action features
+        self.actions: dict[str, tuple[Any, list[tuple[str, float]]]] = {}
+        self.action_conflicts = 0
 
     def bad(self, line_no: int, reason: str) -> None:
         self.malformed += 1
@@ -418,6 +461,37 @@ class _Builder:
 
     def add(self, row: _Row) -> None:
         self.rows.append(row)
+
+    def _is_id(self, name: str) -> bool:
+        """Whether a flattened action feature is the action's id (not a content feature)."""
+        base = name.partition("=")[0]
+        path = self.spec.action_id
+        if path != "auto":
+            return base == path.replace(".", "/")
+        return base == "arm_id" or (base.endswith("/id") and base.count("/") == 1)
+
+    def note_actions(self, multi: list[Any], arms: tuple[str, ...]) -> None:
+        """Keep each arm's action features from the first event listing it; count changes."""
+        seen = self.actions
+        new: dict[str, tuple[Any, list[tuple[str, float]]]] = {}
+        conflict = False
+        for m, arm in zip(multi, arms, strict=True):
+            hit = seen.get(arm)
+            if hit is None:
+                feats: list[tuple[str, float]] = []
+                _flatten(m, "", feats)
+                new[arm] = (m, [f for f in feats if not self._is_id(f[0])])
+            elif hit[0] != m:
+                conflict = True
+        seen.update(new)
+        self.action_conflicts += conflict
+
+    def _arm_features(self, order: tuple[str, ...]) -> FloatArray | None:
+        if self.spec.action_features == "none":
+            return None
+        m = self.spec.action_feature_dim
+        feats = [self.actions[a][1] if a in self.actions else [] for a in order]
+        return _Hasher(m + 1).matrix(feats)[:, 1:].copy()
 
     def _contexts(self) -> tuple[list[_Row], FloatArray, int, str]:
         """Fixed-length contexts for the kept rows (module docstring: context mapping)."""
@@ -544,10 +618,11 @@ class _Builder:
             decision_ids=tuple(r.event_id for r in rows),
             eligible=eligible,
             weights=None if bool(np.all(weights == 1.0)) else weights,
+            arm_features=self._arm_features(order),
         )
         self.errors.sort()
         report = LogReadReport(self.path, self.lines, n, self.malformed, tuple(self.errors),
-                               self.skipped, self.clipped, dim, source)
+                               self.skipped, self.clipped, dim, source, self.action_conflicts)
         return data, report
 
 
@@ -858,6 +933,8 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
         else:
             ctx, dense = [], False
             _flatten(c, "", ctx)
+        if spec.action_features != "none":
+            b.note_actions(multi, arms)
     except _Bad as exc:
         b.bad(no, str(exc))
         return

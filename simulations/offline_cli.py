@@ -92,6 +92,11 @@ def _add_source(p: argparse.ArgumentParser) -> None:
                    help="context dimension (dense: else the majority of lines; hash: default 64)")
     p.add_argument("--action-id", default="auto",
                    help="DSJSON: dotted path of the arm id in each _multi object (e.g. i.id)")
+    p.add_argument("--action-features", default="none", choices=("none", "hash"),
+                   help="DSJSON: the _multi actions' other features as arm content features "
+                        "(hybrid_linucb), hashed into --action-feature-dim columns")
+    p.add_argument("--action-feature-dim", type=int, default=16,
+                   help="columns of the hashed action features")
     p.add_argument("--min-events", type=int, default=100,
                    help="warn when fewer events (or effective sample size) than this are used")
     p.add_argument("--strict", action="store_true",
@@ -116,7 +121,9 @@ def _spec(args: argparse.Namespace) -> Any:
     return LogSpec(fields=fields, cost_scale=args.cost_scale, cost_offset=args.cost_offset,
                    reward_range=_pair(args.reward_range, "--reward-range"),
                    out_of_range="clip" if args.clip_rewards else "refuse",
-                   features=args.features, dim=args.dim, action_id=args.action_id)
+                   features=args.features, dim=args.dim, action_id=args.action_id,
+                   action_features=args.action_features,
+                   action_feature_dim=args.action_feature_dim)
 
 
 def _load_log(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
@@ -210,12 +217,15 @@ def _interval_plot(rows: list[dict[str, Any]], label: str, title: str) -> Any:
 
 
 def _registry(data: Any, arm_features: str | None) -> Any:
-    """The log's arms, with content features from a registry file when given."""
+    """The log's arms, with content features from a registry file when given.
+
+    Without a file, the features the log itself carries (DSJSON ``--action-features``).
+    """
     from bandit.arms import Arm, ArmRegistry
     from bandit.errors import InvalidInputError
 
     if not arm_features:
-        return ArmRegistry([Arm(a) for a in data.arm_ids])
+        return data.arm_registry()
     path = Path(arm_features)
     try:
         raw = json.loads(path.read_text())
@@ -253,7 +263,8 @@ def _make_policy(name: str, data: Any, args: argparse.Namespace, **overrides: An
     fdim = reg.feature_dim or 0
     if name == "hybrid_linucb" and not fdim:
         raise InvalidInputError("--arm-features", None,
-                                "is required by hybrid_linucb (a file of arm rows with features)")
+                                "is required by hybrid_linucb (a file of arm rows with features, "
+                                "or a DSJSON log's action features: --action-features hash)")
     params = {"alpha": args.alpha, "probability_floor": args.probability_floor,
               "epsilon": args.epsilon, "thompson_v": args.thompson_v}
     params = {k: v for k, v in params.items() if v is not None}

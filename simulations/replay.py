@@ -427,16 +427,16 @@ def tune(
 
     Policies are ``bandit.policies.make_policy(PolicyConfig(name, dim=data.dim, **params),
     arms)`` (``arms``: an ``ArmRegistry``, e.g. with content features for hybrid LinUCB;
-    default the log's arms). Every setting replays with the same seed, so differences
+    default the log's arms, with the content features it carries:
+    :meth:`LoggedData.arm_registry`). Every setting replays with the same seed, so differences
     come from the parameters. Columns: policy, the parameters, :class:`ReplayResult`'s
     fields, and ``overlaps_best`` — whether the setting's interval reaches the best
     value's lower bound (not distinguishable from the best on this log).
     """
-    from bandit.arms import Arm, ArmRegistry
     from bandit.config import PolicyConfig
     from bandit.policies import make_policy
 
-    reg = arms if arms is not None else ArmRegistry([Arm(a) for a in data.arm_ids])
+    reg = arms if arms is not None else data.arm_registry()
     rows = []
     for name, params in grid:
         extra = {"arm_feature_dim": reg.feature_dim or 0} if name == "hybrid_linucb" else {}

@@ -228,3 +228,58 @@ def test_dsjson_odd_values_anywhere_are_malformed_lines_never_a_traceback(tmp_pa
                 assert "propensity" in exc.field
                 continue
             assert rep.lines == 2 and data.n + rep.malformed + rep.skipped == 2
+
+
+def _hashed(names_values: list[tuple[str, float]], m: int) -> np.ndarray:
+    """The documented action-feature mapping: column crc32(name) mod m, sign from bit 31."""
+    import zlib
+
+    out = np.zeros(m)
+    for name, v in names_values:
+        h = zlib.crc32(name.encode())
+        out[h % m] += (-1.0 if h & 0x80000000 else 1.0) * v
+    return out
+
+
+def test_dsjson_action_features_become_hybrid_arm_features(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(5)
+    judge = {"cats": 0.9, "dogs": 0.1, "birds": 0.5}
+    lines = []
+    for i in range(400):
+        order = [str(a) for a in rng.permutation(list(judge))]
+        chosen = int(rng.integers(3))
+        multi = [{"i": {"id": a}, "J": {"judge": judge[a], "style": "rp" if a == "cats" else "qa"}}
+                 for a in order]
+        if i == 7:  # the same arm listed with other features later: counted, first kept
+            multi[0]["J"]["judge"] = 0.0
+        lines.append(json.dumps({
+            "_label_cost": -float(rng.random() < judge[order[chosen]]),
+            "_label_probability": 1 / 3, "_labelIndex": chosen, "a": [chosen + 1], "p": [1 / 3],
+            "c": {"U": {"h": float(rng.integers(24))}, "_multi": multi}}))
+    path = tmp_path / "af.dsjson"
+    path.write_text("\n".join(lines) + "\n")
+    spec = LogSpec(action_id="i.id", action_features="hash", action_feature_dim=8)
+    data, rep = read_dsjson(path, spec=spec)
+    assert rep.malformed == 0 and rep.action_feature_conflicts == 1
+    assert data.arm_features is not None and data.arm_features.shape == (3, 8)
+    for a, j in judge.items():  # the id feature i/id=... is not a content feature
+        style = "rp" if a == "cats" else "qa"
+        want = _hashed([("J/judge", j), (f"J/style={style}", 1.0)], 8)
+        np.testing.assert_array_equal(data.arm_features[data.arm_ids.index(a)], want)
+    reg = data.arm_registry()
+    assert reg.feature_dim == 8 and reg.get("dogs").features == tuple(
+        data.arm_features[data.arm_ids.index("dogs")])
+    plain, _ = read_dsjson(path, spec=LogSpec(action_id="i.id"))
+    assert plain.arm_features is None and plain.arm_registry().feature_dim is None
+    from bandit.cli import main
+
+    argv = ["replay", "--log", str(path), "--action-id", "i.id", "--policies", "hybrid_linucb",
+            "--batch-size", "1", "--min-events", "1", "--json"]
+    assert main(argv) == 2  # hybrid LinUCB without arm features: one clear error line
+    assert "--action-features hash" in capsys.readouterr().err
+    assert main([*argv, "--action-features", "hash", "--action-feature-dim", "8"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["results"][0]["policy"] == "hybrid_linucb" and out["results"][0]["events_used"] > 50
+    assert out["log"]["action_feature_conflicts"] == 1
+    with pytest.raises(InvalidInputError, match="action_features"):
+        LogSpec(action_features="magic")
