@@ -368,8 +368,9 @@ class PolicyView:
 def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float) -> PolicyView:
     """Load a snapshot with ``bandit.formats.snapshot.load_policy_snapshot`` and reduce it per arm.
 
-    The score of arm m at the mean context x̄ is θ_m·x̄ with θ_m = A_m⁻¹ b_m, A_m = λI + S_m,
-    and its width α·sqrt(x̄ᵀA_m⁻¹x̄) (the LinUCB bonus). x̄ is the snapshot's
+    The score of arm m at the mean context x̄ is the policy's mean θ_m·x̄ (θ_m = A_m⁻¹ b_m,
+    A_m = λI + S_m; hybrid LinUCB adds its shared term) and its width α·sqrt(x̄ᵀA_m⁻¹x̄)
+    (the LinUCB bonus), both from the core's public ``score_batch``. x̄ is the snapshot's
     ``mean_context`` (in its meta or ``extra``) when it carries one, else the pooled second-moment's leading
     direction (for contexts with a constant feature this is close to the mean).
     Raises SnapshotError for an unreadable snapshot.
@@ -381,23 +382,23 @@ def load_policy_view(path: str, mtime_ms: int, alpha: float, ridge_lambda: float
     stats = policy.statistics
     arrays = stats.to_arrays() if hasattr(stats, "to_arrays") else {}
     kinds = {a.arm_id: a.kind for a in arms}
-    lam = float(getattr(getattr(policy, "config", None), "ridge_lambda", ridge_lambda))
     alpha = float(getattr(getattr(policy, "config", None), "alpha", alpha))
-    if {"arm_ids", "S", "b", "n"} <= set(arrays):
+    score = getattr(policy, "score_batch", None)
+    if {"arm_ids", "S", "b", "n"} <= set(arrays) and callable(score):
         ids = [str(a) for a in np.asarray(arrays["arm_ids"]).reshape(-1)]
         S = np.asarray(arrays["S"], dtype=float)
         b = np.asarray(arrays["b"], dtype=float)
         n = np.asarray(arrays["n"], dtype=float)
         xbar = _mean_context(meta, S, b, n)
-        est, quad = [], []
-        for k in range(len(ids)):
-            A = lam * np.eye(S.shape[1]) + S[k]
-            c = np.linalg.cholesky(A)
-            theta = np.linalg.solve(c.T, np.linalg.solve(c, b[k]))
-            z = np.linalg.solve(c, xbar)
-            est.append(float(theta @ xbar))
-            quad.append(float(z @ z))
-        table = arm_estimates(ids, np.array(est), np.array(quad), n, alpha)
+        # the policy's own public scoring (hybrid LinUCB: with its shared term); arms it
+        # cannot choose (retired, unregistered) have no estimate
+        live = [a for a in ids if a in arms and arms.get(a).active]
+        est, quad = np.full(len(ids), np.nan), np.full(len(ids), np.nan)
+        if live:
+            sc = score(xbar.reshape(1, -1), live)
+            at = [ids.index(a) for a in sc.arms]
+            est[at], quad[at] = sc.means[0], np.square(sc.widths[0])
+        table = arm_estimates(ids, est, quad, n, alpha)
     else:
         ids = [a.arm_id for a in arms]
         table = arm_estimates(ids, np.full(len(ids), np.nan), None, np.zeros(len(ids)), alpha)
