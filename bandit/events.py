@@ -8,22 +8,35 @@ Kafka topic. Every event has:
 * ``ts_ms`` — integer milliseconds since the Unix epoch, UTC.
 
 Decisions and feedback are keyed by ``conversation_id`` so they are co-partitioned;
-engagement is keyed by ``unit_id``. Decoding raises :class:`EventDecodeError`
-naming the field and the bad value; the original bytes travel with the error so
-the consumer can dead-letter them. See ``docs/events.md`` for the full tables.
+engagement is keyed by ``unit_id``. See ``docs/events.md`` for the full tables.
+
+Each event's fields are spelled once, in its dataclass: every field carries the rule that
+reads it from JSON (``metadata["rule"]``), and the encoder (orjson serialises the
+dataclass in field order), the decoder and every derived column list
+(:func:`field_names`) come from :func:`dataclasses.fields`. There is one decoder,
+:func:`decode_batch`: it decodes a whole fetched batch column by column and returns, for
+every input, either the event or the :class:`EventDecodeError` naming the field and the
+bad value (the original bytes travel with the error, so the consumer can dead-letter
+them). :func:`decode_event` and the one-kind helpers (:func:`decode_decision`, ...) are
+that decoder applied to one message, raising the error.
+
+>>> ev = FeedbackEvent(event_id="f-1", decision_id="d-1", ts_ms=5, unit_id="u",
+...                    conversation_id="c", rating=4)
+>>> decode_batch(FeedbackEvent, [encode_event(ev), b"{}"])[0] == ev
+True
+>>> str(decode_batch(FeedbackEvent, [encode_event(ev), b"{}"])[1])
+'schema_version must be 1, got None'
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from itertools import chain, repeat
-from operator import itemgetter
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 
 from bandit.errors import EventDecodeError
@@ -38,14 +51,15 @@ __all__ = [
     "Event",
     "ExposureEvent",
     "FeedbackEvent",
+    "decode_batch",
     "decode_decision",
-    "decode_decision_batch",
     "decode_engagement",
     "decode_event",
     "decode_exposure",
     "decode_feedback",
-    "decode_feedback_batch",
+    "decode_objects",
     "encode_event",
+    "field_names",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -58,9 +72,186 @@ _MAX_ID_LEN: Final = 256
 MAX_TS_MS: Final = (2**32 - 1) * 1000 + 999
 #: Largest context magnitude: the store keeps contexts as ``Float32``.
 MAX_CONTEXT_ABS: Final = float(np.finfo(np.float32).max)
-#: inclusive ranges of the feedback proxies
-_RATING_RANGE: Final = (1, 5)
-_LENGTH_RANGE: Final = (0, 1_000_000)
+#: Events decoded per chunk: the decoded JSON objects of one chunk are freed before the
+#: next is parsed, so the cyclic GC never has to walk a whole fetched batch of them.
+_CHUNK: Final = 512
+
+
+# --------------------------------------------------------------------------- field rules
+#
+# A rule reads one field. ``column`` takes the field's values for a whole chunk and, in a
+# few C-level passes (``set(map(type, ...))``, ``min``/``max``), returns them as field
+# values when every one is in the common, unambiguous form (a strict subset of what
+# ``read`` accepts), else None; ``read`` checks and converts one value, raising
+# :class:`EventDecodeError` (naming the field and the value) for a bad one. The decoder
+# uses ``read`` only for the values of a column that ``column`` did not accept, so a chunk
+# of valid events costs the column passes alone. ``tests/test_learner_decode.py`` checks
+# that ``column`` never accepts what ``read`` would refuse or convert differently.
+
+_ABSENT: Final = object()
+
+
+class _Rule:
+    #: the field value when the key is absent (None: read the absent value as null)
+    absent: Any = None
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        raise NotImplementedError
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        raise NotImplementedError
+
+
+def _types(values: Iterable[Any]) -> set[type]:
+    return set(map(type, values))
+
+
+def _bad(name: str, value: Any, reason: str, raw: bytes) -> EventDecodeError:
+    return EventDecodeError(name, None if value is _ABSENT else value, reason, raw=raw)
+
+
+class _Text(_Rule):
+    """A non-empty string of at most 256 characters (ids, names)."""
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        if _types(values) == {str} and min(map(len, values)) >= 1 and max(
+            map(len, values)
+        ) <= _MAX_ID_LEN:
+            return values
+        return None
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if not isinstance(value, str) or not value or len(value) > _MAX_ID_LEN:
+            raise _bad(name, value, f"must be a non-empty string of at most {_MAX_ID_LEN} chars",
+                       raw)
+        return value
+
+
+class _Integer(_Rule):
+    """An integer in ``[lo, hi]`` (``optional``: or null / absent)."""
+
+    def __init__(self, lo: int, hi: int, *, optional: bool = False) -> None:
+        self.lo, self.hi, self.optional = lo, hi, optional
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        present = [v for v in values if v is not None] if self.optional else values
+        if not present:
+            return values
+        if _types(present) == {int} and min(present) >= self.lo and max(present) <= self.hi:
+            return values
+        return None
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or not (
+            self.lo <= value <= self.hi
+        ):
+            raise _bad(name, value, f"must be an integer in [{self.lo}, {self.hi}]", raw)
+        return value
+
+
+class _Number(_Rule):
+    """A finite number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``), kept as a float."""
+
+    def __init__(self, lo: float, hi: float, *, lo_open: bool = False) -> None:
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        # orjson yields Python floats for JSON reals and refuses NaN/Infinity
+        if _types(values) != {float} or max(values) > self.hi:
+            return None
+        low = min(values)
+        return values if low > self.lo or (low == self.lo and not self.lo_open) else None
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _bad(name, value, "must be a number", raw)
+        value = float(value)
+        if not math.isfinite(value) or value > self.hi or value < self.lo or (
+            self.lo_open and value == self.lo
+        ):
+            lo_b = "(" if self.lo_open else "["
+            raise _bad(name, value, f"must be finite and in {lo_b}{self.lo}, {self.hi}]", raw)
+        return value
+
+
+class _Flag(_Rule):
+    """true, false or null / absent."""
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        return values if _types(values) <= {bool, type(None)} else None
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if value is not None and not isinstance(value, bool):
+            raise _bad(name, value, "must be true, false or null", raw)
+        return value
+
+
+class _Vector(_Rule):
+    """A non-empty array of finite numbers within Float32 range, kept as a float tuple."""
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        if _types(values) != {list} or min(map(len, values)) < 1:
+            return None
+        items = list(chain.from_iterable(values))
+        if _types(items) != {float} or max(map(abs, items)) > MAX_CONTEXT_ABS:
+            return None
+        return list(map(tuple, values))
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if not isinstance(value, list) or not value:
+            raise _bad(name, value, "must be a non-empty array of numbers", raw)
+        for i, v in enumerate(value):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise _bad(f"{name}[{i}]", v, "must be a finite number", raw)
+            if abs(v) > MAX_CONTEXT_ABS:
+                raise _bad(f"{name}[{i}]", v, f"must be within ±{MAX_CONTEXT_ABS:g} (Float32)", raw)
+        return tuple(map(float, value))
+
+
+class _Names(_Rule):
+    """An array of non-empty strings (arm ids); absent means none."""
+
+    absent = ()
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        if _types(values) == {list}:
+            names = list(chain.from_iterable(values))
+            if not names or (_types(names) == {str} and min(map(len, names)) >= 1):
+                return list(map(tuple, values))
+        return None
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if value is _ABSENT:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
+            raise _bad(name, value, "must be an array of arm ids", raw)
+        return tuple(value)
+
+
+class _Version(_Rule):
+    """``schema_version``: the integer this module reads (1.0 reads as 1; true does not)."""
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        return values if _types(values) == {int} and set(values) == {SCHEMA_VERSION} else None
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if value != SCHEMA_VERSION or isinstance(value, bool):
+            raise _bad(name, value, f"must be {SCHEMA_VERSION}", raw)
+        return SCHEMA_VERSION
+
+
+def _rule(rule: _Rule) -> dict[str, _Rule]:
+    return {"rule": rule}
+
+
+_ID: Final = _rule(_Text())
+_TS: Final = _rule(_Integer(0, MAX_TS_MS))
+_VERSION: Final = _rule(_Version())
+
+
+# --------------------------------------------------------------------------- events
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,19 +265,19 @@ class DecisionEvent:
 
     KIND: ClassVar[str] = "decision"
 
-    event_id: str
-    decision_id: str
-    ts_ms: int
-    unit_id: str
-    conversation_id: str
-    experiment_id: str
-    variant: str
-    arm_id: str
-    propensity: float
-    policy_version: str
-    context: tuple[float, ...]
-    eligible: tuple[str, ...] = ()
-    schema_version: int = SCHEMA_VERSION
+    event_id: str = field(metadata=_ID)
+    decision_id: str = field(metadata=_ID)
+    ts_ms: int = field(metadata=_TS)
+    unit_id: str = field(metadata=_ID)
+    conversation_id: str = field(metadata=_ID)
+    experiment_id: str = field(metadata=_ID)
+    variant: str = field(metadata=_ID)
+    arm_id: str = field(metadata=_ID)
+    propensity: float = field(metadata=_rule(_Number(0.0, 1.0, lo_open=True)))
+    policy_version: str = field(metadata=_ID)
+    context: tuple[float, ...] = field(metadata=_rule(_Vector()))
+    eligible: tuple[str, ...] = field(default=(), metadata=_rule(_Names()))
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=_VERSION)
 
     @property
     def key(self) -> bytes:
@@ -104,15 +295,17 @@ class FeedbackEvent:
 
     KIND: ClassVar[str] = "feedback"
 
-    event_id: str
-    decision_id: str
-    ts_ms: int
-    unit_id: str
-    conversation_id: str
-    retried: bool | None = None
-    rating: int | None = None
-    conversation_length: int | None = None
-    schema_version: int = SCHEMA_VERSION
+    event_id: str = field(metadata=_ID)
+    decision_id: str = field(metadata=_ID)
+    ts_ms: int = field(metadata=_TS)
+    unit_id: str = field(metadata=_ID)
+    conversation_id: str = field(metadata=_ID)
+    retried: bool | None = field(default=None, metadata=_rule(_Flag()))
+    rating: int | None = field(default=None, metadata=_rule(_Integer(1, 5, optional=True)))
+    conversation_length: int | None = field(
+        default=None, metadata=_rule(_Integer(0, 1_000_000, optional=True))
+    )
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=_VERSION)
 
     @property
     def key(self) -> bytes:
@@ -125,12 +318,12 @@ class EngagementEvent:
 
     KIND: ClassVar[str] = "engagement"
 
-    event_id: str
-    ts_ms: int
-    unit_id: str
-    screen_time_s: float
-    messages: int
-    schema_version: int = SCHEMA_VERSION
+    event_id: str = field(metadata=_ID)
+    ts_ms: int = field(metadata=_TS)
+    unit_id: str = field(metadata=_ID)
+    screen_time_s: float = field(metadata=_rule(_Number(0.0, 86_400.0)))
+    messages: int = field(metadata=_rule(_Integer(0, 100_000)))
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=_VERSION)
 
     @property
     def key(self) -> bytes:
@@ -149,15 +342,15 @@ class ExposureEvent:
 
     KIND: ClassVar[str] = "exposure"
 
-    event_id: str
-    ts_ms: int
-    unit_id: str
-    conversation_id: str
-    experiment_id: str
-    variant: str
-    arm_id: str
-    reason: str
-    schema_version: int = SCHEMA_VERSION
+    event_id: str = field(metadata=_ID)
+    ts_ms: int = field(metadata=_TS)
+    unit_id: str = field(metadata=_ID)
+    conversation_id: str = field(metadata=_ID)
+    experiment_id: str = field(metadata=_ID)
+    variant: str = field(metadata=_ID)
+    arm_id: str = field(metadata=_ID)
+    reason: str = field(metadata=_ID)
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=_VERSION)
 
     @property
     def key(self) -> bytes:
@@ -165,364 +358,168 @@ class ExposureEvent:
 
 
 Event = DecisionEvent | FeedbackEvent | EngagementEvent | ExposureEvent
+_E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent)
+_KINDS: Final[dict[str, type[Event]]] = {
+    cls.KIND: cls for cls in (DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent)
+}
+
+
+def field_names(cls: type[Event]) -> tuple[str, ...]:
+    """The event's fields in wire and constructor order.
+
+    >>> field_names(EngagementEvent)
+    ('event_id', 'ts_ms', 'unit_id', 'screen_time_s', 'messages', 'schema_version')
+    """
+    return _specs(cls)[0]
 
 
 def encode_event(event: Event) -> bytes:
-    """Serialise an event to its JSON wire form (orjson, UTF-8)."""
-    return orjson.dumps(asdict(event))
+    """Serialise an event to its JSON wire form: every field, in field order (orjson
+    serialises the dataclass directly)."""
+    return orjson.dumps(event)
 
 
 # --------------------------------------------------------------------------- decoding
 
-
-def _fail(field_name: str, value: Any, reason: str, raw: bytes) -> EventDecodeError:
-    return EventDecodeError(field_name, value, reason, raw=raw)
+_SPECS: dict[type, tuple[tuple[str, ...], tuple[tuple[int, str, _Rule], ...]]] = {}
 
 
-def _load(raw: bytes) -> dict[str, Any]:
+def _specs(cls: type) -> tuple[tuple[str, ...], tuple[tuple[int, str, _Rule], ...]]:
+    """Field names, and (position, name, rule) in check order: the schema version
+    first (a message of another version is refused whatever else it holds)."""
+    got = _SPECS.get(cls)
+    if got is None:
+        fs = fields(cls)
+        checks = sorted(
+            ((i, f.name, f.metadata["rule"]) for i, f in enumerate(fs)),
+            key=lambda c: (not isinstance(c[2], _Version), c[0]),
+        )
+        got = _SPECS[cls] = (tuple(f.name for f in fs), tuple(checks))
+    return got
+
+
+def _parse(raws: Sequence[bytes | None]) -> list[Any]:
+    """Each message's JSON object, or the error that refuses it (size, JSON, type)."""
+    if None not in raws and max(map(len, raws)) <= MAX_EVENT_BYTES:  # type: ignore[arg-type]
+        try:
+            objs = list(map(orjson.loads, raws))  # type: ignore[arg-type]
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if _types(objs) == {dict}:
+                return objs
+    return [_parse_one(b"" if raw is None else raw) for raw in raws]
+
+
+def _parse_one(raw: bytes) -> Any:
     if len(raw) > MAX_EVENT_BYTES:
-        raise _fail("event", f"<{len(raw)} bytes>", f"must be at most {MAX_EVENT_BYTES} bytes", raw)
+        return _bad("event", f"<{len(raw)} bytes>", f"must be at most {MAX_EVENT_BYTES} bytes",
+                    raw)
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise _fail("event", raw[:40], f"is not valid JSON ({exc.msg})", raw) from None
+        return _bad("event", raw[:40], f"is not valid JSON ({exc.msg})", raw)
     if not isinstance(obj, dict):
-        raise _fail("event", obj, "must be a JSON object", raw)
-    version = obj.get("schema_version")
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise _fail("schema_version", version, f"must be {SCHEMA_VERSION}", raw)
+        return _bad("event", obj, "must be a JSON object", raw)
     return obj
 
 
-def _str(obj: dict[str, Any], name: str, raw: bytes) -> str:
-    value = obj.get(name)
-    if not isinstance(value, str) or not value or len(value) > _MAX_ID_LEN:
-        raise _fail(name, value, f"must be a non-empty string of at most {_MAX_ID_LEN} chars", raw)
-    return value
+def decode_batch(cls: type[_E], raws: Sequence[bytes | None]) -> list[_E | EventDecodeError]:
+    """Decode messages of one kind: for each, the event or the error refusing it.
+
+    A missing value (``None``) reads as empty bytes. Errors name the field and the value
+    and carry the message's bytes (``raw``). Unknown extra fields are ignored.
+    """
+    out: list[_E | EventDecodeError] = []
+    for lo in range(0, len(raws), _CHUNK):
+        chunk = raws[lo : lo + _CHUNK]
+        out += _decode(cls, _parse(chunk), [b"" if r is None else r for r in chunk])
+    return out
 
 
-def _int(obj: dict[str, Any], name: str, raw: bytes, *, lo: int = 0, hi: int | None = None,
-         optional: bool = False) -> int | None:
-    value = obj.get(name)
-    if value is None and optional:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo or (
-        hi is not None and value > hi
-    ):
-        bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise _fail(name, value, f"must be an integer {bound}", raw)
-    return value
+def decode_objects(
+    cls: type[_E], objs: Sequence[Mapping[str, Any]], *, what: str = "event"
+) -> list[_E]:
+    """Events from already-parsed JSON objects (e.g. a state file's rows), every field
+    checked by the same rules; raises the first :class:`EventDecodeError`."""
+    got: list[_E] = []
+    for lo in range(0, len(objs), _CHUNK):
+        chunk = [o if type(o) is dict else dict(o) for o in objs[lo : lo + _CHUNK]]
+        for item in _decode(cls, chunk, [what.encode()] * len(chunk)):
+            if isinstance(item, EventDecodeError):
+                raise item
+            got.append(item)
+    return got
 
 
-def _float(obj: dict[str, Any], name: str, raw: bytes, *, lo: float, hi: float,
-           lo_open: bool = False) -> float:
-    value = obj.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(name, value, "must be a number", raw)
-    value = float(value)
-    if not math.isfinite(value) or value > hi or value < lo or (lo_open and value == lo):
-        lo_b = "(" if lo_open else "["
-        raise _fail(name, value, f"must be finite and in {lo_b}{lo}, {hi}]", raw)
-    return value
+def _decode(cls: type[_E], objs: list[Any], raws: list[bytes]) -> list[_E | EventDecodeError]:
+    names, checks = _specs(cls)
+    errors: dict[int, EventDecodeError] = {
+        i: o for i, o in enumerate(objs) if type(o) is not dict
+    }
+    rows = objs if not errors else [o for o in objs if type(o) is dict]
+    where = range(len(objs)) if not errors else [i for i, o in enumerate(objs) if type(o) is dict]
+    columns: list[list[Any]] = [[]] * len(names)
+    if rows:
+        for pos, name, rule in checks:
+            if rule.absent is None:
+                values = list(map(dict.get, rows, repeat(name)))
+            else:
+                values = list(map(dict.get, rows, repeat(name), repeat(_ABSENT)))
+            got: list[Any] | None = rule.column(values)
+            if got is None:
+                got = []
+                for i, v in zip(where, values, strict=True):
+                    if i in errors:
+                        got.append(None)
+                        continue
+                    try:
+                        got.append(rule.read(v, name, raws[i]))
+                    except EventDecodeError as exc:
+                        errors[i] = exc
+                        got.append(None)
+            columns[pos] = got
+    make: Any = cls  # the columns are in field order, each value read by its field's rule
+    if not errors:
+        return list(map(make, *columns))
+    out: list[Any] = [errors.get(i) for i in range(len(objs))]
+    for i, row in zip(where, zip(*columns, strict=True), strict=True):
+        if i not in errors:
+            out[i] = make(*row)
+    return out
+
+
+def _one(cls: type[_E], raw: bytes) -> _E:
+    item = decode_batch(cls, [raw])[0]
+    if isinstance(item, EventDecodeError):
+        raise item
+    return item
 
 
 def decode_decision(raw: bytes) -> DecisionEvent:
-    obj = _load(raw)
-    ctx = obj.get("context")
-    if not isinstance(ctx, list) or not ctx:
-        raise _fail("context", ctx, "must be a non-empty array of numbers", raw)
-    # Fast path: orjson yields Python floats for JSON reals and refuses NaN/Infinity, so a
-    # context of floats only needs one finiteness check; anything else is checked per item.
-    if (
-        not all(type(v) is float for v in ctx)
-        or not math.isfinite(sum(ctx))
-        or max(map(abs, ctx)) > MAX_CONTEXT_ABS
-    ):
-        for i, v in enumerate(ctx):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-                raise _fail(f"context[{i}]", v, "must be a finite number", raw)
-            if abs(v) > MAX_CONTEXT_ABS:
-                raise _fail(f"context[{i}]", v, f"must be within ±{MAX_CONTEXT_ABS:g} (Float32)",
-                            raw)
-    eligible = obj.get("eligible", [])
-    if not isinstance(eligible, list) or not all(isinstance(a, str) and a for a in eligible):
-        raise _fail("eligible", eligible, "must be an array of arm ids", raw)
-    return DecisionEvent(
-        event_id=_str(obj, "event_id", raw),
-        decision_id=_str(obj, "decision_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
-        unit_id=_str(obj, "unit_id", raw),
-        conversation_id=_str(obj, "conversation_id", raw),
-        experiment_id=_str(obj, "experiment_id", raw),
-        variant=_str(obj, "variant", raw),
-        arm_id=_str(obj, "arm_id", raw),
-        propensity=_float(obj, "propensity", raw, lo=0.0, hi=1.0, lo_open=True),
-        policy_version=_str(obj, "policy_version", raw),
-        context=tuple(ctx) if all(type(v) is float for v in ctx) else tuple(float(v) for v in ctx),
-        eligible=tuple(eligible),
-    )
+    """One decision (:func:`decode_batch` of one message); raises :class:`EventDecodeError`."""
+    return _one(DecisionEvent, raw)
 
 
 def decode_feedback(raw: bytes) -> FeedbackEvent:
-    obj = _load(raw)
-    retried = obj.get("retried")
-    if retried is not None and not isinstance(retried, bool):
-        raise _fail("retried", retried, "must be true, false or null", raw)
-    rating = _int(obj, "rating", raw, lo=_RATING_RANGE[0], hi=_RATING_RANGE[1], optional=True)
-    length = _int(obj, "conversation_length", raw, lo=_LENGTH_RANGE[0], hi=_LENGTH_RANGE[1],
-                  optional=True)
-    return FeedbackEvent(
-        event_id=_str(obj, "event_id", raw),
-        decision_id=_str(obj, "decision_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
-        unit_id=_str(obj, "unit_id", raw),
-        conversation_id=_str(obj, "conversation_id", raw),
-        retried=retried,
-        rating=rating,
-        conversation_length=length,
-    )
+    """One feedback event; raises :class:`EventDecodeError`."""
+    return _one(FeedbackEvent, raw)
 
 
 def decode_engagement(raw: bytes) -> EngagementEvent:
-    obj = _load(raw)
-    return EngagementEvent(
-        event_id=_str(obj, "event_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
-        unit_id=_str(obj, "unit_id", raw),
-        screen_time_s=_float(obj, "screen_time_s", raw, lo=0.0, hi=86_400.0),
-        messages=_int(obj, "messages", raw, lo=0, hi=100_000),  # type: ignore[arg-type]
-    )
+    """One engagement event; raises :class:`EventDecodeError`."""
+    return _one(EngagementEvent, raw)
 
 
 def decode_exposure(raw: bytes) -> ExposureEvent:
-    obj = _load(raw)
-    return ExposureEvent(
-        event_id=_str(obj, "event_id", raw),
-        ts_ms=_int(obj, "ts_ms", raw, hi=MAX_TS_MS),  # type: ignore[arg-type]
-        unit_id=_str(obj, "unit_id", raw),
-        conversation_id=_str(obj, "conversation_id", raw),
-        experiment_id=_str(obj, "experiment_id", raw),
-        variant=_str(obj, "variant", raw),
-        arm_id=_str(obj, "arm_id", raw),
-        reason=_str(obj, "reason", raw),
-    )
-
-
-# --------------------------------------------------------------------------- batch decoding
-#
-# The learner decodes whole fetched batches column by column: every check below is one
-# C-level pass (``map``/``set``/``min``/``max``) over a column instead of Python code per
-# event. A batch decoder accepts a batch only when *every* event in it is in the common,
-# unambiguous valid form, and returns exactly the events the per-event decoder returns for
-# it; otherwise it returns None and the caller decodes the batch event by event (which
-# produces the dead letters and their reasons). The fast form is a strict subset of what
-# the per-event decoder accepts: schema_version the integer 1, ids non-empty strings of at
-# most 256 chars, ts_ms an integer in [0, MAX_TS_MS], propensity a float in (0, 1], context a
-# list of floats within Float32 range (JSON reals; orjson refuses NaN, Infinity and
-# overflowing doubles),
-# eligible absent or a list of non-empty strings; rating and conversation_length integers
-# in range or null, retried a bool or null. Anything else (an integer context entry, a
-# propensity written as ``1``, ...) takes the per-event path, which may still accept it.
-
-_ABSENT: Final = object()
-_DECISION_KEYS: Final = (
-    "event_id",
-    "decision_id",
-    "ts_ms",
-    "unit_id",
-    "conversation_id",
-    "experiment_id",
-    "variant",
-    "arm_id",
-    "propensity",
-    "policy_version",
-    "context",
-    "schema_version",
-)
-_DECISION_STR_COLS: Final = (0, 1, 3, 4, 5, 6, 7, 9)
-_FEEDBACK_KEYS: Final = (
-    "event_id",
-    "decision_id",
-    "ts_ms",
-    "unit_id",
-    "conversation_id",
-    "schema_version",
-)
-_get_decision: Final = itemgetter(*_DECISION_KEYS)
-_get_feedback: Final = itemgetter(*_FEEDBACK_KEYS)
-_STR: Final = frozenset({str})
-_INT: Final = frozenset({int})
-_FLOAT: Final = frozenset({float})
-_LIST: Final = frozenset({list})
-
-
-def _types(column: Iterable[Any]) -> set[type]:
-    return set(map(type, column))
-
-
-def _valid_strings(column: Sequence[Any]) -> bool:
-    return (
-        _types(column) <= _STR
-        and min(map(len, column)) >= 1
-        and max(map(len, column)) <= _MAX_ID_LEN
-    )
-
-
-def _load_objects(raws: Sequence[bytes | None]) -> list[dict[str, Any]] | None:
-    if None in raws or max(map(len, raws)) > MAX_EVENT_BYTES:  # type: ignore[arg-type]
-        return None
-    try:
-        objs = list(map(orjson.loads, raws))  # type: ignore[arg-type]
-    except orjson.JSONDecodeError:
-        return None
-    if set(map(type, objs)) != {dict}:
-        return None
-    return objs
-
-
-def _optional_ints(column: Sequence[Any], lo: int, hi: int) -> bool:
-    present = [v for v in column if v is not None]
-    return not present or (
-        _types(present) <= _INT and min(present) >= lo and max(present) <= hi
-    )
-
-
-#: Events decoded per chunk: the decoded JSON objects of one chunk are freed before the
-#: next is parsed, so the cyclic GC never has to walk a whole fetched batch of them.
-_CHUNK: Final = 512
-
-
-def decode_decision_batch(
-    raws: Sequence[bytes | None],
-) -> tuple[list[DecisionEvent], npt.NDArray[np.float64]] | None:
-    """Decode a batch of decisions at once, or None to decode them one by one.
-
-    Returns the events (equal to ``[decode_decision(r) for r in raws]``) and their
-    contexts stacked into one ``(n, dim)`` float64 array (exactly ``np.asarray(ev.context)``
-    row by row). None when the batch is empty, when any event is not in the fast form
-    described above, or when the context lengths differ within the batch.
-    """
-    if not raws:
-        return None
-    events: list[DecisionEvent] = []
-    blocks: list[npt.NDArray[np.float64]] = []
-    for lo in range(0, len(raws), _CHUNK):
-        got = _decode_decision_chunk(raws[lo : lo + _CHUNK])
-        if got is None or (blocks and got[1].shape[1] != blocks[0].shape[1]):
-            return None
-        events += got[0]
-        blocks.append(got[1])
-    return events, blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-
-
-def _decode_decision_chunk(
-    raws: Sequence[bytes | None],
-) -> tuple[list[DecisionEvent], npt.NDArray[np.float64]] | None:
-    objs = _load_objects(raws)
-    if objs is None:
-        return None
-    try:
-        rows = list(map(_get_decision, objs))
-    except KeyError:
-        return None
-    cols = list(zip(*rows, strict=True))
-    version = cols[11]
-    if _types(version) != _INT or set(version) != {SCHEMA_VERSION}:
-        return None
-    if not all(_valid_strings(cols[i]) for i in _DECISION_STR_COLS):
-        return None
-    ts, prop, ctx = cols[2], cols[8], cols[10]
-    if _types(ts) != _INT or min(ts) < 0 or max(ts) > MAX_TS_MS:
-        return None
-    if _types(prop) != _FLOAT or min(prop) <= 0.0 or max(prop) > 1.0:
-        return None
-    if _types(ctx) != _LIST or len(set(map(len, ctx))) != 1 or not ctx[0]:
-        return None
-    if _types(chain.from_iterable(ctx)) != _FLOAT:
-        return None
-    eligible = list(map(dict.get, objs, repeat("eligible"), repeat(_ABSENT)))
-    if any(e is not _ABSENT for e in eligible):
-        given = [e for e in eligible if e is not _ABSENT]
-        if _types(given) != _LIST:
-            return None
-        names = list(chain.from_iterable(given))
-        if names and (_types(names) != _STR or min(map(len, names)) < 1):
-            return None
-        elig = [() if e is _ABSENT else tuple(e) for e in eligible]
-    else:
-        elig = [()] * len(objs)
-    X = np.array(ctx, dtype=np.float64)
-    if not np.isfinite(X).all() or np.abs(X).max() > MAX_CONTEXT_ABS:
-        return None
-    events = list(
-        map(
-            DecisionEvent,
-            *cols[:10],
-            map(tuple, ctx),
-            elig,
-        )
-    )
-    return events, X
-
-
-def decode_feedback_batch(raws: Sequence[bytes | None]) -> list[FeedbackEvent] | None:
-    """Decode a batch of feedback at once (equal to ``[decode_feedback(r) for r in raws]``),
-    or None to decode it event by event (see the fast form above)."""
-    if not raws:
-        return None
-    events: list[FeedbackEvent] = []
-    for lo in range(0, len(raws), _CHUNK):
-        got = _decode_feedback_chunk(raws[lo : lo + _CHUNK])
-        if got is None:
-            return None
-        events += got
-    return events
-
-
-def _decode_feedback_chunk(raws: Sequence[bytes | None]) -> list[FeedbackEvent] | None:
-    objs = _load_objects(raws)
-    if objs is None:
-        return None
-    try:
-        rows = list(map(_get_feedback, objs))
-    except KeyError:
-        return None
-    cols = list(zip(*rows, strict=True))
-    version = cols[5]
-    if _types(version) != _INT or set(version) != {SCHEMA_VERSION}:
-        return None
-    if not all(_valid_strings(cols[i]) for i in (0, 1, 3, 4)):
-        return None
-    ts = cols[2]
-    if _types(ts) != _INT or min(ts) < 0 or max(ts) > MAX_TS_MS:
-        return None
-    retried = list(map(dict.get, objs, repeat("retried")))
-    rating = list(map(dict.get, objs, repeat("rating")))
-    length = list(map(dict.get, objs, repeat("conversation_length")))
-    if not _types(retried) <= {bool, type(None)}:
-        return None
-    if not (_optional_ints(rating, *_RATING_RANGE) and _optional_ints(length, *_LENGTH_RANGE)):
-        return None
-    return list(map(FeedbackEvent, *cols[:5], retried, rating, length))
-
-
-_DECODERS: dict[str, Callable[[bytes], Event]] = {
-    DecisionEvent.KIND: decode_decision,
-    FeedbackEvent.KIND: decode_feedback,
-    EngagementEvent.KIND: decode_engagement,
-    ExposureEvent.KIND: decode_exposure,
-}
+    """One exposure event; raises :class:`EventDecodeError`."""
+    return _one(ExposureEvent, raw)
 
 
 def decode_event(kind: str, raw: bytes) -> Event:
     """Decode ``raw`` as an event of ``kind`` (``decision``, ``feedback``, ``engagement``,
     ``exposure``)."""
-    try:
-        decoder = _DECODERS[kind]
-    except KeyError:
-        raise EventDecodeError("kind", kind, f"must be one of {sorted(_DECODERS)}", raw) from None
-    return decoder(raw)
-
-
-# Keep ``field`` imported for subclasses that declare defaults with factories.
-_ = field
+    cls = _KINDS.get(kind)
+    if cls is None:
+        raise EventDecodeError("kind", kind, f"must be one of {sorted(_KINDS)}", raw)
+    return _one(cls, raw)  # type: ignore[type-var]

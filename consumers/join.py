@@ -29,12 +29,11 @@ result does not depend on how the consumer interleaves the two topics.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
@@ -47,17 +46,14 @@ from bandit.events import (
     EngagementEvent,
     ExposureEvent,
     FeedbackEvent,
-    decode_decision,
-    decode_decision_batch,
-    decode_engagement,
-    decode_exposure,
-    decode_feedback,
-    decode_feedback_batch,
+    decode_batch,
+    field_names,
 )
 from bandit.formats.state import WATERMARK_WINDOW
 from bandit.reward import reward_from_proxies
 
-_E = TypeVar("_E")
+_E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent)
+_first: Final = itemgetter(0)
 
 __all__ = [
     "DECISIONS",
@@ -257,7 +253,6 @@ class Outbox:
 @dataclass(slots=True)
 class _Pending:
     event: DecisionEvent
-    x: np.ndarray
     retried: bool | None = None
     rating: int | None = None
     length: int | None = None
@@ -338,51 +333,48 @@ class _Partition:
             )
         return None
 
-    def _times_ok(self, ts: Sequence[int], timestamps: Sequence[int] | None) -> bool:
-        """Whether every event time is inside the bound (the fast paths' column check)."""
-        if timestamps is None or (self.max_future_ms is None and self.max_past_ms is None):
-            return True
-        t = np.asarray(ts, dtype=np.int64)
-        b = np.asarray(timestamps, dtype=np.int64)
-        ok = np.ones(len(t), dtype=bool)
-        if self.max_future_ms is not None:
-            ok &= t <= b + self.max_future_ms
-        if self.max_past_ms is not None:
-            ok &= t >= b - self.max_past_ms
-        return bool((ok | (b < 0)).all())
-
     def _decoded(
         self,
+        source: str,
+        cls: type[_E],
         records: Iterable[tuple[int, bytes | None]],
-        topic: str,
-        decode: Callable[[bytes], _E],
-        timestamps: Sequence[int] | None = None,
+        timestamps: Sequence[int] | None,
     ) -> Iterator[tuple[int, bytes | None, _E]]:
-        """New records of ``topic`` decoded; replayed offsets skipped, undecodable ones
-        and those outside the event-time bound dead-lettered. ``timestamps`` are the
-        records' broker timestamps, aligned with ``records``. The topic's next offset
-        advances once the records are exhausted."""
-        nxt = self.offsets[topic]
-        c = self.counters
-        stamps = iter(timestamps) if timestamps is not None else None
-        for offset, raw in records:
-            broker = next(stamps) if stamps is not None else -1
-            if offset < nxt:
+        """The new records of ``source`` decoded, in offset order, by the one batch decoder
+        (:func:`bandit.events.decode_batch`); replayed offsets skipped, undecodable ones
+        and those outside the event-time bound dead-lettered with their reason and
+        original bytes. ``timestamps`` are the records' broker timestamps, aligned with
+        ``records``. The topic's next offset advances before the first event is yielded."""
+        records = records if isinstance(records, list) else list(records)
+        nxt = self.offsets[source]
+        if records and records[0][0] >= nxt and all(
+            map(int.__lt__, map(_first, records), map(_first, records[1:]))
+        ):
+            fresh: Sequence[int] = range(len(records))  # increasing and new: the common case
+            nxt = records[-1][0] + 1
+        else:
+            fresh = []
+            for i, offset in enumerate(map(_first, records)):
+                if offset >= nxt:  # below it: applied already (a redelivery)
+                    fresh.append(i)
+                    nxt = offset + 1
+        self.offsets[source] = nxt
+        self.counters.consumed += len(fresh)
+        decoded = decode_batch(cls, [records[i][1] for i in fresh])
+        future, past = self.max_future_ms, self.max_past_ms
+        bounded = timestamps is not None and (future is not None or past is not None)
+        for i, item in zip(fresh, decoded, strict=True):
+            offset, raw = records[i][0], records[i][1]
+            if isinstance(item, EventDecodeError):
+                self._dead(str(item), raw, source, offset)
                 continue
-            nxt = offset + 1
-            c.consumed += 1
-            try:
-                ev = decode(raw if raw is not None else b"")
-            except EventDecodeError as exc:
-                self._dead(str(exc), raw, topic, offset)
-                continue
-            reason = self._time_error(ev.ts_ms, broker)  # type: ignore[attr-defined]
-            if reason is not None:
-                c.out_of_time += 1
-                self._dead(reason, raw, topic, offset)
-                continue
-            yield offset, raw, ev
-        self.offsets[topic] = nxt
+            if bounded:
+                reason = self._time_error(item.ts_ms, timestamps[i])  # type: ignore[index]
+                if reason is not None:
+                    self.counters.out_of_time += 1
+                    self._dead(reason, raw, source, offset)
+                    continue
+            yield offset, raw, item
 
 
 class JoinPartition(_Partition):
@@ -477,9 +469,13 @@ class JoinPartition(_Partition):
     ) -> None:
         """Apply raw messages ``(offset, value)`` of ``source`` (decisions or feedback).
 
-        ``timestamps`` (aligned with ``records``) are the records' broker timestamps for
-        the event-time bound. Messages below the snapshot offset (already applied) are
-        skipped, so a redelivery after a rebalance is harmless.
+        The one ingest path: a fetched batch is decoded at once by the batch decoder
+        (:func:`bandit.events.decode_batch`), then every event is applied in offset order
+        (a message's outcome never depends on how the messages were batched, tested in
+        ``tests/test_learner_ingest.py``). ``timestamps`` (aligned with ``records``) are
+        the records' broker timestamps for the event-time bound. Messages below the
+        snapshot offset (already applied) are skipped, so a redelivery after a rebalance
+        is harmless.
         """
         if source == DECISIONS:
             self._ingest_decisions(records, timestamps)
@@ -488,132 +484,6 @@ class JoinPartition(_Partition):
         else:
             raise ValueError(f"source must be {DECISIONS!r} or {FEEDBACK!r}, got {source!r}")
         self.advance()
-
-    def ingest_batch(
-        self,
-        source: str,
-        offsets: Sequence[int],
-        values: Sequence[bytes | None],
-        timestamps: Sequence[int] | None = None,
-    ) -> None:
-        """Same effect as ``ingest(source, zip(offsets, values), timestamps)``, decoded
-        column-wise.
-
-        The fast path applies a batch in one go when every new message in it is valid in
-        the common form (see :func:`bandit.events.decode_decision_batch`) and passes the
-        partition's checks (known arm, context length, fresh decision id); otherwise the
-        batch goes through the per-event path, which dead-letters what it must. Both
-        paths produce identical state, outbox and counters (tested in
-        ``tests/test_learner_fastpath.py``).
-        """
-        start = _first_new(offsets, self.offsets.get(source, 0))
-        if start is None:  # offsets not increasing: let the per-event path sort it out
-            self.ingest(source, zip(offsets, values, strict=True), timestamps)
-            return
-        offsets, values = offsets[start:], values[start:]
-        if timestamps is not None:
-            timestamps = timestamps[start:]
-        if source == DECISIONS:
-            done = bool(offsets) and self._fast_decisions(offsets, values, timestamps)
-        elif source == FEEDBACK:
-            done = bool(offsets) and self._fast_feedback(offsets, values, timestamps)
-        else:
-            raise ValueError(f"source must be {DECISIONS!r} or {FEEDBACK!r}, got {source!r}")
-        if not done:
-            self.ingest(source, zip(offsets, values, strict=True), timestamps)
-            return
-        self.advance()
-
-    def _fast_decisions(
-        self,
-        offsets: Sequence[int],
-        values: Sequence[bytes | None],
-        timestamps: Sequence[int] | None,
-    ) -> bool:
-        decoded = decode_decision_batch(values)
-        if decoded is None:
-            return False
-        events, X = decoded
-        if X.shape[1] != self.dim:
-            return False
-        ids = [ev.decision_id for ev in events]
-        eids = [ev.event_id for ev in events]
-        ts = [ev.ts_ms for ev in events]
-        if (
-            not self.arm_ids.issuperset([ev.arm_id for ev in events])
-            or len(set(ids)) != len(ids)
-            or not self.pending.keys().isdisjoint(ids)
-            or not self.closed.keys().isdisjoint(ids)
-            or len(set(eids)) != len(eids)
-            or not self._decision_eids.isdisjoint(eids)
-            or not self._times_ok(ts, timestamps)
-        ):
-            return False
-        n = len(events)
-        c = self.counters
-        c.consumed += n
-        c.decisions += n
-        self._decision_eids.update(eids)
-        self.pending.update(zip(ids, map(_Pending, events, X), strict=True))
-        if self._held_ids and not self._held_ids.isdisjoint(ids):
-            self._held_arrived = True
-        seq = self._seq
-        heap = self._heap
-        if heap:
-            heap.extend(zip(ts, range(seq, seq + n), ids, strict=True))
-            heapq.heapify(heap)  # pops in the same (ts, seq) order as n heappush calls
-        else:
-            heap.extend(sorted(zip(ts, range(seq, seq + n), ids, strict=True)))
-        self._seq = seq + n
-        self._wm_decisions.observe(ts)
-        self.outbox.decisions.extend(events)
-        self.outbox.raw.update(
-            zip(eids, zip(repeat(self.partition), offsets, values), strict=True)
-        )
-        self.offsets[DECISIONS] = offsets[-1] + 1
-        return True
-
-    def _fast_feedback(
-        self,
-        offsets: Sequence[int],
-        values: Sequence[bytes | None],
-        timestamps: Sequence[int] | None,
-    ) -> bool:
-        events = decode_feedback_batch(values)
-        if events is None:
-            return False
-        eids = [fb.event_id for fb in events]
-        ts = [fb.ts_ms for fb in events]
-        if (
-            len(set(eids)) != len(eids)
-            or not self._feedback_eids.isdisjoint(eids)
-            or not self._times_ok(ts, timestamps)
-        ):
-            return False
-        n = len(events)
-        c = self.counters
-        c.consumed += n
-        c.feedback += n
-        self._feedback_eids.update(eids)
-        self._feedback_eid_order.extend(zip(ts, eids, strict=True))
-        self._wm_feedback.observe(ts)
-        pending = self.pending
-        window = self.window_ms
-        joined = self.outbox.feedback
-        raws = self.outbox.raw
-        for offset, raw, fb in zip(offsets, values, events, strict=True):
-            pend = pending.get(fb.decision_id)
-            if pend is None:
-                self._hold(fb, offset, raw)
-            elif fb.ts_ms <= pend.event.ts_ms + window:
-                pend.merge(fb)
-                c.joined += 1
-                joined.append(fb)
-                raws[fb.event_id] = (self.partition, offset, raw)
-            else:
-                self._resolve(fb, offset, raw)
-        self.offsets[FEEDBACK] = offsets[-1] + 1
-        return True
 
     def _duplicate_event(self, event_id: str, raw: bytes | None, source: str, offset: int) -> None:
         """A reused event id: applied once already, so reported and never applied again."""
@@ -630,40 +500,53 @@ class JoinPartition(_Partition):
         self, records: Iterable[tuple[int, bytes | None]], timestamps: Sequence[int] | None
     ) -> None:
         c = self.counters
-        accepted: list[int] = []
-        for offset, raw, ev in self._decoded(records, DECISIONS, decode_decision, timestamps):
-            if ev.event_id in self._decision_eids:
-                self._duplicate_event(ev.event_id, raw, DECISIONS, offset)
+        eids, pending, closed = self._decision_eids, self.pending, self.closed
+        held_ids = self._held_ids
+        dim, part = self.dim, self.partition
+        raws = self.outbox.raw
+        accepted: list[DecisionEvent] = []
+        for offset, raw, ev in self._decoded(DECISIONS, DecisionEvent, records, timestamps):
+            eid, did = ev.event_id, ev.decision_id
+            if eid in eids:
+                self._duplicate_event(eid, raw, DECISIONS, offset)
                 continue
             if ev.arm_id not in self.arm_ids and not self._learn_arm(ev.arm_id):
                 self._dead(f"arm_id is not a known arm, got {ev.arm_id!r}", raw, DECISIONS, offset)
                 continue
-            if len(ev.context) != self.dim:
+            if len(ev.context) != dim:
                 self._dead(
-                    f"context must have length {self.dim}, got {len(ev.context)}",
+                    f"context must have length {dim}, got {len(ev.context)}",
                     raw,
                     DECISIONS,
                     offset,
                 )
                 continue
-            if ev.decision_id in self.pending or ev.decision_id in self.closed:
+            if did in pending or did in closed:
                 # A producer retry or a duplicate id: applying it twice would count twice.
                 c.duplicates += 1
-                self._dead(
-                    f"decision_id is a duplicate, got {ev.decision_id!r}", raw, DECISIONS, offset
-                )
+                self._dead(f"decision_id is a duplicate, got {did!r}", raw, DECISIONS, offset)
                 continue
-            c.decisions += 1
-            self._decision_eids.add(ev.event_id)
-            self.pending[ev.decision_id] = _Pending(ev, np.asarray(ev.context, dtype=np.float64))
-            if ev.decision_id in self._held_ids:
+            eids.add(eid)
+            pending[did] = _Pending(ev)
+            if did in held_ids:
                 self._held_arrived = True
-            heapq.heappush(self._heap, (ev.ts_ms, self._seq, ev.decision_id))
-            self._seq += 1
-            accepted.append(ev.ts_ms)
-            self.outbox.decisions.append(ev)
-            self.outbox.raw[ev.event_id] = (self.partition, offset, raw)
-        self._wm_decisions.observe(accepted)
+            accepted.append(ev)
+            raws[eid] = (part, offset, raw)
+        if not accepted:
+            return
+        n = len(accepted)
+        c.decisions += n
+        ts = [ev.ts_ms for ev in accepted]
+        seq, heap = self._seq, self._heap
+        entries = zip(ts, range(seq, seq + n), [ev.decision_id for ev in accepted], strict=True)
+        if heap:
+            heap.extend(entries)
+            heapq.heapify(heap)  # pops in the same (ts, seq) order as n heappush calls
+        else:
+            heap.extend(sorted(entries))
+        self._seq = seq + n
+        self._wm_decisions.observe(ts)
+        self.outbox.decisions.extend(accepted)
 
     def _learn_arm(self, arm_id: str) -> bool:
         """Ask ``arm_known`` about an arm outside ``arm_ids``; add it if known."""
@@ -676,19 +559,29 @@ class JoinPartition(_Partition):
         self, records: Iterable[tuple[int, bytes | None]], timestamps: Sequence[int] | None
     ) -> None:
         c = self.counters
+        eids, order = self._feedback_eids, self._feedback_eid_order
+        pending, window, part = self.pending, self.window_ms, self.partition
+        joined, raws = self.outbox.feedback, self.outbox.raw
         accepted: list[int] = []
-        for offset, raw, fb in self._decoded(records, FEEDBACK, decode_feedback, timestamps):
-            if fb.event_id in self._feedback_eids:
-                self._duplicate_event(fb.event_id, raw, FEEDBACK, offset)
+        for offset, raw, fb in self._decoded(FEEDBACK, FeedbackEvent, records, timestamps):
+            eid = fb.event_id
+            if eid in eids:
+                self._duplicate_event(eid, raw, FEEDBACK, offset)
                 continue
-            c.feedback += 1
-            self._feedback_eids.add(fb.event_id)
-            self._feedback_eid_order.append((fb.ts_ms, fb.event_id))
+            eids.add(eid)
+            order.append((fb.ts_ms, eid))
             accepted.append(fb.ts_ms)
-            if fb.decision_id in self.pending:
-                self._resolve(fb, offset, raw)
-            else:
+            pend = pending.get(fb.decision_id)
+            if pend is None:
                 self._hold(fb, offset, raw)
+            elif fb.ts_ms <= pend.event.ts_ms + window:
+                pend.merge(fb)
+                c.joined += 1
+                joined.append(fb)
+                raws[eid] = (part, offset, raw)
+            else:
+                self._resolve(fb, offset, raw)
+        c.feedback += len(accepted)
         self._wm_feedback.observe(accepted)
 
     def _hold(self, fb: FeedbackEvent, offset: int, raw: bytes | None) -> None:
@@ -790,7 +683,7 @@ class JoinPartition(_Partition):
         n = len(closing)
         events = [p.event for p in closing]
         arms = [ev.arm_id for ev in events]
-        X = np.array([p.x for p in closing], dtype=np.float64)
+        X = np.array([ev.context for ev in events], dtype=np.float64)
         cfg = self.reward
         default = float(cfg.default_reward)
         # reward_from_proxies is pure and the proxies take few distinct values, so a
@@ -871,7 +764,9 @@ class JoinPartition(_Partition):
                 for p in pend
             ],
             "pending_x": (
-                np.stack([p.x for p in pend]) if pend else np.zeros((0, self.dim), dtype=np.float64)
+                np.array([p.event.context for p in pend], dtype=np.float64)
+                if pend
+                else np.zeros((0, self.dim), dtype=np.float64)
             ),
             "heap": list(self._heap),
             "seq": self._seq,
@@ -898,7 +793,7 @@ class JoinPartition(_Partition):
         nd = _N_DECISION_FIELDS
         for row, x in zip(state["pending"], state["pending_x"], strict=True):
             ev = _decision_from(row[:nd], tuple(x.tolist()))
-            self.pending[ev.decision_id] = _Pending(ev, np.array(x, dtype=np.float64), *row[nd:])
+            self.pending[ev.decision_id] = _Pending(ev, *row[nd:])
             # a restored decision may name an arm learnt from the registry before the crash
             if ev.arm_id not in self.arm_ids:
                 self._learn_arm(ev.arm_id)
@@ -921,62 +816,21 @@ class JoinPartition(_Partition):
         self.outbox = Outbox()
 
 
-def _first_new(offsets: Sequence[int], nxt: int) -> int | None:
-    """Index of the first offset >= ``nxt`` (offsets below it are replays), or None when
-    the offsets are not strictly increasing (then only the per-event path is exact)."""
-    if len(offsets) > 1 and not all(map(int.__lt__, offsets, offsets[1:])):  # type: ignore[arg-type]
-        return None
-    return bisect.bisect_left(offsets, nxt)
-
-
-_DECISION_FIELDS: Final = (
-    "event_id",
-    "decision_id",
-    "ts_ms",
-    "unit_id",
-    "conversation_id",
-    "experiment_id",
-    "variant",
-    "arm_id",
-    "propensity",
-    "policy_version",
-    "eligible",
+#: a decision's fields in a state row, in field order: all but the context (stored as one
+#: array beside the rows) and the schema version (the state file has its own)
+_DECISION_FIELDS: Final = tuple(
+    n for n in field_names(DecisionEvent) if n not in ("context", "schema_version")
 )
 _N_DECISION_FIELDS: Final = len(_DECISION_FIELDS)
-
-
-def _flat_decision(ev: DecisionEvent) -> tuple[Any, ...]:
-    return (
-        ev.event_id,
-        ev.decision_id,
-        ev.ts_ms,
-        ev.unit_id,
-        ev.conversation_id,
-        ev.experiment_id,
-        ev.variant,
-        ev.arm_id,
-        ev.propensity,
-        ev.policy_version,
-        ev.eligible,
-    )
+_flat_decision: Final = attrgetter(*_DECISION_FIELDS)
+#: a feedback event's fields in a state row: all of them, in field order
+_flat_feedback: Final = attrgetter(*field_names(FeedbackEvent))
 
 
 def _decision_from(row: Sequence[Any], context: tuple[float, ...]) -> DecisionEvent:
-    return DecisionEvent(*row[:10], context=context, eligible=tuple(row[10]))
-
-
-def _flat_feedback(fb: FeedbackEvent) -> tuple[Any, ...]:
-    return (
-        fb.event_id,
-        fb.decision_id,
-        fb.ts_ms,
-        fb.unit_id,
-        fb.conversation_id,
-        fb.retried,
-        fb.rating,
-        fb.conversation_length,
-        fb.schema_version,
-    )
+    values = dict(zip(_DECISION_FIELDS, row, strict=True))
+    values["eligible"] = tuple(values["eligible"])
+    return DecisionEvent(**values, context=context)
 
 
 class EngagementPartition(_Partition):
@@ -996,30 +850,24 @@ class EngagementPartition(_Partition):
         self.counters = Counters()
         self.outbox = Outbox()
 
-    def ingest_batch(
-        self,
-        source: str,
-        offsets: Sequence[int],
-        values: Sequence[bytes | None],
-        timestamps: Sequence[int] | None = None,
-    ) -> None:
-        """Same as :meth:`ingest` over ``zip(offsets, values)`` (engagement is low volume)."""
-        self.ingest(source, zip(offsets, values, strict=True), timestamps)
-
     def ingest(
         self,
         source: str,
         records: Iterable[tuple[int, bytes | None]],
         timestamps: Sequence[int] | None = None,
     ) -> None:
+        """Apply raw messages ``(offset, value)`` of ``source`` (engagement or exposures)."""
+        raws = self.outbox.raw
         if source == EXPOSURES:
-            for offset, raw, exp in self._decoded(records, EXPOSURES, decode_exposure, timestamps):
+            for offset, raw, exp in self._decoded(source, ExposureEvent, records, timestamps):
                 self.outbox.exposures.append(exp)
-                self.outbox.raw[exp.event_id] = (self.partition, offset, raw)
-            return
-        for offset, raw, ev in self._decoded(records, ENGAGEMENT, decode_engagement, timestamps):
-            self.outbox.engagement.append(ev)
-            self.outbox.raw[ev.event_id] = (self.partition, offset, raw)
+                raws[exp.event_id] = (self.partition, offset, raw)
+        elif source == ENGAGEMENT:
+            for offset, raw, ev in self._decoded(source, EngagementEvent, records, timestamps):
+                self.outbox.engagement.append(ev)
+                raws[ev.event_id] = (self.partition, offset, raw)
+        else:
+            raise ValueError(f"source must be {ENGAGEMENT!r} or {EXPOSURES!r}, got {source!r}")
 
     def advance(self) -> None:
         return None

@@ -58,8 +58,6 @@ Unit = JoinPartition | EngagementPartition
 _offset_of = attrgetter("offset")
 _value_of = attrgetter("value")
 _timestamp_of = attrgetter("timestamp")
-_first = itemgetter(0)
-_second = itemgetter(1)
 _third = itemgetter(2)
 
 #: Largest dead-letter value sent as is. Larger originals (an oversized event) are
@@ -407,12 +405,11 @@ class KafkaLearner:
                 self.units[key] = unit
             before.setdefault(key, m.snapshot_counts(unit))
             if self._lean:  # (offset, value, timestamp) from the lean PartitionRecords
-                offsets, values = list(map(_first, records)), list(map(_second, records))
-                stamps = list(map(_third, records))
+                pairs, stamps = records, list(map(_third, records))
             else:
-                offsets, values = list(map(_offset_of, records)), list(map(_value_of, records))
+                pairs = list(zip(map(_offset_of, records), map(_value_of, records), strict=True))
                 stamps = [-1 if t is None else t for t in map(_timestamp_of, records)]
-            unit.ingest_batch(self.roles[tp.topic], offsets, values, stamps)
+            unit.ingest(self.roles[tp.topic], pairs, stamps)
             touched[key] = unit
         for key, unit in touched.items():
             unit.advance()

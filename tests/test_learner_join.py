@@ -311,13 +311,13 @@ def test_join_learns_an_arm_the_registry_knows_and_dead_letters_the_rest() -> No
         return arm_id in registry
 
     p = part(arm_known=arm_known)
-    # a batch with an unknown arm falls back to the per-event path, which asks the registry
-    p.ingest_batch(DECISIONS, [0, 1, 2], [dec(0, T0, "late-expert"), dec(1, T0 + 1, "gpt35"),
-                                          dec(2, T0 + 2, "never")])
+    # a decision naming an arm outside arm_ids makes the partition ask the registry
+    p.ingest(DECISIONS, [(0, dec(0, T0, "late-expert")), (1, dec(1, T0 + 1, "gpt35")),
+                         (2, dec(2, T0 + 2, "never"))])
     assert "late-expert" in p.arm_ids and "never" not in p.arm_ids
     assert [d.reason for d in p.outbox.dead_letters] == ["arm_id is not a known arm, got 'never'"]
-    # once learnt, the arm is not asked about again (the fast path takes the next batch)
-    p.ingest_batch(DECISIONS, [3], [dec(3, T0 + 3, "late-expert")])
+    # once learnt, the arm is not asked about again
+    p.ingest(DECISIONS, [(3, dec(3, T0 + 3, "late-expert"))])
     assert asked == ["late-expert", "never"]
     # a restored partition relearns the arms of its pending decisions
     restored = part(arm_known=arm_known)

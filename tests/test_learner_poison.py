@@ -68,19 +68,19 @@ def _run(
     stamps_f: Sequence[int] | None = None,
     **kw,  # type: ignore[no-untyped-def]
 ) -> JoinPartition:
-    """Both topics in alternating chunks through the column-wise path."""
+    """Both topics in alternating chunks (each chunk decoded as one batch)."""
     p = _part(**kw)
     i = j = 0
     while i < len(decisions) or j < len(feedback):
         if i < len(decisions):
             sl = slice(i, i + chunk)
-            p.ingest_batch(DECISIONS, list(range(i, min(i + chunk, len(decisions)))),
-                           decisions[sl], None if stamps_d is None else stamps_d[sl])
+            p.ingest(DECISIONS, list(enumerate(decisions[sl], start=i)),
+                     None if stamps_d is None else stamps_d[sl])
             i += chunk
         if j < len(feedback):
             sl = slice(j, j + chunk)
-            p.ingest_batch(FEEDBACK, list(range(j, min(j + chunk, len(feedback)))),
-                           feedback[sl], None if stamps_f is None else stamps_f[sl])
+            p.ingest(FEEDBACK, list(enumerate(feedback[sl], start=j)),
+                     None if stamps_f is None else stamps_f[sl])
             j += chunk
     return p
 
@@ -160,7 +160,7 @@ def test_learner_low_watermark_does_not_depend_on_batching() -> None:
 def test_learner_event_time_outside_store_range_is_dead_lettered(field: str, value: int) -> None:
     p = _part()
     raw = orjson.dumps({**orjson.loads(_future_decision(0)), field: value})
-    p.ingest_batch(DECISIONS, [0], [raw])
+    p.ingest(DECISIONS, [(0, raw)])
     assert p.counters.dead_lettered == 1 and not p.pending
     assert p.outbox.dead_letters[0].raw == raw
     assert "ts_ms" in p.outbox.dead_letters[0].reason
@@ -175,11 +175,13 @@ def test_learner_reused_event_id_is_applied_once() -> None:
     for path in ("batch", "event"):
         p = _part()
         if path == "batch":
-            p.ingest_batch(DECISIONS, list(range(len(d) + 1)), [*d, reused])
-            p.ingest_batch(FEEDBACK, list(range(len(fbs) + 1)), [*fbs, fb_reused])
-        else:
-            p.ingest(DECISIONS, enumerate([*d, reused]))
-            p.ingest(FEEDBACK, enumerate([*fbs, fb_reused]))
+            p.ingest(DECISIONS, list(enumerate([*d, reused])))
+            p.ingest(FEEDBACK, list(enumerate([*fbs, fb_reused])))
+        else:  # one message at a time
+            for k, raw in enumerate([*d, reused]):
+                p.ingest(DECISIONS, [(k, raw)])
+            for k, raw in enumerate([*fbs, fb_reused]):
+                p.ingest(FEEDBACK, [(k, raw)])
         assert p.counters.duplicates == 2, path
         assert "other" not in p.pending
         assert {dl.raw for dl in p.outbox.dead_letters} == {reused, fb_reused}
@@ -202,7 +204,7 @@ def test_learner_held_feedback_dead_letter_carries_original_bytes() -> None:
 # --------------------------------------------------------------------------- property test
 #
 # Streams of good events with bad ones spliced in at random places, fed in random
-# chunkings through the column-wise path with broker timestamps, against the same good
+# chunkings (each chunk decoded as one batch) with broker timestamps, against the same good
 # events alone. A bad event takes type-boundary or absurd values; each is also made
 # unusable in a second way (a feedback names an unknown decision, a decision an unknown
 # arm), so even a value the schema accepts (a conversation length of 0) cannot count.
@@ -299,8 +301,7 @@ def _feed(topics: dict[str, list[tuple[bytes, int, bool]]], cuts: dict[str, list
         if not len(idx):
             continue
         rows = topics[t]
-        p.ingest_batch(t, [int(i) for i in idx], [rows[i][0] for i in idx],
-                       [rows[i][1] for i in idx])
+        p.ingest(t, [(int(i), rows[i][0]) for i in idx], [rows[i][1] for i in idx])
         # liveness: whatever the chunk held, its offsets are consumed at once
         assert p.offsets[t] == int(idx[-1]) + 1
     return p

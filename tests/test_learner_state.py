@@ -28,11 +28,11 @@ KEY = b"k" * 32
 def _busy_partition():  # type: ignore[no-untyped-def]
     stream = make_stream(2, 300, partitions=1, dim=4, window_ms=10_000, step_ms=200)
     p = part()
-    p.ingest_batch(DECISIONS, list(range(len(stream.decisions[0]))), stream.decisions[0])
+    p.ingest(DECISIONS, list(enumerate(stream.decisions[0])))
     # feedback ahead of its decisions is held (with its original bytes)
     p.ingest(FEEDBACK, [(0, b' {"schema_version":1,"event_id":"h","decision_id":"later",'
                             b'"ts_ms":1700000099000,"unit_id":"u","conversation_id":"c"}')])
-    p.ingest_batch(FEEDBACK, list(range(1, len(stream.feedback[0]) + 1)), stream.feedback[0])
+    p.ingest(FEEDBACK, list(enumerate(stream.feedback[0], start=1)))
     assert p.pending and p.closed and p.held
     return p
 
