@@ -1,7 +1,10 @@
 """Many seeds (or a hyper-parameter grid) of disjoint LinUCB as one batched tensor program.
 
-State per (run s, arm k): ``A⁻¹`` (S, K, d, d) kept by Sherman–Morrison rank-one updates
-(A⁻¹ ← A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ / (1 + xᵀA⁻¹x)) and ``b`` (S, K, d). Score, exactly as
+The batched-tensor twin of the core's LinUCB, kept for many runs at once on a GPU or
+CPU; tests/test_sim_torch_core.py checks its scores and updates against the core's
+``score_batch`` on the same events. State per (run s, arm k): ``A⁻¹`` (S, K, d, d) kept
+by Sherman–Morrison rank-one updates (A⁻¹ ← A⁻¹ − (A⁻¹x)(A⁻¹x)ᵀ / (1 + xᵀA⁻¹x),
+:func:`linucb_update`) and ``b`` (S, K, d). Score (:func:`linucb_scores`), as
 :class:`bandit.policies.linucb.LinUCB`: θ_kᵀx + α_s·sqrt(xᵀA_k⁻¹x) with the probability
 floor of :func:`bandit.policies.common.floored_argmax` (non-maximal arms get ``floor``).
 Feedback is delayed and batched: updates are applied every ``update_every`` steps.
@@ -26,7 +29,13 @@ import torch
 from bandit.errors import InvalidInputError
 from simulations.world import World
 
-__all__ = ["BatchedLinUCBResult", "resolve_device", "simulate_linucb_batched"]
+__all__ = [
+    "BatchedLinUCBResult",
+    "linucb_scores",
+    "linucb_update",
+    "resolve_device",
+    "simulate_linucb_batched",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -66,6 +75,38 @@ class BatchedLinUCBResult:
             "seed_steps_per_s": self.seed_steps_per_s,
             "mean_final_regret": float(self.cumulative_regret[:, -1].mean()),
         }
+
+
+def linucb_scores(theta: torch.Tensor, a_inv: torch.Tensor, x: torch.Tensor,
+                  alpha: torch.Tensor) -> torch.Tensor:
+    """θ_kᵀx + α_s·sqrt(xᵀA_k⁻¹x) for every run s and arm k: (S, K).
+
+    ``theta`` (S, K, d), ``a_inv`` (S, K, d, d), ``x`` (S, d), ``alpha`` (S,): the batched
+    form of the core LinUCB's ``score_batch`` scores (tests/test_sim_torch_core.py).
+    """
+    S, K, d = theta.shape
+    mean = torch.einsum("skd,sd->sk", theta, x)
+    # xᵀA⁻¹x for every arm: one batched matrix–vector product over (K·d, d) per run.
+    ax = torch.matmul(a_inv.view(S, K * d, d), x.unsqueeze(2)).view(S, K, d)
+    var = torch.einsum("ski,si->sk", ax, x).clamp_min_(0)
+    return torch.addcmul(mean, alpha[:, None], var.sqrt_())
+
+
+def linucb_update(a_inv: torch.Tensor, b: torch.Tensor, theta: torch.Tensor, arm: torch.Tensor,
+                  x: torch.Tensor, r: torch.Tensor, runs: torch.Tensor | None = None) -> None:
+    """In place: run s learns (arm[s], x[s], r[s]) — Sherman–Morrison on that arm's A⁻¹,
+    b += r·x and θ = A⁻¹b of that arm only (the core's rank-one update). ``runs`` is
+    ``arange(S)`` (pass it to avoid one allocation per call)."""
+    if runs is None:
+        runs = torch.arange(a_inv.shape[0], device=a_inv.device)
+    m = a_inv[runs, arm]
+    mx = torch.matmul(m, x.unsqueeze(2)).squeeze(2)
+    denom = 1.0 + torch.einsum("si,si->s", mx, x)
+    m_new = m - torch.einsum("si,sj->sij", mx, mx) / denom[:, None, None]
+    a_inv[runs, arm] = m_new
+    b_new = b[runs, arm] + r[:, None] * x
+    b[runs, arm] = b_new
+    theta[runs, arm] = torch.matmul(m_new, b_new.unsqueeze(2)).squeeze(2)
 
 
 def _draw_run(world: World, seq: np.random.SeedSequence, steps: int, steps_per_day: int
@@ -169,12 +210,7 @@ def _run(world: World, seeds: list[np.random.SeedSequence], steps: int,
         act = active[day]
         n_act = n_act_day[day]
         act_idx = act_idx_day[day]
-        mean = torch.einsum("skd,sd->sk", theta, x)
-        # xᵀA⁻¹x for every arm: one batched matrix–vector product over (K·d, d) per run.
-        ax = torch.matmul(a_inv.view(S, K * d, d), x.unsqueeze(2)).view(S, K, d)
-        var = torch.einsum("ski,si->sk", ax, x).clamp_min_(0)
-        scores = torch.addcmul(mean, alpha[:, None], var.sqrt_())
-        scores = torch.where(act, scores, neg_inf)
+        scores = torch.where(act, linucb_scores(theta, a_inv, x, alpha), neg_inf)
         f = min(probability_floor, 1.0 / n_act)
         best = scores.argmax(dim=1)
         u = U[:, t, 0]
@@ -206,15 +242,7 @@ def _run(world: World, seeds: list[np.random.SeedSequence], steps: int,
         pend_r.append(r)
         if len(pend_a) >= update_every or t == steps - 1:
             for ca, cx, cr in zip(pend_a, pend_x, pend_r, strict=True):
-                # Sherman–Morrison on the chosen arm of each run; θ of that arm only.
-                m = a_inv[runs, ca]
-                mx = torch.matmul(m, cx.unsqueeze(2)).squeeze(2)
-                denom = 1.0 + torch.einsum("si,si->s", mx, cx)
-                m_new = m - torch.einsum("si,sj->sij", mx, mx) / denom[:, None, None]
-                a_inv[runs, ca] = m_new
-                b_new = b[runs, ca] + cr[:, None] * cx
-                b[runs, ca] = b_new
-                theta[runs, ca] = torch.matmul(m_new, b_new.unsqueeze(2)).squeeze(2)
+                linucb_update(a_inv, b, theta, ca, cx, cr, runs)
             pend_a, pend_x, pend_r = [], [], []
     if dev.type == "cuda":
         torch.cuda.synchronize()
