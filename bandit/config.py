@@ -116,7 +116,9 @@ class PolicyConfig:
         Raises :class:`ConfigError` naming the field when the policy needs a value the
         section does not give (e.g. ``policy.arm_feature_dim`` for ``hybrid_linucb``).
         """
-        cls = POLICY_PARAMS[self.name]
+        cls = POLICY_PARAMS.get(self.name)
+        if cls is None:
+            raise ConfigError("policy.name", self.name, f"must be one of {sorted(POLICY_PARAMS)}")
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
 
     @classmethod

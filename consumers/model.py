@@ -75,7 +75,7 @@ def load_or_create_prior(
             for arm in arms:
                 if arm.arm_id not in loaded_arms:
                     loaded_arms.add(arm)
-        return policy, loaded_arms
+        return _additive(policy), loaded_arms
     published = snapshot_path(config.serve.snapshot_dir)
     if published.exists() and arms is None:
         policy, arms, _ = load_policy_snapshot(published)
@@ -91,8 +91,23 @@ def load_or_create_prior(
                 f"({registry.path if registry is not None else 'not given'}) names no arm",
             )
         policy = make_policy(config.policy, arms)
+    _additive(policy)
     save_policy_snapshot(prior, policy, arms, extra={"role": "learner-prior"}, key=key)
     return policy, arms
+
+
+def _additive(policy: Any) -> Any:
+    """The learner merges partition deltas, so its policy must be additive."""
+    from bandit.policies import AdditivePolicy
+
+    if not isinstance(policy, AdditivePolicy):
+        raise ConfigError(
+            "policy.name", policy.name,
+            "is not additive: its state cannot be merged across learner partitions (use a "
+            "linear policy, or vw with policy.vw_exploration epsilon, bag, softmax, regcb "
+            "or regcbopt)",
+        )
+    return policy
 
 
 def _registry_arms(registry: RegistryFile, config: Config) -> ArmRegistry | None:

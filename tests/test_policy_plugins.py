@@ -21,7 +21,7 @@ def _arms() -> ArmRegistry:
 
 def test_vw_is_found_through_its_entry_point() -> None:
     assert "vw" in policies.POLICY_NAMES
-    assert policies._plugins()["vw"].value == "bandit.adapters.vw:VWPolicy"
+    assert policies._plugins()["vw"].value == "bandit.adapters.vw:make_vw_policy"
     pol = policies.make_policy(PolicyConfig(name="vw", dim=3), _arms())
     assert type(pol).__module__ == "bandit.adapters.vw"
 

@@ -15,16 +15,29 @@ like disjoint LinUCB.
   pass ``propensity=`` (and ``eligible=``) explicitly, or the policy uses what it
   remembers from its own recent ``choose`` calls for the same context and arm, or
   1/K of the currently active arms as a last resort.
-* State is a VW model, not additive sufficient statistics: the policy implements
-  :class:`~bandit.policies.base.Policy` (choose, learn, snapshot), not
-  :class:`~bandit.policies.base.AdditivePolicy`. Snapshots store the serialised workspace.
+* State is a VW model. Snapshots store the serialised workspace.
+* Partitioned learning goes through vowpal-wabbit-next's delta API: a partition learns
+  into a copy of the base model and its statistics are the :class:`VWDelta` to it
+  (``calculate_delta``); deltas merge with ``merge_deltas`` — VW's model merge, which
+  averages each weight over the partitions weighted by their adaptive (AdaGrad)
+  accumulators and sums the accumulators — and ``apply`` folds one in
+  (``apply_delta``). So with :func:`make_vw_policy` an exploration whose whole state is
+  in the weights (``epsilon``, ``bag``, ``softmax``, ``regcb``, ``regcbopt``) gives a
+  :class:`PartitionedVWPolicy`, an :class:`~bandit.policies.base.AdditivePolicy` the
+  partitioned learner can learn like the linear policies. ``squarecb`` and ``cover``
+  keep an exploration counter that a delta does not carry (applying one restarts their
+  exploration from uniform), so they give a plain :class:`VWPolicy`
+  (:class:`~bandit.policies.base.Policy` only: one learner owns the model).
+* Arms are VW features named from a hash of the arm id, so that every process (each
+  partition's learner) names an arm alike and merged deltas agree.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, cast
 
 import numpy as np
@@ -37,7 +50,7 @@ from bandit.errors import ConfigError, InvalidInputError, UnknownArmError
 from bandit.linear import _as_reward, as_context, as_contexts, as_rewards
 from bandit.policies.base import Choice
 
-__all__ = ["VWPolicy", "vw_args"]
+__all__ = ["PartitionedVWPolicy", "VWDelta", "VWPolicy", "make_vw_policy", "vw_args"]
 
 _EXPLORATION = {
     "squarecb": lambda c: ["--squarecb"],
@@ -49,6 +62,8 @@ _EXPLORATION = {
     "regcbopt": lambda c: ["--regcbopt"],
 }
 _MEMO_MAX = 20_000
+#: explorations whose whole state is in the weights, so that a model delta carries it
+MERGEABLE_EXPLORATIONS = frozenset({"epsilon", "bag", "softmax", "regcb", "regcbopt"})
 
 
 def vw_args(config: VWParams) -> list[str]:
@@ -104,7 +119,8 @@ class VWPolicy:
     def _arm_feature(self, arm_id: str) -> str:
         feat = self._feature.get(arm_id)
         if feat is None:
-            feat = self._feature[arm_id] = f"arm{len(self._feature)}"
+            digest = hashlib.blake2b(arm_id.encode(), digest_size=8).hexdigest()
+            feat = self._feature[arm_id] = f"arm_{digest}"
         return feat
 
     def _eligible(self, eligible: Sequence[str] | None) -> tuple[str, ...]:
@@ -125,19 +141,23 @@ class VWPolicy:
         return hit
 
     def _examples(self, x: npt.NDArray[np.float64], ids: Sequence[str],
-                  label: tuple[int, float, float] | None = None) -> list[vw.Example]:
-        shared = self._parser.parse_line("shared |x " + self._fmt % tuple(x.tolist()))
+                  label: tuple[int, float, float] | None = None,
+                  parser: vw.TextFormatParser | None = None) -> list[vw.Example]:
+        """The multi-line example of ``x`` over ``ids``, parsed for the policy's workspace
+        (action lines cached) or, given ``parser``, for that parser's workspace."""
+        cache = parser is None
+        parse = (self._parser if parser is None else parser).parse_line
+        shared = parse("shared |x " + self._fmt % tuple(x.tolist()))
         out = [shared]
         for j, arm_id in enumerate(ids):
             if label is not None and j == label[0]:
-                out.append(self._parser.parse_line(
-                    f"0:{label[1]!r}:{label[2]!r} |a {self._arm_feature(arm_id)}"
-                ))
+                out.append(parse(f"0:{label[1]!r}:{label[2]!r} |a {self._arm_feature(arm_id)}"))
             else:
-                line = self._action_lines.get(arm_id)
+                line = self._action_lines.get(arm_id) if cache else None
                 if line is None:
-                    line = self._parser.parse_line(f"|a {self._arm_feature(arm_id)}")
-                    self._action_lines[arm_id] = line
+                    line = parse(f"|a {self._arm_feature(arm_id)}")
+                    if cache:
+                        self._action_lines[arm_id] = line
                 out.append(line)
         return out
 
@@ -180,7 +200,8 @@ class VWPolicy:
             self._learn(arm_id, x, r, propensity, eligible)
 
     def _learn(self, arm_id: str, x: npt.NDArray[np.float64], r: float,
-               propensity: float | None, eligible: Sequence[str] | None) -> None:
+               propensity: float | None, eligible: Sequence[str] | None,
+               workspace: vw.Workspace | None = None) -> None:
         memo = self._memo.pop((x.tobytes(), arm_id), None)
         ids: tuple[str, ...]
         if eligible is not None:
@@ -195,8 +216,12 @@ class VWPolicy:
             propensity = memo[0] if memo is not None else 1.0 / len(ids)
         if not 0.0 < propensity <= 1.0:
             raise InvalidInputError("propensity", propensity, "must be in (0, 1]")
-        self._ws.learn_one(self._examples(x, ids, (ids.index(arm_id), -r, float(propensity))))
-        self._events += 1
+        label = (ids.index(arm_id), -r, float(propensity))
+        if workspace is None:
+            self._ws.learn_one(self._examples(x, ids, label))
+            self._events += 1
+        else:
+            workspace.learn_one(self._examples(x, ids, label, vw.TextFormatParser(workspace)))
 
     def update_batch(
         self, arm_ids: Sequence[str], contexts: npt.ArrayLike, rewards: npt.ArrayLike
@@ -213,10 +238,11 @@ class VWPolicy:
     # ---- snapshots
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         with self._lock:
-            names = sorted(self._feature, key=lambda a: int(self._feature[a][3:]))
+            names = sorted(self._feature)
             return {
                 "vw_model": np.frombuffer(self._ws.serialize(), dtype=np.uint8).copy(),
                 "arm_ids": np.array(names, dtype=np.str_),
+                "vw_features": np.array([self._feature[a] for a in names], dtype=np.str_),
                 "events": np.array(self._events),
             }
 
@@ -225,16 +251,166 @@ class VWPolicy:
             model = bytes(np.asarray(arrays["vw_model"], dtype=np.uint8).tobytes())
             names = [str(a) for a in np.asarray(arrays["arm_ids"]).reshape(-1)]
             events = int(np.asarray(arrays["events"]))
+            # snapshots before hashed feature names numbered the arms in order of use
+            features = ([str(f) for f in np.asarray(arrays["vw_features"]).reshape(-1)]
+                        if "vw_features" in arrays else [f"arm{i}" for i in range(len(names))])
         except KeyError as exc:
             raise InvalidInputError("arrays", sorted(arrays), f"misses {exc}") from None
         ws = vw.Workspace(self._args, model_data=model)
         with self._lock:
             self._ws = ws
             self._parser = vw.TextFormatParser(ws)
-            self._feature = {a: f"arm{i}" for i, a in enumerate(names)}
+            self._feature = dict(zip(names, features, strict=True))
             self._action_lines.clear()
             self._memo.clear()
             self._events = events
 
     def __repr__(self) -> str:
         return f"VWPolicy(args={self._args!r}, events={self._events})"
+
+
+class VWDelta:
+    """Statistics of a :class:`PartitionedVWPolicy`: what a workspace learnt since a base.
+
+    Live while a partition accumulates (a workspace trained from the base model), frozen
+    once merged or read back from a state file (a ``vw.ModelDelta``). ``merge`` is VW's
+    model merge (``merge_deltas``); deltas merged or applied together must share the base.
+    """
+
+    def __init__(self, args: list[str], base: vw.Workspace, *,
+                 workspace: vw.Workspace | None = None, delta: vw.ModelDelta | None = None,
+                 events: int = 0) -> None:
+        self._args = args
+        self._base = base
+        self._ws = workspace
+        self._delta = delta
+        self.events = events
+
+    def model_delta(self) -> vw.ModelDelta:
+        if self._ws is not None:
+            return vw.calculate_delta(self._base, self._ws)
+        if self._delta is None:  # nothing learnt: the delta of the base to itself
+            self._delta = vw.calculate_delta(self._base, self._base)
+        return self._delta
+
+    def learning_workspace(self) -> vw.Workspace:
+        """The workspace new events are learnt into (base + this delta)."""
+        if self._ws is None:
+            if self._delta is None:
+                self._ws = vw.Workspace(self._args, model_data=self._base.serialize())
+            else:
+                self._ws = vw.apply_delta(self._base, self._delta)
+            self._delta = None
+        return self._ws
+
+    def merge(self, other: Any) -> VWDelta:
+        if not isinstance(other, VWDelta):
+            raise InvalidInputError("other", type(other).__name__, "must be VWDelta")
+        merged = vw.merge_deltas([self.model_delta(), other.model_delta()])
+        return VWDelta(self._args, self._base, delta=merged, events=self.events + other.events)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "vw_delta": np.frombuffer(self.model_delta().serialize(), dtype=np.uint8).copy(),
+            "events": np.array(self.events),
+        }
+
+    def __repr__(self) -> str:
+        return f"VWDelta(events={self.events})"
+
+
+class PartitionedVWPolicy(VWPolicy):
+    """A :class:`VWPolicy` whose state merges across learner partitions through model
+    deltas (module docstring); built by :func:`make_vw_policy` for explorations in
+    :data:`MERGEABLE_EXPLORATIONS`."""
+
+    def __init__(self, params: VWParams, arms: ArmRegistry,
+                 model_data: bytes | None = None) -> None:
+        if isinstance(params, VWParams) and params.vw_exploration not in MERGEABLE_EXPLORATIONS:
+            raise ConfigError("policy.vw_exploration", params.vw_exploration,
+                              f"must be one of {sorted(MERGEABLE_EXPLORATIONS)} to merge "
+                              "across partitions (its exploration state is in the weights)")
+        super().__init__(params, arms, model_data)
+
+    def _copy(self) -> vw.Workspace:
+        return vw.Workspace(self._args, model_data=self._ws.serialize())
+
+    def empty_statistics(self) -> VWDelta:
+        """A zero delta whose base is the current model."""
+        with self._lock:
+            return VWDelta(self._args, self._copy())
+
+    def accumulate(self, stats: Any, arm_ids: Sequence[str], contexts: npt.ArrayLike,
+                   rewards: npt.ArrayLike, *,
+                   propensities: npt.ArrayLike | None = None) -> VWDelta:
+        """Learn a batch into ``stats`` (in place) and return it.
+
+        ``propensities`` are the logged probabilities of the chosen arms; without them
+        each event is learnt at 1/K of the active arms (VW weighs costs by 1/propensity).
+        """
+        st = self._as_delta(stats, "stats")
+        ids = list(arm_ids)
+        X = as_contexts(contexts, self._dim, len(ids))
+        r = as_rewards(rewards, len(ids))
+        p = None if propensities is None else as_rewards(propensities, len(ids))
+        for i, a in enumerate(ids):
+            if not isinstance(a, str) or a not in self.arms:
+                raise UnknownArmError(a, field=f"arm_ids[{i}]")
+        with self._lock:
+            ws = st.learning_workspace()
+            for i, (a, x) in enumerate(zip(ids, X, strict=True)):
+                self._learn(a, x, float(r[i]), None if p is None else float(p[i]), None, ws)
+            st.events += len(ids)
+        return st
+
+    def statistics_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> VWDelta:
+        """A delta written by :meth:`VWDelta.to_arrays`, based on the current model."""
+        try:
+            data = bytes(np.asarray(arrays["vw_delta"], dtype=np.uint8).tobytes())
+            events = int(np.asarray(arrays["events"]))
+        except KeyError as exc:
+            raise InvalidInputError("arrays", sorted(arrays), f"misses {exc}") from None
+        with self._lock:
+            return VWDelta(self._args, self._copy(), delta=vw.ModelDelta(data), events=events)
+
+    @property
+    def statistics(self) -> VWDelta:
+        """The whole model as a delta from an untrained workspace (VW starts at zero)."""
+        with self._lock:
+            return VWDelta(self._args, vw.Workspace(self._args), workspace=self._copy(),
+                           events=self._events)
+
+    def set_statistics(self, stats: Any) -> None:
+        """Replace the model with ``stats`` taken as a delta from an untrained workspace."""
+        st = self._as_delta(stats, "stats")
+        ws = vw.apply_delta(vw.Workspace(self._args), st.model_delta())
+        with self._lock:
+            self._install(ws)
+            self._events = st.events
+
+    def apply(self, delta: Any) -> None:
+        """Fold a (merged) delta whose base is the current model in (``apply_delta``)."""
+        d = self._as_delta(delta, "delta")
+        with self._lock:
+            self._install(vw.apply_delta(self._ws, d.model_delta()))
+            self._events += d.events
+
+    def _install(self, ws: vw.Workspace) -> None:
+        self._ws = ws
+        self._parser = vw.TextFormatParser(ws)
+        self._action_lines.clear()
+        self._memo.clear()
+
+    @staticmethod
+    def _as_delta(stats: Any, field: str) -> VWDelta:
+        if not isinstance(stats, VWDelta):
+            raise InvalidInputError(field, type(stats).__name__, "must be VWDelta")
+        return stats
+
+
+def make_vw_policy(params: VWParams, arms: ArmRegistry) -> VWPolicy:
+    """The ``vw`` plugin (entry point ``switchboard.policies``): a
+    :class:`PartitionedVWPolicy` when the exploration merges, else a :class:`VWPolicy`."""
+    if isinstance(params, VWParams) and params.vw_exploration in MERGEABLE_EXPLORATIONS:
+        return PartitionedVWPolicy(params, arms)
+    return VWPolicy(params, arms)

@@ -16,7 +16,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Final
 
 from bandit.arms import ArmRegistry
-from bandit.config import LinearParams, PolicyConfig, PolicyParams
+from bandit.config import POLICY_PARAMS, LinearParams, PolicyConfig, PolicyParams
 from bandit.errors import ConfigError
 from bandit.policies.base import AdditivePolicy, Choice, Policy, Statistics
 from bandit.policies.common import BatchScores, LinearPolicy, floored_argmax, floored_distribution
@@ -84,7 +84,8 @@ def make_policy(config: PolicyConfig | PolicyParams, arms: ArmRegistry) -> Polic
         cls = _LINEAR.get(name)
         if cls is None and name not in _plugins():
             raise ConfigError("policy.name", name, f"must be one of {list(POLICY_NAMES)}")
-        params = config.params()
+        # a plugin without a spec of its own takes the whole [policy] section
+        params = config.params() if name in POLICY_PARAMS else config
     else:
         params = config
         cls = _BY_PARAMS.get(type(params))
