@@ -431,6 +431,12 @@ class _Builder:
         # arm id -> (its first action object, its features) when reading action features
         self.actions: dict[str, tuple[Any, list[tuple[str, float]]]] = {}
         self.action_conflicts = 0
+        # arm tuples (eligible arms, _multi actions) repeat from line to line: one object
+        # each, so later steps key them by identity instead of hashing them again
+        self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def intern(self, arms: tuple[str, ...]) -> tuple[str, ...]:
+        return self.tuples.setdefault(arms, arms)
 
     def bad(self, line_no: int, reason: str) -> None:
         self.malformed += 1
@@ -549,21 +555,23 @@ class _Builder:
         rows, contexts, dim, source = self._contexts()
         if rows and all(r.ts_ms is not None for r in rows):
             # replay walks the log in time order: events by Timestamp (stable)
-            order_ts = sorted(range(len(rows)), key=lambda i: rows[i].ts_ms)  # type: ignore[arg-type,return-value]
-            if order_ts != list(range(len(rows))):
+            ts = np.fromiter((r.ts_ms for r in rows), dtype=np.int64, count=len(rows))  # type: ignore[misc]
+            if np.any(ts[1:] < ts[:-1]):
+                order_ts = np.argsort(ts, kind="stable")
                 rows = [rows[i] for i in order_ts]
                 contexts = contexts[order_ts]
         pos: dict[str, int] = {a: i for i, a in enumerate(arm_ids or ())}
-        cols: dict[tuple[str, ...], IntArray] = {}  # arm tuples repeat: columns computed once
+        # arm tuples are interned (Builder.intern): columns computed once per object
+        cols: dict[int, IntArray] = {}
 
         def columns(arms: tuple[str, ...]) -> IntArray:
-            hit = cols.get(arms)
+            hit = cols.get(id(arms))
             if hit is None:
                 for a in arms:
                     if a not in pos:
                         pos[a] = len(pos)
-                hit = cols[arms] = np.fromiter((pos[a] for a in arms), dtype=np.int64,
-                                               count=len(arms))
+                hit = cols[id(arms)] = np.fromiter((pos[a] for a in arms), dtype=np.int64,
+                                                   count=len(arms))
             return hit
 
         for r in rows:
@@ -580,11 +588,11 @@ class _Builder:
         if n and all(r.probs for r in rows):
             # rows grouped by their arm tuple (few distinct): one vectorised store per group
             probabilities = np.zeros((n, k))
-            groups: dict[tuple[str, ...], list[int]] = {}
+            groups: dict[int, list[int]] = {}
             for i, r in enumerate(rows):
-                groups.setdefault(r.probs[0], []).append(i)  # type: ignore[index]
-            for arms, members in groups.items():
-                c = columns(arms)
+                groups.setdefault(id(r.probs[0]), []).append(i)  # type: ignore[index]
+            for members in groups.values():
+                c = columns(rows[members[0]].probs[0])  # type: ignore[index]
                 idx = np.asarray(members)
                 vals = np.asarray([rows[i].probs[1] for i in members], dtype=np.float64)  # type: ignore[index]
                 if rows[members[0]].probs[2] is None:  # type: ignore[index]
@@ -595,10 +603,11 @@ class _Builder:
         eligible = None
         if n and any(r.eligible is not None for r in rows):
             eligible = np.zeros((n, k), dtype=bool)
-            groups_e: dict[tuple[str, ...] | None, list[int]] = {}
+            groups_e: dict[int, list[int]] = {}
             for i, r in enumerate(rows):
-                groups_e.setdefault(r.eligible, []).append(i)
-            for arms_e, members in groups_e.items():
+                groups_e.setdefault(id(r.eligible), []).append(i)
+            for members in groups_e.values():
+                arms_e = rows[members[0]].eligible
                 idx = np.asarray(members)
                 if arms_e is None:
                     eligible[idx] = True
@@ -691,13 +700,14 @@ def _table_row(b: _Builder, no: int, obj: Mapping[str, Any], ctx_cols: Sequence[
                 raise _Bad(f"context ({spec.column('context')}) must be an array of numbers or "
                            "an object of features")
         el = _get(obj, spec.column("eligible"))
-        eligible = tuple(_arm_id(a, "eligible arm") for a in el) if isinstance(el, list) else None
+        eligible = (b.intern(tuple(_arm_id(a, "eligible arm") for a in el))
+                    if isinstance(el, list) else None)
         probs = None
         pr = _get(obj, spec.column("probabilities"))
         if isinstance(pr, dict):
             if not all(_is_num(v) for v in pr.values()):
                 raise _Bad("probabilities must be finite numbers")
-            probs = (tuple(_arm_id(a, "probabilities key") for a in pr),
+            probs = (b.intern(tuple(_arm_id(a, "probabilities key") for a in pr)),
                      [float(v) for v in pr.values()], None)
         elif isinstance(pr, list) and eligible is not None and len(pr) == len(eligible):
             if not all(_is_num(v) for v in pr):
@@ -882,8 +892,12 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
             raise _Bad("'c._multi' must be a non-empty array of action objects")
         k = len(multi)
         arms = tuple(_action_ids(multi, spec.action_id))
-        if len(set(arms)) != k:
-            raise _Bad("action ids in '_multi' are not unique")
+        known = b.tuples.get(arms)
+        if known is None:
+            if len(set(arms)) != k:
+                raise _Bad("action ids in '_multi' are not unique")
+            known = b.tuples[arms] = arms
+        arms = known
         li, la, a, p = obj.get("_labelIndex"), obj.get("_label_Action"), obj.get("a"), obj.get("p")
         if li is not None and type(li) is not int:
             raise _Bad(f"_labelIndex must be an integer, got {li!r:.40}")
@@ -926,8 +940,9 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
         if type(pdrop) not in _NUM or not 0 <= pdrop < 1:
             raise _Bad(f"pdrop must be in [0, 1), got {pdrop!r:.40}")
         x = c.get("x")
+        # a finite sum implies finite entries (the per-entry check only when it is not)
         if (isinstance(x, list) and x and len(c) == 2 and set(map(type, x)) <= _NUM
-                and all(math.isfinite(v) for v in x)):
+                and (math.isfinite(sum(x)) or all(math.isfinite(v) for v in x))):
             ctx: Any = x
             dense = True
         else:
