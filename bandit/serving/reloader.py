@@ -1,6 +1,6 @@
 """The served model: one policy per variant over a live arm registry, hot-reloaded.
 
-The learner publishes ``<serve.snapshot_dir>/policy.snapshot`` (atomic rename). A
+The learner publishes ``<model.dir>/policy.snapshot`` (atomic rename). A
 background thread polls its ``(mtime, size)`` every ``reload_interval_s``; on change it
 loads the snapshot *off* the request path, builds a complete new :class:`ServedModel`
 and swaps one reference — requests already running finish on the old model, new ones
@@ -27,27 +27,34 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import ExperimentConfig, PolicyConfig
 from bandit.errors import InvalidInputError, SnapshotError, SwitchboardError
 from bandit.formats.paths import snapshot_path
 from bandit.formats.registry import RegistryFile, RegistryState
+from bandit.policies.base import AdditivePolicy, Policy
 
 __all__ = ["ModelHolder", "ServedModel"]
 
 log = logging.getLogger(__name__)
 
 
+#: where a served model's learnt state comes from
+ModelSource = Literal["snapshot", "prior"]
+
+
 @dataclass
 class ServedModel:
-    """Everything one request needs, swapped as a unit."""
+    """Everything one request needs, swapped as a unit: the arms, one policy per variant
+    (over those arms), and where their learnt state comes from."""
 
     arms: ArmRegistry
-    policies: dict[str, Any]
+    #: variant name -> the policy that allocates inside it
+    policies: dict[str, Policy]
     policy_version: str
-    source: str  # "snapshot" or "prior"
+    source: ModelSource
     dim: int
     loaded_at: float
     snapshot_mtime: float | None = None
@@ -68,20 +75,25 @@ class ServedModel:
 
 def _build_policies(
     base: PolicyConfig, experiment: ExperimentConfig, arms: ArmRegistry,
-    snapshot_policy: Any | None,
-) -> tuple[dict[str, Any], dict[str, str]]:
+    snapshot_policy: Policy | None,
+) -> tuple[dict[str, Policy], dict[str, str]]:
+    """Each variant's policy, and the variants whose policy could not be built (they get
+    ``uniform``). A variant running the snapshot's policy serves it as loaded; another
+    additive policy gets the snapshot's statistics when they fit it."""
     from bandit.policies import make_policy
 
-    policies: dict[str, Any] = {}
+    policies: dict[str, Policy] = {}
     fallbacks: dict[str, str] = {}
     for variant in experiment.variants:
         name = variant.policy
+        policy: Policy
         try:
             if snapshot_policy is not None and snapshot_policy.name == name:
                 policy = snapshot_policy
             else:
                 policy = make_policy(dataclasses.replace(base, name=name), arms)
-                if snapshot_policy is not None and hasattr(policy, "set_statistics"):
+                if isinstance(policy, AdditivePolicy) \
+                        and isinstance(snapshot_policy, AdditivePolicy):
                     policy.set_statistics(snapshot_policy.statistics)
         except (SwitchboardError, AttributeError, ValueError) as exc:
             fallbacks[variant.name] = f"{name}: {exc}"
@@ -130,12 +142,16 @@ class ModelHolder:
     def _from_snapshot(self) -> ServedModel:
         from bandit.formats.snapshot import load_policy_snapshot
 
-        policy, arms, meta = load_policy_snapshot(self.path)
+        loaded, arms, meta = load_policy_snapshot(self.path)
+        if not isinstance(loaded, Policy):
+            raise SnapshotError(f"{self.path}: holds a {type(loaded).__name__}, not a policy")
+        policy: Policy = loaded
         for arm in self.initial_arms:
             if arm.arm_id not in arms:
                 arms.add(arm)
         self._apply_overlay(arms)
-        base = getattr(policy, "config", self.policy_config)
+        config = getattr(policy, "config", None)
+        base = config if isinstance(config, PolicyConfig) else self.policy_config
         policies, fallbacks = _build_policies(base, self.experiment, arms, policy)
         version = str(meta.get("policy_version") or policy.version)
         return ServedModel(arms, policies, version, "snapshot", int(policy.dim), time.time(),
