@@ -533,18 +533,16 @@ class Config:
 
     def __post_init__(self) -> None:
         # serve.snapshot_dir is the deprecated name of model.dir: the two always agree
-        # (old readers keep working) and a value given only the old way moves to model.dir
+        # (old readers keep working); a value given only the old way moves to model.dir,
+        # otherwise model.dir wins (a file giving both, differently, is refused on loading)
         old, new = self.serve.snapshot_dir, self.model.dir
         if old == new:
             return
         if new == MODEL_DIR:
             _warn_deprecated_snapshot_dir()
             object.__setattr__(self, "model", dataclasses.replace(self.model, dir=old))
-        elif old == MODEL_DIR:
-            object.__setattr__(self, "serve", dataclasses.replace(self.serve, snapshot_dir=new))
         else:
-            raise ConfigError("serve.snapshot_dir", old, f"is the deprecated name of model.dir, "
-                              f"which says {new!r}: set model.dir only")
+            object.__setattr__(self, "serve", dataclasses.replace(self.serve, snapshot_dir=new))
 
 
 _deprecation_logged = False
@@ -663,6 +661,10 @@ def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = 
             continue
         section, _, name = key[len(ENV_PREFIX):].lower().partition("__")
         raw.setdefault(section, {})[name] = _parse_env(value)
+    old, new = raw.get("serve", {}).get("snapshot_dir"), raw.get("model", {}).get("dir")
+    if old is not None and new is not None and old != new:
+        raise ConfigError("serve.snapshot_dir", old, f"is the deprecated name of model.dir, "
+                          f"which says {new!r}: set model.dir only")
     config: Config = _build(Config, raw, "")
     return config
 

@@ -317,7 +317,16 @@ def _compute_stats(before: str, after: str,
 
 def _setup(work: Path, bootstrap: str, topic: str) -> tuple[Path, Path]:
     from bandit.arms import Arm, ArmRegistry
-    from bandit.config import PolicyConfig
+    from bandit.config import (
+        Config,
+        ExperimentConfig,
+        KafkaConfig,
+        ModelConfig,
+        PolicyConfig,
+        ServeConfig,
+        VariantConfig,
+        config_to_toml,
+    )
     from bandit.formats.paths import snapshot_path
     from bandit.formats.snapshot import save_policy_snapshot
     from bandit.policies import make_policy
@@ -330,32 +339,20 @@ def _setup(work: Path, bootstrap: str, topic: str) -> tuple[Path, Path]:
                         rng.random(n))
     save_policy_snapshot(snapshot_path(work / "snap"), policy, arms)
     (work / "arms.json").write_text(json.dumps(arms.to_list()))
+    config = Config(
+        policy=PolicyConfig(name="linucb", dim=DIM),
+        experiment=ExperimentConfig(control="gpt35", variants=(
+            VariantConfig("gpt35", 0.0, "fixed", ("baseline",)),
+            VariantConfig("bandit", 1.0, "linucb", ("expert", "baseline")))),
+        kafka=KafkaConfig(bootstrap_servers=bootstrap, decisions_topic=topic,
+                          feedback_topic=f"{topic}.feedback",
+                          engagement_topic=f"{topic}.engagement",
+                          exposures_topic=f"{topic}.exposures"),
+        serve=ServeConfig(tokens=("dev-token",), spill_dir=str(work / "spill"),
+                          reload_interval_s=5.0),
+        model=ModelConfig(dir=str(work / "snap")))
     cfg = work / "switchboard.toml"
-    cfg.write_text(f"""
-[policy]
-name = "linucb"
-dim = {DIM}
-
-[experiment]
-control = "gpt35"
-variants = [
-  {{ name = "gpt35", weight = 0.0, policy = "fixed", arm_kinds = ["baseline"] }},
-  {{ name = "bandit", weight = 1.0, policy = "linucb", arm_kinds = ["expert", "baseline"] }},
-]
-
-[kafka]
-bootstrap_servers = "{bootstrap}"
-decisions_topic = "{topic}"
-feedback_topic = "{topic}.feedback"
-engagement_topic = "{topic}.engagement"
-exposures_topic = "{topic}.exposures"
-
-[serve]
-tokens = ["dev-token"]
-snapshot_dir = "{work / 'snap'}"
-spill_dir = "{work / 'spill'}"
-reload_interval_s = 5.0
-""")
+    cfg.write_text(config_to_toml(config))
     return cfg, work / "arms.json"
 
 

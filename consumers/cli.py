@@ -40,7 +40,7 @@ def build_learner(
     state = StateDir(lc.state_dir, key=read_key(lc.state_hmac_key_file))
     state.check()  # refuse an older release's state before anything is built
     state.remove_stale_temp()
-    registry = RegistryFile(config.serve.snapshot_dir)
+    registry = RegistryFile(config.model.dir)
     policy, arms = load_or_create_prior(config, load_arms(arms_path, config), registry)
     # arms registered at run time (POST /v1/arms) live in the shared registry file
     follower = ArmFollower(arms, registry)

@@ -76,7 +76,7 @@ def load_or_create_prior(
                 if arm.arm_id not in loaded_arms:
                     loaded_arms.add(arm)
         return _additive(policy), loaded_arms
-    published = snapshot_path(config.serve.snapshot_dir)
+    published = snapshot_path(config.model.dir)
     if published.exists() and arms is None:
         policy, arms, _ = load_policy_snapshot(published)
     else:
@@ -87,7 +87,7 @@ def load_or_create_prior(
                 "arms",
                 None,
                 "must be given (--arms FILE) when no model snapshot exists in "
-                f"{config.serve.snapshot_dir} and the arms registry "
+                f"{config.model.dir} and the arms registry "
                 f"({registry.path if registry is not None else 'not given'}) names no arm",
             )
         policy = make_policy(config.policy, arms)
@@ -182,7 +182,7 @@ class ModelPublisher:
         self.follower = follower
         self.key = read_key(config.learner.state_hmac_key_file)
         self.state = StateDir(config.learner.state_dir, key=self.key)
-        self.out = snapshot_path(config.serve.snapshot_dir)
+        self.out = snapshot_path(config.model.dir)
         self.published = 0
         _remove_stale(self.out)
 

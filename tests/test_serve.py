@@ -19,6 +19,7 @@ from bandit.config import (
     Config,
     ExperimentConfig,
     KafkaConfig,
+    ModelConfig,
     PolicyConfig,
     ServeConfig,
     VariantConfig,
@@ -63,9 +64,10 @@ class ListSink:
 def make_config(tmp: Path, **serve: Any) -> Config:
     # no built-in credentials: the tests' tokens are configured like any deployment's
     serve = {"tokens": ("dev-token",), "admin_tokens": ("dev-admin-token",), **serve}
-    serve_cfg = ServeConfig(snapshot_dir=str(tmp / "snap"), spill_dir=str(tmp / "spill"),
+    serve_cfg = ServeConfig(spill_dir=str(tmp / "spill"),
                             reload_interval_s=0.05, **serve)
     return Config(policy=PolicyConfig(dim=DIM), serve=serve_cfg,
+                  model=ModelConfig(dir=str(tmp / "snap")),
                   kafka=KafkaConfig(bootstrap_servers="127.0.0.1:1"))
 
 
@@ -270,7 +272,7 @@ def test_new_arm_with_features_is_scored_by_hybrid_policy(tmp_path: Path) -> Non
     ids = [["good-a", "bad-a", "good-b", "bad-b"][i % 4] for i in range(400)]
     rewards = np.array([1.0 if a.startswith("good") else 0.0 for a in ids])
     policy.update_batch(ids, X, rewards)
-    save_policy_snapshot(Path(cfg.serve.snapshot_dir) / SNAPSHOT_NAME, policy, arms)
+    save_policy_snapshot(Path(cfg.model.dir) / SNAPSHOT_NAME, policy, arms)
     with LiveServer(create_app(cfg, sink=ListSink(), seed=3)) as server:
         health = httpx.get(server.url + "/healthz").json()
         assert health["model"]["source"] == "snapshot", health
@@ -300,7 +302,7 @@ def _linucb_snapshot(cfg: Config, path: Path, events: int, seed: int) -> str:
 
 def test_hot_reload_swaps_policy_without_failed_requests(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    path = Path(cfg.serve.snapshot_dir) / SNAPSHOT_NAME
+    path = Path(cfg.model.dir) / SNAPSHOT_NAME
     v1 = _linucb_snapshot(cfg, path, 50, seed=1)
     statuses: list[int] = []
     versions: set[str] = set()
@@ -335,7 +337,7 @@ def test_hot_reload_swaps_policy_without_failed_requests(tmp_path: Path) -> None
 
 def test_corrupt_snapshot_falls_back_and_healthz_reports_it(tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
-    path = Path(cfg.serve.snapshot_dir) / SNAPSHOT_NAME
+    path = Path(cfg.model.dir) / SNAPSHOT_NAME
     path.parent.mkdir(parents=True)
     path.write_bytes(b"SWBSNAP\0garbage")
     with LiveServer(create_app(cfg, arms=base_arms(), sink=ListSink())) as server:

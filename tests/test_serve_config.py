@@ -88,6 +88,10 @@ def test_serve_snapshot_dir_is_a_deprecated_alias_of_model_dir(
         "serve.snapshot_dir is deprecated: set model.dir (SWITCHBOARD_MODEL__DIR) instead") == 1
     new = load_config(env={"SWITCHBOARD_MODEL__DIR": "/new/place"})
     assert new.model.dir == new.serve.snapshot_dir == "/new/place"
+    moved = dataclasses.replace(old, model=ModelConfig(dir="/elsewhere"))
+    assert moved.model.dir == moved.serve.snapshot_dir == "/elsewhere"
+    both = tmp_path / "both.toml"
+    both.write_text('[serve]\nsnapshot_dir = "/old/place"\n[model]\ndir = "/new/place"\n')
     with pytest.raises(ConfigError, match=r"model\.dir") as info:
-        dataclasses.replace(old, model=ModelConfig(dir="/elsewhere"))
+        load_config(both, env={})
     assert info.value.field == "serve.snapshot_dir"

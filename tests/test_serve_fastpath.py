@@ -318,8 +318,10 @@ bootstrap_servers = "127.0.0.1:1"
 
 [serve]
 tokens = ["dev-token"]
-snapshot_dir = "{tmp_path / 'snap'}"
 spill_dir = "{tmp_path / 'spill'}"
+
+[model]
+dir = "{tmp_path / 'snap'}"
 """)
     arms = tmp_path / "arms.json"
     arms.write_bytes(orjson.dumps([{"arm_id": a.arm_id, "kind": a.kind} for a in base_arms()]))

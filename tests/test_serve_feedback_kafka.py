@@ -15,7 +15,7 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from bandit.arms import Arm
-from bandit.config import Config, KafkaConfig, PolicyConfig, ServeConfig, load_config
+from bandit.config import Config, KafkaConfig, ModelConfig, PolicyConfig, ServeConfig, load_config
 from bandit.embedded.broker import EmbeddedBroker, create_topics
 from bandit.events import FeedbackEvent
 from bandit.formats.state import StateDir
@@ -66,7 +66,8 @@ def _server_config(bootstrap: str, prefix: str, tmp: Path) -> Config:
                           feedback_topic=f"{prefix}.feedback",
                           engagement_topic=f"{prefix}.engagement",
                           exposures_topic=f"{prefix}.exposures", partitions=PARTITIONS),
-        serve=ServeConfig(snapshot_dir=str(tmp / "srv-snap"), spill_dir=str(tmp / "spill"),
+        model=ModelConfig(dir=str(tmp / "srv-snap")),
+        serve=ServeConfig(spill_dir=str(tmp / "spill"),
                           tokens=(TOKEN,)),
     )
 
@@ -124,7 +125,7 @@ def test_feedback_over_http_is_learnt_exactly_like_feedback_produced_to_kafka(
     assert_same_statistics(merged(got), merged({p: r.to_state() for p, r in want.items()}))
     # (as the learner's own tests: how much late feedback is still held when the learner
     # stops depends on its watermark, not on how the feedback arrived)
-    assert sum(s["counters"]["closed"] for s in got.values()) == sum(
+    assert sum(s.counters["closed"] for s in got.values()) == sum(
         r.counters.closed for r in want.values())
 
 
@@ -252,7 +253,7 @@ def test_fallback_exposures_reach_the_store_through_server_broker_and_learner(
 
     def all_read() -> bool:
         parts = state.load_all("engagement")
-        return sum(p["offsets"].get("exposures", 0) for p in parts.values()) >= len(units)
+        return sum(p.offsets.get("exposures", 0) for p in parts.values()) >= len(units)
 
     learner = start_learner(cfg_path, tmp_path)
     try:

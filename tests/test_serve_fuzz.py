@@ -10,14 +10,15 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from bandit.arms import Arm
-from bandit.config import Config, KafkaConfig, PolicyConfig, ServeConfig
+from bandit.config import Config, KafkaConfig, ModelConfig, PolicyConfig, ServeConfig
 from bandit.serving.app import create_app
 from tests.test_serve import ListSink
 
 _tmp = Path(tempfile.mkdtemp(prefix="serve-fuzz-"))
 _app = create_app(
     Config(policy=PolicyConfig(dim=2),
-           serve=ServeConfig(snapshot_dir=str(_tmp / "snap"), spill_dir=str(_tmp / "spill"),
+           model=ModelConfig(dir=str(_tmp / "snap")),
+           serve=ServeConfig(spill_dir=str(_tmp / "spill"),
                              max_text_chars=200, admin_tokens=("dev-admin-token",)),
            kafka=KafkaConfig(bootstrap_servers="127.0.0.1:1")),
     arms=[Arm("gpt35", kind="baseline"), Arm("e1"), Arm("e2")], sink=ListSink(), seed=1,

@@ -14,7 +14,7 @@ import pytest
 from kafka.partitioner.default import murmur2
 
 from bandit.arms import Arm
-from bandit.config import Config, KafkaConfig, PolicyConfig, ServeConfig
+from bandit.config import Config, KafkaConfig, ModelConfig, PolicyConfig, ServeConfig
 from bandit.embedded.broker import EmbeddedBroker, create_topics
 from bandit.events import DecisionEvent, decode_decision, encode_event
 from bandit.serving.app import create_app
@@ -110,7 +110,8 @@ def test_decisions_reach_kafka_and_survive_a_broker_outage(
     cfg = Config(
         policy=PolicyConfig(dim=DIM),
         kafka=KafkaConfig(bootstrap_servers=own_broker.bootstrap_servers, decisions_topic=topic),
-        serve=ServeConfig(snapshot_dir=str(tmp_path / "snap"), spill_dir=str(tmp_path / "spill"),
+        model=ModelConfig(dir=str(tmp_path / "snap")),
+        serve=ServeConfig(spill_dir=str(tmp_path / "spill"),
                           tokens=("dev-token",)),
     )
     arms = [Arm("gpt35", kind="baseline"), Arm("e1"), Arm("e2")]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from bandit.config import ModelConfig
 from bandit.formats.paths import REGISTRY_NAME
 from bandit.formats.registry import RegistryFile
 from bandit.serving.app import create_app
@@ -37,7 +38,7 @@ def _listed(url: str) -> dict[str, bool]:
 
 
 def test_arm_registered_on_one_server_is_served_by_the_other(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path)  # both servers share serve.snapshot_dir
+    cfg = make_config(tmp_path)  # both servers share model.dir
     a_app = create_app(cfg, arms=base_arms(), sink=ListSink(), seed=1)
     b_app = create_app(cfg, arms=base_arms(), sink=ListSink(), seed=2)
     with LiveServer(a_app) as a, LiveServer(b_app) as b:
@@ -47,7 +48,7 @@ def test_arm_registered_on_one_server_is_served_by_the_other(tmp_path: Path) -> 
         assert r.status_code == 201, r.text
         # the server that took the request serves the arm at once, from the file
         assert _eligible(a.url, "fresh")
-        assert "fresh" in RegistryFile(cfg.serve.snapshot_dir).read()
+        assert "fresh" in RegistryFile(cfg.model.dir).read()
         _eventually(lambda: _eligible(b.url, "fresh"), "server B serves the new arm")
         assert _listed(b.url)["fresh"] is True
         # retiring on B reaches A; the arm stays listed (retired, not deleted)
@@ -73,7 +74,7 @@ def test_arms_change_answers_503_when_the_registry_cannot_be_written(tmp_path: P
     blocker.write_text("")
     cfg = make_config(tmp_path)
     cfg = dataclasses.replace(
-        cfg, serve=dataclasses.replace(cfg.serve, snapshot_dir=str(blocker / "snap")))
+        cfg, model=ModelConfig(dir=str(blocker / "snap")))
     with LiveServer(create_app(cfg, arms=base_arms(), sink=ListSink())) as server:
         r = _CLIENT.post(server.url + "/v1/arms", json={"arm_id": "fresh"}, headers=ADMIN)
         assert r.status_code == 503, r.text
@@ -94,7 +95,7 @@ def test_corrupt_registry_keeps_the_last_good_arms_and_is_reported(tmp_path: Pat
     with LiveServer(create_app(cfg, arms=base_arms(), sink=ListSink(), seed=1)) as server:
         assert _CLIENT.post(server.url + "/v1/arms", json={"arm_id": "fresh"},
                             headers=ADMIN).status_code == 201
-        path = Path(cfg.serve.snapshot_dir) / REGISTRY_NAME
+        path = Path(cfg.model.dir) / REGISTRY_NAME
         path.write_text(path.read_text().replace('"fresh"', '"fresh2"'))
 
         def reported() -> bool:

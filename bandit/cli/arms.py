@@ -3,7 +3,7 @@
 A fresh install has no model snapshot, so neither the learner nor the servers know any arm.
 The bootstrap job (a one-shot compose service, a Kubernetes Job) runs this once before
 they start: it writes every arm of ``FILE`` that the registry
-(``<serve.snapshot_dir>/arms-registry.json``, :mod:`bandit.formats.registry`) does not list yet.
+(``<model.dir>/arms-registry.json``, :mod:`bandit.formats.registry`) does not list yet.
 
 It is idempotent and conservative, so it can run on every deploy: an arm already in the
 registry is left exactly as it is — in particular an arm an operator retired
@@ -104,11 +104,11 @@ def _seed(args: argparse.Namespace) -> int:
     if fixed and config.policy.fixed_arm not in {a.arm_id for a in arms}:
         from bandit.formats.registry import RegistryFile
 
-        if config.policy.fixed_arm not in RegistryFile(config.serve.snapshot_dir).read():
+        if config.policy.fixed_arm not in RegistryFile(config.model.dir).read():
             raise ConfigError("policy.fixed_arm", config.policy.fixed_arm,
                               f"is served by variant(s) {sorted(fixed)} but is neither in {args.file} "
                               f"nor in the registry")
-    result = seed_registry(config.serve.snapshot_dir, arms)
+    result = seed_registry(config.model.dir, arms)
     print(f"arms seed: {result}")
     return 0
 
@@ -116,7 +116,7 @@ def _seed(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "arms", help="manage the shared arm registry (bootstrap)",
-        description="The shared arm registry (<serve.snapshot_dir>/arms-registry.json) that the "
+        description="The shared arm registry (<model.dir>/arms-registry.json) that the "
                     "servers and the learner follow; see deploy/OPERATIONS.md.")
     sub = p.add_subparsers(dest="arms_command", metavar="ACTION", required=True)
     seed = sub.add_parser(

@@ -1,6 +1,6 @@
 """The names of every file the learner and the servers share, defined once.
 
-The learner publishes into ``serve.snapshot_dir`` what the servers read; both sides build
+The learner publishes into ``model.dir`` what the servers read; both sides build
 a path from the names below (or the helpers), never from a literal of their own, so the
 two can never disagree on a name.
 
@@ -31,17 +31,17 @@ __all__ = [
 SNAPSHOT_NAME: Final = "policy.snapshot"
 #: the learner's prior, kept in ``learner.state_dir`` beside the partition state files
 PRIOR_NAME: Final = "prior.snapshot"
-#: the arm registry file (:mod:`bandit.formats.registry`) in ``serve.snapshot_dir``
+#: the arm registry file (:mod:`bandit.formats.registry`) in ``model.dir``
 REGISTRY_NAME: Final = "arms-registry.json"
 #: the ``flock`` file that serialises writers of the arm registry
 REGISTRY_LOCK_NAME: Final = REGISTRY_NAME + ".lock"
-#: the fitted MiniLM projection (:mod:`bandit.adapters.minilm`) in ``serve.snapshot_dir``
+#: the fitted MiniLM projection (:mod:`bandit.adapters.minilm`) in ``model.dir``
 PROJECTION_NAME: Final = "projection.snapshot"
 
 
-def snapshot_path(snapshot_dir: str | os.PathLike[str]) -> Path:
-    """``<snapshot_dir>/policy.snapshot``: the published model."""
-    return Path(snapshot_dir) / SNAPSHOT_NAME
+def snapshot_path(model_dir: str | os.PathLike[str]) -> Path:
+    """``<model_dir>/policy.snapshot``: the published model."""
+    return Path(model_dir) / SNAPSHOT_NAME
 
 
 def prior_path(state_dir: str | os.PathLike[str]) -> Path:
@@ -49,11 +49,11 @@ def prior_path(state_dir: str | os.PathLike[str]) -> Path:
     return Path(state_dir) / PRIOR_NAME
 
 
-def registry_path(snapshot_dir: str | os.PathLike[str]) -> Path:
-    """``<snapshot_dir>/arms-registry.json``: the shared arm registry."""
-    return Path(snapshot_dir) / REGISTRY_NAME
+def registry_path(model_dir: str | os.PathLike[str]) -> Path:
+    """``<model_dir>/arms-registry.json``: the shared arm registry."""
+    return Path(model_dir) / REGISTRY_NAME
 
 
-def projection_path(snapshot_dir: str | os.PathLike[str]) -> Path:
-    """``<snapshot_dir>/projection.snapshot``: the MiniLM projection."""
-    return Path(snapshot_dir) / PROJECTION_NAME
+def projection_path(model_dir: str | os.PathLike[str]) -> Path:
+    """``<model_dir>/projection.snapshot``: the MiniLM projection."""
+    return Path(model_dir) / PROJECTION_NAME

@@ -1,7 +1,7 @@
 """The shared arm registry: one durable file that every server and the learner follow.
 
 Arms registered or retired at run time (``POST``/``DELETE /v1/arms`` on any allocation
-server) are written to ``<serve.snapshot_dir>/arms-registry.json`` — the directory the
+server) are written to ``<model.dir>/arms-registry.json`` — the directory the
 servers already read model snapshots from (a shared volume when there are several) —
 *before* the change is applied anywhere, so any decision that names a new arm is made
 after the file contains it. Other servers pick the change up on their reload poll; the

@@ -202,7 +202,7 @@ class Allocator:
         one named by ``serve.encoder``.
         """
         sc = config.serve
-        holder = ModelHolder(config.policy, config.experiment, sc.snapshot_dir,
+        holder = ModelHolder(config.policy, config.experiment, config.model.dir,
                              list(arms or []), sc.reload_interval_s)
         if sink is None:
             sinks = default_sinks(config, publisher_options)
@@ -214,7 +214,7 @@ class Allocator:
             else:
                 from bandit.adapters.minilm import build_encoder
 
-                encoder = build_encoder(sc.encoder, config.policy.dim, sc.snapshot_dir)
+                encoder = build_encoder(sc.encoder, config.policy.dim, config.model.dir)
         return cls(config, holder, sinks, encoder, seed)
 
     def start(self) -> Allocator:
