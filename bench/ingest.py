@@ -4,7 +4,8 @@ Prints one JSON object:
 
 * ``raw_consume_events_per_s`` — kafka-python alone reading the same topics (the ceiling);
   ``raw_consume_lean_*`` — the same through the adapter's lean record parsing, which
-  the learner uses;
+  the learner uses; ``raw_consume_confluent_*`` — confluent-kafka (librdkafka) reading
+  them (the alternative client, measured against tansu);
 * ``learner_events_per_s`` / ``learner_feedback_per_s`` — one learner (this process) with
   64-d contexts, no store, from its first applied batch to the end of the checkpoint
   (snapshot + commit) after the last one;
@@ -72,6 +73,36 @@ def raw_consume(
             if t0 is None:
                 t0, c0 = time.perf_counter(), time.process_time()
             n += len(recs)
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    cpu = time.process_time() - (c0 or time.process_time())
+    consumer.close()
+    return n / elapsed, cpu / n
+
+
+def raw_consume_confluent(bootstrap: str, topic_names: list[str], total: int) -> tuple[float, float]:
+    """confluent-kafka (librdkafka) alone reading the same topics, values and offsets
+    taken as the learner would need them: (events/s wall, CPU seconds per event)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "bench-raw-confluent",
+        "enable.auto.commit": False,
+        "fetch.max.bytes": 64 << 20,
+        "max.partition.fetch.bytes": 16 << 20,
+        "check.crcs": _crc32c_is_native(),
+    })
+    consumer.assign([TopicPartition(t, p, 0) for t in topic_names for p in range(PARTITIONS)])
+    n = 0
+    t0 = c0 = None
+    while n < total:
+        msgs = consumer.consume(num_messages=5000, timeout=0.5)
+        if msgs and t0 is None:
+            t0, c0 = time.perf_counter(), time.process_time()
+        for m in msgs:
+            if m.error() is None:
+                m.offset(), m.value(), m.timestamp()
+                n += 1
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
     cpu = time.process_time() - (c0 or time.process_time())
     consumer.close()
@@ -153,7 +184,7 @@ def run_learner(
     want = {p: (len(stream.decisions[p]), len(stream.feedback[p])) for p in stream.decisions}
     parts = state.load_all("join")
     if not all(
-        parts[p]["offsets"]["decisions"] >= d and parts[p]["offsets"]["feedback"] >= f
+        parts[p].offsets["decisions"] >= d and parts[p].offsets["feedback"] >= f
         for p, (d, f) in want.items()
     ):
         raise RuntimeError("the learner's snapshots do not cover every event")
@@ -200,6 +231,9 @@ def _bench(args: argparse.Namespace) -> None:
         lean, lean_cpu = raw_consume(
             broker.bootstrap_servers, names[:2], stream.n_events, lean=True
         )
+        confluent, confluent_cpu = raw_consume_confluent(
+            broker.bootstrap_servers, names[:2], stream.n_events
+        )
         plain = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=False)
         chdb = run_learner(broker.bootstrap_servers, prefix, tmp, stream, store=True)
     n_fb = sum(map(len, stream.feedback.values()))
@@ -222,6 +256,9 @@ def _bench(args: argparse.Namespace) -> None:
                 # the same through the learner's lean record parsing (its own ceiling)
                 "raw_consume_lean_events_per_s": round(lean),
                 "raw_consume_lean_cpu_us_per_event": round(lean_cpu * 1e6, 2),
+                # confluent-kafka (librdkafka), the alternative client measured against it
+                "raw_consume_confluent_events_per_s": round(confluent),
+                "raw_consume_confluent_cpu_us_per_event": round(confluent_cpu * 1e6, 2),
                 "learner_cpu_us_per_event": round(plain["cpu_us_per_event"], 2),
                 "learner_cpu_events_per_s": round(1e6 / plain["cpu_us_per_event"]),
                 "learner_cpu_feedback_per_s": round(n_fb / plain["cpu_s"]),

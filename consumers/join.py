@@ -33,7 +33,7 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any, Final, Protocol, TypeVar
 
 import numpy as np
@@ -47,9 +47,8 @@ from bandit.events import (
     ExposureEvent,
     FeedbackEvent,
     decode_batch,
-    field_names,
 )
-from bandit.formats.state import WATERMARK_WINDOW
+from bandit.formats.state import WATERMARK_WINDOW, EngagementState, JoinState
 from bandit.reward import reward_from_proxies
 
 _E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent)
@@ -736,101 +735,61 @@ class JoinPartition(_Partition):
 
     # ------------------------------------------------------------------ snapshot
 
-    def to_state(self) -> dict[str, Any]:
-        """Everything needed to resume exactly here (picklable; no outbox).
-
-        Events are flattened to tuples of primitives and pending contexts stacked into
-        one array: pickling frozen slotted dataclasses one by one is ~10x slower.
-        """
-        pend = list(self.pending.values())
-        return {
-            "kind": "join",
-            "partition": self.partition,
-            "delta": self.delta,
-            "offsets": dict(self.offsets),
-            "wm_decisions": [self._wm_decisions.value, *self._wm_decisions.recent],
-            "wm_feedback": [self._wm_feedback.value, *self._wm_feedback.recent],
-            "feedback_ids": list(self._feedback_eid_order),
-            "pending": [
-                (
-                    *_flat_decision(p.event),
-                    p.retried,
-                    p.rating,
-                    p.length,
-                    p.n_feedback,
-                    p.rating_ts,
-                    p.late,
-                )
-                for p in pend
-            ],
-            "pending_x": (
-                np.array([p.event.context for p in pend], dtype=np.float64)
-                if pend
-                else np.zeros((0, self.dim), dtype=np.float64)
+    def to_state(self) -> JoinState:
+        """Everything needed to resume exactly here (no outbox)."""
+        return JoinState(
+            partition=self.partition,
+            delta=self.delta,
+            offsets=dict(self.offsets),
+            wm_decisions=(self._wm_decisions.value, *self._wm_decisions.recent),
+            wm_feedback=(self._wm_feedback.value, *self._wm_feedback.recent),
+            feedback_ids=tuple(self._feedback_eid_order),
+            pending=tuple(
+                (p.event, p.retried, p.rating, p.length, p.n_feedback, p.rating_ts, p.late)
+                for p in self.pending.values()
             ),
-            "heap": list(self._heap),
-            "seq": self._seq,
-            "held": [(ts, off, _flat_feedback(fb), raw) for ts, off, fb, raw in self.held],
-            "closed": [
-                (*_flat_decision(c.decision), c.reward, c.joined, c.n_feedback, c.late)
+            heap=tuple(self._heap),
+            seq=self._seq,
+            held=tuple(self.held),
+            # (a closed decision's context is not needed again: the file leaves it out)
+            closed=tuple(
+                (c.decision, c.reward, c.joined, c.n_feedback, c.late)
                 for c in self.closed.values()
-            ],
-            "counters": self.counters.as_dict(),
-        }
+            ),
+            counters=self.counters.as_dict(),
+        )
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Replace this partition's state with a snapshot from :meth:`to_state`."""
-        if state.get("kind") != "join" or state.get("partition") != self.partition:
+    def load_state(self, state: JoinState) -> None:
+        """Replace this partition's state with one from :meth:`to_state`."""
+        if not isinstance(state, JoinState) or state.partition != self.partition:
             raise ValueError(f"state is not for join partition {self.partition}")
-        self.delta = state["delta"]
-        self.offsets = dict(state["offsets"])
-        wm_d, wm_f = state["wm_decisions"], state["wm_feedback"]
+        self.delta = state.delta
+        self.offsets = dict(state.offsets)
+        wm_d, wm_f = state.wm_decisions, state.wm_feedback
         self._wm_decisions = LowWatermark(self.watermark_outliers, wm_d[1:], wm_d[0])
         self._wm_feedback = LowWatermark(self.watermark_outliers, wm_f[1:], wm_f[0])
-        self._feedback_eid_order = deque((int(t), str(e)) for t, e in state["feedback_ids"])
+        self._feedback_eid_order = deque(state.feedback_ids)
         self._feedback_eids = {e for _, e in self._feedback_eid_order}
         self.pending = {}
-        nd = _N_DECISION_FIELDS
-        for row, x in zip(state["pending"], state["pending_x"], strict=True):
-            ev = _decision_from(row[:nd], tuple(x.tolist()))
-            self.pending[ev.decision_id] = _Pending(ev, *row[nd:])
+        for ev, *merged in state.pending:
+            self.pending[ev.decision_id] = _Pending(ev, *merged)
             # a restored decision may name an arm learnt from the registry before the crash
             if ev.arm_id not in self.arm_ids:
                 self._learn_arm(ev.arm_id)
-        self._heap = list(state["heap"])
+        self._heap = list(state.heap)
         heapq.heapify(self._heap)
-        self._seq = int(state["seq"])
-        self.held = [
-            (ts, off, FeedbackEvent(*row), bytes(raw)) for ts, off, row, raw in state["held"]
-        ]
+        self._seq = state.seq
+        self.held = list(state.held)
         self._held_ids = {item[2].decision_id for item in self.held}
         self._held_arrived = any(d in self.pending for d in self._held_ids)
         heapq.heapify(self.held)
         self.closed = {}
-        for row in state["closed"]:
-            ev = _decision_from(row[:nd], ())
-            self.closed[ev.decision_id] = ClosedDecision(ev, *row[nd:])
+        for ev, *outcome in state.closed:
+            self.closed[ev.decision_id] = ClosedDecision(ev, *outcome)
         self._decision_eids = {p.event.event_id for p in self.pending.values()}
         self._decision_eids.update(c.decision.event_id for c in self.closed.values())
-        self.counters = Counters(**state["counters"])
+        self.counters = Counters(**state.counters)
         self.outbox = Outbox()
-
-
-#: a decision's fields in a state row, in field order: all but the context (stored as one
-#: array beside the rows) and the schema version (the state file has its own)
-_DECISION_FIELDS: Final = tuple(
-    n for n in field_names(DecisionEvent) if n not in ("context", "schema_version")
-)
-_N_DECISION_FIELDS: Final = len(_DECISION_FIELDS)
-_flat_decision: Final = attrgetter(*_DECISION_FIELDS)
-#: a feedback event's fields in a state row: all of them, in field order
-_flat_feedback: Final = attrgetter(*field_names(FeedbackEvent))
-
-
-def _decision_from(row: Sequence[Any], context: tuple[float, ...]) -> DecisionEvent:
-    values = dict(zip(_DECISION_FIELDS, row, strict=True))
-    values["eligible"] = tuple(values["eligible"])
-    return DecisionEvent(**values, context=context)
 
 
 class EngagementPartition(_Partition):
@@ -872,18 +831,13 @@ class EngagementPartition(_Partition):
     def advance(self) -> None:
         return None
 
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "kind": "engagement",
-            "partition": self.partition,
-            "offsets": dict(self.offsets),
-            "counters": self.counters.as_dict(),
-        }
+    def to_state(self) -> EngagementState:
+        return EngagementState(self.partition, dict(self.offsets), self.counters.as_dict())
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        if state.get("kind") != "engagement" or state.get("partition") != self.partition:
+    def load_state(self, state: EngagementState) -> None:
+        if not isinstance(state, EngagementState) or state.partition != self.partition:
             raise ValueError(f"state is not for engagement partition {self.partition}")
         # state written before exposures existed has no offset for them: from the start
-        self.offsets = {ENGAGEMENT: 0, EXPOSURES: 0, **state["offsets"]}
-        self.counters = Counters(**state["counters"])
+        self.offsets = {ENGAGEMENT: 0, EXPOSURES: 0, **state.offsets}
+        self.counters = Counters(**state.counters)
         self.outbox = Outbox()

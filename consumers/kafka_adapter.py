@@ -461,7 +461,7 @@ class KafkaLearner:
             offsets = tuple(sorted(unit.offsets.items()))
             if self._saved.get(key) == offsets:
                 continue  # nothing consumed since its last snapshot
-            self.state_dir.save(key[0], key[1], unit.to_state())
+            self.state_dir.save(unit.to_state())
             self._saved[key] = offsets
         self._last_snapshot_wall = time.time()
         self._last_ok_commit = time.monotonic()

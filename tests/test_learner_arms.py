@@ -82,8 +82,9 @@ def test_learner_learns_an_arm_registered_after_it_started(
         _send(broker.bootstrap_servers,
               [(dec_topic, _decision(i, "gpt35", T0 + i)) for i in range(5)])
         state = StateDir(config.learner.state_dir)
-        wait_for(lambda: state.load_all("join").get(0, {}).get("offsets", {})
-                 .get("decisions", 0) >= 5, 90, "the warm-up decisions", [learner])
+        wait_for(lambda: 0 in (parts := state.load_all("join"))
+                 and parts[0].offsets.get("decisions", 0) >= 5, 90, "the warm-up decisions",
+                 [learner])
 
         # a server registers a new expert (file first), then decisions name it
         RegistryFile(config.serve.snapshot_dir).register(

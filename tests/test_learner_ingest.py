@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from bandit.events import (
     decode_batch,
     encode_event,
 )
+from bandit.formats.state import JoinState
 from bandit.linear import RidgeStatistics
 from bandit.policies import make_policy
 from consumers.join import DECISIONS, FEEDBACK, JoinPartition, Outbox
@@ -193,22 +195,22 @@ def _same_stats(a: Any, b: Any) -> bool:
     )
 
 
-def _same_state(a: dict[str, Any], b: dict[str, Any], *, exact: bool = True) -> None:
+def _same_state(a: JoinState, b: JoinState, *, exact: bool = True) -> None:
     """Equal snapshot states; with ``exact`` False the statistics only to rounding (sums
     taken in other groupings) and the rows as sets (windows closed at other moments)."""
     if exact:
-        assert _same_stats(a["delta"], b["delta"])
+        assert _same_stats(a.delta, b.delta)
     else:
-        assert a["delta"].allclose(b["delta"], rtol=1e-12, atol=1e-12)
-    assert sorted(a["heap"]) == sorted(b["heap"])
-    assert sorted(map(repr, a["pending_x"])) == sorted(map(repr, b["pending_x"]))
-    for key in a:
-        if key in ("delta", "heap", "pending_x"):
+        assert a.delta.allclose(b.delta, rtol=1e-12, atol=1e-12)
+    for f in fields(JoinState):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "delta":
             continue
-        if exact or not isinstance(a[key], list):
-            assert a[key] == b[key], key
+        if f.name == "heap" or (not exact and isinstance(x, tuple) and f.name != "wm_decisions"
+                                and f.name != "wm_feedback" and f.name != "feedback_ids"):
+            assert sorted(map(repr, x)) == sorted(map(repr, y)), f.name
         else:
-            assert sorted(map(repr, a[key])) == sorted(map(repr, b[key])), key
+            assert x == y, f.name
 
 
 def _same_outbox(a: Outbox, b: Outbox) -> None:

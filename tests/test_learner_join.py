@@ -288,7 +288,7 @@ def test_state_dir_round_trips_and_detects_corruption(tmp_path) -> None:  # type
     feed(p, DECISIONS, [dec(1, T0), dec(2, T0 + 30_000)])
     feed(p, FEEDBACK, [fb(1, T0 + 10, rating=4), fb(2, T0 + 30_001, retried=True)])
     state = StateDir(tmp_path)
-    state.save("join", 0, p.to_state())
+    state.save(p.to_state())
     q = part()
     q.load_state(state.load("join", 0))  # type: ignore[arg-type]
     assert q.offsets == p.offsets and sorted(q.pending) == sorted(p.pending)

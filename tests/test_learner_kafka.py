@@ -128,8 +128,8 @@ def metrics_answer(port: int) -> bool:
 def offsets_reached(state: StateDir, stream: Stream) -> bool:
     parts = state.load_all("join")
     return len(parts) == len(stream.decisions) and all(
-        parts[p]["offsets"]["decisions"] >= len(stream.decisions[p])
-        and parts[p]["offsets"]["feedback"] >= len(stream.feedback[p])
+        parts[p].offsets["decisions"] >= len(stream.decisions[p])
+        and parts[p].offsets["feedback"] >= len(stream.feedback[p])
         for p in stream.decisions
     )
 
@@ -152,8 +152,8 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(60)
 
 
-def merged(states: dict[int, dict[str, Any]]) -> Any:
-    parts = [states[p]["delta"] for p in sorted(states)]
+def merged(states: dict[int, Any]) -> Any:
+    parts = [states[p].delta for p in sorted(states)]
     total = parts[0]
     for d in parts[1:]:
         total = total.merge(d)
@@ -196,7 +196,7 @@ def test_learner_process_kill9_replays_to_exact_statistics(
 
     def progress() -> int:
         return sum(
-            s["offsets"]["decisions"] + s["offsets"]["feedback"]
+            s.offsets["decisions"] + s.offsets["feedback"]
             for s in state.load_all("join").values()
         )
 
@@ -232,9 +232,9 @@ def test_learner_process_kill9_replays_to_exact_statistics(
     assert_same_statistics(merged(states), merged({p: r.to_state() for p, r in ref.items()}))
     for p, r in ref.items():
         # drained: every counter equals the clean run's, joined and late feedback included
-        assert states[p]["counters"] == r.counters.as_dict()
-        assert sorted(row[1] for row in states[p]["pending"]) == sorted(r.pending)
-        assert not states[p]["held"] and not r.held
+        assert states[p].counters == r.counters.as_dict()
+        assert sorted(row[0].decision_id for row in states[p].pending) == sorted(r.pending)
+        assert not states[p].held and not r.held
     assert 0 < killed_at[0] < stream.n_events  # the first kill landed mid-stream
     assert (tmp_path / "snapshots" / "policy.snapshot").exists()
 
@@ -277,7 +277,7 @@ def test_learner_two_consumers_in_group_match_one(broker, make_topics, topic_pre
     ref = reference(stream, make_join_for(config))
     states = state.load_all("join")
     assert_same_statistics(merged(states), merged({p: r.to_state() for p, r in ref.items()}))
-    assert sum(s["counters"]["closed"] for s in states.values()) == sum(
+    assert sum(s.counters["closed"] for s in states.values()) == sum(
         r.counters.closed for r in ref.values()
     )
     # the last learner to stop published prior (empty) + every partition's final delta

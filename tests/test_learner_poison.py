@@ -112,7 +112,7 @@ def test_learner_watermark_far_future_events_do_not_close_windows_early(chunk: i
     # the watermark stays on the good events' clock, so the state keeps nothing poisoned
     last_good = max(orjson.loads(r)["ts_ms"] for r in good_d)
     assert poisoned.watermark <= last_good
-    assert poisoned.to_state()["wm_decisions"][0] <= last_good
+    assert poisoned.to_state().wm_decisions[0] <= last_good
 
 
 def test_learner_watermark_plain_maximum_is_poisoned_by_one_event() -> None:

@@ -17,7 +17,13 @@ import pytest
 
 from bandit.errors import SnapshotError
 from bandit.formats.snapshot import save_snapshot
-from bandit.formats.state import StateDir, encode_state
+from bandit.formats.state import (
+    STATE_VERSION,
+    EngagementState,
+    JoinState,
+    StateDir,
+    encode_state,
+)
 from consumers.join import DECISIONS, FEEDBACK, EngagementPartition
 from consumers.synthetic import make_stream
 from tests.test_learner_join import part
@@ -40,26 +46,32 @@ def _busy_partition():  # type: ignore[no-untyped-def]
 def test_learner_state_round_trips_without_pickle(tmp_path: Path) -> None:
     p = _busy_partition()
     d = StateDir(tmp_path)
-    d.save("join", 0, p.to_state())
+    d.save(p.to_state())
     assert b"pickle" not in d.path("join", 0).read_bytes()[:64]
+    loaded = d.load("join", 0)
+    assert isinstance(loaded, JoinState) and loaded.version == STATE_VERSION
     q = part()
-    q.load_state(d.load("join", 0))  # type: ignore[arg-type]
+    q.load_state(loaded)
     a, b = p.to_state(), q.to_state()
-    np.testing.assert_array_equal(a.pop("pending_x"), b.pop("pending_x"))
-    assert a.pop("delta").allclose(b.pop("delta"), rtol=0, atol=0)
-    assert a == b
+    assert a.delta.allclose(b.delta, rtol=0, atol=0)
+    # equal as written (a closed decision's context is not kept), pending ones in full
+    (arrays_a, meta_a), (arrays_b, meta_b) = encode_state(a), encode_state(b)
+    assert meta_a == meta_b and arrays_a.keys() == arrays_b.keys()
+    for k in arrays_a:
+        np.testing.assert_array_equal(arrays_a[k], arrays_b[k])
+    assert a.pending == b.pending and a.held == b.held
     assert q.held[0][3] == p.held[0][3]
     assert stat.S_IMODE(os.stat(d.path("join", 0)).st_mode) == 0o600
     assert d.load_deltas("join")[0].allclose(p.delta, rtol=0, atol=0)
     e = EngagementPartition(3)
-    d.save("engagement", 3, e.to_state())
-    assert d.load("engagement", 3) == e.to_state()
+    d.save(e.to_state())
+    assert d.load("engagement", 3) == e.to_state() == EngagementState(3, e.offsets, e.counters.as_dict())
 
 
 def test_learner_state_refuses_unexpected_content(tmp_path: Path) -> None:
     p = _busy_partition()
     d = StateDir(tmp_path)
-    arrays, meta = encode_state("join", 0, p.to_state())
+    arrays, meta = encode_state(p.to_state())
     body = orjson.loads(arrays["body"].tobytes())
     bad_bodies = {
         "extra field": {**body, "code": "os.system('x')"},
@@ -67,17 +79,26 @@ def test_learner_state_refuses_unexpected_content(tmp_path: Path) -> None:
         "mistyped row": {**body, "pending": [[*body["pending"][0][:2], "not-an-int",
                                               *body["pending"][0][3:]]]},
         "wrong partition": {**body, "partition": 7},
+        # rows are checked by the events' own field rules (bandit.events), ranges included
+        "propensity out of range": {**body, "pending": [[*body["pending"][0][:8], 2.0,
+                                                         *body["pending"][0][9:]],
+                                                        *body["pending"][1:]]},
+        "rating out of range": {**body, "held": [[*body["held"][0][:2],
+                                                  [*body["held"][0][2][:6], 9,
+                                                   *body["held"][0][2][7:]],
+                                                  body["held"][0][3]], *body["held"][1:]]},
     }
     for what, bad in bad_bodies.items():
         save_snapshot(d.path("join", 0), {**arrays, "body": np.frombuffer(orjson.dumps(bad),
                                                                           dtype=np.uint8)}, meta)
-        with pytest.raises(SnapshotError, match="not a valid learner state"):
+        with pytest.raises(SnapshotError, match="not a valid learner state") as info:
             d.load("join", 0)
-        del what
+        if what.endswith("out of range"):
+            assert what.split()[0] in str(info.value), str(info.value)
     save_snapshot(d.path("join", 0), arrays, {**meta, "state_version": 1})
     with pytest.raises(SnapshotError, match="state_version"):
         d.load("join", 0)
-    d.save("join", 0, p.to_state())
+    d.save(p.to_state())
     data = bytearray(d.path("join", 0).read_bytes())
     data[-10] ^= 0xFF
     d.path("join", 0).write_bytes(bytes(data))
@@ -87,13 +108,13 @@ def test_learner_state_refuses_unexpected_content(tmp_path: Path) -> None:
 
 def test_learner_state_hmac(tmp_path: Path) -> None:
     p = _busy_partition()
-    StateDir(tmp_path).save("join", 0, p.to_state())  # written without the key
+    StateDir(tmp_path).save(p.to_state())  # written without the key
     with pytest.raises(SnapshotError, match="not authenticated"):
         StateDir(tmp_path, key=KEY).load("join", 0)
-    StateDir(tmp_path, key=b"x" * 32).save("join", 0, p.to_state())
+    StateDir(tmp_path, key=b"x" * 32).save(p.to_state())
     with pytest.raises(SnapshotError, match="HMAC mismatch"):
         StateDir(tmp_path, key=KEY).load("join", 0)
-    StateDir(tmp_path, key=KEY).save("join", 0, p.to_state())
+    StateDir(tmp_path, key=KEY).save(p.to_state())
     assert StateDir(tmp_path, key=KEY).load("join", 0) is not None
 
 

@@ -4,6 +4,7 @@ ones, as for every topic) and the store sink writes them as exposure rows."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ def test_engagement_partition_decodes_exposures_and_dead_letters_bad_ones() -> N
     again.load_state(part.to_state())
     assert again.offsets[EXPOSURES] == 6
     # state saved before exposures existed: they are read from the start
-    old = {**part.to_state(), "offsets": {ENGAGEMENT: 7}}
+    old = dataclasses.replace(part.to_state(), offsets={ENGAGEMENT: 7})
     again.load_state(old)
     assert again.offsets == {ENGAGEMENT: 7, EXPOSURES: 0}
 

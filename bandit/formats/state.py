@@ -7,6 +7,11 @@ next offsets — written together, atomically (:func:`bandit.formats.snapshot.wr
 The directory is shared by every consumer of the group: a partition's state moves with
 the partition.
 
+In memory a partition's state is typed data: :class:`JoinState` (a co-partitioned
+decisions/feedback pair) or :class:`EngagementState` (engagement and exposures: offsets
+and counters), frozen dataclasses carrying their ``version``; the learner's partitions
+produce and restore them (``consumers.join``), this module writes and reads them.
+
 Format: the model snapshot's (:mod:`bandit.formats.snapshot`: magic, version, SHA-256, JSON
 header, npz arrays — no pickle anywhere), optionally authenticated with HMAC-SHA256
 under the key in ``learner.state_hmac_key_file``. The header says
@@ -22,21 +27,38 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import numpy as np
 import orjson
 
-from bandit.errors import InvalidInputError, SnapshotError
+from bandit.errors import EventDecodeError, InvalidInputError, SnapshotError
+from bandit.events import SCHEMA_VERSION, DecisionEvent, FeedbackEvent, decode_objects, field_names
 from bandit.formats.snapshot import load_snapshot, save_snapshot
 from bandit.linear import RidgeStatistics
 
-__all__ = ["STATE_VERSION", "WATERMARK_WINDOW", "StateDir", "decode_state", "encode_state", "read_key"]
+__all__ = [
+    "STATE_VERSION",
+    "WATERMARK_WINDOW",
+    "ClosedRow",
+    "EngagementState",
+    "HeldRow",
+    "JoinState",
+    "PartitionState",
+    "PendingRow",
+    "StateDir",
+    "decode_state",
+    "encode_state",
+    "read_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +88,63 @@ def read_key(path: str) -> bytes | None:
     return key
 
 
+#: a pending decision: the event, its merged proxies (retried, rating, conversation length),
+#: how many feedback events joined it, the time of the rating kept, late feedback seen
+PendingRow = tuple[DecisionEvent, bool | None, int | None, int | None, int, int, int]
+#: feedback waiting for its decision: (ts_ms, offset, event, original bytes)
+HeldRow = tuple[int, int, FeedbackEvent, bytes]
+#: a recently closed decision: the event (its context is not written: read back as ``()``),
+#: the credited reward, whether feedback joined, how many, whether late feedback came
+ClosedRow = tuple[DecisionEvent, float, bool, int, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinState:
+    """Everything a co-partitioned (decisions, feedback) partition resumes from.
+
+    ``delta`` is its additive statistics; ``offsets`` the next offset of each topic;
+    ``wm_decisions`` / ``wm_feedback`` each topic's watermark followed by its window of
+    ``WATERMARK_WINDOW - 1`` recent event times; ``feedback_ids`` the remembered feedback
+    event ids in arrival order with their times; ``heap`` the window-closing order
+    ``(ts_ms, seq, decision_id)`` and ``seq`` the next sequence number.
+    """
+
+    KIND: ClassVar[str] = "join"
+
+    partition: int
+    delta: RidgeStatistics
+    offsets: dict[str, int]
+    wm_decisions: tuple[int, ...]
+    wm_feedback: tuple[int, ...]
+    feedback_ids: tuple[tuple[int, str], ...]
+    pending: tuple[PendingRow, ...]
+    heap: tuple[tuple[int, int, str], ...]
+    seq: int
+    held: tuple[HeldRow, ...]
+    closed: tuple[ClosedRow, ...]
+    counters: dict[str, int] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class EngagementState:
+    """An engagement partition's state (with the same partition of exposures): offsets
+    and counters; its events go to the store and are never learnt."""
+
+    KIND: ClassVar[str] = "engagement"
+
+    partition: int
+    offsets: dict[str, int]
+    counters: dict[str, int] = field(default_factory=dict)
+    version: int = STATE_VERSION
+
+
+PartitionState = JoinState | EngagementState
+_STATES: Final[dict[str, type[JoinState] | type[EngagementState]]] = {
+    JoinState.KIND: JoinState, EngagementState.KIND: EngagementState,
+}
+
+
 class StateDir:
     """Per-partition state files ``<kind>-<partition>.state`` under ``root``."""
 
@@ -77,25 +156,27 @@ class StateDir:
     def path(self, kind: str, partition: int) -> Path:
         return self.root / f"{kind}-{partition:05d}.state"
 
-    def save(self, kind: str, partition: int, state: dict[str, Any]) -> None:
-        arrays, meta = encode_state(kind, partition, state)
-        save_snapshot(self.path(kind, partition), arrays, meta, key=self.key)
+    def save(self, state: PartitionState) -> None:
+        """Write ``state`` atomically (:func:`bandit.formats.snapshot.write_atomic`)."""
+        arrays, meta = encode_state(state)
+        save_snapshot(self.path(state.KIND, state.partition), arrays, meta, key=self.key)
 
-    def load(self, kind: str, partition: int) -> dict[str, Any] | None:
+    def load(self, kind: str, partition: int) -> PartitionState | None:
         """The saved state, or None for a partition never snapshotted."""
         p = self.path(kind, partition)
         if not p.exists():
             return None
-        return self._read(p, kind, partition)
+        state: PartitionState = self._read(p, kind, partition)
+        return state
 
-    def load_deltas(self, kind: str = "join") -> dict[int, Any]:
+    def load_deltas(self, kind: str = "join") -> dict[int, RidgeStatistics]:
         """Only the statistics delta of every partition (the rest is not parsed)."""
         return {
-            part: self._read(p, kind, part, delta_only=True)["delta"]
+            part: self._read(p, kind, part, delta_only=True)
             for part, p in self._files(kind).items()
         }
 
-    def load_all(self, kind: str) -> dict[int, dict[str, Any]]:
+    def load_all(self, kind: str) -> dict[int, PartitionState]:
         return {part: self._read(p, kind, part) for part, p in self._files(kind).items()}
 
     def check(self) -> None:
@@ -139,7 +220,7 @@ class StateDir:
 
     def _read(
         self, path: Path, kind: str, partition: int, *, delta_only: bool = False
-    ) -> dict[str, Any]:
+    ) -> Any:
         try:
             with open(path, "rb") as fh:
                 if fh.read(len(_LEGACY_MAGIC)) == _LEGACY_MAGIC:
@@ -162,27 +243,55 @@ def _legacy_message(path: Path) -> str:
 # --------------------------------------------------------------------------- encoding
 
 
-def encode_state(
-    kind: str, partition: int, state: Mapping[str, Any]
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays and header of a partition state (``JoinPartition.to_state`` or
-    ``EngagementPartition.to_state``)."""
+#: a decision's fields in a state row, in field order: all but the context (stored as one
+#: array beside the rows, or not at all for closed decisions) and the schema version (the
+#: state file has its own)
+_DECISION_FIELDS: Final = tuple(
+    n for n in field_names(DecisionEvent) if n not in ("context", "schema_version")
+)
+_N_DECISION: Final = len(_DECISION_FIELDS)
+_decision_row: Final = attrgetter(*_DECISION_FIELDS)
+#: a feedback event's fields in a state row: all of them, in field order
+_FEEDBACK_FIELDS: Final = field_names(FeedbackEvent)
+_feedback_row: Final = attrgetter(*_FEEDBACK_FIELDS)
+
+
+def encode_state(state: PartitionState) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Arrays and header of a partition state file."""
+    kind, partition = state.KIND, state.partition
     arrays: dict[str, np.ndarray] = {}
-    body = {k: v for k, v in state.items() if k not in ("delta", "pending_x")}
-    if kind == "join":
-        delta = state["delta"]
+    body: dict[str, Any] = {
+        "kind": kind, "partition": partition, "offsets": dict(state.offsets),
+        "counters": dict(state.counters),
+    }
+    if isinstance(state, JoinState):
+        delta = state.delta
         if not isinstance(delta, RidgeStatistics):
             raise SnapshotError(
                 f"state of {kind} partition {partition}: delta must be RidgeStatistics, "
                 f"got {type(delta).__name__}"
             )
         arrays.update({f"delta.{k}": np.asarray(v) for k, v in delta.to_arrays().items()})
-        arrays["pending_x"] = np.asarray(state["pending_x"], dtype=np.float64)
-        body["held"] = [
-            (ts, off, row, base64.b64encode(raw).decode()) for ts, off, row, raw in state["held"]
-        ]
+        arrays["pending_x"] = (
+            np.array([row[0].context for row in state.pending], dtype=np.float64)
+            if state.pending
+            else np.zeros((0, 0), dtype=np.float64)
+        )
+        body.update(
+            wm_decisions=list(state.wm_decisions),
+            wm_feedback=list(state.wm_feedback),
+            feedback_ids=[list(f) for f in state.feedback_ids],
+            pending=[(*_decision_row(ev), *rest) for ev, *rest in state.pending],
+            heap=[list(h) for h in state.heap],
+            seq=state.seq,
+            held=[
+                (ts, off, _feedback_row(fb), base64.b64encode(raw).decode())
+                for ts, off, fb, raw in state.held
+            ],
+            closed=[(*_decision_row(ev), *rest) for ev, *rest in state.closed],
+        )
     arrays["body"] = np.frombuffer(orjson.dumps(body), dtype=np.uint8)
-    meta = {"kind": _KIND, "state_version": STATE_VERSION, "unit": kind, "partition": partition}
+    meta = {"kind": _KIND, "state_version": state.version, "unit": kind, "partition": partition}
     return arrays, meta
 
 
@@ -215,18 +324,28 @@ def _str_list(v: Any) -> bool:
     return type(v) is list and all(type(a) is str for a in v)
 
 
-_DECISION_ROW: Final[tuple[_Check, ...]] = (
-    _is_str, _is_str, _is_int, _is_str, _is_str, _is_str, _is_str, _is_str, _is_float,
-    _is_str, _str_list,
-)
-_PENDING_ROW: Final = (
-    *_DECISION_ROW, _opt(_is_bool), _opt(_is_int), _opt(_is_int), _is_int, _is_int, _is_int,
-)
-_CLOSED_ROW: Final = (*_DECISION_ROW, _is_float, _is_bool, _is_int, _is_bool)
-_FEEDBACK_ROW: Final = (
-    _is_str, _is_str, _is_int, _is_str, _is_str, _opt(_is_bool), _opt(_is_int), _opt(_is_int),
-    _is_int,
-)
+#: what follows the decision's fields in a pending row, and in a closed row
+_PENDING_REST: Final = (_opt(_is_bool), _opt(_is_int), _opt(_is_int), _is_int, _is_int, _is_int)
+_CLOSED_REST: Final = (_is_float, _is_bool, _is_int, _is_bool)
+
+
+def _events(cls: Any, rows: list[Any], what: str, **given: Any) -> list[Any]:
+    """Events from state rows (field values in ``field_names`` order, ``given`` for the
+    fields a row does not hold), every field checked by the event's own rules."""
+    names = _DECISION_FIELDS if cls is DecisionEvent else _FEEDBACK_FIELDS
+    objs = []
+    for i, row in enumerate(rows):
+        obj = dict(zip(names, row, strict=True))
+        obj.setdefault("schema_version", SCHEMA_VERSION)
+        for name, values in given.items():
+            obj[name] = values[i]
+        objs.append(obj)
+    try:
+        return decode_objects(cls, objs)
+    except EventDecodeError as exc:
+        raise _Refused(f"{what}: {exc}") from None
+
+
 _JOIN_KEYS: Final = frozenset({
     "kind", "partition", "offsets", "wm_decisions", "wm_feedback", "feedback_ids", "pending",
     "heap", "seq", "held", "closed", "counters",
@@ -266,9 +385,9 @@ def decode_state(
     source: str,
     *,
     delta_only: bool = False,
-) -> dict[str, Any]:
-    """The state dict for ``JoinPartition.load_state`` / ``EngagementPartition.load_state``
-    from a file's arrays and header; raises :class:`SnapshotError` for anything else."""
+) -> PartitionState | RidgeStatistics:
+    """The state in a file's arrays and header (only its delta with ``delta_only``);
+    raises :class:`SnapshotError` for anything else."""
     try:
         return _decode(arrays, meta, kind, partition, delta_only)
     except _Refused as exc:
@@ -281,27 +400,30 @@ def _decode(
     kind: str,
     partition: int,
     delta_only: bool,
-) -> dict[str, Any]:
+) -> PartitionState | RidgeStatistics:
     if meta.get("kind") != _KIND:
         raise _Refused(f"header kind must be {_KIND!r}, got {meta.get('kind')!r}")
     if meta.get("state_version") != STATE_VERSION:
         raise _Refused(
             f"state_version must be {STATE_VERSION}, got {meta.get('state_version')!r}"
         )
+    if kind not in _STATES:
+        raise _Refused(f"kind must be one of {sorted(_STATES)}, got {kind!r}")
+    # (the header names the partition's kind "unit": the file format predates the name)
     if meta.get("unit") != kind or meta.get("partition") != partition:
         raise _Refused(
             f"must hold {kind} partition {partition}, holds {meta.get('unit')!r} "
             f"partition {meta.get('partition')!r}"
         )
-    state: dict[str, Any] = {}
-    if kind == "join":
+    delta = None
+    if kind == JoinState.KIND:
         delta_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("delta.")}
         try:
-            state["delta"] = RidgeStatistics.from_arrays(delta_arrays)
+            delta = RidgeStatistics.from_arrays(delta_arrays)
         except (InvalidInputError, ValueError, TypeError) as exc:
             raise _Refused(f"delta: {exc}") from None
         if delta_only:
-            return state
+            return delta
     body_arr = arrays.get("body")
     if body_arr is None or body_arr.dtype != np.uint8 or body_arr.ndim != 1:
         raise _Refused("body must be a byte array")
@@ -309,7 +431,7 @@ def _decode(
         body = orjson.loads(body_arr.tobytes())
     except orjson.JSONDecodeError as exc:
         raise _Refused(f"body is not JSON ({exc.msg})") from None
-    keys = _JOIN_KEYS if kind == "join" else _ENGAGEMENT_KEYS
+    keys = _JOIN_KEYS if kind == JoinState.KIND else _ENGAGEMENT_KEYS
     if type(body) is not dict or set(body) != keys:
         got = sorted(body) if type(body) is dict else type(body).__name__
         raise _Refused(f"body must have the fields {sorted(keys)}, got {got}")
@@ -323,32 +445,53 @@ def _decode(
         _is_int(v) for v in counters.values()
     ):
         raise _Refused(f"counters must map names in {sorted(_COUNTERS)} to integers")
-    state.update(kind=kind, partition=partition, offsets=offsets, counters=counters)
-    if kind != "join":
-        return state
+    if delta is None:
+        return EngagementState(partition, offsets, counters)
+    wms = []
     for name in ("wm_decisions", "wm_feedback"):
         wm = body[name]
         if type(wm) is not list or len(wm) != WATERMARK_WINDOW or not all(map(_is_int, wm)):
             raise _Refused(f"{name} must be a list of {WATERMARK_WINDOW} integers")
-        state[name] = wm
+        wms.append(tuple(wm))
     if not _is_int(body["seq"]):
         raise _Refused("seq must be an integer")
-    state["seq"] = body["seq"]
-    state["feedback_ids"] = _rows(body["feedback_ids"], (_is_int, _is_str), "feedback_ids")
-    state["heap"] = _rows(body["heap"], (_is_int, _is_int, _is_str), "heap")
-    state["pending"] = _rows(body["pending"], _PENDING_ROW, "pending")
-    state["closed"] = _rows(body["closed"], _CLOSED_ROW, "closed")
+    n = _N_DECISION
+    pending = _rows(body["pending"], (lambda v: True,) * n + _PENDING_REST, "pending")
+    x = arrays.get("pending_x")
+    if x is None or x.dtype != np.float64 or x.ndim != 2 or len(x) != len(pending):
+        raise _Refused("pending_x must be a float64 (pending, dim) array")
+    events = _events(DecisionEvent, [r[:n] for r in pending], "pending",
+                     context=x.tolist())
+    closed = _rows(body["closed"], (lambda v: True,) * n + _CLOSED_REST, "closed")
+    # a closed decision's context is not kept: checked as a placeholder, restored empty
+    gone = _events(DecisionEvent, [r[:n] for r in closed], "closed",
+                   context=[[0.0]] * len(closed))
     held = []
-    for item in _rows(body["held"], (_is_int, _is_int, lambda v: type(v) is list, _is_str),
-                      "held"):
+    rows = _rows(body["held"], (_is_int, _is_int, lambda v: type(v) is list, _is_str), "held")
+    feedback = _events(FeedbackEvent, [r[2] for r in rows], "held feedback")
+    for item, fb in zip(rows, feedback, strict=True):
         try:
             raw = base64.b64decode(item[3], validate=True)
         except binascii.Error:
             raise _Refused("held feedback bytes must be base64") from None
-        held.append((item[0], item[1], _row(item[2], _FEEDBACK_ROW, "held feedback"), raw))
-    state["held"] = held
-    x = arrays.get("pending_x")
-    if x is None or x.dtype != np.float64 or x.ndim != 2 or len(x) != len(state["pending"]):
-        raise _Refused("pending_x must be a float64 (pending, dim) array")
-    state["pending_x"] = x
-    return state
+        held.append((item[0], item[1], fb, raw))
+    return JoinState(
+        partition=partition,
+        delta=delta,
+        offsets=offsets,
+        wm_decisions=wms[0],
+        wm_feedback=wms[1],
+        feedback_ids=tuple(_rows(body["feedback_ids"], (_is_int, _is_str), "feedback_ids")),
+        pending=tuple((ev, *r[n:]) for ev, r in zip(events, pending, strict=True)),
+        heap=tuple(_rows(body["heap"], (_is_int, _is_int, _is_str), "heap")),
+        seq=body["seq"],
+        held=tuple(held),
+        closed=tuple(
+            (_no_context(ev), *r[n:]) for ev, r in zip(gone, closed, strict=True)
+        ),
+        counters=counters,
+    )
+
+
+def _no_context(ev: DecisionEvent) -> DecisionEvent:
+    return dataclasses.replace(ev, context=())
