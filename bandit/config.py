@@ -376,6 +376,10 @@ class StoreConfig:
     database: str = "switchboard"
 
 
+#: how the learner parses fetched Kafka record batches (``learner.record_parser``)
+RecordParser = Literal["lean", "kafka-python"]
+
+
 @dataclass(frozen=True)
 class LearnerConfig:
     #: attribution window: feedback later than this after the decision does not update the policy
@@ -401,8 +405,14 @@ class LearnerConfig:
     max_checkpoint_failure_s: float = 300.0
     #: file with the key that authenticates state files (HMAC-SHA256); empty = checksum only
     state_hmac_key_file: str = ""
+    #: record-batch parsing: "lean" (the learner's own, consumers/kafka_records.py, for the
+    #: kafka-python minor version pinned) or "kafka-python" (the client's own objects)
+    record_parser: RecordParser = "lean"
 
     def __post_init__(self) -> None:
+        if self.record_parser not in get_args(RecordParser):
+            raise ConfigError("learner.record_parser", self.record_parser,
+                              f"must be one of {list(get_args(RecordParser))}")
         _nonneg("learner.max_future_skew_s", self.max_future_skew_s)
         _nonneg("learner.max_past_skew_s", self.max_past_skew_s)
         _positive("learner.max_checkpoint_failure_s", self.max_checkpoint_failure_s)
