@@ -38,7 +38,8 @@ from bandit.embedded.broker import EmbeddedBroker, create_topics
 from bandit.formats.state import StateDir
 from bandit.policies import make_policy
 from consumers.join import JoinPartition
-from consumers.kafka_adapter import KafkaLearner, _crc32c_is_native, _use_lean_records
+from consumers.kafka_adapter import KafkaLearner
+from consumers.kafka_records import crc32c_is_native, use_lean_records
 from consumers.sink import StoreSink
 from consumers.synthetic import ARMS, make_stream, produce
 
@@ -59,9 +60,9 @@ def raw_consume(
         max_poll_records=5000,
         fetch_max_bytes=64 << 20,
         max_partition_fetch_bytes=16 << 20,
-        check_crcs=_crc32c_is_native(),  # same setting as the learner
+        check_crcs=crc32c_is_native(),  # same setting as the learner
     )
-    if lean and not _use_lean_records(consumer):
+    if lean and not use_lean_records(consumer):
         raise RuntimeError("lean record parsing is not available with this kafka-python")
     tps = [TopicPartition(t, p) for t in topic_names for p in range(PARTITIONS)]
     consumer.assign(tps)
@@ -90,7 +91,7 @@ def raw_consume_confluent(bootstrap: str, topic_names: list[str], total: int) ->
         "enable.auto.commit": False,
         "fetch.max.bytes": 64 << 20,
         "max.partition.fetch.bytes": 16 << 20,
-        "check.crcs": _crc32c_is_native(),
+        "check.crcs": crc32c_is_native(),
     })
     consumer.assign([TopicPartition(t, p, 0) for t in topic_names for p in range(PARTITIONS)])
     n = 0

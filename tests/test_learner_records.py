@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.kafka_adapter import _lean_partition_records, _use_lean_records, parse_v2_records
+from consumers.kafka_records import lean_partition_records, parse_v2_records, use_lean_records
 
 kafka_records = pytest.importorskip("kafka.record")
 fetcher_mod = pytest.importorskip("kafka.consumer.fetcher")
@@ -53,7 +53,7 @@ def _standard(raw: bytes, tp: Any, fetch_offset: int) -> list[tuple[int, bytes |
 
 def _lean(raw: bytes, tp: Any, fetch_offset: int, n: int) -> list[tuple[int, bytes | None, int]]:
     """Take in chunks of ``n`` as poll(max_records=n) does; the position must track."""
-    cls = _lean_partition_records(fetcher_mod.Fetcher.PartitionRecords)
+    cls = lean_partition_records(fetcher_mod.Fetcher.PartitionRecords)
     part = cls(fetch_offset, tp, kafka_records.MemoryRecords(raw), check_crcs=True)
     out: list[tuple[int, bytes | None, int]] = []
     while part:
@@ -100,6 +100,25 @@ def test_lean_records_install_on_a_consumer() -> None:
     kafka = pytest.importorskip("kafka")
     consumer = kafka.KafkaConsumer(bootstrap_servers="127.0.0.1:1", api_version=(2, 8))
     try:
-        assert _use_lean_records(consumer)
+        assert use_lean_records(consumer)
     finally:
         consumer.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("parser", ["lean", "kafka-python"])
+def test_learner_record_parser_follows_the_config(broker, topic_prefix, tmp_path, parser):  # type: ignore[no-untyped-def]
+    from bandit.config import load_config
+    from consumers.kafka_adapter import KafkaLearner
+    from tests.test_learner_kafka import write_config
+
+    cfg = write_config(tmp_path, broker.bootstrap_servers, topic_prefix, dim=4, store=False)
+    config = load_config(cfg, env={"SWITCHBOARD_LEARNER__RECORD_PARSER": f'"{parser}"'})
+    learner = KafkaLearner(config, lambda p: pytest.fail("no partition is assigned here"))
+    learner._connect(give_up_after_s=60)
+    try:
+        fetcher = learner._consumer._fetcher
+        assert learner._lean is (parser == "lean")
+        assert (fetcher.PartitionRecords.__name__ == "LeanPartitionRecords") is (parser == "lean")
+    finally:
+        assert learner.shutdown()
