@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.update(
             {
                 "SWITCHBOARD_STORE__DSN": dsn,
-                "SWITCHBOARD_DASHBOARD_AS_OF_MS": str(as_of),
-                "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(Path(tmp) / "snapshots"),
-                "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(Path(tmp) / "results"),
+                "SWITCHBOARD_DASHBOARD__AS_OF_MS": str(as_of),
+                "SWITCHBOARD_MODEL__DIR": str(Path(tmp) / "snapshots"),
+                "SWITCHBOARD_DASHBOARD__RESULTS_DIR": str(Path(tmp) / "results"),
             }
         )
         import streamlit as st

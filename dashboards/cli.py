@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -27,11 +28,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     p.add_argument("--dsn", help="store DSN (default store.dsn)")
     p.add_argument("--database", help="store database (default store.database)")
-    p.add_argument("--snapshots", help="model snapshot folder (default serve.snapshot_dir)")
-    p.add_argument("--results", default=None, help="folder of offline runs (default ./results)")
+    p.add_argument("--snapshots", help="model snapshot folder (default model.dir)")
+    p.add_argument("--results", default=None,
+                   help="folder of offline runs (default dashboard.results_dir, ./results)")
     p.add_argument("--as-of-ms", type=int, default=None,
                    help="fixed \"now\" of every view, epoch ms (default: the data's clock, the "
-                        "latest decision's time)")
+                        "latest decision's time; dashboard.as_of_ms)")
     p.set_defaults(func=run)
 
 
@@ -71,6 +73,8 @@ def build_command(host: str, port: int) -> list[str]:
 
 
 def build_env(args: argparse.Namespace, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The app's environment: the flags become the config's own overrides
+    (``SWITCHBOARD_<SECTION>__<FIELD>``), so the app reads one validated config."""
     env = dict(os.environ if base is None else base)
     if getattr(args, "config", None):
         env["SWITCHBOARD_CONFIG"] = str(Path(args.config).resolve())
@@ -79,11 +83,11 @@ def build_env(args: argparse.Namespace, base: dict[str, str] | None = None) -> d
     if args.database:
         env["SWITCHBOARD_STORE__DATABASE"] = args.database
     if args.snapshots:
-        env["SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR"] = args.snapshots
+        env["SWITCHBOARD_MODEL__DIR"] = _toml_string(args.snapshots)
     if args.results:
-        env["SWITCHBOARD_DASHBOARD_RESULTS_DIR"] = args.results
+        env["SWITCHBOARD_DASHBOARD__RESULTS_DIR"] = _toml_string(args.results)
     if args.as_of_ms is not None:
-        env["SWITCHBOARD_DASHBOARD_AS_OF_MS"] = str(args.as_of_ms)
+        env["SWITCHBOARD_DASHBOARD__AS_OF_MS"] = str(args.as_of_ms)
     # the app imports dashboards/bandit from wherever this process found them
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -91,13 +95,20 @@ def build_env(args: argparse.Namespace, base: dict[str, str] | None = None) -> d
     return env
 
 
+def _toml_string(value: str) -> str:
+    """``value`` as a TOML string: an override is read as TOML first (a path such as
+    ``1e3`` or ``true`` must stay a string)."""
+    return json.dumps(value)
+
+
 def run(args: argparse.Namespace) -> int:
     from bandit.config import load_config
 
-    load_config(getattr(args, "config", None))  # fail fast on a bad config, before Streamlit starts
+    env = build_env(args)
+    load_config(None, env)  # fail fast on a bad config or flag, before Streamlit starts
     port = args.port or free_port(args.host)
     print(f"switchboard dashboard: http://{args.host}:{port}", file=sys.stderr, flush=True)
-    proc = subprocess.Popen(build_command(args.host, port), env=build_env(args))
+    proc = subprocess.Popen(build_command(args.host, port), env=env)
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
         return proc.wait()

@@ -1,7 +1,7 @@
 """Data access for the dashboard: settings, the cached read-only store, cached queries.
 
 Nothing here runs at import time. The store connection is one per process, shared by all
-sessions and reopened every ``STORE_TTL_S`` (``SWITCHBOARD_DASHBOARD_STORE_TTL_S``) so a
+sessions and reopened every ``dashboard.store_ttl_s`` (default 300 s) so a
 read-only snapshot of an embedded store that the learner owns is refreshed; every query
 is a ``st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background")`` keyed by its plain
 arguments: after the TTL the last result is served at once while a fresh one is computed
@@ -40,7 +40,6 @@ from bandit.errors import StoreError, SwitchboardError
 
 __all__ = [
     "QUERY_TTL_S",
-    "STORE_TTL_S",
     "DashboardSettings",
     "PolicyView",
     "data_clock",
@@ -52,19 +51,6 @@ __all__ = [
 ]
 
 QUERY_TTL_S = 60
-STORE_TTL_S = 300
-
-#: environment variables the ``switchboard dashboard`` launcher sets for the app
-ENV_RESULTS_DIR = "SWITCHBOARD_DASHBOARD_RESULTS_DIR"
-ENV_SNAPSHOT_DIR = "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR"
-ENV_STALE_AFTER_S = "SWITCHBOARD_DASHBOARD_STALE_AFTER_S"
-ENV_LAG_AFTER_S = "SWITCHBOARD_DASHBOARD_LAG_AFTER_S"
-ENV_AS_OF_MS = "SWITCHBOARD_DASHBOARD_AS_OF_MS"
-ENV_STORE_TTL_S = "SWITCHBOARD_DASHBOARD_STORE_TTL_S"
-ENV_CLOCK = "SWITCHBOARD_DASHBOARD_CLOCK"
-#: what the store's event times follow: the wall clock (production) or a simulated
-#: calendar (``switchboard demo``, replays of old data); see :func:`freshness_reference`
-CLOCKS = ("wall", "simulated")
 
 
 @dataclass(frozen=True)
@@ -100,36 +86,29 @@ class DashboardSettings:
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> DashboardSettings:
-    """Settings from ``SWITCHBOARD_CONFIG`` / ``SWITCHBOARD_*`` overrides plus dashboard knobs."""
-    env = os.environ if env is None else env
-    cfg: Config = load_config(None, env)
-    as_of = env.get(ENV_AS_OF_MS)
+    """Settings from the one config: ``SWITCHBOARD_CONFIG`` and the ``SWITCHBOARD_*``
+    overrides (the ``[dashboard]`` section, ``model.dir``, the store and the experiment).
+
+    A bad value raises :class:`~bandit.errors.ConfigError` naming the field."""
+    cfg: Config = load_config(None, os.environ if env is None else env)
+    dash = cfg.dashboard
     return DashboardSettings(
         dsn=cfg.store.dsn,
         database=cfg.store.database,
-        snapshot_dir=env.get(ENV_SNAPSHOT_DIR, cfg.serve.snapshot_dir),
-        results_dir=env.get(ENV_RESULTS_DIR, "results"),
+        snapshot_dir=cfg.model.dir,
+        results_dir=dash.results_dir,
         control=cfg.experiment.control,
         variant_weights=tuple((v.name, float(v.weight)) for v in cfg.experiment.variants),
         guardrails=tuple(cfg.experiment.guardrails),
         guardrail_margin=float(cfg.experiment.guardrail_margin),
         alpha=float(cfg.policy.alpha),
         ridge_lambda=float(cfg.policy.ridge_lambda),
-        stale_after_s=float(env.get(ENV_STALE_AFTER_S, 6 * 3600.0)),
-        lag_after_s=float(env.get(ENV_LAG_AFTER_S, 900.0)),
+        stale_after_s=dash.stale_after_s,
+        lag_after_s=dash.lag_after_s,
         experiment=cfg.experiment,
-        as_of_ms=int(as_of) if as_of else None,
-        clock=clock_setting(env),
+        as_of_ms=dash.as_of_ms or None,
+        clock=dash.clock,
     )
-
-
-def clock_setting(env: Mapping[str, str] | None = None) -> str:
-    """``SWITCHBOARD_DASHBOARD_CLOCK``: ``wall`` (default) or ``simulated``."""
-    env = os.environ if env is None else env
-    raw = env.get(ENV_CLOCK, "") or "wall"
-    if raw not in CLOCKS:
-        raise SwitchboardError(f"{ENV_CLOCK} must be one of {', '.join(CLOCKS)}, got {raw!r}")
-    return raw
 
 
 # --------------------------------------------------------------------------- store
@@ -179,16 +158,8 @@ _HOLDER = _StoreHolder()
 
 
 def store_ttl_s(env: Mapping[str, str] | None = None) -> float:
-    """Seconds an opened store is reused (``SWITCHBOARD_DASHBOARD_STORE_TTL_S``)."""
-    env = os.environ if env is None else env
-    raw = env.get(ENV_STORE_TTL_S, "")
-    try:
-        ttl = float(raw) if raw else float(STORE_TTL_S)
-    except ValueError:
-        raise SwitchboardError(f"{ENV_STORE_TTL_S} must be a number of seconds, got {raw!r}") from None
-    if not ttl > 0:
-        raise SwitchboardError(f"{ENV_STORE_TTL_S} must be > 0, got {raw!r}")
-    return ttl
+    """Seconds an opened store is reused (``dashboard.store_ttl_s``)."""
+    return load_config(None, os.environ if env is None else env).dashboard.store_ttl_s
 
 
 def get_store(dsn: str, database: str) -> Any:

@@ -144,12 +144,12 @@ def filled(tmp_path_factory: pytest.TempPathFactory, chdb_dir: Path) -> dict:
     env = {
         "SWITCHBOARD_STORE__DSN": dsn,
         "SWITCHBOARD_STORE__DATABASE": database,
-        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(root / "snapshots"),
-        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(root / "results"),
-        "SWITCHBOARD_DASHBOARD_AS_OF_MS": str(info["as_of_ms"]),
+        "SWITCHBOARD_MODEL__DIR": str(root / "snapshots"),
+        "SWITCHBOARD_DASHBOARD__RESULTS_DIR": str(root / "results"),
+        "SWITCHBOARD_DASHBOARD__AS_OF_MS": str(info["as_of_ms"]),
         # the synthetic data ends in the past: do not flag it stale
-        "SWITCHBOARD_DASHBOARD_STALE_AFTER_S": str(10 * 365 * 86400),
-        "SWITCHBOARD_DASHBOARD_LAG_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD__STALE_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD__LAG_AFTER_S": str(10 * 365 * 86400),
     }
     return {"dsn": dsn, "database": database, "env": env, **info}
 
@@ -272,10 +272,10 @@ def test_stale_banner_follows_the_configured_clock(
     """Live view (no as-of) of data whose calendar lies in the past, default threshold:
     stale against the wall clock, not against a simulated calendar's own clock."""
     env = {k: v for k, v in filled["env"].items()
-           if k not in ("SWITCHBOARD_DASHBOARD_AS_OF_MS", "SWITCHBOARD_DASHBOARD_STALE_AFTER_S")}
-    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_AS_OF_MS", raising=False)
-    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_STALE_AFTER_S", raising=False)
-    at = _app(monkeypatch, {**env, "SWITCHBOARD_DASHBOARD_CLOCK": clock})
+           if k not in ("SWITCHBOARD_DASHBOARD__AS_OF_MS", "SWITCHBOARD_DASHBOARD__STALE_AFTER_S")}
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD__AS_OF_MS", raising=False)
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD__STALE_AFTER_S", raising=False)
+    at = _app(monkeypatch, {**env, "SWITCHBOARD_DASHBOARD__CLOCK": clock})
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Stale decisions" in w.value for w in at.warning) is stale
@@ -295,14 +295,14 @@ def test_simulated_clock_flags_decisions_that_stopped_while_fallbacks_went_on(
                                 for i in range(5)], source="fallback")
     finally:
         store.close()
-    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_AS_OF_MS", raising=False)
-    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_STALE_AFTER_S", raising=False)
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD__AS_OF_MS", raising=False)
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD__STALE_AFTER_S", raising=False)
     at = _app(monkeypatch, {
         "SWITCHBOARD_STORE__DSN": dsn, "SWITCHBOARD_STORE__DATABASE": database,
-        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(tmp_path / "snapshots"),
-        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "results"),
-        "SWITCHBOARD_DASHBOARD_LAG_AFTER_S": str(10 * 365 * 86400),
-        "SWITCHBOARD_DASHBOARD_CLOCK": "simulated",
+        "SWITCHBOARD_MODEL__DIR": str(tmp_path / "snapshots"),
+        "SWITCHBOARD_DASHBOARD__RESULTS_DIR": str(tmp_path / "results"),
+        "SWITCHBOARD_DASHBOARD__LAG_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD__CLOCK": "simulated",
     })
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -327,13 +327,13 @@ def test_freshness_reference_rule() -> None:
 
 
 def test_clock_setting_is_validated() -> None:
-    from bandit.errors import SwitchboardError
-    from dashboards.data import clock_setting
+    from bandit.errors import ConfigError
+    from dashboards.data import settings_from_env
 
-    assert clock_setting({}) == "wall"
-    assert clock_setting({"SWITCHBOARD_DASHBOARD_CLOCK": "simulated"}) == "simulated"
-    with pytest.raises(SwitchboardError, match=r"SWITCHBOARD_DASHBOARD_CLOCK.*'sim'"):
-        clock_setting({"SWITCHBOARD_DASHBOARD_CLOCK": "sim"})
+    assert settings_from_env({}).clock == "wall"
+    assert settings_from_env({"SWITCHBOARD_DASHBOARD__CLOCK": "simulated"}).clock == "simulated"
+    with pytest.raises(ConfigError, match=r"dashboard\.clock.*'sim'"):
+        settings_from_env({"SWITCHBOARD_DASHBOARD__CLOCK": "sim"})
 
 
 def test_retention_page_draws_curves_and_lift_over_time(
@@ -419,8 +419,8 @@ def test_pages_show_friendly_empty_state_on_empty_store(
     env = {
         "SWITCHBOARD_STORE__DSN": f"chdb://{chdb_dir}",
         "SWITCHBOARD_STORE__DATABASE": f"empty_{uuid.uuid4().hex[:8]}",
-        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(tmp_path / "none"),
-        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "none"),
+        "SWITCHBOARD_MODEL__DIR": str(tmp_path / "none"),
+        "SWITCHBOARD_DASHBOARD__RESULTS_DIR": str(tmp_path / "none"),
     }
     at = _app(monkeypatch, env)
     at.run()
@@ -497,8 +497,8 @@ def test_cohort_view_moments_equal_store_cohort_moments(
 def test_live_view_reads_as_of_the_data_clock(filled: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no configured as-of, "now" is the latest decision's time: a simulated calendar
     in the past is read as of its end, so its complete cohorts show (not the wall clock)."""
-    env = {k: v for k, v in filled["env"].items() if k != "SWITCHBOARD_DASHBOARD_AS_OF_MS"}
-    monkeypatch.delenv("SWITCHBOARD_DASHBOARD_AS_OF_MS", raising=False)
+    env = {k: v for k, v in filled["env"].items() if k != "SWITCHBOARD_DASHBOARD__AS_OF_MS"}
+    monkeypatch.delenv("SWITCHBOARD_DASHBOARD__AS_OF_MS", raising=False)
     at = _app(monkeypatch, env)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
@@ -545,7 +545,7 @@ def test_store_reopens_after_ttl_while_another_process_owns_it(
     try:
         assert owner.stdout is not None
         assert owner.stdout.readline().strip() == "ready"
-        monkeypatch.setenv(data.ENV_STORE_TTL_S, "0.05")
+        monkeypatch.setenv("SWITCHBOARD_DASHBOARD__STORE_TTL_S", "0.05")
         key = (dsn, "owned")
         seen = []
         for _ in range(3):
@@ -564,13 +564,13 @@ def test_store_reopens_after_ttl_while_another_process_owns_it(
 
 
 def test_store_ttl_setting_is_validated() -> None:
-    from bandit.errors import SwitchboardError
-    from dashboards.data import ENV_STORE_TTL_S, store_ttl_s
+    from bandit.errors import ConfigError
+    from dashboards.data import store_ttl_s
 
-    assert store_ttl_s({ENV_STORE_TTL_S: "2.5"}) == 2.5
+    assert store_ttl_s({"SWITCHBOARD_DASHBOARD__STORE_TTL_S": "2.5"}) == 2.5
     for bad in ("soon", "0", "-1"):
-        with pytest.raises(SwitchboardError, match=ENV_STORE_TTL_S):
-            store_ttl_s({ENV_STORE_TTL_S: bad})
+        with pytest.raises(ConfigError, match=r"dashboard\.store_ttl_s"):
+            store_ttl_s({"SWITCHBOARD_DASHBOARD__STORE_TTL_S": bad})
 
 
 PLANTED = "pl4nted-Pw-7731"
@@ -583,8 +583,8 @@ def test_pages_never_show_a_dsn_password(tmp_path: Path, monkeypatch: pytest.Mon
 
     env = {
         "SWITCHBOARD_STORE__DSN": f"http://reader:{PLANTED}@127.0.0.1:{free_port()}/",
-        "SWITCHBOARD_DASHBOARD_SNAPSHOT_DIR": str(tmp_path / "none"),
-        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "none"),
+        "SWITCHBOARD_MODEL__DIR": str(tmp_path / "none"),
+        "SWITCHBOARD_DASHBOARD__RESULTS_DIR": str(tmp_path / "none"),
     }
     at = _app(monkeypatch, env)
     at.run()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -95,3 +97,21 @@ def test_serve_snapshot_dir_is_a_deprecated_alias_of_model_dir(
     with pytest.raises(ConfigError, match=r"model\.dir") as info:
         load_config(both, env={})
     assert info.value.field == "serve.snapshot_dir"
+
+
+def test_the_demo_config_is_generated_from_the_one_config(tmp_path: Path) -> None:
+    """``switchboard demo`` writes its services' TOML with config_to_toml, the dashboard's
+    simulated clock included (no hand-written template, no extra environment)."""
+    from simulations.demo import DemoOptions, _config
+    from simulations.stack import StackPaths
+    from simulations.world import World
+
+    opts = DemoOptions(workdir=tmp_path)
+    world = cast(World, SimpleNamespace(dim=16))  # the config needs the world's dimension only
+    config = _config(opts, world, "127.0.0.1:9", StackPaths(tmp_path), 8123, 9100)
+    path = tmp_path / "switchboard.toml"
+    path.write_text(config_to_toml(config))
+    loaded = load_config(path, env={})
+    assert loaded == config
+    assert (loaded.dashboard.clock, loaded.model.dir, loaded.serve.tokens) == \
+        ("simulated", str(tmp_path / "snapshots"), (opts.token,))
