@@ -155,8 +155,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     info = fill_store(dsn, database, root / "snapshots", root / "results")
     port = _free_port()
     env = dict(os.environ)
-    env["SWITCHBOARD_DASHBOARD_STALE_AFTER_S"] = str(10 * 365 * 86400)
-    env["SWITCHBOARD_DASHBOARD_LAG_AFTER_S"] = str(10 * 365 * 86400)
+    env["SWITCHBOARD_DASHBOARD__STALE_AFTER_S"] = str(10 * 365 * 86400)
+    env["SWITCHBOARD_DASHBOARD__LAG_AFTER_S"] = str(10 * 365 * 86400)
     log = open(root / "dashboard.log", "w")
     proc = subprocess.Popen(
         [
@@ -306,10 +306,10 @@ def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
     _offline_run(tmp_path / "results")
     env = {
         **os.environ,
-        "SWITCHBOARD_DASHBOARD_STORE_TTL_S": "5",
-        "SWITCHBOARD_DASHBOARD_RESULTS_DIR": str(tmp_path / "results"),
-        "SWITCHBOARD_DASHBOARD_STALE_AFTER_S": str(10 * 365 * 86400),
-        "SWITCHBOARD_DASHBOARD_LAG_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD__STORE_TTL_S": "5",
+        "SWITCHBOARD_DASHBOARD__RESULTS_DIR": str(tmp_path / "results"),
+        "SWITCHBOARD_DASHBOARD__STALE_AFTER_S": str(10 * 365 * 86400),
+        "SWITCHBOARD_DASHBOARD__LAG_AFTER_S": str(10 * 365 * 86400),
     }
     proc = subprocess.Popen(
         [_switchboard(), "demo", "--users", "120", "--days", "10", "--seconds-per-day", "15",
