@@ -148,7 +148,7 @@ def run_learner(
     def applied() -> int:
         return sum(
             u.offsets.get("decisions", 0) + u.offsets.get("feedback", 0)
-            for key, u in list(learner.units.items())
+            for key, u in list(learner.partitions.items())
             if key[0] == "join"
         )
 

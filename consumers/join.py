@@ -73,8 +73,8 @@ __all__ = [
 DECISIONS: Final = "decisions"
 FEEDBACK: Final = "feedback"
 ENGAGEMENT: Final = "engagement"
-#: fallback exposures from the serving tier (unit-keyed like engagement, handled by the
-#: same partition unit): stored for cohorts, never learnt
+#: fallback exposures from the serving tier (keyed by unit_id like engagement, handled by
+#: the same engagement partition): stored for cohorts, never learnt
 EXPOSURES: Final = "exposures"
 
 #: Recently closed decision ids kept (per partition) to tell late feedback from unknown.

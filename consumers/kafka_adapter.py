@@ -54,7 +54,8 @@ __all__ = ["DEAD_LETTER_MAX_VALUE", "KafkaLearner", "LearnerStalledError", "dead
 
 log = logging.getLogger("switchboard.learner")
 
-Unit = JoinPartition | EngagementPartition
+#: one owned partition of the learner: a join pair, or engagement with exposures
+OwnedPartition = JoinPartition | EngagementPartition
 
 _offset_of = attrgetter("offset")
 _value_of = attrgetter("value")
@@ -140,7 +141,7 @@ class KafkaLearner:
             k.exposures_topic: EXPOSURES,
         }
         self.topic_of = {v: t for t, v in self.roles.items()}
-        self.units: dict[tuple[str, int], Unit] = {}
+        self.partitions: dict[tuple[str, int], OwnedPartition] = {}
         self.pending_out = Outbox()
         self.stop_event = threading.Event()
         self.client_id = client_id
@@ -174,7 +175,7 @@ class KafkaLearner:
         # has nothing it cannot commit, and a rollout must not wait on it
         ready = live and self._consumer is not None and not failing
         detail: dict[str, Any] = {
-            "partitions": len(self.units),
+            "partitions": len(self.partitions),
             "checkpoint_failures": self._sink_backoff.failures,
             "last_commit_age_s": round(now - self._last_ok_commit, 3),
         }
@@ -256,18 +257,18 @@ class KafkaLearner:
 
     # ------------------------------------------------------------------ rebalance
 
-    def _unit_key(self, topic: str, partition: int) -> tuple[str, int]:
+    def _partition_key(self, topic: str, partition: int) -> tuple[str, int]:
         role = self.roles[topic]
         return ("engagement" if role in (ENGAGEMENT, EXPOSURES) else "join", partition)
 
     def on_revoked(self, tps: list[Any]) -> None:
-        keys = {self._unit_key(tp.topic, tp.partition) for tp in tps}
+        keys = {self._partition_key(tp.topic, tp.partition) for tp in tps}
         if keys:
             # kafka-python runs this callback on its IO thread, where a synchronous commit
             # is refused; the snapshot carries the offsets the next owner seeks to.
             self.checkpoint(force=True, only=keys, commit=False)
         for key in keys:
-            self.units.pop(key, None)
+            self.partitions.pop(key, None)
             self._saved.pop(key, None)
         log.info("revoked %s", sorted(keys))
 
@@ -275,31 +276,31 @@ class KafkaLearner:
         from kafka import TopicPartition
 
         for tp in tps:
-            key = self._unit_key(tp.topic, tp.partition)
-            unit = self.units.get(key)
-            if unit is None:
+            key = self._partition_key(tp.topic, tp.partition)
+            part = self.partitions.get(key)
+            if part is None:
                 # this process owns the partition now: a temporary file of its state is
                 # a killed writer's
                 self.state_dir.remove_stale_temp(*key)
-                unit = self._load_unit(*key)
-                self.units[key] = unit
-                self._saved[key] = tuple(sorted(unit.offsets.items()))
+                part = self._load_partition(*key)
+                self.partitions[key] = part
+                self._saved[key] = tuple(sorted(part.offsets.items()))
             role = self.roles[tp.topic]
             # Always seek to the snapshot offset (or 0): tansu's latest offsets are wrong.
-            self._consumer.seek(TopicPartition(tp.topic, tp.partition), unit.offsets[role])
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition), part.offsets[role])
         self.idle_since = time.monotonic()
-        log.info("assigned %s", sorted({self._unit_key(tp.topic, tp.partition) for tp in tps}))
+        log.info("assigned %s", sorted({self._partition_key(tp.topic, tp.partition) for tp in tps}))
 
-    def _load_unit(self, kind: str, partition: int) -> Unit:
+    def _load_partition(self, kind: str, partition: int) -> OwnedPartition:
         if kind == "join":
-            unit: Unit = self.make_join(partition)
+            part: OwnedPartition = self.make_join(partition)
         else:
             future_ms, past_ms = event_time_bounds(self.config.learner)
-            unit = EngagementPartition(partition, max_future_ms=future_ms, max_past_ms=past_ms)
+            part = EngagementPartition(partition, max_future_ms=future_ms, max_past_ms=past_ms)
         state = self.state_dir.load(kind, partition)
         if state is not None:
-            unit.load_state(state)
-        return unit
+            part.load_state(state)
+        return part
 
     # ------------------------------------------------------------------ loop
 
@@ -352,7 +353,7 @@ class KafkaLearner:
                 self.metrics.batch_latency.observe(time.perf_counter() - t0)
                 self.idle_since = time.monotonic()
             elif max_idle_s is not None and time.monotonic() - self.idle_since > max_idle_s:
-                if self.units:
+                if self.partitions:
                     return
                 # a group join takes about half a session timeout on an idle machine and
                 # several times that on a busy one (each rebalance round waits for every
@@ -397,27 +398,27 @@ class KafkaLearner:
         self._checkpoint_requested.set()
 
     def _apply(self, batch: dict[Any, list[Any]]) -> None:
-        touched: dict[tuple[str, int], Unit] = {}
+        touched: dict[tuple[str, int], OwnedPartition] = {}
         before: dict[tuple[str, int], tuple[int, int, int, int]] = {}
         m = self.metrics
         for tp, records in batch.items():
-            key = self._unit_key(tp.topic, tp.partition)
-            unit = self.units.get(key)
-            if unit is None:  # fetched before on_assigned ran (should not happen)
-                unit = self._load_unit(*key)
-                self.units[key] = unit
-            before.setdefault(key, m.snapshot_counts(unit))
+            key = self._partition_key(tp.topic, tp.partition)
+            part = self.partitions.get(key)
+            if part is None:  # fetched before on_assigned ran (should not happen)
+                part = self._load_partition(*key)
+                self.partitions[key] = part
+            before.setdefault(key, m.snapshot_counts(part))
             if self._lean:  # (offset, value, timestamp) from the lean PartitionRecords
                 pairs, stamps = records, list(map(_third, records))
             else:
                 pairs = list(zip(map(_offset_of, records), map(_value_of, records), strict=True))
                 stamps = [-1 if t is None else t for t in map(_timestamp_of, records)]
-            unit.ingest(self.roles[tp.topic], pairs, stamps)
-            touched[key] = unit
-        for key, unit in touched.items():
-            unit.advance()
-            m.record(unit, before[key])
-            self.pending_out.extend(unit.outbox.drain())
+            part.ingest(self.roles[tp.topic], pairs, stamps)
+            touched[key] = part
+        for key, part in touched.items():
+            part.advance()
+            m.record(part, before[key])
+            self.pending_out.extend(part.outbox.drain())
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -429,8 +430,8 @@ class KafkaLearner:
         if not force and now < self._sink_backoff.until:
             return False
         self._last_commit = now
-        for unit in self.units.values():
-            self.pending_out.extend(unit.outbox.drain())
+        for part in self.partitions.values():
+            self.pending_out.extend(part.outbox.drain())
         out = self.pending_out
         if len(out):
             try:
@@ -458,13 +459,13 @@ class KafkaLearner:
             log.info("checkpoint succeeded again after %d failures", self._sink_backoff.failures)
         self._sink_backoff.ok()
         self._pause(False)
-        keys = [k for k in self.units if only is None or k in only]
+        keys = [k for k in self.partitions if only is None or k in only]
         for key in keys:
-            unit = self.units[key]
-            offsets = tuple(sorted(unit.offsets.items()))
+            part = self.partitions[key]
+            offsets = tuple(sorted(part.offsets.items()))
             if self._saved.get(key) == offsets:
                 continue  # nothing consumed since its last snapshot
-            self.state_dir.save(unit.to_state())
+            self.state_dir.save(part.to_state())
             self._saved[key] = offsets
         self._last_snapshot_wall = time.time()
         self._last_ok_commit = time.monotonic()
@@ -532,8 +533,8 @@ class KafkaLearner:
         offsets = {}
         assigned = self._consumer.assignment()
         for key in keys:
-            unit = self.units[key]
-            for role, off in unit.offsets.items():
+            part = self.partitions[key]
+            for role, off in part.offsets.items():
                 tp = TopicPartition(self.topic_of[role], key[1])
                 if role == EXPOSURES and tp not in assigned:
                     continue  # the exposures topic may have fewer partitions (auto-created)
@@ -567,12 +568,12 @@ class KafkaLearner:
     def _log_progress(self) -> None:
         self._last_log = time.monotonic()
         totals: dict[str, int] = {}
-        for unit in self.units.values():
-            for k, v in unit.counters.as_dict().items():
+        for part in self.partitions.values():
+            for k, v in part.counters.as_dict().items():
                 totals[k] = totals.get(k, 0) + v
         log.info(
             "partitions=%d %s snapshot_age_s=%.1f",
-            len(self.units),
+            len(self.partitions),
             " ".join(f"{k}={v}" for k, v in sorted(totals.items())),
             time.time() - self._last_snapshot_wall,
         )

@@ -116,12 +116,12 @@ class LearnerMetrics:
             self._server = None
 
     @staticmethod
-    def snapshot_counts(unit: Any) -> tuple[int, ...]:
-        c = unit.counters
+    def snapshot_counts(partition: Any) -> tuple[int, ...]:
+        c = partition.counters
         return (c.consumed, c.joined, c.late, c.closed, c.duplicates, c.out_of_time)
 
-    def record(self, unit: Any, before: tuple[int, ...]) -> None:
-        c = unit.counters
+    def record(self, partition: Any, before: tuple[int, ...]) -> None:
+        c = partition.counters
         self.consumed.inc(c.consumed - before[0])
         self.joined.inc(c.joined - before[1])
         self.late.inc(c.late - before[2])

@@ -99,7 +99,7 @@ def test_learner_sink_poison_row_and_store_outage(broker, make_topics, topic_pre
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: bool(learner.units), 60, "assignment", [])
+        wait_for(lambda: bool(learner.partitions), 60, "assignment", [])
         assert _probe(port, "/livez")[0] == 200
         store.close()  # the store goes away
         produce(broker.bootstrap_servers, stream, f"{topic_prefix}.decisions",
