@@ -10,6 +10,9 @@ from typing import Any
 
 __all__ = ["app_factory", "register", "run", "server_config"]
 
+#: how ``--workers N`` hands each worker process what to serve: a JSON object with the
+#: path of the resolved configuration (written by :func:`bandit.config.config_to_toml`,
+#: owner-only: it holds the tokens), the ``--arms`` file and the seed
 _ENV = "SWITCHBOARD_SERVE_ARGS"
 
 
@@ -52,16 +55,14 @@ def server_config(config_path: str | None, host: str | None, dev: bool) -> Any:
     return dataclasses.replace(config, serve=serve)
 
 
-def _build(config_path: str | None, arms_path: str | None, seed: int | list[int] | None,
-           host: str | None = None, dev: bool = False) -> Any:
+def _build(config: Any, arms_path: str | None, seed: int | list[int] | None) -> Any:
     from bandit.cli.arms import read_arms_file
     from bandit.serving.app import create_app
 
-    config = server_config(config_path, host, dev)
     arms = None
     if arms_path:
         arms = read_arms_file(arms_path, feature_dim=config.policy.arm_feature_dim or None)
-    return config, create_app(config, arms=arms, seed=seed)
+    return create_app(config, arms=arms, seed=seed)
 
 
 def _freeze_heap() -> None:
@@ -76,15 +77,18 @@ def _freeze_heap() -> None:
 
 
 def app_factory() -> Any:
-    """uvicorn ``--factory`` entry for multi-worker runs (arguments via the environment)."""
+    """uvicorn ``--factory`` entry for multi-worker runs: every worker serves the one
+    configuration the parent resolved (``SWITCHBOARD_SERVE_ARGS``), tokens included."""
     import json
     import os
 
-    opts = json.loads(os.environ.get(_ENV, "{}"))
+    from bandit.config import load_config
+
+    opts = json.loads(os.environ[_ENV])
     seed = opts.get("seed")
     # distinct RNG streams per worker; propensities stay exact either way
     seed = None if seed is None else [int(seed), os.getpid()]
-    app = _build(opts.get("config"), opts.get("arms"), seed, opts.get("host"), bool(opts.get("dev")))[1]
+    app = _build(load_config(opts["config"], env={}), opts.get("arms"), seed)
     _freeze_heap()
     return app
 
@@ -119,12 +123,21 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _graceful)
     if args.workers > 1:
-        os.environ[_ENV] = json.dumps({"config": config_path, "arms": args.arms,
-                                       "seed": args.seed, "host": args.host, "dev": args.dev})
-        uvicorn.run("bandit.cli.serve:app_factory", factory=True, workers=args.workers,
-                    **common)
+        import tempfile
+        from pathlib import Path
+
+        from bandit.config import config_to_toml
+
+        with tempfile.TemporaryDirectory(prefix="switchboard-serve-") as tmp:  # mode 0700
+            resolved = Path(tmp) / "switchboard.toml"
+            resolved.touch(mode=0o600)
+            resolved.write_text(config_to_toml(config))
+            os.environ[_ENV] = json.dumps({"config": str(resolved), "arms": args.arms,
+                                           "seed": args.seed})
+            uvicorn.run("bandit.cli.serve:app_factory", factory=True, workers=args.workers,
+                        **common)
     else:
-        app = _build(config_path, args.arms, args.seed, args.host, args.dev)[1]
+        app = _build(config, args.arms, args.seed)
         _freeze_heap()
         uvicorn.run(app, **common)
     return 0
