@@ -1,6 +1,7 @@
 """The analytics store over ``clickhouse-connect``: an embedded chdb engine or a server.
 
-One class, :class:`ClickHouseStore`, talks to both: ``chdb:///path`` (or
+One class, :class:`ClickHouseStore` (the :class:`bandit.store.protocol.Store` protocol's
+implementation), talks to both: ``chdb:///path`` (or
 ``chdb://memory``) selects clickhouse-connect's in-process chdb backend and
 ``http(s)://user:pass@host:8123`` a ClickHouse server — the SQL is the same.
 
@@ -37,6 +38,7 @@ import pandas as pd
 from bandit.errors import InvalidInputError, StoreError
 from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent
 from bandit.store import queries
+from bandit.store.protocol import Store
 from bandit.store.rows import ExposureRow, RewardRow
 from bandit.store.schema import EXPOSURE_SOURCES, MIGRATIONS, MIGRATIONS_TABLE, TABLES
 
@@ -508,6 +510,29 @@ class ClickHouseStore:
             out[f"{name}_ips_se"] = np.sqrt(np.clip(ips_var, 0, None))
         return out.sort_values(["variant", "arm_id"], ignore_index=True)
 
+    def early_proxies(self, experiment_id: str, as_of_ms: int | None = None, *,
+                      window_days: int = 7, length_cap: int = 20) -> pd.DataFrame:
+        """Per unit with decisions in its early window (days 0 .. ``window_days`` - 1 after
+        first exposure, before ``as_of_ms``): unit_id, variant, exposure_ts, decisions and,
+        per proxy (retry, rating, length), ``<proxy>_n`` decisions with it observed and
+        ``<proxy>_sum`` of its normalised value (as :mod:`bandit.reward`). What the
+        surrogate index (:mod:`bandit.analysis.calibration`) averages per user."""
+        if isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 1:
+            raise InvalidInputError("window_days", window_days, "must be an integer >= 1")
+        if isinstance(length_cap, bool) or not isinstance(length_cap, int) or length_cap < 1:
+            raise InvalidInputError("length_cap", length_cap, "must be an integer >= 1")
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "day_ms": _DAY_MS, "window_days": window_days,
+                  "length_cap": float(length_cap)}
+        df = self._query_df(queries.EARLY_PROXIES, params)
+        df["unit_id"] = df["unit_id"].astype(str)
+        df["variant"] = df["variant"].astype(str)
+        for col in ("exposure_ts", "decisions", "retry_n", "rating_n", "length_n"):
+            df[col] = df[col].astype("int64")
+        for col in ("retry_sum", "rating_sum", "length_sum"):
+            df[col] = df[col].astype("float64")
+        return df
+
     def mean_rewards(self, experiment_id: str) -> pd.DataFrame:
         """Per variant and arm: rewarded decisions, mean reward, joined and late shares."""
         df = self._query_df(queries.MEAN_REWARDS, {"experiment_id": _experiment(experiment_id)})
@@ -670,7 +695,7 @@ def _connect(dsn: str, database: str | None, chdb_path: str | None) -> Any:
 
 
 def open_store(dsn: str, database: str = "switchboard", *,
-               read_only: bool = False) -> ClickHouseStore:
+               read_only: bool = False) -> Store:
     """Open the store at ``dsn`` and, unless ``read_only``, apply pending migrations.
 
     ``dsn``: ``chdb:///abs/path`` or ``chdb://relative/path`` (embedded, on disk),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "COHORT_MOMENTS_MANY", "COHORT_MOMENTS_WITH_CROSS",
-           "DAYS", "DECISION_SPAN", "EXPERIMENTS", "EXPERIMENT_DESIGN", "EXPOSURE_PERIODS",
+           "DAYS", "DECISION_SPAN", "EARLY_PROXIES", "EXPERIMENTS", "EXPERIMENT_DESIGN", "EXPOSURE_PERIODS",
            "EXPOSURE_SOURCES",
            "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE", "TRAFFIC_SHARE",
            "UNIT_METRICS", "moments_many_sql"]
@@ -384,4 +384,43 @@ SELECT toUInt32(arrayCount(b -> b <= exposure_ts, {{bounds:Array(Int64)}})) AS p
 FROM exp
 GROUP BY period, variant
 ORDER BY period, variant
+"""
+
+
+# Per unit, the proxies of its decisions in the early window [exposure, exposure +
+# window_days) — counts and sums of each proxy normalised as bandit.reward does (retry:
+# 1 - retried; rating: (stars - 1) / 4; length: min(len, cap) / cap) — for the surrogate
+# index (bandit.analysis.calibration). Feedback is deduplicated per decision (the latest
+# event wins, as in ARM_PROXIES); a decision without feedback counts in `decisions` only.
+EARLY_PROXIES: Final = f"""
+WITH {_EXPOSED.strip()},
+f AS (
+    SELECT decision_id,
+           argMax(retried, ts_ms) AS retried,
+           argMax(rating, ts_ms) AS rating,
+           argMax(conversation_length, ts_ms) AS len
+    FROM feedback FINAL
+    WHERE decision_id IN (
+        SELECT decision_id FROM decisions WHERE experiment_id = {{experiment_id:String}})
+    GROUP BY decision_id
+),
+d AS (
+    SELECT decision_id, cityHash64(unit_id) AS unit_key, ts_ms FROM decisions FINAL
+    WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
+)
+SELECT x.unit_id AS unit_id, toString(x.variant) AS variant, x.exposure_ts AS exposure_ts,
+       count() AS decisions,
+       countIf(isNotNull(f.retried)) AS retry_n,
+       sumIf(1 - toFloat64(f.retried), isNotNull(f.retried)) AS retry_sum,
+       countIf(isNotNull(f.rating)) AS rating_n,
+       sumIf((toFloat64(f.rating) - 1) / 4, isNotNull(f.rating)) AS rating_sum,
+       countIf(isNotNull(f.len)) AS length_n,
+       sumIf(least(toFloat64(f.len), {{length_cap:Float64}}) / {{length_cap:Float64}},
+             isNotNull(f.len)) AS length_sum
+FROM d
+INNER JOIN exp AS x ON d.unit_key = x.unit_key
+LEFT JOIN f ON f.decision_id = d.decision_id
+WHERE d.ts_ms >= x.exposure_ts AND d.ts_ms < x.exposure_ts + {{window_days:Int64}} * {{day_ms:Int64}}
+GROUP BY x.unit_id, x.variant, x.exposure_ts
+ORDER BY unit_id
 """

@@ -1,0 +1,551 @@
+"""Calibrating the reward: a surrogate index of the day-30 outcome from early proxies.
+
+The bandit learns from per-message proxies combined as reward = Σ α_i · proxy_i / Σ α_i
+(:mod:`bandit.reward`); the business goal is a user's day-30 engagement. The surrogate
+index of Athey, Chetty, Imbens & Kang (2019, "The Surrogate Index: Combining Short-Term
+Proxies to Estimate Long-Term Treatment Effects More Rapidly and Precisely", NBER WP
+26463) is the conditional mean of the long-term outcome given the short-term surrogates,
+fitted on units whose long-term outcome has been observed ("matured") and then used to
+predict it for units whose outcome lies in the future.
+
+Here, per user, the surrogates are the means over the early window (days 0 .. w-1 after
+first exposure) of each normalised proxy — exactly the quantities the reward averages —
+and, where present, pre-exposure covariates. :func:`calibrate` fits the *linear* index
+
+    Y_30 ≈ β₀ + Σ_j β_j · S̄_j + γ · X_pre
+
+with K-fold cross-fitting (each unit's index value comes from a model that did not see
+it: ACIK §4, Chernozhukov et al. 2018), reports its out-of-fold R² (and that of a
+non-linear learner, to show what the linear form leaves on the table), a calibration
+table (binned out-of-fold prediction vs observed outcome) and the residuals. Because the
+index is linear in the per-user *means* of the per-message proxies, a message's share of
+its user's index is Σ_j β_j · proxy_j / n: the reward whose weights are α_j = β_j / Σ β
+(negative β clipped to 0, since α's are non-negative) is the per-message contribution to
+the index, up to an affine map that leaves every ranking of arms unchanged. Intervals of
+β and α come from a bootstrap over users (percentile intervals).
+
+:func:`project_lift` is the early read: the relative lift of the index between two
+cohorts whose early window is complete (a projection of the day-30 lift), with an
+interval that carries both the index's and the cohorts' sampling uncertainty. It is only
+as good as the surrogacy assumption (the treatment moves the day-30 outcome only through
+the proxies); :func:`projection_check` compares projections with matured measurements.
+
+Bad input — too few matured users, a constant proxy, collinear proxies, NaN — raises
+:class:`InvalidInputError` with a message naming the column and what to do.
+docs/calibration.md has the method, its assumptions and its failure modes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from bandit.errors import InvalidInputError
+
+__all__ = [
+    "MIN_UNITS",
+    "PROXIES",
+    "Calibration",
+    "Projection",
+    "Units",
+    "calibrate",
+    "fill_unobserved",
+    "load_units",
+    "project_lift",
+    "proxy_column",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+#: the proxies of :mod:`bandit.reward`, in config order (``reward.alpha_<name>``)
+PROXIES: Final = ("retry", "rating", "length")
+#: fewest matured users :func:`calibrate` fits an index on
+MIN_UNITS: Final = 200
+#: a proxy explained by the others with R² above this is collinear with them
+COLLINEAR_R2: Final = 0.999
+
+
+def proxy_column(name: str) -> str:
+    """Column of a units frame holding a user's early-window mean of proxy ``name``."""
+    return f"proxy_{name}"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted surrogate index and the reward weights it implies.
+
+    ``coef`` / ``coef_ci``: β per proxy (outcome units per unit of the proxy's mean);
+    ``alpha`` / ``alpha_ci``: the normalised, non-negative reward weights; ``clipped``:
+    proxies whose β was negative (α set to 0: raising that proxy *lowers* the index).
+    ``r2_oof``: out-of-fold R² of the linear index; ``r2_oof_flexible``: of a gradient
+    boosted model on the same inputs (NaN when not computed). ``calibration``: per bin of
+    the out-of-fold prediction, units, mean predicted and mean observed outcome.
+    """
+
+    outcome: str
+    proxies: tuple[str, ...]
+    covariates: tuple[str, ...]
+    n_units: int
+    folds: int
+    n_bootstrap: int
+    seed: int
+    intercept: float
+    coef: dict[str, float]
+    coef_ci: dict[str, tuple[float, float]]
+    covariate_coef: dict[str, float]
+    alpha: dict[str, float]
+    alpha_ci: dict[str, tuple[float, float]]
+    clipped: tuple[str, ...]
+    r2_oof: float
+    r2_oof_flexible: float
+    outcome_mean: float
+    residual_sd: float
+    residual_quantiles: dict[str, float]
+    calibration: pd.DataFrame
+    level: float = 0.95
+    #: bootstrap draws of (intercept, β..., γ...): what :func:`project_lift` resamples
+    boot_params: FloatArray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)
+    #: provenance (window, experiments, as-of) for the published file
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> FloatArray:
+        """(intercept, β per proxy, γ per covariate) of the full-sample fit."""
+        return np.array([self.intercept, *(self.coef[p] for p in self.proxies),
+                         *(self.covariate_coef[c] for c in self.covariates)])
+
+    def reward_alphas(self) -> dict[str, float]:
+        """``reward.alpha_<proxy>`` for every proxy of :data:`PROXIES` (0 for one not fitted)."""
+        return {f"alpha_{p}": round(self.alpha.get(p, 0.0), 4) for p in PROXIES}
+
+    def predict(self, units: pd.DataFrame) -> FloatArray:
+        """The index (the predicted outcome) of each row of ``units``."""
+        X = _design(units, self.proxies, self.covariates)
+        out: FloatArray = self.intercept + X @ self.params[1:]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready document (``switchboard calibrate --json``)."""
+        return {
+            "outcome": self.outcome, "proxies": list(self.proxies),
+            "covariates": list(self.covariates), "n_units": self.n_units,
+            "folds": self.folds, "bootstrap": self.n_bootstrap, "seed": self.seed,
+            "level": self.level,
+            "index": {"intercept": self.intercept, "coef": self.coef,
+                      "coef_ci": {k: list(v) for k, v in self.coef_ci.items()},
+                      "covariate_coef": self.covariate_coef},
+            "alpha": self.alpha, "alpha_ci": {k: list(v) for k, v in self.alpha_ci.items()},
+            "clipped": list(self.clipped),
+            "r2_oof": _finite(self.r2_oof), "r2_oof_flexible": _finite(self.r2_oof_flexible),
+            "outcome_mean": self.outcome_mean, "residual_sd": self.residual_sd,
+            "residual_quantiles": self.residual_quantiles,
+            "calibration": self.calibration.to_dict("records"),
+            "reward": self.reward_alphas(), "meta": self.meta,
+        }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _design(units: pd.DataFrame, proxies: Sequence[str], covariates: Sequence[str]) -> FloatArray:
+    cols = [proxy_column(p) for p in proxies] + list(covariates)
+    missing = [c for c in cols if c not in units.columns]
+    if missing:
+        raise InvalidInputError("units", sorted(units.columns),
+                                f"must have the columns {missing} (per-user early-window means)")
+    X: FloatArray = units[cols].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(X)
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        rows = np.flatnonzero(bad[:, j])
+        ids = _ids(units, rows)
+        raise InvalidInputError(cols[j], int(rows.size),
+                                f"has NaN or infinite values for {rows.size} of {len(units)} "
+                                f"users ({ids}): fill or drop those users, or leave the column out "
+                                f"(--proxies), before calibrating")
+    return X
+
+
+def _ids(units: pd.DataFrame, rows: npt.NDArray[np.intp], k: int = 3) -> str:
+    if "unit_id" in units.columns:
+        names = [str(v) for v in units["unit_id"].to_numpy()[rows[:k]]]
+    else:
+        names = [f"row {int(r)}" for r in rows[:k]]
+    return ", ".join(names) + (", ..." if rows.size > k else "")
+
+
+def _check_inputs(X: FloatArray, y: FloatArray, names: Sequence[str], outcome: str,
+                  min_units: int) -> None:
+    n = y.shape[0]
+    if n < min_units:
+        raise InvalidInputError(
+            "units", n,
+            f"are too few matured users to calibrate on: {n} have their {outcome} in the past "
+            f"and an early window with messages (need >= {min_units}); wait for more users to "
+            f"mature or lower --min-units")
+    if not np.isfinite(y).all():
+        rows = np.flatnonzero(~np.isfinite(y))
+        raise InvalidInputError(outcome, int(rows.size),
+                                f"has NaN or infinite values for {rows.size} of {n} users: "
+                                f"only users whose outcome has matured can be calibrated on")
+    if np.ptp(y) == 0:
+        raise InvalidInputError(outcome, float(y[0]),
+                                f"is the same for all {n} users: there is nothing to predict")
+    for j, name in enumerate(names):
+        if np.ptp(X[:, j]) == 0:
+            raise InvalidInputError(
+                name, float(X[0, j]),
+                f"is constant over all {n} users: it carries no information about "
+                f"{outcome}; leave it out (--proxies) or collect more varied data")
+    if X.shape[1] < 2:
+        return
+    Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    for j, name in enumerate(names):
+        others = np.delete(Z, j, axis=1)
+        coef, *_ = np.linalg.lstsq(others, Z[:, j], rcond=None)
+        resid = Z[:, j] - others @ coef
+        r2 = 1.0 - float(resid @ resid) / float(Z[:, j] @ Z[:, j])
+        if r2 > COLLINEAR_R2:
+            partners = [names[k] for k in range(len(names))
+                        if k != j and abs(float(np.corrcoef(Z[:, j], Z[:, k])[0, 1])) > 0.1]
+            with_ = ", ".join(partners) or "the others"
+            raise InvalidInputError(
+                name, round(r2, 6),
+                f"is collinear with {with_} (R² {r2:.6f} from them over {n} users): their "
+                f"weights cannot be told apart; leave one out (--proxies)")
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def _alphas(beta: FloatArray) -> FloatArray:
+    pos = np.clip(beta, 0.0, None)
+    total = pos.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out: FloatArray = np.where(total > 0, pos / np.where(total > 0, total, 1.0), np.nan)
+    return out
+
+
+def _ols(X: FloatArray, y: FloatArray) -> FloatArray:
+    """(intercept, coefficients) of least squares (scikit-learn's LinearRegression)."""
+    from sklearn.linear_model import LinearRegression
+
+    m = LinearRegression().fit(X, y)
+    return np.concatenate([[float(m.intercept_)], np.asarray(m.coef_, dtype=np.float64)])
+
+
+def _bootstrap_ols(X: FloatArray, y: FloatArray, draws: int,
+                   rng: np.random.Generator) -> FloatArray:
+    """Least squares on ``draws`` resamples of the rows (users) with replacement.
+
+    A resample is a vector of multinomial counts w: its fit solves the weighted normal
+    equations (Zᵀ diag(w) Z) θ = Zᵀ diag(w) y with Z = [1, X], all draws at once."""
+    n = X.shape[0]
+    Z = np.column_stack([np.ones(n), X])
+    w = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
+    gram = np.einsum("bi,ij,ik->bjk", w, Z, Z)
+    rhs = (w * y) @ Z
+    out: FloatArray = np.linalg.lstsq(gram[0], rhs[0], rcond=None)[0][None, :].repeat(draws, 0)
+    try:
+        out = np.linalg.solve(gram, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # a resample without spread in some column
+        for b in range(draws):
+            out[b] = np.linalg.lstsq(gram[b], rhs[b], rcond=None)[0]
+    return out
+
+
+def _calibration_table(pred: FloatArray, y: FloatArray, bins: int) -> pd.DataFrame:
+    q = np.unique(np.quantile(pred, np.linspace(0, 1, bins + 1)))
+    which = np.clip(np.searchsorted(q, pred, side="right") - 1, 0, max(len(q) - 2, 0))
+    rows = []
+    for b in range(max(len(q) - 1, 1)):
+        m = which == b
+        if not m.any():
+            continue
+        rows.append({"bin": b, "n": int(m.sum()), "predicted": float(pred[m].mean()),
+                     "observed": float(y[m].mean()),
+                     "observed_se": float(y[m].std(ddof=1) / math.sqrt(m.sum()))
+                     if m.sum() > 1 else math.nan})
+    return pd.DataFrame(rows, columns=["bin", "n", "predicted", "observed", "observed_se"])
+
+
+def calibrate(
+    units: pd.DataFrame,
+    *,
+    outcome: str = "outcome",
+    proxies: Sequence[str] = PROXIES,
+    covariates: Sequence[str] = (),
+    folds: int = 5,
+    n_bootstrap: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+    min_units: int = MIN_UNITS,
+    flexible: bool = True,
+    bins: int = 10,
+    meta: Mapping[str, Any] | None = None,
+) -> Calibration:
+    """Fit the cross-fitted linear surrogate index of ``units[outcome]`` and its α's.
+
+    ``units``: one row per matured user, with ``proxy_<name>`` (the user's early-window
+    mean of each normalised proxy, see :func:`proxy_column`), the outcome column and any
+    ``covariates`` (pre-exposure values); a ``unit_id`` column names users in messages.
+    ``folds``-fold cross-fitting (scikit-learn ``KFold``, shuffled with ``seed``) gives the
+    out-of-fold predictions behind R², the calibration table and the residuals; the β's
+    are the full-sample least-squares fit and their intervals (and the α's) percentile
+    intervals over ``n_bootstrap`` resamples of users. ``flexible`` adds the out-of-fold R²
+    of a histogram gradient-boosting regressor on the same inputs (it does not change the
+    α's: they come from the linear index by construction).
+    """
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold
+
+    proxies = tuple(proxies)
+    covariates = tuple(covariates)
+    if not proxies:
+        raise InvalidInputError("proxies", proxies, f"must name at least one of {list(PROXIES)}")
+    unknown = [p for p in proxies if p not in PROXIES]
+    if unknown or len(set(proxies)) != len(proxies):
+        raise InvalidInputError("proxies", list(proxies),
+                                f"must be distinct names among {list(PROXIES)}")
+    if not isinstance(folds, int) or folds < 2:
+        raise InvalidInputError("folds", folds, "must be an integer >= 2")
+    if not isinstance(n_bootstrap, int) or n_bootstrap < 20:
+        raise InvalidInputError("bootstrap", n_bootstrap, "must be an integer >= 20")
+    if not 0.5 <= level < 1:
+        raise InvalidInputError("level", level, "must be in [0.5, 1)")
+    if outcome not in units.columns:
+        raise InvalidInputError("outcome", outcome,
+                                f"is not a column of the units frame ({sorted(units.columns)})")
+    y = units[outcome].to_numpy(dtype=np.float64, na_value=np.nan)
+    X = _design(units, proxies, covariates)
+    names = [proxy_column(p) for p in proxies] + list(covariates)
+    _check_inputs(X, y, names, outcome, max(min_units, 2 * folds))
+    n, k = X.shape[0], len(proxies)
+
+    params = _ols(X, y)
+    kf = KFold(n_splits=folds, shuffle=True, random_state=seed)
+    oof = np.empty(n)
+    oof_flex = np.full(n, np.nan)
+    for train, test in kf.split(X):
+        p = _ols(X[train], y[train])
+        oof[test] = p[0] + X[test] @ p[1:]
+        if flexible:
+            from sklearn.ensemble import HistGradientBoostingRegressor
+
+            g = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.1,
+                                              early_stopping=False, random_state=seed)
+            oof_flex[test] = g.fit(X[train], y[train]).predict(X[test])
+    r2 = float(r2_score(y, oof))
+    r2_flex = float(r2_score(y, oof_flex)) if flexible else math.nan
+
+    boot = _bootstrap_ols(X, y, n_bootstrap, np.random.default_rng(np.random.SeedSequence(seed)))
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    beta = params[1:1 + k]
+    alpha = _alphas(beta)
+    if not np.isfinite(alpha).all():
+        raise InvalidInputError(
+            "proxies", {p: round(float(b), 6) for p, b in zip(proxies, beta, strict=True)},
+            f"all have a weight <= 0 on {outcome}: raising none of them raises the index, so "
+            f"the proxies do not point at the goal and there are no α's to apply")
+    boot_alpha = _alphas(boot[:, 1:1 + k])
+    # a resample where no proxy has a positive weight has no α's: it counts as α = 0 for
+    # every proxy, so the intervals widen rather than silently dropping the draw
+    boot_alpha = np.where(np.isfinite(boot_alpha), boot_alpha, 0.0)
+    coef_ci = {p: (float(np.quantile(boot[:, 1 + j], lo_q)), float(np.quantile(boot[:, 1 + j], hi_q)))
+               for j, p in enumerate(proxies)}
+    alpha_ci = {p: (float(np.quantile(boot_alpha[:, j], lo_q)),
+                    float(np.quantile(boot_alpha[:, j], hi_q))) for j, p in enumerate(proxies)}
+    resid = y - oof
+    return Calibration(
+        outcome=outcome, proxies=proxies, covariates=covariates, n_units=n, folds=folds,
+        n_bootstrap=n_bootstrap, seed=seed, intercept=float(params[0]),
+        coef={p: float(beta[j]) for j, p in enumerate(proxies)}, coef_ci=coef_ci,
+        covariate_coef={c: float(params[1 + k + j]) for j, c in enumerate(covariates)},
+        alpha={p: float(alpha[j]) for j, p in enumerate(proxies)}, alpha_ci=alpha_ci,
+        clipped=tuple(p for j, p in enumerate(proxies) if beta[j] < 0),
+        r2_oof=r2, r2_oof_flexible=r2_flex, outcome_mean=float(y.mean()),
+        residual_sd=float(resid.std(ddof=1)),
+        residual_quantiles={f"q{int(q * 100):02d}": float(np.quantile(resid, q))
+                            for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
+        calibration=_calibration_table(oof, y, bins), level=level, boot_params=boot,
+        meta=dict(meta or {}),
+    )
+
+
+# --------------------------------------------------------------------------- early read
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The projected relative lift of the outcome (a surrogate-index lift), with interval.
+
+    A *projection*: it equals the lift of the outcome only if surrogacy holds (the
+    treatment moves the outcome through the proxies alone, and the index fitted on
+    matured users holds for these users). ``ci_low``/``ci_high`` carry the sampling
+    uncertainty of both cohorts and of the index (bootstrap).
+    """
+
+    n: int
+    n_control: int
+    index_mean: float
+    index_mean_control: float
+    lift: float
+    ci_low: float
+    ci_high: float
+    se: float
+    level: float
+
+
+def project_lift(calibration: Calibration, treatment: pd.DataFrame, control: pd.DataFrame,
+                 *, seed: int = 0, min_units: int = 20) -> Projection:
+    """Relative lift of the mean surrogate index, ``treatment`` over ``control``.
+
+    Both frames hold one row per user whose early window is complete, with the columns
+    :func:`calibrate` was fitted on. Each bootstrap draw pairs one resample of the index's
+    parameters (``calibration.boot_params``, users of the calibration set resampled) with
+    resamples of both cohorts, so the percentile interval covers all three sources.
+    """
+    for name, frame in (("treatment", treatment), ("control", control)):
+        if len(frame) < min_units:
+            raise InvalidInputError(name, len(frame),
+                                    f"has too few users with a complete early window to "
+                                    f"project (need >= {min_units})")
+    Xt = _design(treatment, calibration.proxies, calibration.covariates)
+    Xc = _design(control, calibration.proxies, calibration.covariates)
+    p = calibration.params
+    mt = float(p[0] + Xt.mean(axis=0) @ p[1:])
+    mc = float(p[0] + Xc.mean(axis=0) @ p[1:])
+    if not mc > 0:
+        raise InvalidInputError("control", round(mc, 6),
+                                "has a projected outcome <= 0: no relative lift to project")
+    boot = calibration.boot_params
+    if boot.shape[0] == 0:
+        raise InvalidInputError("calibration", "no bootstrap", "must carry bootstrap draws")
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    nt, nc = Xt.shape[0], Xc.shape[0]
+    draws = np.empty(boot.shape[0])
+    for b in range(boot.shape[0]):
+        bt = Xt[rng.integers(0, nt, size=nt)].mean(axis=0)
+        bc = Xc[rng.integers(0, nc, size=nc)].mean(axis=0)
+        it = boot[b, 0] + bt @ boot[b, 1:]
+        ic = boot[b, 0] + bc @ boot[b, 1:]
+        draws[b] = it / ic - 1.0 if ic > 0 else np.nan
+    draws = draws[np.isfinite(draws)]
+    lvl = calibration.level
+    lo, hi = np.quantile(draws, [(1 - lvl) / 2, 1 - (1 - lvl) / 2])
+    return Projection(nt, nc, mt, mc, mt / mc - 1.0, float(lo), float(hi),
+                      float(draws.std(ddof=1)), lvl)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+DAY_MS: Final = 86_400_000
+
+
+@dataclass(frozen=True)
+class Units:
+    """Per-user early-window proxy means and outcomes, read from the store.
+
+    ``frame``: unit_id, experiment_id, variant, exposure_ts, decisions, ``proxy_<name>``
+    per proxy, the outcome column (NaN until it has matured), the covariate columns,
+    ``window_complete`` and ``matured``. ``notes``: what was done to the data, in words
+    (users left out, proxies imputed) — the CLI prints them.
+    """
+
+    frame: pd.DataFrame
+    outcome: str
+    covariates: tuple[str, ...]
+    window_days: int
+    notes: tuple[str, ...]
+
+    @property
+    def matured(self) -> pd.DataFrame:
+        return self.frame[self.frame["matured"]].reset_index(drop=True)
+
+
+def fill_unobserved(units: pd.DataFrame) -> list[str]:
+    """Give a user with no observed value of a proxy in the window (NaN: a rating is
+    optional) the mean over the users who have one, in place; return what was done, in
+    words. A proxy observed for nobody stays NaN (:func:`calibrate` then names it)."""
+    notes = []
+    for p in PROXIES:
+        col = proxy_column(p)
+        if col not in units.columns:
+            continue
+        mean = units[col].to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = ~np.isfinite(mean)
+        if missing.any() and (~missing).any():
+            units[col] = np.where(missing, float(np.nanmean(mean)), mean)
+            notes.append(f"{p}: {int(missing.sum()):,} of {len(units):,} users had no observed "
+                         f"{p} in the window; their mean is the other users' mean")
+    return notes
+
+
+def load_units(store: Any, experiments: Sequence[str], *, outcome: str = "day30_engagement",
+               window_days: int = 7, as_of_ms: int | None = None, length_cap: int = 20,
+               covariates: bool = True) -> Units:
+    """Join each user's early-window proxies (:meth:`Store.early_proxies`) with its
+    outcome and pre-exposure covariate (:meth:`Store.unit_metrics`) over ``experiments``.
+
+    ``outcome`` is a metric of :data:`bandit.analysis.lift.METRICS`. A user's proxy mean
+    is over its decisions in the window with that proxy observed; a user with none (a
+    rating is optional) gets the mean over the users who have one, and the notes say how
+    many. Users without a decision in the window have no proxies and are left out.
+    """
+    from bandit.analysis.lift import METRICS
+
+    if outcome not in METRICS:
+        raise InvalidInputError("outcome", outcome, f"must be one of {sorted(METRICS)}")
+    if not experiments:
+        raise InvalidInputError("experiments", list(experiments),
+                                "must name at least one experiment (none in the store?)")
+    column, covariate = METRICS[outcome]
+    horizon = int(column.rsplit("_", 1)[-1].lstrip("d"))
+    if isinstance(window_days, bool) or not isinstance(window_days, int) \
+            or not 1 <= window_days <= horizon:
+        raise InvalidInputError("window_days", window_days,
+                                f"must be an integer in [1, {horizon}] (the outcome's day)")
+    cov = (covariate,) if covariates else ()
+    frames = []
+    notes: list[str] = []
+    for exp_id in experiments:
+        prox = store.early_proxies(exp_id, as_of_ms, window_days=window_days,
+                                   length_cap=length_cap)
+        metrics = store.unit_metrics(exp_id, as_of_ms)
+        keep = ["unit_id", column, *cov]
+        merged = prox.merge(metrics[keep], on="unit_id", how="left")
+        merged.insert(1, "experiment_id", exp_id)
+        no_window = int(len(metrics) - len(prox))
+        if no_window > 0:
+            notes.append(f"{exp_id}: {no_window:,} exposed users had no decision in their "
+                         f"first {window_days} days and are left out")
+        frames.append(merged)
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if df.empty:
+        raise InvalidInputError("experiments", list(experiments),
+                                "have no user with a decision in the early window")
+    as_of = int(as_of_ms) if as_of_ms is not None else int(time.time() * 1000)
+    for p in PROXIES:
+        n = df[f"{p}_n"].to_numpy()
+        s = df[f"{p}_sum"].to_numpy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            df[proxy_column(p)] = np.where(n > 0, s / np.where(n > 0, n, 1), np.nan)
+    notes += fill_unobserved(df)
+    df = df.rename(columns={column: outcome})
+    df[outcome] = pd.to_numeric(df[outcome], errors="coerce").astype("float64")
+    end = df["exposure_ts"] + window_days * DAY_MS
+    df["window_complete"] = end <= as_of
+    df["matured"] = df[outcome].notna() & df["window_complete"]
+    return Units(df, outcome, cov, window_days, tuple(notes))
