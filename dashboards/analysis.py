@@ -247,7 +247,7 @@ def lift_tables(
     skipped: dict[str, str] = {}
     for metric, _ in METRICS:
         try:
-            out[(metric, cuped)] = lift_table(  # type: ignore[arg-type]
+            out[(metric, cuped)] = lift_table(
                 store, exp, metric, as_of_ms, cuped, health=health
             )
         except InvalidInputError as exc:
@@ -269,7 +269,7 @@ def guardrail_rows(
     exp = _experiment if _experiment is not None else experiment_id
     moments = data.cohort_moments(key, experiment_id, as_of_ms, overview_pairs(exp))
     try:
-        return guardrail_table(MomentsView(moments, [experiment_id]), exp, as_of_ms)  # type: ignore[arg-type]
+        return guardrail_table(MomentsView(moments, [experiment_id]), exp, as_of_ms)
     except InvalidInputError:
         return pd.DataFrame(columns=list(GUARDRAIL_COLUMNS))
 

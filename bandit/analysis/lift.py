@@ -27,7 +27,7 @@ from bandit.config import ExperimentConfig, VariantConfig
 from bandit.errors import InvalidInputError, StoreError
 
 if TYPE_CHECKING:
-    from bandit.store.clickhouse import ClickHouseStore
+    from bandit.store.protocol import CohortSource, DesignSource, Store
 
 __all__ = ["BINARY", "GUARDRAIL_COLUMNS", "METRICS", "DesignPeriod", "ExperimentHealth",
            "decided_by", "ensure_design", "experiment_health", "guardrail_table", "lift_table"]
@@ -75,14 +75,12 @@ class ExperimentHealth:
     srm_detail: str
 
 
-def _design_periods(store: Any, experiment: ExperimentConfig | str,
+def _design_periods(store: DesignSource, experiment: ExperimentConfig | str,
                     exp_id: str) -> tuple[str, tuple[DesignPeriod, ...]]:
-    design = pd.DataFrame()
-    if hasattr(store, "experiment_design"):
-        try:
-            design = store.experiment_design(exp_id)
-        except StoreError:  # a store from before the designs table: nothing recorded
-            design = pd.DataFrame()
+    try:
+        design = store.experiment_design(exp_id)
+    except StoreError:  # a store from before the designs table: nothing recorded
+        design = pd.DataFrame()
     if not design.empty:
         periods = tuple(
             DesignPeriod(int(since), {str(v): float(w) for v, w in
@@ -94,7 +92,7 @@ def _design_periods(store: Any, experiment: ExperimentConfig | str,
     return "none", ()
 
 
-def ensure_design(store: ClickHouseStore, experiment: ExperimentConfig, since_ms: int) -> bool:
+def ensure_design(store: Store, experiment: ExperimentConfig, since_ms: int) -> bool:
     """Record ``experiment``'s variant weights as in force from ``since_ms``, unless they
     are already the latest recorded set (so a restart with the same configuration adds
     no period). Returns whether a new weight set was recorded. Called by the learner at
@@ -117,7 +115,7 @@ def _when(ms: int | None) -> str:
     return f"since {when:%Y-%m-%d %H:%M} UTC"
 
 
-def experiment_health(store: Any, experiment: ExperimentConfig | str,
+def experiment_health(store: DesignSource, experiment: ExperimentConfig | str,
                       as_of_ms: int | None = None) -> ExperimentHealth:
     """Sample-ratio mismatch per design period, and cross-exposed units.
 
@@ -177,7 +175,7 @@ class _Cohorts:
     sums: dict[str, stats.CovSums]
 
 
-def _cohorts(store: ClickHouseStore, experiment: ExperimentConfig | str, metric: str,
+def _cohorts(store: CohortSource, experiment: ExperimentConfig | str, metric: str,
              as_of_ms: int | None, include_cross_exposed: bool = False) -> _Cohorts:
     if metric not in METRICS:
         raise InvalidInputError("metric", metric, f"must be one of {sorted(METRICS)}")
@@ -279,7 +277,7 @@ def _row_numbers(fixed: tuple[stats.Summary, stats.Summary],
 
 
 def lift_table(
-    store: ClickHouseStore,
+    store: CohortSource,
     experiment: ExperimentConfig | str,
     metric: str = "day30_engagement",
     as_of_ms: int | None = None,
@@ -309,14 +307,23 @@ def lift_table(
     :class:`InvalidInputError` only for a wrong request (unknown metric, experiment
     with no exposure at all).
 
-    The sample ratio is tested per design period (:func:`experiment_health`, or the
+    ``store`` is a :class:`~bandit.store.protocol.Store` or any
+    :class:`~bandit.store.protocol.CohortSource` (then ``health`` must be given). The
+    sample ratio is tested per design period (:func:`experiment_health`, or the
     ``health`` given); a mismatch makes the verdict "do not trust". Units exposed to more
     than one variant are left out (``cross_exposed`` counts them) unless
     ``include_cross_exposed``, where they count in their first variant.
     """
     c = _cohorts(store, experiment, metric, as_of_ms, include_cross_exposed)
     cfg = c.config
-    h = health if health is not None else experiment_health(store, experiment, as_of_ms)
+    if health is None:
+        from bandit.store.protocol import DesignSource
+
+        if not isinstance(store, DesignSource):
+            raise InvalidInputError("health", None, "must be given when the store is a view "
+                                    "without the recorded design (experiment_health)")
+        health = experiment_health(store, experiment, as_of_ms)
+    h = health
     n_plan = planned_n if planned_n is not None else stats.DEFAULT_PLANNED_N
     if n_plan < 2:
         raise InvalidInputError("planned_n", n_plan, "must be >= 2 units")
@@ -377,7 +384,7 @@ GUARDRAIL_COLUMNS: Final = ("metric", "variant", "status", "estimate", "ci_low",
                             "detail")
 
 
-def guardrail_table(store: ClickHouseStore, experiment: ExperimentConfig | str,
+def guardrail_table(store: CohortSource, experiment: ExperimentConfig | str,
                     as_of_ms: int | None = None, *, alpha: float = 0.05) -> pd.DataFrame:
     """Each configured guardrail metric of each variant vs control (non-inferiority).
 
