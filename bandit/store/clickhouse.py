@@ -510,6 +510,29 @@ class ClickHouseStore:
             out[f"{name}_ips_se"] = np.sqrt(np.clip(ips_var, 0, None))
         return out.sort_values(["variant", "arm_id"], ignore_index=True)
 
+    def early_proxies(self, experiment_id: str, as_of_ms: int | None = None, *,
+                      window_days: int = 7, length_cap: int = 20) -> pd.DataFrame:
+        """Per unit with decisions in its early window (days 0 .. ``window_days`` - 1 after
+        first exposure, before ``as_of_ms``): unit_id, variant, exposure_ts, decisions and,
+        per proxy (retry, rating, length), ``<proxy>_n`` decisions with it observed and
+        ``<proxy>_sum`` of its normalised value (as :mod:`bandit.reward`). What the
+        surrogate index (:mod:`bandit.analysis.calibration`) averages per user."""
+        if isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 1:
+            raise InvalidInputError("window_days", window_days, "must be an integer >= 1")
+        if isinstance(length_cap, bool) or not isinstance(length_cap, int) or length_cap < 1:
+            raise InvalidInputError("length_cap", length_cap, "must be an integer >= 1")
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "day_ms": _DAY_MS, "window_days": window_days,
+                  "length_cap": float(length_cap)}
+        df = self._query_df(queries.EARLY_PROXIES, params)
+        df["unit_id"] = df["unit_id"].astype(str)
+        df["variant"] = df["variant"].astype(str)
+        for col in ("exposure_ts", "decisions", "retry_n", "rating_n", "length_n"):
+            df[col] = df[col].astype("int64")
+        for col in ("retry_sum", "rating_sum", "length_sum"):
+            df[col] = df[col].astype("float64")
+        return df
+
     def mean_rewards(self, experiment_id: str) -> pd.DataFrame:
         """Per variant and arm: rewarded decisions, mean reward, joined and late shares."""
         df = self._query_df(queries.MEAN_REWARDS, {"experiment_id": _experiment(experiment_id)})
