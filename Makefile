@@ -24,14 +24,15 @@ lint: install
 	$(BIN)/mypy
 
 # Parallel (pytest-xdist): many tests wait on subprocesses, servers and browsers, so three
-# workers keep two cores busy; tests sharing a module fixture, and the two demos, each stay
-# on one worker (--dist loadgroup; tests/conftest.py); long modules start first.
+# workers keep two cores busy. Each module runs on one worker (--dist loadfile: a module
+# fixture is built once; the two demos never overlap); long modules start first
+# (tests/conftest.py orders them; --no-loadscope-reorder keeps that order).
 TEST_WORKERS ?= 3
 
 test: lint
 	@bash .ci/ensure-test-tools || echo "test tools unavailable: browser, nginx and promtool tests will fail"
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=600 --durations=30 -m "not validation" \
-		-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+		-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The heavy statistical grids (thousands of simulated experiments per cell).
 validate: install
