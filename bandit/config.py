@@ -429,8 +429,8 @@ MODEL_DIR = "var/snapshots"
 @dataclass(frozen=True)
 class ModelConfig:
     """What the learner hands to the servers: one directory holding the published model
-    snapshot, the shared arm registry file and the MiniLM projection (file names in
-    :mod:`bandit.formats.paths`). The learner writes it; allocation servers, the
+    snapshot, the shared arm registry file and the MiniLM projection (their file names:
+    ``bandit/formats/paths.py``). The learner writes it; allocation servers, the
     dashboard and ``switchboard arms`` read it (a shared volume across machines)."""
 
     #: directory where the learner publishes model snapshots and servers hot-reload them
