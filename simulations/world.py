@@ -24,6 +24,17 @@ Model (all randomness from explicit :class:`numpy.random.Generator` objects):
   day-30 engagement of the *expert mixture* (oracle routing: best active arm per
   conversation) over GPT-3.5-only routing is exactly the planted lift
   (:func:`planted_lift`), e.g. +20% (``lift20``) or +68% (``lift68``).
+* **True long-term value** (what engagement responds to, :meth:`World.true_values`):
+  ``v = Σ_j w_j μ_j / Σ_j w_j`` over the proxies' expectations *without bait*
+  (``μ_retry = σ(z)``, ``μ_rating = σ(z - 0.3)``, ``μ_length = σ(z - 0.5)``) with the
+  scenario's ``value_weights`` w; by default w is the default reward's α's and the value
+  is exactly the expected default reward. A scenario may plant **length-bait** experts
+  (``bait_experts``): chatty generalists whose conversations run ``bait_length`` logits
+  longer — their length proxy rises, their value does not — and rate lower
+  (``bait_rating``); ``length_gain`` sets how much length follows z. In ``misaligned``
+  (``w_length = 0``) the default α's reward the bait, calibrated α's do not
+  (docs/calibration.md). ``hidden_value`` adds value to specialists that no proxy shows:
+  the surrogacy-violating scenario (``hidden``).
 """
 
 from __future__ import annotations
@@ -31,10 +42,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
 
@@ -48,14 +60,20 @@ __all__ = [
     "DIMENSIONS",
     "SCENARIOS",
     "ArmSpec",
+    "Cohort",
+    "CohortRouter",
+    "PolicyRouter",
     "Proxies",
     "Scenario",
     "World",
     "make_world",
     "planted_lift",
+    "random_router",
+    "simulate_cohort",
     "simulate_log",
 ]
 
+_DEFAULT_REWARD: Final = RewardConfig()
 DIMENSIONS: Final = ("role-play", "creative", "informative", "fun", "romance", "advice")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -89,6 +107,19 @@ class Scenario:
     engagement_beta: float = 1.0
     retention_beta: float = 0.5
     retention_tau_days: float = 40.0
+    #: weights (retry, rating, length) of the true long-term value over the proxies'
+    #: un-baited expectations; None: the default reward's α's (value = expected reward)
+    value_weights: tuple[float, float, float] | None = None
+    #: chatty experts whose length proxy is inflated by ``bait_length`` logits
+    bait_experts: int = 0
+    bait_length: float = 0.0
+    #: logit added to the bait experts' rating (users who were kept talking rate lower)
+    bait_rating: float = 0.0
+    bait_quality: float = -2.0
+    #: how strongly the length proxy follows the fit z (1: as retry and rating do)
+    length_gain: float = 1.0
+    #: value no proxy shows, added to every specialist's (surrogacy fails)
+    hidden_value: float = 0.0
 
     def __post_init__(self) -> None:
         if self.dim < self.n_dims + 1:
@@ -101,6 +132,14 @@ class Scenario:
             raise InvalidInputError("horizon_days", self.horizon_days, "must be >= 31")
         if self.target_lift is not None and not self.target_lift > 0:
             raise InvalidInputError("target_lift", self.target_lift, "must be > 0")
+        if self.value_weights is not None and (
+                len(self.value_weights) != 3 or min(self.value_weights) < 0
+                or sum(self.value_weights) <= 0):
+            raise InvalidInputError("value_weights", self.value_weights,
+                                    "must be three weights >= 0 (retry, rating, length), "
+                                    "not all zero")
+        if self.bait_experts < 0:
+            raise InvalidInputError("bait_experts", self.bait_experts, "must be >= 0")
 
 
 SCENARIOS: Final[dict[str, Scenario]] = {
@@ -108,6 +147,12 @@ SCENARIOS: Final[dict[str, Scenario]] = {
     "lift20": Scenario(name="lift20", target_lift=0.20),
     "lift68": Scenario(name="lift68", target_lift=0.68, n_specialists=12),
     "small": Scenario(name="small", dim=16, n_specialists=4, n_generalists=1, horizon_days=31),
+    # the default α's reward length; chatty bait experts inflate it without value
+    "misaligned": Scenario(name="misaligned", target_lift=0.40, value_weights=(0.5, 0.5, 0.0),
+                           bait_experts=3, bait_length=3.0, bait_rating=-2.0,
+                           bait_quality=-1.6, length_gain=0.25, churn=0.0),
+    # specialists carry value no proxy shows: a surrogate index misses it
+    "hidden": Scenario(name="hidden", target_lift=0.20, hidden_value=0.08, churn=0.0),
 }
 
 
@@ -130,6 +175,21 @@ class Proxies:
     conversation_length: IntArray
     reward: FloatArray
 
+    def reward_under(self, rc: RewardConfig) -> FloatArray:
+        """The reward these proxies give under ``rc`` (:func:`bandit.reward.reward_from_proxies`
+        semantics, vectorised): what a bandit learning with other α's sees."""
+        observed = self.rating > 0
+        num = (rc.alpha_retry * (~self.retried)
+               + rc.alpha_length * np.minimum(self.conversation_length, rc.length_cap)
+               / rc.length_cap)
+        den = np.full(self.retried.shape[0], rc.alpha_retry + rc.alpha_length)
+        num = num + np.where(observed, rc.alpha_rating * (self.rating - 1) / 4.0, 0.0)
+        den = den + np.where(observed, rc.alpha_rating, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out: FloatArray = np.where(den > 0, num / np.where(den > 0, den, 1.0),
+                                       rc.default_reward)
+        return out
+
 
 @dataclass
 class World:
@@ -144,6 +204,12 @@ class World:
     arms: tuple[ArmSpec, ...]
     engagement_scale: float = 1.0
     _baselines: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: per-arm logit added to the length proxy only (bait experts: no value), shape (K,)
+    bait: FloatArray = field(default_factory=lambda: np.zeros(0))
+    #: per-arm logit added to the rating proxy (and to the value it carries), shape (K,)
+    rating_offset: FloatArray = field(default_factory=lambda: np.zeros(0))
+    #: per-arm value no proxy shows, shape (K,)
+    hidden: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     # ------------------------------------------------------------------ arms
     @property
@@ -216,15 +282,41 @@ class World:
         """E[reward | conversation, arm] for every arm (n, K), reward_from_proxies semantics."""
         return self._expected_from_fit(self.fit(topics, day))
 
-    def _expected_from_fit(self, z: FloatArray) -> FloatArray:
-        rc, rho = self.reward_config, self.scenario.rating_rate
-        p_ok, p_rate, p_len = expit(z), expit(z - 0.3), expit(z - 0.5)
+    def _expected_from_fit(self, z: FloatArray, rc: RewardConfig | None = None,
+                           bait: bool = True) -> FloatArray:
+        rc = rc or self.reward_config
+        rho = self.scenario.rating_rate
+        offset = self.bait if bait and self.bait.size else 0.0
+        r_off = self.rating_offset if self.rating_offset.size else 0.0
+        g = self.scenario.length_gain
+        p_ok, p_rate, p_len = expit(z), expit(z - 0.3 + r_off), expit(g * z - 0.5 + offset)
         full_w = rc.alpha_retry + rc.alpha_rating + rc.alpha_length
         part_w = rc.alpha_retry + rc.alpha_length
         full = (rc.alpha_retry * p_ok + rc.alpha_rating * p_rate + rc.alpha_length * p_len) / full_w
         part = (rc.alpha_retry * p_ok + rc.alpha_length * p_len) / part_w
         out: FloatArray = rho * full + (1.0 - rho) * part
         return out
+
+    def expected_rewards_under(self, topics: FloatArray, day: int,
+                               rc: RewardConfig) -> FloatArray:
+        """E[reward | conversation, arm] (n, K) for a learner rewarding with ``rc``."""
+        return self._expected_from_fit(self.fit(topics, day), rc)
+
+    def true_values(self, topics: FloatArray, day: int) -> FloatArray:
+        """True long-term value of every arm for every conversation (n, K): what the
+        users' engagement responds to (see the module docstring)."""
+        z = self.fit(topics, day)
+        w = self.scenario.value_weights
+        if w is None:
+            v = self._expected_from_fit(z, _DEFAULT_REWARD, bait=False)
+        else:
+            r_off = self.rating_offset if self.rating_offset.size else 0.0
+            g = self.scenario.length_gain
+            v = (w[0] * expit(z) + w[1] * expit(z - 0.3 + r_off)
+                 + w[2] * expit(g * z - 0.5)) / sum(w)
+        if self.hidden.size:
+            v = v + self.hidden
+        return v
 
     def sample_proxies(
         self, rng: np.random.Generator, topics: FloatArray, arm_index: npt.ArrayLike, day: int
@@ -239,10 +331,12 @@ class World:
         z = self.fit(topics, day)[np.arange(n), idx]
         rc = self.reward_config
         retried = rng.random(n) >= expit(z)
-        rating = 1 + rng.binomial(4, expit(z - 0.3))
+        r_off = self.rating_offset[idx] if self.rating_offset.size else 0.0
+        rating = 1 + rng.binomial(4, expit(z - 0.3 + r_off))
         observed = rng.random(n) < self.scenario.rating_rate
         rating = np.where(observed, rating, 0)
-        length = rng.binomial(rc.length_cap, expit(z - 0.5))
+        offset = self.bait[idx] if self.bait.size else 0.0
+        length = rng.binomial(rc.length_cap, expit(self.scenario.length_gain * z - 0.5 + offset))
         # Same arithmetic as bandit.reward.reward_from_proxies, vectorised.
         num = (rc.alpha_retry * (~retried)
                + rc.alpha_length * np.minimum(length, rc.length_cap) / rc.length_cap)
@@ -253,8 +347,9 @@ class World:
 
     # ------------------------------------------------------------------ routers
     def oracle_router(self, x: FloatArray, topics: FloatArray, day: int) -> IntArray:
-        """Best active arm per conversation (the 'expert mixture' of the planted lift)."""
-        mu = self.expected_rewards(topics, day)
+        """Best active arm per conversation by true value (the 'expert mixture' of the
+        planted lift)."""
+        mu = self.true_values(topics, day)
         mu = np.where(self.active_mask(day), mu, -np.inf)
         return np.asarray(np.argmax(mu, axis=1), dtype=np.int64)
 
@@ -347,7 +442,7 @@ class World:
             for _ in range(conversations_per_day):
                 x, topics = self.sample_conversations(rng, prefs)
                 arm = router(self, x, topics, day)
-                qsum += self.expected_rewards(topics, day)[np.arange(n_users), arm]
+                qsum += self.true_values(topics, day)[np.arange(n_users), arm]
                 count += 1
             q = qsum / count
             _, screen[:, day], msgs[:, day] = self.sample_engagement(rng, base, activity, q, day)
@@ -373,7 +468,7 @@ class World:
             day = i * 31 // conversations
             x, topics = self.sample_conversations(rng, prefs)
             arm = router(self, x, topics, day)
-            qsum += self.expected_rewards(topics, day)[np.arange(n_users), arm]
+            qsum += self.true_values(topics, day)[np.arange(n_users), arm]
         return qsum / conversations, base, activity
 
 
@@ -432,7 +527,7 @@ def _build_world(
                              tuple(s), sc.baseline_quality, 0, sc.horizon_days))
         strengths.append(s)
         quality.append(sc.baseline_quality)
-    n_exp = sc.n_specialists + sc.n_generalists
+    n_exp = sc.n_specialists + sc.n_generalists + sc.bait_experts
     churned = rng.permutation(n_exp)[: round(sc.churn * n_exp)]
     late, early = set(churned[::2].tolist()), set(churned[1::2].tolist())
     for j in range(n_exp):
@@ -441,9 +536,12 @@ def _build_world(
             s[j % k] = 1.6 + 0.2 * rng.random()
             s += 0.1 * rng.random(k)
             q, kind = sc.specialist_quality + 0.1 * rng.standard_normal(), "specialist"
-        else:
+        elif j < sc.n_specialists + sc.n_generalists:
             s = 0.55 + 0.1 * rng.random(k)
             q, kind = sc.generalist_quality + 0.1 * rng.standard_normal(), "generalist"
+        else:
+            s = 0.55 + 0.1 * rng.random(k)
+            q, kind = sc.bait_quality + 0.1 * rng.standard_normal(), "chatty"
         arrive, retire = 0, sc.horizon_days
         if j in late:
             arrive = int(rng.integers(1, sc.horizon_days // 2))
@@ -456,7 +554,11 @@ def _build_world(
     n_arms = len(specs)
     drift = np.cumsum(sc.drift_sd * rng.standard_normal((sc.horizon_days, n_arms)), axis=0)
     drift[:, : sc.n_baselines] = 0.0
+    kinds = [a.kind for a in specs]
     world = World(
+        bait=np.array([sc.bait_length if kd == "chatty" else 0.0 for kd in kinds]),
+        rating_offset=np.array([sc.bait_rating if kd == "chatty" else 0.0 for kd in kinds]),
+        hidden=np.array([sc.hidden_value if kd == "specialist" else 0.0 for kd in kinds]),
         scenario=sc,
         reward_config=reward_config or RewardConfig(),
         projection=proj,
@@ -526,3 +628,152 @@ def simulate_log(
         probabilities=None if logger is None else probs,
     )
     return data, world.expected_rewards(topics, day)
+
+
+# ---------------------------------------------------------------------- cohorts
+
+
+class CohortRouter(Protocol):
+    """Routes a day of conversations, and (for a learner) learns from their proxies."""
+
+    def choose(self, world: World, x: FloatArray, topics: FloatArray, day: int,
+               rng: np.random.Generator) -> IntArray: ...
+
+    def learn(self, world: World, arms: IntArray, x: FloatArray, proxies: Proxies) -> None: ...
+
+
+@dataclass
+class _FnRouter:
+    fn: Callable[[World, FloatArray, FloatArray, int, np.random.Generator], IntArray]
+
+    def choose(self, world: World, x: FloatArray, topics: FloatArray, day: int,
+               rng: np.random.Generator) -> IntArray:
+        return self.fn(world, x, topics, day, rng)
+
+    def learn(self, world: World, arms: IntArray, x: FloatArray, proxies: Proxies) -> None:
+        return None
+
+
+def _random(world: World, x: FloatArray, topics: FloatArray, day: int,
+            rng: np.random.Generator) -> IntArray:
+    active = np.flatnonzero(world.active_mask(day))
+    return np.asarray(active[rng.integers(0, active.size, size=x.shape[0])], dtype=np.int64)
+
+
+#: uniform over the active arms (a past "uniform" variant: what calibration learns from)
+random_router: Final[CohortRouter] = _FnRouter(_random)
+#: GPT-3.5 only (the control variant)
+baseline_cohort_router: Final[CohortRouter] = _FnRouter(
+    lambda w, x, t, d, rng: w.baseline_router(x, t, d))
+#: best active arm by true value (the planted expert mixture)
+oracle_cohort_router: Final[CohortRouter] = _FnRouter(
+    lambda w, x, t, d, rng: w.oracle_router(x, t, d))
+
+
+class PolicyRouter:
+    """A learning policy (:func:`bandit.policies.make_policy`) rewarded with ``reward``'s
+    α's: it draws each conversation's arm from the policy's distribution over the active
+    arms and learns a day's feedback at the end of the day (a delayed, batched stream)."""
+
+    def __init__(self, world: World, reward: RewardConfig, *, policy: str = "linucb",
+                 alpha: float = 0.3, probability_floor: float = 0.01) -> None:
+        from bandit.config import PolicyConfig
+        from bandit.policies import make_policy
+
+        self.reward = reward
+        self.registry = world.registry(day=0)
+        cfg = PolicyConfig(name=policy, dim=world.dim, alpha=alpha,  # type: ignore[arg-type]
+                           probability_floor=probability_floor, fixed_arm=world.arm_ids[0])
+        self.policy: Any = make_policy(cfg, self.registry)
+        self._pos = {a: i for i, a in enumerate(world.arm_ids)}
+
+    def choose(self, world: World, x: FloatArray, topics: FloatArray, day: int,
+               rng: np.random.Generator) -> IntArray:
+        mask = world.active_mask(day)
+        eligible = [a for a, m in zip(world.arm_ids, mask, strict=True) if m]
+        arms, probs = self.policy.probabilities_batch(x, rng, eligible)
+        cum = np.cumsum(probs, axis=1)
+        pick = np.minimum((rng.random((x.shape[0], 1)) > cum).sum(axis=1), len(arms) - 1)
+        return np.array([self._pos[arms[j]] for j in pick], dtype=np.int64)
+
+    def learn(self, world: World, arms: IntArray, x: FloatArray, proxies: Proxies) -> None:
+        ids = [world.arm_ids[i] for i in arms]
+        self.policy.update_batch(ids, x, proxies.reward_under(self.reward))
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Users followed from their first day to day 30, and what the simulator knows.
+
+    ``proxies``: per user, the early-window (days 0 .. window-1) mean of each normalised
+    proxy (``retry``, ``rating`` — NaN for a user with no rating —, ``length``);
+    ``screen_time_d30``: the sampled day-30 screen time (the measured outcome);
+    ``expected_d30``: its expectation given the arms served (the planted truth);
+    ``value``: the mean true value of the arms served over the 31 days.
+    """
+
+    proxies: dict[str, FloatArray]
+    screen_time_d30: FloatArray
+    expected_d30: FloatArray
+    value: FloatArray
+    window_days: int
+
+    def units(self, prefix: str = "u") -> pd.DataFrame:
+        """One row per user: unit_id, ``proxy_<name>``, ``outcome`` (the sampled day-30
+        screen time) and ``expected_outcome`` — the frame
+        :func:`bandit.analysis.calibration.calibrate` takes (ratings filled as the store
+        loader fills them)."""
+        from bandit.analysis.calibration import fill_unobserved, proxy_column
+
+        n = self.screen_time_d30.shape[0]
+        df = pd.DataFrame({"unit_id": [f"{prefix}{i}" for i in range(n)]})
+        for name, v in self.proxies.items():
+            df[proxy_column(name)] = v
+        fill_unobserved(df)
+        df["outcome"] = self.screen_time_d30
+        df["expected_outcome"] = self.expected_d30
+        return df
+
+
+def simulate_cohort(world: World, rng: np.random.Generator, n_users: int,
+                    router: CohortRouter, *, conversations_per_day: int = 2,
+                    window_days: int = 7) -> Cohort:
+    """``n_users`` new users, all starting on day 0, each with ``conversations_per_day``
+    conversations a day for 31 days routed by ``router`` (which learns day by day if it
+    is a learner); proxies of the first ``window_days`` days are averaged per user."""
+    if n_users < 1:
+        raise InvalidInputError("n_users", n_users, "must be >= 1")
+    if not 1 <= window_days <= 30:
+        raise InvalidInputError("window_days", window_days, "must be in [1, 30]")
+    prefs = world.sample_users(rng, n_users)
+    base, activity = world.sample_user_traits(rng, n_users)
+    rc = world.reward_config
+    sums = {p: np.zeros(n_users) for p in ("retry", "rating", "length")}
+    counts = {p: np.zeros(n_users) for p in ("retry", "rating", "length")}
+    vsum = np.zeros(n_users)
+    users = np.arange(n_users)
+    for day in range(31):
+        rows = np.repeat(users, conversations_per_day)
+        x, topics = world.sample_conversations(rng, prefs[rows])
+        arms = router.choose(world, x, topics, day, rng)
+        prox = world.sample_proxies(rng, topics, arms, day)
+        vsum += np.bincount(rows, world.true_values(topics, day)[np.arange(rows.size), arms],
+                            minlength=n_users)
+        if day < window_days:
+            rated = prox.rating > 0
+            vals = {"retry": (~prox.retried).astype(np.float64),
+                    "rating": np.where(rated, (prox.rating - 1) / 4.0, 0.0),
+                    "length": np.minimum(prox.conversation_length, rc.length_cap) / rc.length_cap}
+            seen = {"retry": np.ones(rows.size), "rating": rated.astype(np.float64),
+                    "length": np.ones(rows.size)}
+            for p in sums:
+                sums[p] += np.bincount(rows, vals[p], minlength=n_users)
+                counts[p] += np.bincount(rows, seen[p], minlength=n_users)
+        router.learn(world, arms, x, prox)
+    q = vsum / (31 * conversations_per_day)
+    expected = world.day_engagement_mean(base, activity, q, 30)
+    _, screen, _ = world.sample_engagement(rng, base, activity, q, 30)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = {p: np.where(counts[p] > 0, sums[p] / np.maximum(counts[p], 1), np.nan)
+                 for p in sums}
+    return Cohort(means, screen, expected, q, window_days)

@@ -1,0 +1,127 @@
+"""Calibration in the ground-truth simulator: the misaligned scenario (length bait).
+
+In ``misaligned`` the true long-term value weighs retry and rating, not conversation
+length, and three chatty experts inflate length; the default α's reward them. Calibrating
+on matured users of past variants must give α's whose reward serves higher true value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import kendalltau
+
+from bandit.analysis.calibration import Calibration, calibrate
+from bandit.config import RewardConfig
+from simulations.world import (
+    CohortRouter,
+    PolicyRouter,
+    World,
+    baseline_cohort_router,
+    make_world,
+    oracle_cohort_router,
+    random_router,
+    simulate_cohort,
+)
+
+SEED = 20261202
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
+class _GreedyDefault:
+    """What a converged bandit on the default α's serves: the best expected default reward."""
+
+    def choose(self, world: World, x: np.ndarray, topics: np.ndarray, day: int,
+               rng: np.random.Generator) -> np.ndarray:
+        mu = np.where(world.active_mask(day), world.expected_rewards(topics, day), -np.inf)
+        return np.asarray(np.argmax(mu, axis=1), dtype=np.int64)
+
+    def learn(self, *args: object) -> None:
+        return None
+
+
+def history(world: World, seq: np.random.SeedSequence, n: int) -> pd.DataFrame:
+    """Matured users of four past variants: GPT-3.5 only, uniform, the expert mixture and
+    a default-α bandit (where the bait shows)."""
+    routers: list[CohortRouter] = [baseline_cohort_router, random_router,
+                                   oracle_cohort_router, _GreedyDefault()]
+    seqs = seq.spawn(len(routers))
+    return pd.concat([simulate_cohort(world, np.random.default_rng(s), n, r,
+                                      conversations_per_day=3).units(f"h{i}-")
+                      for i, (s, r) in enumerate(zip(seqs, routers, strict=True))],
+                     ignore_index=True)
+
+
+def reward_of(cal: Calibration) -> RewardConfig:
+    a = cal.reward_alphas()
+    return RewardConfig(alpha_retry=max(a["alpha_retry"], 1e-4),
+                        alpha_rating=a["alpha_rating"], alpha_length=a["alpha_length"])
+
+
+def test_misaligned_default_alphas_reward_the_bait() -> None:
+    world = make_world("misaligned", 0)
+    _, _, topics = world.sample_contexts(np.random.default_rng(SEED), 2000)
+    value = world.true_values(topics, 0)
+    reward = world.expected_rewards(topics, 0)
+    chatty = [i for i, a in enumerate(world.arms) if a.kind == "chatty"]
+    assert np.isin(reward.argmax(axis=1), chatty).mean() > 0.2
+    assert np.isin(value.argmax(axis=1), chatty).mean() < 0.05
+    # the bait raises the length proxy's expectation, not the value
+    assert (world.bait[chatty] > 0).all() and world.scenario.value_weights == (0.5, 0.5, 0.0)
+
+
+def test_calibrated_alphas_rank_experts_by_true_value() -> None:
+    """Calibrated on 4 × 2500 matured users (sampled day-30 screen time), the reward puts
+    ~no weight on length and serves, context by context, arms of higher true value than
+    the default α's, ranking the arms closer to their true order (Kendall τ)."""
+    world = make_world("misaligned", 0)
+    cal = calibrate(history(world, np.random.SeedSequence(SEED), 2500), seed=0,
+                    flexible=False)
+    assert cal.alpha["length"] < 0.15 < min(cal.alpha["retry"], cal.alpha["rating"])
+    _, _, topics = world.sample_contexts(np.random.default_rng(SEED + 1), 2000)
+    value = world.true_values(topics, 0)
+    rows = np.arange(len(topics))
+    served = {}
+    tau = {}
+    for name, rc in (("default", RewardConfig()), ("calibrated", reward_of(cal))):
+        r = world.expected_rewards_under(topics, 0, rc)
+        served[name] = value[rows, r.argmax(axis=1)].mean()
+        tau[name] = np.mean([kendalltau(value[i], r[i])[0] for i in range(200)])
+    assert served["calibrated"] > served["default"] + 0.03, served
+    assert tau["calibrated"] > tau["default"], tau
+
+
+@pytest.mark.validation
+def test_bandit_with_calibrated_alphas_beats_default_on_day30_lift() -> None:
+    """LinUCB with calibrated α's vs with the default α's, each against GPT-3.5, on 6000
+    users each: the measured day-30 lift of calibrated over default has a 95% interval
+    above 0; both lifts are printed beside the simulator's planted truth."""
+    from bandit.stats import relative_lift
+
+    world = make_world("misaligned", 0)
+    seqs = np.random.SeedSequence(SEED + 2).spawn(4)
+    cal = calibrate(history(world, seqs[0], 4000), seed=0, flexible=False)
+    n = 6000
+    control = simulate_cohort(world, np.random.default_rng(seqs[1]), n, baseline_cohort_router)
+    runs = {name: simulate_cohort(world, np.random.default_rng(s), n, PolicyRouter(world, rc))
+            for name, s, rc in (("default", seqs[2], RewardConfig()),
+                                ("calibrated", seqs[3], reward_of(cal)))}
+    for name, c in runs.items():
+        lift = relative_lift(c.screen_time_d30, control.screen_time_d30)
+        truth = c.expected_d30.mean() / control.expected_d30.mean() - 1
+        print(f"{name}: measured {lift.estimate:+.3f} [{lift.ci_low:+.3f}, {lift.ci_high:+.3f}]"
+              f", planted truth {truth:+.3f}")
+    diff = relative_lift(runs["calibrated"].screen_time_d30, runs["default"].screen_time_d30)
+    print(f"calibrated over default: {diff.estimate:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]")
+    assert diff.ci_low > 0
+    assert runs["calibrated"].expected_d30.mean() > runs["default"].expected_d30.mean()
