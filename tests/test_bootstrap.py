@@ -307,7 +307,7 @@ class Stack:
         # every directory setting of the baked config lives on a mount (or the image's
         # read-only root, which the deployment never writes)
         for setting, value in (("LEARNER__STATE_DIR", baked.learner.state_dir),
-                               ("SERVE__SNAPSHOT_DIR", baked.serve.snapshot_dir),
+                               ("MODEL__DIR", baked.model.dir),
                                ("SERVE__SPILL_DIR", baked.serve.spill_dir)):
             out[f"SWITCHBOARD_{setting}"] = self.local(value)
         for key, value in list(out.items()):
