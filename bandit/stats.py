@@ -35,6 +35,8 @@ Methods:
   (Fabijan et al. 2019, "Diagnosing Sample Ratio Mismatch");
 * P(treatment beats control) under a normal approximation of the posterior of the
   difference with a flat prior;
+* a ratio of sums Σy / Σw (a self-normalised weighted mean: inverse-propensity means of
+  the leaderboard) with its linearised (delta-method) standard error;
 * guardrails: a metric must not degrade beyond a relative margin (non-inferiority on
   the one-sided (1-α) lower Fieller bound of the relative lift), with the drop the
   test would detect at the current size.
@@ -74,12 +76,15 @@ __all__ = [
     "guardrail",
     "mixture_radius_factor",
     "prob_better",
+    "ratio_ci",
+    "ratio_mean_se",
     "relative_lift",
     "score_diff_bounds",
     "score_ratio_bounds",
     "sequential_diff",
     "sequential_lift",
     "srm_test",
+    "weighted_mean_ci",
     "welch_df",
     "welch_quantile",
 ]
@@ -839,3 +844,61 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
     n_margin = math.ceil(n * (drop / margin) ** 2) if margin > 0 else 0
     return GuardrailResult(metric, est, float(lo), float(hi), float(margin), 1 - alpha,
                            status, n, drop, n_margin)
+
+
+# ---------------------------------------------------------------------- ratio of sums
+
+
+def ratio_mean_se(num: npt.ArrayLike, den: npt.ArrayLike, num_sq: npt.ArrayLike,
+                  den_sq: npt.ArrayLike, cross: npt.ArrayLike
+                  ) -> tuple[FloatArray, FloatArray]:
+    """Σy / Σw and its linearised standard error from the sums Σy, Σw, Σy², Σw², Σyw
+    (vectorised; NaN where Σw <= 0).
+
+    The ratio estimator's variance is Var(Σy - r Σw) / (Σw)² with
+    Σ(y - r w)² = Σy² - 2 r Σyw + r² Σw² (the delta method; e.g. Cochran 1977, *Sampling
+    Techniques*, eq. 6.9). With y = w·v this is the self-normalised weighted mean of v and
+    its sandwich standard error √Σw²(v - m)² / Σw (Swaminathan & Joachims 2015).
+    """
+    y, w, y2, w2, yw = _floats(num, den, num_sq, den_sq, cross)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(w > 0, y / np.where(w > 0, w, 1.0), np.nan)
+        resid = np.maximum(y2 - 2 * r * yw + r * r * w2, 0.0)
+        se = np.where(w > 0, np.sqrt(resid) / np.where(w > 0, w, 1.0), np.nan)
+    return np.asarray(r), np.asarray(se)
+
+
+def ratio_ci(num: float, den: float, num_sq: float, den_sq: float, cross: float, n: float,
+             *, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Σy / Σw with a (1-α) normal interval (:func:`ratio_mean_se`) from the sums over ``n``
+    rows: (ratio, low, high); NaN when Σw <= 0 or n < 2."""
+    alpha = _alpha(alpha)
+    if not den > 0 or n < 2:
+        return (math.nan, math.nan, math.nan)
+    r, se = (float(v) for v in ratio_mean_se(num, den, num_sq, den_sq, cross))
+    half = float(sps.norm.ppf(1 - alpha / 2)) * se
+    return (r, r - half, r + half)
+
+
+def weighted_mean_ci(values: npt.ArrayLike, weights: npt.ArrayLike, *,
+                     alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """Self-normalised weighted mean Σwv / Σw with a (1-α) normal interval
+    (:func:`ratio_mean_se`) and Kish's effective sample size (Σw)² / Σw²:
+    (mean, low, high, n_eff). Rows with a non-finite value or weight, or a weight <= 0,
+    are left out; no row gives NaNs and n_eff 0, one row a mean without an interval."""
+    alpha = _alpha(alpha)
+    v = np.asarray(values, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if v.shape != w.shape or v.ndim != 1:
+        raise InvalidInputError("weights", w.shape, f"must be 1-D and match values {v.shape}")
+    ok = np.isfinite(v) & np.isfinite(w) & (w > 0)
+    v, w = v[ok], w[ok]
+    if v.size == 0:
+        return (math.nan, math.nan, math.nan, 0.0)
+    sw, sw2 = float(w.sum()), float((w * w).sum())
+    wv = w * v
+    m, lo, hi = ratio_ci(float(wv.sum()), sw, float((wv * wv).sum()), sw2,
+                         float((wv * w).sum()), 2 if v.size > 1 else 1, alpha=alpha)
+    if v.size == 1:
+        m = float(v[0])
+    return (m, lo, hi, sw * sw / sw2)

@@ -33,13 +33,11 @@ __all__ = [
     "leaderboard",
     "lift_display",
     "matured_mask",
-    "ratio_ci",
     "retention_bands",
     "staleness_banner",
     "summary_tables",
     "to_percent",
     "traffic_share",
-    "weighted_mean_ci",
 ]
 
 #: Metrics on the overview: (key used by the store and ``bandit.analysis.lift``, label).
@@ -285,43 +283,6 @@ def arm_estimates(
 
 
 # --------------------------------------------------------------------------- leaderboard
-
-
-def weighted_mean_ci(values: np.ndarray, weights: np.ndarray) -> tuple[float, float, float, float]:
-    """Self-normalised weighted mean with a 95% normal CI; returns (mean, low, high, n_eff).
-
-    Var follows the linearisation of the ratio estimator Σwv/Σw: Σw²(v-m)² / (Σw)².
-    Kish's effective sample size n_eff = (Σw)²/Σw² is returned for display.
-    """
-    v = np.asarray(values, dtype=float)
-    w = np.asarray(weights, dtype=float)
-    ok = np.isfinite(v) & np.isfinite(w) & (w > 0)
-    v, w = v[ok], w[ok]
-    if v.size == 0:
-        return (math.nan, math.nan, math.nan, 0.0)
-    sw = w.sum()
-    m = float((w * v).sum() / sw)
-    var = float((w**2 * (v - m) ** 2).sum() / sw**2)
-    half = _Z95 * math.sqrt(var) if v.size > 1 else math.nan
-    n_eff = float(sw**2 / (w**2).sum())
-    return (m, m - half, m + half, n_eff)
-
-
-def ratio_ci(
-    num: float, den: float, num_sq: float, den_sq: float, cross: float, n: float
-) -> tuple[float, float, float]:
-    """Mean ratio Σnum/Σden with a delta-method 95% CI from aggregated sums.
-
-    Inputs are the sums Σy, Σw, Σy², Σw², Σyw over ``n`` rows (y = w·v). Used when the
-    store returns per-arm aggregates rather than rows.
-    """
-    if den <= 0 or n < 2:
-        return (math.nan, math.nan, math.nan)
-    r = num / den
-    # Var(Σy - rΣw) / (Σw)², with Σ(y - r w)² = Σy² - 2rΣyw + r²Σw²
-    resid = max(num_sq - 2 * r * cross + r * r * den_sq, 0.0)
-    se = math.sqrt(resid) / den
-    return (r, r - _Z95 * se, r + _Z95 * se)
 
 
 PROXIES: tuple[tuple[str, str], ...] = (

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as hst
 
 from dashboards import transforms as T
 
@@ -166,19 +164,6 @@ def test_health_and_staleness_banners() -> None:
     assert T.staleness_banner("data", None, 0, 10).title == "No data yet"
     assert T.staleness_banner("data", 0, 5_000, 10) is None
     assert "Stale" in T.staleness_banner("data", 0, 50_000, 10).title
-
-
-@settings(max_examples=50, deadline=None)
-@given(
-    hst.lists(hst.floats(0, 10), min_size=2, max_size=30),
-    hst.floats(0.01, 1.0),
-)
-def test_weighted_mean_ci_constant_weights_is_plain_mean(values: list[float], p: float) -> None:
-    v = np.array(values)
-    m, lo, hi, n_eff = T.weighted_mean_ci(v, np.full(v.size, 1 / p))
-    assert m == pytest.approx(v.mean())
-    assert lo <= m + 1e-12 and hi >= m - 1e-12
-    assert n_eff == pytest.approx(v.size)
 
 
 def test_to_percent_scales_copy() -> None:

@@ -398,3 +398,29 @@ def test_cuped_sums_equals_cuped_on_arrays(seed: int, n: int, rho: float) -> Non
     ref = stats.Summary.of(arr.treatment)
     assert (st_.n, st_.mean, st_.var) == pytest.approx((ref.n, ref.mean, ref.var), rel=1e-6)
     assert sc.mean == pytest.approx(float(np.mean(arr.control)), rel=1e-6, abs=1e-9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 10), min_size=2, max_size=30), st.floats(0.01, 1.0))
+def test_weighted_mean_ci_constant_weights_is_plain_mean(values: list[float], p: float) -> None:
+    v = np.array(values)
+    m, lo, hi, n_eff = stats.weighted_mean_ci(v, np.full(v.size, 1 / p))
+    assert m == pytest.approx(v.mean())
+    assert lo <= m + 1e-12 and hi >= m - 1e-12
+    assert n_eff == pytest.approx(v.size)
+    # the standard error is the sandwich one, sqrt(sum (v - m)^2) / n (from sums, so
+    # equal values leave a rounding residue of the order of sqrt(eps) * |v|)
+    half = (hi - lo) / 2
+    assert half == pytest.approx(sps.norm.ppf(0.975) * np.sqrt(((v - v.mean()) ** 2).sum())
+                                 / v.size, rel=1e-6, abs=1e-6)
+
+
+def test_ratio_ci_from_sums_equals_weighted_mean_ci_on_rows() -> None:
+    rng = np.random.default_rng(np.random.SeedSequence(2026_12_02))
+    v, w = rng.random(50), 1 / rng.uniform(0.1, 1.0, 50)
+    y = w * v
+    r, lo, hi = stats.ratio_ci(y.sum(), w.sum(), (y * y).sum(), (w * w).sum(), (y * w).sum(), 50)
+    m, lo2, hi2, _ = stats.weighted_mean_ci(v, w)
+    assert (r, lo, hi) == pytest.approx((m, lo2, hi2), rel=1e-12)
+    assert math.isnan(stats.ratio_ci(1.0, 0.0, 1.0, 0.0, 0.0, 5)[0])
+    assert stats.weighted_mean_ci([], [])[3] == 0.0

@@ -478,8 +478,10 @@ class ClickHouseStore:
         2015), which corrects for context-dependent allocation when the policy was
         adaptive (``adaptive``: propensities of the arm's decisions vary). Standard
         errors: sd/√n for the plain mean, the delta-method
-        √Σw²(y-μ)² / Σw for the weighted one.
+        √Σw²(y-μ)² / Σw for the weighted one (:func:`bandit.stats.ratio_mean_se`).
         """
+        from bandit.stats import ratio_mean_se  # scipy: only when the leaderboard asks
+
         df = self._query_df(queries.ARM_PROXIES, {"experiment_id": _experiment(experiment_id)})
         out = pd.DataFrame({
             "arm_id": df["arm_id"].astype(str),
@@ -500,14 +502,15 @@ class ClickHouseStore:
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean = s1 / n
                 var = (s2 - n * mean**2) / (n - 1)
-                ips = wy / w
-                ips_var = (w2y2 - 2 * ips * w2y + ips**2 * w2) / w**2
+            # y = v / p and weights w = 1 / p: the self-normalised mean of v and its
+            # linearised standard error, from the sums (Σwv, Σw, Σw²v², Σw², Σw²v)
+            ips, ips_se = ratio_mean_se(wy, w, w2y2, w2, w2y)
             name = {"retry": "retry_rate", "rating": "mean_rating", "length": "mean_length"}[proxy]
             out[f"{name}_n"] = n.astype("int64")
             out[name] = mean
             out[f"{name}_se"] = np.sqrt(np.clip(var, 0, None) / n)
             out[f"{name}_ips"] = ips
-            out[f"{name}_ips_se"] = np.sqrt(np.clip(ips_var, 0, None))
+            out[f"{name}_ips_se"] = ips_se
         return out.sort_values(["variant", "arm_id"], ignore_index=True)
 
     def early_proxies(self, experiment_id: str, as_of_ms: int | None = None, *,
