@@ -125,3 +125,60 @@ def test_bandit_with_calibrated_alphas_beats_default_on_day30_lift() -> None:
     print(f"calibrated over default: {diff.estimate:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]")
     assert diff.ci_low > 0
     assert runs["calibrated"].expected_d30.mean() > runs["default"].expected_d30.mean()
+
+
+def _projection_run(scenario: str, seeds: int) -> list[tuple[float, float, float, float]]:
+    """(projected lift, interval low, high, planted truth) of the expert mixture over
+    GPT-3.5 from days 0-6, per seed, with the index calibrated on the scenario's history."""
+    from bandit.analysis.calibration import project_lift
+
+    world = make_world(scenario, 0)
+    cal = calibrate(history(world, np.random.SeedSequence(SEED + 5), 2500), seed=0,
+                    flexible=False)
+    out = []
+    for s, seq in enumerate(np.random.SeedSequence(SEED + 9).spawn(seeds)):
+        a, b = seq.spawn(2)
+        t = simulate_cohort(world, np.random.default_rng(a), 1500, oracle_cohort_router,
+                            conversations_per_day=3)
+        c = simulate_cohort(world, np.random.default_rng(b), 1500, baseline_cohort_router,
+                            conversations_per_day=3)
+        p = project_lift(cal, t.units(), c.units(), seed=s)
+        out.append((p.lift, p.ci_low, p.ci_high,
+                    float(t.expected_d30.mean() / c.expected_d30.mean() - 1)))
+    return out
+
+
+def test_projection_from_day7_is_near_the_planted_day30_lift() -> None:
+    (lift, lo, hi, truth), = _projection_run("lift20", 1)
+    assert lo < lift < hi and lo > 0
+    assert abs(lift - truth) < 0.1
+
+
+def test_projection_refuses_thin_cohorts() -> None:
+    from bandit.analysis.calibration import project_lift
+    from bandit.errors import InvalidInputError
+
+    world = make_world("lift20", 0)
+    cal = calibrate(history(world, np.random.SeedSequence(SEED), 300), seed=0, flexible=False,
+                    min_units=200)
+    units = simulate_cohort(world, np.random.default_rng(SEED), 10, random_router).units()
+    with pytest.raises(InvalidInputError, match="too few users"):
+        project_lift(cal, units, units)
+
+
+@pytest.mark.validation
+def test_projection_covers_planted_lift_where_surrogacy_holds() -> None:
+    """lift20 (value = what the proxies measure): the day-7 projection's 95% interval
+    covers the planted day-30 lift in >= 90% of 10 seeds (measured: 9 of 10; the
+    projection runs a little low — regression dilution of noisy 7-day means)."""
+    runs = _projection_run("lift20", 10)
+    assert np.mean([lo <= t <= hi for _, lo, hi, t in runs]) >= 0.9, runs
+
+
+@pytest.mark.validation
+def test_projection_under_states_a_lift_the_proxies_do_not_see() -> None:
+    """hidden (specialists carry value no proxy shows): the projection misses the lift
+    systematically — the known failure, documented in docs/calibration.md (measured:
+    covers 7 of 10 seeds, every projection below the truth)."""
+    runs = _projection_run("hidden", 10)
+    assert np.mean([lift < t for lift, _, _, t in runs]) >= 0.9, runs
