@@ -286,3 +286,20 @@ def test_calibrate_cli_bad_input_exits_2_without_traceback(
     err = capsys.readouterr().err
     assert rc == 2, err
     assert words in err and "Traceback" not in err
+
+
+def test_lift_cli_projection_is_labelled_and_beside_the_measurement(
+        calibration_store: tuple[str, int], capsys: pytest.CaptureFixture[str]) -> None:
+    dsn, as_of = calibration_store
+    args = ["lift", "--experiment", "exp-cal", "--dsn", dsn, "--as-of-ms", str(as_of),
+            "--projection"]
+    assert main([*args, "--json"]) == 0
+    proj = json.loads(capsys.readouterr().out)["projection"]
+    (row,) = proj["rows"]
+    assert row["variant"] == "bandit" and row["ci_low"] <= row["projected_lift"] <= row["ci_high"]
+    # both arms share one distribution of users: no lift, measured or projected
+    assert row["ci_low"] < 0 < row["ci_high"]
+    assert "surrogacy" in proj["note"] and row["measured_minus_projected"] is not None
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "projected lift of bandit from days 0-6" in out and "not a measurement" in out

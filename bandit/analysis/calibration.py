@@ -52,10 +52,12 @@ from bandit.errors import InvalidInputError
 __all__ = [
     "MIN_UNITS",
     "PROXIES",
+    "SURROGACY",
     "Calibration",
     "Projection",
     "Units",
     "calibrate",
+    "early_read",
     "fill_unobserved",
     "load_units",
     "project_lift",
@@ -549,3 +551,35 @@ def load_units(store: Any, experiments: Sequence[str], *, outcome: str = "day30_
     df["window_complete"] = end <= as_of
     df["matured"] = df[outcome].notna() & df["window_complete"]
     return Units(df, outcome, cov, window_days, tuple(notes))
+
+
+#: the surrogacy assumption in plain words, printed beside every projection
+SURROGACY: Final = ("projection, not a measurement: it assumes the variant changes the "
+                    "outcome only through the proxies of the first days (surrogacy)")
+
+
+def early_read(store: Any, experiment_id: str, control: str, *, as_of_ms: int | None = None,
+               outcome: str = "day30_engagement", window_days: int = 7,
+               length_cap: int = 20, seed: int = 0,
+               calibration_experiments: Sequence[str] | None = None) -> pd.DataFrame:
+    """Projected lift of ``outcome`` of each variant of ``experiment_id`` over ``control``
+    from its users' early windows: the index is calibrated on the matured users of
+    ``calibration_experiments`` (default: every experiment in the store) and applied to
+    every user of the experiment whose window is complete. One row per variant:
+    variant, n, n_control, projected_lift, ci_low, ci_high, note (:data:`SURROGACY`)."""
+    exps = list(calibration_experiments or store.experiments())
+    units = load_units(store, exps, outcome=outcome, window_days=window_days,
+                       as_of_ms=as_of_ms, length_cap=length_cap)
+    cal = calibrate(units.matured, outcome=outcome, covariates=units.covariates, seed=seed,
+                    flexible=False)
+    df = units.frame
+    df = df[(df["experiment_id"] == experiment_id) & df["window_complete"]]
+    ctrl = df[df["variant"] == control]
+    rows = []
+    for variant in sorted(set(df["variant"]) - {control}):
+        p = project_lift(cal, df[df["variant"] == variant], ctrl, seed=seed)
+        rows.append({"variant": variant, "n": p.n, "n_control": p.n_control,
+                     "projected_lift": p.lift, "ci_low": p.ci_low, "ci_high": p.ci_high,
+                     "calibration_units": cal.n_units, "note": SURROGACY})
+    return pd.DataFrame(rows, columns=["variant", "n", "n_control", "projected_lift", "ci_low",
+                                       "ci_high", "calibration_units", "note"])

@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dsn", default=None, help="store DSN (default: store.dsn from config)")
     p.add_argument("--database", default=None, help="store database (default: store.database)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--projection", action="store_true",
+                   help="also project the lift from the first 7 days with a surrogate index "
+                        "calibrated on matured users (switchboard calibrate)")
     p.set_defaults(func=_cmd_lift)
 
 
@@ -83,6 +86,7 @@ def _cmd_lift(args: argparse.Namespace) -> int:
                            cuped=not args.no_cuped, planned_n=args.planned_n,
                            include_cross_exposed=args.include_cross_exposed, health=health)
         guards = guardrail_table(store, experiment, args.as_of_ms)
+        projection = _projection(store, args, table) if args.projection else None
     except InvalidInputError as exc:
         print(f"switchboard lift: error: {exc}", file=sys.stderr)
         return 2
@@ -97,10 +101,55 @@ def _cmd_lift(args: argparse.Namespace) -> int:
             for name, frame in (("lift", table), ("guardrails", guards))
         }
         out["health"] = _health_json(health, excluded=not args.include_cross_exposed)
+        if projection is not None:
+            out["projection"] = projection
         print(json.dumps(out, indent=2))
         return 0
     _print_rich(table, guards, health, excluded=not args.include_cross_exposed)
+    if projection is not None:
+        _print_projection(projection)
     return 0
+
+
+def _projection(store: Any, args: argparse.Namespace, table: pd.DataFrame) -> dict[str, Any]:
+    """The early read (:func:`bandit.analysis.calibration.early_read`) beside the measured
+    lift, or the reason there is none; never fails the command."""
+    from bandit.analysis.calibration import SURROGACY, early_read
+    from bandit.errors import InvalidInputError
+
+    control = str(table.iloc[0]["control"])
+    try:
+        rows = early_read(store, args.experiment, control, as_of_ms=args.as_of_ms,
+                          outcome=args.metric)
+    except InvalidInputError as exc:
+        return {"note": SURROGACY, "unavailable": str(exc), "rows": []}
+    measured = {str(r["variant"]): r["rel_lift"] for r in table.to_dict("records")}
+    out = []
+    for r in rows.to_dict("records"):
+        m = measured.get(str(r["variant"]), math.nan)
+        r["measured_lift"] = m
+        r["measured_minus_projected"] = m - r["projected_lift"]
+        out.append({k: _jsonable(v) for k, v in r.items()})
+    return {"note": SURROGACY, "unavailable": None, "rows": out}
+
+
+def _print_projection(projection: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    console = Console()
+    if projection["unavailable"]:
+        console.print(f"projected lift: not available ({projection['unavailable']})",
+                      highlight=False)
+        return
+    for r in projection["rows"]:
+        gap = r["measured_minus_projected"]
+        since = (f"; measured − projected {_pct(gap)}" if gap is not None else
+                 "; no measurement yet")
+        console.print(f"projected lift of {r['variant']} from days 0-6: "
+                      f"{_pct(r['projected_lift'])} "
+                      f"{_interval(r['ci_low'], r['ci_high'])} ({r['n']} / {r['n_control']} "
+                      f"users){since}", highlight=False)
+    console.print(f"({projection['note']})", highlight=False)
 
 
 def _health_json(h: ExperimentHealth, *, excluded: bool) -> dict[str, Any]:
