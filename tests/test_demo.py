@@ -239,7 +239,7 @@ def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)  # one Ctrl-C stops the demo and its services
             try:
-                proc.wait(timeout=180)
+                proc.wait(timeout=300)  # stopping includes the final lift on a loaded machine
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
