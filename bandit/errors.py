@@ -7,6 +7,7 @@ without reading our source.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = [
@@ -74,5 +75,9 @@ class StoreError(SwitchboardError):
 
 
 def _short(value: Any, limit: int = 80) -> str:
+    """The value as shown in an error: a path whole (up to 4 KiB, what a user must find),
+    anything else cut to ``limit`` characters (a payload can be megabytes)."""
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and value.startswith("/")):
+        limit = 4096
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
