@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter, itemgetter
-from typing import Any
+from typing import Any, Final
 
 from bandit.config import Config
 from bandit.errors import SwitchboardError
@@ -53,6 +53,10 @@ from consumers.sink import Sink
 __all__ = ["DEAD_LETTER_MAX_VALUE", "KafkaLearner", "LearnerStalledError", "dead_letter_headers"]
 
 log = logging.getLogger("switchboard.learner")
+
+#: the consumer's max.poll.interval.ms, which kafka-python also sends as the group's
+#: rebalance timeout: how long a JoinGroup may be held while the group rebalances
+REBALANCE_TIMEOUT_MS: Final = 300_000
 
 #: one owned partition of the learner: a join pair, or engagement with exposures
 OwnedPartition = JoinPartition | EngagementPartition
@@ -208,7 +212,7 @@ class KafkaLearner:
                     session_timeout_ms=session,
                     heartbeat_interval_ms=max(100, session // 4),
                     max_poll_records=max(self.config.learner.batch_size, 1),
-                    max_poll_interval_ms=300_000,
+                    max_poll_interval_ms=REBALANCE_TIMEOUT_MS,
                     fetch_max_bytes=64 * 1024 * 1024,
                     max_partition_fetch_bytes=16 * 1024 * 1024,
                     fetch_min_bytes=1,
@@ -355,10 +359,12 @@ class KafkaLearner:
             elif max_idle_s is not None and time.monotonic() - self.idle_since > max_idle_s:
                 if self.partitions:
                     return
-                # a group join takes about half a session timeout on an idle machine and
-                # several times that on a busy one (each rebalance round waits for every
-                # member): allow four before calling it a failure
-                grace = max_idle_s + 4 * self.config.kafka.session_timeout_ms / 1000
+                # a group join takes about half a session timeout on an idle machine, but
+                # the coordinator may hold a JoinGroup for up to the rebalance timeout
+                # while it waits for every member (seen past four session timeouts with
+                # three test workers on two cores): only after that is it a failure
+                grace = max_idle_s + max(4 * self.config.kafka.session_timeout_ms,
+                                         REBALANCE_TIMEOUT_MS) / 1000
                 if time.monotonic() - self.idle_since > grace:
                     self.failure = (
                         f"no partition of {sorted(self.roles)} was assigned within "

@@ -207,6 +207,20 @@ ORDER BY variant
 """
 
 
+# The latest feedback of each decision of the experiment (a later event supersedes an
+# earlier one), as CTE `f`: shared by ARM_PROXIES and EARLY_PROXIES.
+_LATEST_FEEDBACK: Final = """f AS (
+    SELECT decision_id,
+           argMax(retried, ts_ms) AS retried,
+           argMax(rating, ts_ms) AS rating,
+           argMax(conversation_length, ts_ms) AS len
+    FROM feedback FINAL
+    WHERE decision_id IN (
+        SELECT decision_id FROM decisions WHERE experiment_id = {experiment_id:String})
+    GROUP BY decision_id
+)"""
+
+
 def _arm_proxies() -> str:
     cols = []
     for name, expr in (("retry", "f.retried"), ("rating", "f.rating"), ("length", "f.len")):
@@ -223,16 +237,7 @@ def _arm_proxies() -> str:
             f"sumIf({y} * {y} / (d.propensity * d.propensity), {ok}) AS {name}_w2y2",
         ]
     return f"""
-WITH f AS (
-    SELECT decision_id,
-           argMax(retried, ts_ms) AS retried,
-           argMax(rating, ts_ms) AS rating,
-           argMax(conversation_length, ts_ms) AS len
-    FROM feedback FINAL
-    WHERE decision_id IN (
-        SELECT decision_id FROM decisions WHERE experiment_id = {{experiment_id:String}})
-    GROUP BY decision_id
-)
+WITH {_LATEST_FEEDBACK}
 SELECT toString(d.arm_id) AS arm_id, toString(d.variant) AS variant, count() AS n,
        countIf(f.decision_id != '') AS n_feedback,
        min(d.propensity) AS p_min, max(d.propensity) AS p_max,
@@ -394,16 +399,7 @@ ORDER BY period, variant
 # event wins, as in ARM_PROXIES); a decision without feedback counts in `decisions` only.
 EARLY_PROXIES: Final = f"""
 WITH {_EXPOSED.strip()},
-f AS (
-    SELECT decision_id,
-           argMax(retried, ts_ms) AS retried,
-           argMax(rating, ts_ms) AS rating,
-           argMax(conversation_length, ts_ms) AS len
-    FROM feedback FINAL
-    WHERE decision_id IN (
-        SELECT decision_id FROM decisions WHERE experiment_id = {{experiment_id:String}})
-    GROUP BY decision_id
-),
+{_LATEST_FEEDBACK},
 d AS (
     SELECT decision_id, cityHash64(unit_id) AS unit_key, ts_ms FROM decisions FINAL
     WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
