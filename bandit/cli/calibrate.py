@@ -80,18 +80,14 @@ def reward_fragment(cal: Calibration, current: RewardConfig) -> str:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from bandit.analysis.calibration import calibrate, load_units
     from bandit.cli.redaction import redact
+    from bandit.cli.store import open_read_store
     from bandit.config import load_config
     from bandit.errors import InvalidInputError, StoreError
-    from bandit.store import open_store
 
     cfg = load_config(getattr(args, "config", None))
-    dsn = args.dsn or cfg.store.dsn
-    database = args.database or cfg.store.database
     proxies = tuple(p.strip() for p in args.proxies.split(",") if p.strip())
-    try:
-        store = open_store(dsn, database, read_only=True)
-    except Exception as exc:
-        print(f"switchboard calibrate: error: {redact(exc)}", file=sys.stderr)
+    store = open_read_store(args, cfg, "calibrate")
+    if store is None:
         return 2
     try:
         experiments = args.experiment or store.experiments()

@@ -66,19 +66,15 @@ def _jsonable(v: Any) -> Any:
 def _cmd_lift(args: argparse.Namespace) -> int:
     from bandit.analysis.lift import experiment_health, guardrail_table, lift_table
     from bandit.cli.redaction import redact
+    from bandit.cli.store import open_read_store
     from bandit.config import load_config
     from bandit.errors import InvalidInputError
-    from bandit.store import open_store
 
     cfg = load_config(getattr(args, "config", None))
-    dsn = args.dsn or cfg.store.dsn
-    database = args.database or cfg.store.database
     experiment: ExperimentConfig | str = (
         cfg.experiment if cfg.experiment.id == args.experiment else args.experiment)
-    try:
-        store = open_store(dsn, database, read_only=True)
-    except Exception as exc:
-        print(f"switchboard lift: error: {redact(exc)}", file=sys.stderr)
+    store = open_read_store(args, cfg, "lift")
+    if store is None:
         return 2
     try:
         health = experiment_health(store, experiment, args.as_of_ms)
