@@ -52,6 +52,10 @@ from simulations.world import World, make_world
 __all__ = ["DemoResult", "TrafficGenerator", "TrafficStats"]
 
 DAY_MS = 86_400_000
+#: how long the traffic generator waits for one allocation's answer before counting it
+#: failed (generous: correctness must not depend on how busy the machine is)
+REQUEST_READ_TIMEOUT_S = 120.0
+
 #: 2026-01-05 00:00 UTC — simulated calendar start
 EPOCH_MS = 1_767_571_200_000
 
@@ -91,6 +95,8 @@ class DemoResult:
     feedback: int
     engagement: int
     failed_requests: int
+    #: why the latest failed request failed ("" when none did)
+    last_failure: str
     true_lift_day30: float
     oracle_planted_lift: float
     lift_table: list[dict[str, Any]]
@@ -411,8 +417,12 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.add_signal_handler(sig, request_stop)
             limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
+            # a slow answer is not a failed one: on busy cores a request may queue behind a
+            # model reload for seconds, so only a server that stops answering fails it
+            timeout = httpx.Timeout(connect=10.0, read=REQUEST_READ_TIMEOUT_S, write=30.0,
+                                    pool=None)
             async with httpx.AsyncClient(base_url=stack.server_url, headers=headers,
-                                         timeout=10.0, limits=limits) as client:
+                                         timeout=timeout, limits=limits) as client:
                 for day in range(opts.days):
                     if stop_requested:
                         break
@@ -503,7 +513,7 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
         days=opts.days, days_simulated=days_done, as_of_ms=as_of,
         wall_s=round(time.monotonic() - t0, 1), users=opts.users, decisions=gen.stats.decisions,
         feedback=gen.stats.feedback, engagement=gen.stats.engagement,
-        failed_requests=gen.stats.failed_requests,
+        failed_requests=gen.stats.failed_requests, last_failure=gen.stats.last_failure,
         true_lift_day30=gen.true_lift("bandit", "gpt35"),
         oracle_planted_lift=planted_lift(world),
         lift_table=rows, exit_codes=result_codes, snapshot_versions=versions, store_counts=counts,

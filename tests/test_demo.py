@@ -72,7 +72,7 @@ def test_demo_headless_on_busy_cores_simulates_every_day(tmp_path: Path, busy_co
     assert result["days_simulated"] == result["days"] == DAYS
     assert result["as_of_ms"] == EPOCH_MS + DAYS * DAY_MS
     # decisions were served and every process exited cleanly
-    assert result["failed_requests"] == 0
+    assert result["failed_requests"] == 0, result["last_failure"]
     assert result["decisions"] >= USERS * (DAYS - 2)
     assert result["exit_codes"] == {"server": 0, "learner": 0}
     counts = result["store_counts"]

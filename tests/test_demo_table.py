@@ -27,7 +27,7 @@ def test_unbounded_end_reads_unbounded_and_verdict_follows_its_interval() -> Non
 
 def test_printed_table_puts_the_verdict_after_the_always_valid_interval() -> None:
     result = DemoResult(days=36, days_simulated=36, as_of_ms=0, wall_s=1.0, users=830,
-                        decisions=1, feedback=1, engagement=1, failed_requests=0,
+                        decisions=1, feedback=1, engagement=1, failed_requests=0, last_failure="",
                         true_lift_day30=0.1, oracle_planted_lift=0.2, lift_table=[ROW],
                         exit_codes={}, snapshot_versions=[], store_counts={})
     console = Console(record=True, width=400)
