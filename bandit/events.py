@@ -8,7 +8,8 @@ Kafka topic. Every event has:
 * ``ts_ms`` — integer milliseconds since the Unix epoch, UTC.
 
 Decisions and feedback are keyed by ``conversation_id`` so they are co-partitioned;
-engagement is keyed by ``unit_id``. See ``docs/events.md`` for the full tables.
+engagement is keyed by ``unit_id``; an experiment's design by ``experiment_id``. See
+``docs/events.md`` for the full tables.
 
 Each event's fields are spelled once, in its dataclass: every field carries the rule that
 reads it from JSON (``metadata["rule"]``), and the encoder (orjson serialises the
@@ -30,8 +31,9 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from itertools import chain, repeat
 from typing import Any, ClassVar, Final, TypeVar
@@ -47,17 +49,20 @@ __all__ = [
     "MAX_TS_MS",
     "SCHEMA_VERSION",
     "DecisionEvent",
+    "DesignEvent",
     "EngagementEvent",
     "Event",
     "ExposureEvent",
     "FeedbackEvent",
     "decode_batch",
     "decode_decision",
+    "decode_design",
     "decode_engagement",
     "decode_event",
     "decode_exposure",
     "decode_feedback",
     "decode_objects",
+    "design_version",
     "encode_event",
     "field_names",
 ]
@@ -242,6 +247,38 @@ class _Version(_Rule):
         return SCHEMA_VERSION
 
 
+class _Weights(_Rule):
+    """Variant weights: a non-empty array of ``[variant, weight]`` pairs, variant names
+    unique non-empty strings, weights finite numbers >= 0 with a positive sum; kept as a
+    tuple of ``(str, float)`` pairs in the order given."""
+
+    def column(self, values: list[Any]) -> list[Any] | None:
+        return None  # design events are rare: every value goes through read
+
+    def read(self, value: Any, name: str, raw: bytes) -> Any:
+        if not isinstance(value, list) or not value:
+            raise _bad(name, value, "must be a non-empty array of [variant, weight] pairs", raw)
+        pairs: list[tuple[str, float]] = []
+        for i, pair in enumerate(value):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise _bad(f"{name}[{i}]", pair, "must be a [variant, weight] pair", raw)
+            variant, weight = pair
+            if not isinstance(variant, str) or not variant or len(variant) > _MAX_ID_LEN:
+                raise _bad(f"{name}[{i}][0]", variant,
+                           f"must be a non-empty string of at most {_MAX_ID_LEN} chars", raw)
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
+                math.isfinite(weight) and weight >= 0
+            ):
+                raise _bad(f"{name}[{i}][1]", weight, "must be a finite number >= 0", raw)
+            pairs.append((variant, float(weight)))
+        names = [v for v, _ in pairs]
+        if len(set(names)) != len(names):
+            raise _bad(name, names, "must name each variant once", raw)
+        if sum(w for _, w in pairs) <= 0:
+            raise _bad(name, value, "must sum to > 0", raw)
+        return tuple(pairs)
+
+
 def _rule(rule: _Rule) -> dict[str, _Rule]:
     return {"rule": rule}
 
@@ -357,10 +394,76 @@ class ExposureEvent:
         return self.unit_id.encode()
 
 
-Event = DecisionEvent | FeedbackEvent | EngagementEvent | ExposureEvent
-_E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent)
+def design_version(experiment_id: str, weights: Iterable[tuple[str, float]]) -> str:
+    """The version of a design: 16 hex digits of the SHA-256 of the experiment id and its
+    weights normalised to sum to 1 (rounded to 12 digits), by variant name. Two servers
+    configured with the same shares (``0.9/0.1`` or ``9/1``) give the same version.
+
+    >>> nine_to_one = design_version("e", [("a", 9.0), ("b", 1.0)])
+    >>> nine_to_one == design_version("e", [("b", 0.1), ("a", 0.9)])
+    True
+    """
+    pairs = sorted((str(v), float(w)) for v, w in weights)
+    total = sum(w for _, w in pairs)
+    if not pairs or not math.isfinite(total) or total <= 0:
+        raise ValueError(f"weights must be non-empty with a positive finite sum, got {pairs}")
+    canonical = orjson.dumps([experiment_id, [[v, round(w / total, 12)] for v, w in pairs]])
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class DesignEvent:
+    """An experiment's design as an allocation server assigns units with it: the variants
+    and their weights, and since when.
+
+    A server publishes one (on ``kafka.designs_topic``, keyed by ``experiment_id``) before
+    its first decision under the design, with ``ts_ms`` that decision's time (the
+    decisions' clock, not the server's wall clock: a replay or the demo's calendar may be
+    far from it). ``weights`` are ``(variant, weight)`` pairs, every configured variant
+    (a weight of 0 included); ``design_version`` is :func:`design_version` of them, which
+    the decoder checks. The learner records a new period of the experiment's design only
+    when the weights change (:func:`bandit.analysis.lift.record_design_change`).
+    """
+
+    KIND: ClassVar[str] = "design"
+
+    event_id: str = field(metadata=_ID)
+    ts_ms: int = field(metadata=_TS)
+    experiment_id: str = field(metadata=_ID)
+    design_version: str = field(metadata=_ID)
+    weights: tuple[tuple[str, float], ...] = field(metadata=_rule(_Weights()))
+    schema_version: int = field(default=SCHEMA_VERSION, metadata=_VERSION)
+
+    @classmethod
+    def of(cls, *, event_id: str, ts_ms: int, experiment_id: str,
+           weights: Mapping[str, float]) -> DesignEvent:
+        """The design event of ``weights`` (its version computed)."""
+        pairs = tuple((str(v), float(w)) for v, w in weights.items())
+        return cls(event_id=event_id, ts_ms=ts_ms, experiment_id=experiment_id,
+                   design_version=design_version(experiment_id, pairs), weights=pairs)
+
+    @property
+    def key(self) -> bytes:
+        return self.experiment_id.encode()
+
+
+def _check_design(event: DesignEvent, raw: bytes) -> EventDecodeError | None:
+    want = design_version(event.experiment_id, event.weights)
+    if event.design_version != want:
+        return EventDecodeError("design_version", event.design_version,
+                                f"does not match the weights (their version is {want})", raw=raw)
+    return None
+
+
+Event = DecisionEvent | FeedbackEvent | EngagementEvent | ExposureEvent | DesignEvent
+_E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent, DesignEvent)
 _KINDS: Final[dict[str, type[Event]]] = {
-    cls.KIND: cls for cls in (DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent)
+    cls.KIND: cls
+    for cls in (DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent, DesignEvent)
+}
+#: checks across fields, applied to each event once its fields are read
+_CROSS_CHECKS: Final[dict[type, Callable[[Any, bytes], EventDecodeError | None]]] = {
+    DesignEvent: _check_design,
 }
 
 
@@ -480,12 +583,16 @@ def _decode(cls: type[_E], objs: list[Any], raws: list[bytes]) -> list[_E | Even
                         got.append(None)
             columns[pos] = got
     make: Any = cls  # the columns are in field order, each value read by its field's rule
-    if not errors:
+    check = _CROSS_CHECKS.get(cls)
+    if not errors and check is None:
         return list(map(make, *columns))
     out: list[Any] = [errors.get(i) for i in range(len(objs))]
     for i, row in zip(where, zip(*columns, strict=True), strict=True):
         if i not in errors:
             out[i] = make(*row)
+            refused = None if check is None else check(out[i], raws[i])
+            if refused is not None:
+                out[i] = refused
     return out
 
 
@@ -516,9 +623,14 @@ def decode_exposure(raw: bytes) -> ExposureEvent:
     return _one(ExposureEvent, raw)
 
 
+def decode_design(raw: bytes) -> DesignEvent:
+    """One design event; raises :class:`EventDecodeError`."""
+    return _one(DesignEvent, raw)
+
+
 def decode_event(kind: str, raw: bytes) -> Event:
     """Decode ``raw`` as an event of ``kind`` (``decision``, ``feedback``, ``engagement``,
-    ``exposure``)."""
+    ``exposure``, ``design``)."""
     cls = _KINDS.get(kind)
     if cls is None:
         raise EventDecodeError("kind", kind, f"must be one of {sorted(_KINDS)}", raw)
