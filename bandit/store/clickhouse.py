@@ -29,14 +29,14 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 import pandas as pd
 
 from bandit.errors import InvalidInputError, StoreError
-from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent
+from bandit.events import DecisionEvent, EngagementEvent, Event, FeedbackEvent, field_names
 from bandit.store import queries
 from bandit.store.protocol import Store
 from bandit.store.rows import ExposureRow, RewardRow
@@ -225,32 +225,12 @@ class ClickHouseStore:
     # ------------------------------------------------------------------ inserts
 
     def insert_decisions(self, events: Sequence[DecisionEvent]) -> int:
-        return self._insert("decisions", {
-            "event_id": [e.event_id for e in events],
-            "decision_id": [e.decision_id for e in events],
-            "ts_ms": [e.ts_ms for e in events],
-            "unit_id": [e.unit_id for e in events],
-            "conversation_id": [e.conversation_id for e in events],
-            "experiment_id": [e.experiment_id for e in events],
-            "variant": [e.variant for e in events],
-            "arm_id": [e.arm_id for e in events],
-            "propensity": [e.propensity for e in events],
-            "policy_version": [e.policy_version for e in events],
-            "context": [list(e.context) for e in events],
-            "eligible": [list(e.eligible) for e in events],
-        })
+        return self._insert("decisions", _event_columns(DecisionEvent, events))
 
     def insert_feedback(self, events: Sequence[FeedbackEvent]) -> int:
-        return self._insert("feedback", {
-            "event_id": [e.event_id for e in events],
-            "decision_id": [e.decision_id for e in events],
-            "ts_ms": [e.ts_ms for e in events],
-            "unit_id": [e.unit_id for e in events],
-            "conversation_id": [e.conversation_id for e in events],
-            "retried": [None if e.retried is None else int(e.retried) for e in events],
-            "rating": [e.rating for e in events],
-            "conversation_length": [e.conversation_length for e in events],
-        })
+        cols = _event_columns(FeedbackEvent, events)
+        cols["retried"] = [None if v is None else int(v) for v in cols["retried"]]
+        return self._insert("feedback", cols)
 
     def insert_rewards(self, rows: Sequence[RewardRow]) -> int:
         return self._insert("rewards", {
@@ -268,13 +248,7 @@ class ClickHouseStore:
         })
 
     def insert_engagement(self, events: Sequence[EngagementEvent]) -> int:
-        return self._insert("engagement", {
-            "event_id": [e.event_id for e in events],
-            "ts_ms": [e.ts_ms for e in events],
-            "unit_id": [e.unit_id for e in events],
-            "screen_time_s": [e.screen_time_s for e in events],
-            "messages": [e.messages for e in events],
-        })
+        return self._insert("engagement", _event_columns(EngagementEvent, events))
 
     def insert_exposures(self, rows: Sequence[ExposureRow], *, source: str = "decision") -> int:
         """Insert exposures; ``source`` says what they stand for: ``"decision"`` (the
@@ -594,6 +568,18 @@ class ClickHouseStore:
 # ---------------------------------------------------------------------- helpers
 
 
+def _event_columns(cls: type[Event], events: Sequence[Event]) -> dict[str, list[Any]]:
+    """An event table's insert columns: the event's fields as :func:`field_names` lists
+    them, less ``schema_version`` (the migrations version the tables, not each row)."""
+    return {name: [getattr(e, name) for e in events] for name in _STORED_FIELDS[cls]}
+
+
+_STORED_FIELDS: Final[dict[type, tuple[str, ...]]] = {
+    cls: tuple(n for n in field_names(cls) if n != "schema_version")
+    for cls in (DecisionEvent, FeedbackEvent, EngagementEvent)
+}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:500] if text else type(exc).__name__
@@ -653,13 +639,23 @@ def _remove_snapshots() -> None:
     _SNAPSHOTS.clear()
 
 
-def _snapshot_copy(path: str) -> str:
+#: Copies of a live directory tried before a snapshot fails: a merge that removes a part
+#: while it is being copied spoils one copy, and the next starts from the new listing.
+_SNAPSHOT_ATTEMPTS: Final = 5
+
+
+def _snapshot_copy(path: str, *, copy_function: Callable[[str, str], object] = shutil.copy2,
+                   attempts: int = _SNAPSHOT_ATTEMPTS) -> str:
     """Copy a locked chdb data directory to a private temporary directory.
 
     MergeTree parts are immutable once renamed into place, so copying the live
     directory yields a consistent set of parts (a merge in flight may leave both the
     sources and the merged part; the engine drops covered parts when it loads).
-    Temporary parts and the lock file are skipped.
+    Temporary parts and the lock file are skipped. The owner removes merged-away parts
+    while we copy, so a file or directory that vanished between listing and copying
+    (and only that) starts the copy again, up to ``attempts`` times; any other error,
+    or parts that keep vanishing, is a :class:`StoreError`. ``copy_function`` copies
+    one file (``shutil.copytree``'s hook; tests race it against a deletion).
     """
     dest = tempfile.mkdtemp(prefix="switchboard-store-ro-")
     target = os.path.join(dest, "data")
@@ -667,14 +663,35 @@ def _snapshot_copy(path: str) -> str:
     def ignore(_dir: str, names: list[str]) -> list[str]:
         return [n for n in names if n == "status" or n.startswith(("tmp_", "tmp-", "delete_tmp_"))]
 
-    try:
-        shutil.copytree(path, target, symlinks=True, ignore=ignore, dirs_exist_ok=False)
-    except (OSError, shutil.Error) as exc:
-        shutil.rmtree(dest, ignore_errors=True)
-        raise StoreError(f"cannot snapshot store at {path}: {exc}") from exc
+    for attempt in range(1, attempts + 1):
+        try:
+            shutil.copytree(path, target, symlinks=True, ignore=ignore,
+                            copy_function=copy_function, dirs_exist_ok=False)
+            break
+        except (OSError, shutil.Error) as exc:
+            shutil.rmtree(target, ignore_errors=True)
+            vanished = os.path.isdir(path) and _only_vanished(exc)
+            if attempt < attempts and vanished:
+                log.info("store: a part of %s vanished while it was copied (attempt %d of "
+                         "%d); copying again", path, attempt, attempts)
+                continue
+            shutil.rmtree(dest, ignore_errors=True)
+            why = (f"parts kept vanishing while they were copied ({attempts} attempts): "
+                   if vanished else "")
+            raise StoreError(f"cannot snapshot store at {path}: {why}{exc}") from exc
     _relink(target, os.path.realpath(path))
     _SNAPSHOTS.add(dest)
     return dest
+
+
+def _only_vanished(exc: BaseException) -> bool:
+    """Whether every file ``copytree`` failed on is gone from the source now (a part the
+    owner merged away), rather than unreadable."""
+    if isinstance(exc, shutil.Error) and isinstance(exc.args[0], list):
+        failed = [entry[0] for entry in exc.args[0]]
+        return bool(failed) and not any(os.path.lexists(src) for src in failed)
+    return isinstance(exc, FileNotFoundError) and exc.filename is not None and not (
+        os.path.lexists(exc.filename))
 
 
 def _relink(root: str, original: str) -> None:
