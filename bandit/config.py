@@ -354,6 +354,10 @@ class KafkaConfig:
     #: topic of ExposureEvents: allocations the serving tier made without a server (its
     #: fallback), logged so cohorts stay complete (keyed by unit_id; never learnt)
     exposures_topic: str = "switchboard.exposures"
+    #: topic of DesignEvents: each allocation server's experiment variants and weights,
+    #: sent before its first decision under them (keyed by experiment_id; the learner
+    #: records a design period when the weights change)
+    designs_topic: str = "switchboard.designs"
     #: topic where rejected events go with their reason and original bytes
     dead_letter_topic: str = "switchboard.dead-letter"
     #: consumer group of the learners
