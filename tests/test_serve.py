@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 
 from bandit.arms import Arm, ArmRegistry
@@ -24,10 +25,11 @@ from bandit.config import (
     ServeConfig,
     VariantConfig,
 )
-from bandit.events import DecisionEvent
+from bandit.events import DecisionEvent, DesignEvent, decode_design, design_version, encode_event
 from bandit.formats.paths import SNAPSHOT_NAME
 from bandit.formats.snapshot import save_policy_snapshot
 from bandit.policies import make_policy
+from bandit.serving.allocator import Allocator
 from bandit.serving.app import create_app
 from bandit.serving.assignment import VariantAssigner, unit_hash
 from bandit.serving.live import LiveServer
@@ -43,16 +45,18 @@ CONTROL_UNIT = next(u for u in (f"user-{i}" for i in range(100))
 
 
 class ListSink:
-    """In-memory decision sink (the Kafka path is tested in test_serve_publisher.py)."""
+    """In-memory event sink (the Kafka path is tested in test_serve_publisher.py): the
+    experiment's design events in ``designs``, every other event in ``events``."""
 
     def __init__(self) -> None:
         self.events: list[DecisionEvent] = []
+        self.designs: list[DesignEvent] = []
         self.depth = 0
         self.backlog = 0
         self.healthy = True
 
-    def publish(self, event: DecisionEvent) -> None:
-        self.events.append(event)
+    def publish(self, event: Any) -> None:
+        (self.designs if isinstance(event, DesignEvent) else self.events).append(event)
 
     def start(self) -> ListSink:
         return self
@@ -391,6 +395,45 @@ def test_allocate_logs_the_callers_event_time(tmp_path: Path) -> None:
         assert httpx.post(server.url + "/v1/allocate", json=body, headers=TOKEN).status_code == 200
     assert sink.events[0].ts_ms == 1_767_571_200_123
     assert sink.events[1].ts_ms > 1_767_571_200_123 + 10**9
+
+
+def test_allocator_publishes_its_design_once_before_its_first_decision(tmp_path: Path) -> None:
+    # a 90/10 experiment replayed on a past calendar: its design starts on that clock
+    exp = ExperimentConfig(id="exp-90-10", variants=(
+        VariantConfig("gpt35", 0.9, "fixed", ("baseline",)),
+        VariantConfig("bandit", 0.1, "linucb", ("expert", "baseline")),
+        VariantConfig("uniform", 0.0, "uniform", ("expert",))))
+    cfg = dataclasses.replace(make_config(tmp_path, max_decision_skew_s=10 * 365 * 86_400.0),
+                              experiment=exp)
+    order: list[object] = []
+
+    class Recording(ListSink):
+        def publish(self, event: Any) -> None:
+            order.append(event)
+            super().publish(event)
+
+    sink = Recording()
+    allocator = Allocator.from_config(cfg, arms=base_arms(), sink=sink, seed=1)
+    first = 1_767_571_200_123
+    refused = allocator.allocate_now("Bearer dev-token", orjson.dumps(
+        {"unit_id": "u0", "conversation_id": "c0", "embedding": [0.1] * (DIM + 1),
+         "ts_ms": first - 5}))
+    assert refused is not None and refused.status == 422
+    assert not sink.designs  # no decision, no design
+    for i in range(5):
+        body = {"unit_id": f"u{i}", "conversation_id": f"c{i}", "embedding": [0.1] * DIM,
+                "ts_ms": first + i}
+        reply = allocator.allocate_now("Bearer dev-token", orjson.dumps(body))
+        assert reply is not None and reply.status == 200, reply
+    assert len(sink.designs) == 1 and len(sink.events) == 5
+    design = sink.designs[0]
+    assert order[0] is design  # queued before the first decision under it
+    assert design.ts_ms == sink.events[0].ts_ms == first
+    assert design.experiment_id == "exp-90-10"
+    assert dict(design.weights) == {"gpt35": 0.9, "bandit": 0.1, "uniform": 0.0}
+    assert design.design_version == design_version("exp-90-10", design.weights)
+    assert decode_design(encode_event(design)) == design
+    assert allocator.design_since_ms == first
 
 
 @pytest.mark.parametrize(("offset_s", "accepted"), [

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,6 +37,7 @@ from bandit.errors import EventDecodeError, InvalidInputError
 from bandit.events import (
     MAX_EVENT_BYTES,
     DecisionEvent,
+    DesignEvent,
     EngagementEvent,
     Event,
     ExposureEvent,
@@ -50,8 +52,8 @@ from bandit.serving.metrics import ServeMetrics
 from bandit.serving.reloader import ModelHolder, ServedModel
 from bandit.serving.schemas import AllocateRequest, ExposureIn, ValidationError, error_fields
 
-__all__ = ["ALLOCATOR_STATE_KEY", "FALLBACK_VERSION", "POST_KINDS", "UNAVAILABLE_RETRY_AFTER_S",
-           "Allocator", "EventSink", "Reply", "default_sinks"]
+__all__ = ["ALLOCATOR_STATE_KEY", "FALLBACK_VERSION", "POST_KINDS", "SINK_KINDS",
+           "UNAVAILABLE_RETRY_AFTER_S", "Allocator", "EventSink", "Reply", "default_sinks"]
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +130,15 @@ def _field_in(where: str, field: str) -> str:
     return f"{where}.{field}" if where else field
 
 
+#: every event kind an allocator publishes: the posted ones and its experiment's design
+SINK_KINDS: tuple[str, ...] = (*POST_KINDS.values(), DesignEvent.KIND)
+
+
 def default_sinks(config: Config, publisher_options: Mapping[str, Any] | None = None
                   ) -> dict[str, EventSink]:
-    """One :class:`~bandit.serving.publisher.EventPublisher` per topic; decisions spill in
-    ``serve.spill_dir`` itself, the other kinds in a subdirectory named after the kind."""
+    """One :class:`~bandit.serving.publisher.EventPublisher` per topic (every kind of
+    :data:`SINK_KINDS`); decisions spill in ``serve.spill_dir`` itself, the other kinds in
+    a subdirectory named after the kind."""
     from bandit.serving.publisher import EventPublisher
 
     k, sc = config.kafka, config.serve
@@ -139,7 +146,8 @@ def default_sinks(config: Config, publisher_options: Mapping[str, Any] | None = 
     plan = {DecisionEvent.KIND: (k.decisions_topic, spill, "conversation_id"),
             FeedbackEvent.KIND: (k.feedback_topic, spill / "feedback", "conversation_id"),
             EngagementEvent.KIND: (k.engagement_topic, spill / "engagement", "unit_id"),
-            ExposureEvent.KIND: (k.exposures_topic, spill / "exposure", "unit_id")}
+            ExposureEvent.KIND: (k.exposures_topic, spill / "exposure", "unit_id"),
+            DesignEvent.KIND: (k.designs_topic, spill / "design", "experiment_id")}
     return {kind: EventPublisher(k.bootstrap_servers, topic, directory, sc.publish_buffer,
                                  key_field=key, **(publisher_options or {}))
             for kind, (topic, directory, key) in plan.items()}
@@ -153,16 +161,22 @@ class Allocator:
     metrics. Its request methods take the raw ``Authorization`` header (or None) and the
     body bytes, and return a :class:`Reply`; they never raise for bad input. Call
     :meth:`start` before serving (publishers, reloader) and :meth:`close` after.
+
+    The experiment's design (its variants' weights, :attr:`design`) is published as a
+    :class:`~bandit.events.DesignEvent` just before the first decision under it, stamped
+    with that decision's time, so the store's design periods start on the decisions'
+    clock (see ``docs/serving.md``).
     """
 
     def __init__(self, config: Config, holder: ModelHolder, sinks: Mapping[str, EventSink],
                  encoder: Encoder, seed: int | list[int] | None = None) -> None:
-        missing = [kind for kind in POST_KINDS.values() if kind not in sinks]
+        missing = [kind for kind in SINK_KINDS if kind not in sinks]
         if missing:
             raise InvalidInputError("sinks", sorted(sinks), f"must have a sink for {missing}")
         self.config = config
         self.holder = holder
-        #: one sink per event kind (``decision``, ``feedback``, ``engagement``, ``exposure``)
+        #: one sink per event kind (``decision``, ``feedback``, ``engagement``, ``exposure``,
+        #: ``design``)
         self.sinks = dict(sinks)
         self.sink = sinks[DecisionEvent.KIND]
         self.encoder = encoder
@@ -187,6 +201,12 @@ class Allocator:
             FeedbackEvent.KIND: decode_feedback, EngagementEvent.KIND: decode_engagement}
         self.decision_ids = DecisionIds()
         self.kinds = {v.name: tuple(v.arm_kinds) for v in config.experiment.variants}
+        #: the weights every unit is assigned with (every configured variant, 0 included)
+        self.design = {v.name: float(v.weight) for v in config.experiment.variants}
+        #: the time of the first decision under :attr:`design` (None: none yet, so its
+        #: design event is still to be published)
+        self.design_since_ms: int | None = None
+        self._design_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Config, *, arms: list[Arm] | None = None,
@@ -196,7 +216,8 @@ class Allocator:
         """The allocator ``config`` describes.
 
         ``arms`` seed the registry when no snapshot exists (snapshots carry their own);
-        ``sink`` receives every event (decisions, feedback, engagement, exposures: tests);
+        ``sink`` receives every event (decisions, feedback, engagement, exposures and the
+        design: tests);
         by default each kind has an :class:`~bandit.serving.publisher.EventPublisher` on
         its topic (``publisher_options`` are passed to each); ``encoder`` defaults to the
         one named by ``serve.encoder``.
@@ -207,7 +228,7 @@ class Allocator:
         if sink is None:
             sinks = default_sinks(config, publisher_options)
         else:
-            sinks = dict.fromkeys(POST_KINDS.values(), sink)
+            sinks = dict.fromkeys(SINK_KINDS, sink)
         if encoder is None:
             if sc.encoder == "hashing":
                 encoder = HashingEncoder(config.policy.dim)
@@ -321,9 +342,12 @@ class Allocator:
         else:
             version = f"prior:{choice.policy_version}"
         propensity = float(choice.propensity)
+        ts_ms = req.ts_ms if req.ts_ms is not None else time.time_ns() // 1_000_000
+        if self.design_since_ms is None:
+            self._publish_design(ts_ms)
         self.sink.publish(DecisionEvent(
             event_id=f"dec-{decision_id}", decision_id=decision_id,
-            ts_ms=req.ts_ms if req.ts_ms is not None else time.time_ns() // 1_000_000,
+            ts_ms=ts_ms,
             unit_id=req.unit_id,
             conversation_id=req.conversation_id, experiment_id=self.experiment_id,
             variant=variant, arm_id=choice.arm_id, propensity=propensity,
@@ -350,6 +374,21 @@ class Allocator:
         metrics.cpu.observe(time.thread_time() - begun.c0
                             - (c1 - begun.c0 if encoded else 0.0))
         return Reply(200, content)
+
+    def _publish_design(self, ts_ms: int) -> None:
+        """Queue the design event ahead of the first decision under the design (stamped
+        ``ts_ms``, that decision's time); once per design (the lock keeps two threads
+        from sending it twice; a second copy would be harmless, the learner records a
+        design period only when the weights change)."""
+        with self._design_lock:
+            if self.design_since_ms is not None:
+                return
+            event = DesignEvent.of(event_id=f"des-{self.decision_ids()}", ts_ms=ts_ms,
+                                   experiment_id=self.experiment_id, weights=self.design)
+            self.sinks[DesignEvent.KIND].publish(event)
+            self.design_since_ms = ts_ms
+        log.info("experiment %s: design %s (weights %s) in force from %d", self.experiment_id,
+                 event.design_version, self.design, ts_ms)
 
     def check_token(self, authorization: str | None, *, admin: bool = False) -> Reply | None:
         """None when ``authorization`` carries a configured bearer token (an admin one if
