@@ -400,7 +400,7 @@ class RidgeSolver:
         self.lam = float(lam)
         self.dim = 0
         self._dirty = np.zeros(0, dtype=bool)
-        self._since = np.zeros(0, dtype=np.intp)  # rank updates since the exact refresh
+        self._since: list[int] = []  # per arm: rank updates since the exact refresh
         self._any_dirty = False
         self._set_dim(0)
         self._allocate(0)
@@ -470,12 +470,12 @@ class RidgeSolver:
             self._set_dim(d)
             self._allocate(K)
             self._dirty = np.ones(K, dtype=bool)
-            self._since = np.zeros(K, dtype=np.intp)
+            self._since = [0] * K
             self._any_dirty = K > 0
         elif K > have:
             self._allocate(K, keep=have)
             self._dirty = np.concatenate([self._dirty, np.ones(K - have, dtype=bool)])
-            self._since = np.concatenate([self._since, np.zeros(K - have, dtype=np.intp)])
+            self._since.extend([0] * (K - have))
             self._any_dirty = True
         if self._any_dirty:
             self._refresh_dirty(stats)
@@ -506,7 +506,9 @@ class RidgeSolver:
             self._store(idx, Ainv)
             self.theta[idx] = np.einsum("kij,kj->ki", Ainv, stats.b[idx])
         self._dirty[idx] = False
-        self._since[idx] = 0
+        since = self._since
+        for slot in idx.tolist():
+            since[slot] = 0
         self._any_dirty = False
 
     def _refresh_one(self, stats: RidgeStatistics, k: int) -> None:
@@ -525,14 +527,16 @@ class RidgeSolver:
 
     def absorb_one(
         self, stats: RidgeStatistics, slot: int, x: FloatArray, reward: float | None = None
-    ) -> FloatArray | None:
+    ) -> tuple[FloatArray, float, float] | None:
         """Fold one event just added to ``stats`` at ``slot`` into the cache (Sherman–Morrison).
 
         Call right after ``stats.update(arm, x, reward, gamma=1)``; with its ``reward``
         θ is updated in O(d) (θ ← θ + u·(r − xᵀθ)/(1 + xᵀu), u = A⁻¹x: the same
-        identity applied to A⁻¹b), without it recomputed as A⁻¹b. Returns the downdate
-        ``D`` (``(d, 1)``: A⁻¹ decreased by ``D Dᵀ``), or None when the arm was not
-        current and is now marked dirty (refreshed exactly on the next :meth:`ensure`).
+        identity applied to A⁻¹b), without it recomputed as A⁻¹b. Returns
+        ``(u, den, residual)``: A⁻¹ decreased by ``u uᵀ / den`` (u the old A⁻¹x, a fresh
+        array), and ``residual = r − xᵀθ_old`` (NaN without ``reward``), so θ moved by
+        ``u·residual/den``; or None when the arm was not current and is now marked dirty
+        (refreshed exactly on the next :meth:`ensure`).
         """
         if stats.dim != self.dim or slot >= self._dirty.shape[0] or self._dirty[slot]:
             self.mark_slot(slot)
@@ -549,11 +553,13 @@ class RidgeSolver:
         dger(-1.0 / den, u2, u, a=P2.T, overwrite_a=1)
         theta = self.theta[slot]
         if reward is None:
+            residual = math.nan
             theta[:] = self.ainv[slot] @ stats.b[slot]
         else:
-            daxpy(u, theta, a=(reward - float(np.dot(x, theta))) / den)  # in place
+            residual = reward - float(np.dot(x, theta))
+            daxpy(u, theta, a=residual / den)  # in place
         self._reread(slot, 1)
-        return u.reshape(-1, 1) * (1.0 / math.sqrt(den))
+        return u, den, residual
 
     def absorb(
         self, stats: RidgeStatistics, slots: IntArray, X: FloatArray
@@ -575,7 +581,8 @@ class RidgeSolver:
         for j, k in enumerate(uniq.tolist()):
             rows = X[inverse.reshape(-1) == j]
             if rows.shape[0] == 1:
-                D = self.absorb_one(stats, k, rows[0])
+                one = self.absorb_one(stats, k, rows[0])
+                D = None if one is None else one[0].reshape(-1, 1) * (1.0 / math.sqrt(one[1]))
             elif 4 * rows.shape[0] <= self.dim and self.current(stats, k):
                 U = self.ainv[k] @ rows.T
                 M = np.eye(rows.shape[0]) + rows @ U
@@ -612,8 +619,9 @@ class RidgeSolver:
         """
         np.multiply(self._wrapped[k], self._tri_weight, out=self._packed3[k],
                     casting="same_kind")
-        self._since[k] += rank
-        if self._since[k] >= self.refactor_every:
+        since = self._since[k] + rank
+        self._since[k] = since
+        if since >= self.refactor_every:
             self.mark_slot(k)
 
     def features(self, x: FloatArray) -> npt.NDArray[np.float32]:

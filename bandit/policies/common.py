@@ -50,7 +50,8 @@ def floored_argmax(
     f = min(floor, 1.0 / K)
     best = int(scores.argmax())
     top = scores[best]
-    probs = np.full(K, f)
+    probs = np.empty(K)
+    probs.fill(f)  # np.full's Python wrapper costs more than the fill on a few arms
     # argmax returns the first maximum: the maximum is unique iff it is also the last one
     if K - 1 - int(scores[::-1].argmax()) == best and top == top:
         mass_top = 1.0 - (K - 1) * f
@@ -182,6 +183,14 @@ class LinearPolicy:
         change; None means anything may have changed.
         """
 
+    def _on_event(self, slot: int, u: FloatArray, den: float, residual: float) -> None:
+        """Hook for subclasses: one event was folded into the solver by Sherman–Morrison.
+
+        A⁻¹ of ``slot`` decreased by ``u uᵀ / den`` and θ moved by ``u·residual/den``
+        (see :meth:`~bandit.linear.RidgeSolver.absorb_one`). The disjoint policies need
+        nothing more, so the learning hot path does no further work for them.
+        """
+
     def _eligible(self, eligible: Sequence[str] | None) -> tuple[IntArray, tuple[str, ...], bool]:
         self._sync()
         try:
@@ -239,8 +248,8 @@ class LinearPolicy:
         """
         X = as_contexts(contexts, self._dim, _rows(contexts))
         with self._lock:
-            idx, ids, _ = self._eligible(eligible)
-            means, widths_sq = self._batch_mean_width_sq(X, idx)
+            idx, ids, full = self._eligible(eligible)
+            means, widths_sq = self._batch_mean_width_sq(X, idx, full)
             widths = np.sqrt(widths_sq)
             return BatchScores(ids, means, widths, self._batch_scores(means, widths, idx))
 
@@ -281,7 +290,11 @@ class LinearPolicy:
         return (cls._batch_mean_width_sq is LinearPolicy._batch_mean_width_sq
                 and cls.score_batch is LinearPolicy.score_batch)
 
-    def _batch_mean_width_sq(self, X: FloatArray, idx: IntArray) -> tuple[FloatArray, FloatArray]:
+    def _batch_mean_width_sq(
+        self, X: FloatArray, idx: IntArray, full: bool = False
+    ) -> tuple[FloatArray, FloatArray]:
+        """θ_aᵀx and xᵀA_a⁻¹x (float64) per row of X and arm of ``idx`` (``full``: every
+        slot in order)."""
         solver = self._solver
         solver.ensure(self._stats)
         return X @ solver.theta[idx].T, solver.widths_sq_exact(X, idx)
@@ -328,8 +341,11 @@ class LinearPolicy:
             if self._gamma != 1.0:
                 self._changed(None)
                 return
-            D = self._solver.absorb_one(self._stats, slot, x, r)
-            self._on_stats_changed(None if D is None else [(slot, D)])
+            event = self._solver.absorb_one(self._stats, slot, x, r)
+            if event is None:
+                self._on_stats_changed(None)
+            else:
+                self._on_event(slot, *event)
 
     def _validate_batch(
         self, arm_ids: Sequence[str], contexts: npt.ArrayLike, rewards: npt.ArrayLike
@@ -372,8 +388,14 @@ class LinearPolicy:
         arm_ids: Sequence[str],
         contexts: npt.ArrayLike,
         rewards: npt.ArrayLike,
+        *,
+        propensities: npt.ArrayLike | None = None,
+        eligible: Sequence[Sequence[str] | None] | None = None,
     ) -> RidgeStatistics:
-        """Add a batch into ``stats`` *in place* (with forgetting) and return it."""
+        """Add a batch into ``stats`` *in place* (with forgetting) and return it.
+
+        ``propensities`` and ``eligible`` are not needed: ridge regression of each arm's
+        reward on its contexts estimates the arm's conditional mean without them."""
         st = self._as_stats(stats, "stats")
         ids, X, r = self._validate_batch(arm_ids, contexts, rewards)
         if ids:

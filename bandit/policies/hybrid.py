@@ -25,15 +25,23 @@ solve). With Q_a = (I ⊗ f̃_a)ᵀ A₀⁻¹ (I ⊗ f̃_a) (d × d per arm) the
 λ²·u_aᵀQ_a u_a, so a choice costs O(K d²) like disjoint LinUCB.
 
 Learning one event is a rank-one change (Sherman–Morrison, as in the disjoint solver):
-when arm j's A_j⁻¹ drops by D Dᵀ, C_j = λ(I − λA_j⁻¹) grows by λ²D Dᵀ, so A₀ grows by
-W Wᵀ with W = λ D ⊗ f̃_j; then A₀⁻¹ drops by D₀D₀ᵀ (D₀ = A₀⁻¹W L_M⁻ᵀ, M = I + WᵀA₀⁻¹W =
-L_M L_Mᵀ; one column at a time), every Q_a drops by h_ah_aᵀ with h_a = (I ⊗ f̃_a)ᵀD₀
-(queued and folded in every few events), and β = A₀⁻¹b₀ is recomputed: O(p² + K d²)
-with p = d(m+1), instead of the O(K d² m² + p³) rebuild. The
-rebuild (exact, from the statistics) still runs after anything that is not a plain
-addition (merge, forgetting, restore, feature changes) and every ``refactor_every``
-rank updates, against drift. A₀⁻¹ lives in its lower triangle and is updated with
-BLAS ``dsyr``/``dsymv`` (numpy has no in-place rank-one update).
+when arm j's A_j⁻¹ drops by u uᵀ/den (u = A_j⁻¹x), C_j = λ(I − λA_j⁻¹) grows by
+λ²u uᵀ/den, so A₀ grows by w wᵀ with w = λ (u/√den) ⊗ f̃_j, and b₀ moves by c·w with
+c = (r − xᵀθ̂_j)/√den (θ̂_j moved by u(r − xᵀθ̂_j)/den). Then, with g = A₀⁻¹w and
+den₀ = 1 + wᵀg (Li et al.'s Algorithm 2 with its A₀⁻¹ cached and downdated):
+
+    A₀⁻¹ ← A₀⁻¹ − g gᵀ/den₀,    β ← β + g·(c − wᵀβ)/den₀,
+
+the second the same identity applied to β = A₀⁻¹b₀, in O(p) with p = d(m+1); every Q_a
+drops by h_ah_aᵀ with h_a = (I ⊗ f̃_a)ᵀg/√den₀ (queued and folded in every few events).
+So an update costs O(p² + K d) instead of the O(K d² m² + p³) rebuild, and a choice
+stays O(K d²). A batch of events takes the same downdates column by column, with β then
+recomputed as A₀⁻¹b₀. The rebuild (exact, from the statistics) still runs after
+anything that is not a plain addition (merge, forgetting, restore, feature changes) and
+every ``refactor_every`` rank updates, against drift. A₀⁻¹ lives in its lower triangle
+and is updated with BLAS ``dsyr``/``dsymv`` (numpy has no in-place rank-one update).
+The per-arm matrices are kept pre-scaled, ``_Q[a] = λ²Q_a`` and queued rows ``λh_a``,
+so the choice adds no scalar passes.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg.blas import dsymv, dsyr
+from scipy.linalg.blas import daxpy, dsymv, dsyr
 
 from bandit.arms import ArmRegistry
 from bandit.config import HybridParams
@@ -52,7 +60,7 @@ __all__ = ["HybridLinUCB"]
 
 #: rank-one downdates of the per-arm Q_a queued before they are folded in (one batched
 #: product instead of K outer products per event)
-_FOLD = 32
+_FOLD = 8
 
 
 class HybridLinUCB(LinearPolicy):
@@ -71,6 +79,7 @@ class HybridLinUCB(LinearPolicy):
         self._m1 = config.arm_feature_dim + 1
         p = config.dim * self._m1
         self._F = np.zeros((0, self._m1))
+        self._lamF = self._F  # λ·F, for the cached λB f̃_a
         self._shared_dirty = True
         self._shared_since = 0
         self._beta = np.zeros((config.dim, self._m1))
@@ -96,42 +105,66 @@ class HybridLinUCB(LinearPolicy):
                     F[i, 1:] = feats
         if F.shape != self._F.shape or not np.array_equal(F, self._F):
             self._F = F
+            self._lamF = self._solver.lam * F
             self._shared_dirty = True
 
     def _on_stats_changed(self, downdates: list[tuple[int, FloatArray]] | None = None) -> None:
         if downdates is None or self._shared_dirty:
             self._shared_dirty = True
             return
-        F, lam = self._F, self._solver.lam
-        d, m1 = self._dim, self._m1
-        A0inv = self._A0inv
         for k, D in downdates:
-            if k >= F.shape[0] or self._Q.shape[0] != F.shape[0]:
-                self._shared_dirty = True
-                return
             for c in range(D.shape[1]):  # a rank-m change is m rank-one changes
-                w = np.multiply.outer(lam * D[:, c], F[k]).reshape(-1)  # λ D_c ⊗ f̃_k
-                g = dsymv(1.0, A0inv, w, lower=1)
-                den = 1.0 + float(w @ g)
-                if not (den >= 1.0 and math.isfinite(den)):  # wᵀA₀⁻¹w >= 0 exactly: drift
+                if not self._downdate_shared(k, D[:, c], 1.0, math.nan):
                     self._shared_dirty = True
                     return
-                g *= 1.0 / math.sqrt(den)
-                A0inv = dsyr(-1.0, g, a=A0inv, lower=1, overwrite_a=1)
-                self._push_h((g.reshape(d, m1) @ F.T).T)
-        self._A0inv = A0inv
         self._update_beta()
+        self._count_rank_update()
+
+    def _on_event(self, slot: int, u: FloatArray, den: float, residual: float) -> None:
+        if self._shared_dirty:
+            return  # rebuilt exactly on the next choice anyway
+        scale = 1.0 / math.sqrt(den)
+        if not self._downdate_shared(slot, u, scale, residual * scale):
+            self._shared_dirty = True
+            return
+        self._G = self._lamF @ self._beta.T
+        self._count_rank_update()
+
+    def _count_rank_update(self) -> None:
         self._shared_since += 1
         if self._shared_since >= self.refactor_every:
             self._shared_dirty = True
 
-    def _push_h(self, H: FloatArray) -> None:
-        """Queue Q_a −= h_a h_aᵀ (row a of ``H``); folded into Q every _FOLD downdates."""
+    def _downdate_shared(self, k: int, v: FloatArray, scale: float, c: float) -> bool:
+        """A₀ += w wᵀ with w = λ·scale·v ⊗ f̃_k (module docstring); False on drift.
+
+        β takes its O(p) update when ``c`` (b₀ moved by c·w) is finite; otherwise the
+        caller recomputes it.
+        """
+        F = self._F
+        if k >= F.shape[0] or self._Q.shape[0] != F.shape[0]:
+            return False
+        lam = self._solver.lam
+        w = np.multiply.outer(v, F[k] * (lam * scale)).reshape(-1)
+        A0inv = self._A0inv
+        g = dsymv(1.0, A0inv, w, lower=1)
+        den0 = 1.0 + float(w @ g)
+        if not (den0 >= 1.0 and math.isfinite(den0)):  # wᵀA₀⁻¹w >= 0 exactly: drift
+            return False
+        if math.isfinite(c):
+            beta = self._beta.reshape(-1)  # a view: updated in place
+            daxpy(g, beta, a=(c - float(w @ beta)) / den0)
+        self._A0inv = dsyr(-1.0 / den0, g, a=A0inv, lower=1, overwrite_a=1)
+        self._push_h(F @ g.reshape(self._dim, self._m1).T, lam / math.sqrt(den0))
+        return True
+
+    def _push_h(self, H: FloatArray, scale: float) -> None:
+        """Queue _Q[a] −= (scale·h_a)(scale·h_a)ᵀ (row a of ``H``); folded every _FOLD."""
         if self._nh == _FOLD:
             Hs = self._H.transpose(1, 0, 2)  # (K, _FOLD, d)
             self._Q -= np.matmul(Hs.transpose(0, 2, 1), Hs)
             self._nh = 0
-        self._H[self._nh] = H
+        np.multiply(H, scale, out=self._H[self._nh])
         self._nh += 1
 
     @property
@@ -145,7 +178,7 @@ class HybridLinUCB(LinearPolicy):
     def _update_beta(self) -> None:
         b0 = self._solver.lam * (self._solver.theta.T @ self._F).reshape(-1)
         self._beta = dsymv(1.0, self._A0inv, b0, lower=1).reshape(self._dim, self._m1)
-        self._G = self._F @ self._beta.T  # B f̃_a of every arm, (K, d)
+        self._G = self._lamF @ self._beta.T  # λB f̃_a of every arm, (K, d)
 
     def _refresh_shared(self) -> None:
         self._solver.ensure(self._stats)
@@ -163,6 +196,7 @@ class HybridLinUCB(LinearPolicy):
         A0inv = L0inv.T @ L0inv
         self._Q = np.einsum("iajb,ka,kb->kij", A0inv.reshape(d, m1, d, m1), F, F,
                             optimize=True)
+        self._Q *= lam * lam
         self._A0inv = np.asfortranarray(A0inv)
         self._H = np.zeros((_FOLD, F.shape[0], d))
         self._nh = 0
@@ -170,27 +204,31 @@ class HybridLinUCB(LinearPolicy):
         self._shared_dirty = False
         self._shared_since = 0
 
-    def _batch_mean_width_sq(self, X: FloatArray, idx: IntArray) -> tuple[FloatArray, FloatArray]:
+    def _batch_mean_width_sq(
+        self, X: FloatArray, idx: IntArray, full: bool = False
+    ) -> tuple[FloatArray, FloatArray]:
         """mean_a and s_a (module docstring) for each row of X and each arm in ``idx``."""
         self._refresh_shared()
-        solver, lam, d = self._solver, self._solver.lam, self._dim
+        solver, d = self._solver, self._dim
         H = self._H[: self._nh]
-        if idx.shape[0] == self._F.shape[0] and bool((idx == np.arange(idx.shape[0])).all()):
+        if full:
             rows, theta, G, Q = solver.ainv_rows, solver.theta, self._G, self._Q
         else:
             rows = solver.ainv[idx].reshape(-1, d)
             theta, G, Q, H = solver.theta[idx], self._G[idx], self._Q[idx], H[:, idx]
         n, K = X.shape[0], theta.shape[0]
-        U = (X @ rows.T).reshape(n, K, d)  # u_a = A_a⁻¹x: one product for every arm
-        # λ·u_aᵀB f̃_a = λ·u_a·(B f̃_a), with B f̃_a of every arm the rows of G = F βᵀ
-        mean = X @ theta.T + lam * np.einsum("nkd,kd->nk", U, G)
-        # uᵀQu with the queued downdates of Q: uᵀQ_folded u − Σ_r (h_r·u)²
-        quad = np.einsum("knd,nkd->nk", np.matmul(U.transpose(1, 0, 2), Q), U)
+        # u_a = A_a⁻¹x: one product for every arm (a matrix–vector one for one context)
+        U = (rows @ X[0] if n == 1 else X @ rows.T).reshape(n, K, d)
+        # λ·u_aᵀB f̃_a = u_a·(λB f̃_a), with λB f̃_a of every arm the rows of G = λF βᵀ
+        mean = X @ theta.T
+        mean += np.einsum("nkd,kd->nk", U, G)
+        # s = uᵀx + λ²uᵀQu = uᵀ(x + (λ²Q)u), less the queued downdates Σ_r (λh_r·u)²
+        T = np.matmul(Q, U.transpose(1, 2, 0)).transpose(2, 0, 1)  # (n, K, d)
+        T += X[:, None, :]
+        s = np.einsum("nkd,nkd->nk", U, T)
         if H.shape[0]:
             hu = np.einsum("rkd,nkd->rnk", H, U)
-            quad -= np.einsum("rnk,rnk->nk", hu, hu)
-        s = np.einsum("nkd,nd->nk", U, X)
-        s += lam * lam * quad
+            s -= np.einsum("rnk,rnk->nk", hu, hu)
         return mean, np.maximum(s, 0.0, out=s)
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
@@ -199,7 +237,11 @@ class HybridLinUCB(LinearPolicy):
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
-        mean, s = self._batch_mean_width_sq(x.reshape(1, -1), idx)
-        scores = mean[0] + self.params.alpha * np.sqrt(s[0])
+        mean, s = self._batch_mean_width_sq(x.reshape(1, -1), idx, full)
+        scores = mean[0]
+        w = np.sqrt(s[0], out=s[0])
+        if self.params.alpha != 1.0:
+            w *= self.params.alpha
+        scores += w
         probs, pos = floored_argmax(scores, self.params.probability_floor, rng)
         return scores, probs, pos
