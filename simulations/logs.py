@@ -64,6 +64,7 @@ import fnmatch
 import functools
 import gc
 import math
+import os
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -434,6 +435,11 @@ class _Builder:
         # arm tuples (eligible arms, _multi actions) repeat from line to line: one object
         # each, so later steps key them by identity instead of hashing them again
         self.tuples: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # the last DSJSON action list read, its arm ids and whether it conflicted with the
+        # arms' first listing: a line sharing the list object (``_dsjson_objects``) reuses them
+        self.last_multi: list[Any] | None = None
+        self.last_arms: tuple[str, ...] = ()
+        self.last_conflict: bool | None = None
 
     def intern(self, arms: tuple[str, ...]) -> tuple[str, ...]:
         return self.tuples.setdefault(arms, arms)
@@ -476,8 +482,11 @@ class _Builder:
             return base == path.replace(".", "/")
         return base == "arm_id" or (base.endswith("/id") and base.count("/") == 1)
 
-    def note_actions(self, multi: list[Any], arms: tuple[str, ...]) -> None:
-        """Keep each arm's action features from the first event listing it; count changes."""
+    def note_actions(self, multi: list[Any], arms: tuple[str, ...]) -> bool:
+        """Keep each arm's action features from the first event listing it; count changes.
+
+        Returns whether ``multi`` lists an arm with other features than its first listing.
+        """
         seen = self.actions
         new: dict[str, tuple[Any, list[tuple[str, float]]]] = {}
         conflict = False
@@ -491,6 +500,7 @@ class _Builder:
                 conflict = True
         seen.update(new)
         self.action_conflicts += conflict
+        return conflict
 
     def _arm_features(self, order: tuple[str, ...]) -> FloatArray | None:
         if self.spec.action_features == "none":
@@ -885,19 +895,23 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
             b.skipped += 1
             return
         c = obj.get("c")
-        if not isinstance(c, dict):
+        if type(c) is not dict:
             raise _Bad("missing context object 'c'")
         multi = c.get("_multi")
-        if not isinstance(multi, list) or not multi:
-            raise _Bad("'c._multi' must be a non-empty array of action objects")
-        k = len(multi)
-        arms = tuple(_action_ids(multi, spec.action_id))
-        known = b.tuples.get(arms)
-        if known is None:
-            if len(set(arms)) != k:
-                raise _Bad("action ids in '_multi' are not unique")
-            known = b.tuples[arms] = arms
-        arms = known
+        if multi is b.last_multi and multi is not None:  # the previous line's action list
+            arms = b.last_arms
+        else:
+            if type(multi) is not list or not multi:
+                raise _Bad("'c._multi' must be a non-empty array of action objects")
+            arms = tuple(_action_ids(multi, spec.action_id))
+            known = b.tuples.get(arms)
+            if known is None:
+                if len(set(arms)) != len(arms):
+                    raise _Bad("action ids in '_multi' are not unique")
+                known = b.tuples[arms] = arms
+            arms = known
+            b.last_multi, b.last_arms, b.last_conflict = multi, arms, None
+        k = len(arms)
         li, la, a, p = obj.get("_labelIndex"), obj.get("_label_Action"), obj.get("a"), obj.get("p")
         if li is not None and type(li) is not int:
             raise _Bad(f"_labelIndex must be an integer, got {li!r:.40}")
@@ -909,7 +923,7 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
                 raise _Bad(f"_label_Action {la} disagrees with _labelIndex {li} (must be index + 1)")
         elif la is not None:
             idx = la - 1
-        elif isinstance(a, list) and a:
+        elif type(a) is list and a:
             idx = a[0] - 1 if type(a[0]) is int else -1
         else:
             raise _Bad("no chosen action (_labelIndex, _label_Action or a)")
@@ -918,7 +932,7 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
         dist: tuple[tuple[str, ...], list[float], list[int] | None] | None = None
         prop = obj.get("_label_probability")
         if a is not None or p is not None:
-            if not (isinstance(a, list) and isinstance(p, list) and len(a) == len(p) and a):
+            if not (type(a) is list and type(p) is list and len(a) == len(p) and a):
                 raise _Bad("'a' and 'p' must be arrays of the same length")
             if not (set(map(type, a)) <= _INT and min(a) >= 1 and max(a) <= k):
                 raise _Bad(f"'a' must hold 1-based action ids in 1..{k}")
@@ -935,13 +949,16 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
         cost = obj.get("_label_cost")
         if type(cost) not in _NUM or not math.isfinite(cost):
             raise _Bad(f"_label_cost must be a finite number, got {cost!r:.40}")
-        reward = b.reward(no, spec.reward_from_cost(float(cost)))
+        reward = spec.cost_offset + spec.cost_scale * float(cost)
+        lo, hi = spec.reward_range
+        if not lo <= reward <= hi:  # clipped, refused, or not finite: the one place that says
+            reward = b.reward(no, reward)
         pdrop = obj.get("pdrop", 0.0)
         if type(pdrop) not in _NUM or not 0 <= pdrop < 1:
             raise _Bad(f"pdrop must be in [0, 1), got {pdrop!r:.40}")
         x = c.get("x")
         # a finite sum implies finite entries (the per-entry check only when it is not)
-        if (isinstance(x, list) and x and len(c) == 2 and set(map(type, x)) <= _NUM
+        if (type(x) is list and x and len(c) == 2 and set(map(type, x)) <= _NUM
                 and (math.isfinite(sum(x)) or all(math.isfinite(v) for v in x))):
             ctx: Any = x
             dense = True
@@ -949,14 +966,101 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
             ctx, dense = [], False
             _flatten(c, "", ctx)
         if spec.action_features != "none":
-            b.note_actions(multi, arms)
+            if multi is b.last_multi and b.last_conflict is not None:
+                b.action_conflicts += b.last_conflict
+            else:
+                b.last_conflict = b.note_actions(multi, arms)
     except _Bad as exc:
         b.bad(no, str(exc))
         return
-    prop = b.propensity(no, prop)
+    if not (type(prop) is float and 0.0 < prop <= 1.0):
+        prop = b.propensity(no, prop)
     eid = obj.get("EventId")
     b.add(_Row(no, arms[idx], prop, reward, ctx, dense, dist, arms,
                str(eid) if eid is not None else str(no), 1.0 / (1.0 - float(pdrop)), ts_ms))
+
+
+_MULTI_KEY = b'"_multi"'
+
+
+def _dsjson_objects(b: _Builder) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`_json_objects` for DSJSON, parsing a repeated action list once.
+
+    Logs list the same actions line after line, and their ``_multi`` text is much of a
+    line's JSON. When a line holds, after its first ``"_multi"`` key, exactly the bytes of
+    the action list last parsed (compact, or spelled as ``json.dumps`` does), those bytes
+    are replaced by an unpredictable token before parsing and the parsed list (one shared
+    object) is put back. Finding the token at ``c._multi`` proves the replaced bytes were
+    that value, so the object is what parsing the whole line gives; otherwise the whole
+    line is parsed. The shared list is never modified.
+    """
+    token = "\x00" + os.urandom(8).hex()  # no log line can contain it
+    tok = orjson.dumps(token)
+    loads = orjson.loads
+    seg = b""  # the bytes of the last action list parsed
+    multi: list[Any] | None = None  # and its value
+    tries = 0  # failed attempts to find the bytes of a repeated action list
+    with Path(b.path).open("rb") as fh:
+        for no, raw in enumerate(fh, start=1):
+            if not raw or raw.isspace():
+                continue
+            b.lines += 1
+            obj: Any = None
+            if seg:
+                at = raw.find(_MULTI_KEY)
+                if at >= 0:
+                    s = at + 8
+                    if raw.startswith(b":", s):
+                        s += 1
+                    if raw.startswith(b" ", s):
+                        s += 1
+                    if raw.startswith(seg, s):
+                        try:
+                            obj = loads(raw[:s] + tok + raw[s + len(seg):])
+                        except orjson.JSONDecodeError:
+                            obj = None
+                        c = obj.get("c") if type(obj) is dict else None
+                        if type(c) is dict and c.get("_multi") == token:
+                            c["_multi"] = multi
+                        else:
+                            obj = None
+            if obj is None:
+                try:
+                    obj = loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    b.bad(no, f"not valid JSON ({exc.msg})")
+                    continue
+                if type(obj) is not dict:
+                    b.bad(no, "not a JSON object")
+                    continue
+                c = obj.get("c")
+                m = c.get("_multi") if type(c) is dict else None
+                if type(m) is list and m:
+                    if m == multi and tries < 3:  # a repeat not caught: learn its spelling
+                        seg = _multi_bytes(raw, m)
+                        tries += not seg
+                    else:
+                        seg = b""
+                    multi = m
+            yield no, obj
+
+
+def _multi_bytes(raw: bytes, multi: list[Any]) -> bytes:
+    """The text of ``multi`` after the first ``"_multi"`` key of ``raw`` (b"" if not found)."""
+    at = raw.find(_MULTI_KEY)
+    if at < 0:
+        return b""
+    s = at + 8
+    if raw.startswith(b":", s):
+        s += 1
+    if raw.startswith(b" ", s):
+        s += 1
+    import json
+
+    for text in (orjson.dumps(multi), json.dumps(multi).encode()):
+        if raw.startswith(text, s):
+            return text
+    return b""
 
 
 def read_dsjson(path: str | Path, *, arm_ids: Sequence[str] | None = None,
@@ -964,7 +1068,7 @@ def read_dsjson(path: str | Path, *, arm_ids: Sequence[str] | None = None,
     """Read a DSJSON log per the format's definition (module docstring)."""
     b = _open_log(path, spec)
     with _gc_paused():
-        for no, obj in _json_objects(b):
+        for no, obj in _dsjson_objects(b):
             _dsjson_row(b, no, obj)
         return b.finish(arm_ids)
 
