@@ -36,9 +36,11 @@ def _interrupt(_signum: int, _frame: Any) -> None:
 
 def register(sub: Any) -> None:
     """Entry point ``simulate`` (also registers nothing else: see the other entry points)."""
-    from simulations.runner import DEFAULT_POLICIES, SimulationSpec
+    from simulations.spec import DEFAULT_POLICIES, SimulationSpec
 
-    d = SimulationSpec()
+    # the class's field defaults: an instance would validate its scenario against the
+    # world module, and registration must stay free of numpy/scipy (``switchboard --help``)
+    d = SimulationSpec
     p = sub.add_parser(
         "simulate", help="compare policies in the ground-truth simulator",
         description="Run every policy on --seeds seeds of a simulated world with known truth; "

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import signal
 import sys
 import time
@@ -27,10 +28,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-from scipy.special import expit
+from typing import TYPE_CHECKING, Any
 
 from bandit.config import (
     Config,
@@ -46,8 +44,14 @@ from bandit.config import (
     config_to_toml,
 )
 from bandit.errors import InvalidInputError
-from bandit.events import EngagementEvent, FeedbackEvent, encode_event
-from simulations.world import World, make_world
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from simulations.world import World
+
+# numpy, scipy and the simulated world are imported where the traffic runs, not here:
+# ``switchboard --help`` imports this module to register the command.
 
 __all__ = ["DemoResult", "TrafficGenerator", "TrafficStats"]
 
@@ -129,6 +133,8 @@ class TrafficGenerator:
         conversations_per_day: int = 1,
         concurrency: int = 16,
     ) -> None:
+        import numpy as np
+
         self.world = world
         self.server_url = server_url
         self.token = token
@@ -152,6 +158,10 @@ class TrafficGenerator:
     # ------------------------------------------------------------------ one day
     async def run_day(self, day: int, client: Any, send: Callable[[str, bytes, bytes], None]) -> None:
         """Allocate, emit feedback and engagement for simulated ``day``."""
+        import numpy as np
+
+        from bandit.events import FeedbackEvent, encode_event
+
         self.stats.day = day
         present = np.flatnonzero(self.join_day <= day)
         day_start = EPOCH_MS + day * DAY_MS
@@ -225,6 +235,11 @@ class TrafficGenerator:
 
     def _engagement(self, day: int, present: np.ndarray, day_start: int,
                     send: Callable[[str, bytes, bytes], None]) -> None:
+        import numpy as np
+        from scipy.special import expit
+
+        from bandit.events import EngagementEvent, encode_event
+
         w, sc = self.world, self.world.scenario
         served = present[self.qcount[present] > 0]
         if len(served) == 0:
@@ -255,6 +270,8 @@ class TrafficGenerator:
     def true_lift(self, treatment: str, control: str) -> float:
         """Expected day-30 screen time lift of ``treatment`` over ``control`` given the arms
         each user was actually served (the simulator's ground truth of this run)."""
+        import numpy as np
+
         done = ~np.isnan(self.expected_day30)
         t = self.expected_day30[done & (self.variant == treatment)]
         c = self.expected_day30[done & (self.variant == control)]
@@ -264,6 +281,8 @@ class TrafficGenerator:
 
 
 def demo_world(scenario: str, seed: int) -> World:
+    from simulations.world import make_world
+
     return make_world(scenario, seed)
 
 
@@ -447,7 +466,7 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
                     except Exception:
                         pass
                     truth = gen.true_lift("bandit", "gpt35")
-                    truth_s = "n/a before day 30" if np.isnan(truth) else f"{truth:+.1%}"
+                    truth_s = "n/a before day 30" if math.isnan(truth) else f"{truth:+.1%}"
                     model = versions[-1] if versions else "?"
                     say(f"day {day + 1}/{opts.days} · {gen.stats.rate():,.0f} events/s · "
                         f"decisions {gen.stats.decisions:,} · model {model} · "
@@ -625,9 +644,9 @@ def _pct(row: dict[str, Any], key: str) -> str:
     """A lift as a signed percentage; an unbounded interval end reads "unbounded" (as in
     ``switchboard lift``), a missing one "—"."""
     v = row.get(key)
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
-    if isinstance(v, float) and np.isinf(v):
+    if isinstance(v, float) and math.isinf(v):
         return "unbounded"
     return f"{v:+.1%}"
 
@@ -651,7 +670,7 @@ def _print_result(console: Any, r: DemoResult) -> None:
     for row in _table_rows(r.lift_table):
         t.add_row(*row)
     console.print(t)
-    truth = "n/a (no user reached day 30)" if np.isnan(r.true_lift_day30) else f"{r.true_lift_day30:+.1%}"
+    truth = "n/a (no user reached day 30)" if math.isnan(r.true_lift_day30) else f"{r.true_lift_day30:+.1%}"
     console.print(f"simulator truth for the arms actually served: {truth} "
                   f"(oracle expert mixture: {r.oracle_planted_lift:+.1%})")
     console.print(f"decisions {r.decisions:,} · feedback {r.feedback:,} · engagement {r.engagement:,} "
@@ -667,11 +686,11 @@ def _table_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
         out.append((str(row.get("variant", "")), str(row.get("n", "—")),
                     str(row.get("n_control", "—")), _num(row.get("mean")),
                     _num(row.get("mean_control")), _pct(row, "rel_lift"),
-                    "—" if pb is None or np.isnan(pb) else f"{pb:.3f}",
+                    "—" if pb is None or math.isnan(pb) else f"{pb:.3f}",
                     _interval(row, "rel_ci_low", "rel_ci_high"),
                     _interval(row, "seq_ci_low", "seq_ci_high"), str(row.get("verdict", ""))))
     return out
 
 
 def _num(v: Any) -> str:
-    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:,.0f}"
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.0f}"

@@ -17,7 +17,6 @@ import json
 import multiprocessing
 import signal
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +26,11 @@ from scipy import stats as sps
 
 from bandit.arms import Arm
 from bandit.config import PolicyConfig
-from bandit.errors import InvalidInputError
-from simulations.world import SCENARIOS, make_world
+from simulations.spec import DEFAULT_POLICIES, SimulationSpec
+from simulations.world import make_world
 
 __all__ = ["DEFAULT_POLICIES", "SimulationSpec", "run_job", "simulate", "summarise",
            "write_results"]
-
-DEFAULT_POLICIES = ("linucb", "hybrid_linucb", "linear_thompson", "greedy", "epsilon_greedy",
-                    "uniform", "vw")
-
-
-@dataclass(frozen=True)
-class SimulationSpec:
-    """What to simulate: scenario, policies, number of seeds and steps, feedback batching."""
-
-    scenario: str = "default"
-    policies: tuple[str, ...] = DEFAULT_POLICIES
-    seeds: int = 4
-    steps: int = 3000
-    batch_size: int = 20
-    steps_per_day: int = 100
-    seed: int = 20261123
-    world_seed: int = 0
-    alpha: float = 0.3
-    thompson_v: float = 0.1
-    probability_floor: float = 0.01
-
-    def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise InvalidInputError("scenario", self.scenario,
-                                    f"must be one of {sorted(SCENARIOS)}")
-        for name, v in (("seeds", self.seeds), ("steps", self.steps),
-                        ("batch_size", self.batch_size), ("steps_per_day", self.steps_per_day)):
-            if v < 1:
-                raise InvalidInputError(name, v, "must be >= 1")
-        if not self.policies:
-            raise InvalidInputError("policies", self.policies, "must name at least one policy")
-
 
 def run_job(spec: SimulationSpec, policy_name: str, seed_index: int,
             seq: np.random.SeedSequence) -> pd.DataFrame:
