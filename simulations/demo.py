@@ -116,7 +116,7 @@ class TrafficGenerator:
     """Simulated users of the world, chatting day by day against the real server.
 
     ``users`` join over the first ``join_days`` days; each simulated day, every user who
-    is active (per the world's retention model given the quality they were served) has
+    is active (per the world's retention curve given the quality they were served) has
     ``conversations_per_day`` conversations.
     """
 

@@ -216,8 +216,8 @@ def _interval_plot(rows: list[dict[str, Any]], label: str, title: str) -> Any:
 # ----------------------------------------------------------------------------- policies
 
 
-def _registry(data: Any, arm_features: str | None) -> Any:
-    """The log's arms, with content features from a registry file when given.
+def _arm_registry(data: Any, arm_features: str | None) -> Any:
+    """The log's arms, with content features from an ``--arm-features`` file when given.
 
     Without a file, the features the log itself carries (DSJSON ``--action-features``).
     """
@@ -259,7 +259,7 @@ def _make_policy(name: str, data: Any, args: argparse.Namespace, **overrides: An
     from bandit.errors import ConfigError, InvalidInputError
     from bandit.policies import make_policy
 
-    reg = _registry(data, getattr(args, "arm_features", None))
+    reg = _arm_registry(data, getattr(args, "arm_features", None))
     fdim = reg.feature_dim or 0
     if name == "hybrid_linucb" and not fdim:
         raise InvalidInputError("--arm-features", None,
@@ -359,7 +359,7 @@ def register_evaluate(sub: Any) -> None:
                              "probabilities), argmax:PATH (per-arm linear weights, JSON)")
     _add_policy_params(p)
     p.add_argument("--greedy", action="store_true",
-                   help="with --policy/--snapshot: the deterministic argmax of the model's mean "
+                   help="with --policy/--snapshot: the deterministic argmax of the policy's mean "
                         "(no bonus, no floor; ties share equally, the core's rule)")
     p.add_argument("--ties", default="first", choices=("first", "split"),
                    help="argmax:PATH tie rule: the first listed arm wins, or tied arms share")
@@ -440,7 +440,7 @@ def parse_target(spec: str, args: argparse.Namespace) -> Any:
 
 
 def _greedy(policy: Any) -> Any:
-    """The same learnt model as a deterministic argmax of its mean (public API only)."""
+    """The same learnt policy as a deterministic argmax of its mean (public API only)."""
     import dataclasses
 
     from bandit.errors import InvalidInputError
@@ -583,7 +583,7 @@ def _tune(args: argparse.Namespace) -> int:
              "epsilon": _grid(args.epsilon, "--epsilon"),
              "thompson_v": _grid(args.thompson_v, "--thompson-v")}
     combos = tune_grid(policies_from_arg(args.policies), grids)
-    df = tune(data, combos, arms=_registry(data, args.arm_features), seed=args.seed,
+    df = tune(data, combos, arms=_arm_registry(data, args.arm_features), seed=args.seed,
               batch_size=args.batch_size, method=args.method,
               reward_range=_spec(args).reward_range, min_events=args.min_events)
     for w in sorted({w for ws in df["warnings"] for w in ws}):
