@@ -138,7 +138,7 @@ class RidgeStatistics:
     order; ``slot(arm_id)`` gives an arm's row in the arrays.
     """
 
-    __slots__ = ("S", "_slots", "arm_ids", "b", "dim", "events", "n")
+    __slots__ = ("S", "_slots", "_views", "_views_of", "arm_ids", "b", "dim", "events", "n")
 
     def __init__(
         self,
@@ -163,6 +163,10 @@ class RidgeStatistics:
         self.b = b
         self.n = n
         self.events = float(events)
+        # per-arm (S[i]ᵀ, b[i], n[i:i+1]) views for update(), rebuilt when an array is
+        # replaced (growth, restore): indexing numpy from Python costs a call each time
+        self._views: list[tuple[FloatArray, FloatArray, FloatArray]] = []
+        self._views_of: tuple[Any, ...] = ()
 
     @classmethod
     def empty(cls, dim: int, arm_ids: Iterable[str] = ()) -> RidgeStatistics:
@@ -237,11 +241,17 @@ class RidgeStatistics:
             self.S *= gamma
             self.b *= gamma
             self.n *= gamma
+        S, b, n = self.S, self.b, self.n
+        views = self._views
+        if self._views_of != (id(S), id(b), id(n)) or i >= len(views):
+            views = self._views = [(S[k].T, b[k], n[k:k + 1]) for k in range(len(n))]
+            self._views_of = (id(S), id(b), id(n))
+        St, bi, ni = views[i]
         # in place, one pass (BLAS ger on the symmetric block's transposed view): numpy's
         # S[i] += outer(x, x) allocates and makes two passes, several times slower
-        dger(1.0, x, x, a=self.S[i].T, overwrite_a=1)
-        daxpy(x, self.b[i], a=reward)  # in place on the contiguous row: b[i] += r·x
-        self.n[i] += 1.0
+        dger(1.0, x, x, a=St, overwrite_a=1)
+        daxpy(x, bi, a=reward)  # in place on the contiguous row: b[i] += r·x
+        ni += 1.0
         self.events += 1.0
         return i
 
@@ -447,6 +457,12 @@ class RidgeSolver:
             writeable=False,
         )
         self._packed3 = self.packed.reshape(K, d, h + 1)
+        # per-arm views, indexed from Python lists on the learning path: indexing a numpy
+        # array is a call into numpy, and each call costs most when caches are cold
+        self._arm_views = [
+            (self._ainv2[k], self.theta[k], self._wrapped[k], self._packed3[k])
+            for k in range(K)
+        ]
 
     def mark_dirty(self, slots: Iterable[int] | IntArray | None = None) -> None:
         """Invalidate the given slots (all when None)."""
@@ -538,10 +554,11 @@ class RidgeSolver:
         ``u·residual/den``; or None when the arm was not current and is now marked dirty
         (refreshed exactly on the next :meth:`ensure`).
         """
-        if stats.dim != self.dim or slot >= self._dirty.shape[0] or self._dirty[slot]:
+        if stats.dim != self.dim or slot >= self._dirty.shape[0] or (
+                self._any_dirty and self._dirty[slot]):
             self.mark_slot(slot)
             return None
-        P2 = self._ainv2[slot]
+        P2, theta = self._arm_views[slot][:2]
         u2: FloatArray = x @ P2  # [A⁻¹x, A⁻¹x] (A⁻¹ is symmetric)
         u = u2[: self.dim]
         den = 1.0 + float(np.dot(x, u))
@@ -551,7 +568,6 @@ class RidgeSolver:
             return None
         # A⁻¹ −= u uᵀ / den on both halves in one call (Sherman–Morrison)
         dger(-1.0 / den, u2, u, a=P2.T, overwrite_a=1)
-        theta = self.theta[slot]
         if reward is None:
             residual = math.nan
             theta[:] = self.ainv[slot] @ stats.b[slot]
@@ -617,8 +633,8 @@ class RidgeSolver:
         the entries shrink by orders of magnitude as an arm learns, and float32
         downdates would leave their rounding error at the old magnitude.
         """
-        np.multiply(self._wrapped[k], self._tri_weight, out=self._packed3[k],
-                    casting="same_kind")
+        _, _, wrapped, packed = self._arm_views[k]
+        np.multiply(wrapped, self._tri_weight, out=packed, casting="same_kind")
         since = self._since[k] + rank
         self._since[k] = since
         if since >= self.refactor_every:

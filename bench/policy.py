@@ -10,7 +10,9 @@ Two parts, in one run:
   reference a data scientist would write) and Vowpal Wabbit ``--cb_explore_adf
   --squarecb`` ``predict_one`` + ``learn_one`` on pre-parsed examples over the same
   stream (same contexts, same reward function). p50/p99 µs per round (wall clock) and
-  the p50 of the thread's CPU time, which leaves out waiting for a core.
+  the p50 of the thread's CPU time, which leaves out waiting for a core. ``numpy_call``
+  (one ``np.dot`` of two length-d vectors, in the same loop) is the per-call floor: a
+  round's p50 over it counts how many such calls the round costs, on any machine.
 * ``latency`` — per-call figures for K ∈ {20, 100, 1000}: ``choose`` with the state
   unchanged (the allocation server), ``update`` alone, ``online`` (update then choose),
   for LinUCB and LinearThompson, and VW raw ``predict_one`` / ``learn_one`` and
@@ -22,7 +24,7 @@ on a loaded machine two BLAS thread pools (numpy's and scipy's) spinning against
 other multiply tail latency. Scale with processes instead.
 
 Usage: ``python bench/policy.py [--quick] [--only interleaved|latency]
-[--arm-features 2 6]`` (a few minutes on an idle machine, 15 on a loaded one;
+[--arm-features 2 6] [--arms 10 100] [--dims 32 64]`` (a few minutes on an idle machine, 15 on a loaded one;
 ``--quick`` about a tenth of that).
 """
 
@@ -192,6 +194,10 @@ def _bench_interleaved(K: int, d: int, ms: tuple[int, ...], n: int, warm: int,
         rounds[f"hybrid_linucb_m{m}"] = _core_round("hybrid_linucb", K, d, m, stream)
     rounds["numpy_sherman_morrison_linucb"] = _numpy_round(K, d, stream)
     rounds["vw"] = _vw_round(K, d, stream)
+    # the per-call floor under the same load: one numpy call on two length-d vectors, the
+    # smallest unit a round is made of (a round's p50 over it counts such calls)
+    x = stream.X[0]
+    rounds["numpy_call"] = lambda i: np.dot(x, x)
     for i in range(warm):
         for fn in rounds.values():
             fn(i)
@@ -204,6 +210,7 @@ def _bench_interleaved(K: int, d: int, ms: tuple[int, ...], n: int, warm: int,
         **{f"vw_vs_hybrid_linucb_m{m}": round(p50s["vw"] / p50s[f"hybrid_linucb_m{m}"], 2)
            for m in ms},
         "vw_vs_linear_thompson": round(p50s["vw"] / p50s["linear_thompson"], 2),
+        "linucb_in_numpy_calls": round(p50s["linucb"] / max(p50s["numpy_call"], 1e-3), 1),
     }
     return row
 
@@ -246,14 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arm-features", type=int, nargs="+", default=[2, 6],
                         help="content features per arm for HybridLinUCB (m), one run per value")
     parser.add_argument("--only", choices=("interleaved", "latency"), default=None)
+    parser.add_argument("--arms", type=int, nargs="+", default=[10, 100],
+                        help="K of the interleaved part, one run per value")
+    parser.add_argument("--dims", type=int, nargs="+", default=[32, 64],
+                        help="d of the interleaved part, one run per value")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(np.random.SeedSequence(1234))
     load_at_start = round(os.getloadavg()[0], 2)
     results: list[dict[str, Any]] = []
     interleaved: list[dict[str, Any]] = []
     started = time.perf_counter()
-    for K in (10, 100) if args.only != "latency" else ():
-        for d in (32, 64):
+    for K in args.arms if args.only != "latency" else ():
+        for d in args.dims:
             n = 300 if args.quick else 2000
             interleaved.append(_bench_interleaved(K, d, tuple(args.arm_features), n, 5 * K,
                                                   rng))
@@ -286,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         reached["linucb_round_K10_d64_max_ratio_vs_numpy_reference"] = (
             k10["ratios_p50"]["linucb_vs_numpy_reference"])
         reached["vw_round_vs_linucb_K10_d64_min_ratio"] = k10["ratios_p50"]["vw_vs_linucb"]
+        reached["linucb_round_K10_d64_in_numpy_calls"] = (
+            k10["ratios_p50"]["linucb_in_numpy_calls"])
+        reached["numpy_call_K10_d64_p50_us"] = k10["numpy_call"]["p50_us"]
         for m in args.arm_features:
             reached[f"hybrid_linucb_m{m}_round_K10_d64_p50_us"] = (
                 k10[f"hybrid_linucb_m{m}"]["p50_us"])
