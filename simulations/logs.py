@@ -423,7 +423,18 @@ class _Builder:
     def __init__(self, path: str, spec: LogSpec) -> None:
         self.path = path
         self.spec = spec
-        self.rows: list[_Row] = []
+        # the kept events, one list per field (in line order; see _Row for the fields)
+        self.line: list[int] = []
+        self.arm: list[str] = []
+        self.prop: list[float] = []
+        self.rewards: list[float] = []
+        self.ctx: list[Any] = []
+        self.dense: list[bool] = []
+        self.probs: list[tuple[tuple[str, ...], list[float], list[int] | None] | None] = []
+        self.eligible: list[tuple[str, ...] | None] = []
+        self.event_id: list[str] = []
+        self.weight: list[float] = []
+        self.ts: list[int | None] = []
         self.lines = 0
         self.malformed = 0
         self.skipped = 0
@@ -472,7 +483,21 @@ class _Builder:
         return float(prop)
 
     def add(self, row: _Row) -> None:
-        self.rows.append(row)
+        self.line.append(row.line)
+        self.arm.append(row.arm)
+        self.prop.append(row.propensity)
+        self.rewards.append(row.reward)
+        self.ctx.append(row.ctx)
+        self.dense.append(row.dense)
+        self.probs.append(row.probs)
+        self.eligible.append(row.eligible)
+        self.event_id.append(row.event_id)
+        self.weight.append(row.weight)
+        self.ts.append(row.ts_ms)
+
+    def _columns(self) -> list[list[Any]]:
+        return [self.line, self.arm, self.prop, self.rewards, self.ctx, self.dense, self.probs,
+                self.eligible, self.event_id, self.weight, self.ts]
 
     def _is_id(self, name: str) -> bool:
         """Whether a flattened action feature is the action's id (not a content feature)."""
@@ -509,42 +534,49 @@ class _Builder:
         feats = [self.actions[a][1] if a in self.actions else [] for a in order]
         return _Hasher(m + 1).matrix(feats)[:, 1:].copy()
 
-    def _contexts(self) -> tuple[list[_Row], FloatArray, int, str]:
-        """Fixed-length contexts for the kept rows (module docstring: context mapping)."""
-        spec, rows = self.spec, self.rows
+    def _contexts(self) -> tuple[list[int] | None, FloatArray, int, str]:
+        """Fixed-length contexts of the kept events (module docstring: context mapping).
+
+        Returns the positions of the events that have one (None: all), the contexts, the
+        dimension and where it came from.
+        """
+        spec, xs, dense = self.spec, self.ctx, self.dense
+        n = len(xs)
         mode = spec.features
         if mode == "auto":
-            dense = sum(1 for r in rows if r.dense)
-            mode = "dense" if rows and dense * 2 >= len(rows) else "hash"
+            mode = "dense" if n and sum(dense) * 2 >= n else "hash"
         if mode == "dense":
+            lens = [len(x) if d else -1 for x, d in zip(xs, dense, strict=True)]
             if spec.dim is not None:
                 dim, source = spec.dim, "config"
             else:
-                counts = Counter(len(r.ctx) for r in rows if r.dense and r.ctx)
+                counts = Counter(v for v in lens if v > 0)
                 dim = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0] if counts else 0
                 source = "majority"
-            kept: list[_Row] = []
-            for r in rows:
-                if not r.dense:
-                    self.bad(r.line, "no dense numeric context array")
-                elif len(r.ctx) != dim:
-                    self.bad(r.line, f"context has length {len(r.ctx)}, expected {dim} ({source})")
-                else:
-                    kept.append(r)
-            ctx = np.asarray([r.ctx for r in kept], dtype=np.float64).reshape(len(kept), dim)
-            return kept, ctx, dim, source
+            keep: list[int] | None = None
+            if lens.count(dim) != n:
+                keep = []
+                for i, v in enumerate(lens):
+                    if v == dim:
+                        keep.append(i)
+                    elif v < 0:
+                        self.bad(self.line[i], "no dense numeric context array")
+                    else:
+                        self.bad(self.line[i], f"context has length {v}, expected {dim} ({source})")
+                xs = [xs[i] for i in keep]
+            ctx = np.asarray(xs, dtype=np.float64).reshape(len(xs), dim)
+            return keep, ctx, dim, source
 
-        def named(r: _Row) -> list[tuple[str, float]]:
-            if r.dense:
-                return [(f"x[{i}]", float(v)) for i, v in enumerate(r.ctx)]
-            return r.ctx  # type: ignore[no-any-return]
+        def named(x: Any, d: bool) -> list[tuple[str, float]]:
+            if d:
+                return [(f"x[{i}]", float(v)) for i, v in enumerate(x)]
+            return x  # type: ignore[no-any-return]
 
+        feats = [named(x, d) for x, d in zip(xs, dense, strict=True)]
         if mode == "hash":
             dim = spec.dim or 64
-            ctx = _Hasher(dim).matrix([named(r) for r in rows])
-            return rows, ctx, dim, "hash"
+            return None, _Hasher(dim).matrix(feats), dim, "hash"
         cols: dict[str, int] = {"constant": 0}
-        feats = [named(r) for r in rows]
         for f in feats:
             for name, _ in f:
                 if name not in cols:
@@ -554,21 +586,28 @@ class _Builder:
                             f"the log has more than {spec.max_named} feature names: use hashing "
                             "(features='hash', dim=...)")
                     cols[name] = len(cols)
-        ctx = np.zeros((len(rows), len(cols)))
+        ctx = np.zeros((n, len(cols)))
         ctx[:, 0] = 1.0
         for i, f in enumerate(feats):
             for name, v in f:
                 ctx[i, cols[name]] += v
-        return rows, ctx, len(cols), "named"
+        return None, ctx, len(cols), "named"
 
     def finish(self, arm_ids: Sequence[str] | None) -> tuple[LoggedData, LogReadReport]:
-        rows, contexts, dim, source = self._contexts()
-        if rows and all(r.ts_ms is not None for r in rows):
+        keep, contexts, dim, source = self._contexts()
+        columns_ = self._columns()
+        if keep is not None:
+            columns_ = [[col[i] for i in keep] for col in columns_]
+        _, arm, prop, rewards, _, _, probs, eligible_, event_id, weight, ts_ms = columns_
+        n = len(arm)
+        if n and None not in ts_ms:
             # replay walks the log in time order: events by Timestamp (stable)
-            ts = np.fromiter((r.ts_ms for r in rows), dtype=np.int64, count=len(rows))  # type: ignore[misc]
+            ts = np.asarray(ts_ms, dtype=np.int64)
             if np.any(ts[1:] < ts[:-1]):
-                order_ts = np.argsort(ts, kind="stable")
-                rows = [rows[i] for i in order_ts]
+                order_ts = np.argsort(ts, kind="stable").tolist()
+                arm, prop, rewards, probs, eligible_, event_id, weight = (
+                    [col[i] for i in order_ts]
+                    for col in (arm, prop, rewards, probs, eligible_, event_id, weight))
                 contexts = contexts[order_ts]
         pos: dict[str, int] = {a: i for i, a in enumerate(arm_ids or ())}
         # arm tuples are interned (Builder.intern): columns computed once per object
@@ -584,40 +623,44 @@ class _Builder:
                                                    count=len(arms))
             return hit
 
-        for r in rows:
-            if r.arm not in pos:
-                pos[r.arm] = len(pos)
-            if r.eligible is not None:
-                columns(r.eligible)
-            if r.probs is not None:
-                columns(r.probs[0])
+        last: Any = None
+        for a, e, pr in zip(arm, eligible_, probs, strict=True):
+            if a not in pos:
+                pos[a] = len(pos)
+            if e is not None and e is not last:
+                columns(e)
+                last = e
+            if pr is not None and pr[0] is not last:
+                columns(pr[0])
+                last = pr[0]
         order = tuple(pos)
-        n, k = len(rows), len(order)
-        arm_index = np.fromiter((pos[r.arm] for r in rows), dtype=np.int64, count=n)
+        k = len(order)
+        arm_index = np.asarray([pos[a] for a in arm], dtype=np.int64).reshape(n)
         probabilities = None
-        if n and all(r.probs for r in rows):
+        if n and None not in probs:
             # rows grouped by their arm tuple (few distinct): one vectorised store per group
             probabilities = np.zeros((n, k))
             groups: dict[int, list[int]] = {}
-            for i, r in enumerate(rows):
-                groups.setdefault(id(r.probs[0]), []).append(i)  # type: ignore[index]
+            for i, pr in enumerate(probs):
+                groups.setdefault(id(pr[0]), []).append(i)  # type: ignore[index]
             for members in groups.values():
-                c = columns(rows[members[0]].probs[0])  # type: ignore[index]
+                first = probs[members[0]]
+                c = columns(first[0])  # type: ignore[index]
                 idx = np.asarray(members)
-                vals = np.asarray([rows[i].probs[1] for i in members], dtype=np.float64)  # type: ignore[index]
-                if rows[members[0]].probs[2] is None:  # type: ignore[index]
+                vals = np.asarray([probs[i][1] for i in members], dtype=np.float64)  # type: ignore[index]
+                if first[2] is None:  # type: ignore[index]
                     probabilities[idx[:, None], c[None, :]] = vals
                 else:
-                    at = np.asarray([rows[i].probs[2] for i in members]) - 1  # type: ignore[index]
+                    at = np.asarray([probs[i][2] for i in members]) - 1  # type: ignore[index]
                     probabilities[idx[:, None], c[at]] = vals
         eligible = None
-        if n and any(r.eligible is not None for r in rows):
+        if n and any(e is not None for e in eligible_):
             eligible = np.zeros((n, k), dtype=bool)
             groups_e: dict[int, list[int]] = {}
-            for i, r in enumerate(rows):
-                groups_e.setdefault(id(r.eligible), []).append(i)
+            for i, e in enumerate(eligible_):
+                groups_e.setdefault(id(e), []).append(i)
             for members in groups_e.values():
-                arms_e = rows[members[0]].eligible
+                arms_e = eligible_[members[0]]
                 idx = np.asarray(members)
                 if arms_e is None:
                     eligible[idx] = True
@@ -626,15 +669,15 @@ class _Builder:
             eligible[np.arange(n), arm_index] = True
             if eligible.all():
                 eligible = None
-        weights = np.fromiter((r.weight for r in rows), dtype=np.float64, count=n)
+        weights = np.asarray(weight, dtype=np.float64).reshape(n)
         data = LoggedData(
             arm_ids=order,
             contexts=contexts,
             arm_index=arm_index,
-            propensity=np.fromiter((r.propensity for r in rows), dtype=np.float64, count=n),
-            reward=np.fromiter((r.reward for r in rows), dtype=np.float64, count=n),
+            propensity=np.asarray(prop, dtype=np.float64).reshape(n),
+            reward=np.asarray(rewards, dtype=np.float64).reshape(n),
             probabilities=probabilities,
-            decision_ids=tuple(r.event_id for r in rows),
+            decision_ids=tuple(event_id),
             eligible=eligible,
             weights=None if bool(np.all(weights == 1.0)) else weights,
             arm_features=self._arm_features(order),
