@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Final, TypeVar
 import numpy as np
 import orjson
 
-from bandit.errors import EventDecodeError
+from bandit.errors import EventDecodeError, InvalidInputError
 
 __all__ = [
     "MAX_CONTEXT_ABS",
@@ -406,7 +406,7 @@ def design_version(experiment_id: str, weights: Iterable[tuple[str, float]]) -> 
     pairs = sorted((str(v), float(w)) for v, w in weights)
     total = sum(w for _, w in pairs)
     if not pairs or not math.isfinite(total) or total <= 0:
-        raise ValueError(f"weights must be non-empty with a positive finite sum, got {pairs}")
+        raise InvalidInputError("weights", dict(pairs), "must be non-empty with a positive sum")
     canonical = orjson.dumps([experiment_id, [[v, round(w / total, 12)] for v, w in pairs]])
     return hashlib.sha256(canonical).hexdigest()[:16]
 

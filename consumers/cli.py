@@ -11,7 +11,6 @@ import gc
 import logging
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,12 +62,6 @@ def build_learner(
     sink: Sink | None = (
         StoreSink.open(config.store.dsn, config.store.database) if use_store else None
     )
-    if isinstance(sink, StoreSink):
-        # the experiment's design goes with its exposures: lift tests the sample ratio
-        # against the weights recorded per period (bandit.analysis.lift.experiment_health)
-        from bandit.analysis.lift import ensure_design
-
-        ensure_design(sink.store, config.experiment, int(time.time() * 1000))
     publisher = ModelPublisher(config, arms, follower)
     return KafkaLearner(
         config,

@@ -43,6 +43,7 @@ from bandit.config import LearnerConfig, RewardConfig
 from bandit.errors import EventDecodeError
 from bandit.events import (
     DecisionEvent,
+    DesignEvent,
     EngagementEvent,
     ExposureEvent,
     FeedbackEvent,
@@ -51,11 +52,12 @@ from bandit.events import (
 from bandit.formats.state import WATERMARK_WINDOW, EngagementState, JoinState
 from bandit.reward import reward_from_proxies
 
-_E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent)
+_E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent, DesignEvent)
 _first: Final = itemgetter(0)
 
 __all__ = [
     "DECISIONS",
+    "DESIGNS",
     "ENGAGEMENT",
     "EXPOSURES",
     "FEEDBACK",
@@ -76,6 +78,9 @@ ENGAGEMENT: Final = "engagement"
 #: fallback exposures from the serving tier (keyed by unit_id like engagement, handled by
 #: the same engagement partition): stored for cohorts, never learnt
 EXPOSURES: Final = "exposures"
+#: experiment designs from the allocation servers (keyed by experiment_id, handled by the
+#: engagement partition of the same number): stored as design periods, never learnt
+DESIGNS: Final = "designs"
 
 #: Recently closed decision ids kept (per partition) to tell late feedback from unknown.
 DEFAULT_CLOSED_CAPACITY: Final = 200_000
@@ -205,6 +210,8 @@ class Outbox:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     #: fallback exposures (``kafka.exposures_topic``)
     exposures: list[ExposureEvent] = field(default_factory=list)
+    #: experiment designs (``kafka.designs_topic``), in topic order
+    designs: list[DesignEvent] = field(default_factory=list)
     #: event_id → (partition, offset, original bytes) of every event above, so that a row
     #: the store refuses can be dead-lettered with the bytes that arrived
     raw: dict[str, tuple[int, int, bytes | None]] = field(default_factory=dict)
@@ -218,6 +225,7 @@ class Outbox:
             + len(self.engagement)
             + len(self.dead_letters)
             + len(self.exposures)
+            + len(self.designs)
         )
 
     def drain(self) -> Outbox:
@@ -230,11 +238,12 @@ class Outbox:
             self.engagement,
             self.dead_letters,
             self.exposures,
+            self.designs,
             self.raw,
         )
         self.decisions, self.feedback, self.late = [], [], []
         self.rewards, self.engagement, self.dead_letters = [], [], []
-        self.exposures = []
+        self.exposures, self.designs = [], []
         self.raw = {}
         return out
 
@@ -246,6 +255,7 @@ class Outbox:
         self.engagement += other.engagement
         self.dead_letters += other.dead_letters
         self.exposures += other.exposures
+        self.designs += other.designs
         self.raw.update(other.raw)
 
 
@@ -793,7 +803,8 @@ class JoinPartition(_Partition):
 
 
 class EngagementPartition(_Partition):
-    """One engagement partition: decode, validate, pass to the store; state is the offset."""
+    """One engagement partition (with the same partition of exposures and designs):
+    decode, validate, pass to the store; state is the offsets."""
 
     def __init__(
         self,
@@ -805,7 +816,7 @@ class EngagementPartition(_Partition):
         self.partition = partition
         self.max_future_ms = max_future_ms
         self.max_past_ms = max_past_ms
-        self.offsets: dict[str, int] = {ENGAGEMENT: 0, EXPOSURES: 0}
+        self.offsets: dict[str, int] = {ENGAGEMENT: 0, EXPOSURES: 0, DESIGNS: 0}
         self.counters = Counters()
         self.outbox = Outbox()
 
@@ -815,7 +826,8 @@ class EngagementPartition(_Partition):
         records: Iterable[tuple[int, bytes | None]],
         timestamps: Sequence[int] | None = None,
     ) -> None:
-        """Apply raw messages ``(offset, value)`` of ``source`` (engagement or exposures)."""
+        """Apply raw messages ``(offset, value)`` of ``source`` (engagement, exposures or
+        designs)."""
         raws = self.outbox.raw
         if source == EXPOSURES:
             for offset, raw, exp in self._decoded(source, ExposureEvent, records, timestamps):
@@ -825,8 +837,13 @@ class EngagementPartition(_Partition):
             for offset, raw, ev in self._decoded(source, EngagementEvent, records, timestamps):
                 self.outbox.engagement.append(ev)
                 raws[ev.event_id] = (self.partition, offset, raw)
+        elif source == DESIGNS:
+            for offset, raw, des in self._decoded(source, DesignEvent, records, timestamps):
+                self.outbox.designs.append(des)
+                raws[des.event_id] = (self.partition, offset, raw)
         else:
-            raise ValueError(f"source must be {ENGAGEMENT!r} or {EXPOSURES!r}, got {source!r}")
+            raise ValueError(f"source must be {ENGAGEMENT!r}, {EXPOSURES!r} or {DESIGNS!r}, "
+                             f"got {source!r}")
 
     def advance(self) -> None:
         return None
@@ -837,7 +854,8 @@ class EngagementPartition(_Partition):
     def load_state(self, state: EngagementState) -> None:
         if not isinstance(state, EngagementState) or state.partition != self.partition:
             raise ValueError(f"state is not for engagement partition {self.partition}")
-        # state written before exposures existed has no offset for them: from the start
-        self.offsets = {ENGAGEMENT: 0, EXPOSURES: 0, **state.offsets}
+        # state written before exposures or designs existed has no offset for them: from
+        # the start
+        self.offsets = {ENGAGEMENT: 0, EXPOSURES: 0, DESIGNS: 0, **state.offsets}
         self.counters = Counters(**state.counters)
         self.outbox = Outbox()

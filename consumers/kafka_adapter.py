@@ -38,6 +38,7 @@ from bandit.errors import SwitchboardError
 from bandit.formats.state import StateDir, read_key
 from consumers.join import (
     DECISIONS,
+    DESIGNS,
     ENGAGEMENT,
     EXPOSURES,
     FEEDBACK,
@@ -58,7 +59,7 @@ log = logging.getLogger("switchboard.learner")
 #: rebalance timeout: how long a JoinGroup may be held while the group rebalances
 REBALANCE_TIMEOUT_MS: Final = 300_000
 
-#: one owned partition of the learner: a join pair, or engagement with exposures
+#: one owned partition of the learner: a join pair, or engagement with exposures and designs
 OwnedPartition = JoinPartition | EngagementPartition
 
 _offset_of = attrgetter("offset")
@@ -143,6 +144,7 @@ class KafkaLearner:
             k.feedback_topic: FEEDBACK,
             k.engagement_topic: ENGAGEMENT,
             k.exposures_topic: EXPOSURES,
+            k.designs_topic: DESIGNS,
         }
         self.topic_of = {v: t for t, v in self.roles.items()}
         self.partitions: dict[tuple[str, int], OwnedPartition] = {}
@@ -263,7 +265,7 @@ class KafkaLearner:
 
     def _partition_key(self, topic: str, partition: int) -> tuple[str, int]:
         role = self.roles[topic]
-        return ("engagement" if role in (ENGAGEMENT, EXPOSURES) else "join", partition)
+        return ("engagement" if role in (ENGAGEMENT, EXPOSURES, DESIGNS) else "join", partition)
 
     def on_revoked(self, tps: list[Any]) -> None:
         keys = {self._partition_key(tp.topic, tp.partition) for tp in tps}
@@ -542,8 +544,8 @@ class KafkaLearner:
             part = self.partitions[key]
             for role, off in part.offsets.items():
                 tp = TopicPartition(self.topic_of[role], key[1])
-                if role == EXPOSURES and tp not in assigned:
-                    continue  # the exposures topic may have fewer partitions (auto-created)
+                if role in (EXPOSURES, DESIGNS) and tp not in assigned:
+                    continue  # these topics may have fewer partitions (auto-created)
                 offsets[tp] = OffsetAndMetadata(off, "", -1)
         if not offsets:
             return

@@ -10,6 +10,11 @@ constraint) can never be written, so the sink finds it by bisecting the refused 
 and returns it as a :class:`~consumers.join.DeadLetter` (with the original bytes of its
 event) while every other row is written. Any other error is transient (store down) and
 is raised, so the adapter retries the whole outbox later with backoff.
+
+Experiment designs (:class:`~bandit.events.DesignEvent`, from the allocation servers)
+become design periods in the store only when the weights change
+(:func:`bandit.analysis.lift.record_design_change`), so a replay, a restarted server or a
+second server with the same weights writes nothing new.
 """
 
 from __future__ import annotations
@@ -20,7 +25,15 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from bandit.events import encode_event
-from consumers.join import DECISIONS, ENGAGEMENT, EXPOSURES, FEEDBACK, DeadLetter, Outbox
+from consumers.join import (
+    DECISIONS,
+    DESIGNS,
+    ENGAGEMENT,
+    EXPOSURES,
+    FEEDBACK,
+    DeadLetter,
+    Outbox,
+)
 
 __all__ = ["MemorySink", "Sink", "StoreSink", "insert_isolating"]
 
@@ -74,7 +87,8 @@ def insert_isolating(
 
 
 class StoreSink:
-    """Writes decisions, feedback, rewards, exposures and engagement to ``bandit.store``."""
+    """Writes decisions, feedback, rewards, exposures, engagement and design periods to
+    ``bandit.store``."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -179,7 +193,24 @@ class StoreSink:
                     source="fallback")
 
             event_dead(EXPOSURES, insert_isolating(fallback_exposures, outbox.exposures))
+        if outbox.designs:
+            event_dead(DESIGNS, self._record_designs(outbox.designs))
         return dead
+
+    def _record_designs(self, designs: Sequence[Any]) -> list[tuple[Any, str]]:
+        """A design period for each event whose weights change the recorded design, in
+        order; the events the store refuses for what they hold, with its reason."""
+        from bandit.analysis.lift import record_design_change
+        from bandit.errors import InvalidInputError
+        from bandit.store.clickhouse import RowsRejectedError
+
+        refused: list[tuple[Any, str]] = []
+        for ev in designs:
+            try:
+                record_design_change(self.store, ev.experiment_id, dict(ev.weights), ev.ts_ms)
+            except (InvalidInputError, RowsRejectedError) as exc:
+                refused.append((ev, str(exc)))
+        return refused
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)

@@ -347,18 +347,24 @@ def test_cuped_reduction_reported_on_data_with_new_users(store: ClickHouseStore)
     assert 0 < reductions[0.3] < reductions[0.0]
 
 
-def test_ensure_design_records_a_new_period_only_when_the_weights_change(
+def test_record_design_change_opens_a_period_only_when_the_weights_change(
         store: ClickHouseStore) -> None:
-    from bandit.analysis.lift import ensure_design
+    from bandit.analysis.lift import record_design_change
 
-    cfg = ExperimentConfig(id="exp-cfg")
-    assert ensure_design(store, cfg, 1_000)
-    assert not ensure_design(store, cfg, 2_000)  # a restart with the same weights
-    skewed = ExperimentConfig(id="exp-cfg", variants=(
-        VariantConfig("gpt35", 0.9, "fixed", ("baseline",)),
-        VariantConfig("bandit", 0.1, "linucb")))
-    assert ensure_design(store, skewed, 3_000)
+    even = {"gpt35": 0.5, "bandit": 0.5}
+    assert record_design_change(store, "exp-cfg", even, 1_000)
+    assert not record_design_change(store, "exp-cfg", even, 2_000)  # a restart, same weights
+    assert not record_design_change(store, "exp-cfg", {"gpt35": 3, "bandit": 3}, 2_500)  # shares
+    assert record_design_change(store, "exp-cfg", {"gpt35": 0.9, "bandit": 0.1}, 3_000)
+    # a replay of every event in order adds nothing
+    assert not record_design_change(store, "exp-cfg", even, 1_000)
+    assert not record_design_change(store, "exp-cfg", even, 2_000)
+    assert not record_design_change(store, "exp-cfg", {"gpt35": 0.9, "bandit": 0.1}, 3_000)
+    # a late event of the first weights, stamped before every period, is the first period
+    assert not record_design_change(store, "exp-cfg", even, 500)
+    # back to the first weights: a third period
+    assert record_design_change(store, "exp-cfg", even, 4_000)
     d = store.experiment_design("exp-cfg")
-    assert sorted(set(d["since_ms"])) == [1_000, 3_000]
+    assert sorted(set(d["since_ms"])) == [1_000, 3_000, 4_000]
     with pytest.raises(InvalidInputError, match="weights"):
-        store.record_design("exp-cfg", {"gpt35": -1.0}, 4_000)
+        record_design_change(store, "exp-cfg", {"gpt35": -1.0}, 5_000)

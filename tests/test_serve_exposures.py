@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from bandit.events import ExposureEvent, encode_event
-from consumers.join import ENGAGEMENT, EXPOSURES, EngagementPartition, Outbox
+from consumers.join import DESIGNS, ENGAGEMENT, EXPOSURES, EngagementPartition, Outbox
 from consumers.sink import StoreSink
 
 DAY_MS = 86_400_000
@@ -32,7 +32,7 @@ def test_engagement_partition_decodes_exposures_and_dead_letters_bad_ones() -> N
     bad = orjson.dumps({**orjson.loads(good[0]), "event_id": "bad", "variant": ""})
     part.ingest(EXPOSURES, list(enumerate([*good[:3], bad, *good[3:]])))
     assert [e.event_id for e in part.outbox.exposures] == [f"exp-{i}" for i in range(5)]
-    assert part.offsets == {ENGAGEMENT: 0, EXPOSURES: 6}
+    assert part.offsets == {ENGAGEMENT: 0, EXPOSURES: 6, DESIGNS: 0}
     [dead] = part.outbox.dead_letters
     assert "variant" in dead.reason and dead.raw == bad and dead.offset == 3
     # replayed offsets are skipped; the offset is part of the partition's state
@@ -44,7 +44,7 @@ def test_engagement_partition_decodes_exposures_and_dead_letters_bad_ones() -> N
     # state saved before exposures existed: they are read from the start
     old = dataclasses.replace(part.to_state(), offsets={ENGAGEMENT: 7})
     again.load_state(old)
-    assert again.offsets == {ENGAGEMENT: 7, EXPOSURES: 0}
+    assert again.offsets == {ENGAGEMENT: 7, EXPOSURES: 0, DESIGNS: 0}
 
 
 def test_store_sink_writes_fallback_exposures_into_the_cohorts(store: Any) -> None:

@@ -25,12 +25,16 @@ from bandit import stats
 from bandit.analysis.metrics import METRICS
 from bandit.config import ExperimentConfig, VariantConfig
 from bandit.errors import InvalidInputError, StoreError
+from bandit.events import design_version
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from bandit.store.protocol import CohortSource, DesignSource, Store
 
 __all__ = ["BINARY", "GUARDRAIL_COLUMNS", "METRICS", "DesignPeriod", "ExperimentHealth",
-           "decided_by", "ensure_design", "experiment_health", "guardrail_table", "lift_table"]
+           "decided_by", "experiment_health", "guardrail_table", "lift_table",
+           "record_design_change"]
 
 def _experiment_config(experiment: ExperimentConfig | str, observed: list[str]) -> ExperimentConfig:
     """The configured experiment, or for a bare id its variants as observed (the
@@ -75,6 +79,14 @@ class ExperimentHealth:
     srm_detail: str
 
 
+def _recorded_periods(design: pd.DataFrame) -> tuple[DesignPeriod, ...]:
+    """The periods of :meth:`Store.experiment_design`'s rows, in time order."""
+    return tuple(
+        DesignPeriod(int(since), {str(v): float(w) for v, w in
+                                  zip(g["variant"], g["weight"], strict=True)})
+        for since, g in design.groupby("since_ms", sort=True))
+
+
 def _design_periods(store: DesignSource, experiment: ExperimentConfig | str,
                     exp_id: str) -> tuple[str, tuple[DesignPeriod, ...]]:
     try:
@@ -82,29 +94,34 @@ def _design_periods(store: DesignSource, experiment: ExperimentConfig | str,
     except StoreError:  # a store from before the designs table: nothing recorded
         design = pd.DataFrame()
     if not design.empty:
-        periods = tuple(
-            DesignPeriod(int(since), {str(v): float(w) for v, w in
-                                      zip(g["variant"], g["weight"], strict=True)})
-            for since, g in design.groupby("since_ms", sort=True))
-        return "store", periods
+        return "store", _recorded_periods(design)
     if isinstance(experiment, ExperimentConfig):
         return "config", (DesignPeriod(None, {v.name: v.weight for v in experiment.variants}),)
     return "none", ()
 
 
-def ensure_design(store: Store, experiment: ExperimentConfig, since_ms: int) -> bool:
-    """Record ``experiment``'s variant weights as in force from ``since_ms``, unless they
-    are already the latest recorded set (so a restart with the same configuration adds
-    no period). Returns whether a new weight set was recorded. Called by the learner at
-    start-up with the configuration the allocation servers share."""
-    current = {v.name: float(v.weight) for v in experiment.variants}
-    design = store.experiment_design(experiment.id)
+def record_design_change(store: Store, experiment_id: str, weights: Mapping[str, float],
+                         since_ms: int) -> bool:
+    """Record ``weights`` as ``experiment_id``'s design from ``since_ms`` on, unless the
+    recorded design already says so. Returns whether a period was recorded.
+
+    The period in force at ``since_ms`` (the latest recorded at or before it; before
+    every recorded period, the first, which covers earlier units anyway) is compared by
+    :func:`bandit.events.design_version` (the normalised shares): the same shares add
+    nothing, so an allocation server's restart, a second server with the same weights
+    and a replay of the design events write nothing new, while a weight change opens a
+    new period at ``since_ms``. Called by the learner's sink for each
+    :class:`bandit.events.DesignEvent`, in topic order.
+    """
+    design = store.experiment_design(experiment_id)
     if not design.empty:
-        last = design[design["since_ms"] == design["since_ms"].max()]
-        if {str(v): float(w) for v, w in zip(last["variant"], last["weight"], strict=True)} \
-                == current:
+        periods = _recorded_periods(design)
+        before = [p for p in periods if p.since_ms is not None and p.since_ms <= since_ms]
+        current = (before or [periods[0]])[-1]
+        if design_version(experiment_id, current.weights.items()) == design_version(
+                experiment_id, weights.items()):
             return False
-    store.record_design(experiment.id, current, since_ms)
+    store.record_design(experiment_id, weights, since_ms)
     return True
 
 
