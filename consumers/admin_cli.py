@@ -16,13 +16,12 @@ def _run(args: argparse.Namespace) -> int:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    from bandit.embedded.broker import create_topics
+    from bandit.embedded.broker import create_topics, switchboard_topics
 
     cfg = load_config(args.config)
     k = cfg.kafka
     bootstrap = args.bootstrap_servers or k.bootstrap_servers
-    topics = [k.decisions_topic, k.feedback_topic, k.engagement_topic, k.exposures_topic,
-              k.dead_letter_topic]
+    topics = switchboard_topics(k)
     timeout_ms = int(args.timeout_s * 1000)
     try:
         if args.create:

@@ -17,7 +17,6 @@ import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
@@ -249,3 +248,17 @@ def test_designs_travel_from_servers_to_lift_through_broker_learner_and_store(
     assert health["cross_exposed"] == 0
     (row,) = out["lift"]
     assert not row["srm_flag"] and "mismatch" not in row["verdict"], row
+
+
+@pytest.mark.integration
+def test_topics_create_makes_the_designs_topic(broker: EmbeddedBroker, topic_prefix: str,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "switchboard.toml"
+    names = ("decisions", "feedback", "engagement", "exposures", "designs", "dead-letter")
+    path.write_text("[kafka]\n" + "".join(
+        f'{n.replace("-", "_")}_topic = "{topic_prefix}.{n}"\n' for n in names))
+    assert main(["--config", str(path), "topics", "--create", "--bootstrap-servers",
+                 broker.bootstrap_servers]) == 0
+    listed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert listed == {f"{topic_prefix}.{n}": "present" for n in names}

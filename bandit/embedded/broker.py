@@ -20,8 +20,13 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["EmbeddedBroker", "create_topics", "embedded_s3", "free_port", "tansu_binary"]
+if TYPE_CHECKING:
+    from bandit.config import KafkaConfig
+
+__all__ = ["EmbeddedBroker", "create_topics", "embedded_s3", "free_port", "switchboard_topics",
+           "tansu_binary"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -128,6 +133,14 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def switchboard_topics(kafka: KafkaConfig) -> list[str]:
+    """Every topic Switchboard uses, as ``kafka`` names them (what ``switchboard topics
+    --create`` creates): decisions, feedback, engagement, fallback exposures, experiment
+    designs and the dead letters."""
+    return [kafka.decisions_topic, kafka.feedback_topic, kafka.engagement_topic,
+            kafka.exposures_topic, kafka.designs_topic, kafka.dead_letter_topic]
 
 
 def create_topics(bootstrap_servers: str, topics: Iterable[str], partitions: int = 4,
