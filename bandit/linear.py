@@ -435,6 +435,8 @@ class RidgeSolver:
         self._xx = np.empty(d * (h + 1), dtype=np.float32)
         self._xx2 = self._xx.reshape(d, h + 1)
         self._wbuf = np.empty(0, dtype=np.float32)
+        self._u2 = np.empty(2 * d)  # absorb_one's [A⁻¹x, A⁻¹x] and its first half, u
+        self._u = self._u2[:d]
 
     def _allocate(self, K: int, keep: int = 0) -> None:
         """(Re)allocate the caches for K arms, copying the first ``keep`` arms over."""
@@ -549,18 +551,19 @@ class RidgeSolver:
         Call right after ``stats.update(arm, x, reward, gamma=1)``; with its ``reward``
         θ is updated in O(d) (θ ← θ + u·(r − xᵀθ)/(1 + xᵀu), u = A⁻¹x: the same
         identity applied to A⁻¹b), without it recomputed as A⁻¹b. Returns
-        ``(u, den, residual)``: A⁻¹ decreased by ``u uᵀ / den`` (u the old A⁻¹x, a fresh
-        array), and ``residual = r − xᵀθ_old`` (NaN without ``reward``), so θ moved by
-        ``u·residual/den``; or None when the arm was not current and is now marked dirty
-        (refreshed exactly on the next :meth:`ensure`).
+        ``(u, den, residual)``: A⁻¹ decreased by ``u uᵀ / den`` (u the old A⁻¹x, in a
+        scratch buffer overwritten by the next call), and ``residual = r − xᵀθ_old``
+        (NaN without ``reward``), so θ moved by ``u·residual/den``; or None when the arm
+        was not current and is now marked dirty (refreshed exactly on the next
+        :meth:`ensure`).
         """
         if stats.dim != self.dim or slot >= self._dirty.shape[0] or (
                 self._any_dirty and self._dirty[slot]):
             self.mark_slot(slot)
             return None
         P2, theta = self._arm_views[slot][:2]
-        u2: FloatArray = x @ P2  # [A⁻¹x, A⁻¹x] (A⁻¹ is symmetric)
-        u = u2[: self.dim]
+        u2, u = self._u2, self._u
+        np.matmul(x, P2, out=u2)  # [A⁻¹x, A⁻¹x] (A⁻¹ is symmetric)
         den = 1.0 + float(np.dot(x, u))
         # xᵀA⁻¹x >= 0 exactly; a negative value means drift has made A⁻¹ indefinite
         if not (den >= 1.0 and math.isfinite(den)):
@@ -598,7 +601,7 @@ class RidgeSolver:
             rows = X[inverse.reshape(-1) == j]
             if rows.shape[0] == 1:
                 one = self.absorb_one(stats, k, rows[0])
-                D = None if one is None else one[0].reshape(-1, 1) * (1.0 / math.sqrt(one[1]))
+                D = None if one is None else one[0][:, None] * (1.0 / math.sqrt(one[1]))
             elif 4 * rows.shape[0] <= self.dim and self.current(stats, k):
                 U = self.ainv[k] @ rows.T
                 M = np.eye(rows.shape[0]) + rows @ U

@@ -245,6 +245,41 @@ def test_ridge_solver_rank_updates_match_linalg_solve() -> None:
         np.testing.assert_allclose(solver.widths_sq(x)[k], x @ ainv @ x, rtol=1e-4)
 
 
+def test_ridge_solver_absorb_one_reports_its_sherman_morrison_step() -> None:
+    """absorb_one returns (u, den, residual) with A⁻¹ −= u uᵀ/den and θ += u·residual/den:
+    what hybrid LinUCB's shared downdate is built from (closed form, d = 2)."""
+    stats = RidgeStatistics.empty(2, ["a"])
+    solver = RidgeSolver(1.0)
+    stats.update("a", np.array([1.0, 0.0]), 2.0)
+    solver.ensure(stats)  # A = [[2, 0], [0, 1]], θ = [1, 0]
+    x = np.array([1.0, 1.0])
+    stats.update("a", x, 3.0)
+    u, den, residual = solver.absorb_one(stats, 0, x, 3.0)  # type: ignore[misc]
+    np.testing.assert_allclose(u, [0.5, 1.0])  # old A⁻¹x
+    assert den == pytest.approx(2.5) and residual == pytest.approx(2.0)  # 1 + xᵀu, 3 − xᵀθ
+    A = np.array([[3.0, 1.0], [1.0, 2.0]])
+    np.testing.assert_allclose(solver.ainv[0], np.linalg.inv(A), rtol=1e-12)
+    np.testing.assert_allclose(solver.theta[0], np.linalg.solve(A, [5.0, 3.0]), rtol=1e-12)
+    np.testing.assert_allclose(solver.theta[0], [1.0, 0.0] + np.array([0.5, 1.0]) * 2.0 / 2.5)
+
+
+def test_ridge_statistics_update_writes_the_live_arrays_after_growth_and_restore() -> None:
+    """update() writes through cached per-arm views: they follow arrays that were replaced
+    (new arms, a restore), so no event lands in a stale copy."""
+    x = np.array([1.0, 2.0])
+    stats = RidgeStatistics.empty(2, ["a"])
+    stats.update("a", x, 1.0)
+    stats.add_arms(["b"])  # S, b, n reallocated
+    stats.update("a", x, 1.0)
+    stats.update("c", x, 3.0)  # an unseen arm grows them again
+    np.testing.assert_allclose(stats.S[0], 2 * np.outer(x, x))
+    np.testing.assert_allclose(stats.b, [[2.0, 4.0], [0.0, 0.0], [3.0, 6.0]])
+    np.testing.assert_allclose(stats.n, [2.0, 0.0, 1.0])
+    back = RidgeStatistics.from_arrays(stats.to_arrays())
+    back.update("b", x, 1.0)
+    assert back.n.tolist() == [2.0, 1.0, 1.0] and stats.n.tolist() == [2.0, 0.0, 1.0]
+
+
 def test_ridge_solver_refactors_after_refactor_every_and_when_not_current() -> None:
     d = 4
     stats = RidgeStatistics.empty(d, ["a"])

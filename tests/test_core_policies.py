@@ -282,6 +282,17 @@ def test_floored_argmax_clamps_floor_to_uniform() -> None:
     np.testing.assert_allclose(probs, [0.5, 0.5])
 
 
+def test_floored_argmax_returns_a_fresh_row_each_call() -> None:
+    """The floor row is copied from a cache: what a caller keeps (Choice.probabilities)
+    is never shared with, or changed by, a later choice."""
+    rng = np.random.default_rng(0)
+    first, _ = floored_argmax(np.array([0.0, 1.0, 0.5]), 0.1, rng)
+    first[:] = -1.0
+    second, pos = floored_argmax(np.array([2.0, 1.0, 0.5]), 0.1, rng)
+    np.testing.assert_allclose(second, [0.8, 0.1, 0.1])
+    assert second is not first and 0 <= pos < 3
+
+
 def test_linucb_fresh_arms_tie_uniformly() -> None:
     pol, reg = _policy("linucb")
     c = pol.choose(np.ones(D), np.random.default_rng(0))

@@ -37,6 +37,19 @@ IntArray = npt.NDArray[np.intp]
 _ELIGIBLE_CACHE_MAX = 4096
 
 
+_FLOOR_ROWS: dict[tuple[int, float], FloatArray] = {}
+
+
+def _floor_row(K: int, f: float) -> FloatArray:
+    """A fresh length-K row of ``f`` (copied from a cached one: one numpy call, not two)."""
+    row = _FLOOR_ROWS.get((K, f))
+    if row is None:
+        if len(_FLOOR_ROWS) >= 256:
+            _FLOOR_ROWS.clear()
+        row = _FLOOR_ROWS[(K, f)] = np.full(K, f)
+    return row.copy()
+
+
 def floored_argmax(
     scores: FloatArray, floor: float, rng: np.random.Generator
 ) -> tuple[FloatArray, int]:
@@ -50,8 +63,7 @@ def floored_argmax(
     f = min(floor, 1.0 / K)
     best = int(scores.argmax())
     top = scores[best]
-    probs = np.empty(K)
-    probs.fill(f)  # np.full's Python wrapper costs more than the fill on a few arms
+    probs = _floor_row(K, f)
     # argmax returns the first maximum: the maximum is unique iff it is also the last one
     if K - 1 - int(scores[::-1].argmax()) == best and top == top:
         mass_top = 1.0 - (K - 1) * f
