@@ -34,11 +34,12 @@ den₀ = 1 + wᵀg (Li et al.'s Algorithm 2 with its A₀⁻¹ cached and downda
 
 the second the same identity applied to β = A₀⁻¹b₀, in O(p) with p = d(m+1); every Q_a
 drops by h_ah_aᵀ with h_a = (I ⊗ f̃_a)ᵀg/√den₀ (queued and folded in every few events).
-So an update costs O(p² + K d) instead of the O(K d² m² + p³) rebuild, and a choice
-stays O(K d²). A batch of events takes the same downdates column by column, with β then
-recomputed as A₀⁻¹b₀. The rebuild (exact, from the statistics) still runs after
-anything that is not a plain addition (merge, forgetting, restore, feature changes) and
-every ``refactor_every`` rank updates, against drift. A₀⁻¹ lives in its lower triangle
+So an update costs O(p² + K d²) (the K d² amortised, in the folds) instead of the
+O(K d² m² + p³) rebuild, and a choice stays O(K d²). A batch of events takes the same
+downdates column by column, with β then recomputed as A₀⁻¹b₀. The rebuild (exact,
+from the statistics) still runs after anything that is not a plain addition (merge,
+forgetting, restore, feature changes) and every ``refactor_every`` rank updates,
+against drift. A₀⁻¹ lives in its lower triangle
 and is updated with BLAS ``dsyr``/``dsymv`` (numpy has no in-place rank-one update).
 The per-arm matrices are kept pre-scaled, ``_Q[a] = λ²Q_a`` and queued rows ``λh_a``,
 so the choice adds no scalar passes.
