@@ -31,12 +31,14 @@ __all__ = [
     "LIFT_COLUMN_CONFIG",
     "MomentsView",
     "OverviewView",
+    "early_read",
     "fallback_banner",
     "fmt_time",
     "lift_table_for_display",
     "lift_view",
     "overview",
     "overview_pairs",
+    "projection_history",
 ]
 
 
@@ -507,3 +509,42 @@ def lift_table_for_display(table: pd.DataFrame) -> pd.DataFrame:
     out = to_percent(table[present], pct).rename(columns=cols)
     # an unbounded end shows as an empty cell (its help text says so), not as "inf"
     return out.replace([math.inf, -math.inf], math.nan)
+
+
+# --------------------------------------------------------------------------- early read
+
+
+@st.cache_data(ttl=data.QUERY_TTL_S, refresh_mode="background", show_spinner="Projecting day-30 lift…")
+def early_read(
+    key: tuple[str, str], experiment_id: str, control: str, as_of_ms: int | None
+) -> tuple[pd.DataFrame, str | None]:
+    """``bandit.analysis.calibration.early_read`` (the CLI's ``lift --projection``): the
+    projected day-30 engagement lift per variant from the users' first seven days, or
+    (empty, why) when there is none yet — no matured users to calibrate on, no user past
+    day 7, proxies that do not point at the goal. Never raises for a young store."""
+    from bandit.analysis.calibration import early_read as read
+    from bandit.errors import InvalidInputError
+
+    try:
+        rows = read(data.get_store(*key), experiment_id, control, as_of_ms=as_of_ms)
+    except InvalidInputError as exc:
+        return pd.DataFrame(), str(exc)
+    if rows.empty:
+        return rows, f"no variant besides {control} has users past their first seven days"
+    return rows, None
+
+
+@st.cache_data(ttl=data.QUERY_TTL_S, refresh_mode="background", show_spinner="Checking projections…")
+def projection_history(
+    key: tuple[str, str], control: str, as_of_ms: int | None
+) -> tuple[Any, str | None]:
+    """``bandit.analysis.calibration.projection_history``: every experiment's day-7
+    projection against its measured day-30 lift, or (None, why) when the store cannot
+    give one (no experiment, no user with an early window)."""
+    from bandit.analysis.calibration import projection_history as history
+    from bandit.errors import InvalidInputError
+
+    try:
+        return history(data.get_store(*key), control, as_of_ms=as_of_ms), None
+    except InvalidInputError as exc:
+        return None, str(exc)

@@ -31,6 +31,7 @@ PAGES = [
         icon=":material/leaderboard:",
     ),
     st.Page(str(_HERE / "pages" / "offline.py"), title="Offline evaluation", icon=":material/science:"),
+    st.Page(str(_HERE / "pages" / "history.py"), title="Projection history", icon=":material/fact_check:"),
 ]
 
 nav = st.navigation(PAGES)

@@ -11,6 +11,7 @@ __all__ = [
     "leaderboard_chart",
     "lift_forest_chart",
     "lift_over_time_chart",
+    "projection_history_chart",
     "retention_curve_chart",
     "traffic_share_chart",
 ]
@@ -180,4 +181,47 @@ def leaderboard_chart(df: pd.DataFrame, metric: str, label: str) -> alt.LayerCha
     )
     return alt.layer(rule, point).properties(
         height=alt.Step(26), title=f"{label} per expert (propensity-weighted)"
+    )
+
+
+def projection_history_chart(df: pd.DataFrame) -> alt.LayerChart:
+    """Projected lift at day 7 (x) against measured day-30 lift (y), one point per
+    experiment and variant, with both intervals as whiskers and the line y = x: a point
+    on the line is a projection that came true; colour says whether the projection's
+    interval covered the measurement. ``df``: ``ProjectionHistory.rows``."""
+    cols = ("projected_lift", "ci_low", "ci_high", "measured_lift", "measured_ci_low",
+            "measured_ci_high")
+    d = df.assign(**{c: df[c].astype(float).where(np.isfinite(df[c].astype(float))) for c in cols})
+    d = d.assign(covered=np.where(d["covered"].astype(bool), "covered", "missed"))
+    values = d[list(cols)].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    diagonal = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(
+        strokeDash=[4, 4], color="gray"
+    ).encode(x="x:Q", y="y:Q")
+    colour = alt.Color("covered:N", title="projection interval",
+                       scale=alt.Scale(domain=["covered", "missed"], range=[PALETTE[2], PALETTE[9]]))
+    base = alt.Chart(d).encode(color=colour)
+    x = alt.X("projected_lift:Q", title="projected lift at day 7", axis=alt.Axis(format="%"))
+    y = alt.Y("measured_lift:Q", title="measured day-30 lift", axis=alt.Axis(format="%"))
+    horizontal = base.mark_rule(opacity=0.6).encode(x=alt.X("ci_low:Q"), x2="ci_high:Q", y=y)
+    vertical = base.mark_rule(opacity=0.6).encode(x=x, y=alt.Y("measured_ci_low:Q"),
+                                                 y2="measured_ci_high:Q")
+    points = base.mark_point(filled=True, size=70).encode(
+        x=x,
+        y=y,
+        shape=alt.Shape("variant:N"),
+        tooltip=[
+            "experiment_id:N",
+            "variant:N",
+            alt.Tooltip("projected_lift:Q", format=_PCT),
+            alt.Tooltip("ci_low:Q", format=_PCT),
+            alt.Tooltip("ci_high:Q", format=_PCT),
+            alt.Tooltip("measured_lift:Q", format=_PCT),
+            "covered:N",
+            "calibrated_on:N",
+        ],
+    )
+    return alt.layer(diagonal, horizontal, vertical, points).properties(
+        height=360, title="Projected at day 7 vs measured at day 30 (95% intervals)"
     )

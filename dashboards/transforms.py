@@ -20,6 +20,7 @@ import pandas as pd
 
 __all__ = [
     "METRICS",
+    "PROJECTED_METRIC",
     "PROXIES",
     "Banner",
     "OfflineRun",
@@ -27,6 +28,7 @@ __all__ = [
     "arm_totals",
     "canonical_lift_columns",
     "discover_results",
+    "early_read_rows",
     "filter_frame",
     "flatten_summary",
     "health_banners",
@@ -460,3 +462,38 @@ def summary_tables(summary: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
         if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
             out[str(k)] = pd.DataFrame(list(v))
     return out
+
+
+#: the lift metric the early read projects (``bandit.analysis.calibration.early_read``)
+PROJECTED_METRIC = "day30_engagement"
+
+
+def early_read_rows(projection: pd.DataFrame, lift: pd.DataFrame, cuped: bool) -> pd.DataFrame:
+    """The early read beside the measurement: per variant, the projected day-30 lift and
+    its interval (``bandit.analysis.calibration.early_read`` rows), the measured day-30
+    lift of the overview's table (``lift_display`` rows of :data:`PROJECTED_METRIC`, the
+    CUPED setting on screen) where its day 30 has matured, and measured − projected.
+    A variant with a measurement but no projection keeps its row (projection NaN)."""
+    cols = ["variant", "projected_lift", "ci_low", "ci_high", "n", "n_control",
+            "measured_lift", "measured_ci_low", "measured_ci_high", "gap"]
+    proj = projection if projection is not None else pd.DataFrame()
+    meas = pd.DataFrame(columns=["variant", "measured_lift", "measured_ci_low", "measured_ci_high"])
+    if lift is not None and not lift.empty and "metric_key" in lift.columns:
+        m = lift[(lift["metric_key"] == PROJECTED_METRIC) & (lift["cuped"] == cuped)]
+        meas = pd.DataFrame({"variant": m["variant"].astype(str),
+                             "measured_lift": m["lift"].astype(float),
+                             "measured_ci_low": m["ci_low"].astype(float),
+                             "measured_ci_high": m["ci_high"].astype(float)})
+    if proj.empty and meas.empty:
+        return pd.DataFrame(columns=cols)
+    if proj.empty:
+        proj = pd.DataFrame(columns=["variant", "projected_lift", "ci_low", "ci_high", "n",
+                                     "n_control"])
+    p = proj[["variant", "projected_lift", "ci_low", "ci_high", "n", "n_control"]].copy()
+    p["variant"] = p["variant"].astype(str)
+    out = p.merge(meas, on="variant", how="outer").sort_values("variant", ignore_index=True)
+    for c in ("projected_lift", "ci_low", "ci_high", "measured_lift", "measured_ci_low",
+              "measured_ci_high"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+    out["gap"] = out["measured_lift"] - out["projected_lift"]
+    return out[cols]

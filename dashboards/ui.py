@@ -27,6 +27,7 @@ __all__ = [
     "empty_state",
     "lift_results",
     "p_better_style",
+    "projection_results",
     "show_banners",
     "sidebar",
 ]
@@ -244,4 +245,36 @@ def lift_results(table: pd.DataFrame) -> pd.io.formats.style.Styler:
     p = col("p_better")
     return rows.style.hide(axis="index").apply(
         lambda col: [p_better_style(v) for v in p], subset=["P(better)"]
+    )
+
+
+# --------------------------------------------------------------------------- early read
+
+
+def projection_results(rows: pd.DataFrame) -> pd.DataFrame:
+    """The early read as shown (``transforms.early_read_rows``): the projection, labelled
+    as one, beside the measured day-30 lift where it exists and how far apart they are."""
+    def col(name: str) -> list[Any]:
+        return list(rows[name]) if name in rows.columns else [None] * len(rows)
+
+    return pd.DataFrame(
+        {
+            "Variant": rows["variant"].astype(str),
+            "Projected day-30 lift (from days 0-6)": [_pct(v) for v in col("projected_lift")],
+            "Projection 95% interval": [
+                _interval(lo, hi) for lo, hi in zip(col("ci_low"), col("ci_high"), strict=True)
+            ],
+            "Users projected (control / variant)": [
+                f"{_count(c)} / {_count(t)}" for c, t in zip(col("n_control"), col("n"), strict=True)
+            ],
+            "Measured day-30 lift": [
+                _pct(v) if v is not None and not pd.isna(v) else "not yet: day 30 not matured"
+                for v in col("measured_lift")
+            ],
+            "Measured 95% CI": [
+                _interval(lo, hi)
+                for lo, hi in zip(col("measured_ci_low"), col("measured_ci_high"), strict=True)
+            ],
+            "Measured − projected": [_pct(v) for v in col("gap")],
+        }
     )

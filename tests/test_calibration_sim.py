@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau
 
-from bandit.analysis.calibration import Calibration, calibrate
+from bandit.analysis.calibration import Calibration, ProjectionHistory, calibrate
 from bandit.config import RewardConfig
 from simulations.world import (
     CohortRouter,
@@ -127,31 +127,55 @@ def test_bandit_with_calibrated_alphas_beats_default_on_day30_lift() -> None:
     assert runs["calibrated"].expected_d30.mean() > runs["default"].expected_d30.mean()
 
 
-def _projection_run(scenario: str, seeds: int) -> list[tuple[float, float, float, float]]:
-    """(projected lift, interval low, high, planted truth) of the expert mixture over
-    GPT-3.5 from days 0-6, per seed, with the index calibrated on the scenario's history."""
-    from bandit.analysis.calibration import project_lift
+def _projection_run(scenario: str, seeds: int, *, history_n: int = 2500,
+                    cohort_n: int = 1500) -> tuple[ProjectionHistory, list[float]]:
+    """The expert mixture over GPT-3.5 projected from days 0-6, one experiment per seed,
+    with the index calibrated on the scenario's history: the rows ``projection_history``
+    would give (projection, interval, measured day-30 lift, gap, covered) and, per seed,
+    the planted truth (the cohorts' expected day-30 lift)."""
+    from bandit.analysis.calibration import HISTORY_COLUMNS, project_lift
+    from bandit.stats import relative_lift
 
     world = make_world(scenario, 0)
-    cal = calibrate(history(world, np.random.SeedSequence(SEED + 5), 2500), seed=0,
+    cal = calibrate(history(world, np.random.SeedSequence(SEED + 5), history_n), seed=0,
                     flexible=False)
-    out = []
+    rows, truths = [], []
     for s, seq in enumerate(np.random.SeedSequence(SEED + 9).spawn(seeds)):
         a, b = seq.spawn(2)
-        t = simulate_cohort(world, np.random.default_rng(a), 1500, oracle_cohort_router,
+        t = simulate_cohort(world, np.random.default_rng(a), cohort_n, oracle_cohort_router,
                             conversations_per_day=3)
-        c = simulate_cohort(world, np.random.default_rng(b), 1500, baseline_cohort_router,
+        c = simulate_cohort(world, np.random.default_rng(b), cohort_n, baseline_cohort_router,
                             conversations_per_day=3)
         p = project_lift(cal, t.units(), c.units(), seed=s)
-        out.append((p.lift, p.ci_low, p.ci_high,
-                    float(t.expected_d30.mean() / c.expected_d30.mean() - 1)))
-    return out
+        m = relative_lift(t.screen_time_d30, c.screen_time_d30)
+        rows.append({"experiment_id": f"seed-{s}", "variant": "mixture", "n": p.n,
+                     "n_control": p.n_control, "projected_lift": p.lift, "ci_low": p.ci_low,
+                     "ci_high": p.ci_high, "measured_lift": m.estimate,
+                     "measured_ci_low": m.ci_low, "measured_ci_high": m.ci_high,
+                     "gap": m.estimate - p.lift,
+                     "covered": p.ci_low <= m.estimate <= p.ci_high,
+                     "calibrated_on": "history", "calibration_units": cal.n_units})
+        truths.append(float(t.expected_d30.mean() / c.expected_d30.mean() - 1))
+    return ProjectionHistory(pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), ()), truths
 
 
-def test_projection_from_day7_is_near_the_planted_day30_lift() -> None:
-    (lift, lo, hi, truth), = _projection_run("lift20", 1)
-    assert lo < lift < hi and lo > 0
-    assert abs(lift - truth) < 0.1
+def _show(name: str, h: ProjectionHistory, truths: list[float]) -> None:
+    r = h.rows
+    print(f"{name}: coverage of the measured lift {h.coverage:.0%} over {len(r)} seeds; "
+          f"mean measured - projected {h.mean_gap()[0]:+.3f} "
+          f"[{h.mean_gap()[1]:+.3f}, {h.mean_gap()[2]:+.3f}]")
+    print(r[["projected_lift", "ci_low", "ci_high", "measured_lift"]].assign(truth=truths)
+          .round(3).to_string())
+
+
+def test_projection_from_day7_covers_the_measured_day30_lift() -> None:
+    """Light version of the coverage grid (small cohorts, three seeds): the day-7
+    projection's 95% interval holds the lift day 30 then measures in >= 2 of 3 seeds (a
+    false failure <1% at the nominal level) and it projects a positive lift."""
+    h, truths = _projection_run("lift20", 3, history_n=500, cohort_n=400)
+    _show("lift20 (light)", h, truths)
+    assert h.rows["covered"].sum() >= 2
+    assert (h.rows["projected_lift"] > 0).all()
 
 
 def test_projection_refuses_thin_cohorts() -> None:
@@ -167,27 +191,29 @@ def test_projection_refuses_thin_cohorts() -> None:
 
 
 @pytest.mark.validation
-def test_projection_tracks_planted_lift_where_surrogacy_holds() -> None:
-    """lift20 (value = what the proxies measure): the day-7 projection lands within 6
-    points of the planted day-30 lift (≈ +22 %) in >= 90% of 10 seeds. Its 95% interval
-    does NOT reach the issue's 90% coverage: the linear index is attenuated by the noise
-    of 7-day means (regression dilution) and projects low — measured and documented in
-    docs/calibration.md, a correction (errors-in-variables) is still to be built."""
-    runs = _projection_run("lift20", 10)
-    print("lift20 (projected, low, high, truth):", [tuple(round(v, 3) for v in r) for r in runs])
-    print("coverage:", np.mean([lo <= t <= hi for _, lo, hi, t in runs]))
-    assert np.mean([abs(lift - t) < 0.06 for lift, _, _, t in runs]) >= 0.9, runs
+def test_projection_covers_measured_day30_lift_where_surrogacy_holds() -> None:
+    """lift20 (value = what the proxies measure), 20 seeds of 1,500 users a side: the
+    day-7 projection's 95% interval covers the measured day-30 lift in >= 90% of seeds
+    (the interval carries the index weights' uncertainty and the day-30 outcome's noise
+    around the index), and the mean measured − projected over the 20 experiments has an
+    interval that holds 0: this history check does not flag the projection. The planted
+    truth (the cohorts' expected day-30 lift) is covered as often."""
+    h, truths = _projection_run("lift20", 20)
+    _show("lift20", h, truths)
+    assert h.coverage >= 0.9
+    r = h.rows
+    assert np.mean((r["ci_low"] <= truths) & (np.asarray(truths) <= r["ci_high"])) >= 0.9
+    _, lo, hi = h.mean_gap()
+    assert lo <= 0 <= hi
 
 
 @pytest.mark.validation
-def test_projection_falls_further_short_where_the_proxies_miss_value() -> None:
-    """hidden (specialists carry value no proxy shows) against lift20 (same planted lift,
-    surrogacy holds): the projection's shortfall from the planted lift is larger — the
-    known failure, which only matured measurements reveal (docs/calibration.md).
-    Measured: mean shortfall ≈ 0.05 against ≈ 0.03."""
-    def shortfall(scenario: str) -> float:
-        return float(np.mean([t - lift for lift, _, _, t in _projection_run(scenario, 10)]))
-
-    holds, fails = shortfall("lift20"), shortfall("hidden")
-    print(f"mean shortfall: lift20 {holds:+.3f}, hidden {fails:+.3f}")
-    assert fails > holds + 0.01
+def test_history_check_flags_value_the_proxies_miss() -> None:
+    """hidden (specialists carry value no proxy shows, same planted lift): each
+    experiment's interval still covers its measurement (day-30 noise is larger than the
+    miss) — the known failure, documented — but over 20 experiments the history check's
+    mean measured − projected is clear of 0: the projection runs low."""
+    h, truths = _projection_run("hidden", 20)
+    _show("hidden", h, truths)
+    _, lo, _ = h.mean_gap()
+    assert lo > 0

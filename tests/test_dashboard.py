@@ -412,7 +412,84 @@ def test_offline_page_lists_runs_with_plots(filled: dict, monkeypatch: pytest.Mo
     assert per_policy["policy"].tolist() == ["linucb", "uniform"]
 
 
-@pytest.mark.parametrize("page", ["overview", "retention", "allocation", "leaderboard", "offline"])
+def _texts(at: Any) -> list[str]:
+    return [str(getattr(el, "value", "")) for el in _elements(at)]
+
+
+def test_overview_early_read_is_bandit_early_read_beside_the_measurement(
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overview's projected day-30 lift is ``bandit.analysis.calibration.early_read``
+    on the same store (or its reason in words), labelled as a projection with the
+    surrogacy assumption, beside the measured day-30 lift and measured − projected."""
+    from bandit.analysis.calibration import early_read
+    from bandit.analysis.lift import lift_table
+    from bandit.errors import InvalidInputError
+
+    at = _app(monkeypatch, filled["env"])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Early read" in h.value for h in at.subheader)
+    assert any("projection, not a measurement" in c.value and "surrogacy" in c.value
+               for c in at.caption)
+    try:
+        expected = early_read(reader, EXPERIMENT, "gpt35", as_of_ms=filled["as_of_ms"])
+    except InvalidInputError as exc:
+        assert any(str(exc) in t for t in _texts(at)), _texts(at)
+        return
+    shown = next(t.value for t in at.table if "Projected day-30 lift (from days 0-6)" in t.value.columns)
+    row = shown[shown["Variant"] == "bandit"].iloc[0]
+    e = expected[expected["variant"] == "bandit"].iloc[0]
+    assert row["Projected day-30 lift (from days 0-6)"] == f"{e['projected_lift']:+.1%}"
+    assert row["Projection 95% interval"] == f"{e['ci_low']:+.1%} … {e['ci_high']:+.1%}"
+    measured = lift_table(reader, EXPERIMENT, "day30_engagement", filled["as_of_ms"], True)
+    m = float(measured[measured["variant"] == "bandit"]["rel_lift"].iloc[0])
+    assert row["Measured day-30 lift"] == f"{m:+.1%}"
+    assert row["Measured − projected"] == f"{m - e['projected_lift']:+.1%}"
+
+
+def test_overview_early_read_too_early_is_words(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three days into the experiment no user has matured nor finished days 0-6: the
+    overview says there is no projection yet, in words, and the history page says
+    nothing has matured."""
+    start = int(filled["data"].exposures["ts_ms"].min())
+    env = {**filled["env"], "SWITCHBOARD_DASHBOARD__AS_OF_MS": str(start + 3 * DAY_MS)}
+    at = _app(monkeypatch, env)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("No projection yet" in i.value for i in at.info), [i.value for i in at.info]
+    _page(at, "history")
+    assert any("No projection to check yet" in i.value or "No experiment has matured" in i.value
+               for i in at.info), [i.value for i in at.info]
+
+
+def test_history_page_is_bandit_projection_history(
+    filled: dict, reader: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history page shows ``projection_history`` of the store: per matured experiment
+    the day-7 projection, the measured day-30 lift and the coverage, with the scatter."""
+    from bandit.analysis.calibration import projection_history
+
+    expected = projection_history(reader, "gpt35", as_of_ms=filled["as_of_ms"])
+    at = _page(_app(monkeypatch, filled["env"]), "history")
+    if expected.rows.empty:
+        assert any("No experiment has matured" in i.value for i in at.info)
+        return
+    k, covered = len(expected.rows), int(expected.rows["covered"].sum())
+    assert at.metric[0].value == f"{covered} of {k}"
+    shown = at.table[0].value
+    e = expected.rows.iloc[0]
+    assert shown["Projected at day 7"].iloc[0] == f"{e['projected_lift']:+.1%}"
+    assert shown["Measured day-30 lift"].iloc[0] == f"{e['measured_lift']:+.1%}"
+    assert shown["Index fitted on"].iloc[0] == e["calibrated_on"]
+    assert any("surrogacy" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize(
+    "page", ["overview", "retention", "allocation", "leaderboard", "offline", "history"]
+)
 def test_pages_show_friendly_empty_state_on_empty_store(
     page: str, tmp_path: Path, chdb_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -588,7 +665,7 @@ def test_pages_never_show_a_dsn_password(tmp_path: Path, monkeypatch: pytest.Mon
     }
     at = _app(monkeypatch, env)
     at.run()
-    for page in ("overview", "retention", "allocation", "leaderboard", "offline"):
+    for page in ("overview", "retention", "allocation", "leaderboard", "offline", "history"):
         if page != "overview":
             _page(at, page)
         assert not at.exception, [e.value for e in at.exception]

@@ -198,3 +198,45 @@ def test_guardrail_banners_with_no_guardrails_configured_is_empty_not_a_keyerror
     err, info = guardrail_banners(rows)
     assert err.level == "error" and "one-sided 95%" in err.detail
     assert info.level == "info" and "would detect a 6.0% drop" in info.detail
+
+
+def _lift_rows() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "metric": ["Day-30 engagement"] * 3 + ["Day-7 retention"],
+            "metric_key": ["day30_engagement"] * 3 + ["day7_retention"],
+            "variant": ["bandit", "bandit", "uniform", "bandit"],
+            "cuped": [True, False, True, True],
+            "lift": [0.10, 0.12, -0.02, 0.5],
+            "ci_low": [0.02, 0.01, -0.1, 0.4],
+            "ci_high": [0.18, 0.23, 0.06, 0.6],
+        }
+    )
+
+
+def test_early_read_rows_put_projection_beside_measured_day30_lift() -> None:
+    proj = pd.DataFrame({"variant": ["bandit", "uniform"], "n": [700, 650],
+                         "n_control": [690, 690], "projected_lift": [0.07, 0.01],
+                         "ci_low": [-0.05, -0.1], "ci_high": [0.2, 0.12]})
+    out = T.early_read_rows(proj, _lift_rows(), cuped=True)
+    b = out.set_index("variant").loc["bandit"]
+    assert b["measured_lift"] == pytest.approx(0.10)
+    assert b["gap"] == pytest.approx(0.10 - 0.07)
+    assert b["n"] == 700 and b["ci_high"] == pytest.approx(0.2)
+    # the CUPED setting on screen picks the measurement; other metrics never leak in
+    off = T.early_read_rows(proj, _lift_rows(), cuped=False).set_index("variant")
+    assert off.loc["bandit", "measured_lift"] == pytest.approx(0.12)
+    assert math.isnan(off.loc["uniform", "measured_lift"]) and math.isnan(off.loc["uniform", "gap"])
+
+
+def test_early_read_rows_keep_either_side_alone() -> None:
+    # a projection before day 30 matured: no measurement, no gap
+    proj = pd.DataFrame({"variant": ["bandit"], "n": [50], "n_control": [40],
+                         "projected_lift": [0.03], "ci_low": [-0.2], "ci_high": [0.3]})
+    only = T.early_read_rows(proj, pd.DataFrame(), cuped=True)
+    assert only["variant"].tolist() == ["bandit"] and only["gap"].isna().all()
+    # a measurement without a projection (no calibration): the measurement stays
+    meas = T.early_read_rows(pd.DataFrame(), _lift_rows(), cuped=True)
+    assert meas["variant"].tolist() == ["bandit", "uniform"]
+    assert meas["projected_lift"].isna().all() and meas["measured_lift"].notna().all()
+    assert T.early_read_rows(pd.DataFrame(), pd.DataFrame(), cuped=True).empty

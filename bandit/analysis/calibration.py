@@ -28,7 +28,7 @@ the index, up to an affine map that leaves every ranking of arms unchanged. Inte
 cohorts whose early window is complete (a projection of the day-30 lift), with an
 interval that carries both the index's and the cohorts' sampling uncertainty. It is only
 as good as the surrogacy assumption (the treatment moves the day-30 outcome only through
-the proxies); :func:`projection_check` compares projections with matured measurements.
+the proxies); :func:`projection_history` compares projections with matured measurements.
 
 Bad input — too few matured users, a constant proxy, collinear proxies, NaN — raises
 :class:`InvalidInputError` with a message naming the column and what to do.
@@ -50,17 +50,20 @@ import pandas as pd
 from bandit.errors import InvalidInputError
 
 __all__ = [
+    "HISTORY_COLUMNS",
     "MIN_UNITS",
     "PROXIES",
     "SURROGACY",
     "Calibration",
     "Projection",
+    "ProjectionHistory",
     "Units",
     "calibrate",
     "early_read",
     "fill_unobserved",
     "load_units",
     "project_lift",
+    "projection_history",
     "proxy_column",
 ]
 
@@ -394,8 +397,10 @@ class Projection:
 
     A *projection*: it equals the lift of the outcome only if surrogacy holds (the
     treatment moves the outcome through the proxies alone, and the index fitted on
-    matured users holds for these users). ``ci_low``/``ci_high`` carry the sampling
-    uncertainty of both cohorts and of the index (bootstrap).
+    matured users holds for these users). ``ci_low``/``ci_high`` is a prediction interval
+    for the lift these cohorts will *measure* on day 30: it carries the sampling
+    uncertainty of the index, of both cohorts' early proxies and of each cohort's day-30
+    outcome around its index (the calibration's residual spread).
     """
 
     n: int
@@ -411,12 +416,21 @@ class Projection:
 
 def project_lift(calibration: Calibration, treatment: pd.DataFrame, control: pd.DataFrame,
                  *, seed: int = 0, min_units: int = 20) -> Projection:
-    """Relative lift of the mean surrogate index, ``treatment`` over ``control``.
+    """Relative lift of the mean surrogate index, ``treatment`` over ``control``, with a
+    prediction interval for the day-30 lift the two cohorts will measure.
 
     Both frames hold one row per user whose early window is complete, with the columns
-    :func:`calibrate` was fitted on. Each bootstrap draw pairs one resample of the index's
-    parameters (``calibration.boot_params``, users of the calibration set resampled) with
-    resamples of both cohorts, so the percentile interval covers all three sources.
+    :func:`calibrate` was fitted on. Draw b of the percentile interval is
+
+        (θ_b · Z̄*_t + ε_t) / (θ_b · Z̄*_c + ε_c) − 1,   ε ~ N(0, σ²_res / n),
+
+    with θ_b a bootstrap resample of the index's parameters (users of the calibration set
+    resampled: the index weights are estimated, a generated regressor — Murphy & Topel
+    1985), Z̄* the design means of a resample of each cohort, and ε the mean of the cohort's
+    day-30 residuals around its index (σ_res the calibration's out-of-fold residual sd).
+    Without ε the interval is for the mean index, which is not what day 30 measures: the
+    outcome's own noise around the index is most of the measured lift's uncertainty when
+    the index explains little of each user's outcome.
     """
     for name, frame in (("treatment", treatment), ("control", control)):
         if len(frame) < min_units:
@@ -436,14 +450,21 @@ def project_lift(calibration: Calibration, treatment: pd.DataFrame, control: pd.
         raise InvalidInputError("calibration", "no bootstrap", "must carry bootstrap draws")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     nt, nc = Xt.shape[0], Xc.shape[0]
-    draws = np.empty(boot.shape[0])
-    for b in range(boot.shape[0]):
-        bt = Xt[rng.integers(0, nt, size=nt)].mean(axis=0)
-        bc = Xc[rng.integers(0, nc, size=nc)].mean(axis=0)
-        it = boot[b, 0] + bt @ boot[b, 1:]
-        ic = boot[b, 0] + bc @ boot[b, 1:]
-        draws[b] = it / ic - 1.0 if ic > 0 else np.nan
+    draws_n = boot.shape[0]
+    # multinomial counts are the cohort resamples: their means without materialising rows
+    wt = rng.multinomial(nt, np.full(nt, 1.0 / nt), size=draws_n) / nt
+    wc = rng.multinomial(nc, np.full(nc, 1.0 / nc), size=draws_n) / nc
+    sd = calibration.residual_sd if math.isfinite(calibration.residual_sd) else 0.0
+    it = boot[:, 0] + np.einsum("bj,bj->b", wt @ Xt, boot[:, 1:]) \
+        + rng.normal(0.0, sd / math.sqrt(nt), size=draws_n)
+    ic = boot[:, 0] + np.einsum("bj,bj->b", wc @ Xc, boot[:, 1:]) \
+        + rng.normal(0.0, sd / math.sqrt(nc), size=draws_n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        draws = np.where(ic > 0, it / ic - 1.0, np.nan)
     draws = draws[np.isfinite(draws)]
+    if draws.size < 2:
+        raise InvalidInputError("control", round(mc, 6),
+                                "has a projected outcome too close to 0 for an interval")
     lvl = calibration.level
     lo, hi = np.quantile(draws, [(1 - lvl) / 2, 1 - (1 - lvl) / 2])
     return Projection(nt, nc, mt, mc, mt / mc - 1.0, float(lo), float(hi),
@@ -583,3 +604,111 @@ def early_read(store: Any, experiment_id: str, control: str, *, as_of_ms: int | 
                      "calibration_units": cal.n_units, "note": SURROGACY})
     return pd.DataFrame(rows, columns=["variant", "n", "n_control", "projected_lift", "ci_low",
                                        "ci_high", "calibration_units", "note"])
+
+
+#: columns of :attr:`ProjectionHistory.rows`
+HISTORY_COLUMNS: Final = ("experiment_id", "variant", "n", "n_control", "projected_lift",
+                          "ci_low", "ci_high", "measured_lift", "measured_ci_low",
+                          "measured_ci_high", "gap", "covered", "calibrated_on",
+                          "calibration_units")
+
+
+@dataclass(frozen=True)
+class ProjectionHistory:
+    """Projections checked against measurements, one row per (experiment, variant).
+
+    ``rows`` (:data:`HISTORY_COLUMNS`): the day-``window_days`` projection of the
+    outcome's lift made from the matured users' early windows, its interval, the lift
+    their outcome measured (Fieller interval, :func:`bandit.stats.relative_lift`),
+    ``gap`` = measured − projected and whether the interval ``covered`` the measurement;
+    ``calibrated_on`` says whose matured users the index was fitted on. ``notes``: the
+    experiments left out, and why, in words.
+    """
+
+    rows: pd.DataFrame
+    notes: tuple[str, ...]
+    level: float = 0.95
+
+    @property
+    def coverage(self) -> float:
+        """Share of projections whose interval covered the measured lift (NaN: none)."""
+        return float(self.rows["covered"].mean()) if len(self.rows) else math.nan
+
+    def mean_gap(self) -> tuple[float, float, float]:
+        """Mean of measured − projected over the rows and its t interval at ``level``
+        (NaN bounds with fewer than two rows). A mean gap clear of 0 is a projection
+        biased on this history, which per-experiment coverage can hide when each
+        experiment's day-30 noise is larger than the bias."""
+        from scipy import stats as sps
+
+        g = self.rows["gap"].to_numpy(dtype=np.float64)
+        if g.size == 0:
+            return math.nan, math.nan, math.nan
+        m = float(g.mean())
+        if g.size < 2:
+            return m, math.nan, math.nan
+        h = float(sps.t.ppf(1 - (1 - self.level) / 2, g.size - 1)) * float(g.std(ddof=1)) \
+            / math.sqrt(g.size)
+        return m, m - h, m + h
+
+
+def projection_history(store: Any, control: str, *, as_of_ms: int | None = None,
+                       outcome: str = "day30_engagement", window_days: int = 7,
+                       length_cap: int = 20, seed: int = 0,
+                       min_units: int = MIN_UNITS) -> ProjectionHistory:
+    """Validation on the experiment history: for every experiment of the store whose
+    ``outcome`` has matured for users of ``control`` and of another variant, the
+    projection from those users' first ``window_days`` days against the lift their
+    outcome measured.
+
+    The index is fitted on the matured users of the *other* experiments, as it could have
+    been when the experiment was seven days old; where they are too few (a store with one
+    experiment) it is fitted on every matured user, this experiment's included, and
+    ``calibrated_on`` says so — an in-sample check, kinder to the projection than the
+    real one. Raises :class:`InvalidInputError` when the store has no experiment or no
+    user with an early window; an empty ``rows`` (with ``notes``) when nothing has matured.
+    """
+    from bandit.stats import relative_lift
+
+    exps = list(store.experiments())
+    units = load_units(store, exps, outcome=outcome, window_days=window_days,
+                       as_of_ms=as_of_ms, length_cap=length_cap)
+    matured = units.matured
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for exp_id in exps:
+        own = matured[matured["experiment_id"] == exp_id]
+        ctrl = own[own["variant"] == control]
+        variants = sorted(set(own["variant"]) - {control})
+        if ctrl.empty or not variants:
+            notes.append(f"{exp_id}: no matured {outcome} in {control} and another variant yet")
+            continue
+        others = matured[matured["experiment_id"] != exp_id]
+        if len(others) >= min_units:
+            fit_on, source = others, "other experiments"
+        else:
+            fit_on, source = matured, "in-sample (this experiment included)"
+        try:
+            cal = calibrate(fit_on, outcome=outcome, covariates=units.covariates, seed=seed,
+                            flexible=False, min_units=min_units)
+        except InvalidInputError as exc:
+            notes.append(f"{exp_id}: no index to project with ({exc})")
+            continue
+        for variant in variants:
+            treat = own[own["variant"] == variant]
+            try:
+                p = project_lift(cal, treat, ctrl, seed=seed)
+                m = relative_lift(treat[outcome].to_numpy(dtype=np.float64),
+                                  ctrl[outcome].to_numpy(dtype=np.float64),
+                                  alpha=1 - cal.level)
+            except InvalidInputError as exc:
+                notes.append(f"{exp_id} / {variant}: {exc}")
+                continue
+            rows.append({"experiment_id": exp_id, "variant": variant, "n": p.n,
+                         "n_control": p.n_control, "projected_lift": p.lift,
+                         "ci_low": p.ci_low, "ci_high": p.ci_high,
+                         "measured_lift": m.estimate, "measured_ci_low": m.ci_low,
+                         "measured_ci_high": m.ci_high, "gap": m.estimate - p.lift,
+                         "covered": bool(p.ci_low <= m.estimate <= p.ci_high),
+                         "calibrated_on": source, "calibration_units": cal.n_units})
+    return ProjectionHistory(pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), tuple(notes))

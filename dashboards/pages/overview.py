@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboards import analysis, charts, ui
+from dashboards import analysis, charts, transforms, ui
 from dashboards.transforms import METRICS
 
 ctx = ui.context()
@@ -48,3 +48,25 @@ if not ui.empty_state(ctx, "Lift figures"):
         )
         with st.expander("Sample sizes"):
             st.dataframe(view.sizes, hide_index=True, width="stretch")
+
+    # --- the early read: a projection from the first week, beside the measurement
+    st.subheader("Early read: projected day-30 engagement lift")
+    projected, why = analysis.early_read(ctx.key, ctx.experiment, s.control, ctx.as_of_ms)
+    rows = transforms.early_read_rows(projected, view.lift, cuped == "on")
+    if ctx.variants and not rows.empty:
+        rows = rows[rows["variant"].isin(list(ctx.variants))].reset_index(drop=True)
+    if why is not None:
+        st.info(f"**No projection yet.** {why}")
+    if not rows.empty:
+        st.table(ui.projection_results(rows))
+    st.caption(
+        "A **projection, not a measurement**: the surrogate index (Athey, Chetty, Imbens & "
+        "Kang 2019) calibrated on the users whose day 30 has already passed predicts each "
+        "user's day-30 engagement from their retries, ratings and conversation lengths in "
+        "days 0-6, and the lift is that of the predictions. It holds only if the variant "
+        "changes day-30 engagement through what those first-week signals show "
+        "(surrogacy): a change they cannot see is missed. The 95% interval is for the lift "
+        "these users will measure on day 30. Measured − projected shows how far the "
+        "projection was once day 30 has matured; the Projection history page checks it "
+        "on every past experiment."
+    )
