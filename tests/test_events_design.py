@@ -70,3 +70,14 @@ def test_design_event_refuses_bad_fields(change: dict[str, object], field: str,
     assert got[1].raw == raw
     with pytest.raises(EventDecodeError):
         decode_design(raw)
+
+
+def test_design_event_example_in_the_docs_decodes() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "events.md").read_text()
+    example = re.search(r"```json\n(\{[^`]*\"design_version\"[^`]*)```", text)
+    assert example is not None, "docs/events.md has no DesignEvent example"
+    event = decode_design(example.group(1).encode())
+    assert dict(event.weights) == {"gpt35": 0.9, "bandit": 0.1}
