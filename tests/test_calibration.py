@@ -153,7 +153,8 @@ def test_calibrate_bad_options_are_refused() -> None:
 
 
 def write_store(store: ClickHouseStore, seq: np.random.SeedSequence, n: int = 500,
-                beta: tuple[float, float, float] = (900.0, 300.0, 0.0)) -> int:
+                beta: tuple[float, float, float] = (900.0, 300.0, 0.0), *,
+                experiment_id: str = "exp-cal") -> int:
     """Users with 2 decisions a day for 10 days; the day-30 screen time is linear (known
     ``beta``) in the user's *window* (days 0-6) proxy means, so decisions of days 7-9
     (retried every time) and a duplicated feedback event must not change the fit.
@@ -162,7 +163,7 @@ def write_store(store: ClickHouseStore, seq: np.random.SeedSequence, n: int = 50
     decisions, feedback, engagement = [], [], []
     cap = 20
     for u in range(n):
-        uid = f"u{u:04d}"
+        uid = f"u{u:04d}" if experiment_id == "exp-cal" else f"{experiment_id}-u{u:04d}"
         exp_ts = START_MS + int(rng.integers(0, 6)) * DAY_MS + int(rng.integers(0, DAY_MS // 2))
         q = rng.standard_normal()
         p_ok, p_star, p_len = (1 / (1 + np.exp(-(a + b * q)))
@@ -175,7 +176,7 @@ def write_store(store: ClickHouseStore, seq: np.random.SeedSequence, n: int = 50
             did = f"d-{uid}-{k}"
             decisions.append(DecisionEvent(
                 event_id=f"e-{did}", decision_id=did, ts_ms=ts, unit_id=uid,
-                conversation_id=f"c-{uid}-{k}", experiment_id="exp-cal",
+                conversation_id=f"c-{uid}-{k}", experiment_id=experiment_id,
                 variant="bandit" if u % 2 else "gpt35", arm_id="gpt35", propensity=1.0,
                 policy_version="v1", context=(1.0, 0.0)))
             retried = bool(rng.random() >= p_ok) if day < 7 else True
@@ -303,3 +304,38 @@ def test_lift_cli_projection_is_labelled_and_beside_the_measurement(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "projected lift of bandit from days 0-6" in out and "not a measurement" in out
+
+
+def test_projection_history_fits_each_index_on_the_other_experiments(
+        tmp_path: Path) -> None:
+    """Two experiments: each one's day-7 projection uses an index fitted on the other's
+    matured users only, and stands beside the lift its own matured users measured (the
+    same users, Fieller interval); before day 30 nothing is checked, in words."""
+    from bandit.analysis.calibration import projection_history
+    from bandit.stats import relative_lift
+
+    dsn = f"chdb://{tmp_path / 'chdb'}"
+    with open_store(dsn) as s:
+        seqs = np.random.SeedSequence(SEED + 7).spawn(2)
+        as_of = write_store(s, seqs[0], 400, experiment_id="exp-a")
+        write_store(s, seqs[1], 400, experiment_id="exp-b")
+    with open_store(dsn, read_only=True) as s:
+        h = projection_history(s, "gpt35", as_of_ms=as_of)
+        units = load_units(s, ["exp-a", "exp-b"], as_of_ms=as_of).matured
+        young = projection_history(s, "gpt35", as_of_ms=START_MS + 20 * DAY_MS)
+    assert h.rows["experiment_id"].tolist() == ["exp-a", "exp-b"] and not h.notes
+    for r in h.rows.itertuples():
+        mine = units[units["experiment_id"] == r.experiment_id]
+        assert r.calibrated_on == "other experiments"
+        assert r.calibration_units == int((units["experiment_id"] != r.experiment_id).sum())
+        y = {v: mine.loc[mine["variant"] == v, "day30_engagement"].to_numpy() for v in ("bandit", "gpt35")}
+        m = relative_lift(y["bandit"], y["gpt35"])
+        assert r.measured_lift == pytest.approx(m.estimate)
+        assert (r.n, r.n_control) == (len(y["bandit"]), len(y["gpt35"]))
+        assert r.gap == pytest.approx(r.measured_lift - r.projected_lift)
+        assert r.covered == (r.ci_low <= r.measured_lift <= r.ci_high)
+        # one population in both arms: no lift, projected or measured
+        assert r.ci_low < 0 < r.ci_high
+    assert 0 <= h.coverage <= 1 and np.isfinite(h.mean_gap()).all()
+    assert young.rows.empty and len(young.notes) == 2 and "no matured" in young.notes[0]
+    assert np.isnan(young.coverage)
