@@ -41,6 +41,7 @@ from bandit.store import ClickHouseStore, open_store
 from consumers.join import DESIGNS, ENGAGEMENT, EXPOSURES, EngagementPartition, Outbox
 from consumers.sink import StoreSink
 from tests.test_learner_kafka import start_learner, stop, wait_for
+from tests.test_learner_sink import _dead_letters
 
 DAY_MS = 86_400_000
 #: the simulated calendar the decisions are on (2026-01-05), far from the wall clock
@@ -200,13 +201,22 @@ def test_designs_travel_from_servers_to_lift_through_broker_learner_and_store(
     # ones, which then count as cross-exposed)
     sent += _serve(even, [f"c-{i}" for i in range(300)], T0 + 10 * DAY_MS, rng, seed=3)
 
+    # and a bad one (its version is not that of its weights), produced straight to Kafka
+    bad = orjson.dumps({**orjson.loads(encode_event(_design(9, {"gpt35": 1.0}, T0))),
+                        "weights": [["gpt35", 0.2], ["bandit", 0.8]]})
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=b, acks="all")
+    producer.send(f"{topic_prefix}.designs", bad, key=EXP.encode()).get(30)
+    producer.close()
+
     cfg_path = _learner_config(tmp_path, b, topic_prefix)
     state = StateDir(tmp_path / "state")
 
     def all_read() -> bool:
         parts = state.load_all("engagement")
         return sum(p.offsets.get(DESIGNS, 0) + p.offsets.get(ENGAGEMENT, 0)
-                   for p in parts.values()) >= 3 + 700 and bool(state.load_all("join"))
+                   for p in parts.values()) >= 4 + 700 and bool(state.load_all("join"))
 
     def decisions_read() -> bool:
         parts = state.load_all("join")
@@ -231,6 +241,11 @@ def test_designs_travel_from_servers_to_lift_through_broker_learner_and_store(
     # since_ms are the first decisions' times on the simulated calendar, not wall time
     assert periods == {T0: {"gpt35": 0.9, "bandit": 0.1},
                        T0 + 10 * DAY_MS: {"gpt35": 0.5, "bandit": 0.5}}
+    # the bad design event went to the dead-letter topic with its bytes and the reason
+    [dead] = _dead_letters(b, f"{topic_prefix}.dead-letter", 1)
+    headers = dict(dead.headers)
+    assert dead.value == bad and headers["source_topic"] == f"{topic_prefix}.designs".encode()
+    assert b"design_version" in headers["reason"]
 
     # lift with no config file: the design comes from the store, tested per period
     monkeypatch.chdir(tmp_path)  # no switchboard.toml here
