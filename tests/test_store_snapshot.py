@@ -1,4 +1,5 @@
-"""The read-only snapshot of a locked chdb directory while its owner merges parts.
+"""The read-only snapshot of a locked chdb directory while its owner merges parts, and
+the event tables' columns against the event schema.
 
 The owner removes merged-away parts while a reader copies the directory; a part that
 vanished mid-copy must make the copy start again (a bounded number of times), not fail
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from bandit.errors import StoreError
+from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent, field_names
+from bandit.store import ClickHouseStore
 from bandit.store.clickhouse import _snapshot_copy
 
 
@@ -92,3 +95,19 @@ def test_snapshot_does_not_retry_an_unreadable_file(tmp_path: Path) -> None:
         _snapshot_copy(str(src), copy_function=unreadable)
     assert "vanishing" not in str(info.value)
     assert len(calls) == 3  # one attempt: the three files of the one part, each refused
+
+
+# ---------------------------------------------------------------------- event columns
+
+
+def test_event_tables_hold_every_event_field_and_nothing_else(store: ClickHouseStore) -> None:
+    """The insert columns come from ``bandit.events.field_names``: an event field added
+    without a migration (or a column dropped) fails here, not at the first insert."""
+    for table, cls in (("decisions", DecisionEvent), ("feedback", FeedbackEvent),
+                       ("engagement", EngagementEvent)):
+        rows = store._rows(
+            "SELECT name FROM system.columns WHERE database = currentDatabase() AND "
+            "table = {t:String} AND default_kind != 'MATERIALIZED' ORDER BY position",
+            {"t": table})
+        assert tuple(r[0] for r in rows) == tuple(
+            n for n in field_names(cls) if n != "schema_version"), table
