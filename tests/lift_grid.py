@@ -6,9 +6,10 @@ the fixed-horizon intervals are judged at the last look, the always-valid ones a
 look. The intervals are the production ones: :func:`bandit.stats.fieller_bounds` at
 :func:`bandit.stats.welch_quantile` (fixed horizon) or at
 :func:`bandit.stats.mixture_radius_factor` tuned for the planned size (always valid), and
-the difference ``d ± q · se`` with the same critical values — the formulas of
+for the difference :func:`bandit.stats.diff_bounds` at the same t quantile (fixed
+horizon) and ``d ± factor · se`` (always valid) — the kernels of
 :func:`bandit.stats.absolute_diff` / :func:`bandit.stats.sequential_diff`, which the unit
-tests tie to these kernels. For the 0/1 distributions the fixed-horizon intervals are the
+tests tie to these. For the 0/1 distributions the fixed-horizon intervals are the
 Miettinen–Nurminen score intervals (:func:`bandit.stats.score_ratio_bounds`,
 :func:`bandit.stats.score_diff_bounds`), as :func:`bandit.stats.relative_lift` and
 :func:`bandit.stats.absolute_diff` choose for 0/1 outcomes. Their fixed-horizon figures are exact
@@ -160,10 +161,9 @@ def fixed_bounds(dist: str, n: int, mt: np.ndarray, vt: np.ndarray, mc: np.ndarr
         return lo, hi, (xt > 0) | (xc > 0), dlo, dhi, every
     q = stats.welch_quantile(vt, vc, n, n, 1 - alpha / 2)
     lo, hi = stats.fieller_bounds(mt, vt, mc, vc, q)
-    se = np.sqrt(vt + vc)
-    d = mt - mc
+    dlo, dhi = stats.diff_bounds(mt, vt, mc, vc, n, n, q)
     return (lo, hi, _has_interval(mt, vt * n, mc, vc * n, np.full(mt.shape, n)),
-            d - q * se, d + q * se, se > 0)
+            dlo, dhi, np.sqrt(vt + vc) > 0)
 
 
 @dataclass(frozen=True)
@@ -299,7 +299,7 @@ def markdown(cells: list[Cell]) -> str:
         "truth) and always-valid relative interval ever excluding the truth:",
         "",
         "| distribution | n per arm | +5 % | +20 % | +68 % | always-valid miss (+5 / +20 / "
-        "+68 %) | absolute coverage (+5 / +20 / +68 %) |",
+        "+68 %) | absolute coverage (below / above): +5 / +20 / +68 % |",
         "|---|---:|---|---|---|---|---|",
     ]
     by = {(c.dist, c.n, c.lift): c for c in cells}
@@ -311,7 +311,8 @@ def markdown(cells: list[Cell]) -> str:
             cov = " | ".join(f"{_pct(1 - c.rel_miss)} ({_pct(c.rel_below)} / "
                              f"{_pct(c.rel_above)})" for c in row)
             seq = " / ".join(_pct(c.seq_rel_cross) for c in row)
-            ab = " / ".join(_pct(1 - c.abs_miss) for c in row)
+            ab = " / ".join(f"{_pct(1 - c.abs_miss)} ({_pct(c.abs_below)} / "
+                            f"{_pct(c.abs_above)})" for c in row)
             lines.append(f"| {d} | {n:,} | {cov} | {seq} | {ab} |")
     return "\n".join(lines)
 

@@ -120,14 +120,16 @@ LIGHT = [("log-normal", 200, 0.0), ("zero-inflated", 100, 0.0), ("p=0.02", 1000,
 @pytest.mark.parametrize("key", LIGHT, ids=[f"{d}-n{n}-lift{lift:+.2f}" for d, n, lift in LIGHT])
 def test_light_grid_cell_holds_its_level(key: tuple[str, int, float]) -> None:
     """400 experiments: miss ≤ the 99.5 % binomial quantile at 5 %, each tail ≤ that at
-    2.5 %, always-valid crossing ≤ that at 5 %."""
+    2.5 %, always-valid crossing ≤ that at 5 % — for the relative and the absolute
+    intervals."""
     sims = 400
     c = _cell(key, sims)
     assert c.rel_miss <= _upper(0.05, sims), c
     assert max(c.rel_below, c.rel_above) <= _upper(0.025, sims), c
     assert c.seq_rel_cross <= _upper(0.05, sims), c
+    assert c.abs_miss <= _upper(0.05, sims), c
+    assert max(c.abs_below, c.abs_above) <= _upper(0.025, sims), c
     if key[2] == 0.0:
-        assert c.abs_miss <= _upper(0.05, sims), c
         assert c.seq_abs_cross <= _upper(0.05, sims), c
 
 
@@ -146,6 +148,22 @@ def test_light_grid_catches_the_previous_delta_method() -> None:
     assert _cell(key, sims).rel_below <= _upper(0.025, sims)
 
 
+def test_light_grid_catches_welchs_difference_interval() -> None:
+    """The same draws judged with Welch's interval of the difference (the one
+    :func:`bandit.stats.diff_bounds` replaced): zero-inflated engagement at n = 200 with
+    a +68 % lift — its lower tail (interval below the truth) is far above 2.5 %, while
+    the cell above holds."""
+    sims, key = 400, ("zero-inflated", 200, 0.68)
+    lk = grid.simulate(*key, sims, SEEDS[key])
+    mt, vt, mc, vc = (a[:, -1] for a in (lk.mean_t, lk.var_t, lk.mean_c, lk.var_c))
+    n = lk.n[-1]
+    q = stats.welch_quantile(vt / n, vc / n, n, n, 0.975)
+    truth = grid.true_mean(key[0]) * key[2]
+    below = float((mt - mc + q * np.sqrt((vt + vc) / n) < truth).mean())
+    assert below > _upper(0.025, sims), below
+    assert _cell(key, sims).abs_below <= _upper(0.025, sims)
+
+
 def test_grid_kernels_are_the_scalar_functions() -> None:
     """The vectorised kernels the grid uses give what lift_table's functions give."""
     rng = np.random.default_rng(SEEDS[LIGHT[0]])
@@ -156,8 +174,8 @@ def test_grid_kernels_are_the_scalar_functions() -> None:
     r = stats.relative_lift(t, c)
     assert (float(lo), float(hi)) == pytest.approx((r.ci_low, r.ci_high), rel=1e-12)
     d = stats.absolute_diff(t, c)
-    half = float(q) * d.se
-    assert (d.ci_low, d.ci_high) == pytest.approx((d.estimate - half, d.estimate + half))
+    dlo, dhi = stats.diff_bounds(st.mean, st.var / st.n, sc.mean, sc.var / sc.n, st.n, sc.n, q)
+    assert (float(dlo), float(dhi)) == pytest.approx((d.ci_low, d.ci_high), rel=1e-12)
     f = stats.mixture_radius_factor(st.n + sc.n, 0.05, planned_n=1000)
     slo, shi = stats.fieller_bounds(st.mean, st.var / st.n, sc.mean, sc.var / sc.n, f)
     s = stats.sequential_lift(t, c, planned_n=1000)

@@ -29,15 +29,66 @@ def _rng(i: int) -> np.random.Generator:
 # ---------------------------------------------------------------------- closed form
 
 
-def test_absolute_diff_matches_scipy_welch() -> None:
+def test_absolute_diff_is_welch_where_a_mean_is_not_positive() -> None:
+    """No ratio (a mean <= 0): the interval is Welch's, as scipy computes it."""
     rng = _rng(0)
-    t, c = rng.normal(1.0, 2.0, 300), rng.normal(0.7, 1.0, 200)
+    t, c = rng.normal(-0.3, 2.0, 300), rng.normal(0.7, 1.0, 200)
     d = stats.absolute_diff(t, c)
     ref = sps.ttest_ind(t, c, equal_var=False)
     ci = ref.confidence_interval(0.95)
     assert d.estimate == pytest.approx(t.mean() - c.mean())
     assert d.p_value == pytest.approx(ref.pvalue)
     assert (d.ci_low, d.ci_high) == pytest.approx((ci.low, ci.high))
+
+
+def _scale_var_by_hand(ratio: float, se2_t: float, se2_c: float) -> float:
+    """Equal arms: ((R² + 1) / (R² (1 + R))) (se2_t + R³ se2_c), unbiased for
+    Var(m_t - m_c) when treatment = R × control and uncorrelated with m_t - m_c."""
+    return (ratio**2 + 1) / (ratio**2 * (1 + ratio)) * (se2_t + ratio**3 * se2_c)
+
+
+def test_absolute_diff_bounds_solve_the_scale_variance_equation_by_hand() -> None:
+    """Skewed, positive, a large lift: each bound b satisfies |d - b| = q √V with
+    V = max(Welch, the scale-model variance at R = 1 + b / m_c within Fieller's
+    interval); the interval contains Welch's, is wider above (the side a multiplicative
+    effect skews) and keeps Welch's p-value."""
+    rng = _rng(1)
+    n = 150
+    t, c = rng.lognormal(0, 1.5, n) * 1.68, rng.lognormal(0, 1.5, n)
+    d = stats.absolute_diff(t, c)
+    ref = sps.ttest_ind(t, c, equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    mt, mc, vt, vc = t.mean(), c.mean(), t.var(ddof=1) / n, c.var(ddof=1) / n
+    q = float(sps.t.ppf(0.975, ref.df))
+    rlo, rhi = (float(x) + 1 for x in stats.fieller_bounds(mt, vt, mc, vc, q))
+    for b, side in ((d.ci_low, -1), (d.ci_high, 1)):
+        ratio = min(max(1 + b / mc, min(rlo, 1.0)), max(rhi, 1.0))
+        v = max(vt + vc, _scale_var_by_hand(ratio, vt, vc))
+        assert side * (b - (mt - mc)) == pytest.approx(q * math.sqrt(v), rel=1e-9)
+    assert d.ci_low <= ci.low + 1e-12 and d.ci_high >= ci.high - 1e-12
+    assert d.ci_high - ci.high > ci.low - d.ci_low
+    assert d.p_value == pytest.approx(ref.pvalue) and d.se == pytest.approx(math.sqrt(vt + vc))
+
+
+def test_difference_interval_makes_welchs_call_on_zero_at_any_sizes() -> None:
+    """80,000 skewed draws, equal and unequal arms, lifts -30 % to +68 %: the interval
+    excludes 0 exactly when Welch's test rejects 0, and always contains Welch's."""
+    rng = _rng(2)
+    for n_t, n_c in ((100, 100), (100, 300), (900, 100), (50, 60)):
+        for lift in (0.0, 0.1, 0.3, 0.68, -0.3):
+            k = 4000
+            t = rng.lognormal(0, 1.5, (k, n_t)) * (1 + lift) * (rng.random((k, n_t)) > 0.5)
+            c = rng.lognormal(0, 1.5, (k, n_c)) * (rng.random((k, n_c)) > 0.5)
+            mt, mc = t.mean(1), c.mean(1)
+            vt, vc = t.var(1, ddof=1) / n_t, c.var(1, ddof=1) / n_c
+            q = stats.welch_quantile(vt, vc, n_t, n_c, 0.975)
+            lo, hi = stats.diff_bounds(mt, vt, mc, vc, n_t, n_c, q)
+            half = q * np.sqrt(vt + vc)
+            ok = vt + vc > 0
+            welch_rejects = np.abs(mt - mc) > half
+            assert np.array_equal(((lo > 0) | (hi < 0))[ok], welch_rejects[ok]), (n_t, n_c, lift)
+            assert (lo <= mt - mc - half + 1e-12)[ok].all()
+            assert (hi >= mt - mc + half - 1e-12)[ok].all()
 
 
 def test_relative_lift_fieller_bounds_solve_the_quadratic_by_hand() -> None:
