@@ -34,13 +34,22 @@ def timed(fn: Call, n: int, start: int = 0) -> dict[str, float]:
 
 def interleaved(fns: Mapping[str, Call], start: int, stop: int) -> dict[str, dict[str, float]]:
     """For each i in ``start .. stop - 1`` call every ``fns[name](i)`` in turn; a
-    :func:`summary` per name."""
+    :func:`summary` per name.
+
+    The order is shuffled each round (a fixed seed), so every callable follows every
+    other about equally often: what one leaves in, or evicts from, the caches falls on
+    all of them alike rather than always on the one after it.
+    """
     n = stop - start
     wall = {name: np.empty(n) for name in fns}
     cpu = {name: np.empty(n) for name in fns}
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    items = list(fns.items())
+    orders = np.random.default_rng(0).permuted(
+        np.tile(np.arange(len(items)), (n, 1)), axis=1).tolist()
     for i in range(start, stop):
-        for name, fn in fns.items():
+        for j in orders[i - start]:
+            name, fn = items[j]
             c0 = cpu_clock()
             t0 = clock()
             fn(i)
