@@ -436,6 +436,19 @@ def test_allocator_publishes_its_design_once_before_its_first_decision(tmp_path:
     assert allocator.design_since_ms == first
 
 
+def test_healthz_names_the_design_served_and_since_when(served: tuple[str, ListSink]) -> None:
+    url, sink = served
+    design = httpx.get(url + "/healthz").json()["design"]
+    assert design == {"experiment_id": "exp-default",
+                      "design_version": design_version("exp-default",
+                                                       [("gpt35", 0.5), ("bandit", 0.5)]),
+                      "weights": {"gpt35": 0.5, "bandit": 0.5}, "since_ms": None}
+    assert alloc(url, ts_ms=int(time.time() * 1000)).status_code == 200
+    after = httpx.get(url + "/healthz").json()["design"]
+    assert after["since_ms"] == sink.designs[0].ts_ms == sink.events[0].ts_ms
+    assert after["design_version"] == sink.designs[0].design_version
+
+
 @pytest.mark.parametrize(("offset_s", "accepted"), [
     (0.0, True), (-250.0, True), (250.0, True), (-400.0, False), (400.0, False),
     (-86_400.0 * 365, False), (86_400.0 * 365 * 900, False),

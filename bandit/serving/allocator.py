@@ -44,6 +44,7 @@ from bandit.events import (
     FeedbackEvent,
     decode_engagement,
     decode_feedback,
+    design_version,
 )
 from bandit.policies.base import Choice
 from bandit.serving.assignment import VariantAssigner
@@ -203,6 +204,8 @@ class Allocator:
         self.kinds = {v.name: tuple(v.arm_kinds) for v in config.experiment.variants}
         #: the weights every unit is assigned with (every configured variant, 0 included)
         self.design = {v.name: float(v.weight) for v in config.experiment.variants}
+        #: :func:`bandit.events.design_version` of :attr:`design`
+        self.design_version = design_version(self.experiment_id, self.design.items())
         #: the time of the first decision under :attr:`design` (None: none yet, so its
         #: design event is still to be published)
         self.design_since_ms: int | None = None
@@ -388,7 +391,7 @@ class Allocator:
             self.sinks[DesignEvent.KIND].publish(event)
             self.design_since_ms = ts_ms
         log.info("experiment %s: design %s (weights %s) in force from %d", self.experiment_id,
-                 event.design_version, self.design, ts_ms)
+                 self.design_version, self.design, ts_ms)
 
     def check_token(self, authorization: str | None, *, admin: bool = False) -> Reply | None:
         """None when ``authorization`` carries a configured bearer token (an admin one if

@@ -424,6 +424,11 @@ def create_app(
                           "topics": {kind: {"healthy": s.healthy, "buffer": s.depth,
                                             "spill_backlog": s.backlog}
                                      for kind, s in sinks.items()}},
+            # the design this server assigns units with; since_ms is null until its
+            # first decision (when its design event is sent)
+            "design": {"experiment_id": allocator.experiment_id,
+                       "design_version": allocator.design_version,
+                       "weights": allocator.design, "since_ms": allocator.design_since_ms},
             "ready": not allocator.readiness(),
         })
 

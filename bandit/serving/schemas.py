@@ -165,6 +165,7 @@ class HealthResponse(BaseModel):
     status: str
     model: dict[str, Any]
     publisher: dict[str, Any]
+    design: dict[str, Any]
 
 
 class ErrorItem(BaseModel):
