@@ -69,6 +69,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -1023,6 +1024,154 @@ def _dsjson_row(b: _Builder, no: int, obj: dict[str, Any]) -> None:
                str(eid) if eid is not None else str(no), 1.0 / (1.0 - float(pdrop)), ts_ms))
 
 
+#: events accepted column by column at once (:func:`_dsjson_chunk`)
+_CHUNK = 512
+_DICT = {dict}
+_LIST = {list}
+_NONE = {type(None)}
+
+
+def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
+    """Accept a run of well-formed DSJSON events field by field, as :func:`_dsjson_row` would.
+
+    The per-event checks of :func:`_dsjson_row` done once per field over the run (types
+    of a whole column at once, ranges in numpy). Returns False, having kept nothing, when
+    any event needs :func:`_dsjson_row`: a malformed or skipped line, a reward to clip,
+    action features, a missing optional field; the run is then read line by line, which
+    names each problem.
+    """
+    spec = b.spec
+    if spec.action_features != "none":
+        return False
+    n = len(items)
+    objs = [o for _, o in items]
+    skip = [o.get("_skipLearn") for o in objs]
+    if skip.count(None) != n and any(v is True for v in skip):
+        return False
+    cs = [o.get("c") for o in objs]
+    if set(map(type, cs)) != _DICT:
+        return False
+    last_m, last_a = b.last_multi, b.last_arms
+    arms_col: list[tuple[str, ...]] = []
+    try:
+        for m in (c.get("_multi") for c in cs):
+            if m is not last_m or m is None:
+                if type(m) is not list or not m:
+                    return False
+                arms = tuple(_action_ids(m, spec.action_id))
+                known = b.tuples.get(arms)
+                if known is None:
+                    if len(set(arms)) != len(arms):
+                        return False
+                    known = b.tuples[arms] = arms
+                last_m, last_a = m, known
+                b.last_multi, b.last_arms, b.last_conflict = m, known, None
+            arms_col.append(last_a)
+        K = np.fromiter(map(len, arms_col), dtype=np.int64, count=n)
+        lis = [o.get("_labelIndex") for o in objs]
+        if set(map(type, lis)) != _INT:
+            return False
+        idx = np.array(lis, dtype=np.int64)
+        las = [o.get("_label_Action") for o in objs]
+        types = set(map(type, las))
+        if not (types == _NONE or (types == _INT and np.array_equal(np.array(las), idx + 1))):
+            return False
+        if not ((idx >= 0) & (idx < K)).all():
+            return False
+        a_col = [o.get("a") for o in objs]
+        p_col = [o.get("p") for o in objs]
+        if set(map(type, a_col)) != _LIST or set(map(type, p_col)) != _LIST:
+            return False
+        lens = set(map(len, a_col))
+        if len(lens) != 1 or set(map(len, p_col)) != lens or 0 in lens:
+            return False
+        L = lens.pop()
+        flat = list(chain.from_iterable(a_col))
+        if set(map(type, flat)) != _INT:
+            return False
+        A = np.array(flat, dtype=np.int64).reshape(n, L)
+        if A.min() < 1 or (A > K[:, None]).any():
+            return False
+        if L > 1:
+            S = np.sort(A, axis=1)
+            if (S[:, 1:] == S[:, :-1]).any():
+                return False
+        flat = list(chain.from_iterable(p_col))
+        if not set(map(type, flat)) <= _NUM:
+            return False
+        P = np.array(flat, dtype=np.float64)
+        if not ((P >= 0) & (P <= 1)).all():
+            return False
+        props = [o.get("_label_probability") for o in objs]
+        if not set(map(type, props)) <= _NUM:
+            return False
+        prop = np.array(props, dtype=np.float64)
+        if not ((prop > 0) & (prop <= 1)).all():
+            return False
+        ts = [o.get("Timestamp") for o in objs]
+        types = set(map(type, ts))
+        if types == _STR:
+            ts = list(map(_parse_timestamp, ts))
+        elif types != _NONE:
+            return False
+        costs = [o.get("_label_cost") for o in objs]
+        if not set(map(type, costs)) <= _NUM:
+            return False
+        cost = np.array(costs, dtype=np.float64)
+        if not np.isfinite(cost).all():
+            return False
+        reward = spec.cost_offset + spec.cost_scale * cost
+        lo, hi = spec.reward_range
+        if not ((reward >= lo) & (reward <= hi)).all():
+            return False
+        pdrops = [o.get("pdrop", 0.0) for o in objs]
+        if not set(map(type, pdrops)) <= _NUM:
+            return False
+        pdrop = np.array(pdrops, dtype=np.float64)
+        if not ((pdrop >= 0) & (pdrop < 1)).all():
+            return False
+        xs = [c.get("x") for c in cs]
+        if (set(map(type, xs)) == _LIST and set(map(len, cs)) == {2} and 0 not in map(len, xs)
+                and set(map(type, chain.from_iterable(xs))) <= _NUM
+                and math.isfinite(sum(map(sum, xs)))):
+            ctx: list[Any] = xs
+            dense = [True] * n
+        else:
+            ctx, dense = [], []
+            for c, x in zip(cs, xs, strict=True):
+                if (type(x) is list and x and len(c) == 2 and set(map(type, x)) <= _NUM
+                        and (math.isfinite(sum(x)) or all(math.isfinite(v) for v in x))):
+                    ctx.append(x)
+                    dense.append(True)
+                else:
+                    feats: list[tuple[str, float]] = []
+                    _flatten(c, "", feats)
+                    ctx.append(feats)
+                    dense.append(False)
+    except (_Bad, OverflowError):
+        return False
+    eids = [o.get("EventId") for o in objs]
+    if set(map(type, eids)) != _STR:
+        eids = [str(e) if e is not None else str(no) for (no, _), e in zip(items, eids, strict=True)]
+    if (K == L).all():
+        dists: list[Any] = list(zip(arms_col, p_col, a_col, strict=True))
+    else:
+        dists = [(ar, p, a) if len(ar) == L else None
+                 for ar, p, a in zip(arms_col, p_col, a_col, strict=True)]
+    b.line.extend(no for no, _ in items)
+    b.arm.extend(ar[i] for ar, i in zip(arms_col, lis, strict=True))
+    b.prop.extend(prop.tolist())
+    b.rewards.extend(reward.tolist())
+    b.ctx.extend(ctx)
+    b.dense.extend(dense)
+    b.probs.extend(dists)
+    b.eligible.extend(arms_col)
+    b.event_id.extend(eids)
+    b.weight.extend((1.0 / (1.0 - pdrop)).tolist())
+    b.ts.extend(ts)
+    return True
+
+
 _MULTI_KEY = b'"_multi"'
 
 
@@ -1111,9 +1260,20 @@ def read_dsjson(path: str | Path, *, arm_ids: Sequence[str] | None = None,
     """Read a DSJSON log per the format's definition (module docstring)."""
     b = _open_log(path, spec)
     with _gc_paused():
-        for no, obj in _dsjson_objects(b):
-            _dsjson_row(b, no, obj)
+        run: list[tuple[int, dict[str, Any]]] = []
+        for item in _dsjson_objects(b):
+            run.append(item)
+            if len(run) == _CHUNK:
+                _dsjson_rows(b, run)
+                run = []
+        _dsjson_rows(b, run)
         return b.finish(arm_ids)
+
+
+def _dsjson_rows(b: _Builder, run: list[tuple[int, dict[str, Any]]]) -> None:
+    if run and not _dsjson_chunk(b, run):
+        for no, obj in run:
+            _dsjson_row(b, no, obj)
 
 
 def _timestamp_ms(value: Any) -> int:
