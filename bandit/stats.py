@@ -425,7 +425,8 @@ def _scale_var(ratio: FloatArray, se2_t: FloatArray, se2_c: FloatArray, n_t: Flo
                n_c: FloatArray) -> FloatArray:
     """Var(m_t - m_c) estimated as ``a (se2_t + R³ (n_c / n_t)² se2_c)``: unbiased when the
     treatment is the control scaled by R (σ_t = R σ_c, μ3_t = R³ μ3_c) and, by
-    cov(ȳ, s²) = μ3 / n, uncorrelated with m_t - m_c; Welch's se2_t + se2_c at R = 1."""
+    cov(ȳ, s²) = μ3 / n, uncorrelated with m_t - m_c; at R = 1 it is Welch's
+    se2_t + se2_c when n_t = n_c."""
     r2 = ratio * ratio
     a = n_t * (r2 * n_c + n_t) / (r2 * n_c * (n_t + ratio * n_c))
     return np.asarray(a * (se2_t + ratio**3 * (n_c / n_t) ** 2 * se2_c))
