@@ -91,8 +91,9 @@ class ReplayResult:
 
 def _draw(probs: FloatArray, u: FloatArray) -> IntArray:
     """One index per row drawn from each row's distribution (inverse CDF of ``u``)."""
-    idx = (u[:, None] > np.cumsum(probs, axis=1)).sum(axis=1)
-    return np.minimum(idx, probs.shape[1] - 1).astype(np.int64)
+    cdf = np.cumsum(probs, axis=1)
+    cdf[:, -1] = np.inf  # a row summing to a hair under u still draws its last index
+    return (cdf < u[:, None]).sum(axis=1, dtype=np.int64)  # type: ignore[no-any-return]
 
 
 #: events per chunk of the per-event random stream (see :class:`_Draws`)
@@ -128,6 +129,11 @@ class _Draws:
     def take(self, start: int, stop: int) -> tuple[FloatArray, FloatArray | None]:
         """``u`` (and ``z``) of events ``start..stop-1`` (starts never go backwards)."""
         c0, c1 = start // DRAW_CHUNK, (stop - 1) // DRAW_CHUNK
+        if c0 == c1 and c0 in self._chunks:  # the usual case: inside the current chunk
+            u, z = self._chunks[c0]
+            lo = start - c0 * DRAW_CHUNK
+            hi = lo + (stop - start)
+            return u[lo:hi], None if z is None else z[lo:hi]
         for old in [c for c in self._chunks if c < c0]:
             del self._chunks[old]
         parts = [self._chunk(c) for c in range(c0, c1 + 1)]
@@ -187,6 +193,11 @@ class _Chooser:
         self._w0 = self._w1 = 0
         self._means = self._widths = self._scores = np.zeros((0, 0))
         self._slot = {a: j for j, a in enumerate(self.allowed_ids)}
+        self._ids = tuple(self.allowed_ids)
+        self._all_cols = bool(allowed.all())  # choice slot == log column
+        # separable policy: updated arms (slots) whose window columns are stale from the
+        # given row on; re-scored only over the rows a stretch is about to use
+        self._stale: dict[int, int] = {}
 
     # ---- windows of scores
     def window(self, start: int, step: int) -> int:
@@ -200,7 +211,33 @@ class _Chooser:
             sc = self.policy.score_batch(self.data.contexts[start:stop], self.allowed_ids)
             self._means, self._widths, self._scores = sc.means, sc.widths, sc.scores
             self._w0, self._w1 = start, stop
-        return min(self._w1, start + step)
+            self._stale.clear()
+            return min(stop, start + step)
+        stop = min(self._w1, start + step)
+        if self._stale:
+            self._refresh(start, stop)
+        return stop
+
+    def _refresh(self, start: int, stop: int) -> None:
+        """Re-score the stale arms over rows ``start..stop-1`` (one call for them all)."""
+        stale = self._stale
+        slots = [j for j, fresh in stale.items() if fresh < stop]
+        if not slots:
+            return
+        sc = self.policy.score_batch(self.data.contexts[start:stop],
+                                     [self.allowed_ids[j] for j in slots])
+        r0, r1 = start - self._w0, stop - self._w0
+        if len(slots) == 1:  # basic indexing: no fancy-index copy per update
+            j = slots[0]
+            self._means[r0:r1, j] = sc.means[:, 0]
+            self._widths[r0:r1, j] = sc.widths[:, 0]
+            self._scores[r0:r1, j] = sc.scores[:, 0]
+        else:
+            self._means[r0:r1, slots] = sc.means
+            self._widths[r0:r1, slots] = sc.widths
+            self._scores[r0:r1, slots] = sc.scores
+        for j in slots:
+            stale[j] = stop
 
     def updated(self, arm_cols: IntArray, start: int) -> None:
         """The policy learnt from events with these logged arms; events from ``start`` on see it."""
@@ -210,28 +247,16 @@ class _Chooser:
             self._w1 = 0  # the next window is scored afresh
             return
         if arm_cols.shape[0] == 1:
-            arm = self.data.arm_ids[int(arm_cols[0])]
-            slots = [self._slot[arm]] if arm in self._slot else []
+            slot = self._slot.get(self.data.arm_ids[int(arm_cols[0])])
+            slots = [] if slot is None else [slot]
         else:
             slots = sorted({self._slot[a] for a in (self.data.arm_ids[c] for c in
                                                     set(arm_cols.tolist())) if a in self._slot})
-        if not slots:
-            return
-        if 2 * len(slots) > len(self.allowed_ids):
+        stale = self._stale
+        for j in slots:
+            stale[j] = min(stale.get(j, start), start)
+        if 2 * len(stale) > len(self.allowed_ids):
             self._w1 = 0
-            return
-        sc = self.policy.score_batch(self.data.contexts[start:self._w1],
-                                     [self.allowed_ids[j] for j in slots])
-        r = start - self._w0
-        if len(slots) == 1:  # basic indexing: no fancy-index copy per update
-            j = slots[0]
-            self._means[r:, j] = sc.means[:, 0]
-            self._widths[r:, j] = sc.widths[:, 0]
-            self._scores[r:, j] = sc.scores[:, 0]
-        else:
-            self._means[r:, slots] = sc.means
-            self._widths[r:, slots] = sc.widths
-            self._scores[r:, slots] = sc.scores
 
     # ---- choices
     def _eligible(self, i: int) -> list[str]:
@@ -254,9 +279,9 @@ class _Chooser:
             uniform = np.minimum((u / f).astype(np.int64), k - 1) if f > 0 else winner
             pick = np.where(u < k * f, uniform, winner)
         else:
-            sc = BatchScores(tuple(self.allowed_ids), means, widths, self._scores[r0:r1])
+            sc = BatchScores(self._ids, means, widths, self._scores[r0:r1])
             pick = _draw(pol.probabilities_from_scores(sc), u)
-        return self.cols[pick]
+        return pick if self._all_cols else self.cols[pick]  # type: ignore[no-any-return]
 
     def __call__(self, start: int, stop: int) -> IntArray:
         """Log arm columns chosen for events ``start..stop-1`` (within :meth:`window`)."""
@@ -363,7 +388,7 @@ def replay(
             ok = chosen == a_all[start:block]
             if coin is not None:
                 ok &= coin[start:block] < accept_p[start:block]
-            hit = np.flatnonzero(ok)
+            hit = ok.nonzero()[0]
             if hit.size >= need:  # the policy learns here: later events see the new state
                 hit = hit[:need]
                 block = start + int(hit[-1]) + 1
