@@ -4,7 +4,10 @@ Nothing here touches Kafka, the store or the clock: a :class:`JoinPartition` rec
 raw bytes of one decisions partition and the co-partitioned feedback partition (same
 partition number, both keyed by ``conversation_id``) and produces
 
-* an additive statistics delta (``policy.accumulate`` over closed decisions),
+* an additive statistics delta (``policy.accumulate`` over closed decisions, with each
+  decision's logged propensity and eligible arms: what an off-policy learner such as
+  Vowpal Wabbit's ``cb_explore_adf`` weighs its update by; the linear policies, which
+  regress each arm's reward on its contexts, do not need them),
 * rows for the store and dead letters, collected in an :class:`Outbox`,
 * the next offsets to read — so state and offsets are snapshotted together.
 
@@ -40,7 +43,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from bandit.config import LearnerConfig, RewardConfig
-from bandit.errors import EventDecodeError
+from bandit.errors import EventDecodeError, InvalidInputError, SnapshotError
 from bandit.events import (
     DecisionEvent,
     DesignEvent,
@@ -49,11 +52,20 @@ from bandit.events import (
     FeedbackEvent,
     decode_batch,
 )
-from bandit.formats.state import WATERMARK_WINDOW, EngagementState, JoinState
+from bandit.formats.state import (
+    WATERMARK_WINDOW,
+    EngagementState,
+    JoinState,
+    VWDeltaState,
+    state_delta,
+)
+from bandit.linear import RidgeStatistics
 from bandit.reward import reward_from_proxies
 
 _E = TypeVar("_E", DecisionEvent, FeedbackEvent, EngagementEvent, ExposureEvent, DesignEvent)
 _first: Final = itemgetter(0)
+#: what a saved delta's kind is called in errors
+_KIND_NAMES: Final = {RidgeStatistics: "ridge (linear policy)", VWDeltaState: "Vowpal Wabbit"}
 
 __all__ = [
     "DECISIONS",
@@ -149,13 +161,22 @@ class LowWatermark:
 
 
 class StatisticsModel(Protocol):
-    """The part of :class:`bandit.policies.base.Policy` the core needs (additive state)."""
+    """The part of :class:`bandit.policies.base.AdditivePolicy` the core needs."""
 
     def empty_statistics(self) -> Any: ...
 
     def accumulate(
-        self, stats: Any, arm_ids: Sequence[str], contexts: Any, rewards: Any
+        self,
+        stats: Any,
+        arm_ids: Sequence[str],
+        contexts: Any,
+        rewards: Any,
+        *,
+        propensities: Any = None,
+        eligible: Sequence[Sequence[str] | None] | None = None,
     ) -> Any: ...
+
+    def statistics_from_arrays(self, arrays: Any) -> Any: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -722,7 +743,12 @@ class JoinPartition(_Partition):
         self.outbox.rewards.extend(done)
         self.closed.update(zip([ev.decision_id for ev in events], done, strict=True))
         self.delta = self.model.accumulate(
-            self.delta, arms, X, np.array(values, dtype=np.float64)
+            self.delta,
+            arms,
+            X,
+            np.array(values, dtype=np.float64),
+            propensities=np.array([ev.propensity for ev in events], dtype=np.float64),
+            eligible=[ev.eligible or None for ev in events],
         )
         self.counters.closed += n
         self.counters.defaulted += n - sum(joined)
@@ -749,7 +775,7 @@ class JoinPartition(_Partition):
         """Everything needed to resume exactly here (no outbox)."""
         return JoinState(
             partition=self.partition,
-            delta=self.delta,
+            delta=state_delta(self.delta),
             offsets=dict(self.offsets),
             wm_decisions=(self._wm_decisions.value, *self._wm_decisions.recent),
             wm_feedback=(self._wm_feedback.value, *self._wm_feedback.recent),
@@ -773,7 +799,7 @@ class JoinPartition(_Partition):
         """Replace this partition's state with one from :meth:`to_state`."""
         if not isinstance(state, JoinState) or state.partition != self.partition:
             raise ValueError(f"state is not for join partition {self.partition}")
-        self.delta = state.delta
+        self.delta = self._restored_delta(state.delta)
         self.offsets = dict(state.offsets)
         wm_d, wm_f = state.wm_decisions, state.wm_feedback
         self._wm_decisions = LowWatermark(self.watermark_outliers, wm_d[1:], wm_d[0])
@@ -800,6 +826,29 @@ class JoinPartition(_Partition):
         self._decision_eids.update(c.decision.event_id for c in self.closed.values())
         self.counters = Counters(**state.counters)
         self.outbox = Outbox()
+
+
+    def _restored_delta(self, delta: Any) -> Any:
+        """The policy's statistics for a saved delta: ridge statistics are used as they are,
+        a Vowpal Wabbit delta is rebuilt by the policy on its model (the prior). A delta of
+        another kind than the policy learns, or one its model cannot take, is refused."""
+        where = f"state of join partition {self.partition}"
+        learns = RidgeStatistics if isinstance(self.delta, RidgeStatistics) else VWDeltaState
+        if not isinstance(delta, learns):
+            raise SnapshotError(
+                f"{where} holds a {_KIND_NAMES[type(delta)]} delta, this learner's policy "
+                f"learns {_KIND_NAMES[learns]} deltas: the state directory belongs to "
+                "another policy"
+            )
+        if isinstance(delta, VWDeltaState):
+            try:
+                return self.model.statistics_from_arrays(delta.to_arrays())
+            except InvalidInputError as exc:
+                raise SnapshotError(
+                    f"{where} holds a Vowpal Wabbit delta this learner's model cannot take "
+                    f"({exc})"
+                ) from None
+        return delta
 
 
 class EngagementPartition(_Partition):

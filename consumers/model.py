@@ -1,6 +1,8 @@
 """The learner's model: the policy, its arms, the frozen prior and the merged snapshots.
 
-The published model is ``prior + Σ partition deltas``. The prior is frozen in the state
+The published model is ``prior + Σ partition deltas`` — for a Vowpal Wabbit policy the
+prior's model with the partitions' model deltas merged by VW's model merge and applied
+(:class:`bandit.adapters.vw.PartitionedVWPolicy`). The prior is frozen in the state
 directory the first time the group starts (from the newest published snapshot if one
 exists, else an empty policy), so restarting the learner never counts a delta twice.
 Any consumer may publish: it merges every partition file of the shared state directory
@@ -187,8 +189,21 @@ class ModelPublisher:
         _remove_stale(self.out)
 
     def merged_delta(self, model: Any) -> Any:
-        total = model.empty_statistics()
-        for _, delta in sorted(self.state.load_deltas("join").items()):
+        """The sum of every partition's saved delta, as ``model``'s statistics.
+
+        Each saved delta (:data:`bandit.formats.state.StateDelta`) is rebuilt by the
+        policy (``statistics_from_arrays``: a Vowpal Wabbit delta on the prior's model)
+        and the partitions are merged in partition order, starting from the first (an
+        empty delta only when no partition has saved one).
+        """
+        deltas = [
+            model.statistics_from_arrays(delta.to_arrays())
+            for _, delta in sorted(self.state.load_deltas("join").items())
+        ]
+        if not deltas:
+            return model.empty_statistics()
+        total = deltas[0]
+        for delta in deltas[1:]:
             total = total.merge(delta)
         return total
 

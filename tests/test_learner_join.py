@@ -31,7 +31,7 @@ class RidgeModel:
     def empty_statistics(self) -> RidgeStatistics:
         return RidgeStatistics.empty(self.dim, self.arm_ids)
 
-    def accumulate(self, stats, arm_ids, contexts, rewards):  # type: ignore[no-untyped-def]
+    def accumulate(self, stats, arm_ids, contexts, rewards, **logged):  # type: ignore[no-untyped-def]
         out = stats.copy()
         out.update_batch(
             list(arm_ids),

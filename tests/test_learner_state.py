@@ -167,3 +167,119 @@ def test_learner_restart_from_previous_release_state_is_refused_never_unpickled(
     assert "previous release" in proc.stderr and "never unpickles" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not marker.exists()
+
+
+# ------------------------------------------------------------- Vowpal Wabbit deltas
+
+
+def _vw_partition(exploration: str = "epsilon", dim: int = 4):  # type: ignore[no-untyped-def]
+    pytest.importorskip("vowpal_wabbit_next")
+    from bandit.arms import Arm, ArmRegistry
+    from bandit.config import RewardConfig, VWParams
+    from bandit.policies import make_policy
+    from consumers.join import JoinPartition
+    from consumers.synthetic import ARMS
+
+    policy = make_policy(VWParams(dim=dim, vw_exploration=exploration),
+                         ArmRegistry([Arm(a) for a in ARMS]))
+    return JoinPartition(0, policy, arm_ids=ARMS, dim=dim, window_s=10.0,  # type: ignore[arg-type]
+                         reward=RewardConfig(), watermark_outliers=0)
+
+
+def _vw_weights(policy, delta) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The (weight, adaptive, normalised) slots of ``policy``'s model after ``delta``."""
+    import copy
+
+    import vowpal_wabbit_next as vw
+
+    model = copy.copy(policy)
+    model.apply(delta)
+    ws = vw.Workspace(policy._args, model_data=bytes(model.snapshot_arrays()["vw_model"]))
+    return np.asarray(ws.weights())[:, 0, :3].astype(np.float64)
+
+
+def test_learner_state_vw_delta_round_trips_and_resumes(tmp_path: Path) -> None:
+    from bandit.formats.state import VWDeltaState
+
+    stream = make_stream(3, 240, partitions=1, dim=4, window_ms=10_000, step_ms=200)
+    half_d, half_f = len(stream.decisions[0]) // 2, len(stream.feedback[0]) // 2
+    p = _vw_partition()
+    p.ingest(DECISIONS, list(enumerate(stream.decisions[0][:half_d])))
+    p.ingest(FEEDBACK, list(enumerate(stream.feedback[0][:half_f])))
+    assert p.counters.closed > 20 and p.pending
+    d = StateDir(tmp_path, key=KEY)
+    state = p.to_state()
+    assert isinstance(state.delta, VWDeltaState) and state.delta.events == p.counters.closed
+    d.save(state)
+    arrays, meta = encode_state(state)
+    assert meta["delta"] == "vw" and meta["state_version"] == STATE_VERSION == 3
+    assert {k for k in arrays if k.startswith("delta.")} == {"delta.vw_delta", "delta.events"}
+    loaded = d.load("join", 0)
+    assert isinstance(loaded, JoinState) and loaded.delta == state.delta
+    assert d.load_deltas("join")[0] == state.delta
+    # a partition restored from the file learns the rest exactly as the one that went on
+    q = _vw_partition()
+    q.load_state(loaded)
+    for part_ in (p, q):
+        part_.ingest(DECISIONS, list(enumerate(stream.decisions[0][half_d:], start=half_d)))
+        part_.ingest(FEEDBACK, list(enumerate(stream.feedback[0][half_f:], start=half_f)))
+    assert q.counters == p.counters and q.delta.events == p.delta.events > state.delta.events
+    np.testing.assert_allclose(_vw_weights(q.model, q.delta), _vw_weights(p.model, p.delta),
+                               rtol=0, atol=1e-6)
+    assert np.abs(_vw_weights(p.model, p.delta)[:, 0]).max() > 0.01  # it did learn
+
+
+def test_learner_state_refuses_another_policys_or_a_corrupted_vw_delta(tmp_path: Path) -> None:
+    vw_part, ridge_part = _vw_partition(), _busy_partition()
+    vw_part.ingest(DECISIONS, list(enumerate(
+        make_stream(4, 40, partitions=1, dim=4).decisions[0])))
+    vw_state, ridge_state = vw_part.to_state(), ridge_part.to_state()
+    d = StateDir(tmp_path)
+    # a state file of one policy's kind is refused by a learner of the other
+    with pytest.raises(SnapshotError, match="another policy"):
+        part().load_state(vw_state)
+    with pytest.raises(SnapshotError, match="another policy"):
+        _vw_partition().load_state(ridge_state)
+    # a VW delta of another model (another exploration: other learners), or bytes that
+    # are no delta at all, is refused when it is restored, naming the delta and VW's reason
+    with pytest.raises(SnapshotError, match="vw_delta must be a delta of this Vowpal Wabbit "
+                                            "model .Enabled learners are not identical"):
+        _vw_partition("bag").load_state(vw_state)
+    garbage = JoinState(**{**{f: getattr(vw_state, f) for f in JoinState.__slots__},
+                           "delta": type(vw_state.delta)(b"\x06not a delta", 3)})
+    d.save(garbage)
+    with pytest.raises(SnapshotError, match="vw_delta"):
+        _vw_partition().load_state(d.load("join", 0))
+    # the header's tag must name the arrays' kind
+    arrays, meta = encode_state(vw_state)
+    for bad_meta in ({**meta, "delta": "ridge"}, {**meta, "delta": "torch"},
+                     {k: v for k, v in meta.items() if k != "delta"},
+                     {**meta, "state_version": 2}):
+        save_snapshot(d.path("join", 0), arrays, bad_meta)
+        with pytest.raises(SnapshotError, match="not a valid learner state"):
+            d.load("join", 0)
+    save_snapshot(d.path("join", 0), {**arrays, "delta.vw_delta": np.zeros((2, 2), np.uint8)},
+                  meta)
+    with pytest.raises(SnapshotError, match="vw_delta must be a non-empty uint8 vector"):
+        d.load("join", 0)
+    # a flipped byte is caught by the file's checksum before anything is parsed
+    d.save(vw_state)
+    data = bytearray(d.path("join", 0).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    d.path("join", 0).write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match="checksum"):
+        d.load("join", 0)
+
+
+def test_learner_state_version_2_ridge_files_are_still_read(tmp_path: Path) -> None:
+    p = _busy_partition()
+    arrays, meta = encode_state(p.to_state())
+    assert meta.pop("delta") == "ridge"  # version 3 only adds the tag: same arrays
+    d = StateDir(tmp_path)
+    save_snapshot(d.path("join", 0), arrays, {**meta, "state_version": 2})
+    loaded = d.load("join", 0)
+    assert isinstance(loaded, JoinState)
+    assert loaded.delta.allclose(p.delta, rtol=0, atol=0)  # type: ignore[union-attr]
+    q = part()
+    q.load_state(loaded)
+    assert q.to_state().pending == p.to_state().pending

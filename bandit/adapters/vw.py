@@ -273,8 +273,10 @@ class VWDelta:
     """Statistics of a :class:`PartitionedVWPolicy`: what a workspace learnt since a base.
 
     Live while a partition accumulates (a workspace trained from the base model), frozen
-    once merged or read back from a state file (a ``vw.ModelDelta``). ``merge`` is VW's
-    model merge (``merge_deltas``); deltas merged or applied together must share the base.
+    once merged or read back from a state file (a ``vw.ModelDelta``; one read back also
+    keeps the workspace it was checked on, so learning resumes without another copy).
+    ``merge`` is VW's model merge (``merge_deltas``); deltas merged or applied together
+    must share the base.
     """
 
     def __init__(self, args: list[str], base: vw.Workspace, *,
@@ -287,10 +289,11 @@ class VWDelta:
         self.events = events
 
     def model_delta(self) -> vw.ModelDelta:
+        if self._delta is not None:  # frozen, or the workspace has not learnt since
+            return self._delta
         if self._ws is not None:
             return vw.calculate_delta(self._base, self._ws)
-        if self._delta is None:  # nothing learnt: the delta of the base to itself
-            self._delta = vw.calculate_delta(self._base, self._base)
+        self._delta = vw.calculate_delta(self._base, self._base)  # nothing learnt
         return self._delta
 
     def learning_workspace(self) -> vw.Workspace:
@@ -299,14 +302,14 @@ class VWDelta:
             if self._delta is None:
                 self._ws = vw.Workspace(self._args, model_data=self._base.serialize())
             else:
-                self._ws = vw.apply_delta(self._base, self._delta)
-            self._delta = None
+                self._ws = _vw_call(vw.apply_delta, self._base, self._delta)
+        self._delta = None  # what it learns next is not in a frozen delta
         return self._ws
 
     def merge(self, other: Any) -> VWDelta:
         if not isinstance(other, VWDelta):
             raise InvalidInputError("other", type(other).__name__, "must be VWDelta")
-        merged = vw.merge_deltas([self.model_delta(), other.model_delta()])
+        merged = _vw_call(vw.merge_deltas, [self.model_delta(), other.model_delta()])
         return VWDelta(self._args, self._base, delta=merged, events=self.events + other.events)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -342,36 +345,53 @@ class PartitionedVWPolicy(VWPolicy):
 
     def accumulate(self, stats: Any, arm_ids: Sequence[str], contexts: npt.ArrayLike,
                    rewards: npt.ArrayLike, *,
-                   propensities: npt.ArrayLike | None = None) -> VWDelta:
+                   propensities: npt.ArrayLike | None = None,
+                   eligible: Sequence[Sequence[str] | None] | None = None) -> VWDelta:
         """Learn a batch into ``stats`` (in place) and return it.
 
-        ``propensities`` are the logged probabilities of the chosen arms; without them
-        each event is learnt at 1/K of the active arms (VW weighs costs by 1/propensity).
+        ``propensities`` are the logged probabilities of the chosen arms (VW weighs each
+        cost by 1/propensity); ``eligible`` each decision's eligible arms, the actions of
+        its example (None for one: the active arms). Without propensities each event is
+        learnt at 1/K of its actions.
         """
         st = self._as_delta(stats, "stats")
         ids = list(arm_ids)
         X = as_contexts(contexts, self._dim, len(ids))
         r = as_rewards(rewards, len(ids))
         p = None if propensities is None else as_rewards(propensities, len(ids))
+        if p is not None and not bool(((p > 0.0) & (p <= 1.0)).all()):
+            bad = int(np.flatnonzero(~((p > 0.0) & (p <= 1.0)))[0])
+            raise InvalidInputError(f"propensities[{bad}]", float(p[bad]), "must be in (0, 1]")
+        sets = [None] * len(ids) if eligible is None else list(eligible)
+        if len(sets) != len(ids):
+            raise InvalidInputError("eligible", len(sets), f"must have {len(ids)} entries")
         for i, a in enumerate(ids):
             if not isinstance(a, str) or a not in self.arms:
                 raise UnknownArmError(a, field=f"arm_ids[{i}]")
         with self._lock:
             ws = st.learning_workspace()
             for i, (a, x) in enumerate(zip(ids, X, strict=True)):
-                self._learn(a, x, float(r[i]), None if p is None else float(p[i]), None, ws)
+                self._learn(a, x, float(r[i]), None if p is None else float(p[i]), sets[i], ws)
             st.events += len(ids)
         return st
 
     def statistics_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> VWDelta:
-        """A delta written by :meth:`VWDelta.to_arrays`, based on the current model."""
+        """A delta written by :meth:`VWDelta.to_arrays`, based on the current model.
+
+        The delta is applied to the model once here, so that one VW cannot read, or one
+        of another model (other options, exploration or interactions), is refused with
+        :class:`InvalidInputError` now rather than when it is merged or learnt into.
+        """
         try:
             data = bytes(np.asarray(arrays["vw_delta"], dtype=np.uint8).tobytes())
             events = int(np.asarray(arrays["events"]))
         except KeyError as exc:
             raise InvalidInputError("arrays", sorted(arrays), f"misses {exc}") from None
+        delta = _vw_call(vw.ModelDelta, data)
         with self._lock:
-            return VWDelta(self._args, self._copy(), delta=vw.ModelDelta(data), events=events)
+            base = self._copy()
+        ws = _vw_call(vw.apply_delta, base, delta)
+        return VWDelta(self._args, base, workspace=ws, delta=delta, events=events)
 
     @property
     def statistics(self) -> VWDelta:
@@ -383,7 +403,7 @@ class PartitionedVWPolicy(VWPolicy):
     def set_statistics(self, stats: Any) -> None:
         """Replace the model with ``stats`` taken as a delta from an untrained workspace."""
         st = self._as_delta(stats, "stats")
-        ws = vw.apply_delta(vw.Workspace(self._args), st.model_delta())
+        ws = _vw_call(vw.apply_delta, vw.Workspace(self._args), st.model_delta())
         with self._lock:
             self._install(ws)
             self._events = st.events
@@ -392,7 +412,7 @@ class PartitionedVWPolicy(VWPolicy):
         """Fold a (merged) delta whose base is the current model in (``apply_delta``)."""
         d = self._as_delta(delta, "delta")
         with self._lock:
-            self._install(vw.apply_delta(self._ws, d.model_delta()))
+            self._install(_vw_call(vw.apply_delta, self._ws, d.model_delta()))
             self._events += d.events
 
     def _install(self, ws: vw.Workspace) -> None:
@@ -406,6 +426,17 @@ class PartitionedVWPolicy(VWPolicy):
         if not isinstance(stats, VWDelta):
             raise InvalidInputError(field, type(stats).__name__, "must be VWDelta")
         return stats
+
+
+def _vw_call(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` with VW's refusal of a delta (not a delta, corrupted, or of a model
+    with other options) raised as :class:`InvalidInputError` naming the delta."""
+    try:
+        return fn(*args)
+    except RuntimeError as exc:
+        reason = " ".join(str(exc).split())
+        raise InvalidInputError("vw_delta", "a delta Vowpal Wabbit refused",
+                                f"must be a delta of this Vowpal Wabbit model ({reason})") from None
 
 
 def make_vw_policy(params: VWParams, arms: ArmRegistry) -> VWPolicy:

@@ -15,9 +15,16 @@ produce and restore them (``consumers.join``), this module writes and reads them
 Format: the model snapshot's (:mod:`bandit.formats.snapshot`: magic, version, SHA-256, JSON
 header, npz arrays — no pickle anywhere), optionally authenticated with HMAC-SHA256
 under the key in ``learner.state_hmac_key_file``. The header says
-``{"kind": "learner-state", "state_version": 2, "unit": ..., "partition": ...}``; the
-arrays are the delta's (``delta.S``, ``delta.b``, ...), the pending contexts
-(``pending_x``) and ``body``, the rest as UTF-8 JSON. :func:`decode_state` checks every
+``{"kind": "learner-state", "state_version": 3, "unit": ..., "partition": ...,
+"delta": ...}``; the arrays are the delta's (``delta.S``, ``delta.b``, ...), the pending
+contexts (``pending_x``) and ``body``, the rest as UTF-8 JSON.
+
+A join partition's delta is a tagged union (:data:`StateDelta`), named by the header's
+``delta``: ``ridge`` — the linear policies' :class:`~bandit.linear.RidgeStatistics`
+(arrays ``delta.arm_ids``, ``delta.S``, ``delta.b``, ``delta.n``, ``delta.events``) — or
+``vw`` — a Vowpal Wabbit model delta (:class:`VWDeltaState`: ``delta.vw_delta``, the bytes
+``vowpal_wabbit_next`` serialises, and ``delta.events``). Version 2 files (before the tag)
+hold ridge deltas in the same arrays and are read as such. :func:`decode_state` checks every
 field's type and shape and refuses anything else with :class:`SnapshotError`, so a file
 someone else wrote can at worst be refused, never run. Files of the previous release
 (``SBLS1``, pickled) are refused with what to do, never unpickled.
@@ -54,15 +61,20 @@ __all__ = [
     "JoinState",
     "PartitionState",
     "PendingRow",
+    "StateDelta",
     "StateDir",
+    "VWDeltaState",
     "decode_state",
     "encode_state",
     "read_key",
+    "state_delta",
 ]
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION: Final = 2
+STATE_VERSION: Final = 3
+#: older state versions still read (2: ridge deltas only, no ``delta`` tag in the header)
+_READABLE_VERSIONS: Final = frozenset({2, STATE_VERSION})
 #: Accepted events of one topic in the sliding window the learner's watermark is read from
 #: (``consumers.join``); a state file stores each window as this many integers.
 WATERMARK_WINDOW: Final = 64
@@ -99,20 +111,84 @@ ClosedRow = tuple[DecisionEvent, float, bool, int, bool]
 
 
 @dataclass(frozen=True, slots=True)
+class VWDeltaState:
+    """A Vowpal Wabbit partition delta as a state file holds it: the bytes of a
+    ``vowpal_wabbit_next.ModelDelta`` and how many events were learnt into it.
+
+    The bytes are opaque here (this module does not import Vowpal Wabbit); the policy
+    parses them (``PartitionedVWPolicy.statistics_from_arrays``) and refuses a delta that
+    is not one of its own models'.
+    """
+
+    KIND: ClassVar[str] = "vw"
+
+    model_delta: bytes
+    events: int
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays ``VWDelta.to_arrays`` writes (``vw_delta``, ``events``)."""
+        return {
+            "vw_delta": np.frombuffer(self.model_delta, dtype=np.uint8).copy(),
+            "events": np.array(self.events, dtype=np.int64),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, Any]) -> VWDeltaState:
+        """Check and wrap ``vw_delta`` (a non-empty uint8 vector) and ``events`` (an
+        integer >= 0); raises :class:`InvalidInputError` naming the array."""
+        if set(arrays) != {"vw_delta", "events"}:
+            raise InvalidInputError("delta arrays", sorted(arrays),
+                                    "must be exactly ['events', 'vw_delta']")
+        data, events = np.asarray(arrays["vw_delta"]), np.asarray(arrays["events"])
+        if data.dtype != np.uint8 or data.ndim != 1 or data.size == 0:
+            raise InvalidInputError("vw_delta", f"{data.dtype}{list(data.shape)}",
+                                    "must be a non-empty uint8 vector")
+        if events.ndim != 0 or events.dtype.kind not in "iu" or int(events) < 0:
+            raise InvalidInputError("events", events.tolist(), "must be an integer >= 0")
+        return cls(data.tobytes(), int(events))
+
+
+#: a join partition's statistics as a state file holds them (the header's ``delta`` tag)
+StateDelta = RidgeStatistics | VWDeltaState
+_DELTA_KINDS: Final[dict[str, type[RidgeStatistics] | type[VWDeltaState]]] = {
+    "ridge": RidgeStatistics, VWDeltaState.KIND: VWDeltaState,
+}
+
+
+def state_delta(stats: Any) -> StateDelta:
+    """The saveable form of a policy's partition statistics: :class:`RidgeStatistics` as
+    they are, other statistics (a Vowpal Wabbit ``VWDelta``) by their ``to_arrays``,
+    which must be a :class:`VWDeltaState`'s. Raises :class:`SnapshotError` otherwise."""
+    if isinstance(stats, RidgeStatistics | VWDeltaState):
+        return stats
+    to_arrays = getattr(stats, "to_arrays", None)
+    if to_arrays is None:
+        raise SnapshotError(f"a partition delta must be statistics, got {type(stats).__name__}")
+    try:
+        return VWDeltaState.from_arrays(to_arrays())
+    except InvalidInputError as exc:
+        raise SnapshotError(
+            f"a partition delta of type {type(stats).__name__} cannot be saved: it is neither "
+            f"ridge statistics nor a Vowpal Wabbit delta ({exc})"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
 class JoinState:
     """Everything a co-partitioned (decisions, feedback) partition resumes from.
 
-    ``delta`` is its additive statistics; ``offsets`` the next offset of each topic;
-    ``wm_decisions`` / ``wm_feedback`` each topic's watermark followed by its window of
-    ``WATERMARK_WINDOW - 1`` recent event times; ``feedback_ids`` the remembered feedback
-    event ids in arrival order with their times; ``heap`` the window-closing order
+    ``delta`` is its additive statistics as saved (:data:`StateDelta`); ``offsets`` the
+    next offset of each topic; ``wm_decisions`` / ``wm_feedback`` each topic's watermark
+    followed by its window of ``WATERMARK_WINDOW - 1`` recent event times;
+    ``feedback_ids`` the remembered feedback event ids in arrival order with their times;
+    ``heap`` the window-closing order
     ``(ts_ms, seq, decision_id)`` and ``seq`` the next sequence number.
     """
 
     KIND: ClassVar[str] = "join"
 
     partition: int
-    delta: RidgeStatistics
+    delta: StateDelta
     offsets: dict[str, int]
     wm_decisions: tuple[int, ...]
     wm_feedback: tuple[int, ...]
@@ -169,7 +245,7 @@ class StateDir:
         state: PartitionState = self._read(p, kind, partition)
         return state
 
-    def load_deltas(self, kind: str = "join") -> dict[int, RidgeStatistics]:
+    def load_deltas(self, kind: str = "join") -> dict[int, StateDelta]:
         """Only the statistics delta of every partition (the rest is not parsed)."""
         return {
             part: self._read(p, kind, part, delta_only=True)
@@ -264,13 +340,16 @@ def encode_state(state: PartitionState) -> tuple[dict[str, np.ndarray], dict[str
         "kind": kind, "partition": partition, "offsets": dict(state.offsets),
         "counters": dict(state.counters),
     }
+    meta = {"kind": _KIND, "state_version": state.version, "unit": kind, "partition": partition}
     if isinstance(state, JoinState):
         delta = state.delta
-        if not isinstance(delta, RidgeStatistics):
+        tag = next((t for t, cls in _DELTA_KINDS.items() if isinstance(delta, cls)), None)
+        if tag is None:
             raise SnapshotError(
-                f"state of {kind} partition {partition}: delta must be RidgeStatistics, "
-                f"got {type(delta).__name__}"
+                f"state of {kind} partition {partition}: delta must be RidgeStatistics or "
+                f"VWDeltaState, got {type(delta).__name__}"
             )
+        meta["delta"] = tag
         arrays.update({f"delta.{k}": np.asarray(v) for k, v in delta.to_arrays().items()})
         arrays["pending_x"] = (
             np.array([row[0].context for row in state.pending], dtype=np.float64)
@@ -291,7 +370,6 @@ def encode_state(state: PartitionState) -> tuple[dict[str, np.ndarray], dict[str
             closed=[(*_decision_row(ev), *rest) for ev, *rest in state.closed],
         )
     arrays["body"] = np.frombuffer(orjson.dumps(body), dtype=np.uint8)
-    meta = {"kind": _KIND, "state_version": state.version, "unit": kind, "partition": partition}
     return arrays, meta
 
 
@@ -385,7 +463,7 @@ def decode_state(
     source: str,
     *,
     delta_only: bool = False,
-) -> PartitionState | RidgeStatistics:
+) -> PartitionState | StateDelta:
     """The state in a file's arrays and header (only its delta with ``delta_only``);
     raises :class:`SnapshotError` for anything else."""
     try:
@@ -400,12 +478,13 @@ def _decode(
     kind: str,
     partition: int,
     delta_only: bool,
-) -> PartitionState | RidgeStatistics:
+) -> PartitionState | StateDelta:
     if meta.get("kind") != _KIND:
         raise _Refused(f"header kind must be {_KIND!r}, got {meta.get('kind')!r}")
-    if meta.get("state_version") != STATE_VERSION:
+    version = meta.get("state_version")
+    if type(version) is not int or version not in _READABLE_VERSIONS:
         raise _Refused(
-            f"state_version must be {STATE_VERSION}, got {meta.get('state_version')!r}"
+            f"state_version must be one of {sorted(_READABLE_VERSIONS)}, got {version!r}"
         )
     if kind not in _STATES:
         raise _Refused(f"kind must be one of {sorted(_STATES)}, got {kind!r}")
@@ -415,13 +494,18 @@ def _decode(
             f"must hold {kind} partition {partition}, holds {meta.get('unit')!r} "
             f"partition {meta.get('partition')!r}"
         )
-    delta = None
+    delta: StateDelta | None = None
     if kind == JoinState.KIND:
+        # version 2 predates the tag: its deltas are ridge statistics
+        tag = meta.get("delta", "ridge" if version == 2 else None)
+        cls = _DELTA_KINDS.get(tag) if type(tag) is str else None
+        if cls is None or (version == 2 and "delta" in meta):
+            raise _Refused(f"header delta must be one of {sorted(_DELTA_KINDS)}, got {tag!r}")
         delta_arrays = {k[6:]: v for k, v in arrays.items() if k.startswith("delta.")}
         try:
-            delta = RidgeStatistics.from_arrays(delta_arrays)
+            delta = cls.from_arrays(delta_arrays)
         except (InvalidInputError, ValueError, TypeError) as exc:
-            raise _Refused(f"delta: {exc}") from None
+            raise _Refused(f"{tag} delta: {exc}") from None
         if delta_only:
             return delta
     body_arr = arrays.get("body")

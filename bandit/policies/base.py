@@ -108,8 +108,16 @@ class AdditivePolicy(Policy, Protocol):
         arm_ids: Sequence[str],
         contexts: npt.ArrayLike,
         rewards: npt.ArrayLike,
+        *,
+        propensities: npt.ArrayLike | None = None,
+        eligible: Sequence[Sequence[str] | None] | None = None,
     ) -> Statistics:
-        """Add a batch of events into ``stats`` (in place where possible) and return it."""
+        """Add a batch of events into ``stats`` (in place where possible) and return it.
+
+        ``propensities`` / ``eligible`` are each decision's logged probability of its arm
+        and its eligible arms (None: not logged), for policies that learn off-policy from
+        them (Vowpal Wabbit); a policy that does not need them ignores them.
+        """
         ...
 
     def statistics_from_arrays(self, arrays: Mapping[str, np.ndarray]) -> Statistics:

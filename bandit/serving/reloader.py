@@ -94,7 +94,11 @@ def _build_policies(
                 policy = make_policy(dataclasses.replace(base, name=name), arms)
                 if isinstance(policy, AdditivePolicy) \
                         and isinstance(snapshot_policy, AdditivePolicy):
-                    policy.set_statistics(snapshot_policy.statistics)
+                    stats = snapshot_policy.statistics
+                    # another family's statistics (a VW model beside a linear control)
+                    # do not fit: that variant serves its prior
+                    if isinstance(stats, type(policy.empty_statistics())):
+                        policy.set_statistics(stats)
         except (SwitchboardError, AttributeError, ValueError) as exc:
             fallbacks[variant.name] = f"{name}: {exc}"
             policy = make_policy(dataclasses.replace(base, name="uniform"), arms)
