@@ -113,3 +113,50 @@ def test_vw_delta_round_trips_through_arrays_and_keeps_learning() -> None:
                                a.choose(x, np.random.default_rng(0)).probabilities)
     with pytest.raises(InvalidInputError, match="VWDelta"):
         a.apply(object())
+
+
+def test_vw_accumulate_learns_at_the_logged_propensity_over_the_logged_arms() -> None:
+    arms, X, r = _stream(13, 40)
+    learner = _policy()
+    assert isinstance(learner, PartitionedVWPolicy)
+
+    def learnt(**logged: object) -> np.ndarray:
+        one = _policy()
+        assert isinstance(one, PartitionedVWPolicy)
+        one.apply(learner.accumulate(learner.empty_statistics(), arms, X, r, **logged))
+        return _weights(one)[:, 0]
+
+    # VW weighs each cost by 1/propensity: the logged one, else 1/K of the example's arms
+    at_third = learnt(propensities=np.full(40, 1.0 / 3.0))
+    np.testing.assert_array_equal(learnt(), at_third)
+    assert not np.allclose(learnt(propensities=np.full(40, 0.9)), at_third, atol=1e-4)
+    # a logged eligible set is the example's action set (None: the active arms)
+    np.testing.assert_array_equal(learnt(propensities=np.full(40, 1.0 / 3.0),
+                                         eligible=[None] * 40), at_third)
+    pair = [[a, "gpt35"] if a != "gpt35" else ["roleplay", "gpt35"] for a in arms]
+    assert not np.array_equal(learnt(eligible=pair), at_third)  # 1/2 instead of 1/3
+    np.testing.assert_array_equal(learnt(eligible=pair),
+                                  learnt(eligible=pair, propensities=np.full(40, 0.5)))
+    for bad, field in (({"propensities": np.r_[np.full(39, 0.5), 0.0]}, "propensities[39]"),
+                       ({"propensities": np.full(40, 1.5)}, "propensities[0]"),
+                       ({"eligible": [None] * 39}, "eligible")):
+        with pytest.raises(InvalidInputError) as info:
+            learner.accumulate(learner.empty_statistics(), arms, X, r, **bad)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+def test_vw_statistics_from_arrays_refuses_a_delta_of_another_model() -> None:
+    arms, X, r = _stream(14, 30)
+    bag = _policy("bag")
+    assert isinstance(bag, PartitionedVWPolicy)
+    theirs = bag.accumulate(bag.empty_statistics(), arms, X, r).to_arrays()
+    learner = _policy()
+    assert isinstance(learner, PartitionedVWPolicy)
+    with pytest.raises(InvalidInputError, match="Enabled learners are not identical") as info:
+        learner.statistics_from_arrays(theirs)
+    assert info.value.field == "vw_delta"
+    garbage = {**theirs, "vw_delta": np.frombuffer(b"\x06\x00\x00\x00not a delta", np.uint8)}
+    with pytest.raises(InvalidInputError, match="vw_delta must be a delta of this Vowpal"):
+        learner.statistics_from_arrays(garbage)
+    with pytest.raises(InvalidInputError, match="misses"):
+        learner.statistics_from_arrays({"events": np.array(1)})
