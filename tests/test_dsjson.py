@@ -283,3 +283,46 @@ def test_dsjson_action_features_become_hybrid_arm_features(tmp_path: Path, capsy
     assert out["log"]["action_feature_conflicts"] == 1
     with pytest.raises(InvalidInputError, match="action_features"):
         LogSpec(action_features="magic")
+
+
+def test_dsjson_fast_paths_read_what_the_line_by_line_reader_reads(tmp_path: Path,
+                                                                  monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Repeated action lists parsed once and runs accepted column-wise change nothing."""
+    import orjson
+
+    import simulations.logs as logs
+
+    rng = np.random.default_rng(11)
+    good = CORPUS[1]
+    multi = orjson.dumps(good["c"]["_multi"]).decode()
+    base = orjson.dumps(good).decode()
+    lines: list[str] = []
+    for i in range(1300):  # runs of 512 all well-formed and runs with odd lines; two spellings
+        ev = {**good, "EventId": f"r{i}", "_label_cost": -float(rng.integers(0, 2)),
+              "c": {"x": [float(v) for v in rng.standard_normal(3)], "_multi": good["c"]["_multi"]}}
+        lines.append(orjson.dumps(ev).decode() if i % 400 < 200 else json.dumps(ev))
+    lines[700] = json.dumps({**good, "a": [True, 2, 3, 4]})  # a bool is not an action id
+    lines[900] = json.dumps({**good, "_skipLearn": True})
+    lines[1000] = lines[1001][:-5]  # not JSON
+    lines += [
+        base.replace('"c":{', '"c":{"N":{"_multi":' + multi + '},', 1),  # nested key first
+        base.replace('"_multi":', '"_multi":' + multi + ',"_multi":', 1),  # duplicate key
+        base.replace('"c":', '"c":{"_multi":' + multi + '},"c":', 1),  # duplicate "c"
+        base.replace(multi, multi[:-1] + ',{"i":{"id":"new"}}]'),  # a longer list, same start
+        base, base,
+    ]
+    path = tmp_path / "runs.dsjson"
+    path.write_text("\n".join(lines) + "\n")
+    specs = [LogSpec(action_id="i.id"), LogSpec(action_id="i.id", features="hash", dim=8),
+             LogSpec(action_id="i.id", features="named"),
+             LogSpec(action_id="i.id", out_of_range="clip", cost_scale=-2.0)]
+    fast = [read_dsjson(path, spec=s) for s in specs]
+    monkeypatch.setattr(logs, "_dsjson_chunk", lambda b, run: False)
+    monkeypatch.setattr(logs, "_dsjson_objects", logs._json_objects)
+    for (got, rep), spec in zip(fast, specs, strict=True):
+        want, want_rep = read_dsjson(path, spec=spec)
+        assert rep.to_dict() == want_rep.to_dict() and rep.malformed >= 2
+        assert got.arm_ids == want.arm_ids and got.decision_ids == want.decision_ids
+        for name in ("contexts", "arm_index", "propensity", "reward", "probabilities",
+                     "eligible", "weights"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
