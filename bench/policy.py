@@ -184,8 +184,9 @@ def _vw_round(K: int, d: int, stream: _Stream) -> Round:
 
 def _bench_interleaved(K: int, d: int, ms: tuple[int, ...], n: int, warm: int,
                        rng: np.random.Generator) -> dict[str, Any]:
-    """Every learner plays the same rounds; their calls alternate round by round, so
-    a burst of load from other processes falls on all of them alike."""
+    """Every learner plays the same rounds; their calls alternate round by round, in an
+    order shuffled every round, so a burst of load from other processes, and what one
+    learner evicts from the caches, falls on all of them alike."""
     stream = _Stream(K, d, warm + n, rng)
     rounds: dict[str, Round] = {
         name: _core_round(name, K, d, 0, stream) for name in ("linucb", "linear_thompson")
