@@ -414,6 +414,24 @@ class Projection:
     level: float
 
 
+#: multinomial counts held at once by :func:`_resampled_means` (memory stays bounded
+#: however many users a cohort has)
+_RESAMPLE_CELLS: Final = 4_000_000
+
+
+def _resampled_means(X: FloatArray, draws: int, rng: np.random.Generator) -> FloatArray:
+    """Column means of ``draws`` resamples of the rows of ``X`` with replacement: each a
+    vector of multinomial counts, so no resampled rows are materialised; drawn in chunks
+    of at most :data:`_RESAMPLE_CELLS` counts."""
+    n = X.shape[0]
+    out = np.empty((draws, X.shape[1]))
+    step = max(1, _RESAMPLE_CELLS // n)
+    for b in range(0, draws, step):
+        k = min(step, draws - b)
+        out[b:b + k] = (rng.multinomial(n, np.full(n, 1.0 / n), size=k) @ X) / n
+    return out
+
+
 def project_lift(calibration: Calibration, treatment: pd.DataFrame, control: pd.DataFrame,
                  *, seed: int = 0, min_units: int = 20) -> Projection:
     """Relative lift of the mean surrogate index, ``treatment`` over ``control``, with a
@@ -451,13 +469,12 @@ def project_lift(calibration: Calibration, treatment: pd.DataFrame, control: pd.
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     nt, nc = Xt.shape[0], Xc.shape[0]
     draws_n = boot.shape[0]
-    # multinomial counts are the cohort resamples: their means without materialising rows
-    wt = rng.multinomial(nt, np.full(nt, 1.0 / nt), size=draws_n) / nt
-    wc = rng.multinomial(nc, np.full(nc, 1.0 / nc), size=draws_n) / nc
     sd = calibration.residual_sd if math.isfinite(calibration.residual_sd) else 0.0
-    it = boot[:, 0] + np.einsum("bj,bj->b", wt @ Xt, boot[:, 1:]) \
+    zt = _resampled_means(Xt, draws_n, rng)
+    zc = _resampled_means(Xc, draws_n, rng)
+    it = boot[:, 0] + np.einsum("bj,bj->b", zt, boot[:, 1:]) \
         + rng.normal(0.0, sd / math.sqrt(nt), size=draws_n)
-    ic = boot[:, 0] + np.einsum("bj,bj->b", wc @ Xc, boot[:, 1:]) \
+    ic = boot[:, 0] + np.einsum("bj,bj->b", zc, boot[:, 1:]) \
         + rng.normal(0.0, sd / math.sqrt(nc), size=draws_n)
     with np.errstate(invalid="ignore", divide="ignore"):
         draws = np.where(ic > 0, it / ic - 1.0, np.nan)
