@@ -288,7 +288,15 @@ class KafkaLearner:
                 # this process owns the partition now: a temporary file of its state is
                 # a killed writer's
                 self.state_dir.remove_stale_temp(*key)
-                part = self._load_partition(*key)
+                try:
+                    part = self._load_partition(*key)
+                except SwitchboardError as exc:
+                    # a state file it must not resume from (corrupt, another policy's):
+                    # kafka-python would swallow the error, so stop with it instead
+                    self.failure = f"cannot resume {key[0]} partition {key[1]}: {exc}"
+                    log.error("%s; stopping", self.failure)
+                    self.stop_event.set()
+                    continue
                 self.partitions[key] = part
                 self._saved[key] = tuple(sorted(part.offsets.items()))
             role = self.roles[tp.topic]

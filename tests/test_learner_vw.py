@@ -206,3 +206,32 @@ def test_learner_vw_partitions_merge_to_vw_model_and_replay_after_kill(
             pmf[j] = p
         choice = served.choose(x, np.random.default_rng(0), eligible=list(ARMS))
         np.testing.assert_allclose(choice.scores, pmf / pmf.sum(), rtol=0, atol=1e-6)
+
+
+def test_learner_vw_refuses_another_policys_partition_state(
+    broker, make_topics, topic_prefix, tmp_path
+):  # type: ignore[no-untyped-def]
+    """A VW learner given a linear policy's partition file stops with one line saying so
+    (exit 1), instead of learning past it or idling to exit 0."""
+    import subprocess
+    import sys
+
+    from bandit.formats.snapshot import save_policy_snapshot
+    from tests.test_learner_state import _busy_partition
+
+    make_topics(*topics(topic_prefix), partitions=1)
+    cfg_path = _write_config(tmp_path, broker.bootstrap_servers, topic_prefix)
+    config = load_config(cfg_path, env={})
+    arms = ArmRegistry([Arm(a) for a in ARMS])
+    save_policy_snapshot(Path(config.learner.state_dir) / "prior.snapshot",
+                         make_policy(config.policy, arms), arms, extra={"role": "learner-prior"})
+    StateDir(config.learner.state_dir).save(_busy_partition().to_state())  # a ridge delta
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "switchboard"), "--config", str(cfg_path), "learn",
+         "--no-store", "--max-idle-s", "5"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("switchboard learn: cannot resume join partition 0"), last
+    assert "belongs to another policy" in last and "Traceback" not in proc.stderr
