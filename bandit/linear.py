@@ -118,6 +118,11 @@ def as_rewards(rewards: npt.ArrayLike, rows: int) -> FloatArray:
     return r
 
 
+def _owner(a: np.ndarray) -> Any:
+    """The array owning ``a``'s memory (what the ``base`` of any view of ``a`` is)."""
+    return a if a.base is None else a.base
+
+
 def _as_reward(reward: Any) -> float:
     if isinstance(reward, bool) or not isinstance(reward, int | float | np.floating | np.integer):
         raise InvalidInputError("reward", reward, "must be a finite number")
@@ -138,7 +143,7 @@ class RidgeStatistics:
     order; ``slot(arm_id)`` gives an arm's row in the arrays.
     """
 
-    __slots__ = ("S", "_slots", "_views", "_views_of", "arm_ids", "b", "dim", "events", "n")
+    __slots__ = ("S", "_slots", "_views", "arm_ids", "b", "dim", "events", "n")
 
     def __init__(
         self,
@@ -163,10 +168,10 @@ class RidgeStatistics:
         self.b = b
         self.n = n
         self.events = float(events)
-        # per-arm (S[i]ᵀ, b[i], n[i:i+1]) views for update(), rebuilt when an array is
-        # replaced (growth, restore): indexing numpy from Python costs a call each time
+        # per-arm (S[i]ᵀ, b[i], n[i:i+1]) views for update(), rebuilt when their base is
+        # no longer the live array (growth, a copy, unpickling): indexing numpy from
+        # Python costs a call each time
         self._views: list[tuple[FloatArray, FloatArray, FloatArray]] = []
-        self._views_of: tuple[Any, ...] = ()
 
     @classmethod
     def empty(cls, dim: int, arm_ids: Iterable[str] = ()) -> RidgeStatistics:
@@ -243,10 +248,12 @@ class RidgeStatistics:
             self.n *= gamma
         S, b, n = self.S, self.b, self.n
         views = self._views
-        if self._views_of != (id(S), id(b), id(n)) or i >= len(views):
+        if i < len(views):
+            St, bi, ni = views[i]
+        if i >= len(views) or St.base is not _owner(S) or bi.base is not _owner(b) or (
+                ni.base is not _owner(n)):
             views = self._views = [(S[k].T, b[k], n[k:k + 1]) for k in range(len(n))]
-            self._views_of = (id(S), id(b), id(n))
-        St, bi, ni = views[i]
+            St, bi, ni = views[i]
         # in place, one pass (BLAS ger on the symmetric block's transposed view): numpy's
         # S[i] += outer(x, x) allocates and makes two passes, several times slower
         dger(1.0, x, x, a=St, overwrite_a=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -265,7 +267,7 @@ def test_ridge_solver_absorb_one_reports_its_sherman_morrison_step() -> None:
 
 def test_ridge_statistics_update_writes_the_live_arrays_after_growth_and_restore() -> None:
     """update() writes through cached per-arm views: they follow arrays that were replaced
-    (new arms, a restore), so no event lands in a stale copy."""
+    (new arms, a restore, a pickle round trip), so no event lands in a stale copy."""
     x = np.array([1.0, 2.0])
     stats = RidgeStatistics.empty(2, ["a"])
     stats.update("a", x, 1.0)
@@ -278,6 +280,10 @@ def test_ridge_statistics_update_writes_the_live_arrays_after_growth_and_restore
     back = RidgeStatistics.from_arrays(stats.to_arrays())
     back.update("b", x, 1.0)
     assert back.n.tolist() == [2.0, 1.0, 1.0] and stats.n.tolist() == [2.0, 0.0, 1.0]
+    copied = pickle.loads(pickle.dumps(stats))  # e.g. sent to a simulation worker
+    copied.update("b", x, 1.0)
+    assert copied.n.tolist() == [2.0, 1.0, 1.0] and stats.n.tolist() == [2.0, 0.0, 1.0]
+    np.testing.assert_allclose(copied.S[1], np.outer(x, x))
 
 
 def test_ridge_solver_refactors_after_refactor_every_and_when_not_current() -> None:
