@@ -68,7 +68,8 @@ if not ui.empty_state(ctx, "Projection checks"):
     st.caption(
         "Each point: the users of an experiment whose day 30 has passed; x the lift of "
         "their surrogate index (their day-30 engagement predicted from days 0-6, the index "
-        "fitted on the other experiments' matured users), y the lift they measured. The "
+        "fitted on the other experiments' matured users, or in-sample where they are too "
+        "few, as *Index fitted on* says), y the lift they measured. The "
         "dashed line is a projection that came true. A projection holds only under "
         "surrogacy — the variant moves day-30 engagement only through what the first week's "
         "retries, ratings and conversation lengths show; a variant that changes day 30 some "
