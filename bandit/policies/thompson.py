@@ -51,13 +51,20 @@ class LinearThompson(LinearPolicy):
         D = self.params.thompson_propensity_draws
         # Arms whose draw is 7σ below the best arm's 7σ-low draw win with probability
         # < 1e-11 per draw: they are left out of the Monte-Carlo (K = 1000: most arms).
-        keep = np.flatnonzero(mu + _PRUNE_SIGMAS * sigma >= (mu - _PRUNE_SIGMAS * sigma).max())
+        spread = _PRUNE_SIGMAS * sigma
+        keep = np.flatnonzero(mu + spread >= (mu - spread).max())
         samples = rng.standard_normal((D, keep.shape[0]))
-        samples *= sigma[keep]
-        samples += mu[keep]
-        winners = keep[samples.argmax(axis=1)]
+        if keep.shape[0] == K:  # nothing pruned (few arms): no gathers
+            samples *= sigma
+            samples += mu
+            winners = samples.argmax(axis=1)
+        else:
+            samples *= sigma[keep]
+            samples += mu[keep]
+            winners = keep[samples.argmax(axis=1)]
         f = min(self.params.probability_floor, 1.0 / K)
-        probs = f + (1.0 - K * f) * (np.bincount(winners, minlength=K) / D)
+        probs = np.bincount(winners, minlength=K) * ((1.0 - K * f) / D)
+        probs += f
         u = rng.random()
         pos = int(u / f) if u < K * f else int(winners[0])
         return mu, probs, min(pos, K - 1)
