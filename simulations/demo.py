@@ -378,9 +378,10 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
     try:
         say("starting tansu broker")
         config_probe = None
-        bootstrap = stack.start_broker(
-            ["switchboard.decisions", "switchboard.feedback", "switchboard.engagement",
-             "switchboard.dead-letter"], opts.partitions)
+        from bandit.embedded.broker import switchboard_topics
+
+        # every topic the config below names (its Kafka section keeps the default names)
+        bootstrap = stack.start_broker(switchboard_topics(KafkaConfig()), opts.partitions)
         stack.config_text = config_to_toml(
             _config(opts, world, bootstrap, paths, stack.server_port, metrics_port))
         stack.write_config()
