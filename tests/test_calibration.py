@@ -343,14 +343,18 @@ def test_projection_history_fits_each_index_on_the_other_experiments(
 
 def test_projection_resamples_in_bounded_chunks_with_the_same_draws(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cohort of any size is resampled in chunks of bounded memory; chunking changes no
-    draw, so the projection and its interval are the same as in one block."""
+    """Users are resampled in chunks of bounded memory (the index's bootstrap and the
+    cohorts'); chunking changes no draw, so the fit's bootstrap and the projection's
+    interval are the same as in one block."""
     from bandit.analysis import calibration as C
 
     seqs = np.random.SeedSequence(SEED + 8).spawn(3)
-    cal = calibrate(linear_users(seqs[0], 600), seed=0, flexible=False, n_bootstrap=50)
+    users = linear_users(seqs[0], 600)
+    cal = calibrate(users, seed=0, flexible=False, n_bootstrap=50)
     t, c = linear_users(seqs[1], 300), linear_users(seqs[2], 300)
     whole = C.project_lift(cal, t, c, seed=3)
-    monkeypatch.setattr(C, "_RESAMPLE_CELLS", 700)  # two draws per chunk
+    monkeypatch.setattr(C, "_RESAMPLE_CELLS", 700)  # 2 cohort draws a chunk, 1 for the fit
+    chunked = calibrate(users, seed=0, flexible=False, n_bootstrap=50)
+    np.testing.assert_allclose(chunked.boot_params, cal.boot_params, rtol=1e-9)
     assert C.project_lift(cal, t, c, seed=3) == whole
     assert whole.ci_low < whole.lift < whole.ci_high

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -250,6 +250,22 @@ def _ols(X: FloatArray, y: FloatArray) -> FloatArray:
     return np.concatenate([[float(m.intercept_)], np.asarray(m.coef_, dtype=np.float64)])
 
 
+#: multinomial counts (times the columns they weigh) held at once by
+#: :func:`_resample_counts`: memory stays bounded however many users there are
+_RESAMPLE_CELLS: Final = 4_000_000
+
+
+def _resample_counts(n: int, draws: int, rng: np.random.Generator, *,
+                     per_count: int = 1) -> Iterator[tuple[int, npt.NDArray[np.int64]]]:
+    """(first draw, counts) chunks of ``draws`` multinomial resamples of ``n`` rows, at
+    most :data:`_RESAMPLE_CELLS` / ``per_count`` counts a chunk. Drawn in sequence from
+    ``rng``, so the draws do not depend on the chunking."""
+    step = max(1, _RESAMPLE_CELLS // (n * per_count))
+    p = np.full(n, 1.0 / n)
+    for b in range(0, draws, step):
+        yield b, rng.multinomial(n, p, size=min(step, draws - b))
+
+
 def _bootstrap_ols(X: FloatArray, y: FloatArray, draws: int,
                    rng: np.random.Generator) -> FloatArray:
     """Least squares on ``draws`` resamples of the rows (users) with replacement.
@@ -258,9 +274,12 @@ def _bootstrap_ols(X: FloatArray, y: FloatArray, draws: int,
     equations (Zᵀ diag(w) Z) θ = Zᵀ diag(w) y with Z = [1, X], all draws at once."""
     n = X.shape[0]
     Z = np.column_stack([np.ones(n), X])
-    w = rng.multinomial(n, np.full(n, 1.0 / n), size=draws).astype(np.float64)
-    gram = np.einsum("bi,ij,ik->bjk", w, Z, Z)
-    rhs = (w * y) @ Z
+    gram = np.empty((draws, Z.shape[1], Z.shape[1]))
+    rhs = np.empty((draws, Z.shape[1]))
+    for b, w in _resample_counts(n, draws, rng, per_count=Z.shape[1]):
+        w = w.astype(np.float64)
+        gram[b:b + len(w)] = np.einsum("bi,ij,ik->bjk", w, Z, Z, optimize=True)
+        rhs[b:b + len(w)] = (w * y) @ Z
     out: FloatArray = np.linalg.lstsq(gram[0], rhs[0], rcond=None)[0][None, :].repeat(draws, 0)
     try:
         out = np.linalg.solve(gram, rhs[..., None])[..., 0]
@@ -414,21 +433,13 @@ class Projection:
     level: float
 
 
-#: multinomial counts held at once by :func:`_resampled_means` (memory stays bounded
-#: however many users a cohort has)
-_RESAMPLE_CELLS: Final = 4_000_000
-
-
 def _resampled_means(X: FloatArray, draws: int, rng: np.random.Generator) -> FloatArray:
     """Column means of ``draws`` resamples of the rows of ``X`` with replacement: each a
-    vector of multinomial counts, so no resampled rows are materialised; drawn in chunks
-    of at most :data:`_RESAMPLE_CELLS` counts."""
+    vector of multinomial counts, so no resampled rows are materialised."""
     n = X.shape[0]
     out = np.empty((draws, X.shape[1]))
-    step = max(1, _RESAMPLE_CELLS // n)
-    for b in range(0, draws, step):
-        k = min(step, draws - b)
-        out[b:b + k] = (rng.multinomial(n, np.full(n, 1.0 / n), size=k) @ X) / n
+    for b, w in _resample_counts(n, draws, rng):
+        out[b:b + len(w)] = (w @ X) / n
     return out
 
 
