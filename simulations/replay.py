@@ -195,9 +195,6 @@ class _Chooser:
         self._slot = {a: j for j, a in enumerate(self.allowed_ids)}
         self._ids = tuple(self.allowed_ids)
         self._all_cols = bool(allowed.all())  # choice slot == log column
-        # separable policy: updated arms (slots) whose window columns are stale from the
-        # given row on; re-scored only over the rows a stretch is about to use
-        self._stale: dict[int, int] = {}
 
     # ---- windows of scores
     def window(self, start: int, step: int) -> int:
@@ -211,33 +208,7 @@ class _Chooser:
             sc = self.policy.score_batch(self.data.contexts[start:stop], self.allowed_ids)
             self._means, self._widths, self._scores = sc.means, sc.widths, sc.scores
             self._w0, self._w1 = start, stop
-            self._stale.clear()
-            return min(stop, start + step)
-        stop = min(self._w1, start + step)
-        if self._stale:
-            self._refresh(start, stop)
-        return stop
-
-    def _refresh(self, start: int, stop: int) -> None:
-        """Re-score the stale arms over rows ``start..stop-1`` (one call for them all)."""
-        stale = self._stale
-        slots = [j for j, fresh in stale.items() if fresh < stop]
-        if not slots:
-            return
-        sc = self.policy.score_batch(self.data.contexts[start:stop],
-                                     [self.allowed_ids[j] for j in slots])
-        r0, r1 = start - self._w0, stop - self._w0
-        if len(slots) == 1:  # basic indexing: no fancy-index copy per update
-            j = slots[0]
-            self._means[r0:r1, j] = sc.means[:, 0]
-            self._widths[r0:r1, j] = sc.widths[:, 0]
-            self._scores[r0:r1, j] = sc.scores[:, 0]
-        else:
-            self._means[r0:r1, slots] = sc.means
-            self._widths[r0:r1, slots] = sc.widths
-            self._scores[r0:r1, slots] = sc.scores
-        for j in slots:
-            stale[j] = stop
+        return min(self._w1, start + step)
 
     def updated(self, arm_cols: IntArray, start: int) -> None:
         """The policy learnt from events with these logged arms; events from ``start`` on see it."""
@@ -247,16 +218,28 @@ class _Chooser:
             self._w1 = 0  # the next window is scored afresh
             return
         if arm_cols.shape[0] == 1:
-            slot = self._slot.get(self.data.arm_ids[int(arm_cols[0])])
-            slots = [] if slot is None else [slot]
+            arm = self.data.arm_ids[int(arm_cols[0])]
+            slots = [self._slot[arm]] if arm in self._slot else []
         else:
             slots = sorted({self._slot[a] for a in (self.data.arm_ids[c] for c in
                                                     set(arm_cols.tolist())) if a in self._slot})
-        stale = self._stale
-        for j in slots:
-            stale[j] = min(stale.get(j, start), start)
-        if 2 * len(stale) > len(self.allowed_ids):
+        if not slots:
+            return
+        if 2 * len(slots) > len(self.allowed_ids):
             self._w1 = 0
+            return
+        sc = self.policy.score_batch(self.data.contexts[start:self._w1],
+                                     [self.allowed_ids[j] for j in slots])
+        r = start - self._w0
+        if len(slots) == 1:  # basic indexing: no fancy-index copy per update
+            j = slots[0]
+            self._means[r:, j] = sc.means[:, 0]
+            self._widths[r:, j] = sc.widths[:, 0]
+            self._scores[r:, j] = sc.scores[:, 0]
+        else:
+            self._means[r:, slots] = sc.means
+            self._widths[r:, slots] = sc.widths
+            self._scores[r:, slots] = sc.scores
 
     # ---- choices
     def _eligible(self, i: int) -> list[str]:
