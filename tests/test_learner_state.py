@@ -242,8 +242,8 @@ def test_learner_state_refuses_another_policys_or_a_corrupted_vw_delta(tmp_path:
         _vw_partition().load_state(ridge_state)
     # a VW delta of another model (another exploration: other learners), or bytes that
     # are no delta at all, is refused when it is restored, naming the delta and VW's reason
-    with pytest.raises(SnapshotError, match="vw_delta must be a delta of this Vowpal Wabbit "
-                                            "model .Enabled learners are not identical"):
+    with pytest.raises(SnapshotError, match=r"vw_delta must be a delta of this Vowpal Wabbit "
+                                            r"model \(Enabled learners are not identical"):
         _vw_partition("bag").load_state(vw_state)
     garbage = JoinState(**{**{f: getattr(vw_state, f) for f in JoinState.__slots__},
                            "delta": type(vw_state.delta)(b"\x06not a delta", 3)})
