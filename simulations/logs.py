@@ -338,7 +338,7 @@ def _flatten(obj: dict[str, Any], prefix: str, out: list[tuple[str, float]]) -> 
         if t is str:
             append((f"{prefix}{key}={v}", 1.0))
         elif t is float or t is int:
-            if v != v or v in (_INF, -_INF):
+            if v != v or v in _INFS:
                 raise _Bad(f"feature {prefix}{key} is not finite")
             append((prefix + key, float(v)))
         elif t is dict:
@@ -363,6 +363,7 @@ def _flatten(obj: dict[str, Any], prefix: str, out: list[tuple[str, float]]) -> 
 
 
 _INF = float("inf")
+_INFS = (_INF, -_INF)
 
 
 class _Hasher:
@@ -1086,20 +1087,18 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
         if len(lens) != 1 or set(map(len, p_col)) != lens or 0 in lens:
             return False
         L = lens.pop()
-        flat = list(chain.from_iterable(a_col))
-        if set(map(type, flat)) != _INT:
+        if set(map(type, chain.from_iterable(a_col))) != _INT:
             return False
-        A = np.array(flat, dtype=np.int64).reshape(n, L)
+        A = np.array(a_col, dtype=np.int64).reshape(n, L)
         if A.min() < 1 or (A > K[:, None]).any():
             return False
         if L > 1:
             S = np.sort(A, axis=1)
             if (S[:, 1:] == S[:, :-1]).any():
                 return False
-        flat = list(chain.from_iterable(p_col))
-        if not set(map(type, flat)) <= _NUM:
+        if not set(map(type, chain.from_iterable(p_col))) <= _NUM:
             return False
-        P = np.array(flat, dtype=np.float64)
+        P = np.array(p_col, dtype=np.float64)
         if not ((P >= 0) & (P <= 1)).all():
             return False
         props = [o.get("_label_probability") for o in objs]
