@@ -26,13 +26,13 @@ def build_learner(
     use_store: bool = True,
     bootstrap_servers: str | None = None,
 ) -> Any:
-    """Wire policy, prior, publisher, sink and the Kafka adapter from ``config``."""
+    """Wire policy, prior, snapshot writer, sink and the Kafka adapter from ``config``."""
     from bandit.formats.registry import RegistryFile
     from bandit.formats.state import StateDir, read_key
     from consumers.join import JoinPartition, event_time_bounds
     from consumers.kafka_adapter import KafkaLearner
     from consumers.metrics import LearnerMetrics
-    from consumers.model import ArmFollower, ModelPublisher, load_arms, load_or_create_prior
+    from consumers.model import ArmFollower, SnapshotWriter, load_arms, load_or_create_prior
     from consumers.sink import Sink, StoreSink
 
     lc = config.learner
@@ -62,12 +62,12 @@ def build_learner(
     sink: Sink | None = (
         StoreSink.open(config.store.dsn, config.store.database) if use_store else None
     )
-    publisher = ModelPublisher(config, arms, follower)
+    snapshots = SnapshotWriter(config, arms, follower)
     return KafkaLearner(
         config,
         make_join,
         sink=sink,
-        publish=publisher.publish,
+        publish=snapshots.write,
         bootstrap_servers=bootstrap_servers,
         metrics=LearnerMetrics(lc.metrics_port or None, lc.metrics_host),
     )
@@ -130,8 +130,8 @@ def _batch_friendly_gc() -> Iterator[None]:
     The learner allocates a few long-lived objects per event (events, pending and
     closed decisions) and, while decoding a chunk, hundreds of short-lived JSON objects
     whose 64-float context lists are expensive to traverse. With CPython's default
-    young-generation threshold (700) the collector ran ~640 times over the 80 000
-    events of ``bench/ingest.py`` (0.3 s CPU); at 5 000, ~60 times (0.1–0.15 s). Full
+    young-generation threshold (700) the collector ran about ten times as often as at
+    5 000 over a ``bench/ingest.py`` run (figures in docs/learner.md). Full
     collections, which walk every pending and recently closed decision, wait for 100
     middle-generation ones instead of 10, and the objects that exist before the loop
     starts (modules, config, the prior) are frozen out of every collection. Reference
@@ -152,7 +152,7 @@ def _batch_friendly_gc() -> Iterator[None]:
 
 def _single_threaded_blas() -> Any:
     """One BLAS thread: the per-batch GEMMs are small and extra threads only contend
-    with the Kafka I/O thread (2.5x faster accumulate measured on 2 cores)."""
+    with the Kafka I/O thread (accumulate measured faster on 2 cores; docs/learner.md)."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # optional (comes with scikit-learn)

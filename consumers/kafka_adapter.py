@@ -219,9 +219,10 @@ class KafkaLearner:
                     max_partition_fetch_bytes=16 * 1024 * 1024,
                     fetch_min_bytes=1,
                     fetch_max_wait_ms=100,
-                    # With the C `crc32c` package kafka-python checks record-batch CRCs at
-                    # ~0.2 ms/MB; its pure-Python fallback costs ~1/3 of the consume time,
-                    # so without the C path the check is off (payloads are still validated).
+                    # With the C `crc32c` package kafka-python checks record-batch CRCs
+                    # cheaply; its pure-Python fallback costs a large share of the consume
+                    # time (bench/ingest.py), so without the C path the check is off
+                    # (payloads are still validated).
                     check_crcs=crc32c_is_native(),
                     # Range assignment gives partition p of every topic to the same member,
                     # so a decisions partition and its feedback partition stay together.

@@ -50,7 +50,7 @@ class LearnerMetrics:
             from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
             reg = CollectorRegistry()
-            self.registry: Any = reg
+            self.collectors: Any = reg
 
             def counter(name: str, doc: str) -> Any:
                 return Counter(f"switchboard_learner_{name}_total", doc, registry=reg)
@@ -137,7 +137,7 @@ def _handler(metrics: LearnerMetrics) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(metrics.collectors), CONTENT_TYPE_LATEST)
                 return
             if path not in ("/livez", "/readyz"):
                 self._send(404, b"not found\n", "text/plain")

@@ -33,7 +33,7 @@ from bandit.formats.state import StateDir, read_key
 
 __all__ = [
     "ArmFollower",
-    "ModelPublisher",
+    "SnapshotWriter",
     "load_arms",
     "load_or_create_prior",
 ]
@@ -174,7 +174,7 @@ class ArmFollower:
                 log.info("learning arm %s (%s) from the arms registry", arm.arm_id, arm.kind)
 
 
-class ModelPublisher:
+class SnapshotWriter:
     """Writes ``prior + Σ partition deltas`` to the serve snapshot directory."""
 
     def __init__(self, config: Config, arms: ArmRegistry,
@@ -185,7 +185,7 @@ class ModelPublisher:
         self.key = read_key(config.learner.state_hmac_key_file)
         self.state = StateDir(config.learner.state_dir, key=self.key)
         self.out = snapshot_path(config.model.dir)
-        self.published = 0
+        self.written = 0
         _remove_stale(self.out)
 
     def merged_delta(self, model: Any) -> Any:
@@ -207,7 +207,9 @@ class ModelPublisher:
             total = total.merge(delta)
         return total
 
-    def publish(self) -> None:
+    def write(self) -> None:
+        """Merge the partitions' saved deltas into the prior and write the snapshot the
+        servers hot-reload (atomically, by :func:`bandit.formats.snapshot.save_policy_snapshot`)."""
         from bandit.formats.snapshot import load_policy_snapshot, save_policy_snapshot
 
         if self.follower is not None:
@@ -224,7 +226,7 @@ class ModelPublisher:
         # key still reads it by its checksum (bandit.formats.snapshot)
         save_policy_snapshot(self.out, policy, arms, extra={"role": "learner-merged"},
                              key=self.key)
-        self.published += 1
+        self.written += 1
 
 
 def _remove_stale(target: Path, older_than_s: float = 300.0) -> None:

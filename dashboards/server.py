@@ -28,7 +28,7 @@ PRELOAD: tuple[str, ...] = (
     "clickhouse_connect.driver",
 )
 #: imported too when present: the embedded engine (absent where only a server is used) and
-#: Streamlit internals the first alert / icon imports (≈ 0.2 s of regex compilation)
+#: Streamlit internals the first alert / icon imports (regex compilation at first import)
 PRELOAD_OPTIONAL: tuple[str, ...] = ("chdb", "streamlit.emojis", "streamlit.material_icon_names")
 
 

@@ -489,7 +489,7 @@ def make_world(
     """Build the world of a named scenario; ``seed`` fixes arms, projection and drift.
 
     Worlds of named scenarios with an integer seed and the default reward config are
-    cached (they are immutable after construction; calibrating a planted lift costs ~1 s).
+    cached (they are immutable after construction; calibrating a planted lift is costly).
     """
     if isinstance(scenario, str) and isinstance(seed, int) and reward_config is None:
         return _cached_world(scenario, seed)

@@ -90,9 +90,9 @@ def _exported_metric_names() -> set[str]:
     serve = ServeMetrics(lambda: 1.0, lambda: 0.0, lambda: 0.0)
     serve.request("/v1/allocate", 200, 0.001)
     serve.decisions.inc(("bandit", "gpt35"))  # labelled families export samples once used
-    learner = LearnerMetrics(port=1)  # registry only: serve() is what binds a port
+    learner = LearnerMetrics(port=1)  # collectors only: serve() is what binds a port
     names: set[str] = set()
-    for registry in (serve.registry, learner.registry):
+    for registry in (serve.collectors, learner.collectors):
         text = generate_latest(registry).decode()
         names |= set(re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{| )", text, re.M))
     return names

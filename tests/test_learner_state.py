@@ -274,7 +274,8 @@ def test_learner_state_refuses_another_policys_or_a_corrupted_vw_delta(tmp_path:
 def test_learner_state_version_2_ridge_files_are_still_read(tmp_path: Path) -> None:
     p = _busy_partition()
     arrays, meta = encode_state(p.to_state())
-    assert meta.pop("delta") == "ridge"  # version 3 only adds the tag: same arrays
+    assert meta.pop("delta") == "ridge"  # version 3 adds the tag: same arrays
+    meta["unit"] = meta.pop("stream")  # and renames the partition's kind, "unit" in version 2
     d = StateDir(tmp_path)
     save_snapshot(d.path("join", 0), arrays, {**meta, "state_version": 2})
     loaded = d.load("join", 0)

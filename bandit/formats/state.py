@@ -15,8 +15,9 @@ produce and restore them (``consumers.join``), this module writes and reads them
 Format: the model snapshot's (:mod:`bandit.formats.snapshot`: magic, version, SHA-256, JSON
 header, npz arrays — no pickle anywhere), optionally authenticated with HMAC-SHA256
 under the key in ``learner.state_hmac_key_file``. The header says
-``{"kind": "learner-state", "state_version": 3, "unit": ..., "partition": ...,
-"delta": ...}``; the arrays are the delta's (``delta.S``, ``delta.b``, ...), the pending
+``{"kind": "learner-state", "state_version": 3, "stream": ..., "partition": ...,
+"delta": ...}`` (``stream``: ``join`` or ``engagement``, the partition's kind; version 2
+files called it ``unit``); the arrays are the delta's (``delta.S``, ``delta.b``, ...), the pending
 contexts (``pending_x``) and ``body``, the rest as UTF-8 JSON.
 
 A join partition's delta is a tagged union (:data:`StateDelta`), named by the header's
@@ -340,7 +341,7 @@ def encode_state(state: PartitionState) -> tuple[dict[str, np.ndarray], dict[str
         "kind": kind, "partition": partition, "offsets": dict(state.offsets),
         "counters": dict(state.counters),
     }
-    meta = {"kind": _KIND, "state_version": state.version, "unit": kind, "partition": partition}
+    meta = {"kind": _KIND, "state_version": state.version, "stream": kind, "partition": partition}
     if isinstance(state, JoinState):
         delta = state.delta
         tag = next((t for t, cls in _DELTA_KINDS.items() if isinstance(delta, cls)), None)
@@ -488,10 +489,11 @@ def _decode(
         )
     if kind not in _STATES:
         raise _Refused(f"kind must be one of {sorted(_STATES)}, got {kind!r}")
-    # (the header names the partition's kind "unit": the file format predates the name)
-    if meta.get("unit") != kind or meta.get("partition") != partition:
+    # the header names the partition's kind "stream" (version 2 files: "unit")
+    stream = meta.get("unit" if version == 2 else "stream")
+    if stream != kind or meta.get("partition") != partition:
         raise _Refused(
-            f"must hold {kind} partition {partition}, holds {meta.get('unit')!r} "
+            f"must hold {kind} partition {partition}, holds {stream!r} "
             f"partition {meta.get('partition')!r}"
         )
     delta: StateDelta | None = None

@@ -150,7 +150,8 @@ class LinearPolicy:
         self._version_cache: tuple[float, str] = (-1.0, "")
         self._eligible_cache: dict[Any, tuple[IntArray, tuple[str, ...], bool]] = {}
         # choose/update may come from several threads (server thread pools): the caches
-        # and scratch buffers are shared, so calls are serialised (uncontended: ~0.1 µs)
+        # and scratch buffers are shared, so calls are serialised (an uncontended lock is
+        # cheap next to a call)
         self._lock = threading.RLock()
 
     # ---- protocol properties

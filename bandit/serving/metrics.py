@@ -9,7 +9,7 @@ only from the event-loop thread (plain ``+=`` would race between threads); count
 kept by other threads (snapshot reloads, the publisher's buffer) are read through
 callables at scrape time.
 
-Each app has its own registry, so apps in one process don't collide.
+Each app has its own Prometheus collector registry (``collectors``), so apps in one process don't collide.
 """
 
 from __future__ import annotations
@@ -153,8 +153,8 @@ class ServeMetrics:
         self.unavailable = FastCounter()
         self.events = FastCounter()
         self.reload_counts = reload_counts
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.collectors = CollectorRegistry()
+        r = self.collectors
         r.register(_HotPathCollector(self))
         age = Gauge("switchboard_snapshot_age_seconds",
                     "Age of the loaded model snapshot (-1 = none loaded)", registry=r)
@@ -177,4 +177,4 @@ class ServeMetrics:
         h.observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.collectors)

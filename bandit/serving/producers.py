@@ -1,11 +1,12 @@
 """Kafka producers for the decision publisher: librdkafka (``confluent-kafka``) when it
 is installed, ``kafka-python`` otherwise, behind the small interface the publisher uses.
 
-Why librdkafka: ``KafkaProducer.send`` is pure Python (~20 µs per record) and its
+Why librdkafka: ``KafkaProducer.send`` is pure Python per record and its
 network thread encodes batches and completes per-record futures under the GIL, so at
-several thousand decisions per second the producer took a third of the allocation
-server's CPU and, holding the GIL in bursts, added to its tail latency. librdkafka
-encodes and sends on its own native threads; ``produce`` costs ~2 µs and delivery
+several thousand decisions per second the producer took a large share of the
+allocation server's CPU and, holding the GIL in bursts, added to its tail latency. librdkafka
+encodes and sends on its own native threads; ``produce`` costs little per call (figures in
+docs/serving.md) and delivery
 reports are handed to Python only when :meth:`ConfluentProducer.poll` asks for them.
 
 Both are configured alike: ``acks=all``, retries, ``linger 5 ms``, no idempotence (tansu
@@ -139,7 +140,7 @@ class ConfluentProducer:
 
     def produce(self, topic: str, key: bytes, value: bytes) -> None:
         """Send without a per-record delivery object: the outcome goes to ``on_result(value,
-        error or None)`` (the publisher's hot path; ~2 µs)."""
+        error or None)`` (the publisher's hot path)."""
         if self.on_result is None:
             raise RuntimeError("produce() needs on_result: its outcome would be lost")
         self._p.produce(topic, value=value, key=key, on_delivery=self._on_delivery)

@@ -11,8 +11,8 @@ thread wake-up. A background thread drains the buffer every ``flush_interval_s``
 :mod:`bandit.serving.producers` (librdkafka, or kafka-python without it: ``acks=all``,
 retries, 5 ms linger) and delivery callbacks. Draining on a timer instead of waking
 the thread per event matters: with a per-event wake-up the publisher and the Kafka
-network thread took ~120 µs of CPU per decision (thread switches and GIL hand-offs),
-more than the whole allocation. Delivery:
+network thread took more CPU per decision than the whole allocation (thread
+switches and GIL hand-offs; docs/serving.md). Delivery:
 
 * delivered → done;
 * failed (broker down, timeout) → the event is appended to the local spill file
@@ -158,7 +158,7 @@ class EventPublisher:
     def publish(self, event: Event) -> None:
         """Enqueue ``event`` without blocking; spill it to disk if the buffer is full."""
         # orjson serialises the slotted dataclass natively: the same bytes as
-        # ``encode_event`` (tested) at ~1/15 of the cost of ``dataclasses.asdict``.
+        # ``encode_event`` (tested) far cheaper than ``dataclasses.asdict``.
         value = orjson.dumps(event)
         if len(self._buffer) < self.buffer_size:
             self._buffer.append((event.key, value))

@@ -185,7 +185,7 @@ ORDER BY bucket_start, variant, arm_id
 
 # First and last decision per variant and arm. min/max are insensitive to duplicates, so
 # this reads without FINAL: a few columns of the decisions table, no merge of the string
-# sorting key (what makes TRAFFIC_SHARE cost ~0.1-0.2 s at 10^6 decisions).
+# sorting key (what makes TRAFFIC_SHARE slow at 10^6 decisions; bench/dashboard.py measures it).
 DECISION_SPAN: Final = """
 SELECT toString(variant) AS variant, toString(arm_id) AS arm_id,
        min(ts_ms) AS first_ms, max(ts_ms) AS last_ms
@@ -277,7 +277,7 @@ ORDER BY experiment_id
 # per-unit array formulation below. Grouping the engagement table by its own sorting key
 # BEFORE the join means the join matches one row per unit (10^6) instead of one per event
 # (10^7), and the day-N sums become array expressions per unit instead of 16 conditional
-# aggregates updated per event in a hash table keyed by unit: ≈ 2x less CPU at 10^7 rows
+# aggregates updated per event in a hash table keyed by unit: less CPU at 10^7 rows
 # (docs/store.md, "The overview's cohort query"). Rows are deduplicated (FINAL), cut at as_of and start
 # 7 days before the experiment's first exposure: exact (an earlier row has d < -7 for
 # every unit), and the engine skips the older monthly partitions of a long-lived store.
