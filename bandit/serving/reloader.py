@@ -47,7 +47,7 @@ ModelSource = Literal["snapshot", "prior"]
 
 @dataclass
 class ServedModel:
-    """Everything one request needs, swapped as a unit: the arms, one policy per variant
+    """Everything one request needs, swapped together, atomically: the arms, one policy per variant
     (over those arms), and where their learnt state comes from."""
 
     arms: ArmRegistry
