@@ -1332,20 +1332,25 @@ def read_log(path: str | Path, *, fmt: str = "auto", arm_ids: Sequence[str] | No
 
 def write_jsonl(path: str | Path, data: LoggedData, *, experiment_id: str = "sim",
                 variant: str = "logger", start_ms: int = 1_790_000_000_000) -> None:
-    """Write ``data`` as JSON Lines (DecisionEvent fields + ``reward``)."""
+    """Write ``data`` as JSON Lines: each line a :class:`~bandit.events.DecisionEvent` as
+    the wire encodes it (its field list is spelled once, there), plus ``reward`` (and the
+    logging distribution as ``probabilities`` when the log has it)."""
+    from bandit.events import DecisionEvent, encode_event
+
     with Path(path).open("wb") as fh:
         for i in range(data.n):
             eligible = (list(data.arm_ids) if data.eligible is None
                         else [a for a, e in zip(data.arm_ids, data.eligible[i], strict=True) if e])
-            obj: dict[str, Any] = {
-                "event_id": f"d{i}", "decision_id": f"d{i}", "ts_ms": start_ms + i,
-                "unit_id": f"u{i % 997}", "conversation_id": f"c{i}",
-                "experiment_id": experiment_id, "variant": variant,
-                "arm_id": data.arm_ids[int(data.arm_index[i])],
-                "propensity": float(data.propensity[i]), "policy_version": "logger",
-                "context": data.contexts[i].tolist(), "eligible": eligible,
-                "schema_version": 1, "reward": float(data.reward[i]),
-            }
+            event = DecisionEvent(
+                event_id=f"d{i}", decision_id=f"d{i}", ts_ms=start_ms + i,
+                unit_id=f"u{i % 997}", conversation_id=f"c{i}",
+                experiment_id=experiment_id, variant=variant,
+                arm_id=data.arm_ids[int(data.arm_index[i])],
+                propensity=float(data.propensity[i]), policy_version="logger",
+                context=tuple(data.contexts[i].tolist()), eligible=tuple(eligible),
+            )
+            obj: dict[str, Any] = orjson.loads(encode_event(event))
+            obj["reward"] = float(data.reward[i])
             if data.probabilities is not None:
                 col = {a: j for j, a in enumerate(data.arm_ids)}
                 obj["probabilities"] = [float(data.probabilities[i, col[a]]) for a in eligible]
