@@ -124,8 +124,17 @@ def simulate(
             if on_done:
                 on_done(name, i)
     else:
-        # leaving the block terminates the workers, also on KeyboardInterrupt
-        with multiprocessing.Pool(min(workers, len(jobs)), initializer=_worker_init) as pool:
+        # leaving the block terminates the workers, also on KeyboardInterrupt. Ctrl-C or
+        # SIGTERM while the pool starts would interrupt Pool() half-built, before the
+        # block that terminates it: they are held until the block is entered
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            pool = multiprocessing.Pool(min(workers, len(jobs)), initializer=_worker_init)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            raise
+        with pool:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a held signal lands here
             for name, i, df, err in pool.imap_unordered(_job, jobs):
                 _collect(frames, errors, name, df, err)
                 if on_done:
@@ -136,10 +145,16 @@ def simulate(
     return table, errors
 
 
+#: the signals that stop a simulation (held while the worker pool starts)
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
 def _worker_init() -> None:
-    """Workers leave SIGINT to the parent (which terminates them) and end on SIGTERM."""
+    """Workers leave SIGINT to the parent (which terminates them) and end on SIGTERM
+    (a forked worker inherits the parent's held signals: released here)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def _collect(frames: list[pd.DataFrame], errors: dict[str, str], name: str,
