@@ -512,13 +512,15 @@ def run_demo(opts: DemoOptions, status: Callable[[str], None] | None = None) -> 
                     stack.check_alive()
             except KeyboardInterrupt:
                 pass
-        result_codes = stack.stop()
+        say("stopping the services")
+        result_codes = stack.stop(say)
     except BaseException:
         stack.stop()
         raise
     # the learner has exited: this process may now open the embedded store
     from bandit.store import open_store
 
+    say("reading the final figures from the store")
     as_of = EPOCH_MS + days_done * DAY_MS
     store = open_store(f"chdb://{paths.chdb}")
     try:

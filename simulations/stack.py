@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,11 +143,18 @@ class Stack:
         svc.proc = None
         return svc.returncode
 
-    def stop(self) -> dict[str, int]:
-        """Stop every service in reverse start order, then the broker; return exit codes."""
+    def stop(self, say: Callable[[str], None] | None = None) -> dict[str, int]:
+        """Stop every service in reverse start order, then the broker; return exit codes.
+        ``say`` gets one line per step with its time (a slow stop shows where it waits)."""
         codes = {}
         for svc in reversed(self.services):
+            if svc.proc is None:
+                codes[svc.name] = svc.returncode or 0
+                continue
+            t0 = time.monotonic()
             codes[svc.name] = self.stop_service(svc)
+            if say is not None:
+                say(f"stopped {svc.name} (exit {codes[svc.name]}, {time.monotonic() - t0:.1f} s)")
         if self.broker is not None:
             self.broker.stop()
         return codes
