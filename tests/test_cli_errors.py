@@ -17,6 +17,7 @@ import pytest
 
 from bandit.cli import HelpFormatter, build_parser, main, subparsers
 from bandit.embedded.broker import free_port
+from tests.fixtures.terminal import as_from_a_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 PLANTED = "pl4nted-Pw-7731"
@@ -102,9 +103,10 @@ def test_arms_file_row_without_arm_id_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_simulate_stops_on_one_signal_leaving_no_worker(tmp_path: Path, sig: signal.Signals) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bandit.cli", "simulate", "--policies", "linucb,greedy",
-         "--seeds", "4", "--steps", "2000000", "--workers", "2", "--json",
-         "--out", str(tmp_path / "out")],
+        as_from_a_terminal(
+            [sys.executable, "-m", "bandit.cli", "simulate", "--policies", "linucb,greedy",
+             "--seeds", "4", "--steps", "2000000", "--workers", "2", "--json",
+             "--out", str(tmp_path / "out")]),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     children: set[int] = set()

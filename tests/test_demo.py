@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 
 from simulations.demo import DAY_MS, EPOCH_MS, DemoOptions, _pace
+from tests.fixtures.terminal import as_from_a_terminal
 from tests.test_dashboard_browser import ARTIFACTS, CHROMIUM, PAGES, Browser, _switchboard
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,8 +189,8 @@ def test_live_demo_pages_render_at_every_moment(tmp_path: Path) -> None:
         "SWITCHBOARD_DASHBOARD__LAG_AFTER_S": str(10 * 365 * 86400),
     }
     proc = subprocess.Popen(
-        [_switchboard(), "demo", "--users", "120", "--days", "10", "--seconds-per-day", "15",
-         "--workdir", str(tmp_path / "demo")],
+        as_from_a_terminal([_switchboard(), "demo", "--users", "120", "--days", "10",
+                            "--seconds-per-day", "15", "--workdir", str(tmp_path / "demo")]),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     out = _Lines(proc)

@@ -147,7 +147,14 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def _receive_stop_signals() -> None:
+    """Unblock SIGINT and SIGTERM: every command stops on one of them, and a blocked mask
+    is inherited across ``exec`` from whatever started this process."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _receive_stop_signals()
     _exit_with_parent()
     _quiet_drivers()
     _redact_logs()
