@@ -458,10 +458,6 @@ class JoinPartition(_Partition):
         # event ids already applied: those of pending and recently closed decisions, and
         # of feedback in (ts_ms, event_id) arrival order, forgotten with the closed ids
         self._decision_eids: set[str] = set()
-        # closed decisions stamped at or before this may have been forgotten (evicted by
-        # horizon or capacity): a decision that old could be a copy of one of them, so it
-        # is refused rather than learnt a second time
-        self._forgotten_before = 0
         self._feedback_eids: set[str] = set()
         self._feedback_eid_order: deque[tuple[int, str]] = deque()
         self.pending: dict[str, _Pending] = {}
@@ -543,14 +539,6 @@ class JoinPartition(_Partition):
             eid, did = ev.event_id, ev.decision_id
             if eid in eids:
                 self._duplicate_event(eid, raw, DECISIONS, offset)
-                continue
-            if ev.ts_ms <= self._forgotten_before:
-                self._dead(
-                    f"ts_ms is too old to be checked for duplicates: closed decisions up to "
-                    f"{self._forgotten_before} are forgotten (learner.late_horizon_windows), "
-                    f"got {ev.ts_ms}",
-                    raw, DECISIONS, offset,
-                )
                 continue
             if ev.arm_id not in self.arm_ids and not self._learn_arm(ev.arm_id):
                 self._dead(f"arm_id is not a known arm, got {ev.arm_id!r}", raw, DECISIONS, offset)
@@ -776,9 +764,7 @@ class JoinPartition(_Partition):
             excess -= 1
         eids = self._decision_eids
         for k in stale:
-            gone = closed.pop(k).decision
-            eids.discard(gone.event_id)
-            self._forgotten_before = max(self._forgotten_before, horizon, gone.ts_ms)
+            eids.discard(closed.pop(k).decision.event_id)
         order, fb_eids = self._feedback_eid_order, self._feedback_eids
         while order and (order[0][0] < horizon or len(order) > self.closed_capacity):
             fb_eids.discard(order.popleft()[1])
@@ -807,7 +793,6 @@ class JoinPartition(_Partition):
                 for c in self.closed.values()
             ),
             counters=self.counters.as_dict(),
-            forgotten_before=self._forgotten_before,
         )
 
     def load_state(self, state: JoinState) -> None:
@@ -839,7 +824,6 @@ class JoinPartition(_Partition):
             self.closed[ev.decision_id] = ClosedDecision(ev, *outcome)
         self._decision_eids = {p.event.event_id for p in self.pending.values()}
         self._decision_eids.update(c.decision.event_id for c in self.closed.values())
-        self._forgotten_before = state.forgotten_before
         self.counters = Counters(**state.counters)
         self.outbox = Outbox()
 

@@ -183,10 +183,7 @@ class JoinState:
     followed by its window of ``WATERMARK_WINDOW - 1`` recent event times;
     ``feedback_ids`` the remembered feedback event ids in arrival order with their times;
     ``heap`` the window-closing order
-    ``(ts_ms, seq, decision_id)`` and ``seq`` the next sequence number;
-    ``forgotten_before`` the newest time up to which closed decisions may have been
-    forgotten (a decision stamped at or before it is refused: it can no longer be checked
-    for duplicates). Version 2 files predate it and read as 0.
+    ``(ts_ms, seq, decision_id)`` and ``seq`` the next sequence number.
     """
 
     KIND: ClassVar[str] = "join"
@@ -203,7 +200,6 @@ class JoinState:
     held: tuple[HeldRow, ...]
     closed: tuple[ClosedRow, ...]
     counters: dict[str, int] = field(default_factory=dict)
-    forgotten_before: int = 0
     version: int = STATE_VERSION
 
 
@@ -373,7 +369,6 @@ def encode_state(state: PartitionState) -> tuple[dict[str, np.ndarray], dict[str
                 for ts, off, fb, raw in state.held
             ],
             closed=[(*_decision_row(ev), *rest) for ev, *rest in state.closed],
-            forgotten_before=state.forgotten_before,
         )
     arrays["body"] = np.frombuffer(orjson.dumps(body), dtype=np.uint8)
     return arrays, meta
@@ -432,7 +427,7 @@ def _events(cls: Any, rows: list[Any], what: str, **given: Any) -> list[Any]:
 
 _JOIN_KEYS: Final = frozenset({
     "kind", "partition", "offsets", "wm_decisions", "wm_feedback", "feedback_ids", "pending",
-    "heap", "seq", "held", "closed", "counters", "forgotten_before",
+    "heap", "seq", "held", "closed", "counters",
 })
 _ENGAGEMENT_KEYS: Final = frozenset({"kind", "partition", "offsets", "counters"})
 _COUNTERS: Final = frozenset({
@@ -523,8 +518,6 @@ def _decode(
     except orjson.JSONDecodeError as exc:
         raise _Refused(f"body is not JSON ({exc.msg})") from None
     keys = _JOIN_KEYS if kind == JoinState.KIND else _ENGAGEMENT_KEYS
-    if version == 2 and kind == JoinState.KIND and type(body) is dict:
-        body.setdefault("forgotten_before", 0)  # version 2 predates the field
     if type(body) is not dict or set(body) != keys:
         got = sorted(body) if type(body) is dict else type(body).__name__
         raise _Refused(f"body must have the fields {sorted(keys)}, got {got}")
@@ -548,8 +541,6 @@ def _decode(
         wms.append(tuple(wm))
     if not _is_int(body["seq"]):
         raise _Refused("seq must be an integer")
-    if not _is_int(body["forgotten_before"]):
-        raise _Refused("forgotten_before must be an integer")
     n = _N_DECISION
     pending = _rows(body["pending"], (lambda v: True,) * n + _PENDING_REST, "pending")
     x = arrays.get("pending_x")
@@ -585,7 +576,6 @@ def _decode(
             (_no_context(ev), *r[n:]) for ev, r in zip(gone, closed, strict=True)
         ),
         counters=counters,
-        forgotten_before=body["forgotten_before"],
     )
 
 
