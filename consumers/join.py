@@ -32,6 +32,7 @@ result does not depend on how the consumer interleaves the two topics.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -197,13 +198,23 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class ClosedDecision:
-    """A decision whose attribution window closed; its reward went into the statistics."""
+    """A decision whose attribution window closed; its reward went into the statistics.
+
+    ``reward_version`` names the α's the reward was computed with (``"config"`` or a
+    published calibration's id, :mod:`bandit.formats.calibration`); ``retried``,
+    ``rating`` and ``conversation_length`` are the merged proxies it was computed from
+    (None: not observed), stored so the reward can be recomputed under other α's.
+    """
 
     decision: DecisionEvent
     reward: float
     joined: bool
     n_feedback: int
     late: bool = False
+    reward_version: str = "config"
+    retried: bool | None = None
+    rating: int | None = None
+    conversation_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,9 +647,7 @@ class JoinPartition(_Partition):
         if closed is not None:
             self.counters.late += 1
             if not closed.late:
-                closed = ClosedDecision(
-                    closed.decision, closed.reward, closed.joined, closed.n_feedback, late=True
-                )
+                closed = dataclasses.replace(closed, late=True)
                 self.closed[fb.decision_id] = closed
             self.outbox.late.append(LateFeedback(fb, closed))
             self.outbox.raw[fb.event_id] = (self.partition, offset, raw)
@@ -738,7 +747,18 @@ class JoinPartition(_Partition):
         n_feedback = [p.n_feedback for p in closing]
         joined = [k > 0 for k in n_feedback]
         done = list(
-            map(ClosedDecision, events, values, joined, n_feedback, [p.late > 0 for p in closing])
+            map(
+                ClosedDecision,
+                events,
+                values,
+                joined,
+                n_feedback,
+                [p.late > 0 for p in closing],
+                ["config"] * n,
+                [p.retried for p in closing],
+                [p.rating for p in closing],
+                [p.length for p in closing],
+            )
         )
         self.outbox.rewards.extend(done)
         self.closed.update(zip([ev.decision_id for ev in events], done, strict=True))

@@ -173,6 +173,10 @@ class StoreSink:
                     late=c.late,
                     ts_ms=c.decision.ts_ms,
                     policy_version=c.decision.policy_version,
+                    reward_version=c.reward_version,
+                    retried=c.retried,
+                    rating=c.rating,
+                    conversation_length=c.conversation_length,
                 )
                 for c in closed
             ]

@@ -245,6 +245,10 @@ class ClickHouseStore:
             "late": [int(r.late) for r in rows],
             "ts_ms": [r.ts_ms for r in rows],
             "policy_version": [r.policy_version for r in rows],
+            "reward_version": [r.reward_version for r in rows],
+            "retried": [None if r.retried is None else int(r.retried) for r in rows],
+            "rating": [r.rating for r in rows],
+            "conversation_length": [r.conversation_length for r in rows],
         })
 
     def insert_engagement(self, events: Sequence[EngagementEvent]) -> int:
@@ -515,6 +519,19 @@ class ClickHouseStore:
         df = self._query_df(queries.MEAN_REWARDS, {"experiment_id": _experiment(experiment_id)})
         df["variant"] = df["variant"].astype(str)
         df["arm_id"] = df["arm_id"].astype(str)
+        return df
+
+    def reward_versions(self, experiment_id: str) -> pd.DataFrame:
+        """The reward α's the experiment's decisions were scored with, one row per
+        version (``config`` or a published calibration's id, :mod:`bandit.formats.
+        calibration`): reward_version, since_ms and until_ms (its first and last
+        decision's time), decisions; ordered by since_ms. Where the dashboard shows a
+        re-calibration taking effect."""
+        df = self._query_df(queries.REWARD_VERSIONS,
+                            {"experiment_id": _experiment(experiment_id)})
+        df["reward_version"] = df["reward_version"].astype(str)
+        for col in ("since_ms", "until_ms", "decisions"):
+            df[col] = df[col].astype("int64")
         return df
 
     # ------------------------------------------------------------------ experiment designs

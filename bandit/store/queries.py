@@ -12,7 +12,8 @@ from typing import Final
 __all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "COHORT_MOMENTS_MANY", "COHORT_MOMENTS_WITH_CROSS",
            "DAYS", "DECISION_SPAN", "EARLY_PROXIES", "EXPERIMENTS", "EXPERIMENT_DESIGN", "EXPOSURE_PERIODS",
            "EXPOSURE_SOURCES",
-           "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE", "TRAFFIC_SHARE",
+           "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE", "REWARD_VERSIONS",
+           "TRAFFIC_SHARE",
            "UNIT_METRICS", "moments_many_sql"]
 
 #: days after first exposure reported per unit
@@ -261,6 +262,17 @@ FROM rewards FINAL
 WHERE experiment_id = {experiment_id:String}
 GROUP BY variant, arm_id
 ORDER BY variant, arm_id
+"""
+
+# The α's each stretch of an experiment's decisions was rewarded with (schema migration 5:
+# 'config' or a published calibration's id), by the decisions' own times.
+REWARD_VERSIONS: Final = """
+SELECT toString(reward_version) AS reward_version, min(ts_ms) AS since_ms,
+       max(ts_ms) AS until_ms, count() AS decisions
+FROM rewards FINAL
+WHERE experiment_id = {experiment_id:String}
+GROUP BY reward_version
+ORDER BY since_ms, reward_version
 """
 
 EXPERIMENTS: Final = """

@@ -185,6 +185,21 @@ MIGRATIONS: Final[tuple[tuple[int, str, tuple[str, ...]], ...]] = (
             "source LowCardinality(String) DEFAULT 'decision'",
         ),
     ),
+    (
+        5,
+        "reward version and proxies",
+        # Which published reward calibration (bandit.formats.calibration) scored each
+        # decision ('config': the config's [reward] α's), and the merged proxies the
+        # reward was computed from, so an offline replay can re-score any decision under
+        # other α's. Rows written before it read 'config' and NULL proxies (unknown).
+        (
+            "ALTER TABLE rewards ADD COLUMN IF NOT EXISTS "
+            "reward_version LowCardinality(String) DEFAULT 'config'",
+            "ALTER TABLE rewards ADD COLUMN IF NOT EXISTS retried Nullable(UInt8)",
+            "ALTER TABLE rewards ADD COLUMN IF NOT EXISTS rating Nullable(UInt8)",
+            "ALTER TABLE rewards ADD COLUMN IF NOT EXISTS conversation_length Nullable(UInt32)",
+        ),
+    ),
 )
 
 #: what an exposure row's ``source`` may say (migration 4)
