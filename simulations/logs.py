@@ -10,7 +10,10 @@ Readers (all return ``(LoggedData, LogReadReport)`` and share one :class:`LogSpe
   mapping. ``context`` is a numeric array, a column glob (``x_*``: the matching columns
   in file order), or an object of named features (mapped as DSJSON features are).
   ``probabilities`` aligned with ``eligible``, or an object ``{arm: p}``, is the
-  logging policy's full distribution.
+  logging policy's full distribution. The optional ``retried``, ``rating`` and
+  ``conversation_length`` (:data:`PROXY_FIELDS`) are the event's reward proxies, kept as
+  :class:`RewardProxies` so the log can be re-scored under other α's
+  (:meth:`LoggedData.rescored`); absent, they cost nothing.
 * **DSJSON** (Decision Service / Personalizer / Vowpal Wabbit), per the format's
   definition: ``c._multi`` lists the actions of the event; ``_labelIndex`` is the
   0-based index of the chosen action into ``_multi`` and ``_label_Action`` its 1-based
@@ -59,6 +62,7 @@ with a count. A zero or absent propensity refuses the whole log with an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import fnmatch
 import functools
@@ -81,9 +85,11 @@ from bandit.errors import InvalidInputError, StoreError
 
 __all__ = [
     "LOG_FIELDS",
+    "PROXY_FIELDS",
     "LogReadReport",
     "LogSpec",
     "LoggedData",
+    "RewardProxies",
     "from_bandit_feedback",
     "read_csv",
     "read_dsjson",
@@ -112,7 +118,13 @@ LOG_FIELDS: Mapping[str, str] = {
     "eligible": "eligible",
     "decision_id": "decision_id",
     "timestamp": "ts_ms",
+    "retried": "retried",
+    "rating": "rating",
+    "conversation_length": "conversation_length",
 }
+#: the optional per-event reward proxies (the arguments of
+#: :func:`bandit.reward.reward_from_proxies`), for re-scoring a log under other α's
+PROXY_FIELDS: tuple[str, ...] = ("retried", "rating", "conversation_length")
 _FEATURE_MODES = ("auto", "dense", "hash", "named")
 
 
@@ -215,6 +227,94 @@ class LogReadReport:
 
 
 @dataclass(frozen=True)
+class RewardProxies:
+    """Per-event reward proxies of a log (:data:`PROXY_FIELDS`), NaN where not observed.
+
+    ``retried`` is 1 (the answer was retried) or 0, ``rating`` the stars, and
+    ``conversation_length`` the messages after the decision, as
+    :func:`bandit.reward.reward_from_proxies` takes them; an event with none observed had
+    no feedback and gets a reward config's ``default_reward``. ``rescorable`` is False for
+    an event whose reward came from feedback whose proxies were not kept (store rows
+    written before migration 5); ``None`` means every event can be re-scored.
+    """
+
+    retried: FloatArray
+    rating: FloatArray
+    conversation_length: FloatArray
+    rescorable: BoolArray | None = None
+
+    def __post_init__(self) -> None:
+        n = self.retried.shape[0]
+        for name in PROXY_FIELDS:
+            if getattr(self, name).shape != (n,):
+                raise InvalidInputError(f"proxies.{name}", getattr(self, name).shape,
+                                        f"must have shape ({n},)")
+        if self.rescorable is not None and self.rescorable.shape != (n,):
+            raise InvalidInputError("proxies.rescorable", self.rescorable.shape,
+                                    f"must have shape ({n},)")
+
+    @property
+    def n(self) -> int:
+        return int(self.retried.shape[0])
+
+    @property
+    def observed(self) -> int:
+        """Events with at least one proxy observed."""
+        seen = ~(np.isnan(self.retried) & np.isnan(self.rating)
+                 & np.isnan(self.conversation_length))
+        return int(seen.sum())
+
+    @property
+    def not_rescorable(self) -> int:
+        """Events whose reward cannot be recomputed (their proxies were not kept)."""
+        return 0 if self.rescorable is None else int((~self.rescorable).sum())
+
+    def subset(self, idx: npt.ArrayLike) -> RewardProxies:
+        i = np.asarray(idx)
+        return RewardProxies(self.retried[i], self.rating[i], self.conversation_length[i],
+                             None if self.rescorable is None else self.rescorable[i])
+
+    def rewards(self, config: Any, event_ids: Sequence[str] | None = None) -> FloatArray:
+        """Each event's reward under ``config`` (a :class:`bandit.config.RewardConfig`).
+
+        :func:`bandit.reward.reward_from_proxies` is the one implementation of the reward:
+        it is called once per distinct proxy combination (a log holds few) and its
+        validation is the proxies' (a rating of 7 is refused naming the event, by
+        ``event_ids`` when given, else by position).
+        """
+        from bandit.reward import reward_from_proxies
+
+        # NaN (not observed) as -inf so that np.unique groups it; values are finite
+        codes = np.nan_to_num(np.stack([self.retried, self.rating, self.conversation_length],
+                                       axis=1), nan=-np.inf)
+        if codes.shape[0] == 0:
+            return np.zeros(0)
+        combos, inverse = np.unique(codes, axis=0, return_inverse=True)
+        values = np.empty(combos.shape[0])
+        for j, (retried, rating, length) in enumerate(combos.tolist()):
+            try:
+                values[j] = reward_from_proxies(
+                    config, retried=_proxy_arg(retried, flag=True), rating=_proxy_arg(rating),
+                    conversation_length=_proxy_arg(length))
+            except InvalidInputError as exc:
+                i = int(np.flatnonzero(inverse.reshape(-1) == j)[0])
+                where = f"event {event_ids[i]}" if event_ids is not None else f"event {i}"
+                raise InvalidInputError(f"{where}: {exc.field}", exc.value, exc.reason) from None
+        out: FloatArray = values[inverse.reshape(-1)]
+        return out
+
+
+def _proxy_arg(v: float, *, flag: bool = False) -> Any:
+    """A stored proxy as :func:`bandit.reward.reward_from_proxies` takes it (None: not
+    observed); a value it must refuse is passed on as it is, so its check names it."""
+    if v == -math.inf:
+        return None
+    if flag and v in (0.0, 1.0):
+        return v == 1.0
+    return int(v) if not flag and v.is_integer() else v
+
+
+@dataclass(frozen=True)
 class LoggedData:
     """Logged decisions joined with rewards, as arrays (n events, K arms, d dims).
 
@@ -222,7 +322,9 @@ class LoggedData:
     (0 for arms not eligible), else ``None``; ``eligible`` (n, K) marks the arms each
     event could have had (``None``: all); ``weights`` are per-event weights (DSJSON
     ``pdrop``), ``None`` meaning 1; ``arm_features`` (K, m) are arms' content features read
-    from the log (DSJSON ``action_features``), ``None`` when the log gave none.
+    from the log (DSJSON ``action_features``), ``None`` when the log gave none;
+    ``proxies`` are the events' reward proxies (:class:`RewardProxies`), ``None`` when the
+    log has none.
     """
 
     arm_ids: tuple[str, ...]
@@ -235,6 +337,7 @@ class LoggedData:
     eligible: BoolArray | None = field(default=None, repr=False)
     weights: FloatArray | None = field(default=None, repr=False)
     arm_features: FloatArray | None = field(default=None, repr=False)
+    proxies: RewardProxies | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = self.arm_index.shape[0]
@@ -257,6 +360,8 @@ class LoggedData:
         if self.arm_features is not None and (self.arm_features.ndim != 2
                                               or self.arm_features.shape[0] != k):
             raise InvalidInputError("arm_features", self.arm_features.shape, f"must be ({k}, m)")
+        if self.proxies is not None and self.proxies.n != n:
+            raise InvalidInputError("proxies", self.proxies.n, f"must hold {n} events")
 
     @property
     def n(self) -> int:
@@ -287,7 +392,32 @@ class LoggedData:
             None if self.eligible is None else self.eligible[i],
             None if self.weights is None else self.weights[i],
             self.arm_features,
+            None if self.proxies is None else self.proxies.subset(i),
         )
+
+    def rescored(self, config: Any) -> LoggedData:
+        """The log's events with their rewards recomputed from their proxies under ``config``.
+
+        ``config`` is a :class:`bandit.config.RewardConfig` (α's, length cap, default
+        reward); the reward is :meth:`RewardProxies.rewards`. Events that cannot be
+        re-scored (:attr:`RewardProxies.not_rescorable`) are left out, so every reward
+        config re-scores the same events. A log without proxies is refused, naming the
+        fields to map.
+        """
+        px = self.proxies
+        if px is None or px.observed == 0:
+            lost = f"; {px.not_rescorable} of {self.n} events have feedback whose proxies " \
+                   "were not kept (store rows written before migration 5)" \
+                if px is not None and px.not_rescorable else ""
+            raise InvalidInputError(
+                "proxies", None,
+                f"are required to re-score rewards: the log has none (map its columns to the "
+                f"fields {', '.join(PROXY_FIELDS)}: --field NAME=COLUMN, LogSpec.fields{lost})")
+        data = self
+        if px.rescorable is not None and px.not_rescorable:
+            keep = np.flatnonzero(px.rescorable)
+            data, px = self.subset(keep), px.subset(keep)
+        return dataclasses.replace(data, reward=px.rewards(config, data.decision_ids))
 
     def arm_registry(self) -> Any:
         """The log's arms as a :class:`bandit.arms.ArmRegistry`, with ``arm_features`` when read.
@@ -437,6 +567,13 @@ class _Builder:
         self.event_id: list[str] = []
         self.weight: list[float] = []
         self.ts: list[int | None] = []
+        # reward proxies (retried, rating, length; NaN: not observed) and whether the
+        # reward can be re-scored, by position in the lists above: only events that have
+        # any, so a log without proxies costs nothing
+        self.proxies: dict[int, tuple[float, float, float, bool]] = {}
+        #: (field, column) of the proxies a table row may carry
+        self.proxy_cols: tuple[tuple[str, str], ...] = tuple(
+            (f, spec.column(f)) for f in PROXY_FIELDS)
         self.lines = 0
         self.malformed = 0
         self.skipped = 0
@@ -595,6 +732,20 @@ class _Builder:
                 ctx[i, cols[name]] += v
         return None, ctx, len(cols), "named"
 
+    def _proxies(self, rows: list[int] | None, n: int) -> RewardProxies | None:
+        """The kept events' proxies (``rows``: their positions, None: all in order)."""
+        if not self.proxies:
+            return None
+        full = np.full((len(self.line), 4), np.nan)
+        full[:, 3] = 1.0
+        at = np.fromiter(self.proxies, dtype=np.int64, count=len(self.proxies))
+        full[at] = np.asarray(list(self.proxies.values()), dtype=np.float64)
+        if rows is not None:
+            full = full[np.asarray(rows, dtype=np.int64).reshape(n)]
+        ok = full[:, 3] == 1.0
+        return RewardProxies(full[:, 0].copy(), full[:, 1].copy(), full[:, 2].copy(),
+                             None if ok.all() else ok)
+
     def finish(self, arm_ids: Sequence[str] | None) -> tuple[LoggedData, LogReadReport]:
         keep, contexts, dim, source = self._contexts()
         columns_ = self._columns()
@@ -602,6 +753,8 @@ class _Builder:
             columns_ = [[col[i] for i in keep] for col in columns_]
         _, arm, prop, rewards, _, _, probs, eligible_, event_id, weight, ts_ms = columns_
         n = len(arm)
+        # positions of the kept events in the builder's lists, in the order they end in
+        rows: list[int] | None = keep
         if n and None not in ts_ms:
             # replay walks the log in time order: events by Timestamp (stable)
             ts = np.asarray(ts_ms, dtype=np.int64)
@@ -611,6 +764,7 @@ class _Builder:
                     [col[i] for i in order_ts]
                     for col in (arm, prop, rewards, probs, eligible_, event_id, weight))
                 contexts = contexts[order_ts]
+                rows = order_ts if rows is None else [rows[i] for i in order_ts]
         pos: dict[str, int] = {a: i for i, a in enumerate(arm_ids or ())}
         # arm tuples are interned (Builder.intern): columns computed once per object
         cols: dict[int, IntArray] = {}
@@ -683,6 +837,7 @@ class _Builder:
             eligible=eligible,
             weights=None if bool(np.all(weights == 1.0)) else weights,
             arm_features=self._arm_features(order),
+            proxies=self._proxies(rows, n),
         )
         self.errors.sort()
         report = LogReadReport(self.path, self.lines, n, self.malformed, tuple(self.errors),
@@ -770,13 +925,36 @@ def _table_row(b: _Builder, no: int, obj: Mapping[str, Any], ctx_cols: Sequence[
             probs = (eligible, [float(v) for v in pr], None)
         elif pr is not None and not (isinstance(pr, float) and math.isnan(pr)):
             raise _Bad("probabilities must be aligned with eligible or map arm -> probability")
+        proxies = _proxies(obj, b.proxy_cols) if b.proxy_cols else None
     except _Bad as exc:
         b.bad(no, str(exc))
         return
     prop = b.propensity(no, _get(obj, spec.column("propensity")))
     did = _get(obj, spec.column("decision_id"))
+    if proxies is not None:
+        b.proxies[len(b.line)] = proxies
     b.add(_Row(no, arm, prop, reward, ctx, dense, probs, eligible,
                str(did) if did is not None else str(no), 1.0))
+
+
+def _proxies(obj: Mapping[str, Any], cols: Sequence[tuple[str, str]]
+             ) -> tuple[float, float, float, bool] | None:
+    """The row's reward proxies as numbers (NaN: not observed), None when it has none.
+
+    Only the type is checked here; the values' ranges are
+    :func:`bandit.reward.reward_from_proxies`' to judge when the log is re-scored.
+    """
+    vals = [math.nan, math.nan, math.nan]
+    seen = False
+    for name, col in cols:
+        v = _get(obj, col)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if not (isinstance(v, bool) or _is_num(v)):
+            raise _Bad(f"{name} ({col}) must be a finite number or boolean, got {v!r:.40}")
+        vals[PROXY_FIELDS.index(name)] = float(v)
+        seen = True
+    return (vals[0], vals[1], vals[2], True) if seen else None
 
 
 @contextlib.contextmanager
@@ -847,6 +1025,7 @@ def read_jsonl(path: str | Path, *, arm_ids: Sequence[str] | None = None,
 def _read_frame(path: str | Path, frame: Any, spec: LogSpec | None, first_line: int,
                 arm_ids: Sequence[str] | None) -> tuple[LoggedData, LogReadReport]:
     b = _Builder(str(path), spec or LogSpec())
+    b.proxy_cols = tuple((f, c) for f, c in b.proxy_cols if c in frame.columns)
     ctx_cols = _context_glob(b.spec, [str(c) for c in frame.columns])
     for i, obj in enumerate(frame.to_dict(orient="records")):
         b.lines += 1
@@ -1334,9 +1513,12 @@ def write_jsonl(path: str | Path, data: LoggedData, *, experiment_id: str = "sim
                 variant: str = "logger", start_ms: int = 1_790_000_000_000) -> None:
     """Write ``data`` as JSON Lines: each line a :class:`~bandit.events.DecisionEvent` as
     the wire encodes it (its field list is spelled once, there), plus ``reward`` (and the
-    logging distribution as ``probabilities`` when the log has it)."""
+    logging distribution as ``probabilities`` when the log has it, and the reward proxies
+    the event observed — ``retried`` a boolean, ``rating`` and ``conversation_length``
+    integers — when the log has them)."""
     from bandit.events import DecisionEvent, encode_event
 
+    px = data.proxies
     with Path(path).open("wb") as fh:
         for i in range(data.n):
             eligible = (list(data.arm_ids) if data.eligible is None
@@ -1354,6 +1536,12 @@ def write_jsonl(path: str | Path, data: LoggedData, *, experiment_id: str = "sim
             if data.probabilities is not None:
                 col = {a: j for j, a in enumerate(data.arm_ids)}
                 obj["probabilities"] = [float(data.probabilities[i, col[a]]) for a in eligible]
+            if px is not None:
+                for name in PROXY_FIELDS:
+                    v = float(getattr(px, name)[i])
+                    if not math.isnan(v):
+                        obj[name] = (v == 1.0 if name == "retried" and v in (0.0, 1.0)
+                                     else int(v) if v.is_integer() else v)
             fh.write(orjson.dumps(obj) + b"\n")
 
 

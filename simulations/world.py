@@ -54,7 +54,7 @@ from bandit.arms import Arm, ArmRegistry
 from bandit.config import RewardConfig
 from bandit.errors import InvalidInputError
 from bandit.events import EngagementEvent
-from simulations.logs import LoggedData
+from simulations.logs import LoggedData, RewardProxies
 
 __all__ = [
     "DIMENSIONS",
@@ -609,8 +609,9 @@ def simulate_log(
 ) -> tuple[LoggedData, FloatArray]:
     """Log ``n`` decisions of ``logger`` (contexts -> (n, K) probabilities; None = uniform).
 
-    Returns the log and the true expected reward of every arm for every event (n, K), so
-    estimators can be checked against ground truth.
+    Returns the log (with each event's reward proxies, ``LoggedData.proxies``) and the
+    true expected reward of every arm for every event (n, K), so estimators can be
+    checked against ground truth.
     """
     if n < 1:
         raise InvalidInputError("n", n, "must be >= 1")
@@ -626,6 +627,9 @@ def simulate_log(
         arm_ids=world.arm_ids, contexts=x, arm_index=arm,
         propensity=probs[np.arange(n), arm], reward=prox.reward,
         probabilities=None if logger is None else probs,
+        proxies=RewardProxies(prox.retried.astype(np.float64),
+                              np.where(prox.rating > 0, prox.rating, np.nan),
+                              prox.conversation_length.astype(np.float64)),
     )
     return data, world.expected_rewards(topics, day)
 
