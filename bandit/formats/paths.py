@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "CALIBRATION_NAME",
     "PRIOR_NAME",
     "PROJECTION_NAME",
     "REGISTRY_LOCK_NAME",
     "REGISTRY_NAME",
     "SNAPSHOT_NAME",
+    "calibration_path",
     "prior_path",
     "projection_path",
     "registry_path",
@@ -37,6 +39,9 @@ REGISTRY_NAME: Final = "arms-registry.json"
 REGISTRY_LOCK_NAME: Final = REGISTRY_NAME + ".lock"
 #: the fitted MiniLM projection (:mod:`bandit.adapters.minilm`) in ``model.dir``
 PROJECTION_NAME: Final = "projection.snapshot"
+#: the published reward calibration history (:mod:`bandit.formats.calibration`) in
+#: ``model.dir``; its writers' ``flock`` file is this name + ``.lock``
+CALIBRATION_NAME: Final = "reward-calibration.json"
 
 
 def snapshot_path(model_dir: str | os.PathLike[str]) -> Path:
@@ -57,3 +62,8 @@ def registry_path(model_dir: str | os.PathLike[str]) -> Path:
 def projection_path(model_dir: str | os.PathLike[str]) -> Path:
     """``<model_dir>/projection.snapshot``: the MiniLM projection."""
     return Path(model_dir) / PROJECTION_NAME
+
+
+def calibration_path(model_dir: str | os.PathLike[str]) -> Path:
+    """``<model_dir>/reward-calibration.json``: the published reward α's."""
+    return Path(model_dir) / CALIBRATION_NAME
