@@ -40,6 +40,7 @@ from bandit.serving.allocator import Allocator
 from bandit.store import ClickHouseStore, open_store
 from consumers.join import DESIGNS, ENGAGEMENT, EXPOSURES, EngagementPartition, Outbox
 from consumers.sink import StoreSink
+from tests.fixtures.kafka import kafka_toml
 from tests.test_learner_kafka import start_learner, stop, wait_for
 from tests.test_learner_sink import _dead_letters
 
@@ -155,16 +156,7 @@ def _learner_config(tmp: Path, bootstrap: str, prefix: str) -> Path:
     path.write_text(f"""
 [policy]
 dim = 8
-[kafka]
-bootstrap_servers = "{bootstrap}"
-decisions_topic = "{prefix}.decisions"
-feedback_topic = "{prefix}.feedback"
-engagement_topic = "{prefix}.engagement"
-exposures_topic = "{prefix}.exposures"
-designs_topic = "{prefix}.designs"
-dead_letter_topic = "{prefix}.dead-letter"
-group_id = "{prefix}-learners"
-session_timeout_ms = 6000
+{kafka_toml(bootstrap, prefix)}
 [learner]
 attribution_window_s = 10.0
 commit_interval_s = 0.3
@@ -271,8 +263,7 @@ def test_topics_create_makes_the_designs_topic(broker: EmbeddedBroker, topic_pre
                                               capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "switchboard.toml"
     names = ("decisions", "feedback", "engagement", "exposures", "designs", "dead-letter")
-    path.write_text("[kafka]\n" + "".join(
-        f'{n.replace("-", "_")}_topic = "{topic_prefix}.{n}"\n' for n in names))
+    path.write_text(kafka_toml(broker.bootstrap_servers, topic_prefix))
     assert main(["--config", str(path), "topics", "--create", "--bootstrap-servers",
                  broker.bootstrap_servers]) == 0
     listed = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())

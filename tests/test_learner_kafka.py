@@ -32,6 +32,7 @@ from consumers.join import JoinPartition, Outbox
 from consumers.kafka_adapter import KafkaLearner
 from consumers.sink import MemorySink
 from consumers.synthetic import ARMS, Stream, make_stream, produce, reference
+from tests.fixtures.kafka import kafka_settings, kafka_toml
 
 pytestmark = pytest.mark.integration
 
@@ -45,14 +46,7 @@ def write_config(
     cfg = f"""
 [policy]
 dim = {dim}
-[kafka]
-bootstrap_servers = "{bootstrap}"
-decisions_topic = "{prefix}.decisions"
-feedback_topic = "{prefix}.feedback"
-engagement_topic = "{prefix}.engagement"
-dead_letter_topic = "{prefix}.dead-letter"
-group_id = "{prefix}-{group}"
-session_timeout_ms = 6000
+{kafka_toml(bootstrap, prefix, group=group)}
 [learner]
 attribution_window_s = {WINDOW_S}
 batch_size = 5000
@@ -71,7 +65,9 @@ dsn = "chdb://{tmp / "chdb"}"
 
 
 def topics(prefix: str) -> list[str]:
-    return [f"{prefix}.{t}" for t in ("decisions", "feedback", "engagement", "dead-letter")]
+    """The topics the learner tests produce to and read from, as :func:`write_config` names them."""
+    k = kafka_settings("", prefix)
+    return [k.decisions_topic, k.feedback_topic, k.engagement_topic, k.dead_letter_topic]
 
 
 def make_join_for(config: Config) -> Any:

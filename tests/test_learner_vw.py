@@ -34,6 +34,7 @@ from bandit.policies import make_policy  # noqa: E402
 from bandit.serving.reloader import ModelHolder  # noqa: E402
 from consumers.join import JoinPartition  # noqa: E402
 from consumers.synthetic import ARMS, Stream, make_stream, produce, reference  # noqa: E402
+from tests.fixtures.kafka import kafka_toml  # noqa: E402
 from tests.test_learner_kafka import (  # noqa: E402
     offsets_reached,
     start_learner,
@@ -56,14 +57,7 @@ name = "vw"
 dim = {DIM}
 vw_exploration = "{PARAMS.vw_exploration}"
 epsilon = {PARAMS.epsilon}
-[kafka]
-bootstrap_servers = "{bootstrap}"
-decisions_topic = "{prefix}.decisions"
-feedback_topic = "{prefix}.feedback"
-engagement_topic = "{prefix}.engagement"
-dead_letter_topic = "{prefix}.dead-letter"
-group_id = "{prefix}-learners"
-session_timeout_ms = 6000
+{kafka_toml(bootstrap, prefix)}
 [learner]
 attribution_window_s = {WINDOW_S}
 commit_interval_s = 0.3
