@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -27,46 +30,59 @@ def _variant_colour(field: str = "variant:N", title: str = "variant") -> alt.Col
     return alt.Color(field, title=title, scale=alt.Scale(range=list(PALETTE)))
 
 
+def _unbounded_undrawn(df: pd.DataFrame, cols: Iterable[str]) -> pd.DataFrame:
+    """``df`` with ±inf in ``cols`` (an unbounded interval end) as missing, so it is left
+    undrawn rather than stretching the axis."""
+    return df.assign(**{c: df[c].astype(float).where(np.isfinite(df[c].astype(float)))
+                        for c in cols})
+
+
+def _pct_tooltip(*fields: str) -> list[str | alt.Tooltip]:
+    """Tooltip fields in order; the quantitative ones (``name:Q``) read as percentages."""
+    return [alt.Tooltip(f, format=_PCT) if f.endswith(":Q") else f for f in fields]
+
+
+def _estimate_layers(
+    base: alt.Chart,
+    intervals: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]],
+    point: Mapping[str, Any],
+    *,
+    size: int,
+    tooltip: Sequence[str | alt.Tooltip],
+) -> list[alt.Chart]:
+    """Estimates with their intervals, the shape of the lift forest and of the projection
+    history: one rule layer per ``(mark properties, encoding)`` in ``intervals``, under a
+    filled point of ``size`` encoded by ``point`` with ``tooltip``."""
+    layers = [base.mark_rule(**mark).encode(**encoding) for mark, encoding in intervals]
+    layers.append(base.mark_point(filled=True, size=size).encode(**point, tooltip=list(tooltip)))
+    return layers
+
+
 def lift_forest_chart(df: pd.DataFrame) -> alt.Chart:
     """Relative lift per variant and metric: point, fixed CI (thick) and always-valid CI (thin).
 
     An unbounded interval end (±inf) is left undrawn rather than stretching the axis."""
-    cols = [c for c in ("lift", "ci_low", "ci_high", "av_low", "av_high") if c in df.columns]
-    df = df.assign(**{c: df[c].astype(float).where(np.isfinite(df[c].astype(float))) for c in cols})
+    df = _unbounded_undrawn(df, [c for c in ("lift", "ci_low", "ci_high", "av_low", "av_high")
+                                 if c in df.columns])
     base = alt.Chart(df).encode(
         y=alt.Y("metric:N", title=None, sort=None),
         yOffset=alt.YOffset("variant:N"),
         color=_variant_colour(),
     )
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="gray").encode(x="x:Q")
-    layers = [zero]
+
+    def x(field: str) -> alt.X:
+        return alt.X(field, title="relative lift vs control", axis=alt.Axis(format="%"))
+
+    intervals: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = []
     if "av_low" in df.columns and df["av_low"].notna().any():
-        layers.append(
-            base.mark_rule(strokeWidth=1, opacity=0.6).encode(
-                x=alt.X("av_low:Q", title="relative lift vs control", axis=alt.Axis(format="%")),
-                x2="av_high:Q",
-            )
-        )
-    layers.append(
-        base.mark_rule(strokeWidth=4).encode(
-            x=alt.X("ci_low:Q", title="relative lift vs control", axis=alt.Axis(format="%")),
-            x2="ci_high:Q",
-        )
+        intervals.append(({"strokeWidth": 1, "opacity": 0.6}, {"x": x("av_low:Q"), "x2": "av_high:Q"}))
+    intervals.append(({"strokeWidth": 4}, {"x": x("ci_low:Q"), "x2": "ci_high:Q"}))
+    layers = _estimate_layers(
+        base, intervals, {"x": "lift:Q"}, size=60,
+        tooltip=_pct_tooltip("metric:N", "variant:N", "lift:Q", "ci_low:Q", "ci_high:Q", "verdict:N"),
     )
-    layers.append(
-        base.mark_point(filled=True, size=60).encode(
-            x="lift:Q",
-            tooltip=[
-                "metric:N",
-                "variant:N",
-                alt.Tooltip("lift:Q", format=_PCT),
-                alt.Tooltip("ci_low:Q", format=_PCT),
-                alt.Tooltip("ci_high:Q", format=_PCT),
-                "verdict:N",
-            ],
-        )
-    )
-    return alt.layer(*layers).properties(
+    return alt.layer(zero, *layers).properties(
         height=alt.Step(14), title="Lift vs control (95% CI; thin = always-valid)"
     )
 
@@ -93,7 +109,7 @@ def retention_curve_chart(df: pd.DataFrame) -> alt.LayerChart:
 def lift_over_time_chart(df: pd.DataFrame, metric_label: str) -> alt.LayerChart:
     """Cumulative lift as data accrued (one point per calendar day), with the always-valid
     95% band (``av_low``/``av_high``; an unbounded end is left undrawn)."""
-    df = df.replace([np.inf, -np.inf], np.nan)
+    df = _unbounded_undrawn(df, ("lift", "av_low", "av_high"))
     base = alt.Chart(df).encode(
         x=alt.X("date:T", title="as of"),
         color=_variant_colour(),
@@ -191,7 +207,7 @@ def projection_history_chart(df: pd.DataFrame) -> alt.LayerChart:
     interval covered the measurement. ``df``: ``ProjectionHistory.rows``."""
     cols = ("projected_lift", "ci_low", "ci_high", "measured_lift", "measured_ci_low",
             "measured_ci_high")
-    d = df.assign(**{c: df[c].astype(float).where(np.isfinite(df[c].astype(float))) for c in cols})
+    d = _unbounded_undrawn(df, cols)
     d = d.assign(covered=np.where(d["covered"].astype(bool), "covered", "missed"))
     values = d[list(cols)].to_numpy(dtype=float)
     finite = values[np.isfinite(values)]
@@ -204,24 +220,16 @@ def projection_history_chart(df: pd.DataFrame) -> alt.LayerChart:
     base = alt.Chart(d).encode(color=colour)
     x = alt.X("projected_lift:Q", title="projected lift at day 7", axis=alt.Axis(format="%"))
     y = alt.Y("measured_lift:Q", title="measured day-30 lift", axis=alt.Axis(format="%"))
-    horizontal = base.mark_rule(opacity=0.6).encode(x=alt.X("ci_low:Q"), x2="ci_high:Q", y=y)
-    vertical = base.mark_rule(opacity=0.6).encode(x=x, y=alt.Y("measured_ci_low:Q"),
-                                                 y2="measured_ci_high:Q")
-    points = base.mark_point(filled=True, size=70).encode(
-        x=x,
-        y=y,
-        shape=alt.Shape("variant:N"),
-        tooltip=[
-            "experiment_id:N",
-            "variant:N",
-            alt.Tooltip("projected_lift:Q", format=_PCT),
-            alt.Tooltip("ci_low:Q", format=_PCT),
-            alt.Tooltip("ci_high:Q", format=_PCT),
-            alt.Tooltip("measured_lift:Q", format=_PCT),
-            "covered:N",
-            "calibrated_on:N",
-        ],
+    layers = _estimate_layers(
+        base,
+        [({"opacity": 0.6}, {"x": alt.X("ci_low:Q"), "x2": "ci_high:Q", "y": y}),  # projection's
+         ({"opacity": 0.6}, {"x": x, "y": alt.Y("measured_ci_low:Q"),  # measurement's
+                             "y2": "measured_ci_high:Q"})],
+        {"x": x, "y": y, "shape": alt.Shape("variant:N")},
+        size=70,
+        tooltip=_pct_tooltip("experiment_id:N", "variant:N", "projected_lift:Q", "ci_low:Q",
+                             "ci_high:Q", "measured_lift:Q", "covered:N", "calibrated_on:N"),
     )
-    return alt.layer(diagonal, horizontal, vertical, points).properties(
+    return alt.layer(diagonal, *layers).properties(
         height=360, title="Projected at day 7 vs measured at day 30 (95% intervals)"
     )
