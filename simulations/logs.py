@@ -1642,9 +1642,24 @@ def to_bandit_feedback(data: LoggedData) -> dict[str, Any]:
 
 _STORE_SQL = """
 SELECT d.decision_id AS decision_id, d.arm_id AS arm_id, d.propensity AS propensity,
-       d.context AS context, r.reward AS reward
+       d.context AS context, r.reward AS reward, r.joined AS joined,
+       r.retried AS retried, r.rating AS rating, r.conversation_length AS conversation_length
 FROM decisions AS d FINAL
-INNER JOIN (SELECT decision_id, reward FROM rewards FINAL) AS r
+INNER JOIN (SELECT decision_id, reward, joined, retried, rating, conversation_length
+            FROM rewards FINAL) AS r
+    ON d.decision_id = r.decision_id
+WHERE d.experiment_id = {experiment_id:String}
+  AND (length({variant:String}) = 0 OR d.variant = {variant:String})
+ORDER BY d.ts_ms, d.decision_id
+"""
+#: the rewards' proxies are stored from migration 5 on; before, the query reads them NULL
+_STORE_PROXIES_VERSION = 5
+_STORE_SQL_NO_PROXIES = """
+SELECT d.decision_id AS decision_id, d.arm_id AS arm_id, d.propensity AS propensity,
+       d.context AS context, r.reward AS reward, r.joined AS joined,
+       NULL AS retried, NULL AS rating, NULL AS conversation_length
+FROM decisions AS d FINAL
+INNER JOIN (SELECT decision_id, reward, joined FROM rewards FINAL) AS r
     ON d.decision_id = r.decision_id
 WHERE d.experiment_id = {experiment_id:String}
   AND (length({variant:String}) = 0 OR d.variant = {variant:String})
@@ -1653,11 +1668,19 @@ ORDER BY d.ts_ms, d.decision_id
 
 
 def _store_rows(df: Any) -> Iterable[tuple[int, dict[str, Any]]]:
+    import pandas as pd
+
+    def proxy(v: Any) -> float | None:
+        return None if v is None or pd.isna(v) else float(v)
+
     for no, row in enumerate(df.itertuples(index=False), start=1):
         ctx = row.context
         yield no, {"decision_id": row.decision_id, "arm_id": row.arm_id,
                    "propensity": float(row.propensity), "reward": float(row.reward),
-                   "context": [float(v) for v in ctx] if ctx is not None and len(ctx) else None}
+                   "context": [float(v) for v in ctx] if ctx is not None and len(ctx) else None,
+                   "joined": bool(row.joined), "retried": proxy(row.retried),
+                   "rating": proxy(row.rating),
+                   "conversation_length": proxy(row.conversation_length)}
 
 
 def read_store(store: Any, experiment_id: str, *, variant: str = "",
@@ -1668,18 +1691,28 @@ def read_store(store: Any, experiment_id: str, *, variant: str = "",
     ``store`` is a :class:`bandit.store.ClickHouseStore` (``open_store``; chdb or a
     ClickHouse server); values reach SQL only as bound parameters. Rows with a bad
     context are counted as malformed (numbered in query order); a zero propensity
-    refuses the log, as for files.
+    refuses the log, as for files. The rewards' proxies (migration 5) are the events'
+    :class:`RewardProxies`; a reward from feedback whose proxies are NULL (written before
+    migration 5) cannot be re-scored (``RewardProxies.rescorable``), a decision that had
+    no feedback can (it gets each reward config's default).
     """
     if not isinstance(experiment_id, str) or not experiment_id:
         raise InvalidInputError("experiment_id", experiment_id, "must be a non-empty string")
     query = getattr(store, "_query_df", None)
     if query is None:
         raise StoreError("this store cannot be queried for logged decisions")
-    df = query(_STORE_SQL, {"experiment_id": experiment_id, "variant": variant})
+    version = getattr(store, "schema_version", None)
+    sql = (_STORE_SQL if version is None or version() >= _STORE_PROXIES_VERSION
+           else _STORE_SQL_NO_PROXIES)
+    df = query(sql, {"experiment_id": experiment_id, "variant": variant})
     b = _Builder(f"store:{experiment_id}", LogSpec(features="dense", dim=(spec.dim if spec else None),
                                                    reward_range=(spec or LogSpec()).reward_range,
                                                    out_of_range=(spec or LogSpec()).out_of_range))
+    unknown = (math.nan, math.nan, math.nan, False)
     for no, obj in _store_rows(df):
         b.lines += 1
+        at = len(b.line)
         _table_row(b, no, obj, None)
+        if len(b.line) > at and obj["joined"] and at not in b.proxies:
+            b.proxies[at] = unknown
     return b.finish(arm_ids)

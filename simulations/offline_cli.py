@@ -77,7 +77,8 @@ def _add_source(p: argparse.ArgumentParser) -> None:
                    help="log format (auto: by suffix, then by content)")
     p.add_argument("--field", action="append", default=[], metavar="NAME=COLUMN",
                    help="map a logical field (arm, propensity, reward, cost, context, "
-                        "probabilities, eligible, decision_id, timestamp) to the log's column; "
+                        "probabilities, eligible, decision_id, timestamp, and the reward "
+                        "proxies retried, rating, conversation_length) to the log's column; "
                         "context may be a glob such as x_*; repeatable")
     p.add_argument("--reward-range", default="0,1", metavar="LOW,HIGH",
                    help="declared range of rewards; rewards outside it are refused (or clipped)")
@@ -201,7 +202,9 @@ def _interval_plot(rows: list[dict[str, Any]], label: str, title: str) -> Any:
                 for r in rows]
         lo = [v - r["ci_low"] if math.isfinite(v) else 0.0 for v, r in zip(vals, rows, strict=True)]
         hi = [r["ci_high"] - v if math.isfinite(v) else 0.0 for v, r in zip(vals, rows, strict=True)]
-        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(rows)))
+        # wide enough for the longest label beside the axes
+        width = max(7.0, 4.0 + 0.075 * max((len(n) for n in names), default=0))
+        fig, ax = plt.subplots(figsize=(width, 0.5 + 0.45 * len(rows)))
         ax.errorbar(vals, range(len(rows)), xerr=[lo, hi], fmt="o", capsize=4)
         ax.set_yticks(range(len(rows)), names)
         ax.set_xlabel("estimated value (95% interval)")
@@ -321,7 +324,67 @@ def register_replay(sub: Any) -> None:
                    help="accepted events between policy updates (1: learn every event)")
     p.add_argument("--method", default="auto", choices=("auto", "replay", "rejection"),
                    help="replay needs a uniform log; rejection works with any logger")
+    p.add_argument("--reward-config", action="append", default=[], metavar="SOURCE",
+                   help="re-score every event's reward from its proxies under these α's and "
+                        "compare the policies learnt under each (give 2 or more): a TOML file "
+                        "with a [reward] table (switchboard calibrate --write-config), "
+                        "FILE.json@ID or FILE.json@latest (a version of a published "
+                        "calibration history), or config (the loaded config's [reward])")
     p.set_defaults(func=_replay)
+
+
+def reward_config_from(source: str, config_path: str | None = None) -> Any:
+    """The :class:`bandit.config.RewardConfig` a ``--reward-config`` SOURCE names.
+
+    ``config``: the ``[reward]`` of the loaded config (``--config``, else
+    ``$SWITCHBOARD_CONFIG``, else the defaults); ``FILE.json@ID`` / ``FILE.json@latest``: a
+    version of a published calibration history (:mod:`bandit.formats.calibration`, its
+    checksum verified); otherwise a TOML file with a ``[reward]`` table, read by
+    :func:`bandit.config.load_config` (no environment overrides), so its validation is
+    the config's.
+    """
+    import tomllib
+
+    from bandit.config import load_config
+    from bandit.errors import InvalidInputError
+
+    if source == "config":
+        return load_config(config_path).reward
+    head, at, version = source.rpartition("@")
+    if at and head.lower().endswith(".json"):
+        return _history_reward(source, head, version)
+    path = Path(source)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidInputError("--reward-config", source,
+                                f"cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise InvalidInputError("--reward-config", source, "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInputError("--reward-config", source, f"is not valid TOML ({exc})") from None
+    if not isinstance(raw.get("reward"), dict):
+        raise InvalidInputError("--reward-config", source,
+                                "has no [reward] table (switchboard calibrate --write-config "
+                                "writes one)")
+    return load_config(path, env={}).reward
+
+
+def _history_reward(source: str, path: str, version: str) -> Any:
+    """The α's of version ``version`` (an id, or ``latest``) of the calibration history."""
+    from bandit.errors import InvalidInputError
+    from bandit.formats.calibration import load_history
+
+    if not Path(path).is_file():
+        raise InvalidInputError("--reward-config", source,
+                                f"names a calibration history {path} that does not exist")
+    history = load_history(path)
+    chosen = history.newest if version == "latest" else history.get(version)
+    if chosen is None:
+        ids = ", ".join(v.id for v in history.versions) or "none"
+        raise InvalidInputError("--reward-config", source,
+                                f"names no version of {path} (its versions: {ids}; or @latest)")
+    return chosen.reward
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -330,6 +393,8 @@ def _replay(args: argparse.Namespace) -> int:
 
     data, report, notes = _load_log(args)
     subset = _arms_subset(args, data)
+    if args.reward_config:
+        return _replay_rewards(args, data, report, notes, subset)
     policies = {n: _make_policy(n, data, args) for n in policies_from_arg(args.policies)}
     df = replay_many(data, policies, seed=args.seed, batch_size=args.batch_size,
                      method=args.method, reward_range=_spec(args).reward_range,
@@ -340,6 +405,71 @@ def _replay(args: argparse.Namespace) -> int:
     return _finish(args, "replay", report, notes, rows, {"events": data.n},
                    df.drop(columns=["warnings"]).to_string(index=False),
                    _interval_plot(rows, "policy", "replay: mean reward of each policy"))
+
+
+def _replay_rewards(args: argparse.Namespace, data: Any, report: Any, notes: list[str],
+                    subset: list[str] | None) -> int:
+    """``replay --reward-config A --reward-config B ...``: the cross table of rewards."""
+    import dataclasses
+
+    from bandit.errors import InvalidInputError
+    from simulations.replay import replay_rewards
+    from simulations.runner import policies_from_arg
+
+    sources = list(args.reward_config)
+    if len(sources) < 2:
+        raise InvalidInputError("--reward-config", sources,
+                                "must be given at least twice, to compare (e.g. "
+                                "--reward-config config --reward-config new.toml)")
+    twice = sorted({s for s in sources if sources.count(s) > 1})
+    if twice:
+        raise InvalidInputError("--reward-config", twice[0], "is given twice")
+    rewards = {s: reward_config_from(s, getattr(args, "config", None)) for s in sources}
+    names = policies_from_arg(args.policies)
+    for n in names:  # a bad policy name or parameter is refused before any replay
+        _make_policy(n, data, args)
+    policies = {n: (lambda n=n: _make_policy(n, data, args)) for n in names}
+    out = replay_rewards(data, policies, rewards, seed=args.seed, batch_size=args.batch_size,
+                         method=args.method, reward_range=_spec(args).reward_range,
+                         min_events=args.min_events, eligible_arms=subset)
+    if out.not_rescorable:
+        notes.append(f"not re-scored: {out.not_rescorable} of {data.n} events have feedback "
+                     "whose proxies were not kept (store rows written before migration 5); "
+                     f"every reward is replayed on the other {out.rescored}")
+    notes.extend(dict.fromkeys(out.warnings))
+    values = out.values
+    rows = values.to_dict(orient="records")
+    shares = out.shares.to_dict(orient="records")
+    extra = {"events": out.rescored, "not_rescorable": out.not_rescorable,
+             "rewards": {k: dataclasses.asdict(v) for k, v in rewards.items()},
+             "shares": shares}
+    cell = values.apply(lambda r: f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+                        + ("*" if r["own"] else " "), axis=1)
+    cross = values.assign(cell=cell).pivot_table(
+        index=["policy", "learnt_under", "events_used"], columns="judged_by", values="cell",
+        aggfunc="first", sort=False)[sources]
+    cross.columns.name = None
+    alphas = "\n".join(
+        f"  {k}: " + ", ".join(f"{f} {getattr(v, f):g}" for f in
+                               ("alpha_retry", "alpha_rating", "alpha_length", "length_cap",
+                                "default_reward"))
+        for k, v in rewards.items())
+    by_arm = out.shares.drop(columns="events_used").set_index(["policy", "learnt_under"]).T
+    by_arm.columns = [f"{p} / {r}" for p, r in by_arm.columns]
+    share_table = by_arm.round(3).rename_axis("arm").to_string()
+    table = (f"re-scored {out.rescored} of {data.n} events from their proxies under:\n{alphas}\n\n"
+             "mean reward [95% interval] of each policy learnt under one reward (row), judged "
+             "by each reward (column; * its own):\n"
+             f"{cross.reset_index().to_string(index=False)}\n\n"
+             "arm shares of the events each learnt policy (policy / learnt under) accepted:\n"
+             f"{share_table}")
+    def short(source: str) -> str:  # a file's name, not its whole path, on the plot
+        return Path(source).name or source
+
+    labels = [dict(r, label=f"{r['policy']}: {short(r['learnt_under'])} → "
+                            f"{short(r['judged_by'])}") for r in rows]
+    return _finish(args, "replay", report, notes, rows, extra, table,
+                   _interval_plot(labels, "label", "replay: policy learnt under → judged by"))
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -24,12 +24,14 @@ Policies are anything with ``choose(context, rng, eligible) -> Choice`` (the cor
 :class:`bandit.policies.base.Policy`, called with each event's eligible arms), or — fast
 path — with ``choose_indices(contexts, rng) -> arm indices`` (:class:`ArgmaxPolicy`).
 Rewards, event weights (DSJSON ``pdrop``) and honest intervals: see :func:`replay`.
+:func:`replay_rewards` replays the same policies on a log re-scored under several reward
+configs (α's) from the events' proxies, and judges each learnt policy by every reward.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -46,8 +48,10 @@ __all__ = [
     "FixedLinearPolicy",
     "IndexPolicy",
     "ReplayResult",
+    "RewardReplay",
     "replay",
     "replay_many",
+    "replay_rewards",
     "tune",
 ]
 
@@ -80,6 +84,8 @@ class ReplayResult:
     cumulative_reward: FloatArray
     warnings: tuple[str, ...] = ()
     ess: float = 0.0
+    #: the accepted events (positions in the log, in replay order)
+    accepted: IntArray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -394,10 +400,26 @@ def replay(
     if used < min_events:
         notes.append(f"too few events: {used} of {n} logged events used (fewer than "
                      f"{min_events}): the interval rests on few events")
+    value, lo, hi, se, ess = _mean_interval(
+        rewards, None if w_all is None else w_all[used_idx], level, reward_range)
+    return ReplayResult(value, lo, hi, se, used, n, method, np.cumsum(rewards), tuple(notes),
+                        ess, used_idx)
+
+
+def _mean_interval(rewards: FloatArray, wts: FloatArray | None, level: float,
+                   reward_range: tuple[float, float]) -> tuple[float, float, float, float, float]:
+    """(value, ci_low, ci_high, se, ess) of the accepted events' (weighted) mean reward.
+
+    A t interval, never narrower than the Wilson interval at the events used when rewards
+    are binary or the interval is degenerate, clipped to ``reward_range``; with no event
+    the value is NaN and the interval the whole range (:func:`replay`).
+    """
+    lo_r, hi_r = reward_range
+    used = int(rewards.size)
     if used == 0:
         nan = float("nan")
-        return ReplayResult(nan, lo_r, hi_r, nan, 0, n, method, rewards, tuple(notes), 0.0)
-    wts = np.ones(used) if w_all is None else w_all[used_idx]
+        return nan, lo_r, hi_r, nan, 0.0
+    wts = np.ones(used) if wts is None else wts
     value = float(np.average(rewards, weights=wts))
     ess = float(wts.sum() ** 2 / (wts * wts).sum())
     if used > 1:
@@ -410,7 +432,7 @@ def replay(
     binary = bool(np.all((rewards == lo_r) | (rewards == hi_r)))
     lo, hi = bounded_interval(value, lo, hi, ess, reward_range=reward_range, binary=binary,
                               level=level)
-    return ReplayResult(value, lo, hi, se, used, n, method, np.cumsum(rewards), tuple(notes), ess)
+    return value, lo, hi, se, ess
 
 
 def replay_many(
@@ -425,6 +447,91 @@ def replay_many(
         res = replay(data, policy, rng=rng, batch_size=batch_size, method=method, **kwargs)
         rows.append({"policy": name, **res.to_dict()})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class RewardReplay:
+    """Policies replayed on one log under several rewards (:func:`replay_rewards`).
+
+    ``values``: one row per (``policy``, ``learnt_under``, ``judged_by``) — the policy learnt
+    from the reward ``learnt_under`` and judged by the mean reward ``judged_by`` over the
+    events it accepted (``own`` when the two are the same): ``value``, ``ci_low``,
+    ``ci_high``, ``se``, ``events_used``, ``events_total``, ``ess``, ``method``.
+    ``shares``: one row per (``policy``, ``learnt_under``) with ``events_used`` and one column
+    per arm, the (weighted) share of the accepted events on which the policy chose that arm
+    (replay's accepted events are a sample of the policy's own choices).
+    ``rescored``: events re-scored; ``not_rescorable``: events left out (their proxies were
+    not kept); ``warnings``: the replays' warnings, each naming its policy and reward.
+    """
+
+    values: pd.DataFrame
+    shares: pd.DataFrame
+    rescored: int
+    not_rescorable: int
+    warnings: tuple[str, ...] = ()
+
+
+def replay_rewards(
+    data: LoggedData,
+    policies: Mapping[str, Callable[[], Any]],
+    rewards: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    batch_size: int = 100,
+    method: str = "auto",
+    level: float = 0.95,
+    reward_range: tuple[float, float] = (0.0, 1.0),
+    min_events: int = 100,
+    eligible_arms: Sequence[str] | None = None,
+) -> RewardReplay:
+    """Replay ``policies`` on ``data`` re-scored under each reward config of ``rewards``.
+
+    ``rewards`` maps a label to a :class:`bandit.config.RewardConfig`; every event's reward
+    is recomputed from its proxies under each (:meth:`LoggedData.rescored`, which refuses a
+    log without proxies; events whose proxies were not kept are left out of every replay).
+    ``policies`` maps a name to a function returning a fresh policy (e.g.
+    ``functools.partial(make_policy, config, arms)``): each is replayed (:func:`replay`)
+    from a fresh policy under each reward, with the same random numbers (a policy's seed
+    as in :func:`replay_many`), so differences come from the rewards. The events each
+    learnt policy accepted are then scored by every reward — a policy learnt under new
+    α's is judged by the old reward too, and the other way round.
+    """
+    if not rewards:
+        raise InvalidInputError("rewards", {}, "must name at least one reward config")
+    if not policies:
+        raise InvalidInputError("policies", {}, "must name at least one policy")
+    scored = {label: data.rescored(cfg) for label, cfg in rewards.items()}
+    first = next(iter(scored.values()))
+    wts = first.weights
+    seeds = np.random.SeedSequence(seed).spawn(len(policies))
+    values: list[dict[str, Any]] = []
+    shares: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for i, (name, make) in enumerate(policies.items()):
+        for label, d in scored.items():
+            res = replay(d, make(), rng=np.random.default_rng(seeds[i]),
+                         batch_size=batch_size, method=method, level=level,
+                         reward_range=reward_range, min_events=min_events,
+                         eligible_arms=eligible_arms)
+            notes.extend(f"{name} learnt under {label}: {w}" for w in res.warnings)
+            idx = res.accepted
+            w = None if wts is None else wts[idx]
+            for judge, dj in scored.items():
+                value, lo, hi, se, ess = _mean_interval(dj.reward[idx], w, level, reward_range)
+                values.append({"policy": name, "learnt_under": label, "judged_by": judge,
+                               "own": judge == label, "value": value, "ci_low": lo,
+                               "ci_high": hi, "se": se, "events_used": res.events_used,
+                               "events_total": res.events_total, "ess": ess,
+                               "method": res.method})
+            counts = np.bincount(d.arm_index[idx], weights=w, minlength=d.n_arms)
+            total = float(counts.sum())
+            shares.append({"policy": name, "learnt_under": label,
+                           "events_used": res.events_used,
+                           **{a: (float(c) / total if total else float("nan"))
+                              for a, c in zip(d.arm_ids, counts, strict=True)}})
+    px = data.proxies
+    return RewardReplay(pd.DataFrame(values), pd.DataFrame(shares), first.n,
+                        0 if px is None else px.not_rescorable, tuple(notes))
 
 
 def tune(
