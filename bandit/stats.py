@@ -8,8 +8,9 @@ statistic undefined — raises :class:`InvalidInputError` naming the problem.
 Methods:
 
 * absolute difference: the Welch (1947) statistic inverted with a variance that, for
-  non-negative metrics with positive means, is never below Welch's and follows the skew
-  of a multiplicative effect (:func:`diff_bounds`); for 0/1 outcomes the
+  non-negative metrics with positive means, follows the skew of a multiplicative effect,
+  guarded by Welch's total so that it is consistent for any effect (:func:`diff_bounds`);
+  for 0/1 outcomes the
   Miettinen–Nurminen (1985, "Comparative analysis of two rates", Stat. Med. 4) score
   interval instead, which holds its level with a handful of events per arm
   (Newcombe 1998; Fagerland, Lydersen & Laake 2015);
@@ -351,8 +352,8 @@ def _score_p(t: Summary, c: Summary) -> float:
 def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                   alpha: float = 0.05) -> DiffResult:
     """Difference of means with the interval of :func:`diff_bounds` (Welch's statistic at
-    the Welch t quantile, its variance never below Welch's and widened on the side a
-    multiplicative effect skews; exactly Welch's interval when a mean is <= 0), or for
+    the Welch t quantile, its variance following the skew of a multiplicative effect and
+    Welch's at 0; exactly Welch's interval when a mean is <= 0), or for
     0/1 outcomes (both :attr:`Summary.binary`) the Miettinen–Nurminen score interval
     (:func:`score_diff_bounds`), which keeps its level from a handful of events per arm
     and stays within [-1, 1].
@@ -448,8 +449,21 @@ def diff_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLi
     R = 1 + d / m_c the bound implies, V(d) is the variance of m_t - m_c that is unbiased
     when the effect is multiplicative (treatment = R × control in distribution) and
     uncorrelated with m_t - m_c (:func:`_scale_var`), scaled so that it is Welch's at
-    R = 1 (an identity when n_t = n_c), and never below Welch's, so the interval contains
-    Welch's and is asymptotically valid, at worst conservative, for any effect.
+    R = 1 (an identity when n_t = n_c).
+
+    That variance assumes the scale model; when the treatment is more dispersed than R ×
+    control (a lift carried by a few users) it is too small. So V is never below a
+    guard, which is Welch's V except for R strictly between 1 and R̂ = m_t / m_c (the
+    bound nearer 0, while it does not reach 0). There the guard is the same scale-model
+    variance of the fit of the two arms that keeps Welch's total (σ̂_t = R̂ σ̂_c,
+    se2_t + se2_c unchanged), capped at Welch's: it is Welch's at R̂ for any sizes and
+    at R = 1 for equal arms (rescaled to be so for unequal arms, as V is), and between
+    them it lies below Welch's, as the scale model's variance does when the sample
+    variances follow the model. A floor at Welch's there pinned that bound to Welch's,
+    too far out on that side at small n (docs/statistics.md). Since the bounds' R tends
+    to R̂ as n grows, V is never below a consistent estimate of Var(m_t - m_c) in the
+    limit, so the interval is asymptotically valid, at worst conservative, for any
+    effect; the bound on the far side from 0 always contains Welch's.
     R is kept within the Fieller interval of the ratio at the same ``q`` (widened to
     include 1); each bound is the fixed point reached from Welch's bound. At d = 0
     (R = 1) V is Welch's, so the interval excludes 0 exactly when Welch's test rejects
@@ -472,6 +486,14 @@ def diff_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLi
     ones = np.ones_like(d)
     at_one = _scale_var(ones, vt, vc, nt, nc)
     to_welch = np.divide(welch_v, at_one, out=ones.copy(), where=at_one > 0)
+    # the guard's inputs: squared standard errors of the scale-model fit σ_t = R̂ σ_c with
+    # Welch's total, so that _scale_var at R̂ of them is Welch's V exactly; at R = 1 it is
+    # Welch's for equal arms, and is rescaled to be so otherwise (as V is)
+    rhat = np.where(positive, mt, 1.0) / safe_mc
+    fit_c = welch_v / (rhat * rhat * nc / nt + 1.0)
+    fit_t = welch_v - fit_c
+    fit_one = _scale_var(ones, fit_t, fit_c, nt, nc)
+    fit_up = np.maximum(np.divide(welch_v, fit_one, out=ones.copy(), where=fit_one > 0), 1.0)
     out = []
     for sign, usable in ((-1.0, positive & (rlo > 0)), (1.0, positive & np.isfinite(rhi))):
         r_lo, r_hi = np.where(usable, rlo, 1.0), np.where(usable, rhi, 1.0)
@@ -479,7 +501,10 @@ def diff_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLi
         def radius(b: FloatArray, r_lo: FloatArray = r_lo, r_hi: FloatArray = r_hi
                    ) -> FloatArray:
             ratio = np.clip(1.0 + b / safe_mc, r_lo, r_hi)
-            v = np.maximum(_scale_var(ratio, vt, vc, nt, nc) * to_welch, welch_v)
+            between = (ratio - 1.0) * (rhat - ratio) > 0
+            fit = np.minimum(_scale_var(ratio, fit_t, fit_c, nt, nc) * fit_up, welch_v)
+            guard = np.where(between, fit, welch_v)
+            v = np.maximum(_scale_var(ratio, vt, vc, nt, nc) * to_welch, guard)
             return np.asarray(qq * np.sqrt(v))
 
         welch_b = d + sign * half

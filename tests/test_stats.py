@@ -48,10 +48,12 @@ def _scale_var_by_hand(ratio: float, se2_t: float, se2_c: float) -> float:
 
 
 def test_absolute_diff_bounds_solve_the_scale_variance_equation_by_hand() -> None:
-    """Skewed, positive, a large lift: each bound b satisfies |d - b| = q √V with
-    V = max(Welch, the scale-model variance at R = 1 + b / m_c within Fieller's
-    interval); the interval contains Welch's, is wider above (the side a multiplicative
-    effect skews) and keeps Welch's p-value."""
+    """Skewed, positive, a large lift: each bound b satisfies |d - b| = q √V with V the
+    larger of the scale-model variance at R = 1 + b / m_c (within Fieller's interval)
+    and its guard, the same variance of the scale-model fit with Welch's total
+    (se2_t = R̂² se2_c, se2_t + se2_c = Welch's), capped at Welch's; the guard is Welch's
+    at R̂. The upper bound contains Welch's, the interval is wider above (the side a
+    multiplicative effect skews) and keeps Welch's p-value."""
     rng = _rng(1)
     n = 150
     t, c = rng.lognormal(0, 1.5, n) * 1.68, rng.lognormal(0, 1.5, n)
@@ -61,18 +63,24 @@ def test_absolute_diff_bounds_solve_the_scale_variance_equation_by_hand() -> Non
     mt, mc, vt, vc = t.mean(), c.mean(), t.var(ddof=1) / n, c.var(ddof=1) / n
     q = float(sps.t.ppf(0.975, ref.df))
     rlo, rhi = (float(x) + 1 for x in stats.fieller_bounds(mt, vt, mc, vc, q))
+    rhat, welch_v = mt / mc, vt + vc
+    fit_c = welch_v / (rhat**2 + 1)
+    fit_t = rhat**2 * fit_c
+    assert _scale_var_by_hand(rhat, fit_t, fit_c) == pytest.approx(welch_v, rel=1e-12)
     for b, side in ((d.ci_low, -1), (d.ci_high, 1)):
         ratio = min(max(1 + b / mc, min(rlo, 1.0)), max(rhi, 1.0))
-        v = max(vt + vc, _scale_var_by_hand(ratio, vt, vc))
+        guard = min(welch_v, _scale_var_by_hand(ratio, fit_t, fit_c))
+        v = max(guard, _scale_var_by_hand(ratio, vt, vc))
         assert side * (b - (mt - mc)) == pytest.approx(q * math.sqrt(v), rel=1e-9)
-    assert d.ci_low <= ci.low + 1e-12 and d.ci_high >= ci.high - 1e-12
-    assert d.ci_high - ci.high > ci.low - d.ci_low
+    assert d.ci_high >= ci.high - 1e-12
+    assert d.ci_high - (mt - mc) > (mt - mc) - d.ci_low
     assert d.p_value == pytest.approx(ref.pvalue) and d.se == pytest.approx(math.sqrt(vt + vc))
 
 
 def test_difference_interval_makes_welchs_call_on_zero_at_any_sizes() -> None:
     """80,000 skewed draws, equal and unequal arms, lifts -30 % to +68 %: the interval
-    excludes 0 exactly when Welch's test rejects 0, and always contains Welch's."""
+    excludes 0 exactly when Welch's test rejects 0, contains the estimate, and its bound
+    on the far side from 0 contains Welch's (the guard is Welch's there)."""
     rng = _rng(2)
     for n_t, n_c in ((100, 100), (100, 300), (900, 100), (50, 60)):
         for lift in (0.0, 0.1, 0.3, 0.68, -0.3):
@@ -87,8 +95,12 @@ def test_difference_interval_makes_welchs_call_on_zero_at_any_sizes() -> None:
             ok = vt + vc > 0
             welch_rejects = np.abs(mt - mc) > half
             assert np.array_equal(((lo > 0) | (hi < 0))[ok], welch_rejects[ok]), (n_t, n_c, lift)
-            assert (lo <= mt - mc - half + 1e-12)[ok].all()
-            assert (hi >= mt - mc + half - 1e-12)[ok].all()
+            d = mt - mc
+            assert ((lo < d) & (d < hi))[ok].all(), (n_t, n_c, lift)
+            up = ok & (d > 0)
+            assert (hi >= d + half - 1e-12)[up].all(), (n_t, n_c, lift)
+            down = ok & (d < 0)
+            assert (lo <= d - half + 1e-12)[down].all(), (n_t, n_c, lift)
 
 
 def test_relative_lift_fieller_bounds_solve_the_quadratic_by_hand() -> None:
