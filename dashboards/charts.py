@@ -17,6 +17,7 @@ __all__ = [
     "projection_history_chart",
     "retention_curve_chart",
     "traffic_share_chart",
+    "with_switches",
 ]
 
 _PCT = ".1%"
@@ -143,6 +144,22 @@ def traffic_share_chart(df: pd.DataFrame, by: str, title: str) -> alt.Chart:
         )
         .properties(height=260, title=title)
     )
+
+
+def with_switches(chart: alt.Chart, switches: pd.DataFrame) -> alt.Chart | alt.LayerChart:
+    """``chart`` (a time on x) with a dashed rule at each reward-weights switch
+    (``switches``: ``version``, ``ts_ms``); the chart itself when there is none."""
+    if switches.empty:
+        return chart
+    rules = pd.DataFrame({"at": pd.to_datetime(switches["ts_ms"].astype("int64"), unit="ms", utc=True),
+                          "reward version": switches["version"].astype(str)})
+    rule = (
+        alt.Chart(rules)
+        .mark_rule(strokeDash=[5, 4], color="#333333")
+        .encode(x="at:T", tooltip=[alt.Tooltip("at:T", title="reward weights switched"),
+                                   "reward version:N"])
+    )
+    return alt.layer(chart, rule)
 
 
 def arm_estimates_chart(df: pd.DataFrame) -> alt.LayerChart:

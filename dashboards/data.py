@@ -75,6 +75,8 @@ class DashboardSettings:
     as_of_ms: int | None = None
     #: "wall" (events follow the wall clock) or "simulated" (a simulated calendar)
     clock: str = "wall"
+    #: the config's ``[reward]`` (a RewardConfig): the α's of reward version "config"
+    reward: Any = None
 
     def now_ms(self) -> int:
         """The as-of time of queries: fixed, or the wall clock floored to the query TTL so
@@ -108,6 +110,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> DashboardSettings
         experiment=cfg.experiment,
         as_of_ms=dash.as_of_ms or None,
         clock=dash.clock,
+        reward=cfg.reward,
     )
 
 
@@ -290,6 +293,43 @@ def exposure_sources(key: tuple[str, str], experiment_id: str, as_of_ms: int | N
 @st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
 def arm_proxies(key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
     return _read(key, lambda st_: st_.arm_proxies(experiment_id))
+
+
+@st.cache_data(ttl=QUERY_TTL_S, refresh_mode="background", show_spinner=False)
+def reward_versions(key: tuple[str, str], experiment_id: str) -> pd.DataFrame:
+    """The reward versions the experiment's decisions were scored with and when
+    (``Store.reward_versions``): where the Allocation page shows a re-calibration."""
+    return _read(key, lambda st_: st_.reward_versions(experiment_id))
+
+
+def calibration_history(snapshot_dir: str | Path) -> tuple[Any, str | None]:
+    """The published reward calibration history in ``snapshot_dir`` (``model.dir``,
+    :mod:`bandit.formats.calibration`) and None, or an empty history and why the file
+    could not be read. Re-read only when the file changes (its mtime and size key the
+    cache). Only the checksum is verified: the dashboard displays the α's, the learner
+    (which holds the HMAC key) is what applies them."""
+    from bandit.formats.calibration import CalibrationHistory
+    from bandit.formats.paths import calibration_path
+
+    path = calibration_path(snapshot_dir)
+    try:
+        st_ = path.stat()
+    except FileNotFoundError:
+        return CalibrationHistory(), None
+    except OSError as exc:
+        return CalibrationHistory(), f"{path}: cannot be read ({exc.strerror or exc})"
+    return _calibration_history(str(path), st_.st_mtime_ns, st_.st_size)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _calibration_history(path: str, mtime_ns: int, size: int) -> tuple[Any, str | None]:
+    from bandit.formats.calibration import CalibrationHistory, load_history
+
+    del mtime_ns, size  # cache key only
+    try:
+        return load_history(path), None
+    except SwitchboardError as exc:
+        return CalibrationHistory(), str(exc)
 
 
 # --------------------------------------------------------------------------- snapshots

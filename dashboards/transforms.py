@@ -497,3 +497,39 @@ def early_read_rows(projection: pd.DataFrame, lift: pd.DataFrame, cuped: bool) -
         out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
     out["gap"] = out["measured_lift"] - out["projected_lift"]
     return out[cols]
+
+
+def reward_version_rows(versions: pd.DataFrame, history: Any, config_reward: Any) -> pd.DataFrame:
+    """One row per reward version: the α's (``config``: the config's ``[reward]``; a
+    calibration id: its published block), when it took effect, the decisions it scored
+    (``versions``, from ``Store.reward_versions``) and what it was fitted on. Published
+    versions that have not scored a decision yet are listed with 0 decisions, after the
+    used ones; rows come in order of taking effect."""
+    cols = ["version", "alpha_retry", "alpha_rating", "alpha_length", "effective_from_ms",
+            "first_decision_ms", "last_decision_ms", "decisions", "fitted_on_users", "r2_oof"]
+    used = {str(r.reward_version): r for r in versions.itertuples()} if not versions.empty else {}
+    rows: list[dict[str, Any]] = []
+    published = {v.id: v for v in getattr(history, "versions", ())}
+
+    def _row(vid: str) -> dict[str, Any]:
+        v = published.get(vid)
+        reward = v.reward if v is not None else (config_reward if vid == "config" else None)
+        r = used.get(vid)
+        src = dict(v.source) if v is not None else {}
+        return {
+            "version": vid,
+            "alpha_retry": getattr(reward, "alpha_retry", math.nan),
+            "alpha_rating": getattr(reward, "alpha_rating", math.nan),
+            "alpha_length": getattr(reward, "alpha_length", math.nan),
+            "effective_from_ms": v.effective_from_ms if v is not None else None,
+            "first_decision_ms": int(r.since_ms) if r is not None else None,
+            "last_decision_ms": int(r.until_ms) if r is not None else None,
+            "decisions": int(r.decisions) if r is not None else 0,
+            "fitted_on_users": src.get("n_units"),
+            "r2_oof": src.get("r2_oof"),
+        }
+
+    for vid in used:
+        rows.append(_row(vid))
+    rows += [_row(vid) for vid in published if vid not in used]
+    return pd.DataFrame(rows, columns=cols)

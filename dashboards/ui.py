@@ -28,6 +28,7 @@ __all__ = [
     "lift_results",
     "p_better_style",
     "projection_results",
+    "reward_versions_table",
     "show_banners",
     "sidebar",
 ]
@@ -278,3 +279,41 @@ def projection_results(rows: pd.DataFrame) -> pd.DataFrame:
             "Measured − projected": [_pct(v) for v in col("gap")],
         }
     )
+
+
+def reward_versions_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The reward versions as shown (``transforms.reward_version_rows``)."""
+    def when(v: Any) -> str:
+        return "—" if v is None or pd.isna(v) else analysis.fmt_time(int(v))
+
+    def alpha(v: Any) -> str:
+        return "?" if v is None or pd.isna(v) else f"{float(v):.3f}"
+
+    def fitted(n: Any, r2: Any) -> str:
+        if n is None or pd.isna(n):
+            return "—"
+        return f"{_count(n)} users, out-of-fold R² {float(r2):.2f}" if _finite(r2) else f"{_count(n)} users"
+
+    return pd.DataFrame(
+        {
+            "Version": rows["version"].astype(str),
+            "α retry / rating / length": [
+                f"{alpha(a)} / {alpha(b)} / {alpha(c)}"
+                for a, b, c in zip(rows["alpha_retry"], rows["alpha_rating"],
+                                   rows["alpha_length"], strict=True)
+            ],
+            "Effective from": [when(v) for v in rows["effective_from_ms"]],
+            "First decision": [when(v) for v in rows["first_decision_ms"]],
+            "Last decision": [when(v) for v in rows["last_decision_ms"]],
+            "Decisions rewarded": [_count(v) for v in rows["decisions"]],
+            "Fitted on": [fitted(n, r) for n, r in zip(rows["fitted_on_users"], rows["r2_oof"],
+                                                       strict=True)],
+        }
+    )
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False

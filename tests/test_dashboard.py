@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ import numpy as np
 import pytest
 
 from bandit.arms import Arm, ArmRegistry
-from bandit.config import PolicyConfig
+from bandit.config import PolicyConfig, RewardConfig
 from bandit.events import DecisionEvent, FeedbackEvent
+from bandit.formats.calibration import append_version
+from bandit.formats.paths import calibration_path
 from bandit.formats.snapshot import save_policy_snapshot
 from bandit.policies import make_policy
-from bandit.store import ExposureRow, open_store
+from bandit.reward import reward_from_proxies
+from bandit.store import ExposureRow, RewardRow, open_store
 from bandit.testing.synthetic import DAY_MS, generate_experiment, insert_experiment
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboards" / "app.py")
@@ -89,6 +93,25 @@ def _fill(store: Any, snapshot_dir: Path, results_dir: Path, n_users: int) -> di
             )
     store.insert_decisions(decisions)
     store.insert_feedback(feedback)
+    # rewards: the config's α's until a calibration published for the second half of the
+    # decisions takes effect (the learner's rule: the version in force at decision time)
+    switch_ms = int(np.median([d.ts_ms for d in decisions]))
+    calibrated = RewardConfig(alpha_retry=0.2, alpha_rating=0.1, alpha_length=0.7)
+    version = append_version(
+        calibration_path(snapshot_dir), calibrated, effective_from_ms=switch_ms,
+        source={"outcome": "day30_engagement", "n_units": 1234, "r2_oof": 0.41},
+    )
+    rewards = []
+    for d, f in zip(decisions, feedback, strict=True):
+        vid, rc = (version.id, calibrated) if d.ts_ms >= switch_ms else ("config", RewardConfig())
+        rewards.append(RewardRow(
+            d.decision_id, d.experiment_id, d.variant, d.arm_id, d.unit_id,
+            reward_from_proxies(rc, retried=f.retried, rating=f.rating,
+                                conversation_length=f.conversation_length),
+            d.propensity, True, False, d.ts_ms, d.policy_version, vid,
+            f.retried, f.rating, f.conversation_length,
+        ))
+    store.insert_rewards(rewards)
     # every 25th unit also got a fallback allocation (server unreachable) half an hour in
     # (a share under the warning threshold: the overview still reads healthy)
     store.insert_exposures(
@@ -126,7 +149,8 @@ def _fill(store: Any, snapshot_dir: Path, results_dir: Path, n_users: int) -> di
     ax.plot([0, 1, 2], [0, 1, 4])
     fig.savefig(run / "regret.png")
     plt.close(fig)
-    return {"as_of_ms": data.end_ms, "data": data}
+    return {"as_of_ms": data.end_ms, "data": data, "switch_ms": switch_ms, "calibration": version,
+            "reward_versions": Counter(r.reward_version for r in rewards)}
 
 
 @pytest.fixture(scope="module")
@@ -379,10 +403,45 @@ def test_allocation_page_shows_shares_and_cold_start(
     for r in totals.itertuples():
         assert int(r.decisions) == int(expected[(r.variant, r.arm_id)])
     assert math.isclose(totals.loc[totals.variant == "bandit", "share"].sum(), 100.0)
-    policy = at.dataframe[1].value
+    policy = next(d.value for d in at.dataframe if "cold_start" in d.value.columns)
     cold = set(policy.loc[policy["cold_start"], "arm_id"])
     assert cold == {"fresh-expert"}
     assert any("Cold-start" in w.value for w in at.warning)
+
+
+def test_allocation_page_shows_the_reward_weights_switch(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A published calibration that took effect mid-experiment: the page names the switch
+    and lists each version's α's and the decisions it rewarded, as the store holds them."""
+    at = _page(_app(monkeypatch, filled["env"]), "allocation")
+    cal = filled["calibration"]
+    table = next(d.value for d in at.dataframe if "Version" in d.value.columns)
+    assert list(table["Version"]) == ["config", cal.id]
+    want = filled["reward_versions"]
+    assert list(table["Decisions rewarded"]) == [f"{want['config']:,}", f"{want[cal.id]:,}"]
+    assert list(table["α retry / rating / length"]) == ["0.500 / 0.300 / 0.200",
+                                                       "0.200 / 0.100 / 0.700"]
+    assert "1,234 users" in table["Fitted on"].iloc[1]
+    switched = [i.value for i in at.info if "Reward weights switched" in i.value]
+    assert switched and cal.id in switched[0]
+
+
+def test_allocation_page_says_when_the_calibration_file_is_unreadable(
+    filled: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = calibration_path(filled["env"]["SWITCHBOARD_MODEL__DIR"])
+    good = path.read_bytes()
+    try:
+        path.write_bytes(good.replace(b'"alpha_length"', b'"alpha_lenght"', 1))
+        at = _page(_app(monkeypatch, filled["env"]), "allocation")
+        assert any("calibration file could not be read" in w.value for w in at.warning)
+        table = next(d.value for d in at.dataframe if "Version" in d.value.columns)
+        # the store still says which versions rewarded decisions; their α's are unknown
+        assert list(table["Version"]) == ["config", filled["calibration"].id]
+        assert table["α retry / rating / length"].iloc[1] == "? / ? / ?"
+    finally:
+        path.write_bytes(good)
 
 
 def test_leaderboard_page_matches_store_proxies_and_filters_kind(

@@ -23,6 +23,15 @@ if not ui.empty_state(ctx, "Allocation charts"):
         start_ms=ctx.start_ms,
         end_ms=ctx.end_ms,
     )
+    # the reward versions first: their switches are marked on the traffic charts
+    history, history_error = data.calibration_history(ctx.settings.snapshot_dir)
+    versions = transforms.reward_version_rows(
+        data.reward_versions(ctx.key, exp), history, ctx.settings.reward
+    )
+    used = versions[versions["decisions"] > 0]
+    switches = used.iloc[1:][["version", "first_decision_ms"]].rename(
+        columns={"first_decision_ms": "ts_ms"}
+    )
     if raw.empty:
         st.info("No decisions logged for this experiment in the selected range yet.")
     else:
@@ -30,13 +39,19 @@ if not ui.empty_state(ctx, "Allocation charts"):
         c1, c2 = st.columns(2)
         by_variant = transforms.traffic_share(counts, "variant")
         c1.altair_chart(
-            charts.traffic_share_chart(by_variant, "variant", "Traffic share per variant"),
+            charts.with_switches(
+                charts.traffic_share_chart(by_variant, "variant", "Traffic share per variant"),
+                switches,
+            ),
             width="stretch",
         )
         variant = c2.selectbox("Arms within variant", sorted(counts["variant"].unique()), key="al_variant")
         by_arm = transforms.traffic_share(counts[counts["variant"] == variant], "arm_id")
         c2.altair_chart(
-            charts.traffic_share_chart(by_arm, "arm_id", f"Traffic share per arm ({variant})"),
+            charts.with_switches(
+                charts.traffic_share_chart(by_arm, "arm_id", f"Traffic share per arm ({variant})"),
+                switches,
+            ),
             width="stretch",
         )
         totals = transforms.arm_totals(raw)
@@ -50,6 +65,38 @@ if not ui.empty_state(ctx, "Allocation charts"):
                 "decisions": st.column_config.NumberColumn("decisions", format="localized"),
             },
         )
+
+    st.subheader("Reward weights")
+    if history_error is not None:
+        st.warning(
+            f"The published calibration file could not be read, so the α's of its versions "
+            f"are not shown: {history_error}"
+        )
+    if not switches.empty:
+        last = switches.iloc[-1]
+        st.info(
+            f"Reward weights switched to **{last['version']}** at "
+            f"{analysis.fmt_time(int(last['ts_ms']))}: decisions from then on are rewarded "
+            "with its α's, and the policy moves as the learner learns them "
+            "(dashed lines on the traffic charts)."
+        )
+    if versions.empty:
+        st.info("No decision of this experiment has been rewarded yet.")
+    else:
+        st.dataframe(
+            ui.reward_versions_table(versions),
+            hide_index=True,
+            width="stretch",
+            key="al_rewards",
+        )
+    st.caption(
+        "Each decision's reward is Σ α·proxy over its retry, rating and conversation "
+        "length, with the α's in force at the decision's time: the config's `[reward]` "
+        "(**config**) until a published calibration (`switchboard calibrate --publish`) "
+        "takes effect. The allocation servers stamp each decision's policy version with "
+        "the calibration its model was trained under. A version with 0 decisions is "
+        "published but not yet in force."
+    )
 
     st.subheader("Current policy")
     snap = data.latest_snapshot(ctx.settings.snapshot_dir)
