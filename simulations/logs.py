@@ -496,6 +496,11 @@ _INF = float("inf")
 _INFS = (_INF, -_INF)
 
 
+def _named(x: Sequence[float]) -> list[tuple[str, float]]:
+    """A dense array's entries as features ``x[i]`` (for hashed and named contexts)."""
+    return [(f"x[{i}]", float(v)) for i, v in enumerate(x)]
+
+
 class _Hasher:
     """Feature hashing into ``dim`` columns (column 0 is the constant feature).
 
@@ -508,20 +513,25 @@ class _Hasher:
         self.dim = dim
         self._cache: dict[str, tuple[int, float]] = {}
 
+    def cell(self, name: str) -> tuple[int, float]:
+        """The column and sign of a feature name (module docstring)."""
+        hit = self._cache.get(name)
+        if hit is None:
+            h = zlib.crc32(name.encode())
+            hit = (1 + h % (self.dim - 1), -1.0 if h & 0x80000000 else 1.0)
+            if len(self._cache) < 1_000_000:
+                self._cache[name] = hit
+        return hit
+
     def matrix(self, rows: Sequence[Sequence[tuple[str, float]]]) -> FloatArray:
-        dim, cache = self.dim, self._cache
+        dim, get, cell = self.dim, self._cache.get, self.cell
         cells: list[int] = []
         values: list[float] = []
         add_cell, add_value = cells.append, values.append
         for i, feats in enumerate(rows):
             base = i * dim
             for name, v in feats:
-                hit = cache.get(name)
-                if hit is None:
-                    h = zlib.crc32(name.encode())
-                    hit = (1 + h % (dim - 1), -1.0 if h & 0x80000000 else 1.0)
-                    if len(cache) < 1_000_000:
-                        cache[name] = hit
+                hit = get(name) or cell(name)
                 add_cell(base + hit[0])
                 add_value(hit[1] * v)
         n = len(rows)
@@ -530,6 +540,58 @@ class _Hasher:
                           minlength=n * dim).astype(np.float64, copy=False).reshape(n, dim)
         out[:, 0] = 1.0
         return out
+
+    def objects(self, objs: Sequence[dict[str, Any]]) -> FloatArray:
+        """``matrix`` of the features of ``objs`` (:func:`_flatten` of each), column-wise.
+
+        Events of one log repeat one layout (the same namespaces and keys, each holding one
+        type), so a key's values are taken across the events at once: a number is one
+        column of values, a string one name per distinct value. A key whose values are not
+        all numbers, all strings or all objects, and objects of differing keys, are
+        flattened event by event. Features are added in :func:`_flatten`'s order, so each
+        cell adds the same values in the same order as ``matrix`` does (same floats).
+        Raises :class:`_Bad` where :func:`_flatten` would.
+        """
+        out = np.zeros((len(objs), self.dim))
+        self._add(out, np.arange(len(objs)), objs, "")
+        out[:, 0] = 1.0
+        return out
+
+    def _add(self, out: FloatArray, rows: IntArray, objs: Sequence[dict[str, Any]],
+             prefix: str) -> None:
+        first = tuple(objs[0])
+        if list(map(tuple, objs)).count(first) != len(objs):
+            self._add_each(out, rows, objs, prefix)
+            return
+        for key in first:
+            if not prefix and key[:1] == "_":
+                continue
+            col = [o[key] for o in objs]
+            types = set(map(type, col))
+            if types <= _NUM:
+                v = np.array(col, dtype=np.float64)
+                if not np.isfinite(v).all():
+                    raise _Bad(f"feature {prefix}{key} is not finite")
+                c, sign = self.cell(prefix + key)
+                out[rows, c] += sign * v
+            elif types == _STR:
+                at = {val: j for j, val in enumerate(set(col))}
+                hits = np.array([self.cell(f"{prefix}{key}={val}") for val in at])
+                j = np.fromiter(map(at.__getitem__, col), dtype=np.int64, count=len(col))
+                out[rows, hits[j, 0].astype(np.int64)] += hits[j, 1]
+            elif types == _DICT:
+                self._add(out, rows, col, f"{prefix}{key}/")
+            else:
+                self._add_each(out, rows, [{key: v} for v in col], prefix)
+
+    def _add_each(self, out: FloatArray, rows: IntArray, objs: Sequence[dict[str, Any]],
+                  prefix: str) -> None:
+        for i, o in zip(rows.tolist(), objs, strict=True):
+            feats: list[tuple[str, float]] = []
+            _flatten(o, prefix, feats)
+            for name, v in feats:
+                c, sign = self.cell(name)
+                out[i, c] += sign * v
 
 
 # ----------------------------------------------------------------------------- builder
@@ -560,8 +622,10 @@ class _Builder:
         self.arm: list[str] = []
         self.prop: list[float] = []
         self.rewards: list[float] = []
+        # a context is a dense array (True), features (False), or a row already hashed
+        # into the configured dimension (None; features="hash", :func:`_dsjson_chunk`)
         self.ctx: list[Any] = []
-        self.dense: list[bool] = []
+        self.dense: list[bool | None] = []
         self.probs: list[tuple[tuple[str, ...], list[float], list[int] | None] | None] = []
         self.eligible: list[tuple[str, ...] | None] = []
         self.event_id: list[str] = []
@@ -590,6 +654,13 @@ class _Builder:
         self.last_multi: list[Any] | None = None
         self.last_arms: tuple[str, ...] = ()
         self.last_conflict: bool | None = None
+        self._hasher: _Hasher | None = None
+
+    def hasher(self) -> _Hasher:
+        """The hasher into the configured dimension (one name cache for the whole log)."""
+        if self._hasher is None:
+            self._hasher = _Hasher(self.spec.dim or 64)
+        return self._hasher
 
     def intern(self, arms: tuple[str, ...]) -> tuple[str, ...]:
         return self.tuples.setdefault(arms, arms)
@@ -683,7 +754,7 @@ class _Builder:
         n = len(xs)
         mode = spec.features
         if mode == "auto":
-            mode = "dense" if n and sum(dense) * 2 >= n else "hash"
+            mode = "dense" if n and dense.count(True) * 2 >= n else "hash"
         if mode == "dense":
             lens = [len(x) if d else -1 for x, d in zip(xs, dense, strict=True)]
             if spec.dim is not None:
@@ -706,15 +777,20 @@ class _Builder:
             ctx = np.asarray(xs, dtype=np.float64).reshape(len(xs), dim)
             return keep, ctx, dim, source
 
-        def named(x: Any, d: bool) -> list[tuple[str, float]]:
-            if d:
-                return [(f"x[{i}]", float(v)) for i, v in enumerate(x)]
-            return x  # type: ignore[no-any-return]
-
-        feats = [named(x, d) for x, d in zip(xs, dense, strict=True)]
         if mode == "hash":
             dim = spec.dim or 64
-            return None, _Hasher(dim).matrix(feats), dim, "hash"
+            done = [i for i, d in enumerate(dense) if d is None]  # hashed as they were read
+            if len(done) == n:
+                return None, np.asarray(xs, dtype=np.float64).reshape(n, dim), dim, "hash"
+            todo = [i for i, d in enumerate(dense) if d is not None]
+            hashed = self.hasher().matrix([_named(xs[i]) if dense[i] else xs[i] for i in todo])
+            if not done:
+                return None, hashed, dim, "hash"
+            out = np.zeros((n, dim))
+            out[todo] = hashed
+            out[done] = np.asarray([xs[i] for i in done], dtype=np.float64)
+            return None, out, dim, "hash"
+        feats = [_named(x) if d else x for x, d in zip(xs, dense, strict=True)]
         cols: dict[str, int] = {"constant": 0}
         for f in feats:
             for name, _ in f:
@@ -1309,33 +1385,42 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
         if not ((pdrop >= 0) & (pdrop < 1)).all():
             return False
         xs = [c.get("x") for c in cs]
+        ctx: list[Any]
+        dense: list[bool | None]
         if (set(map(type, xs)) == _LIST and set(map(len, cs)) == {2} and 0 not in map(len, xs)
                 and set(map(type, chain.from_iterable(xs))) <= _NUM
                 and math.isfinite(sum(map(sum, xs)))):
-            ctx: list[Any] = xs
             dense = [True] * n
+            # rows of one length: one array, so the run's floats are not kept as objects
+            ctx = list(np.array(xs, dtype=np.float64)) if len(set(map(len, xs))) == 1 else xs
         else:
-            ctx, dense = [], []
-            for c, x in zip(cs, xs, strict=True):
-                if (type(x) is list and x and len(c) == 2 and set(map(type, x)) <= _NUM
-                        and (math.isfinite(sum(x)) or all(math.isfinite(v) for v in x))):
-                    ctx.append(x)
-                    dense.append(True)
-                else:
+            dense = [type(x) is list and bool(x) and len(c) == 2 and set(map(type, x)) <= _NUM
+                     and (math.isfinite(sum(x)) or all(math.isfinite(v) for v in x))
+                     for c, x in zip(cs, xs, strict=True)]
+            ctx = [x if d else None for x, d in zip(xs, dense, strict=True)]
+            feat = [i for i, d in enumerate(dense) if not d]
+            if spec.features in ("hash", "auto"):
+                # features are only ever hashed into this dimension (auto: unless the log
+                # is dense, when they are malformed): hashed now, column by column
+                hashed = b.hasher().objects([cs[i] for i in feat])  # type: ignore[misc]
+                for i, row in zip(feat, hashed, strict=True):
+                    ctx[i], dense[i] = row, None
+            else:
+                for i in feat:
                     feats: list[tuple[str, float]] = []
-                    _flatten(c, "", feats)
-                    ctx.append(feats)
-                    dense.append(False)
+                    _flatten(cs[i], "", feats)
+                    ctx[i] = feats
     except (_Bad, OverflowError):
         return False
     eids = [o.get("EventId") for o in objs]
     if set(map(type, eids)) != _STR:
         eids = [str(e) if e is not None else str(no) for (no, _), e in zip(items, eids, strict=True)]
+    # distributions as rows of the run's arrays (the parsed lists are freed with the run)
     if (K == L).all():
-        dists: list[Any] = list(zip(arms_col, p_col, a_col, strict=True))
+        dists: list[Any] = list(zip(arms_col, P, A, strict=True))
     else:
         dists = [(ar, p, a) if len(ar) == L else None
-                 for ar, p, a in zip(arms_col, p_col, a_col, strict=True)]
+                 for ar, p, a in zip(arms_col, P, A, strict=True)]
     b.line.extend(no for no, _ in items)
     b.arm.extend(ar[i] for ar, i in zip(arms_col, lis, strict=True))
     b.prop.extend(prop.tolist())

@@ -326,3 +326,63 @@ def test_dsjson_fast_paths_read_what_the_line_by_line_reader_reads(tmp_path: Pat
         for name in ("contexts", "arm_index", "propensity", "reward", "probabilities",
                      "eligible", "weights"):
             np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+
+
+def test_dsjson_namespace_runs_read_what_the_line_by_line_reader_reads(tmp_path: Path,
+                                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Namespaces hashed column by column give the features, floats and reports per line."""
+    import orjson
+
+    import simulations.logs as logs
+
+    rng = np.random.default_rng(12)
+    multi = [{"i": {"id": f"item{j}"}} for j in range(4)]
+
+    def shared(i: int, odd: bool) -> dict:  # type: ignore[type-arg]
+        c: dict = {"User": {"age": int(rng.integers(18, 80)),  # type: ignore[type-arg]
+                            "tier": str(rng.choice(["gold", "silver"]))},
+                   "Ctx": {"hour": float(rng.integers(0, 24)) / 3, "device": "ios"}}
+        if odd:  # layouts that change from line to line, and every JSON type
+            v = int(rng.integers(0, 9))
+            if v == 0:
+                c["Ctx"] = {"device": "web", "hour": 3}  # other key order, int beside floats
+            elif v == 1:
+                c["User"]["vip"] = bool(rng.integers(0, 2))
+            elif v == 2:
+                c["User"]["tier"] = None
+            elif v == 3:
+                c["emb"] = [0.5, "tag", -1.25, None, False, {"deep": 2}]
+            elif v == 4:
+                c["Ctx"]["Inner"] = {"v": 0.1 * i, "w": "x"}
+            elif v == 5:
+                c["flag"], c["n"] = True, 7
+            elif v == 6:
+                c["User"]["age"] = str(c["User"]["age"])  # a string where numbers were
+            elif v == 7:
+                del c["User"]
+            c = dict(sorted(c.items(), reverse=bool(rng.integers(0, 2))))
+        return c
+
+    lines = []
+    for i in range(1200):  # a uniform run, runs of odd layouts, a uniform run with a bad line
+        ev = {"_label_cost": -float(rng.integers(0, 2)), "_label_probability": 0.25,
+              "_labelIndex": int(rng.integers(0, 4)), "a": [1, 2, 3, 4],
+              "p": [0.25] * 4, "EventId": f"n{i}",
+              "c": {**shared(i, 512 <= i < 1024), "_multi": multi}}
+        lines.append(orjson.dumps(ev).decode())
+    lines[1100] = lines[1100].replace('"ios"', '1e999')  # not finite: a malformed line
+    path = tmp_path / "ns.dsjson"
+    path.write_text("\n".join(lines) + "\n")
+    specs = [LogSpec(action_id="i.id"), LogSpec(action_id="i.id", features="hash", dim=8),
+             LogSpec(action_id="i.id", features="named"),
+             LogSpec(action_id="i.id", features="dense")]
+    fast = [read_dsjson(path, spec=s) for s in specs]
+    monkeypatch.setattr(logs, "_dsjson_chunk", lambda b, run: False)
+    monkeypatch.setattr(logs, "_dsjson_objects", logs._json_objects)
+    for (got, rep), spec in zip(fast, specs, strict=True):
+        want, want_rep = read_dsjson(path, spec=spec)
+        assert rep.to_dict() == want_rep.to_dict()
+        assert got.arm_ids == want.arm_ids and got.decision_ids == want.decision_ids
+        for name in ("contexts", "arm_index", "propensity", "reward", "probabilities"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    assert fast[0][1].malformed == 1 and fast[0][0].dim == 64 and fast[1][0].dim == 8
