@@ -70,6 +70,10 @@ def test_absolute_diff_bounds_solve_the_scale_variance_equation_by_hand() -> Non
     for b, side in ((d.ci_low, -1), (d.ci_high, 1)):
         ratio = min(max(1 + b / mc, min(rlo, 1.0)), max(rhi, 1.0))
         guard = min(welch_v, _scale_var_by_hand(ratio, fit_t, fit_c))
+        # equal arms: Welch's times 1 + (R³ - 1)(R² - R̂²) / (R² (1 + R) (R̂² + 1)), below
+        # Welch's only between R = 1 and R̂
+        dip = (ratio**3 - 1) * (ratio**2 - rhat**2) / (ratio**2 * (1 + ratio) * (rhat**2 + 1))
+        assert guard == pytest.approx(welch_v * min(1.0, 1.0 + dip), rel=1e-12)
         v = max(guard, _scale_var_by_hand(ratio, vt, vc))
         assert side * (b - (mt - mc)) == pytest.approx(q * math.sqrt(v), rel=1e-9)
     assert d.ci_high >= ci.high - 1e-12
