@@ -107,8 +107,10 @@ PendingRow = tuple[DecisionEvent, bool | None, int | None, int | None, int, int,
 #: feedback waiting for its decision: (ts_ms, offset, event, original bytes)
 HeldRow = tuple[int, int, FeedbackEvent, bytes]
 #: a recently closed decision: the event (its context is not written: read back as ``()``),
-#: the credited reward, whether feedback joined, how many, whether late feedback came
-ClosedRow = tuple[DecisionEvent, float, bool, int, bool]
+#: the credited reward, whether feedback joined, how many, whether late feedback came, the
+#: reward version that scored it and its merged proxies (retried, rating, length) — rows
+#: written before the last four existed read ("config", None, None, None)
+ClosedRow = tuple[DecisionEvent, float, bool, int, bool, str, bool | None, int | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +408,8 @@ def _str_list(v: Any) -> bool:
 #: what follows the decision's fields in a pending row, and in a closed row
 _PENDING_REST: Final = (_opt(_is_bool), _opt(_is_int), _opt(_is_int), _is_int, _is_int, _is_int)
 _CLOSED_REST: Final = (_is_float, _is_bool, _is_int, _is_bool)
+_CLOSED_SCORED: Final = (*_CLOSED_REST, _is_str, _opt(_is_bool), _opt(_is_int), _opt(_is_int))
+_CLOSED_UNSCORED: Final = ("config", None, None, None)
 
 
 def _events(cls: Any, rows: list[Any], what: str, **given: Any) -> list[Any]:
@@ -548,7 +552,14 @@ def _decode(
         raise _Refused("pending_x must be a float64 (pending, dim) array")
     events = _events(DecisionEvent, [r[:n] for r in pending], "pending",
                      context=x.tolist())
-    closed = _rows(body["closed"], (lambda v: True,) * n + _CLOSED_REST, "closed")
+    if type(body["closed"]) is not list:
+        raise _Refused("closed must be a list")
+    closed = [
+        _row(r, (lambda v: True,) * n + (
+            _CLOSED_REST if type(r) is list and len(r) == n + len(_CLOSED_REST)
+            else _CLOSED_SCORED), "closed")
+        for r in body["closed"]
+    ]
     # a closed decision's context is not kept: checked as a placeholder, restored empty
     gone = _events(DecisionEvent, [r[:n] for r in closed], "closed",
                    context=[[0.0]] * len(closed))
@@ -573,7 +584,9 @@ def _decode(
         seq=body["seq"],
         held=tuple(held),
         closed=tuple(
-            (_no_context(ev), *r[n:]) for ev, r in zip(gone, closed, strict=True)
+            (_no_context(ev), *r[n:], *(_CLOSED_UNSCORED if len(r) == n + len(_CLOSED_REST)
+                                       else ()))
+            for ev, r in zip(gone, closed, strict=True)
         ),
         counters=counters,
     )
