@@ -27,12 +27,19 @@ def build_learner(
     bootstrap_servers: str | None = None,
 ) -> Any:
     """Wire policy, prior, snapshot writer, sink and the Kafka adapter from ``config``."""
+    from bandit.formats.paths import calibration_path
     from bandit.formats.registry import RegistryFile
     from bandit.formats.state import StateDir, read_key
     from consumers.join import JoinPartition, event_time_bounds
     from consumers.kafka_adapter import KafkaLearner
     from consumers.metrics import LearnerMetrics
-    from consumers.model import ArmFollower, SnapshotWriter, load_arms, load_or_create_prior
+    from consumers.model import (
+        ArmFollower,
+        RewardCalibration,
+        SnapshotWriter,
+        load_arms,
+        load_or_create_prior,
+    )
     from consumers.sink import Sink, StoreSink
 
     lc = config.learner
@@ -45,6 +52,11 @@ def build_learner(
     follower = ArmFollower(arms, registry)
     follower.sync()
     future_ms, past_ms = event_time_bounds(lc)
+    metrics = LearnerMetrics(lc.metrics_port or None, lc.metrics_host)
+    # published reward α's, applied by each decision's event time (bandit.formats.calibration)
+    calibration = RewardCalibration(
+        calibration_path(config.model.dir), key=state.key, metrics=metrics
+    )
 
     def make_join(partition: int) -> JoinPartition:
         return JoinPartition(
@@ -57,19 +69,20 @@ def build_learner(
             arm_known=follower.known,
             max_future_ms=future_ms,
             max_past_ms=past_ms,
+            calibration=calibration,
         )
 
     sink: Sink | None = (
         StoreSink.open(config.store.dsn, config.store.database) if use_store else None
     )
-    snapshots = SnapshotWriter(config, arms, follower)
+    snapshots = SnapshotWriter(config, arms, follower, calibration)
     return KafkaLearner(
         config,
         make_join,
         sink=sink,
         publish=snapshots.write,
         bootstrap_servers=bootstrap_servers,
-        metrics=LearnerMetrics(lc.metrics_port or None, lc.metrics_host),
+        metrics=metrics,
     )
 
 

@@ -53,6 +53,7 @@ from bandit.events import (
     FeedbackEvent,
     decode_batch,
 )
+from bandit.formats.calibration import CONFIG_VERSION, CalibrationHistory, CalibrationVersion
 from bandit.formats.state import (
     WATERMARK_WINDOW,
     EngagementState,
@@ -159,6 +160,20 @@ class LowWatermark:
         if candidate > self.value:
             self.value = candidate
         self.recent = arr[len(arr) - WATERMARK_WINDOW + 1 :].tolist()
+
+
+class CalibrationSource(Protocol):
+    """Where a join partition gets the published reward α's (:mod:`bandit.formats.calibration`)
+    from: :class:`consumers.model.RewardCalibration` follows the file."""
+
+    def in_force(self) -> CalibrationHistory:
+        """The history to score closing decisions with (cheap: called per close, not
+        per event; the source decides when to re-read the file)."""
+        ...
+
+    def applied(self, version: CalibrationVersion) -> None:
+        """``version`` scored a closing decision."""
+        ...
 
 
 class StatisticsModel(Protocol):
@@ -447,8 +462,10 @@ class JoinPartition(_Partition):
         max_future_ms: int | None = None,
         max_past_ms: int | None = None,
         watermark_outliers: int = WATERMARK_OUTLIERS,
+        calibration: CalibrationSource | None = None,
     ) -> None:
         self.partition = partition
+        self.calibration = calibration
         self.max_future_ms = max_future_ms
         self.max_past_ms = max_past_ms
         self.watermark_outliers = watermark_outliers
@@ -484,7 +501,7 @@ class JoinPartition(_Partition):
         self.closed: dict[str, ClosedDecision] = {}
         self.counters = Counters()
         self.outbox = Outbox()
-        self._rewards: dict[tuple[bool | None, int | None, int | None], float] = {}
+        self._rewards: dict[tuple[str, bool | None, int | None, int | None], float] = {}
 
     # ------------------------------------------------------------------ ingest
 
@@ -723,15 +740,25 @@ class JoinPartition(_Partition):
         events = [p.event for p in closing]
         arms = [ev.arm_id for ev in events]
         X = np.array([ev.context for ev in events], dtype=np.float64)
-        cfg = self.reward
-        default = float(cfg.default_reward)
+        # The α's in force at each DECISION's event time (the config's before the first
+        # published version), so a replay or a restart scores every decision alike.
+        history = self.calibration.in_force() if self.calibration is not None else None
+        versions = history.versions if history is not None else ()
+        scored = [(CONFIG_VERSION, self.reward)] + [(v.id, v.reward) for v in versions]
+        if history is not None and versions:
+            at = [history.index_at(ev.ts_ms) for ev in events]
+        else:
+            at = [-1] * n
         # reward_from_proxies is pure and the proxies take few distinct values, so a
         # memo gives bit-identical rewards for a dict lookup
         memo = self._rewards
         values: list[float] = []
-        for p in closing:
+        version_ids: list[str] = []
+        for p, i in zip(closing, at, strict=True):
+            vid, cfg = scored[i + 1]
+            version_ids.append(vid)
             if p.n_feedback:
-                key = (p.retried, p.rating, p.length)
+                key = (vid, p.retried, p.rating, p.length)
                 reward = memo.get(key)
                 if reward is None:
                     reward = float(
@@ -743,7 +770,10 @@ class JoinPartition(_Partition):
                         memo[key] = reward
                 values.append(reward)
             else:
-                values.append(default)
+                values.append(float(cfg.default_reward))
+        newest = max(at)
+        if newest >= 0 and self.calibration is not None:
+            self.calibration.applied(versions[newest])
         n_feedback = [p.n_feedback for p in closing]
         joined = [k > 0 for k in n_feedback]
         done = list(
@@ -754,7 +784,7 @@ class JoinPartition(_Partition):
                 joined,
                 n_feedback,
                 [p.late > 0 for p in closing],
-                ["config"] * n,
+                version_ids,
                 [p.retried for p in closing],
                 [p.rating for p in closing],
                 [p.length for p in closing],
@@ -809,7 +839,8 @@ class JoinPartition(_Partition):
             held=tuple(self.held),
             # (a closed decision's context is not needed again: the file leaves it out)
             closed=tuple(
-                (c.decision, c.reward, c.joined, c.n_feedback, c.late)
+                (c.decision, c.reward, c.joined, c.n_feedback, c.late, c.reward_version,
+                 c.retried, c.rating, c.conversation_length)
                 for c in self.closed.values()
             ),
             counters=self.counters.as_dict(),
@@ -840,8 +871,10 @@ class JoinPartition(_Partition):
         self._held_arrived = any(d in self.pending for d in self._held_ids)
         heapq.heapify(self.held)
         self.closed = {}
-        for ev, *outcome in state.closed:
-            self.closed[ev.decision_id] = ClosedDecision(ev, *outcome)
+        for ev, reward, joined, n_fb, late, version, retried, rating, length in state.closed:
+            self.closed[ev.decision_id] = ClosedDecision(
+                ev, reward, joined, n_fb, late, version, retried, rating, length
+            )
         self._decision_eids = {p.event.event_id for p in self.pending.values()}
         self._decision_eids.update(c.decision.event_id for c in self.closed.values())
         self.counters = Counters(**state.counters)

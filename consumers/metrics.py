@@ -35,11 +35,14 @@ class _Noop:
 
     def set_function(self, *_: Any, **__: Any) -> None: ...
 
+    def info(self, *_: Any, **__: Any) -> None: ...
+
 
 class LearnerMetrics:
     """Counts (consumed, joined, late, closed, dead-lettered, duplicates, out-of-time
-    events, store-refused rows, checkpoint failures), batch latency, the last snapshot
-    time and the age of the last successful commit, and the health endpoints."""
+    events, store-refused rows, checkpoint failures, refused reward calibration files),
+    batch latency, the last snapshot time, the age of the last successful commit, the
+    newest reward calibration applied, and the health endpoints."""
 
     def __init__(self, port: int | None, host: str = "127.0.0.1") -> None:
         self.port = port
@@ -47,7 +50,7 @@ class LearnerMetrics:
         self._health: Health = lambda: (True, True, {})
         self._server: ThreadingHTTPServer | None = None
         if port:
-            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+            from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
             reg = CollectorRegistry()
             self.collectors: Any = reg
@@ -90,12 +93,29 @@ class LearnerMetrics:
             self.ready: Any = Gauge(
                 "switchboard_learner_ready", "1 while the learner can commit", registry=reg
             )
+            self.calibration_errors: Any = counter(
+                "calibration_errors",
+                "published reward calibration files refused (unreadable, unverified, bad field)",
+            )
+            self.calibration_version: Any = Gauge(
+                "switchboard_learner_reward_calibration_version",
+                "number of the newest published reward calibration version applied (0: the "
+                "config's [reward])",
+                registry=reg,
+            )
+            self.calibration_info: Any = Info(
+                "switchboard_learner_reward_calibration",
+                "id of the newest published reward calibration version applied",
+                registry=reg,
+            )
+            self.calibration_info.info({"id": "config"})
         else:
             noop = _Noop()
             self.consumed = self.joined = self.late = self.closed = noop
             self.dead_lettered = self.batch_latency = self.snapshot_time = noop
             self.duplicates = self.out_of_time = self.store_rejected = noop
             self.checkpoint_failures = self.commit_age = self.ready = noop
+            self.calibration_errors = self.calibration_version = self.calibration_info = noop
 
     def serve(self, health: Health) -> None:
         """Start the endpoint (no-op without a port); ``health`` answers the probes."""
@@ -114,6 +134,11 @@ class LearnerMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def reward_calibration(self, number: int, version_id: str) -> None:
+        """The newest published reward calibration version applied: its number and id."""
+        self.calibration_version.set(number)
+        self.calibration_info.info({"id": version_id})
 
     @staticmethod
     def snapshot_counts(partition: Any) -> tuple[int, ...]:

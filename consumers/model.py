@@ -13,6 +13,14 @@ Arms registered at run time reach the learner through the shared arm registry fi
 :class:`ArmFollower` re-reads it (one ``os.stat``, a read only if it changed) when a
 decision names an arm the learner does not know, and adds what it finds to the
 policy's arms — which the join partitions and the published snapshot share.
+
+Published reward α's (``<model.dir>/reward-calibration.json``,
+:mod:`bandit.formats.calibration`) reach the join partitions through
+:class:`RewardCalibration`: it re-reads the file when it changed (checked at most once a
+second, from the consuming loop's closes, never per event), keeps the last good history
+when a new file is refused, and remembers the newest version that scored a decision,
+which the published snapshot names (``extra["reward_version"]``) so the servers stamp it
+into each decision's ``policy_version``.
 """
 
 from __future__ import annotations
@@ -27,12 +35,19 @@ from typing import Any
 from bandit.arms import ArmRegistry
 from bandit.config import Config
 from bandit.errors import ConfigError, InvalidInputError
+from bandit.formats.calibration import (
+    CONFIG_VERSION,
+    CalibrationFile,
+    CalibrationHistory,
+    CalibrationVersion,
+)
 from bandit.formats.paths import prior_path, snapshot_path
 from bandit.formats.registry import RegistryFile, RegistryState
 from bandit.formats.state import StateDir, read_key
 
 __all__ = [
     "ArmFollower",
+    "RewardCalibration",
     "SnapshotWriter",
     "load_arms",
     "load_or_create_prior",
@@ -174,19 +189,81 @@ class ArmFollower:
                 log.info("learning arm %s (%s) from the arms registry", arm.arm_id, arm.kind)
 
 
+class RewardCalibration:
+    """The published reward calibration as the join partitions see it
+    (:class:`consumers.join.CalibrationSource`).
+
+    :meth:`in_force` polls the file (:class:`bandit.formats.calibration.CalibrationFile`:
+    a stat at most every ``min_interval_s``, a read only when ``(mtime_ns, size)``
+    changed); a refused file is logged once per change, counted in ``metrics``'
+    ``calibration_errors`` and the previous history stays in force. :meth:`applied`
+    records the newest version (by number) that scored a decision in this process:
+    ``metrics.reward_calibration`` shows it and the published snapshot names it. A
+    restarted learner starts from what the last snapshot named (``seed``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, key: bytes | None = None,
+                 metrics: Any = None, min_interval_s: float = 1.0) -> None:
+        self.file = CalibrationFile(path, key=key, min_interval_s=min_interval_s)
+        self.metrics = metrics
+        self.newest_applied: str | None = None
+        self._applied_number = 0
+        self._errors = 0
+        self._lock = threading.Lock()
+
+    def in_force(self) -> CalibrationHistory:
+        self.file.poll()
+        if self.file.errors != self._errors:
+            with self._lock:
+                new, self._errors = self.file.errors - self._errors, self.file.errors
+            if self.metrics is not None:
+                self.metrics.calibration_errors.inc(new)
+        return self.file.history
+
+    def applied(self, version: CalibrationVersion) -> None:
+        if version.version < self._applied_number or self.newest_applied == version.id:
+            return  # the common case, per close: nothing newer
+        with self._lock:
+            if version.version < self._applied_number:
+                return
+            if self.newest_applied != version.id:
+                log.info("reward calibration %s now scores decisions from %d ms on "
+                         "(alpha_retry %g, alpha_rating %g, alpha_length %g)", version.id,
+                         version.effective_from_ms, version.reward.alpha_retry,
+                         version.reward.alpha_rating, version.reward.alpha_length)
+            self._applied_number, self.newest_applied = version.version, version.id
+        if self.metrics is not None:
+            self.metrics.reward_calibration(version.version, version.id)
+
+    def seed(self, reward_version: Any) -> None:
+        """Start from the version a previous snapshot named (a calibration id), if it is
+        in the current history."""
+        if not isinstance(reward_version, str) or reward_version == CONFIG_VERSION:
+            return
+        self.in_force()
+        version = self.file.history.get(reward_version)
+        if version is not None and self.newest_applied is None:
+            self.applied(version)
+
+
 class SnapshotWriter:
-    """Writes ``prior + Σ partition deltas`` to the serve snapshot directory."""
+    """Writes ``prior + Σ partition deltas`` to the serve snapshot directory, naming the
+    newest reward calibration version applied (``calibration``) in its ``extra``."""
 
     def __init__(self, config: Config, arms: ArmRegistry,
-                 follower: ArmFollower | None = None) -> None:
+                 follower: ArmFollower | None = None,
+                 calibration: RewardCalibration | None = None) -> None:
         self.config = config
         self.arms = arms
         self.follower = follower
+        self.calibration = calibration
         self.key = read_key(config.learner.state_hmac_key_file)
         self.state = StateDir(config.learner.state_dir, key=self.key)
         self.out = snapshot_path(config.model.dir)
         self.written = 0
         _remove_stale(self.out)
+        if calibration is not None and self.out.exists():
+            calibration.seed(_published_reward_version(self.out, self.key))
 
     def merged_delta(self, model: Any) -> Any:
         """The sum of every partition's saved delta, as ``model``'s statistics.
@@ -224,9 +301,27 @@ class SnapshotWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         # authenticated under the state key when one is configured; a server without the
         # key still reads it by its checksum (bandit.formats.snapshot)
-        save_policy_snapshot(self.out, policy, arms, extra={"role": "learner-merged"},
-                             key=self.key)
+        extra: dict[str, Any] = {"role": "learner-merged"}
+        applied = self.calibration.newest_applied if self.calibration is not None else None
+        if applied is not None:
+            extra["reward_version"] = applied
+        save_policy_snapshot(self.out, policy, arms, extra=extra, key=self.key)
         self.written += 1
+
+
+def _published_reward_version(path: Path, key: bytes | None) -> Any:
+    """The reward version a published snapshot names (None when it names none or cannot be
+    read: the next write replaces it)."""
+    from bandit.errors import SnapshotError
+    from bandit.formats.snapshot import load_snapshot
+
+    try:
+        _, meta = load_snapshot(path, key=key)
+    except SnapshotError as exc:
+        log.info("published snapshot not read for its reward version: %s", exc)
+        return None
+    extra = meta.get("extra")
+    return extra.get("reward_version") if isinstance(extra, dict) else None
 
 
 def _remove_stale(target: Path, older_than_s: float = 300.0) -> None:

@@ -216,3 +216,95 @@ def test_calibration_follower_keeps_the_last_good_history_and_logs_once(
     path.write_bytes(good)
     v2 = _publish(path, at=2_000)
     assert follower.refresh() and follower.history.newest == v2 and follower.error is None
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture(scope="module")
+def matured_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, int]:
+    """Users whose day-30 engagement is linear in their early proxies (test_calibration's
+    generator), written once for the module; each test reads it read-only."""
+    import numpy as np
+
+    from bandit.store import open_store
+    from tests.test_calibration import write_store
+
+    dsn = f"chdb://{tmp_path_factory.mktemp('publish') / 'chdb'}"
+    s = open_store(dsn)
+    try:
+        as_of = write_store(s, np.random.SeedSequence(2026_12_02), n=300)
+    finally:
+        s.close()
+    return dsn, as_of
+
+
+def test_calibrate_cli_publishes_a_signed_version_and_refuses_in_one_line(
+        matured_store: tuple[str, int], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import functools
+
+    import bandit.analysis.calibration as analysis
+    from bandit.cli import main
+
+    # the gradient-boosted comparison is advisory and costs most of a fit: left out here
+    monkeypatch.setattr(analysis, "calibrate", functools.partial(analysis.calibrate,
+                                                                 flexible=False))
+    dsn, as_of = matured_store
+    (tmp_path / "key").write_bytes(KEY)
+    cfg = tmp_path / "switchboard.toml"
+    cfg.write_text(f'[model]\ndir = "{tmp_path / "model"}"\n'
+                   f'[learner]\nstate_hmac_key_file = "{tmp_path / "key"}"\n')
+    path = calibration_path(tmp_path / "model")
+    common = ["--config", str(cfg), "calibrate", "--dsn", dsn, "--as-of-ms", str(as_of),
+              "--bootstrap", "20", "--folds", "2"]
+    # too few matured users: refused in one line before anything is published
+    assert main([*common, "--min-units", "100000", "--publish"]) == 2
+    err = capsys.readouterr().err
+    assert "too few matured users" in err and err.count("\n") == 1 and not path.exists()
+    assert main([*common, "--min-units", "100", "--publish", "--effective-from-ms", "5000"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    v = load_history(path, KEY).newest  # signed with the learner's key: it verifies
+    assert v is not None and out[-1] == f"published {v.id} to {path} (decisions from 5000 ms on)"
+    assert v.effective_from_ms == 5000 and v.reward.alpha_retry > v.reward.alpha_length
+    assert v.reward.alpha_retry + v.reward.alpha_rating + v.reward.alpha_length == \
+        pytest.approx(1.0, abs=1e-3)
+    assert v.source["outcome"] == "day30_engagement" and v.source["n_units"] >= 100
+    assert v.source["experiments"] == ["exp-cal"] and v.source["as_of_ms"] == as_of
+    assert 0 < v.source["r2_oof"] < 1
+
+
+def test_publish_refuses_untrustworthy_or_out_of_order_versions(tmp_path: Path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from bandit.analysis.calibration import calibrate
+    from bandit.cli.calibrate import publish
+    from bandit.config import Config, ModelConfig
+    from tests.test_calibration import linear_users
+
+    cal = calibrate(linear_users(np.random.SeedSequence(7), n=300), flexible=False,
+                    n_bootstrap=20, folds=2)
+    cfg = Config(model=ModelConfig(dir=str(tmp_path)))
+    first = publish(cal, cfg, effective_from_ms=2_000)
+    assert first["id"].startswith("cal-1-") and not first["signed"]
+    with pytest.raises(InvalidInputError, match="effective_from_ms must not be before"):
+        publish(cal, cfg, effective_from_ms=1_999)
+    with pytest.raises(InvalidInputError, match="r2_oof must be > 0 to publish"):
+        publish(dataclasses.replace(cal, r2_oof=-0.01), cfg)
+    clipped = dataclasses.replace(cal, alpha={p: 0.0 for p in cal.alpha})
+    with pytest.raises(InvalidInputError, match=r"alpha_\*.* must not all be zero"):
+        publish(clipped, cfg)
+    assert len(load_history(calibration_path(tmp_path))) == 1
+
+
+def test_served_policy_version_names_the_calibration_applied() -> None:
+    from bandit.serving.reloader import served_version
+
+    stamped = {"extra": {"role": "learner-merged", "reward_version": "cal-2-ab12cd34"}}
+    assert served_version("linucb:7", stamped) == "linucb:7+cal-2-ab12cd34"
+    # the config's α's, a snapshot from before calibrations, a prior: today's string
+    for meta in ({"extra": {"role": "learner-merged"}}, {"extra": None}, {},
+                 {"extra": {"reward_version": "config"}}):
+        assert served_version("linucb:7", meta) == "linucb:7"

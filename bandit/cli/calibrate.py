@@ -2,6 +2,9 @@
 
 The maths is :mod:`bandit.analysis.calibration`; this module parses, opens the store
 read-only and prints a table, a JSON document or writes a ``[reward]`` config fragment.
+``--publish`` appends the α's as a new version of the published calibration history
+(:mod:`bandit.formats.calibration`, ``<model.dir>/reward-calibration.json``) that the
+learner applies from ``--effective-from-ms`` on, by each decision's event time.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bandit.analysis.calibration import Calibration, Units
-    from bandit.config import RewardConfig
+    from bandit.config import Config, RewardConfig
 
-__all__ = ["register", "reward_fragment"]
+__all__ = ["publish", "register", "reward_fragment"]
 
 
 def register(subparsers: Any) -> None:
@@ -53,6 +56,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--write-config", metavar="FILE", default=None,
                    help="write the [reward] fragment to FILE (refuses to overwrite; "
                         "default: print it only)")
+    p.add_argument("--publish", action="store_true",
+                   help="append the fitted α's as a new version of the published reward "
+                        "calibration (model.dir/reward-calibration.json) the learner applies")
+    p.add_argument("--publish-to", metavar="FILE", default=None,
+                   help="publish to FILE instead of model.dir's (implies --publish)")
+    p.add_argument("--effective-from-ms", type=int, default=None,
+                   help="decisions from this epoch ms on are scored with the published α's "
+                        "(default now; not before the newest published version's)")
     p.set_defaults(func=_cmd_calibrate)
 
 
@@ -107,6 +118,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     finally:
         store.close()
     fragment = reward_fragment(cal, cfg.reward)
+    published = None
+    if args.publish or args.publish_to:
+        try:
+            published = publish(cal, cfg, path=args.publish_to,
+                                effective_from_ms=args.effective_from_ms)
+        except (InvalidInputError, OSError) as exc:
+            print(f"switchboard calibrate: error: not published: {redact(exc)}", file=sys.stderr)
+            return 2
     if args.write_config:
         path = Path(args.write_config)
         try:
@@ -125,10 +144,75 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         doc["current_reward"] = {f"alpha_{p}": getattr(cfg.reward, f"alpha_{p}")
                                  for p in ("retry", "rating", "length")}
         doc["config_fragment"] = fragment
+        if published is not None:
+            doc["published"] = published
         print(json.dumps(doc, indent=2, default=_json_default))
         return 0
     _print_rich(cal, units, cfg.reward, fragment, args.write_config)
+    if published is not None:
+        print(f"published {published['id']} to {published['path']} (decisions from "
+              f"{published['effective_from_ms']} ms on)")
     return 0
+
+
+def publish(cal: Calibration, cfg: Config, *, path: str | None = None,
+            effective_from_ms: int | None = None) -> dict[str, Any]:
+    """Append ``cal``'s α's as the next version of the published calibration history
+    (``path``, default ``<model.dir>/reward-calibration.json``), signed with the learner's
+    HMAC key when one is configured; returns what was published (id, version, path,
+    effective_from_ms).
+
+    Refuses (:class:`bandit.errors.InvalidInputError`) an index no better than the mean
+    (out-of-fold R² <= 0: its α's would steer the bandit by noise), α's that are all zero,
+    an effective time before the newest version's, and a file it cannot verify.
+    """
+    import time
+
+    from bandit.config import RewardConfig
+    from bandit.errors import ConfigError, InvalidInputError
+    from bandit.formats.calibration import append_version
+    from bandit.formats.paths import calibration_path
+    from bandit.formats.state import read_key
+
+    if not (math.isfinite(cal.r2_oof) and cal.r2_oof > 0):
+        raise InvalidInputError(
+            "r2_oof", round(cal.r2_oof, 4) if math.isfinite(cal.r2_oof) else cal.r2_oof,
+            f"must be > 0 to publish: the index predicts {cal.outcome} no better than its "
+            "mean out of fold, so its α's would steer the bandit by noise")
+    try:
+        reward = RewardConfig(**cal.reward_alphas(), length_cap=cfg.reward.length_cap,
+                              default_reward=cfg.reward.default_reward)
+    except ConfigError as exc:
+        raise InvalidInputError(exc.field, exc.value,
+                                f"{exc.reason} (every proxy's weight was clipped: raising "
+                                f"any of them lowers {cal.outcome})") from None
+    target = Path(path) if path else calibration_path(cfg.model.dir)
+    now = int(time.time() * 1000)
+    when = now if effective_from_ms is None else effective_from_ms
+    as_of = cal.meta.get("as_of_ms")
+    source = {
+        "outcome": cal.outcome, "n_units": int(cal.n_units), "r2_oof": _finite(cal.r2_oof),
+        "r2_oof_flexible": _finite(cal.r2_oof_flexible), "proxies": list(cal.proxies),
+        "covariates": list(cal.covariates), "clipped": list(cal.clipped),
+        "alpha_ci": {p: [_finite(lo), _finite(hi)] for p, (lo, hi) in cal.alpha_ci.items()},
+        "level": cal.level, "folds": cal.folds, "bootstrap": cal.n_bootstrap, "seed": cal.seed,
+        "experiments": list(cal.meta.get("experiments", [])),
+        "window_days": cal.meta.get("window_days"),
+        "as_of_ms": as_of if isinstance(as_of, int) else now,
+    }
+    key = read_key(cfg.learner.state_hmac_key_file)
+    version = append_version(target, reward, effective_from_ms=when, source=source, key=key,
+                             created_ms=now)
+    return {"id": version.id, "version": version.version, "path": str(target),
+            "effective_from_ms": version.effective_from_ms, "signed": key is not None,
+            "reward": {k: getattr(reward, k) for k in ("alpha_retry", "alpha_rating",
+                                                       "alpha_length", "length_cap",
+                                                       "default_reward")}}
+
+
+def _finite(v: float) -> float | None:
+    f = float(v)
+    return f if math.isfinite(f) else None
 
 
 def _json_default(v: Any) -> Any:

@@ -11,6 +11,10 @@ corrupt, the last good model is kept (or the prior, if there is none) and the er
 reported by ``/healthz``. A variant policy that cannot be built (e.g. ``hybrid_linucb``
 without arm features) falls back to ``uniform``.
 
+A snapshot whose learner had applied a published reward calibration names it
+(``extra["reward_version"]``); the served ``policy_version`` is then
+``<policy version>+<calibration id>`` (:func:`served_version`), what every decision logs.
+
 Arms registered or retired at run time live in the shared registry file
 (:mod:`bandit.formats.registry`, next to the snapshot). The same poll stats it too; its arms
 are an overlay applied over the snapshot's (and the start-up) arms, re-applied to
@@ -26,8 +30,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from bandit.arms import Arm, ArmRegistry
 from bandit.config import ExperimentConfig, PolicyConfig
@@ -36,7 +41,7 @@ from bandit.formats.paths import snapshot_path
 from bandit.formats.registry import RegistryFile, RegistryState
 from bandit.policies.base import AdditivePolicy, Policy
 
-__all__ = ["ModelHolder", "ServedModel"]
+__all__ = ["ModelHolder", "ServedModel", "served_version"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,25 @@ class ServedModel:
             hit = tuple(a.arm_id for a in self.arms.active(kinds))
             self.eligible_cache[key] = hit
         return hit
+
+
+def served_version(policy_version: str, meta: Mapping[str, Any]) -> str:
+    """The ``policy_version`` decisions served from a snapshot carry: the policy's version,
+    then ``+`` and the reward calibration id the learner had applied when it wrote the
+    snapshot (``meta["extra"]["reward_version"]``, :mod:`bandit.formats.calibration`), so
+    each logged decision names the α's its policy was learnt under. Without one (the
+    config's α's, or a snapshot from before calibrations), the policy's version alone.
+
+    >>> served_version("linucb:7", {"extra": {"reward_version": "cal-2-ab12cd34"}})
+    'linucb:7+cal-2-ab12cd34'
+    >>> served_version("linucb:7", {"extra": {"role": "learner-merged"}})
+    'linucb:7'
+    """
+    extra = meta.get("extra")
+    cal = extra.get("reward_version") if isinstance(extra, Mapping) else None
+    if isinstance(cal, str) and cal and cal != "config":
+        return f"{policy_version}+{cal}"
+    return policy_version
 
 
 def _build_policies(
@@ -157,7 +181,7 @@ class ModelHolder:
         config = getattr(policy, "config", None)
         base = config if isinstance(config, PolicyConfig) else self.policy_config
         policies, fallbacks = _build_policies(base, self.experiment, arms, policy)
-        version = str(meta.get("policy_version") or policy.version)
+        version = served_version(str(meta.get("policy_version") or policy.version), meta)
         return ServedModel(arms, policies, version, "snapshot", int(policy.dim), time.time(),
                            self.path.stat().st_mtime, fallbacks)
 
