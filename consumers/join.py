@@ -20,7 +20,9 @@ crash gives exactly the same statistics:
   topics are fetched independently, so neither may close windows the other has not
   reached; a decision closes when ``watermark > d.ts_ms + window_ms`` and is then
   accumulated with the reward of its merged proxies, or ``reward.default_reward``
-  when no feedback joined;
+  when no feedback joined, under the α's in force at the decision's own ``ts_ms`` (a
+  published calibration version from ``calibration``, a :class:`CalibrationSource`, or
+  the config's ``[reward]``);
 * feedback whose decision is not (yet) known is held until the decisions stream has
   passed its timestamp; then it is late (the decision closed earlier and is in the
   bounded set of recently closed ids) or dead-lettered as feedback for an unknown
