@@ -1344,7 +1344,8 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
         L = lens.pop()
         if set(map(type, chain.from_iterable(a_col))) != _INT:
             return False
-        A = np.array(a_col, dtype=np.int64).reshape(n, L)
+        # numpy converts a flat run of numbers faster than nested lists
+        A = np.fromiter(chain.from_iterable(a_col), dtype=np.int64, count=n * L).reshape(n, L)
         if A.min() < 1 or (A > K[:, None]).any():
             return False
         if L > 1:
@@ -1353,7 +1354,7 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
                 return False
         if not set(map(type, chain.from_iterable(p_col))) <= _NUM:
             return False
-        P = np.array(p_col, dtype=np.float64)
+        P = np.fromiter(chain.from_iterable(p_col), dtype=np.float64, count=n * L).reshape(n, L)
         if not ((P >= 0) & (P <= 1)).all():
             return False
         props = [o.get("_label_probability") for o in objs]
@@ -1387,12 +1388,20 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
         xs = [c.get("x") for c in cs]
         ctx: list[Any]
         dense: list[bool | None]
+        ctx = []
         if (set(map(type, xs)) == _LIST and set(map(len, cs)) == {2} and 0 not in map(len, xs)
-                and set(map(type, chain.from_iterable(xs))) <= _NUM
-                and math.isfinite(sum(map(sum, xs)))):
+                and set(map(type, chain.from_iterable(xs))) <= _NUM):
+            lens = set(map(len, xs))
+            if len(lens) == 1:  # one array: the run's floats are not kept as objects
+                d = lens.pop()
+                X = np.fromiter(chain.from_iterable(xs), dtype=np.float64,
+                                count=n * d).reshape(n, d)
+                if np.isfinite(X).all():
+                    ctx = list(X)
+            elif math.isfinite(sum(map(sum, xs))):
+                ctx = xs
+        if ctx:
             dense = [True] * n
-            # rows of one length: one array, so the run's floats are not kept as objects
-            ctx = list(np.array(xs, dtype=np.float64)) if len(set(map(len, xs))) == 1 else xs
         else:
             dense = [type(x) is list and bool(x) and len(c) == 2 and set(map(type, x)) <= _NUM
                      and (math.isfinite(sum(x)) or all(math.isfinite(v) for v in x))
