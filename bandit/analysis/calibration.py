@@ -50,6 +50,7 @@ import pandas as pd
 from bandit.errors import InvalidInputError
 
 __all__ = [
+    "EARLY_BLOCKS",
     "HISTORY_COLUMNS",
     "MIN_UNITS",
     "PROXIES",
@@ -190,45 +191,62 @@ def _ids(units: pd.DataFrame, rows: npt.NDArray[np.intp], k: int = 3) -> str:
     return ", ".join(names) + (", ..." if rows.size > k else "")
 
 
+def _too_few(n: int, outcome: str, min_units: int) -> InvalidInputError:
+    return InvalidInputError(
+        "units", n,
+        f"are too few matured users to calibrate on: {n} have their {outcome} in the past "
+        f"and an early window with messages (need >= {min_units}); wait for more users to "
+        f"mature or lower --min-units")
+
+
+def _constant_outcome(outcome: str, value: float, n: int) -> InvalidInputError:
+    return InvalidInputError(outcome, value,
+                             f"is the same for all {n} users: there is nothing to predict")
+
+
+def _constant_proxy(name: str, value: float, n: int, outcome: str) -> InvalidInputError:
+    return InvalidInputError(
+        name, value,
+        f"is constant over all {n} users: it carries no information about "
+        f"{outcome}; leave it out (--proxies) or collect more varied data")
+
+
+def _check_collinear(cov: FloatArray, names: Sequence[str], n: int) -> None:
+    """Refuse a column explained by the others with R² > :data:`COLLINEAR_R2`, from the
+    columns' covariance matrix (the R² of each column's least squares on the others)."""
+    if cov.shape[0] < 2:
+        return
+    sd = np.sqrt(np.diag(cov))
+    corr = cov / np.outer(sd, sd)
+    for j, name in enumerate(names):
+        others = [k for k in range(len(names)) if k != j]
+        coef = np.linalg.lstsq(corr[np.ix_(others, others)], corr[others, j], rcond=None)[0]
+        r2 = float(corr[j, others] @ coef)
+        if r2 > COLLINEAR_R2:
+            partners = [names[k] for k in others if abs(float(corr[j, k])) > 0.1]
+            with_ = ", ".join(partners) or "the others"
+            raise InvalidInputError(
+                name, round(r2, 6),
+                f"is collinear with {with_} (R² {r2:.6f} from them over {n} users): their "
+                f"weights cannot be told apart; leave one out (--proxies)")
+
+
 def _check_inputs(X: FloatArray, y: FloatArray, names: Sequence[str], outcome: str,
                   min_units: int) -> None:
     n = y.shape[0]
     if n < min_units:
-        raise InvalidInputError(
-            "units", n,
-            f"are too few matured users to calibrate on: {n} have their {outcome} in the past "
-            f"and an early window with messages (need >= {min_units}); wait for more users to "
-            f"mature or lower --min-units")
+        raise _too_few(n, outcome, min_units)
     if not np.isfinite(y).all():
         rows = np.flatnonzero(~np.isfinite(y))
         raise InvalidInputError(outcome, int(rows.size),
                                 f"has NaN or infinite values for {rows.size} of {n} users: "
                                 f"only users whose outcome has matured can be calibrated on")
     if np.ptp(y) == 0:
-        raise InvalidInputError(outcome, float(y[0]),
-                                f"is the same for all {n} users: there is nothing to predict")
+        raise _constant_outcome(outcome, float(y[0]), n)
     for j, name in enumerate(names):
         if np.ptp(X[:, j]) == 0:
-            raise InvalidInputError(
-                name, float(X[0, j]),
-                f"is constant over all {n} users: it carries no information about "
-                f"{outcome}; leave it out (--proxies) or collect more varied data")
-    if X.shape[1] < 2:
-        return
-    Z = (X - X.mean(axis=0)) / X.std(axis=0)
-    for j, name in enumerate(names):
-        others = np.delete(Z, j, axis=1)
-        coef, *_ = np.linalg.lstsq(others, Z[:, j], rcond=None)
-        resid = Z[:, j] - others @ coef
-        r2 = 1.0 - float(resid @ resid) / float(Z[:, j] @ Z[:, j])
-        if r2 > COLLINEAR_R2:
-            partners = [names[k] for k in range(len(names))
-                        if k != j and abs(float(np.corrcoef(Z[:, j], Z[:, k])[0, 1])) > 0.1]
-            with_ = ", ".join(partners) or "the others"
-            raise InvalidInputError(
-                name, round(r2, 6),
-                f"is collinear with {with_} (R² {r2:.6f} from them over {n} users): their "
-                f"weights cannot be told apart; leave one out (--proxies)")
+            raise _constant_proxy(name, float(X[0, j]), n, outcome)
+    _check_collinear(np.atleast_2d(np.cov(X, rowvar=False)), names, n)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -240,6 +258,16 @@ def _alphas(beta: FloatArray) -> FloatArray:
     with np.errstate(invalid="ignore", divide="ignore"):
         out: FloatArray = np.where(total > 0, pos / np.where(total > 0, total, 1.0), np.nan)
     return out
+
+
+def _alphas_or_refuse(beta: FloatArray, proxies: Sequence[str], outcome: str) -> FloatArray:
+    alpha = _alphas(beta)
+    if not np.isfinite(alpha).all():
+        raise InvalidInputError(
+            "proxies", {p: round(float(b), 6) for p, b in zip(proxies, beta, strict=True)},
+            f"all have a weight <= 0 on {outcome}: raising none of them raises the index, so "
+            f"the proxies do not point at the goal and there are no α's to apply")
+    return alpha
 
 
 def _ols(X: FloatArray, y: FloatArray) -> FloatArray:
@@ -280,13 +308,34 @@ def _bootstrap_ols(X: FloatArray, y: FloatArray, draws: int,
         w = w.astype(np.float64)
         gram[b:b + len(w)] = np.einsum("bi,ij,ik->bjk", w, Z, Z, optimize=True)
         rhs[b:b + len(w)] = (w * y) @ Z
+    return _solve_draws(gram, rhs)
+
+
+def _solve_draws(gram: FloatArray, rhs: FloatArray) -> FloatArray:
+    """θ_b solving gram_b θ_b = rhs_b for every draw b (least squares for a singular one)."""
+    draws = gram.shape[0]
     out: FloatArray = np.linalg.lstsq(gram[0], rhs[0], rcond=None)[0][None, :].repeat(draws, 0)
     try:
-        out = np.linalg.solve(gram, rhs[..., None])[..., 0]
+        out = np.asarray(np.linalg.solve(gram, rhs[..., None])[..., 0], dtype=np.float64)
     except np.linalg.LinAlgError:  # a resample without spread in some column
         for b in range(draws):
             out[b] = np.linalg.lstsq(gram[b], rhs[b], rcond=None)[0]
     return out
+
+
+def _bootstrap_blocks(moments: FloatArray, draws: int, rng: np.random.Generator) -> FloatArray:
+    """:func:`_bootstrap_ols` over blocks of users: ``moments[g]`` = Σ v vᵀ over block g's
+    users, v = (1, design..., outcome). A resample draws blocks with replacement
+    (multinomial counts w) and solves Σ_g w_g (Zᵀ Z)_g θ = Σ_g w_g (Zᵀ y)_g. Blocks formed
+    by hashing users are independent groups of them, so this is the cluster bootstrap:
+    the same target as resampling users (blocks of one user *are* that)."""
+    m, k = moments.shape[0], moments.shape[1]
+    flat = moments.reshape(m, k * k)
+    acc = np.empty((draws, k * k))
+    for b, w in _resample_counts(m, draws, rng, per_count=k):
+        acc[b:b + len(w)] = w.astype(np.float64) @ flat
+    acc = acc.reshape(draws, k, k)
+    return _solve_draws(acc[:, :-1, :-1], acc[:, :-1, -1])
 
 
 def _calibration_table(pred: FloatArray, y: FloatArray, bins: int) -> pd.DataFrame:
@@ -376,12 +425,7 @@ def calibrate(
     boot = _bootstrap_ols(X, y, n_bootstrap, np.random.default_rng(np.random.SeedSequence(seed)))
     lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
     beta = params[1:1 + k]
-    alpha = _alphas(beta)
-    if not np.isfinite(alpha).all():
-        raise InvalidInputError(
-            "proxies", {p: round(float(b), 6) for p, b in zip(proxies, beta, strict=True)},
-            f"all have a weight <= 0 on {outcome}: raising none of them raises the index, so "
-            f"the proxies do not point at the goal and there are no α's to apply")
+    alpha = _alphas_or_refuse(beta, proxies, outcome)
     boot_alpha = _alphas(boot[:, 1:1 + k])
     # a resample where no proxy has a positive weight has no α's: it counts as α = 0 for
     # every proxy, so the intervals widen rather than silently dropping the draw
@@ -433,13 +477,17 @@ class Projection:
     level: float
 
 
-def _resampled_means(X: FloatArray, draws: int, rng: np.random.Generator) -> FloatArray:
-    """Column means of ``draws`` resamples of the rows of ``X`` with replacement: each a
-    vector of multinomial counts, so no resampled rows are materialised."""
-    n = X.shape[0]
-    out = np.empty((draws, X.shape[1]))
-    for b, w in _resample_counts(n, draws, rng):
-        out[b:b + len(w)] = (w @ X) / n
+def _resampled_means(sums: FloatArray, counts: FloatArray, draws: int,
+                     rng: np.random.Generator) -> FloatArray:
+    """Column means of ``draws`` resamples, with replacement, of the blocks of a cohort
+    (``sums[g]``: block g's column sums over its ``counts[g]`` users): each a vector of
+    multinomial counts w, the mean Σ w_g sums_g / Σ w_g counts_g. With one user a block
+    (counts all 1) it is the plain bootstrap of users; no resampled rows are materialised."""
+    m = sums.shape[0]
+    out = np.empty((draws, sums.shape[1]))
+    for b, w in _resample_counts(m, draws, rng):
+        wf = w.astype(np.float64)
+        out[b:b + len(w)] = (wf @ sums) / (wf @ counts)[:, None]
     return out
 
 
@@ -461,28 +509,35 @@ def project_lift(calibration: Calibration, treatment: pd.DataFrame, control: pd.
     outcome's own noise around the index is most of the measured lift's uncertainty when
     the index explains little of each user's outcome.
     """
-    for name, frame in (("treatment", treatment), ("control", control)):
-        if len(frame) < min_units:
-            raise InvalidInputError(name, len(frame),
-                                    f"has too few users with a complete early window to "
-                                    f"project (need >= {min_units})")
     Xt = _design(treatment, calibration.proxies, calibration.covariates)
     Xc = _design(control, calibration.proxies, calibration.covariates)
-    p = calibration.params
-    mt = float(p[0] + Xt.mean(axis=0) @ p[1:])
-    mc = float(p[0] + Xc.mean(axis=0) @ p[1:])
+    if calibration.boot_params.shape[0] == 0:
+        raise InvalidInputError("calibration", "no bootstrap", "must carry bootstrap draws")
+    return _project(calibration.params, calibration.boot_params, calibration.residual_sd,
+                    calibration.level, (Xt, np.ones(Xt.shape[0])), (Xc, np.ones(Xc.shape[0])),
+                    seed=seed, min_units=min_units)
+
+
+def _project(params: FloatArray, boot: FloatArray, residual_sd: float, level: float,
+             treatment: tuple[FloatArray, FloatArray], control: tuple[FloatArray, FloatArray],
+             *, seed: int, min_units: int = 20) -> Projection:
+    """:func:`project_lift` from each cohort's (design sums, users) per block of users."""
+    (St, Nt), (Sc, Nc) = treatment, control
+    nt, nc = round(float(Nt.sum())), round(float(Nc.sum()))
+    for name, n in (("treatment", nt), ("control", nc)):
+        if n < min_units:
+            raise InvalidInputError(name, n, f"has too few users with a complete early "
+                                             f"window to project (need >= {min_units})")
+    mt = float(params[0] + (St.sum(axis=0) / Nt.sum()) @ params[1:])
+    mc = float(params[0] + (Sc.sum(axis=0) / Nc.sum()) @ params[1:])
     if not mc > 0:
         raise InvalidInputError("control", round(mc, 6),
                                 "has a projected outcome <= 0: no relative lift to project")
-    boot = calibration.boot_params
-    if boot.shape[0] == 0:
-        raise InvalidInputError("calibration", "no bootstrap", "must carry bootstrap draws")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
-    nt, nc = Xt.shape[0], Xc.shape[0]
     draws_n = boot.shape[0]
-    sd = calibration.residual_sd if math.isfinite(calibration.residual_sd) else 0.0
-    zt = _resampled_means(Xt, draws_n, rng)
-    zc = _resampled_means(Xc, draws_n, rng)
+    sd = residual_sd if math.isfinite(residual_sd) else 0.0
+    zt = _resampled_means(St, Nt, draws_n, rng)
+    zc = _resampled_means(Sc, Nc, draws_n, rng)
     it = boot[:, 0] + np.einsum("bj,bj->b", zt, boot[:, 1:]) \
         + rng.normal(0.0, sd / math.sqrt(nt), size=draws_n)
     ic = boot[:, 0] + np.einsum("bj,bj->b", zc, boot[:, 1:]) \
@@ -493,10 +548,9 @@ def project_lift(calibration: Calibration, treatment: pd.DataFrame, control: pd.
     if draws.size < 2:
         raise InvalidInputError("control", round(mc, 6),
                                 "has a projected outcome too close to 0 for an interval")
-    lvl = calibration.level
-    lo, hi = np.quantile(draws, [(1 - lvl) / 2, 1 - (1 - lvl) / 2])
+    lo, hi = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
     return Projection(nt, nc, mt, mc, mt / mc - 1.0, float(lo), float(hi),
-                      float(draws.std(ddof=1)), lvl)
+                      float(draws.std(ddof=1)), level)
 
 
 # --------------------------------------------------------------------------- the store
@@ -544,18 +598,10 @@ def fill_unobserved(units: pd.DataFrame) -> list[str]:
     return notes
 
 
-def load_units(store: Any, experiments: Sequence[str], *, outcome: str = "day30_engagement",
-               window_days: int = 7, as_of_ms: int | None = None, length_cap: int = 20,
-               covariates: bool = True) -> Units:
-    """Join each user's early-window proxies (:meth:`Store.early_proxies`) with its
-    outcome and pre-exposure covariate (:meth:`Store.unit_metrics`) over ``experiments``.
-
-    ``outcome`` is a metric of :data:`bandit.analysis.lift.METRICS`. A user's proxy mean
-    is over its decisions in the window with that proxy observed; a user with none (a
-    rating is optional) gets the mean over the users who have one, and the notes say how
-    many. Users without a decision in the window have no proxies and are left out.
-    """
-    from bandit.analysis.lift import METRICS
+def _outcome_columns(outcome: str, experiments: Sequence[str],
+                     window_days: int) -> tuple[str, str]:
+    """(unit_metrics column, covariate column) of ``outcome``, the arguments checked."""
+    from bandit.analysis.metrics import METRICS
 
     if outcome not in METRICS:
         raise InvalidInputError("outcome", outcome, f"must be one of {sorted(METRICS)}")
@@ -568,6 +614,21 @@ def load_units(store: Any, experiments: Sequence[str], *, outcome: str = "day30_
             or not 1 <= window_days <= horizon:
         raise InvalidInputError("window_days", window_days,
                                 f"must be an integer in [1, {horizon}] (the outcome's day)")
+    return column, covariate
+
+
+def load_units(store: Any, experiments: Sequence[str], *, outcome: str = "day30_engagement",
+               window_days: int = 7, as_of_ms: int | None = None, length_cap: int = 20,
+               covariates: bool = True) -> Units:
+    """Join each user's early-window proxies (:meth:`Store.early_proxies`) with its
+    outcome and pre-exposure covariate (:meth:`Store.unit_metrics`) over ``experiments``.
+
+    ``outcome`` is a metric of :data:`bandit.analysis.lift.METRICS`. A user's proxy mean
+    is over its decisions in the window with that proxy observed; a user with none (a
+    rating is optional) gets the mean over the users who have one, and the notes say how
+    many. Users without a decision in the window have no proxies and are left out.
+    """
+    column, covariate = _outcome_columns(outcome, experiments, window_days)
     cov = (covariate,) if covariates else ()
     frames = []
     notes: list[str] = []
@@ -607,29 +668,174 @@ SURROGACY: Final = ("projection, not a measurement: it assumes the variant chang
                     "outcome only through the proxies of the first days (surrogacy)")
 
 
+#: hash blocks of users (:meth:`Store.early_moments`) the early read's bootstraps resample
+EARLY_BLOCKS: Final = 2048
+
+
+def _early_matrices(frame: pd.DataFrame) -> FloatArray:
+    """Σ v vᵀ per row of :meth:`Store.early_moments`, v = (1, retry, rating, length, x, y)."""
+    from bandit.store.queries import EARLY_COLUMNS
+
+    k = len(EARLY_COLUMNS) + 1
+    M = np.empty((len(frame), k, k))
+    M[:, 0, 0] = frame["n"].to_numpy(dtype=np.float64)
+    for a, ca in enumerate(EARLY_COLUMNS, start=1):
+        M[:, 0, a] = M[:, a, 0] = frame[f"s_{ca}"].to_numpy(dtype=np.float64)
+        for b, cb in enumerate(EARLY_COLUMNS[a - 1:], start=a):
+            M[:, a, b] = M[:, b, a] = frame[f"c_{ca}_{cb}"].to_numpy(dtype=np.float64)
+    return M
+
+
+def _fill_unobserved_moments(frame: pd.DataFrame, M: FloatArray) -> None:
+    """:func:`fill_unobserved` on moments, in place: a group whose users have no observed
+    value of a proxy (0 in v) gets the mean over every user who has one, v_p = m_p, i.e.
+    Σ v vᵀ -> T (Σ v vᵀ) Tᵀ with T = I + m_p e_p e_0ᵀ. A proxy observed for nobody raises."""
+    n = M[:, 0, 0]
+    for j, p in enumerate(PROXIES, start=1):
+        has = frame[f"has_{p}"].to_numpy(dtype=bool)
+        if has.all():
+            continue
+        if not has.any():
+            raise InvalidInputError(
+                proxy_column(p), int(n.sum()),
+                f"is observed for none of the {int(n.sum())} users with an early window: "
+                f"leave it out (--proxies) or collect it before projecting")
+        m = float(M[has, 0, j].sum() / n[has].sum())
+        sub = M[~has]
+        sub[:, j, :] += m * sub[:, 0, :]
+        sub[:, :, j] += m * sub[:, :, 0]
+        M[~has] = sub
+
+
+def _by_block(blocks: npt.NDArray[np.int64],
+              M: FloatArray) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """(block ids present, the moments summed per block)."""
+    ids, inv = np.unique(blocks, return_inverse=True)
+    out = np.zeros((len(ids), *M.shape[1:]))
+    np.add.at(out, inv, M)
+    return ids, out
+
+
+@dataclass(frozen=True)
+class _BlockIndex:
+    """The linear surrogate index fitted on moments of blocks of matured users: what
+    :func:`_project` needs (the full fit, its bootstrap draws, the out-of-fold residual sd)."""
+
+    params: FloatArray
+    boot: FloatArray
+    residual_sd: float
+    n_units: int
+    level: float
+
+
+def _fit_blocks(Mb: FloatArray, block_ids: npt.NDArray[np.int64], *, outcome: str,
+                names: Sequence[str], proxies: Sequence[str], folds: int = 5,
+                n_bootstrap: int = 200, level: float = 0.95, seed: int = 0,
+                min_units: int = MIN_UNITS) -> _BlockIndex:
+    """:func:`calibrate`'s linear index, its cross-fitting and its bootstrap from block
+    moments ``Mb`` (Σ v vᵀ per block, v = (1, design..., y)): least squares from the
+    normal equations; the folds are blocks (block id mod ``folds``), each fold's
+    out-of-fold residuals summed from its own moments under the other folds' fit; the
+    bootstrap resamples blocks (:func:`_bootstrap_blocks`). Refuses what :func:`calibrate`
+    refuses, in its words."""
+    M = Mb.sum(axis=0)
+    n = round(float(M[0, 0]))
+    d = M.shape[0] - 1  # intercept + design
+    if n < max(min_units, 2 * folds):
+        raise _too_few(n, outcome, max(min_units, 2 * folds))
+    mean = M[0, 1:] / M[0, 0]
+    cov = (M[1:, 1:] - M[0, 0] * np.outer(mean, mean)) / max(M[0, 0] - 1.0, 1.0)
+    scale = np.maximum(np.abs(mean), np.sqrt(np.abs(np.diag(M[1:, 1:])) / M[0, 0]))
+    var = np.diag(cov)
+    flat = var <= 1e-12 * np.where(scale > 0, scale, 1.0) ** 2
+    if flat[-1]:
+        raise _constant_outcome(outcome, float(mean[-1]), n)
+    for j, name in enumerate(names):
+        if flat[j]:
+            raise _constant_proxy(name, float(mean[j]), n, outcome)
+    _check_collinear(cov[:-1, :-1], names, n)
+
+    def solve(G: FloatArray) -> FloatArray:
+        # columns scaled to unit size first: pre-exposure seconds beside [0, 1] proxies
+        s = np.sqrt(np.diag(G[:d, :d]))
+        s = np.where(s > 0, s, 1.0)
+        theta: FloatArray = np.linalg.lstsq(G[:d, :d] / np.outer(s, s), G[:d, d] / s,
+                                            rcond=None)[0] / s
+        return theta
+
+    params = solve(M)
+    k = len(proxies)
+    _alphas_or_refuse(params[1:1 + k], proxies, outcome)
+    fold = block_ids % folds
+    se, se2 = 0.0, 0.0
+    for f in range(folds):
+        Gf = Mb[fold == f].sum(axis=0)
+        theta = solve(M - Gf)
+        se += float(Gf[0, d] - theta @ Gf[0, :d])
+        se2 += float(Gf[d, d] - 2.0 * theta @ Gf[:d, d] + theta @ Gf[:d, :d] @ theta)
+    resid_sd = math.sqrt(max(se2 - se * se / n, 0.0) / (n - 1))
+    boot = _bootstrap_blocks(Mb, n_bootstrap, np.random.default_rng(np.random.SeedSequence(seed)))
+    return _BlockIndex(params, boot, resid_sd, n, level)
+
+
 def early_read(store: Any, experiment_id: str, control: str, *, as_of_ms: int | None = None,
                outcome: str = "day30_engagement", window_days: int = 7,
                length_cap: int = 20, seed: int = 0,
-               calibration_experiments: Sequence[str] | None = None) -> pd.DataFrame:
+               calibration_experiments: Sequence[str] | None = None,
+               blocks: int = EARLY_BLOCKS) -> pd.DataFrame:
     """Projected lift of ``outcome`` of each variant of ``experiment_id`` over ``control``
     from its users' early windows: the index is calibrated on the matured users of
     ``calibration_experiments`` (default: every experiment in the store) and applied to
     every user of the experiment whose window is complete. One row per variant:
-    variant, n, n_control, projected_lift, ci_low, ci_high, note (:data:`SURROGACY`)."""
+    variant, n, n_control, projected_lift, ci_low, ci_high, note (:data:`SURROGACY`).
+
+    The index is linear, so the fit and the projection need only sums over users: it
+    reads :meth:`Store.early_moments` (n, Σv, Σv·vᵀ per variant, maturity, observed
+    proxies and hash block of users) instead of a row per user — the same users, proxy
+    means (an unobserved proxy filled with the others' mean, as :func:`load_units`
+    does), the same least-squares index and projection as :func:`calibrate` and
+    :func:`project_lift` on :func:`load_units`' frame. The folds of the cross-fitting and
+    the units the bootstraps resample are ``blocks`` hash blocks of users instead of
+    single users (a cluster bootstrap of randomly formed clusters: the same target); with
+    fewer users than blocks they are nearly single users."""
     exps = list(calibration_experiments or store.experiments())
-    units = load_units(store, exps, outcome=outcome, window_days=window_days,
-                       as_of_ms=as_of_ms, length_cap=length_cap)
-    cal = calibrate(units.matured, outcome=outcome, covariates=units.covariates, seed=seed,
-                    flexible=False)
-    df = units.frame
-    df = df[(df["experiment_id"] == experiment_id) & df["window_complete"]]
-    ctrl = df[df["variant"] == control]
+    column, covariate = _outcome_columns(outcome, exps, window_days)
+    frames = []
+    for exp_id in exps:
+        f = store.early_moments(exp_id, column, covariate, as_of_ms, window_days=window_days,
+                                length_cap=length_cap, blocks=blocks)
+        f.insert(0, "experiment_id", exp_id)
+        frames.append(f)
+    df = pd.concat(frames, ignore_index=True)
+    if df.empty:
+        raise InvalidInputError("experiments", exps,
+                                "have no user with a decision in the early window")
+    M = _early_matrices(df)
+    _fill_unobserved_moments(df, M)
+    blocks_of = df["block"].to_numpy(dtype=np.int64)
+    matured = df["matured"].to_numpy(dtype=bool)
+    fit_ids, Mb = _by_block(blocks_of[matured], M[matured])
+    names = [proxy_column(p) for p in PROXIES] + [covariate]
+    index = _fit_blocks(Mb, fit_ids, outcome=outcome, names=names, proxies=PROXIES,
+                        seed=seed)
+    mine = ((df["experiment_id"] == experiment_id) & df["window_complete"]).to_numpy()
+    variant_of = df["variant"].to_numpy(dtype=object)
+
+    def cohort(variant: str) -> tuple[FloatArray, FloatArray]:
+        """The cohort's design sums (intercept and outcome dropped) and users per block."""
+        rows = mine & (variant_of == variant)
+        _, Mv = _by_block(blocks_of[rows], M[rows])
+        return Mv[:, 0, 1:-1], Mv[:, 0, 0]
+
     rows = []
-    for variant in sorted(set(df["variant"]) - {control}):
-        p = project_lift(cal, df[df["variant"] == variant], ctrl, seed=seed)
+    variants = sorted(set(variant_of[mine]) - {control})
+    ctrl = cohort(control)
+    for variant in variants:
+        p = _project(index.params, index.boot, index.residual_sd, index.level,
+                     cohort(variant), ctrl, seed=seed)
         rows.append({"variant": variant, "n": p.n, "n_control": p.n_control,
                      "projected_lift": p.lift, "ci_low": p.ci_low, "ci_high": p.ci_high,
-                     "calibration_units": cal.n_units, "note": SURROGACY})
+                     "calibration_units": index.n_units, "note": SURROGACY})
     return pd.DataFrame(rows, columns=["variant", "n", "n_control", "projected_lift", "ci_low",
                                        "ci_high", "calibration_units", "note"])
 

@@ -514,6 +514,45 @@ class ClickHouseStore:
             df[col] = df[col].astype("float64")
         return df
 
+    def early_moments(self, experiment_id: str, metric: str = "engagement_d30",
+                      covariate: str = "pre_engagement", as_of_ms: int | None = None, *,
+                      window_days: int = 7, length_cap: int = 20,
+                      blocks: int = 2048) -> pd.DataFrame:
+        """The early read's sufficient statistics: the users of :meth:`early_proxies`,
+        each with its window means of the proxies (0 where not observed), its
+        ``covariate`` x and its ``metric`` y (:meth:`unit_metrics` columns; y is 0 unless
+        the user has matured: window and horizon complete), summed per group. One row per
+        variant, ``matured``, ``window_complete``, ``has_retry`` / ``has_rating`` /
+        ``has_length`` (which proxies the group's users have observed) and ``block``
+        (``cityHash64(unit_id) % blocks``): ``n``, ``s_<c>``
+        = Σc and ``c_<a>_<b>`` = Σa·b over c, a, b in
+        :data:`bandit.store.queries.EARLY_COLUMNS` (retry, rating, length, x, y). What
+        the surrogate index and its projection need, without a row per user."""
+        sql = queries.EARLY_MOMENTS.get((metric, covariate))
+        if sql is None:
+            names = sorted({m for m, _ in queries.EARLY_MOMENTS})
+            raise InvalidInputError("metric", (metric, covariate),
+                                    f"must be one of {names} with pre_engagement or pre_messages")
+        if isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 1:
+            raise InvalidInputError("window_days", window_days, "must be an integer >= 1")
+        if isinstance(length_cap, bool) or not isinstance(length_cap, int) or length_cap < 1:
+            raise InvalidInputError("length_cap", length_cap, "must be an integer >= 1")
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= 1 << 20:
+            raise InvalidInputError("blocks", blocks, "must be an integer in [1, 1048576]")
+        params = {"experiment_id": _experiment(experiment_id), "as_of": _as_of(as_of_ms),
+                  "day_ms": _DAY_MS, "window_days": window_days,
+                  "length_cap": float(length_cap), "blocks": blocks}
+        df = self._query_df(sql, params)
+        df["variant"] = df["variant"].astype(str)
+        for col in ("matured", "window_complete", "has_retry", "has_rating", "has_length"):
+            df[col] = df[col].astype(bool)
+        for col in ("block", "n"):
+            df[col] = df[col].astype("int64")
+        for col in df.columns:
+            if col.startswith(("s_", "c_")):
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        return df
+
     def mean_rewards(self, experiment_id: str) -> pd.DataFrame:
         """Per variant and arm: rewarded decisions, mean reward, joined and late shares."""
         df = self._query_df(queries.MEAN_REWARDS, {"experiment_id": _experiment(experiment_id)})

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = ["ARM_PROXIES", "COHORT_MOMENTS", "COHORT_MOMENTS_MANY", "COHORT_MOMENTS_WITH_CROSS",
-           "DAYS", "DECISION_SPAN", "EARLY_PROXIES", "EXPERIMENTS", "EXPERIMENT_DESIGN", "EXPOSURE_PERIODS",
+           "DAYS", "DECISION_SPAN", "EARLY_COLUMNS", "EARLY_MOMENTS", "EARLY_PROXIES",
+           "EXPERIMENTS", "EXPERIMENT_DESIGN", "EXPOSURE_PERIODS",
            "EXPOSURE_SOURCES",
            "HORIZONS", "MEAN_REWARDS", "MOMENT_PAIRS", "RETENTION_CURVE", "REWARD_VERSIONS",
            "TRAFFIC_SHARE",
@@ -432,3 +433,108 @@ WHERE d.ts_ms >= x.exposure_ts AND d.ts_ms < x.exposure_ts + {{window_days:Int64
 GROUP BY x.unit_id, x.variant, x.exposure_ts
 ORDER BY unit_id
 """
+
+
+
+# The early read's sufficient statistics (bandit.analysis.calibration.early_read): per
+# user with decisions in its early window, the window means of the three proxies (0 where
+# a proxy is not observed: `has_*` says which are), its pre-exposure covariate x (days
+# -7..-1) and its outcome y (a unit_metrics column; 0 until its horizon is complete),
+# then summed per group of users — variant, matured / window-complete, which proxies are
+# observed and `block` = unit_key % blocks — as n, Σv and Σv·vᵀ over v = EARLY_COLUMNS.
+# The surrogate index is linear, so its fit and the projection need only these moments;
+# hash blocks of users are what their bootstraps resample. The same users and values as
+# EARLY_PROXIES joined with UNIT_METRICS (the tests compare the two). The engagement rows
+# are probed against the users with a window (a hash table of those few), not grouped
+# per unit first.
+EARLY_COLUMNS: Final = ("retry", "rating", "length", "x", "y")
+_X_BOUNDED: Final = {"pre_engagement": f"sumIf(st, d BETWEEN -{PRE_DAYS} AND -1)",
+                     "pre_messages": f"sumIf(msg, d BETWEEN -{PRE_DAYS} AND -1)"}
+
+
+def _early_moments(y_expr: str, horizon: int, x_expr: str) -> str:
+    cols = EARLY_COLUMNS
+    sums = [f"sum({c}) AS s_{c}" for c in cols]
+    sums += [f"sum({a} * {b}) AS c_{a}_{b}" for i, a in enumerate(cols) for b in cols[i:]]
+    window = "exposure_ts + {window_days:Int64} * {day_ms:Int64} <= {as_of:Int64}"
+    return f"""
+WITH {_EXPOSED_KEYS.strip()},
+{_LATEST_FEEDBACK},
+d AS (
+    SELECT decision_id, cityHash64(unit_id) AS unit_key, ts_ms FROM decisions FINAL
+    WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
+),
+p AS (
+    SELECT x.unit_key AS unit_key, any(x.variant) AS variant,
+           any(x.exposure_ts) AS exposure_ts,
+           countIf(isNotNull(f.retried)) AS retry_n,
+           sumIf(1 - toFloat64(f.retried), isNotNull(f.retried)) AS retry_sum,
+           countIf(isNotNull(f.rating)) AS rating_n,
+           sumIf((toFloat64(f.rating) - 1) / 4, isNotNull(f.rating)) AS rating_sum,
+           countIf(isNotNull(f.len)) AS length_n,
+           sumIf(least(toFloat64(f.len), {{length_cap:Float64}}) / {{length_cap:Float64}},
+                 isNotNull(f.len)) AS length_sum
+    FROM d
+    INNER JOIN exp AS x ON d.unit_key = x.unit_key
+    LEFT JOIN f ON f.decision_id = d.decision_id
+    WHERE d.ts_ms >= x.exposure_ts
+      AND d.ts_ms < x.exposure_ts + {{window_days:Int64}} * {{day_ms:Int64}}
+    GROUP BY x.unit_key
+),
+e AS (
+    SELECT unit_key, ts_ms, screen_time_s AS st, toFloat64(messages) AS msg
+    FROM engagement FINAL
+    WHERE ts_ms < {{as_of:Int64}} AND (screen_time_s > 0 OR messages > 0)
+      AND ts_ms >= (
+          SELECT min(ts_ms) FROM (
+              SELECT ts_ms FROM exposures
+              WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
+              UNION ALL
+              SELECT ts_ms FROM decisions
+              WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
+          )) - {PRE_DAYS} * {{day_ms:Int64}}
+),
+u AS (
+    SELECT unit_key, any(variant) AS variant, any(exposure_ts) AS exposure_ts,
+           any(retry_n) AS retry_n, any(retry_sum) AS retry_sum,
+           any(rating_n) AS rating_n, any(rating_sum) AS rating_sum,
+           any(length_n) AS length_n, any(length_sum) AS length_sum,
+           toFloat64({y_expr}) AS y_raw, toFloat64({x_expr}) AS x
+    FROM (
+        SELECT p.unit_key AS unit_key, p.variant AS variant, p.exposure_ts AS exposure_ts,
+               p.retry_n AS retry_n, p.retry_sum AS retry_sum, p.rating_n AS rating_n,
+               p.rating_sum AS rating_sum, p.length_n AS length_n,
+               p.length_sum AS length_sum, e.st AS st, e.msg AS msg,
+               toInt64(floor((e.ts_ms - p.exposure_ts) / {{day_ms:Int64}})) AS d
+        FROM e RIGHT JOIN p ON e.unit_key = p.unit_key
+    )
+    GROUP BY unit_key
+),
+v AS (
+    SELECT toString(variant) AS variant, unit_key % {{blocks:UInt64}} AS block,
+           {window} AS window_complete,
+           window_complete AND exposure_ts + {horizon + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}
+               AS matured,
+           retry_n > 0 AS has_retry, rating_n > 0 AS has_rating, length_n > 0 AS has_length,
+           if(has_retry, retry_sum / retry_n, 0.) AS retry,
+           if(has_rating, rating_sum / rating_n, 0.) AS rating,
+           if(has_length, length_sum / length_n, 0.) AS length,
+           if(matured, y_raw, 0.) AS y, x
+    FROM u
+)
+SELECT variant, toUInt8(matured) AS matured, toUInt8(window_complete) AS window_complete,
+       toUInt8(has_retry) AS has_retry, toUInt8(has_rating) AS has_rating,
+       toUInt8(has_length) AS has_length, toUInt64(block) AS block, count() AS n,
+       {", ".join(sums)}
+FROM v
+GROUP BY variant, matured, window_complete, has_retry, has_rating, has_length, block
+ORDER BY variant, matured, window_complete, has_retry, has_rating, has_length, block
+SETTINGS join_use_nulls = 0
+"""
+
+
+#: (metric column, covariate column) -> SQL of Store.early_moments; only these fixed pairs
+EARLY_MOMENTS: Final[dict[tuple[str, str], str]] = {
+    (y, x): _early_moments(y_expr, horizon, x_expr)
+    for y, (y_expr, horizon) in _Y.items() for x, x_expr in _X_BOUNDED.items()
+}
