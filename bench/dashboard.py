@@ -19,10 +19,11 @@ rows on the same cores). Then times, with empty caches (what a first visitor wai
 * ``cohort_query_s``: that aggregate query alone, run again right after (engine warm);
 * ``per_unit_cohort_query_s``: for comparison, ``Store.unit_metrics`` (one row per unit,
   used by the Retention page's lift-over-time and by the early read);
-* ``early_read_s``: ``dashboards.analysis.early_read``, the overview's early read — per
-  user ``Store.early_proxies`` and ``Store.unit_metrics``, the surrogate index's
-  cross-fitted least squares and bootstrap, the projection's interval (the bench fails if
-  it makes no projection: that would time a one-line message, not what users wait for);
+* ``early_read_s``: ``dashboards.analysis.early_read``, the overview's early read — one
+  aggregate query (``Store.early_moments``: per-group, per-hash-block moments of the
+  users' window proxies and outcome), the surrogate index's cross-fitted least squares
+  and bootstrap from them, the projection's interval (the bench fails if it makes no
+  projection: that would time a one-line message, not what users wait for);
 * ``overview_page_s``: the whole overview page under ``streamlit.testing.v1.AppTest``
   (sidebar queries, the page, the lift table and chart, the early read's projection
   table), store opened read-only, in a new ``AppTest`` — which also pays AppTest's
