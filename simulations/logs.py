@@ -74,6 +74,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import getitem, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -1300,7 +1301,7 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
     if spec.action_features != "none":
         return False
     n = len(items)
-    objs = [o for _, o in items]
+    objs = list(map(itemgetter(1), items))
     skip = [o.get("_skipLearn") for o in objs]
     if skip.count(None) != n and any(v is True for v in skip):
         return False
@@ -1430,8 +1431,8 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
     else:
         dists = [(ar, p, a) if len(ar) == L else None
                  for ar, p, a in zip(arms_col, P, A, strict=True)]
-    b.line.extend(no for no, _ in items)
-    b.arm.extend(ar[i] for ar, i in zip(arms_col, lis, strict=True))
+    b.line.extend(map(itemgetter(0), items))
+    b.arm.extend(map(getitem, arms_col, lis))
     b.prop.extend(prop.tolist())
     b.rewards.extend(reward.tolist())
     b.ctx.extend(ctx)
