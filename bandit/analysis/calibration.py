@@ -29,6 +29,9 @@ cohorts whose early window is complete (a projection of the day-30 lift), with a
 interval that carries both the index's and the cohorts' sampling uncertainty. It is only
 as good as the surrogacy assumption (the treatment moves the day-30 outcome only through
 the proxies); :func:`projection_history` compares projections with matured measurements.
+:func:`early_read` (the dashboard's and ``switchboard lift --projection``'s) gets the same
+index and projection from sums over hash blocks of users (:meth:`Store.early_moments`)
+instead of a row per user: the index is linear, so its fit needs only moments.
 
 Bad input — too few matured users, a constant proxy, collinear proxies, NaN — raises
 :class:`InvalidInputError` with a message naming the column and what to do.
