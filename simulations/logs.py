@@ -1412,7 +1412,7 @@ def _dsjson_chunk(b: _Builder, items: list[tuple[int, dict[str, Any]]]) -> bool:
             if spec.features in ("hash", "auto"):
                 # features are only ever hashed into this dimension (auto: unless the log
                 # is dense, when they are malformed): hashed now, column by column
-                hashed = b.hasher().objects([cs[i] for i in feat])  # type: ignore[misc]
+                hashed = b.hasher().objects([cs[i] for i in feat])
                 for i, row in zip(feat, hashed, strict=True):
                     ctx[i], dense[i] = row, None
             else:
