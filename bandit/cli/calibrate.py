@@ -60,7 +60,8 @@ def register(subparsers: Any) -> None:
                    help="append the fitted α's as a new version of the published reward "
                         "calibration (model.dir/reward-calibration.json) the learner applies")
     p.add_argument("--publish-to", metavar="FILE", default=None,
-                   help="publish to FILE instead of model.dir's (implies --publish)")
+                   help="publish to FILE instead (implies --publish; default: "
+                        "model.dir/reward-calibration.json)")
     p.add_argument("--effective-from-ms", type=int, default=None,
                    help="decisions from this epoch ms on are scored with the published α's "
                         "(default now; not before the newest published version's)")
