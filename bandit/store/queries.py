@@ -405,6 +405,29 @@ ORDER BY period, variant
 """
 
 
+# Each unit's decisions in its early window [exposure, exposure + window_days), joined
+# with their latest feedback `f` and the unit's exposure `x`, as the FROM ... WHERE of a
+# query grouped per unit; and the counts and sums of each proxy over them, normalised as
+# bandit.reward does (retry: 1 - retried; rating: (stars - 1) / 4; length: min(len, cap)
+# / cap). Shared by EARLY_PROXIES (a row per unit) and the early read's moments.
+_EARLY_WINDOW_DECISIONS: Final = """d AS (
+    SELECT decision_id, cityHash64(unit_id) AS unit_key, ts_ms FROM decisions FINAL
+    WHERE experiment_id = {experiment_id:String} AND ts_ms < {as_of:Int64}
+)"""
+_EARLY_WINDOW_JOIN: Final = """FROM d
+INNER JOIN exp AS x ON d.unit_key = x.unit_key
+LEFT JOIN f ON f.decision_id = d.decision_id
+WHERE d.ts_ms >= x.exposure_ts
+  AND d.ts_ms < x.exposure_ts + {window_days:Int64} * {day_ms:Int64}"""
+_EARLY_PROXY_SUMS: Final = """countIf(isNotNull(f.retried)) AS retry_n,
+       sumIf(1 - toFloat64(f.retried), isNotNull(f.retried)) AS retry_sum,
+       countIf(isNotNull(f.rating)) AS rating_n,
+       sumIf((toFloat64(f.rating) - 1) / 4, isNotNull(f.rating)) AS rating_sum,
+       countIf(isNotNull(f.len)) AS length_n,
+       sumIf(least(toFloat64(f.len), {length_cap:Float64}) / {length_cap:Float64},
+             isNotNull(f.len)) AS length_sum"""
+
+
 # Per unit, the proxies of its decisions in the early window [exposure, exposure +
 # window_days) — counts and sums of each proxy normalised as bandit.reward does (retry:
 # 1 - retried; rating: (stars - 1) / 4; length: min(len, cap) / cap) — for the surrogate
@@ -413,23 +436,11 @@ ORDER BY period, variant
 EARLY_PROXIES: Final = f"""
 WITH {_EXPOSED.strip()},
 {_LATEST_FEEDBACK},
-d AS (
-    SELECT decision_id, cityHash64(unit_id) AS unit_key, ts_ms FROM decisions FINAL
-    WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
-)
+{_EARLY_WINDOW_DECISIONS}
 SELECT x.unit_id AS unit_id, toString(x.variant) AS variant, x.exposure_ts AS exposure_ts,
        count() AS decisions,
-       countIf(isNotNull(f.retried)) AS retry_n,
-       sumIf(1 - toFloat64(f.retried), isNotNull(f.retried)) AS retry_sum,
-       countIf(isNotNull(f.rating)) AS rating_n,
-       sumIf((toFloat64(f.rating) - 1) / 4, isNotNull(f.rating)) AS rating_sum,
-       countIf(isNotNull(f.len)) AS length_n,
-       sumIf(least(toFloat64(f.len), {{length_cap:Float64}}) / {{length_cap:Float64}},
-             isNotNull(f.len)) AS length_sum
-FROM d
-INNER JOIN exp AS x ON d.unit_key = x.unit_key
-LEFT JOIN f ON f.decision_id = d.decision_id
-WHERE d.ts_ms >= x.exposure_ts AND d.ts_ms < x.exposure_ts + {{window_days:Int64}} * {{day_ms:Int64}}
+       {_EARLY_PROXY_SUMS}
+{_EARLY_WINDOW_JOIN}
 GROUP BY x.unit_id, x.variant, x.exposure_ts
 ORDER BY unit_id
 """
@@ -460,25 +471,12 @@ def _early_moments(y_expr: str, horizon: int, x_expr: str) -> str:
     return f"""
 WITH {_EXPOSED_KEYS.strip()},
 {_LATEST_FEEDBACK},
-d AS (
-    SELECT decision_id, cityHash64(unit_id) AS unit_key, ts_ms FROM decisions FINAL
-    WHERE experiment_id = {{experiment_id:String}} AND ts_ms < {{as_of:Int64}}
-),
+{_EARLY_WINDOW_DECISIONS},
 p AS (
     SELECT x.unit_key AS unit_key, any(x.variant) AS variant,
            any(x.exposure_ts) AS exposure_ts,
-           countIf(isNotNull(f.retried)) AS retry_n,
-           sumIf(1 - toFloat64(f.retried), isNotNull(f.retried)) AS retry_sum,
-           countIf(isNotNull(f.rating)) AS rating_n,
-           sumIf((toFloat64(f.rating) - 1) / 4, isNotNull(f.rating)) AS rating_sum,
-           countIf(isNotNull(f.len)) AS length_n,
-           sumIf(least(toFloat64(f.len), {{length_cap:Float64}}) / {{length_cap:Float64}},
-                 isNotNull(f.len)) AS length_sum
-    FROM d
-    INNER JOIN exp AS x ON d.unit_key = x.unit_key
-    LEFT JOIN f ON f.decision_id = d.decision_id
-    WHERE d.ts_ms >= x.exposure_ts
-      AND d.ts_ms < x.exposure_ts + {{window_days:Int64}} * {{day_ms:Int64}}
+           {_EARLY_PROXY_SUMS}
+    {_EARLY_WINDOW_JOIN}
     GROUP BY x.unit_key
 ),
 e AS (
