@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
@@ -67,13 +66,14 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from bandit.config import RewardConfig
 from bandit.errors import ConfigError, InvalidInputError
+from bandit.formats.locks import exclusive_lock
 from bandit.formats.paths import CALIBRATION_NAME, calibration_path
 
 __all__ = [
@@ -328,20 +328,10 @@ def load_history(path: str | os.PathLike[str], key: bytes | None = None) -> Cali
     return decode_history(data, str(path), key=key)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
     lock = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise CalibrationFileError(str(path), "lock", str(lock),
-                                   f"cannot be opened ({exc.strerror or exc})") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    return exclusive_lock(lock, 0o600, lambda exc: CalibrationFileError(
+        str(path), "lock", str(lock), f"cannot be opened ({exc.strerror or exc})"))
 
 
 def append_version(path: str | os.PathLike[str], reward: RewardConfig, *,

@@ -40,18 +40,18 @@ The file is JSON::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from bandit.arms import Arm
 from bandit.errors import InvalidInputError, RegistryError, UnknownArmError
+from bandit.formats.locks import exclusive_lock
 from bandit.formats.paths import REGISTRY_LOCK_NAME, registry_path
 from bandit.formats.snapshot import write_atomic
 
@@ -243,19 +243,9 @@ class RegistryFile:
                 self.state = state
         return state
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise RegistryError(f"{self.lock_path}: cannot open the registry lock "
-                                f"({exc.strerror or exc})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self.lock_path, 0o644, lambda exc: RegistryError(
+            f"{self.lock_path}: cannot open the registry lock ({exc.strerror or exc})"))
 
     def _write(self, data: bytes) -> None:
         try:
