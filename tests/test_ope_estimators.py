@@ -195,25 +195,21 @@ def test_logs_missing_file_and_bad_format_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_logs_read_store_joins_decisions_with_rewards(store, store_dsn, capsys) -> None:  # type: ignore[no-untyped-def]
-    from bandit.events import DecisionEvent
     from bandit.store.rows import RewardRow
     from simulations.logs import read_store
+    from tests.fixtures.store import LOG_TS0_MS, logged_decision
 
     data = _small_log()
     decisions, rewards = [], []
     for i in range(data.n):
-        arm = data.arm_ids[int(data.arm_index[i])]
-        decisions.append(DecisionEvent(
-            event_id=f"e{i}", decision_id=f"d{i}", ts_ms=1_790_000_000_000 + i,
-            unit_id=f"u{i}", conversation_id=f"c{i}", experiment_id="exp", variant="bandit",
-            arm_id=arm, propensity=float(data.propensity[i]), policy_version="v1",
-            context=tuple(float(v) for v in data.contexts[i]), eligible=data.arm_ids))
+        decisions.append(logged_decision(data, i))
+        arm = decisions[-1].arm_id
         if i % 5:  # every fifth decision has no credited reward yet
             rewards.append(RewardRow(
                 decision_id=f"d{i}", experiment_id="exp", variant="bandit", arm_id=arm,
                 unit_id=f"u{i}", reward=float(data.reward[i]),
                 propensity=float(data.propensity[i]), joined=True, late=False,
-                ts_ms=1_790_000_000_000 + i, policy_version="v1"))
+                ts_ms=LOG_TS0_MS + i, policy_version="v1"))
     store.insert_decisions(decisions)
     store.insert_rewards(rewards)
     back, report = read_store(store, "exp", arm_ids=data.arm_ids)

@@ -298,8 +298,8 @@ def test_cli_refuses_a_log_without_proxies_and_a_rating_of_7(tmp_path: Path,
 @pytest.mark.integration
 def test_store_rewards_carry_proxies_and_old_rows_are_counted(store, store_dsn,  # type: ignore[no-untyped-def]
                                                               capsys) -> None:
-    from bandit.events import DecisionEvent
     from bandit.store.rows import RewardRow
+    from tests.fixtures.store import LOG_TS0_MS, logged_decision
 
     world = make_world("small", 0)
     data, _ = simulate_log(world, np.random.default_rng(7), 400)
@@ -307,12 +307,8 @@ def test_store_rewards_carry_proxies_and_old_rows_are_counted(store, store_dsn, 
     assert px is not None
     decisions, rewards = [], []
     for i in range(data.n):
-        arm = data.arm_ids[int(data.arm_index[i])]
-        decisions.append(DecisionEvent(
-            event_id=f"e{i}", decision_id=f"d{i}", ts_ms=1_790_000_000_000 + i,
-            unit_id=f"u{i}", conversation_id=f"c{i}", experiment_id="exp", variant="bandit",
-            arm_id=arm, propensity=float(data.propensity[i]), policy_version="v1",
-            context=tuple(float(v) for v in data.contexts[i]), eligible=data.arm_ids))
+        decisions.append(logged_decision(data, i))
+        arm = decisions[-1].arm_id
         # every 7th: no feedback in the window (default reward); every 5th: a row written
         # before migration 5 (feedback, proxies unknown); the rest with their proxies
         joined = i % 7 != 0
@@ -322,7 +318,7 @@ def test_store_rewards_carry_proxies_and_old_rows_are_counted(store, store_dsn, 
             decision_id=f"d{i}", experiment_id="exp", variant="bandit", arm_id=arm,
             unit_id=f"u{i}", reward=float(data.reward[i]) if joined else 0.0,
             propensity=float(data.propensity[i]), joined=joined, late=False,
-            ts_ms=1_790_000_000_000 + i, policy_version="v1",
+            ts_ms=LOG_TS0_MS + i, policy_version="v1",
             retried=bool(px.retried[i]) if kept else None,
             rating=int(rating) if kept and not np.isnan(rating) else None,
             conversation_length=int(px.conversation_length[i]) if kept else None))
