@@ -154,7 +154,7 @@ def test_calibrate_bad_options_are_refused() -> None:
 
 def write_store(store: ClickHouseStore, seq: np.random.SeedSequence, n: int = 500,
                 beta: tuple[float, float, float] = (900.0, 300.0, 0.0), *,
-                experiment_id: str = "exp-cal") -> int:
+                experiment_id: str = "exp-cal", pre_period: bool = True) -> int:
     """Users with 2 decisions a day for 10 days; the day-30 screen time is linear (known
     ``beta``) in the user's *window* (days 0-6) proxy means, so decisions of days 7-9
     (retried every time) and a duplicated feedback event must not change the fit.
@@ -203,9 +203,10 @@ def write_store(store: ClickHouseStore, seq: np.random.SeedSequence, n: int = 50
         y = max(50.0 + float(means @ np.asarray(beta)) + rng.normal(0, 60), 1.0)
         engagement.append(EngagementEvent(event_id=f"g-{uid}", ts_ms=exp_ts + 30 * DAY_MS + 1000,
                                           unit_id=uid, screen_time_s=y, messages=3))
-        engagement.append(EngagementEvent(event_id=f"p-{uid}", ts_ms=exp_ts - 2 * DAY_MS,
-                                          unit_id=uid, screen_time_s=float(rng.gamma(2, 100)),
-                                          messages=1))
+        pre = float(rng.gamma(2, 100))
+        if pre_period:  # else every user is new: no activity before exposure
+            engagement.append(EngagementEvent(event_id=f"p-{uid}", ts_ms=exp_ts - 2 * DAY_MS,
+                                              unit_id=uid, screen_time_s=pre, messages=1))
     store.insert_decisions(decisions)
     store.insert_feedback(feedback)
     store.insert_engagement(engagement)

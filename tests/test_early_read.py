@@ -137,6 +137,26 @@ def test_early_read_refuses_in_calibrate_words(early_store: tuple[str, int]) -> 
             C.early_read(s, "exp-none", "gpt35", calibration_experiments=["exp-none"])
 
 
+def test_a_covariate_no_user_has_is_left_out_of_the_index(
+        early_store: tuple[str, int]) -> None:
+    """Every user new (no activity before exposure: the demo's users): the pre-exposure
+    covariate is 0 for all, so the early read and load_units leave it out of the index —
+    as ``calibrate --no-covariates`` — instead of refusing the projection."""
+    dsn, _ = early_store
+    with open_store(dsn, "all_new") as s:
+        as_of = write_store(s, np.random.SeedSequence(SEED + 21), 400, pre_period=False)
+    with open_store(dsn, "all_new", read_only=True) as s:
+        fast = C.early_read(s, "exp-cal", "gpt35", as_of_ms=as_of)
+        units = C.load_units(s, ["exp-cal"], as_of_ms=as_of)
+    assert units.covariates == ()
+    assert any("left out of the index" in n for n in units.notes), units.notes
+    cal = C.calibrate(units.matured, outcome="day30_engagement", covariates=(), flexible=False)
+    df = units.frame[units.frame["window_complete"]]
+    slow = C.project_lift(cal, df[df["variant"] == "bandit"], df[df["variant"] == "gpt35"])
+    (row,) = fast.to_dict("records")
+    assert row["projected_lift"] == pytest.approx(slow.lift, rel=1e-9)
+
+
 def _block_run(seeds: int, *, history_n: int, cohort_n: int, blocks: int) -> list[bool]:
     """tests/test_calibration_sim.py's projection run (lift20: surrogacy holds) through
     the early read's moments path: the index fitted from block moments of the history,

@@ -208,10 +208,13 @@ def _constant_outcome(outcome: str, value: float, n: int) -> InvalidInputError:
 
 
 def _constant_proxy(name: str, value: float, n: int, outcome: str) -> InvalidInputError:
+    # a proxy is left out with --proxies; the pre-exposure covariate with --no-covariates
+    # (it is constant when, say, every user is new)
+    flag = "--proxies" if name in {proxy_column(p) for p in PROXIES} else "--no-covariates"
     return InvalidInputError(
         name, value,
         f"is constant over all {n} users: it carries no information about "
-        f"{outcome}; leave it out (--proxies) or collect more varied data")
+        f"{outcome}; leave it out ({flag}) or collect more varied data")
 
 
 def _check_collinear(cov: FloatArray, names: Sequence[str], n: int) -> None:
@@ -663,6 +666,14 @@ def load_units(store: Any, experiments: Sequence[str], *, outcome: str = "day30_
     end = df["exposure_ts"] + window_days * DAY_MS
     df["window_complete"] = end <= as_of
     df["matured"] = df[outcome].notna() & df["window_complete"]
+    if cov:
+        x = df.loc[df["matured"], covariate].to_numpy(dtype=np.float64, na_value=np.nan)
+        x = x[np.isfinite(x)]
+        if len(x) > 1 and float(np.ptp(x)) == 0.0:
+            # constant (say, every user is new): it carries nothing about the outcome
+            notes.append(f"{covariate} is {x[0]:g} for all {len(x):,} matured users (no "
+                         f"pre-exposure activity): left out of the index")
+            cov = ()
     return Units(df, outcome, cov, window_days, tuple(notes))
 
 
@@ -731,6 +742,16 @@ class _BlockIndex:
     level: float
 
 
+def _moment_summary(M: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Means, covariance and which columns are constant (to rounding) of the users summed
+    in ``M`` = Σ v vᵀ, v = (1, ...)."""
+    mean = M[0, 1:] / M[0, 0]
+    cov = (M[1:, 1:] - M[0, 0] * np.outer(mean, mean)) / max(M[0, 0] - 1.0, 1.0)
+    scale = np.maximum(np.abs(mean), np.sqrt(np.abs(np.diag(M[1:, 1:])) / M[0, 0]))
+    flat = np.diag(cov) <= 1e-12 * np.where(scale > 0, scale, 1.0) ** 2
+    return mean, cov, flat
+
+
 def _fit_blocks(Mb: FloatArray, block_ids: npt.NDArray[np.int64], *, outcome: str,
                 names: Sequence[str], proxies: Sequence[str], folds: int = 5,
                 n_bootstrap: int = 200, level: float = 0.95, seed: int = 0,
@@ -746,11 +767,7 @@ def _fit_blocks(Mb: FloatArray, block_ids: npt.NDArray[np.int64], *, outcome: st
     d = M.shape[0] - 1  # intercept + design
     if n < max(min_units, 2 * folds):
         raise _too_few(n, outcome, max(min_units, 2 * folds))
-    mean = M[0, 1:] / M[0, 0]
-    cov = (M[1:, 1:] - M[0, 0] * np.outer(mean, mean)) / max(M[0, 0] - 1.0, 1.0)
-    scale = np.maximum(np.abs(mean), np.sqrt(np.abs(np.diag(M[1:, 1:])) / M[0, 0]))
-    var = np.diag(cov)
-    flat = var <= 1e-12 * np.where(scale > 0, scale, 1.0) ** 2
+    mean, cov, flat = _moment_summary(M)
     if flat[-1]:
         raise _constant_outcome(outcome, float(mean[-1]), n)
     for j, name in enumerate(names):
@@ -817,8 +834,14 @@ def early_read(store: Any, experiment_id: str, control: str, *, as_of_ms: int | 
     _fill_unobserved_moments(df, M)
     blocks_of = df["block"].to_numpy(dtype=np.int64)
     matured = df["matured"].to_numpy(dtype=bool)
-    fit_ids, Mb = _by_block(blocks_of[matured], M[matured])
     names = [proxy_column(p) for p in PROXIES] + [covariate]
+    if matured.any() and _moment_summary(M[matured].sum(axis=0))[2][len(names) - 1]:
+        # the pre-exposure covariate is the same for every matured user (say, all are
+        # new): it carries nothing, and the index goes without it, as in load_units
+        keep = [j for j in range(M.shape[1]) if j != len(names)]
+        M = M[:, keep][:, :, keep]
+        names = names[:-1]
+    fit_ids, Mb = _by_block(blocks_of[matured], M[matured])
     index = _fit_blocks(Mb, fit_ids, outcome=outcome, names=names, proxies=PROXIES,
                         seed=seed)
     mine = ((df["experiment_id"] == experiment_id) & df["window_complete"]).to_numpy()
