@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.linalg.blas import daxpy, dger
 
 from bandit.errors import InvalidInputError
+from bandit.kernels import add_event, linear_scores, sherman_morrison
 
 __all__ = [
     "RidgeSolver",
@@ -143,7 +143,7 @@ class RidgeStatistics:
     order; ``slot(arm_id)`` gives an arm's row in the arrays.
     """
 
-    __slots__ = ("S", "_slots", "_views", "arm_ids", "b", "dim", "events", "n")
+    __slots__ = ("S", "_slots", "arm_ids", "b", "dim", "events", "n")
 
     def __init__(
         self,
@@ -164,14 +164,10 @@ class RidgeStatistics:
         self._slots = {a: i for i, a in enumerate(self.arm_ids)}
         if len(self._slots) != K:
             raise InvalidInputError("statistics.arm_ids", self.arm_ids, "must be unique")
-        self.S = np.ascontiguousarray(S)  # update() writes S[i] in place through BLAS
+        self.S = np.ascontiguousarray(S)  # one memory layout for the compiled update
         self.b = b
         self.n = n
         self.events = float(events)
-        # per-arm (S[i]ᵀ, b[i], n[i:i+1]) views for update(), rebuilt when their base is
-        # no longer the live array (growth, a copy, unpickling): indexing numpy from
-        # Python costs a call each time
-        self._views: list[tuple[FloatArray, FloatArray, FloatArray]] = []
 
     @classmethod
     def empty(cls, dim: int, arm_ids: Iterable[str] = ()) -> RidgeStatistics:
@@ -246,19 +242,7 @@ class RidgeStatistics:
             self.S *= gamma
             self.b *= gamma
             self.n *= gamma
-        S, b, n = self.S, self.b, self.n
-        views = self._views
-        if i < len(views):
-            St, bi, ni = views[i]
-        if i >= len(views) or St.base is not _owner(S) or bi.base is not _owner(b) or (
-                ni.base is not _owner(n)):
-            views = self._views = [(S[k].T, b[k], n[k:k + 1]) for k in range(len(n))]
-            St, bi, ni = views[i]
-        # in place, one pass (BLAS ger on the symmetric block's transposed view): numpy's
-        # S[i] += outer(x, x) allocates and makes two passes, several times slower
-        dger(1.0, x, x, a=St, overwrite_a=1)
-        daxpy(x, bi, a=reward)  # in place on the contiguous row: b[i] += r·x
-        ni += 1.0
+        add_event(self.S, self.b, self.n, i, x, reward)  # one compiled pass, in place
         self.events += 1.0
         return i
 
@@ -364,34 +348,24 @@ class RidgeStatistics:
 class RidgeSolver:
     """Cached solutions of ``A[a] θ[a] = b[a]`` with ``A[a] = λI + S[a]``.
 
-    Per arm it caches:
+    Per arm it caches, in float64:
 
-    * ``theta`` — θ = A⁻¹b, ``(K, d)`` float64;
-    * ``ainv`` — A⁻¹, ``(K, d, d)`` float64 (a view: see below);
-    * ``packed`` — one half of the symmetric A⁻¹ by wrapped diagonals, ``(K, d·(⌊d/2⌋+1))``
-      float32: entry ``i·(⌊d/2⌋+1) + k`` is ``w_k·A⁻¹[i, (i+k) mod d]`` for
-      ``k = 0..⌊d/2⌋`` (``w_0 = 1``; ``w_k = 2`` otherwise, except ``w_{d/2} = 1`` for
-      even d, where each pair appears twice), so that ``xᵀA⁻¹x = packed[a] · features(x)``
-      with ``features(x)[i·(⌊d/2⌋+1) + k] = x_i·x_{(i+k) mod d}`` (:meth:`features`). That is one
-      matrix–vector product for all K arms over about half the bytes of A⁻¹ in single
-      precision, and ``features(x)`` is one broadcast multiply against a strided window
-      (no gather). Relative error is about 1e-7·d·cond(A); results are clipped at 0.
+    * ``theta`` — θ = A⁻¹b, ``(K, d)``;
+    * ``ainv`` — A⁻¹, ``(K, d, d)`` (contiguous; ``ainv_rows`` is its ``(K·d, d)`` view,
+      so one matrix product gives A⁻¹x for every arm).
 
-    A⁻¹ is stored twice side by side, ``[A⁻¹ | A⁻¹]`` as a ``(K, d, 2d)`` block, so that
-    the wrapped diagonals above are a *strided view* of it (row i, columns i..i+⌊d/2⌋,
-    contiguous):
-    re-reading an arm's ``packed`` row is one multiply, not a gather, and a rank-one
-    update writes both copies in one BLAS ``dger`` call.
+    A choice reads them with one compiled kernel (:func:`bandit.kernels.linear_scores`:
+    θᵀx and xᵀA⁻¹x of every eligible arm in one pass, exact in double precision), and
+    :meth:`score_into` is that call.
 
     Two ways keep the caches equal to the statistics, which stay the source of truth:
 
     * **Rank updates** (:meth:`absorb_one`, :meth:`absorb`), for events just added to an
       arm whose cache is current: with the new rows X (m × d), Woodbury's identity
-      (Sherman–Morrison for m = 1; Golub & Van Loan §2.1.4) gives
-      ``A⁻¹ ← A⁻¹ − D Dᵀ`` with ``U = A⁻¹Xᵀ``, ``M = I + XU = LLᵀ``, ``D = U L⁻ᵀ``, at
-      O(m d²) instead of a refactorisation. θ = A⁻¹b is then recomputed from ``b``, and
-      ``packed`` re-read from the float64 A⁻¹. So learning one event costs about as
-      much as one choice.
+      (Sherman–Morrison for m = 1, :func:`bandit.kernels.sherman_morrison`; Golub & Van
+      Loan §2.1.4) gives ``A⁻¹ ← A⁻¹ − D Dᵀ`` with ``U = A⁻¹Xᵀ``, ``M = I + XU = LLᵀ``,
+      ``D = U L⁻ᵀ``, at O(m d²) instead of a refactorisation, and θ moves by the same
+      identity applied to A⁻¹b. So learning one event costs less than one choice.
     * **Exact refreshes** (:meth:`ensure` of dirty arms) from ``S`` and ``b``: Cholesky
       ``A = LLᵀ`` and A⁻¹ = L⁻ᵀL⁻¹ — arm by arm for a few dirty arms, batched for many.
       Arms are marked dirty by everything that is not a plain addition to a current
@@ -406,10 +380,6 @@ class RidgeSolver:
     theta: FloatArray
     ainv: FloatArray
     ainv_rows: FloatArray
-    packed: npt.NDArray[np.float32]
-    _ainv2: FloatArray
-    _wrapped: FloatArray
-    _packed3: npt.NDArray[np.float32]
 
     def __init__(self, lam: float) -> None:
         if not lam > 0:
@@ -424,54 +394,22 @@ class RidgeSolver:
 
     def _set_dim(self, d: int) -> None:
         self.dim = d
-        h = d // 2
         self._eye = np.eye(d)
-        weight = np.full((d, h + 1), 2.0)
-        weight[:, 0] = 1.0
-        if d % 2 == 0 and d > 0:
-            weight[:, h] = 1.0  # (i, i+d/2) and (i+d/2, i) are both listed
-        self._tri_weight = weight
-        # features(x): xe = [x, x] (float32); window[i, k] = xe[i + k] = x[(i+k) mod d]
-        self._xe = np.zeros(2 * d, dtype=np.float32)
-        self._xe2 = self._xe.reshape(2, d)
-        self._x32col = self._xe[:d, None]
-        self._window = np.lib.stride_tricks.as_strided(
-            self._xe, shape=(d, h + 1), strides=(self._xe.strides[0], self._xe.strides[0]),
-            writeable=False,
-        )
-        self._xx = np.empty(d * (h + 1), dtype=np.float32)
-        self._xx2 = self._xx.reshape(d, h + 1)
-        self._wbuf = np.empty(0, dtype=np.float32)
-        self._u2 = np.empty(2 * d)  # absorb_one's [A⁻¹x, A⁻¹x] and its first half, u
-        self._u = self._u2[:d]
+        self._u = np.empty(d)  # absorb_one's A⁻¹x
 
     def _allocate(self, K: int, keep: int = 0) -> None:
         """(Re)allocate the caches for K arms, copying the first ``keep`` arms over."""
         d = self.dim
-        h = d // 2
-        old = (self.theta, self._ainv2, self.packed) if keep else None
+        old = (self.theta, self.ainv) if keep else None
         self.theta = np.zeros((K, d))
-        self._ainv2 = np.zeros((K, d, 2 * d))
-        self.packed = np.zeros((K, d * (h + 1)), dtype=np.float32)
+        self.ainv = np.zeros((K, d, d))
         if old is not None:
-            self.theta[:keep], self._ainv2[:keep], self.packed[:keep] = old
-        self.ainv = self._ainv2[:, :, :d]
-        #: (K·d, d) view of A⁻¹: one GEMV gives A⁻¹x for every arm
+            self.theta[:keep], self.ainv[:keep] = old
         self.ainv_rows = self.ainv.reshape(K * d, d)
-        item = self._ainv2.itemsize
-        # wrapped[a, i, k] = A⁻¹[a][i, i + k] of the doubled block (see class docstring)
-        self._wrapped = np.lib.stride_tricks.as_strided(
-            self._ainv2, shape=(K, d, h + 1),
-            strides=(self._ainv2.strides[0], self._ainv2.strides[1] + item, item),
-            writeable=False,
-        )
-        self._packed3 = self.packed.reshape(K, d, h + 1)
+        self.all_slots: IntArray = np.arange(K, dtype=np.intp)
         # per-arm views, indexed from Python lists on the learning path: indexing a numpy
         # array is a call into numpy, and each call costs most when caches are cold
-        self._arm_views = [
-            (self._ainv2[k], self.theta[k], self._wrapped[k], self._packed3[k])
-            for k in range(K)
-        ]
+        self._arm_views = [(self.ainv[k], self.theta[k]) for k in range(K)]
 
     def mark_dirty(self, slots: Iterable[int] | IntArray | None = None) -> None:
         """Invalidate the given slots (all when None)."""
@@ -510,13 +448,6 @@ class RidgeSolver:
         self.dim = -1
         self.ensure(stats)
 
-    def _store(self, idx: IntArray | int, Ainv: FloatArray) -> None:
-        """Write exact A⁻¹ of the arms ``idx`` into both halves and their packed rows."""
-        d = self.dim
-        self._ainv2[idx, :, :d] = Ainv
-        self._ainv2[idx, :, d:] = Ainv
-        self._packed3[idx] = self._wrapped[idx] * self._tri_weight
-
     def _refresh_dirty(self, stats: RidgeStatistics) -> None:
         idx = np.flatnonzero(self._dirty)
         if idx.shape[0] <= _FEW_DIRTY:
@@ -528,7 +459,7 @@ class RidgeSolver:
             L = np.linalg.cholesky(A)
             Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), A.shape))
             Ainv = np.matmul(Linv.transpose(0, 2, 1), Linv)
-            self._store(idx, Ainv)
+            self.ainv[idx] = Ainv
             self.theta[idx] = np.einsum("kij,kj->ki", Ainv, stats.b[idx])
         self._dirty[idx] = False
         since = self._since
@@ -543,7 +474,7 @@ class RidgeSolver:
         L = np.linalg.cholesky(stats.S[k] + self.lam * self._eye)
         Linv = np.linalg.solve(L, self._eye)
         Ainv = Linv.T @ Linv
-        self._store(k, Ainv)
+        self.ainv[k] = Ainv
         self.theta[k] = Ainv @ stats.b[k]
 
     def current(self, stats: RidgeStatistics, slot: int) -> bool:
@@ -568,23 +499,17 @@ class RidgeSolver:
                 self._any_dirty and self._dirty[slot]):
             self.mark_slot(slot)
             return None
-        P2, theta = self._arm_views[slot][:2]
-        u2, u = self._u2, self._u
-        np.matmul(x, P2, out=u2)  # [A⁻¹x, A⁻¹x] (A⁻¹ is symmetric)
-        den = 1.0 + float(np.dot(x, u))
-        # xᵀA⁻¹x >= 0 exactly; a negative value means drift has made A⁻¹ indefinite
-        if not (den >= 1.0 and math.isfinite(den)):
+        P, theta = self._arm_views[slot]
+        u = self._u
+        r = math.nan if reward is None else reward
+        residual = r - float(np.dot(x, theta)) if reward is not None else math.nan
+        den = sherman_morrison(P, theta, x, r, u)
+        if den < 1.0:  # drift (the kernel changed nothing): refresh exactly
             self.mark_slot(slot)
             return None
-        # A⁻¹ −= u uᵀ / den on both halves in one call (Sherman–Morrison)
-        dger(-1.0 / den, u2, u, a=P2.T, overwrite_a=1)
         if reward is None:
-            residual = math.nan
-            theta[:] = self.ainv[slot] @ stats.b[slot]
-        else:
-            residual = reward - float(np.dot(x, theta))
-            daxpy(u, theta, a=residual / den)  # in place
-        self._reread(slot, 1)
+            theta[:] = P @ stats.b[slot]
+        self._count(slot, 1)
         return u, den, residual
 
     def absorb(
@@ -621,12 +546,9 @@ class RidgeSolver:
                     self.mark_slot(k)
                 else:
                     D = np.linalg.solve(L, U.T).T
-                    P2 = self._ainv2[k]
-                    for c in range(D.shape[1]):
-                        col = D[:, c]
-                        dger(-1.0, np.concatenate([col, col]), col, a=P2.T, overwrite_a=1)
+                    self.ainv[k] -= D @ D.T
                     self.theta[k] = self.ainv[k] @ stats.b[k]
-                    self._reread(k, D.shape[1])
+                    self._count(k, D.shape[1])
             else:
                 D = None
                 self.mark_slot(k)
@@ -636,47 +558,31 @@ class RidgeSolver:
                 done.append((k, D))
         return done if exact else None
 
-    def _reread(self, k: int, rank: int) -> None:
-        """After A⁻¹[k] took a rank update: ``packed`` from the new A⁻¹, drift accounting.
-
-        ``packed`` is re-read from the float64 A⁻¹ rather than downdated in float32:
-        the entries shrink by orders of magnitude as an arm learns, and float32
-        downdates would leave their rounding error at the old magnitude.
-        """
-        _, _, wrapped, packed = self._arm_views[k]
-        np.multiply(wrapped, self._tri_weight, out=packed, casting="same_kind")
+    def _count(self, k: int, rank: int) -> None:
+        """Drift accounting after A⁻¹[k] took a rank update: refresh it exactly after
+        ``refactor_every`` of them."""
         since = self._since[k] + rank
         self._since[k] = since
         if since >= self.refactor_every:
             self.mark_slot(k)
 
-    def features(self, x: FloatArray) -> npt.NDArray[np.float32]:
-        """``x_i·x_{(i+k) mod d}`` in ``packed``'s order (a scratch buffer: use it at once)."""
-        np.copyto(self._xe2, x, casting="same_kind")  # xe = [x, x] in one call
-        np.multiply(self._x32col, self._window, out=self._xx2)
-        return self._xx
+    def score_into(self, x: FloatArray, idx: IntArray, alpha: float, means: FloatArray,
+                   wsq: FloatArray, scores: FloatArray) -> None:
+        """θ_aᵀx into ``means``, xᵀA_a⁻¹x (≥ 0) into ``wsq`` and θ_aᵀx + α·sqrt(xᵀA_a⁻¹x)
+        into ``scores``, for the arms ``idx`` (caches current: call :meth:`ensure` first)."""
+        linear_scores(self.ainv, self.theta, x, idx, alpha, means, wsq, scores)
 
-    def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> npt.NDArray[np.float32]:
-        """xᵀA[a]⁻¹x for all arms (``idx`` None) or the arms ``idx`` (float32, >= 0)."""
-        xx = self.features(x)
-        P = self.packed if idx is None else self.packed[idx]
-        out = P @ xx
-        np.maximum(out, 0.0, out=out)
-        return out  # float32; callers promote when combining with float64 means
+    def mean_width_sq(self, x: FloatArray, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray]:
+        """θ_aᵀx and xᵀA_a⁻¹x (float64, ≥ 0) of every arm (``idx`` None) or the arms ``idx``."""
+        idx = self.all_slots if idx is None else idx
+        means = np.empty(idx.shape[0])
+        wsq = np.empty(idx.shape[0])
+        linear_scores(self.ainv, self.theta, x, idx, 0.0, means, wsq, means)
+        return means, wsq
 
-    def widths_sq_scratch(self, x: FloatArray) -> npt.NDArray[np.float32]:
-        """:meth:`widths_sq` of every arm into a reused buffer (valid until the next call).
-
-        For the per-request hot path, under the caller's lock: no allocation.
-        """
-        xx = self.features(x)
-        K = self.packed.shape[0]
-        out = self._wbuf
-        if out.shape[0] != K:
-            out = self._wbuf = np.empty(K, dtype=np.float32)
-        np.matmul(self.packed, xx, out=out)
-        np.maximum(out, 0.0, out=out)
-        return out
+    def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> FloatArray:
+        """xᵀA[a]⁻¹x for all arms (``idx`` None) or the arms ``idx`` (float64, >= 0)."""
+        return self.mean_width_sq(x, idx)[1]
 
     def widths_sq_exact(self, X: FloatArray, idx: IntArray) -> FloatArray:
         """xᵀA[a]⁻¹x in float64 for each row of ``X`` (n, d) and each arm of ``idx``.

@@ -32,27 +32,35 @@ def timed(fn: Call, n: int, start: int = 0) -> dict[str, float]:
     return interleaved({"fn": fn}, start, start + n)["fn"]
 
 
-def interleaved(fns: Mapping[str, Call], start: int, stop: int) -> dict[str, dict[str, float]]:
+def interleaved(fns: Mapping[str, Call], start: int, stop: int,
+                block: int = 1) -> dict[str, dict[str, float]]:
     """For each i in ``start .. stop - 1`` call every ``fns[name](i)`` in turn; a
     :func:`summary` per name.
 
     The order is shuffled each round (a fixed seed), so every callable follows every
     other about equally often: what one leaves in, or evicts from, the caches falls on
-    all of them alike rather than always on the one after it.
+    all of them alike rather than always on the one after it. With ``block`` > 1 a
+    "round" is ``block`` consecutive indices of one callable before the next callable's
+    same indices (each still plays every index in order): each callable is then timed in
+    its own steady state, as in a simulation loop, while a burst of load (blocks are
+    well under a millisecond) still falls on all of them alike.
     """
     n = stop - start
     wall = {name: np.empty(n) for name in fns}
     cpu = {name: np.empty(n) for name in fns}
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     items = list(fns.items())
+    blocks = range(start, stop, block)
     orders = np.random.default_rng(0).permuted(
-        np.tile(np.arange(len(items)), (n, 1)), axis=1).tolist()
-    for i in range(start, stop):
-        for j in orders[i - start]:
+        np.tile(np.arange(len(items)), (len(blocks), 1)), axis=1).tolist()
+    for b, i0 in enumerate(blocks):
+        for j in orders[b]:
             name, fn = items[j]
-            c0 = cpu_clock()
-            t0 = clock()
-            fn(i)
-            wall[name][i - start] = clock() - t0
-            cpu[name][i - start] = cpu_clock() - c0
+            w, c = wall[name], cpu[name]
+            for i in range(i0, min(i0 + block, stop)):
+                c0 = cpu_clock()
+                t0 = clock()
+                fn(i)
+                w[i - start] = clock() - t0
+                c[i - start] = cpu_clock() - c0
     return {name: summary(wall[name], cpu[name]) for name in fns}

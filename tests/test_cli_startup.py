@@ -11,7 +11,7 @@ import sys
 from importlib.metadata import entry_points
 
 HEAVY = ("numpy", "scipy", "pandas", "pyarrow", "torch", "streamlit", "sklearn",
-         "statsmodels", "chdb", "clickhouse_connect", "kafka", "fastapi")
+         "statsmodels", "chdb", "clickhouse_connect", "kafka", "fastapi", "numba", "llvmlite")
 
 
 def test_top_level_help_registers_every_command_without_heavy_imports() -> None:

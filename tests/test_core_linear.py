@@ -53,7 +53,7 @@ def test_ridge_statistics_two_updates_closed_form() -> None:
     A = np.array([[1.5, 2.0], [2.0, 5.5]])  # λI + S
     np.testing.assert_allclose(solver.theta[0], np.linalg.solve(A, [1.0, 0.0]), rtol=1e-12)
     x = np.array([0.3, -0.7])
-    np.testing.assert_allclose(solver.widths_sq(x)[0], x @ np.linalg.solve(A, x), rtol=1e-5)
+    np.testing.assert_allclose(solver.widths_sq(x)[0], x @ np.linalg.solve(A, x), rtol=1e-9)
 
 
 @settings(max_examples=40, deadline=None)
@@ -71,7 +71,7 @@ def test_ridge_solver_matches_linalg_solve(batch: tuple[list[str], np.ndarray, n
         np.testing.assert_allclose(solver.theta[k], np.linalg.solve(A, stats.b[k]),
                                    rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(solver.widths_sq(x)[k], x @ np.linalg.solve(A, x),
-                                   rtol=1e-4, atol=1e-6)
+                                   rtol=1e-7, atol=1e-9)
 
 
 def test_ridge_solver_refreshes_only_dirty_arms() -> None:
@@ -244,7 +244,7 @@ def test_ridge_solver_rank_updates_match_linalg_solve() -> None:
         theta, ainv = _exact(stats, lam, k)
         np.testing.assert_allclose(solver.theta[k], theta, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(solver.ainv[k], ainv, rtol=1e-8, atol=1e-12)
-        np.testing.assert_allclose(solver.widths_sq(x)[k], x @ ainv @ x, rtol=1e-4)
+        np.testing.assert_allclose(solver.widths_sq(x)[k], x @ ainv @ x, rtol=1e-9)
 
 
 def test_ridge_solver_absorb_one_reports_its_sherman_morrison_step() -> None:
@@ -388,7 +388,7 @@ def test_policy_caches_exact_after_merge_decay_and_restore(name: str) -> None:
 )
 def test_policy_update_rank_path_equals_a_fresh_solve(events) -> None:  # type: ignore[no-untyped-def]
     """Whatever the order of arms and values, the interleaved update path (Sherman–Morrison
-    on [A⁻¹|A⁻¹], θ by its O(d) identity, packed rows re-read) leaves every cache equal to
+    of the cached A⁻¹, θ by its O(d) identity) leaves every cache equal to
     a solve from the statistics."""
     pol = make_policy(PolicyConfig(name="linucb", dim=D, ridge_lambda=0.5), ArmRegistry(
         [Arm(a) for a in ARMS]))
@@ -406,6 +406,5 @@ def test_policy_update_rank_path_equals_a_fresh_solve(events) -> None:  # type: 
         theta, ainv = _exact(stats, 0.5, k)
         np.testing.assert_allclose(solver.theta[k], theta, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(solver.ainv[k], ainv, rtol=1e-8, atol=1e-10)
-        np.testing.assert_array_equal(solver._ainv2[k][:, D:], solver.ainv[k])  # both halves
         np.testing.assert_allclose(solver.widths_sq(probe)[k], probe @ ainv @ probe,
-                                   rtol=1e-4, atol=1e-6)
+                                   rtol=1e-9, atol=1e-12)

@@ -293,6 +293,48 @@ def test_floored_argmax_returns_a_fresh_row_each_call() -> None:
     assert second is not first and 0 <= pos < 3
 
 
+class _FixedU:
+    """An rng whose ``random()`` is a given number: floored_argmax's one draw, pinned."""
+
+    def __init__(self, u: float) -> None:
+        self.u = u
+
+    def random(self) -> float:
+        return self.u
+
+
+@pytest.mark.parametrize("scores", [[1.0, 3.0, 3.0, 0.0, 2.0], [0.5, 2.0, 1.0, 2.0 - 1e-12],
+                                    [4.0], [1.0, 1.0, 1.0], [-np.inf, 0.0, np.nan]])
+@pytest.mark.parametrize("floor", [0.0, 0.05, 0.3])
+def test_floored_argmax_maps_its_uniform_to_the_inverse_cdf(scores: list[float],
+                                                            floor: float) -> None:
+    """The draw is the inverse CDF of the distribution in a fixed order (ties at the
+    maximum first, in index order, then the others): for u on a fine grid the arm drawn
+    is the one whose cumulative interval holds u. NaN is never the maximum."""
+    s = np.array(scores)
+    K = s.shape[0]
+    f = min(floor, 1.0 / K)
+    top = np.nanmax(s)
+    is_top = s == top
+    T = int(is_top.sum())
+    order = np.concatenate([np.flatnonzero(is_top), np.flatnonzero(~is_top)])
+    want = np.where(is_top, (1.0 - (K - T) * f) / T, f)
+    cdf = np.cumsum(want[order])
+    for u in np.linspace(0.0, 1.0, 997, endpoint=False):
+        probs, pos = floored_argmax(s, floor, _FixedU(u))  # type: ignore[arg-type]
+        np.testing.assert_allclose(probs, want, rtol=1e-12)
+        k = min(int(np.searchsorted(cdf, u, side="right")), K - 1)
+        if want[order[k]] == 0.0 or abs(cdf[k] - u) < 1e-9 or (k and abs(cdf[k - 1] - u) < 1e-9):
+            continue  # on a boundary the rounding of the cumulative sum decides
+        assert pos == order[k], (u, pos, order[k])
+
+
+def test_floored_argmax_of_all_nan_scores_is_uniform() -> None:
+    probs, pos = floored_argmax(np.full(4, np.nan), 0.1, np.random.default_rng(0))
+    np.testing.assert_allclose(probs, 0.25)
+    assert 0 <= pos < 4
+
+
 def test_linucb_fresh_arms_tie_uniformly() -> None:
     pol, reg = _policy("linucb")
     c = pol.choose(np.ones(D), np.random.default_rng(0))
@@ -489,7 +531,7 @@ def test_policy_score_batch_matches_choose(name: str) -> None:
     for i, x in enumerate(X):
         choice = pol.choose(x, np.random.default_rng(5), eligible)
         assert choice.arms == batch.arms
-        np.testing.assert_allclose(batch.scores[i], choice.scores, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(batch.scores[i], choice.scores, rtol=1e-9, atol=1e-10)
         if name != "linear_thompson":
             np.testing.assert_allclose(P[i], choice.probabilities, atol=1e-12)
         else:  # both Monte-Carlo estimates of the same probabilities (64 draws each)

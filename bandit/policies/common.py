@@ -19,6 +19,8 @@ import numpy.typing as npt
 from bandit.arms import ArmRegistry
 from bandit.config import LinearParams, PolicyConfig
 from bandit.errors import ConfigError, InvalidInputError, UnknownArmError
+from bandit import kernels
+from bandit.kernels import draw_floored_argmax
 from bandit.linear import (
     RidgeSolver,
     RidgeStatistics,
@@ -37,19 +39,6 @@ IntArray = npt.NDArray[np.intp]
 _ELIGIBLE_CACHE_MAX = 4096
 
 
-_FLOOR_ROWS: dict[tuple[int, float], FloatArray] = {}
-
-
-def _floor_row(K: int, f: float) -> FloatArray:
-    """A fresh length-K row of ``f`` (copied from a cached one: one numpy call, not two)."""
-    row = _FLOOR_ROWS.get((K, f))
-    if row is None:
-        if len(_FLOOR_ROWS) >= 256:
-            _FLOOR_ROWS.clear()
-        row = _FLOOR_ROWS[(K, f)] = np.full(K, f)
-    return row.copy()
-
-
 def floored_argmax(
     scores: FloatArray, floor: float, rng: np.random.Generator
 ) -> tuple[FloatArray, int]:
@@ -57,33 +46,12 @@ def floored_argmax(
 
     Every non-maximal arm gets ``floor`` (clamped to ``1/K``); the ``T`` arms tied at the
     maximum share the rest equally, ``(1 - (K - T)·floor) / T`` each. Returns the
-    probabilities and the index drawn with ``rng`` (one uniform number).
+    probabilities and the index drawn with ``rng`` (one uniform number; the kernel
+    :func:`bandit.kernels.draw_floored_argmax` maps it to an arm).
     """
-    K = scores.shape[0]
-    f = min(floor, 1.0 / K)
-    best = int(scores.argmax())
-    top = scores[best]
-    probs = _floor_row(K, f)
-    # argmax returns the first maximum: the maximum is unique iff it is also the last one
-    if K - 1 - int(scores[::-1].argmax()) == best and top == top:
-        mass_top = 1.0 - (K - 1) * f
-        probs[best] = mass_top
-        u = rng.random()
-        if u < mass_top or f <= 0.0:
-            return probs, best
-        j = min(int((u - mass_top) / f), K - 2)
-        return probs, j + (j >= best)
-    is_top = scores == top
-    T = int(np.count_nonzero(is_top))
-    mass_top = 1.0 - (K - T) * f
-    p_top = mass_top / T
-    u = rng.random()
-    ties = np.flatnonzero(is_top)
-    probs[ties] = p_top
-    if u < mass_top or T == K or f <= 0.0:
-        return probs, int(ties[min(int(u / p_top), T - 1)])
-    j = min(int((u - mass_top) / f), K - T - 1)
-    return probs, int(np.flatnonzero(~is_top)[j])
+    probs = np.empty(scores.shape[0])
+    pos = draw_floored_argmax(scores, floor, rng.random(), probs)
+    return probs, pos
 
 
 def floored_distribution(scores: FloatArray, floor: float) -> FloatArray:
@@ -153,6 +121,7 @@ class LinearPolicy:
         # and scratch buffers are shared, so calls are serialised (an uncontended lock is
         # cheap next to a call)
         self._lock = threading.RLock()
+        kernels.warm()  # compiled (or loaded from disk) now, not on the first request
 
     # ---- protocol properties
     @property
@@ -320,15 +289,11 @@ class LinearPolicy:
 
     def _mean_width_sq(
         self, x: FloatArray, idx: IntArray, full: bool
-    ) -> tuple[FloatArray, npt.NDArray[np.float32]]:
+    ) -> tuple[FloatArray, FloatArray]:
         """θ_aᵀx and xᵀA_a⁻¹x for the eligible arms (refreshing dirty caches first)."""
         solver = self._solver
         solver.ensure(self._stats)
-        if full:
-            return solver.theta @ x, solver.widths_sq(x)
-        if 4 * idx.shape[0] > solver.theta.shape[0]:
-            return (solver.theta @ x)[idx], solver.widths_sq(x)[idx]
-        return solver.theta[idx] @ x, solver.widths_sq(x, idx)
+        return solver.mean_width_sq(x, idx)
 
     # ---- learning
     def _changed(self, slots: IntArray | None) -> None:

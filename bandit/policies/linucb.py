@@ -40,21 +40,8 @@ class LinUCB(LinearPolicy):
     ) -> tuple[FloatArray, FloatArray, int]:
         solver = self._solver
         solver.ensure(self._stats)
-        if full or 4 * idx.shape[0] > solver.theta.shape[0]:
-            # every arm in one pass (scratch buffers: no per-call allocation but the scores)
-            w = solver.widths_sq_scratch(x)
-            scores = solver.theta @ x
-            if not full:
-                w = w[idx]
-                scores = scores[idx]
-        else:
-            w = solver.widths_sq(x, idx)
-            scores = solver.theta[idx] @ x
-        alpha = self.params.alpha
-        if alpha != 0.0:
-            np.sqrt(w, out=w)
-            if alpha != 1.0:
-                np.multiply(w, alpha, out=w)
-            np.add(scores, w, out=scores)
+        K = idx.shape[0]
+        means, wsq, scores = np.empty(K), np.empty(K), np.empty(K)
+        solver.score_into(x, idx, self.params.alpha, means, wsq, scores)
         probs, pos = floored_argmax(scores, self.params.probability_floor, rng)
         return scores, probs, pos
