@@ -22,7 +22,8 @@ from typing import Any, TypeVar, cast
 import numba
 import numpy as np
 
-__all__ = ["add_event", "draw_floored_argmax", "linear_scores", "sherman_morrison", "warm"]
+__all__ = ["add_event", "draw_floored_argmax", "hybrid_scores", "linear_scores", "sherman_morrison",
+           "warm"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -32,29 +33,73 @@ _jit = cast(Callable[[_F], _F], numba.njit(cache=True, nogil=True, fastmath=_FAS
 
 
 @_jit
-def linear_scores(ainv: np.ndarray, theta: np.ndarray, x: np.ndarray, idx: np.ndarray,
+def linear_scores(ainv: np.ndarray, theta: np.ndarray, X: np.ndarray, idx: np.ndarray,
                   alpha: float, means: np.ndarray, wsq: np.ndarray, scores: np.ndarray) -> None:
-    """For each arm ``a = idx[j]``: ``means[j] = θ_aᵀx``, ``wsq[j] = max(xᵀA_a⁻¹x, 0)`` and
-    ``scores[j] = means[j] + α·sqrt(wsq[j])`` (α = 0: the mean).
+    """For each row ``x = X[r]`` and arm ``a = idx[j]``: ``means[r, j] = θ_aᵀx``,
+    ``wsq[r, j] = max(xᵀA_a⁻¹x, 0)`` and ``scores[r, j] = means + α·sqrt(wsq)`` (α = 0:
+    the mean).
 
-    ``ainv`` is ``(K, d, d)`` (A⁻¹ per arm, symmetric), ``theta`` ``(K, d)``.
+    ``ainv`` is ``(K, d, d)`` (A⁻¹ per arm, symmetric), ``theta`` ``(K, d)``, ``X``
+    ``(n, d)``; the outputs ``(n, len(idx))``. Arms in the outer loop: an arm's A⁻¹
+    stays in cache across the rows of a batch. One row is a choice.
     """
-    d = x.shape[0]
+    n, d = X.shape
     for j in range(idx.shape[0]):
         a = idx[j]
-        q = 0.0
-        m = 0.0
-        for i in range(d):
-            s = 0.0
-            for k in range(d):
-                s += ainv[a, i, k] * x[k]
-            q += s * x[i]
-            m += theta[a, i] * x[i]
-        if not q > 0.0:  # exact xᵀA⁻¹x >= 0; rounding can leave a tiny negative
+        for r in range(n):
             q = 0.0
-        means[j] = m
-        wsq[j] = q
-        scores[j] = m + alpha * math.sqrt(q) if alpha != 0.0 else m
+            m = 0.0
+            for i in range(d):
+                s = 0.0
+                for k in range(d):
+                    s += ainv[a, i, k] * X[r, k]
+                q += s * X[r, i]
+                m += theta[a, i] * X[r, i]
+            if not q > 0.0:  # exact xᵀA⁻¹x >= 0; rounding can leave a tiny negative
+                q = 0.0
+            means[r, j] = m
+            wsq[r, j] = q
+            scores[r, j] = m + alpha * math.sqrt(q) if alpha != 0.0 else m
+
+
+@_jit
+def hybrid_scores(ainv: np.ndarray, theta: np.ndarray, G: np.ndarray, Q: np.ndarray,
+                  H: np.ndarray, X: np.ndarray, idx: np.ndarray, alpha: float,
+                  means: np.ndarray, wsq: np.ndarray, scores: np.ndarray, u: np.ndarray) -> None:
+    """Hybrid LinUCB's mean and s of each row of ``X`` and arm of ``idx`` (see
+    :mod:`bandit.policies.hybrid`): with ``u = A_a⁻¹x``, ``mean = θ_aᵀx + u·G_a`` and
+    ``s = uᵀx + uᵀQ_a u − Σ_h (H[h, a]·u)²`` (``H`` the queued downdates of Q), clipped
+    at 0; ``scores = mean + α·sqrt(s)``. ``u`` is a length-d scratch vector.
+    """
+    n, d = X.shape
+    nh = H.shape[0]
+    for j in range(idx.shape[0]):
+        a = idx[j]
+        for r in range(n):
+            m = 0.0
+            q = 0.0
+            for i in range(d):
+                s = 0.0
+                for k in range(d):
+                    s += ainv[a, i, k] * X[r, k]
+                u[i] = s
+                m += theta[a, i] * X[r, i] + s * G[a, i]
+                q += s * X[r, i]
+            for i in range(d):
+                s = 0.0
+                for k in range(d):
+                    s += Q[a, i, k] * u[k]
+                q += u[i] * s
+            for h in range(nh):
+                s = 0.0
+                for k in range(d):
+                    s += H[h, a, k] * u[k]
+                q -= s * s
+            if not q > 0.0:
+                q = 0.0
+            means[r, j] = m
+            wsq[r, j] = q
+            scores[r, j] = m + alpha * math.sqrt(q)
 
 
 @_jit
@@ -165,9 +210,11 @@ def warm() -> None:
     theta = np.zeros((1, d))
     x = np.zeros(d)
     idx = np.zeros(1, dtype=np.intp)
-    out = np.empty(1)
-    linear_scores(ainv, theta, x, idx, 1.0, out, out.copy(), out.copy())
+    out = np.empty((1, 1))
+    linear_scores(ainv, theta, x[None, :], idx, 1.0, out, out.copy(), out.copy())
+    hybrid_scores(ainv, theta, theta, ainv, np.zeros((0, 1, d)), x[None, :], idx, 1.0, out,
+                  out.copy(), out.copy(), np.empty(d))
     sherman_morrison(ainv[0], theta[0], x, 0.0, np.empty(d))
     add_event(ainv, theta, np.zeros(1), 0, x, 0.0)
-    draw_floored_argmax(out, 0.0, 0.5, out.copy())
+    draw_floored_argmax(out[0], 0.0, 0.5, out[0].copy())
     _warm = True

@@ -52,8 +52,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 #: up to this many dirty arms are refreshed one by one with LAPACK, more in one batch
 _FEW_DIRTY = 8
-#: bound on the (rows, arms, d) intermediate of the batched exact widths
-_BATCH_ELEMENTS = 1 << 22
 _F64 = np.dtype(np.float64)
 
 
@@ -566,40 +564,25 @@ class RidgeSolver:
         if since >= self.refactor_every:
             self.mark_slot(k)
 
-    def score_into(self, x: FloatArray, idx: IntArray, alpha: float, means: FloatArray,
+    def score_into(self, X: FloatArray, idx: IntArray, alpha: float, means: FloatArray,
                    wsq: FloatArray, scores: FloatArray) -> None:
-        """θ_aᵀx into ``means``, xᵀA_a⁻¹x (≥ 0) into ``wsq`` and θ_aᵀx + α·sqrt(xᵀA_a⁻¹x)
-        into ``scores``, for the arms ``idx`` (caches current: call :meth:`ensure` first)."""
-        linear_scores(self.ainv, self.theta, x, idx, alpha, means, wsq, scores)
+        """For each row x of ``X`` (n, d) and arm a of ``idx``, into the ``(n, len(idx))``
+        outputs: θ_aᵀx, xᵀA_a⁻¹x (≥ 0) and θ_aᵀx + α·sqrt(xᵀA_a⁻¹x). Caches current:
+        call :meth:`ensure` first. One context is a one-row ``X`` (a choice)."""
+        linear_scores(self.ainv, self.theta, X, idx, alpha, means, wsq, scores)
 
-    def mean_width_sq(self, x: FloatArray, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray]:
-        """θ_aᵀx and xᵀA_a⁻¹x (float64, ≥ 0) of every arm (``idx`` None) or the arms ``idx``."""
+    def mean_width_sq(self, X: FloatArray, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray]:
+        """θ_aᵀx and xᵀA_a⁻¹x (float64, ≥ 0), ``(n, len(idx))``, of each row of ``X`` and
+        every arm (``idx`` None) or the arms ``idx``."""
         idx = self.all_slots if idx is None else idx
-        means = np.empty(idx.shape[0])
-        wsq = np.empty(idx.shape[0])
-        linear_scores(self.ainv, self.theta, x, idx, 0.0, means, wsq, means)
+        means = np.empty((X.shape[0], idx.shape[0]))
+        wsq = np.empty_like(means)
+        linear_scores(self.ainv, self.theta, X, idx, 0.0, means, wsq, means)
         return means, wsq
 
     def widths_sq(self, x: FloatArray, idx: IntArray | None = None) -> FloatArray:
-        """xᵀA[a]⁻¹x for all arms (``idx`` None) or the arms ``idx`` (float64, >= 0)."""
-        return self.mean_width_sq(x, idx)[1]
-
-    def widths_sq_exact(self, X: FloatArray, idx: IntArray) -> FloatArray:
-        """xᵀA[a]⁻¹x in float64 for each row of ``X`` (n, d) and each arm of ``idx``.
-
-        From the cached A⁻¹ (no factorisation): ``(X A⁻¹_a) · X`` row by row, in chunks
-        of rows that bound the ``(n, K, d)`` intermediate.
-        """
-        n, d = X.shape
-        K = idx.shape[0]
-        rows = self.ainv[idx].reshape(K * d, d)
-        out = np.empty((n, K))
-        step = max(1, _BATCH_ELEMENTS // max(1, K * d))
-        for start in range(0, n, step):
-            Xc = X[start:start + step]
-            U = (Xc @ rows.T).reshape(Xc.shape[0], K, d)
-            np.einsum("nkd,nd->nk", U, Xc, out=out[start:start + step])
-        np.maximum(out, 0.0, out=out)
+        """xᵀA[a]⁻¹x of one context for all arms (``idx`` None) or the arms ``idx``."""
+        out: FloatArray = self.mean_width_sq(x.reshape(1, -1), idx)[1][0]
         return out
 
     def solve(self, stats: RidgeStatistics, arm_id: str) -> FloatArray:

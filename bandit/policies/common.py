@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
+from bandit import kernels
 from bandit.arms import ArmRegistry
 from bandit.config import LinearParams, PolicyConfig
 from bandit.errors import ConfigError, InvalidInputError, UnknownArmError
-from bandit import kernels
 from bandit.kernels import draw_floored_argmax
 from bandit.linear import (
     RidgeSolver,
@@ -279,7 +279,7 @@ class LinearPolicy:
         slot in order)."""
         solver = self._solver
         solver.ensure(self._stats)
-        return X @ solver.theta[idx].T, solver.widths_sq_exact(X, idx)
+        return solver.mean_width_sq(X, idx)
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
         return means.copy()
@@ -293,7 +293,8 @@ class LinearPolicy:
         """θ_aᵀx and xᵀA_a⁻¹x for the eligible arms (refreshing dirty caches first)."""
         solver = self._solver
         solver.ensure(self._stats)
-        return solver.mean_width_sq(x, idx)
+        means, wsq = solver.mean_width_sq(x.reshape(1, -1), idx)
+        return means[0], wsq[0]
 
     # ---- learning
     def _changed(self, slots: IntArray | None) -> None:

@@ -55,6 +55,7 @@ from scipy.linalg.blas import daxpy, dsymv, dsyr
 from bandit.arms import ArmRegistry
 from bandit.config import HybridParams
 from bandit.errors import ConfigError
+from bandit.kernels import hybrid_scores
 from bandit.policies.common import FloatArray, IntArray, LinearPolicy, floored_argmax
 
 __all__ = ["HybridLinUCB"]
@@ -89,6 +90,7 @@ class HybridLinUCB(LinearPolicy):
         self._Q = np.zeros((0, config.dim, config.dim))
         self._H = np.zeros((_FOLD, 0, config.dim))  # queued downdates of Q (see _push_h)
         self._nh = 0
+        self._u = np.empty(config.dim)  # the scoring kernel's scratch A⁻¹x
         super().__init__(params, arms)
 
     def _on_arms_changed(self) -> None:
@@ -209,28 +211,19 @@ class HybridLinUCB(LinearPolicy):
         self, X: FloatArray, idx: IntArray, full: bool = False
     ) -> tuple[FloatArray, FloatArray]:
         """mean_a and s_a (module docstring) for each row of X and each arm in ``idx``."""
+        means, s, _ = self._scores(X, idx)
+        return means, s
+
+    def _scores(self, X: FloatArray, idx: IntArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """(mean, s, mean + α·sqrt(s)) per row of X and arm of ``idx``: one compiled pass
+        (:func:`bandit.kernels.hybrid_scores`) over A_a⁻¹, λ²Q_a and the queued rows."""
         self._refresh_shared()
-        solver, d = self._solver, self._dim
-        H = self._H[: self._nh]
-        if full:
-            rows, theta, G, Q = solver.ainv_rows, solver.theta, self._G, self._Q
-        else:
-            rows = solver.ainv[idx].reshape(-1, d)
-            theta, G, Q, H = solver.theta[idx], self._G[idx], self._Q[idx], H[:, idx]
-        n, K = X.shape[0], theta.shape[0]
-        # u_a = A_a⁻¹x: one product for every arm (a matrix–vector one for one context)
-        U = (rows @ X[0] if n == 1 else X @ rows.T).reshape(n, K, d)
-        # λ·u_aᵀB f̃_a = u_a·(λB f̃_a), with λB f̃_a of every arm the rows of G = λF βᵀ
-        mean = X @ theta.T
-        mean += np.einsum("nkd,kd->nk", U, G)
-        # s = uᵀx + λ²uᵀQu = uᵀ(x + (λ²Q)u), less the queued downdates Σ_r (λh_r·u)²
-        T = np.matmul(Q, U.transpose(1, 2, 0)).transpose(2, 0, 1)  # (n, K, d)
-        T += X[:, None, :]
-        s = np.einsum("nkd,nkd->nk", U, T)
-        if H.shape[0]:
-            hu = np.einsum("rkd,nkd->rnk", H, U)
-            s -= np.einsum("rnk,rnk->nk", hu, hu)
-        return mean, np.maximum(s, 0.0, out=s)
+        solver = self._solver
+        shape = (X.shape[0], idx.shape[0])
+        means, s, scores = np.empty(shape), np.empty(shape), np.empty(shape)
+        hybrid_scores(solver.ainv, solver.theta, self._G, self._Q, self._H[: self._nh], X, idx,
+                      self.params.alpha, means, s, scores, self._u)
+        return means, s, scores
 
     def _batch_scores(self, means: FloatArray, widths: FloatArray, idx: IntArray) -> FloatArray:
         return means + self.params.alpha * widths
@@ -238,11 +231,6 @@ class HybridLinUCB(LinearPolicy):
     def _decide(
         self, x: FloatArray, idx: IntArray, full: bool, rng: np.random.Generator
     ) -> tuple[FloatArray, FloatArray, int]:
-        mean, s = self._batch_mean_width_sq(x.reshape(1, -1), idx, full)
-        scores = mean[0]
-        w = np.sqrt(s[0], out=s[0])
-        if self.params.alpha != 1.0:
-            w *= self.params.alpha
-        scores += w
+        scores = self._scores(x.reshape(1, -1), idx)[2][0]
         probs, pos = floored_argmax(scores, self.params.probability_floor, rng)
         return scores, probs, pos

@@ -41,7 +41,8 @@ class LinUCB(LinearPolicy):
         solver = self._solver
         solver.ensure(self._stats)
         K = idx.shape[0]
-        means, wsq, scores = np.empty(K), np.empty(K), np.empty(K)
-        solver.score_into(x, idx, self.params.alpha, means, wsq, scores)
+        means, wsq, scores = np.empty((1, K)), np.empty((1, K)), np.empty(K)
+        solver.score_into(x.reshape(1, -1), idx, self.params.alpha, means, wsq,
+                          scores.reshape(1, K))
         probs, pos = floored_argmax(scores, self.params.probability_floor, rng)
         return scores, probs, pos
