@@ -85,13 +85,22 @@ def test_demo_headless_on_busy_cores_simulates_every_day(tmp_path: Path, busy_co
     assert counts["rewards"] >= 0.95 * result["decisions"]
     versions = [v for v in result["snapshot_versions"] if v.startswith("linucb:")]
     assert len(set(versions)) >= 10
-    # ClickHouse holds complete day-30 cohorts, and the lift interval covers the truth
+    # ClickHouse holds complete day-30 cohorts, and the measured lift agrees with the truth
     (row,) = [r for r in result["lift_table"] if r["variant"] == "bandit"]
     assert row["n"] + row["n_control"] == USERS
     truth = result["true_lift_day30"]
     assert not math.isnan(truth)
-    assert row["rel_ci_low"] <= truth <= row["rel_ci_high"]
     assert truth > 0.1 and row["rel_lift"] > 0
+    # One run is one draw: its 95 % interval misses the truth in 1 run in 20 by design
+    # (the intervals' coverage is validated over thousands of experiments in
+    # tests/test_lift_validation.py). What this run must show is that the whole pipeline
+    # measures the lift it simulated: the truth within 3.29 standard errors of the
+    # estimate (a 99.9 % interval; a correct pipeline fails this 1 run in 1,000), each
+    # side's standard error read off that side of the (asymmetric) 95 % interval.
+    side = row["rel_ci_high"] - row["rel_lift"] if truth > row["rel_lift"] else (
+        row["rel_lift"] - row["rel_ci_low"])
+    z = abs(truth - row["rel_lift"]) / (side / 1.959964)
+    assert z <= 3.290527, (truth, row)
 
 
 def test_pace_fits_the_remaining_days_in_the_budget() -> None:
