@@ -238,6 +238,66 @@ def run_grid(sims: int) -> list[Cell]:
     return [run_cell(d, n, lift, sims, s) for (d, n, lift), s in seeds.items()]
 
 
+# ---------------------------------------------------------------------- unequal arms
+
+#: (treatment units, control units): the small arm dominates the variance, and its skew
+#: no longer cancels against the other arm's as it does for equal arms (issue 15)
+UNEQUAL_SIZES: Final = ((900, 100), (100, 900), (1_000, 100))
+UNEQUAL_LIFTS: Final = (0.0, 0.20)
+
+
+def unequal_seeds() -> dict[tuple[str, int, int, float], np.random.SeedSequence]:
+    """One child seed per unequal-arm cell, in a fixed order (apart from the main grid's)."""
+    keys = [(d, nt, nc, lift) for d in DISTRIBUTIONS for nt, nc in UNEQUAL_SIZES
+            for lift in UNEQUAL_LIFTS]
+    return dict(zip(keys, np.random.SeedSequence(ROOT_SEED + 4).spawn(len(keys)), strict=True))
+
+
+def exact_unequal_misses(p: float, n_t: int, n_c: int, lift: float, alpha: float = 0.05
+                         ) -> tuple[float, float, float, float]:
+    """:func:`exact_fixed_misses` for arms of ``n_t`` and ``n_c`` units."""
+    pt, pc = p * (1 + lift), p
+
+    def support(rate: float, n: int) -> np.ndarray:
+        return np.arange(int(sps.binom.ppf(1e-10, n, rate)),
+                         int(sps.binom.isf(1e-10, n, rate)) + 2)
+
+    kt, kc = support(pt, n_t), support(pc, n_c)
+    xt, xc = np.meshgrid(kt, kc, indexing="ij")
+    w = np.outer(sps.binom.pmf(kt, n_t, pt), sps.binom.pmf(kc, n_c, pc))
+    z = float(sps.norm.ppf(1 - alpha / 2))
+    lo, hi = stats.score_ratio_bounds(xt, n_t, xc, n_c, z)
+    dlo, dhi = stats.score_diff_bounds(xt, n_t, xc, n_c, z)
+    return (float(w[hi < lift].sum()), float(w[lo > lift].sum()),
+            float(w[dhi < pt - pc].sum()), float(w[dlo > pt - pc].sum()))
+
+
+def run_unequal_cell(dist: str, n_t: int, n_c: int, lift: float, sims: int,
+                     seed: np.random.SeedSequence, *, alpha: float = 0.05
+                     ) -> tuple[float, float, float, float]:
+    """Fixed horizon, one look, arms of ``n_t`` / ``n_c`` units: shares of experiments
+    whose relative interval lies below / above the truth, then the absolute interval's —
+    the production kernels (Fieller at the Welch t quantile and :func:`bandit.stats.diff_bounds`;
+    for 0/1 outcomes the score intervals, exactly)."""
+    if dist.startswith("p="):
+        return exact_unequal_misses(_rate(dist), n_t, n_c, lift, alpha)
+    rng = np.random.default_rng(seed)
+    moments = []
+    for n, arm_lift in ((n_t, lift), (n_c, 0.0)):
+        s1, s2 = _draw(dist, rng, sims, np.array([n]), arm_lift)
+        mean = s1[:, 0] / n
+        moments.append((mean, np.maximum((s2[:, 0] - n * mean * mean) / (n - 1), 0.0) / n))
+    (mt, vt), (mc, vc) = moments
+    q = stats.welch_quantile(vt, vc, n_t, n_c, 1 - alpha / 2)
+    lo, hi = stats.fieller_bounds(mt, vt, mc, vc, q)
+    dlo, dhi = stats.diff_bounds(mt, vt, mc, vc, n_t, n_c, q)
+    ok = _has_interval(mt, vt, mc, vc, np.full(mt.shape, min(n_t, n_c)))
+    truth = true_mean(dist) * lift
+    has_d = np.sqrt(vt + vc) > 0
+    return (float((ok & (hi < lift)).mean()), float((ok & (lo > lift)).mean()),
+            float((has_d & (dhi < truth)).mean()), float((has_d & (dlo > truth)).mean()))
+
+
 # ---------------------------------------------------------------------- widths
 
 

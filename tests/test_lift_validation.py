@@ -205,3 +205,62 @@ def test_score_intervals_exact_level_at_small_counts(n: int, lift: float) -> Non
     for below, above in ((rb, ra), (db, da)):
         assert 0.03 <= below + above <= top, (below, above)
         assert max(below, above) <= 0.035, (below, above)
+
+
+# ---------------------------------------------------------------------- unequal arms (issue 15)
+
+UNEQUAL = grid.unequal_seeds()
+#: measured with the fixed seeds above (2,000 experiments; 0/1 cells exact), % below /
+#: above the truth for the relative interval: on skewed metrics the small arm's skew does
+#: not cancel as it does for equal arms, so one tail holds 9-13 %; for p = 0.02 the
+#: small arm has 2 expected events and the score intervals put 3.7-4.0 % in one tail.
+#: Candidates are compared in docs/statistics.md ("Unequal arms").
+UNEQUAL_FAILS = ("log-normal", "zero-inflated", "p=0.02")
+
+
+def _unequal_params() -> list[object]:
+    out: list[object] = []
+    for key in UNEQUAL:
+        dist, nt, nc, lift = key
+        marks = ([pytest.mark.xfail(strict=True, reason=(
+            "issue 15: the fixed-horizon interval misses one tail 9-13 % (skewed) or "
+            "3.7-4.0 % (p = 0.02) on unequal arms; figures in docs/statistics.md"))]
+                 if dist in UNEQUAL_FAILS else [])
+        out.append(pytest.param(key, marks=marks, id=f"{dist}-{nt}v{nc}-lift{lift:+.2f}"))
+    return out
+
+
+def _check_bands(below: float, above: float, lift: float, sims: int) -> None:
+    top = 0.06 if lift == 0 else 0.07
+    assert below + above <= top, (below, above)
+    assert max(below, above) <= 0.035, (below, above)
+    assert _at_least(below + above, 0.03 - CONSERVATIVE_ALLOWANCE, sims), (below, above)
+
+
+@pytest.mark.validation
+@pytest.mark.parametrize("key", _unequal_params())
+def test_unequal_arms_fixed_horizon_intervals_hold_their_level(
+        key: tuple[str, int, int, float]) -> None:
+    """Arms of 900 / 100, 100 / 900 and 1,000 / 100 units, A/A and +20 %: the relative and
+    absolute fixed-horizon intervals within the issue's bands (each tail <= 3.5 %)."""
+    rb, ra, db, da = grid.run_unequal_cell(*key, 2000, UNEQUAL[key])
+    _check_bands(rb, ra, key[3], 2000)
+    _check_bands(db, da, key[3], 2000)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15: unequal arms, one tail ~13 % (docs/statistics.md)")
+def test_light_unequal_arms_skewed_metric() -> None:
+    """Default run: zero-inflated engagement, 1,000 treatment / 100 control units, A/A, 400
+    experiments — each tail must stay under the 99.5 % binomial quantile at 2.5 %."""
+    key = ("zero-inflated", 1000, 100, 0.0)
+    rb, ra, _db, _da = grid.run_unequal_cell(*key, 400, UNEQUAL[key])
+    assert max(rb, ra) <= _upper(0.025, 400), (rb, ra)
+
+
+def test_light_unequal_arms_proportions_hold_exactly() -> None:
+    """Default run: p = 0.3 on 900 / 100 units, exact: the score intervals hold (3-6 %,
+    each tail <= 3.5 %) for the relative and absolute lift, A/A and +20 %."""
+    for lift in grid.UNEQUAL_LIFTS:
+        rb, ra, db, da = grid.exact_unequal_misses(0.3, 900, 100, lift)
+        for below, above in ((rb, ra), (db, da)):
+            assert 0.03 <= below + above <= 0.06 and max(below, above) <= 0.035, (below, above)
