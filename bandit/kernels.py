@@ -22,8 +22,8 @@ from typing import Any, TypeVar, cast
 import numba
 import numpy as np
 
-__all__ = ["add_event", "draw_floored_argmax", "hybrid_scores", "linear_scores", "sherman_morrison",
-           "warm"]
+__all__ = ["add_event", "draw_floored_argmax", "hybrid_scores", "linear_scores", "pack_arm",
+           "pack_arms", "sherman_morrison", "warm"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -33,33 +33,68 @@ _jit = cast(Callable[[_F], _F], numba.njit(cache=True, nogil=True, fastmath=_FAS
 
 
 @_jit
-def linear_scores(ainv: np.ndarray, theta: np.ndarray, X: np.ndarray, idx: np.ndarray,
-                  alpha: float, means: np.ndarray, wsq: np.ndarray, scores: np.ndarray) -> None:
+def pack_arm(ainv: np.ndarray, a: int, packed: np.ndarray) -> None:
+    """Arm ``a``'s row of the packed half of A⁻¹ (see :class:`bandit.linear.RidgeSolver`):
+    ``packed[a, i·(h+1) + k] = w_k·A⁻¹[i, (i+k) mod d]`` for ``k = 0..h``, h = ⌊d/2⌋,
+    w_0 = 1, w_k = 2, except w_{d/2} = 1 for even d (that pair is listed twice)."""
+    d = ainv.shape[1]
+    h = d // 2
+    for i in range(d):
+        base = i * (h + 1)
+        packed[a, base] = ainv[a, i, i]
+        for k in range(1, h + 1):
+            j = i + k
+            if j >= d:
+                j -= d
+            w = 1.0 if 2 * k == d else 2.0
+            packed[a, base + k] = w * ainv[a, i, j]
+
+
+@_jit
+def pack_arms(ainv: np.ndarray, idx: np.ndarray, packed: np.ndarray) -> None:
+    """:func:`pack_arm` for every arm of ``idx``."""
+    for j in range(idx.shape[0]):
+        pack_arm(ainv, idx[j], packed)
+
+
+@_jit
+def linear_scores(packed: np.ndarray, theta: np.ndarray, X: np.ndarray, idx: np.ndarray,
+                  alpha: float, means: np.ndarray, wsq: np.ndarray, scores: np.ndarray,
+                  xx: np.ndarray) -> None:
     """For each row ``x = X[r]`` and arm ``a = idx[j]``: ``means[r, j] = θ_aᵀx``,
     ``wsq[r, j] = max(xᵀA_a⁻¹x, 0)`` and ``scores[r, j] = means + α·sqrt(wsq)`` (α = 0:
     the mean).
 
-    ``ainv`` is ``(K, d, d)`` (A⁻¹ per arm, symmetric), ``theta`` ``(K, d)``, ``X``
-    ``(n, d)``; the outputs ``(n, len(idx))``. Arms in the outer loop: an arm's A⁻¹
-    stays in cache across the rows of a batch. One row is a choice.
+    xᵀA⁻¹x is ``packed[a] · xx`` with ``xx[i·(h+1) + k] = x_i·x_{(i+k) mod d}`` (built
+    once per row into the float64 scratch ``xx``): one dot product per arm over the
+    float32 packed half of A⁻¹ — a quarter of A⁻¹'s float64 bytes, which is what a
+    choice over many arms costs (memory, not arithmetic) — accumulated in float64.
+    ``theta`` is ``(K, d)``, ``X`` ``(n, d)``, the outputs ``(n, len(idx))``.
     """
     n, d = X.shape
-    for j in range(idx.shape[0]):
-        a = idx[j]
-        for r in range(n):
+    h = d // 2
+    for r in range(n):
+        for i in range(d):
+            base = i * (h + 1)
+            xi = X[r, i]
+            for k in range(h + 1):
+                j = i + k
+                if j >= d:
+                    j -= d
+                xx[base + k] = xi * X[r, j]
+        for jj in range(idx.shape[0]):
+            a = idx[jj]
             q = 0.0
+            for t in range(xx.shape[0]):
+                q += np.float64(packed[a, t]) * xx[t]
             m = 0.0
             for i in range(d):
-                s = 0.0
-                for k in range(d):
-                    s += ainv[a, i, k] * X[r, k]
-                q += s * X[r, i]
                 m += theta[a, i] * X[r, i]
             if not q > 0.0:  # exact xᵀA⁻¹x >= 0; rounding can leave a tiny negative
                 q = 0.0
-            means[r, j] = m
-            wsq[r, j] = q
-            scores[r, j] = m + alpha * math.sqrt(q) if alpha != 0.0 else m
+            means[r, jj] = m
+            wsq[r, jj] = q
+            scores[r, jj] = m + alpha * math.sqrt(q) if alpha != 0.0 else m
 
 
 @_jit
@@ -116,11 +151,12 @@ def add_event(S: np.ndarray, b: np.ndarray, n: np.ndarray, slot: int, x: np.ndar
 
 
 @_jit
-def sherman_morrison(ainv: np.ndarray, theta: np.ndarray, x: np.ndarray, reward: float,
-                     u: np.ndarray) -> float:
-    """One event into one arm's ``A⁻¹`` (d × d, in place): ``A⁻¹ −= u uᵀ/den`` with
+def sherman_morrison(ainv: np.ndarray, theta: np.ndarray, packed: np.ndarray, a: int,
+                     x: np.ndarray, reward: float, u: np.ndarray) -> float:
+    """One event into arm ``a``'s ``A⁻¹`` (in place): ``A⁻¹ −= u uᵀ/den`` with
     ``u = A⁻¹x`` (left in ``u``) and ``den = 1 + xᵀu``; with a finite ``reward``,
-    ``θ += u·(r − xᵀθ)/den`` (the same identity applied to A⁻¹b).
+    ``θ += u·(r − xᵀθ)/den`` (the same identity applied to A⁻¹b); then the arm's
+    ``packed`` row re-read from the float64 A⁻¹ (:func:`pack_arm`).
 
     Returns ``den``, or −1.0 without touching anything when ``den`` is not a finite
     number ≥ 1 (xᵀA⁻¹x ≥ 0 exactly, so a smaller value means drift: refactorise).
@@ -132,21 +168,22 @@ def sherman_morrison(ainv: np.ndarray, theta: np.ndarray, x: np.ndarray, reward:
     for i in range(d):
         s = 0.0
         for k in range(d):
-            s += ainv[i, k] * x[k]
+            s += ainv[a, i, k] * x[k]
         u[i] = s
         den += s * x[i]
-        pred += theta[i] * x[i]
+        pred += theta[a, i] * x[i]
     if not (den >= 1.0 and math.isfinite(den)):
         return -1.0
     c = 1.0 / den
     for i in range(d):
         ui = u[i] * c
         for k in range(d):
-            ainv[i, k] -= ui * u[k]
+            ainv[a, i, k] -= ui * u[k]
     if math.isfinite(reward):
         step = (reward - pred) * c
         for i in range(d):
-            theta[i] += u[i] * step
+            theta[a, i] += u[i] * step
+    pack_arm(ainv, a, packed)
     return den
 
 
@@ -208,13 +245,16 @@ def warm() -> None:
     d = 2
     ainv = np.zeros((1, d, d))
     theta = np.zeros((1, d))
+    packed = np.zeros((1, d * (d // 2 + 1)), dtype=np.float32)
     x = np.zeros(d)
     idx = np.zeros(1, dtype=np.intp)
     out = np.empty((1, 1))
-    linear_scores(ainv, theta, x[None, :], idx, 1.0, out, out.copy(), out.copy())
+    linear_scores(packed, theta, x[None, :], idx, 1.0, out, out.copy(), out.copy(),
+                  np.empty(packed.shape[1]))
     hybrid_scores(ainv, theta, theta, ainv, np.zeros((0, 1, d)), x[None, :], idx, 1.0, out,
                   out.copy(), out.copy(), np.empty(d))
-    sherman_morrison(ainv[0], theta[0], x, 0.0, np.empty(d))
+    sherman_morrison(ainv, theta, packed, 0, x, 0.0, np.empty(d))
+    pack_arms(ainv, idx, packed)
     add_event(ainv, theta, np.zeros(1), 0, x, 0.0)
     draw_floored_argmax(out[0], 0.0, 0.5, out[0].copy())
     _warm = True
