@@ -36,4 +36,5 @@ def test_torch_linucb_scores_and_updates_equal_the_core_score_batch() -> None:
             got = linucb_scores(theta, a_inv, torch.tensor(probe), alpha).numpy()
             for s in range(S):
                 want = core[s].score_batch(probe[s:s + 1], ids).scores[0]
-                np.testing.assert_allclose(got[s], want, rtol=1e-9, atol=1e-12)
+                # the core scores from its float32 packed A⁻¹ (≈ 6e-8·d·cond relative)
+                np.testing.assert_allclose(got[s], want, rtol=1e-5, atol=1e-7)
