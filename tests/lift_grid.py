@@ -129,20 +129,7 @@ def exact_fixed_misses(p: float, n: int, lift: float, alpha: float = 0.05
     for 0/1 outcomes lie below / above the truth (relative, then absolute) with ``n``
     units per arm: a sum over every pair of binomial counts with non-negligible
     probability (what is left out weighs < 1e-8). No Monte-Carlo error."""
-    pt, pc = p * (1 + lift), p
-
-    def support(rate: float) -> np.ndarray:
-        return np.arange(int(sps.binom.ppf(1e-10, n, rate)),
-                         int(sps.binom.isf(1e-10, n, rate)) + 2)
-
-    kt, kc = support(pt), support(pc)
-    xt, xc = np.meshgrid(kt, kc, indexing="ij")
-    w = np.outer(sps.binom.pmf(kt, n, pt), sps.binom.pmf(kc, n, pc))
-    z = float(sps.norm.ppf(1 - alpha / 2))
-    lo, hi = stats.score_ratio_bounds(xt, n, xc, n, z)
-    dlo, dhi = stats.score_diff_bounds(xt, n, xc, n, z)
-    return (float(w[hi < lift].sum()), float(w[lo > lift].sum()),
-            float(w[dhi < pt - pc].sum()), float(w[dlo > pt - pc].sum()))
+    return exact_unequal_misses(p, n, n, lift, alpha)
 
 
 def fixed_bounds(dist: str, n: int, mt: np.ndarray, vt: np.ndarray, mc: np.ndarray,
@@ -255,7 +242,8 @@ def unequal_seeds() -> dict[tuple[str, int, int, float], np.random.SeedSequence]
 
 def exact_unequal_misses(p: float, n_t: int, n_c: int, lift: float, alpha: float = 0.05
                          ) -> tuple[float, float, float, float]:
-    """:func:`exact_fixed_misses` for arms of ``n_t`` and ``n_c`` units."""
+    """:func:`exact_fixed_misses` for arms of ``n_t`` and ``n_c`` units (the one sum both
+    use)."""
     pt, pc = p * (1 + lift), p
 
     def support(rate: float, n: int) -> np.ndarray:
