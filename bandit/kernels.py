@@ -22,14 +22,34 @@ from typing import Any, TypeVar, cast
 import numba
 import numpy as np
 
-__all__ = ["add_event", "draw_floored_argmax", "hybrid_scores", "linear_scores", "pack_arm",
-           "pack_arms", "sherman_morrison", "warm"]
+__all__ = ["add_event", "draw_floored_argmax", "hybrid_scores", "linear_choose",
+           "linear_scores", "pack_arm", "pack_arms", "sherman_morrison", "warm"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 #: reassociate and contract (FMA) in reductions; no "nnan"/"ninf": isfinite must work
 _FAST = {"reassoc", "contract", "nsz"}
 _jit = cast(Callable[[_F], _F], numba.njit(cache=True, nogil=True, fastmath=_FAST))
+#: a helper compiled into its callers (a plain jitted call costs ~1 µs on a 64-row pack)
+_inline = cast(Callable[[_F], _F],
+               numba.njit(inline="always", cache=True, nogil=True, fastmath=_FAST))
+
+
+@_inline
+def _pack_row(row: np.ndarray, i: int, out: np.ndarray, base: int) -> None:
+    """Row ``i`` of a symmetric d × d matrix into ``out[base : base + ⌊d/2⌋ + 1]``:
+    ``w_k·row[(i+k) mod d]`` for ``k = 0..⌊d/2⌋`` (the weights of :func:`pack_arm`).
+    Split where ``i + k`` wraps, so that both loops are branch-free and vectorise."""
+    d = row.shape[0]
+    h = d // 2
+    stop = min(h, d - 1 - i)  # k = 1..stop: j = i + k needs no wrapping
+    out[base] = row[i]
+    for k in range(1, stop + 1):
+        out[base + k] = 2.0 * row[i + k]
+    for k in range(stop + 1, h + 1):
+        out[base + k] = 2.0 * row[i + k - d]
+    if h > 0 and 2 * h == d:  # the pair (i, i + d/2) is listed twice: weight 1
+        out[base + h] *= 0.5
 
 
 @_jit
@@ -39,15 +59,9 @@ def pack_arm(ainv: np.ndarray, a: int, packed: np.ndarray) -> None:
     w_0 = 1, w_k = 2, except w_{d/2} = 1 for even d (that pair is listed twice)."""
     d = ainv.shape[1]
     h = d // 2
+    out = packed[a]
     for i in range(d):
-        base = i * (h + 1)
-        packed[a, base] = ainv[a, i, i]
-        for k in range(1, h + 1):
-            j = i + k
-            if j >= d:
-                j -= d
-            w = 1.0 if 2 * k == d else 2.0
-            packed[a, base + k] = w * ainv[a, i, j]
+        _pack_row(ainv[a, i], i, out, i * (h + 1))
 
 
 @_jit
@@ -73,23 +87,27 @@ def linear_scores(packed: np.ndarray, theta: np.ndarray, X: np.ndarray, idx: np.
     """
     n, d = X.shape
     h = d // 2
+    P = xx.shape[0]
     for r in range(n):
+        x = X[r]
         for i in range(d):
             base = i * (h + 1)
-            xi = X[r, i]
-            for k in range(h + 1):
-                j = i + k
-                if j >= d:
-                    j -= d
-                xx[base + k] = xi * X[r, j]
+            xi = x[i]
+            stop = min(h, d - 1 - i)  # split where i + k wraps: branch-free loops
+            for k in range(stop + 1):
+                xx[base + k] = xi * x[i + k]
+            for k in range(stop + 1, h + 1):
+                xx[base + k] = xi * x[i + k - d]
         for jj in range(idx.shape[0]):
             a = idx[jj]
+            pa = packed[a]
             q = 0.0
-            for t in range(xx.shape[0]):
-                q += np.float64(packed[a, t]) * xx[t]
+            for t in range(P):
+                q += np.float64(pa[t]) * xx[t]
+            th = theta[a]
             m = 0.0
             for i in range(d):
-                m += theta[a, i] * X[r, i]
+                m += th[i] * x[i]
             if not q > 0.0:  # exact xᵀA⁻¹x >= 0; rounding can leave a tiny negative
                 q = 0.0
             means[r, jj] = m
@@ -154,36 +172,45 @@ def add_event(S: np.ndarray, b: np.ndarray, n: np.ndarray, slot: int, x: np.ndar
 def sherman_morrison(ainv: np.ndarray, theta: np.ndarray, packed: np.ndarray, a: int,
                      x: np.ndarray, reward: float, u: np.ndarray) -> float:
     """One event into arm ``a``'s ``A⁻¹`` (in place): ``A⁻¹ −= u uᵀ/den`` with
-    ``u = A⁻¹x`` (left in ``u``) and ``den = 1 + xᵀu``; with a finite ``reward``,
-    ``θ += u·(r − xᵀθ)/den`` (the same identity applied to A⁻¹b); then the arm's
-    ``packed`` row re-read from the float64 A⁻¹ (:func:`pack_arm`).
+    ``u = A⁻¹x`` (left in ``u[:d]``) and ``den = 1 + xᵀu``; with a finite ``reward``,
+    ``θ += u·(r − xᵀθ)/den`` (the same identity applied to A⁻¹b); each row of the arm's
+    ``packed`` half re-read from the new float64 A⁻¹ right after that row is updated
+    (:func:`pack_arm`'s layout, in the same pass). ``u`` has length d + 1: ``u[d]``
+    receives xᵀθ before the update (the prediction the residual is taken against).
 
     Returns ``den``, or −1.0 without touching anything when ``den`` is not a finite
     number ≥ 1 (xᵀA⁻¹x ≥ 0 exactly, so a smaller value means drift: refactorise).
     The caller recomputes θ when ``reward`` is NaN.
     """
     d = x.shape[0]
+    h = d // 2
+    A = ainv[a]
+    th = theta[a]
     den = 1.0
     pred = 0.0
     for i in range(d):
+        row = A[i]
         s = 0.0
         for k in range(d):
-            s += ainv[a, i, k] * x[k]
+            s += row[k] * x[k]
         u[i] = s
         den += s * x[i]
-        pred += theta[a, i] * x[i]
+        pred += th[i] * x[i]
+    u[d] = pred
     if not (den >= 1.0 and math.isfinite(den)):
         return -1.0
     c = 1.0 / den
+    out = packed[a]
     for i in range(d):
+        row = A[i]
         ui = u[i] * c
         for k in range(d):
-            ainv[a, i, k] -= ui * u[k]
+            row[k] -= ui * u[k]
+        _pack_row(row, i, out, i * (h + 1))
     if math.isfinite(reward):
         step = (reward - pred) * c
         for i in range(d):
-            theta[a, i] += u[i] * step
-    pack_arm(ainv, a, packed)
+            th[i] += u[i] * step
     return den
 
 
@@ -232,6 +259,20 @@ def draw_floored_argmax(scores: np.ndarray, floor: float, u: float, probs: np.nd
     return int(K) - 1  # unreachable: want < the count of its kind
 
 
+@_jit
+def linear_choose(packed: np.ndarray, theta: np.ndarray, x: np.ndarray, idx: np.ndarray,
+                  alpha: float, floor: float, u: float, scores: np.ndarray,
+                  probs: np.ndarray, work: np.ndarray, xx: np.ndarray) -> int:
+    """One LinUCB choice in one call: :func:`linear_scores` of the context ``x`` over the
+    arms ``idx`` into ``scores`` (``work``: a (2, len(idx)) scratch for the means and
+    widths), then :func:`draw_floored_argmax` with ``floor`` and the uniform ``u`` into
+    ``probs``; returns the position drawn."""
+    X = x.reshape(1, x.shape[0])
+    linear_scores(packed, theta, X, idx, alpha, work[0:1], work[1:2],
+                  scores.reshape(1, scores.shape[0]), xx)
+    return draw_floored_argmax(scores, floor, u, probs)
+
+
 _warm = False
 
 
@@ -253,7 +294,9 @@ def warm() -> None:
                   np.empty(packed.shape[1]))
     hybrid_scores(ainv, theta, theta, ainv, np.zeros((0, 1, d)), x[None, :], idx, 1.0, out,
                   out.copy(), out.copy(), np.empty(d))
-    sherman_morrison(ainv, theta, packed, 0, x, 0.0, np.empty(d))
+    sherman_morrison(ainv, theta, packed, 0, x, 0.0, np.empty(d + 1))
+    linear_choose(packed, theta, x, idx, 1.0, 0.0, 0.5, out[0].copy(), out[0].copy(),
+                  np.empty((2, 1)), np.empty(packed.shape[1]))
     pack_arms(ainv, idx, packed)
     add_event(ainv, theta, np.zeros(1), 0, x, 0.0)
     draw_floored_argmax(out[0], 0.0, 0.5, out[0].copy())

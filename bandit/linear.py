@@ -37,7 +37,14 @@ import numpy as np
 import numpy.typing as npt
 
 from bandit.errors import InvalidInputError
-from bandit.kernels import add_event, linear_scores, pack_arm, pack_arms, sherman_morrison
+from bandit.kernels import (
+    add_event,
+    linear_choose,
+    linear_scores,
+    pack_arm,
+    pack_arms,
+    sherman_morrison,
+)
 
 __all__ = [
     "RidgeSolver",
@@ -404,7 +411,9 @@ class RidgeSolver:
     def _set_dim(self, d: int) -> None:
         self.dim = d
         self._eye = np.eye(d)
-        self._u = np.empty(d)  # absorb_one's A⁻¹x
+        self._u_pred = np.empty(d + 1)  # absorb_one's A⁻¹x and, last, xᵀθ before it
+        self._u = self._u_pred[:d]
+        self._work = np.empty((2, 0))  # a choice's means and widths (choose's scratch)
         self._xx = np.empty(d * (d // 2 + 1))  # the scoring kernel's x_i·x_(i+k) scratch
 
     def _allocate(self, K: int, keep: int = 0) -> None:
@@ -509,17 +518,16 @@ class RidgeSolver:
                 self._any_dirty and self._dirty[slot]):
             self.mark_slot(slot)
             return None
-        u = self._u
         r = math.nan if reward is None else reward
-        residual = r - float(np.dot(x, self.theta[slot])) if reward is not None else math.nan
-        den = sherman_morrison(self.ainv, self.theta, self.packed, slot, x, r, u)
+        u_pred = self._u_pred
+        den = sherman_morrison(self.ainv, self.theta, self.packed, slot, x, r, u_pred)
         if den < 1.0:  # drift (the kernel changed nothing): refresh exactly
             self.mark_slot(slot)
             return None
         if reward is None:
             self.theta[slot] = self.ainv[slot] @ stats.b[slot]
         self._count(slot, 1)
-        return u, den, residual
+        return self._u, den, r - float(u_pred[-1])
 
     def absorb(
         self, stats: RidgeStatistics, slots: IntArray, X: FloatArray
@@ -582,6 +590,21 @@ class RidgeSolver:
         outputs: θ_aᵀx, xᵀA_a⁻¹x (≥ 0) and θ_aᵀx + α·sqrt(xᵀA_a⁻¹x). Caches current:
         call :meth:`ensure` first. One context is a one-row ``X`` (a choice)."""
         linear_scores(self.packed, self.theta, X, idx, alpha, means, wsq, scores, self._xx)
+
+    def choose(self, x: FloatArray, idx: IntArray, alpha: float, floor: float,
+               u: float) -> tuple[FloatArray, FloatArray, int]:
+        """LinUCB's choice for one context in one kernel call: the scores θ_aᵀx +
+        α·sqrt(xᵀA_a⁻¹x) of the arms ``idx`` (as :meth:`score_into`), their floored-argmax
+        distribution (:func:`bandit.policies.common.floored_argmax`) and the position the
+        uniform number ``u`` draws. Caches current: call :meth:`ensure` first."""
+        K = idx.shape[0]
+        work = self._work
+        if work.shape[1] != K:
+            work = self._work = np.empty((2, K))
+        scores, probs = np.empty(K), np.empty(K)
+        pos = linear_choose(self.packed, self.theta, x, idx, alpha, floor, u, scores, probs,
+                            work, self._xx)
+        return scores, probs, pos
 
     def mean_width_sq(self, X: FloatArray, idx: IntArray | None = None) -> tuple[FloatArray, FloatArray]:
         """θ_aᵀx and xᵀA_a⁻¹x (float64, ≥ 0), ``(n, len(idx))``, of each row of ``X`` and

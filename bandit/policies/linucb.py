@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from bandit.config import LinUCBParams
-from bandit.policies.common import FloatArray, IntArray, LinearPolicy, floored_argmax
+from bandit.policies.common import FloatArray, IntArray, LinearPolicy
 
 __all__ = ["LinUCB"]
 
@@ -40,9 +40,5 @@ class LinUCB(LinearPolicy):
     ) -> tuple[FloatArray, FloatArray, int]:
         solver = self._solver
         solver.ensure(self._stats)
-        K = idx.shape[0]
-        means, wsq, scores = np.empty((1, K)), np.empty((1, K)), np.empty(K)
-        solver.score_into(x.reshape(1, -1), idx, self.params.alpha, means, wsq,
-                          scores.reshape(1, K))
-        probs, pos = floored_argmax(scores, self.params.probability_floor, rng)
-        return scores, probs, pos
+        params = self.params
+        return solver.choose(x, idx, params.alpha, params.probability_floor, rng.random())
