@@ -364,8 +364,8 @@ class RidgeSolver:
       even d, where each pair appears twice), so that xᵀA⁻¹x is one dot product of
       ``packed[a]`` with ``x_i·x_{(i+k) mod d}`` — a quarter of A⁻¹'s float64 bytes, which
       is what scoring many arms costs (K = 1000, d = 64: 8.4 MB instead of 33 MB). The
-      products are accumulated in float64; the float32 entries leave a relative error of
-      about 6e-8·d·cond(A) at worst; results are clipped at 0.
+      products are taken and summed in float32 (vectorised; see
+      :func:`bandit.kernels.linear_scores` for the error); results are clipped at 0.
 
     Choices and batches read ``packed`` and ``theta`` with one compiled kernel
     (:func:`bandit.kernels.linear_scores`, :meth:`score_into`); ``ainv`` is the float64
@@ -414,7 +414,7 @@ class RidgeSolver:
         self._u_pred = np.empty(d + 1)  # absorb_one's A⁻¹x and, last, xᵀθ before it
         self._u = self._u_pred[:d]
         self._work = np.empty((2, 0))  # a choice's means and widths (choose's scratch)
-        self._xx = np.empty(d * (d // 2 + 1))  # the scoring kernel's x_i·x_(i+k) scratch
+        self._xx = np.empty(d * (d // 2 + 1), dtype=np.float32)  # x_i·x_(i+k), scoring scratch
 
     def _allocate(self, K: int, keep: int = 0) -> None:
         """(Re)allocate the caches for K arms, copying the first ``keep`` arms over."""
