@@ -22,8 +22,9 @@ from typing import Any, TypeVar, cast
 import numba
 import numpy as np
 
-__all__ = ["add_event", "draw_floored_argmax", "hybrid_scores", "linear_choose",
-           "linear_scores", "pack_arm", "pack_arms", "sherman_morrison", "warm"]
+__all__ = ["add_event", "all_finite", "draw_floored_argmax", "hybrid_scores", "learn_event",
+           "linear_choose", "linear_scores", "pack_arm", "pack_arms", "sherman_morrison",
+           "warm"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -69,6 +70,17 @@ def pack_arms(ainv: np.ndarray, idx: np.ndarray, packed: np.ndarray) -> None:
     """:func:`pack_arm` for every arm of ``idx``."""
     for j in range(idx.shape[0]):
         pack_arm(ainv, idx[j], packed)
+
+
+@_jit
+def all_finite(x: np.ndarray) -> bool:
+    """Whether every entry of the vector ``x`` is finite: Σ x_i·0 is 0, or NaN when an
+    entry is NaN or ±∞ (kept so: the kernels do not assume "nnan"/"ninf"). A quarter of
+    the cost of ``np.isfinite(np.add.reduce(x))`` — a context is checked on every call."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i] * 0.0
+    return s == 0.0
 
 
 @_inline
@@ -240,6 +252,17 @@ def sherman_morrison(ainv: np.ndarray, theta: np.ndarray, packed: np.ndarray, a:
 
 
 @_jit
+def learn_event(S: np.ndarray, b: np.ndarray, n: np.ndarray, ainv: np.ndarray,
+                theta: np.ndarray, packed: np.ndarray, a: int, x: np.ndarray, reward: float,
+                u: np.ndarray) -> float:
+    """:func:`add_event` then :func:`sherman_morrison` on arm ``a``, in one call: learning
+    one event whose arm's cache is current. Returns ``den`` (−1.0: drift, the cache was
+    left unchanged — the sums were still updated)."""
+    add_event(S, b, n, a, x, reward)
+    return sherman_morrison(ainv, theta, packed, a, x, reward, u)
+
+
+@_jit
 def draw_floored_argmax(scores: np.ndarray, floor: float, u: float, probs: np.ndarray) -> int:
     """The greedy-with-floor distribution of ``scores`` into ``probs``, and the index
     that the uniform number ``u`` draws from it (see
@@ -320,9 +343,12 @@ def warm() -> None:
     hybrid_scores(ainv, theta, theta, ainv, np.zeros((0, 1, d)), x[None, :], idx, 1.0, out,
                   out.copy(), out.copy(), np.empty(d))
     sherman_morrison(ainv, theta, packed, 0, x, 0.0, np.empty(d + 1))
+    learn_event(ainv.copy(), theta.copy(), np.zeros(1), ainv, theta, packed, 0, x, 0.0,
+                np.empty(d + 1))
     linear_choose(packed, theta, x, idx, 1.0, 0.0, 0.5, out[0].copy(), out[0].copy(),
                   np.empty((2, 1)), np.empty(packed.shape[1], dtype=np.float32))
     pack_arms(ainv, idx, packed)
     add_event(ainv, theta, np.zeros(1), 0, x, 0.0)
     draw_floored_argmax(out[0], 0.0, 0.5, out[0].copy())
+    all_finite(x)
     _warm = True

@@ -39,6 +39,8 @@ import numpy.typing as npt
 from bandit.errors import InvalidInputError
 from bandit.kernels import (
     add_event,
+    all_finite,
+    learn_event,
     linear_choose,
     linear_scores,
     pack_arm,
@@ -73,9 +75,12 @@ def forgetting_factor(half_life_events: float) -> float:
 
 
 def as_context(context: npt.ArrayLike, dim: int, name: str = "context") -> FloatArray:
-    """Validate one context: a finite float vector of length ``dim`` (never copied if ok)."""
+    """Validate one context: a finite float vector of length ``dim`` (a contiguous float64
+    vector is returned as it is, anything else as a contiguous float64 copy)."""
     if type(context) is np.ndarray and context.dtype == _F64 and context.shape == (dim,):
         x: FloatArray = context  # the serving fast path: no conversion
+        if x.flags.c_contiguous and all_finite(x):  # one compiled pass
+            return x
     else:
         try:
             x = np.asarray(context, dtype=np.float64)
@@ -84,13 +89,11 @@ def as_context(context: npt.ArrayLike, dim: int, name: str = "context") -> Float
     if x.shape != (dim,):
         raise InvalidInputError(f"len({name})", x.shape[0] if x.ndim == 1 else x.shape,
                                 f"must be a vector of length {dim}")
-    # fast path: a finite sum implies every entry is finite
-    if not math.isfinite(float(np.add.reduce(x))):
-        bad = np.flatnonzero(~np.isfinite(x))
-        if bad.size:
-            i = int(bad[0])
-            raise InvalidInputError(f"{name}[{i}]", float(x[i]), "must be finite")
-    return x
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidInputError(f"{name}[{i}]", float(x[i]), "must be finite")
+    return np.ascontiguousarray(x)  # the kernels are compiled for contiguous vectors
 
 
 def as_contexts(contexts: npt.ArrayLike, dim: int, rows: int) -> FloatArray:
@@ -528,6 +531,28 @@ class RidgeSolver:
             self.theta[slot] = self.ainv[slot] @ stats.b[slot]
         self._count(slot, 1)
         return self._u, den, r - float(u_pred[-1])
+
+    def learn_one(
+        self, stats: RidgeStatistics, arm_id: str, x: FloatArray, reward: float
+    ) -> tuple[int, tuple[FloatArray, float, float] | None]:
+        """``stats.update(arm_id, x, reward)`` then :meth:`absorb_one`, in one kernel call
+        when the arm's cache is current (:func:`bandit.kernels.learn_event`): the
+        learning hot path. Returns ``(slot, event)``, ``event`` as :meth:`absorb_one`'s."""
+        slot = stats._slots.get(arm_id)
+        if slot is None or stats.dim != self.dim or slot >= self._dirty.shape[0] or (
+                self._any_dirty and self._dirty[slot]):
+            slot = stats.update(arm_id, x, reward)
+            self.mark_slot(slot)
+            return slot, None
+        u_pred = self._u_pred
+        den = learn_event(stats.S, stats.b, stats.n, self.ainv, self.theta, self.packed, slot,
+                          x, reward, u_pred)
+        stats.events += 1.0
+        if den < 1.0:  # drift (the kernel changed only the sums): refresh exactly
+            self.mark_slot(slot)
+            return slot, None
+        self._count(slot, 1)
+        return slot, (self._u, den, reward - float(u_pred[-1]))
 
     def absorb(
         self, stats: RidgeStatistics, slots: IntArray, X: FloatArray

@@ -265,6 +265,64 @@ def test_ridge_solver_absorb_one_reports_its_sherman_morrison_step() -> None:
     np.testing.assert_allclose(solver.theta[0], [1.0, 0.0] + np.array([0.5, 1.0]) * 2.0 / 2.5)
 
 
+def test_ridge_solver_learn_one_is_update_then_absorb_one() -> None:
+    """learn_one (the fused hot path) leaves the sums, the caches and the returned step
+    exactly as stats.update then absorb_one; a new arm, a stale arm and the drift guard
+    still only update the sums and mark the arm for an exact refresh."""
+    rng = np.random.default_rng(np.random.SeedSequence(5))
+    d = 6
+    fused, split = RidgeStatistics.empty(d, ARMS), RidgeStatistics.empty(d, ARMS)
+    s1, s2 = RidgeSolver(0.8), RidgeSolver(0.8)
+    s1.ensure(fused)
+    s2.ensure(split)
+    for i in range(40):
+        a, x, r = ARMS[i % 3], rng.normal(size=d), float(rng.normal())
+        slot, event = s1.learn_one(fused, a, x, r)
+        k = split.update(a, x, r)
+        ref = s2.absorb_one(split, k, x, r)
+        assert slot == k and event is not None and ref is not None
+        np.testing.assert_array_equal(event[0], ref[0])
+        assert event[1:] == ref[1:]
+    for name in ("S", "b", "n"):
+        np.testing.assert_array_equal(getattr(fused, name), getattr(split, name))
+    assert fused.events == split.events == 40
+    np.testing.assert_array_equal(s1.ainv, s2.ainv)
+    np.testing.assert_array_equal(s1.packed, s2.packed)
+    np.testing.assert_array_equal(s1.theta, s2.theta)
+    x = rng.normal(size=d)
+    assert s1.learn_one(fused, "new", x, 1.0) == (3, None)  # grown, not yet cached
+    assert fused.n[3] == 1.0
+    s1.mark_slot(0)
+    assert s1.learn_one(fused, "a", x, 1.0) == (0, None) and fused.n[0] == 15.0
+    s1.ensure(fused)
+    s1.ainv[1] = -np.eye(d)  # a corrupted cache: 1 + xᵀA⁻¹x < 1 trips the guard
+    before = s1.theta[1].copy()
+    assert s1.learn_one(fused, "b", x, 1.0) == (1, None)
+    assert not s1.current(fused, 1) and fused.n[1] == 14.0
+    np.testing.assert_array_equal(s1.theta[1], before)  # the cache was left alone
+    s1.ensure(fused)
+    for k in range(4):
+        np.testing.assert_allclose(s1.theta[k], _exact(fused, 0.8, k)[0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_as_context_finds_any_non_finite_entry(bad: float) -> None:
+    """The compiled finiteness check (Σ x_i·0) catches NaN and ±∞ wherever they are,
+    keeps huge finite values, and a non-contiguous context comes back contiguous."""
+    from bandit.linear import as_context
+
+    for i in (0, 31, 63):
+        x = np.full(64, 1e308)
+        x[i] = bad
+        with pytest.raises(InvalidInputError, match=rf"context\[{i}\]"):
+            as_context(x, 64)
+    ok = np.full(64, -1e308)
+    assert as_context(ok, 64) is ok
+    col = np.arange(12.0).reshape(4, 3)[:, 1]
+    got = as_context(col, 4)
+    assert got.flags.c_contiguous and got.tolist() == [1.0, 4.0, 7.0, 10.0]
+
+
 def test_ridge_statistics_update_writes_the_live_arrays_after_growth_and_restore() -> None:
     """update() writes through cached per-arm views: they follow arrays that were replaced
     (new arms, a restore, a pickle round trip), so no event lands in a stale copy."""

@@ -316,11 +316,11 @@ class LinearPolicy:
         r = _as_reward(reward)
         self._check_arm(arm_id)
         with self._lock:
-            slot = self._stats.update(arm_id, x, r, self._gamma)
             if self._gamma != 1.0:
+                self._stats.update(arm_id, x, r, self._gamma)
                 self._changed(None)
                 return
-            event = self._solver.absorb_one(self._stats, slot, x, r)
+            slot, event = self._solver.learn_one(self._stats, arm_id, x, r)
             if event is None:
                 self._on_stats_changed(None)
             else:
