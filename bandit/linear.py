@@ -359,8 +359,7 @@ class RidgeSolver:
     Per arm it caches:
 
     * ``theta`` — θ = A⁻¹b, ``(K, d)`` float64;
-    * ``ainv`` — A⁻¹, ``(K, d, d)`` float64 (contiguous; ``ainv_rows`` is its ``(K·d, d)``
-      view, so one matrix product gives A⁻¹x for every arm);
+    * ``ainv`` — A⁻¹, ``(K, d, d)`` float64 (contiguous);
     * ``packed`` — one half of the symmetric A⁻¹ by wrapped diagonals, ``(K, d·(⌊d/2⌋+1))``
       float32: entry ``i·(⌊d/2⌋+1) + k`` is ``w_k·A⁻¹[i, (i+k) mod d]`` for
       ``k = 0..⌊d/2⌋`` (``w_0 = 1``; ``w_k = 2`` otherwise, except ``w_{d/2} = 1`` for
@@ -397,7 +396,6 @@ class RidgeSolver:
 
     theta: FloatArray
     ainv: FloatArray
-    ainv_rows: FloatArray
     packed: npt.NDArray[np.float32]
 
     def __init__(self, lam: float) -> None:
@@ -428,7 +426,6 @@ class RidgeSolver:
         self.packed = np.zeros((K, d * (d // 2 + 1)), dtype=np.float32)
         if old is not None:
             self.theta[:keep], self.ainv[:keep], self.packed[:keep] = old
-        self.ainv_rows = self.ainv.reshape(K * d, d)
         self.all_slots: IntArray = np.arange(K, dtype=np.intp)
 
     def mark_dirty(self, slots: Iterable[int] | IntArray | None = None) -> None:
