@@ -4,10 +4,10 @@ Each cell is a distribution, a size per arm and a planted relative lift. Every s
 experiment receives its units over ``DAYS`` daily looks (equal arrivals per day and arm);
 the fixed-horizon intervals are judged at the last look, the always-valid ones at every
 look. The intervals are the production ones: :func:`bandit.stats.fieller_bounds` at
-:func:`bandit.stats.welch_quantile` (fixed horizon) or at
-:func:`bandit.stats.mixture_radius_factor` tuned for the planned size (always valid), and
-for the difference :func:`bandit.stats.diff_bounds` at the same t quantile (fixed
-horizon) and ``d ± factor · se`` (always valid) — the kernels of
+:func:`bandit.stats.welch_quantile` (fixed horizon), :func:`bandit.stats.sequential_bounds`
+at :func:`bandit.stats.mixture_radius_factor` tuned for the planned size (always valid),
+and for the difference :func:`bandit.stats.diff_bounds` at the same t quantile (fixed
+horizon) and ``d ± factor · se`` with that kernel's se (always valid) — the kernels of
 :func:`bandit.stats.absolute_diff` / :func:`bandit.stats.sequential_diff`, which the unit
 tests tie to these. For the 0/1 distributions the fixed-horizon intervals are the
 Miettinen–Nurminen score intervals (:func:`bandit.stats.score_ratio_bounds`,
@@ -205,10 +205,10 @@ def run_cell(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequ
         abs_above = float((has_d & (dlo > true_d)).mean())
     # always valid, every look, tuned for the planned total 2n
     f = stats.mixture_radius_factor(2 * lk.n, alpha, planned_n=2 * n)[None, :]
-    slo, shi = stats.fieller_bounds(lk.mean_t, at, lk.mean_c, ac, f)
+    slo, shi, sse = stats.sequential_bounds(lk.mean_t, lk.var_t, nn, lk.mean_c, lk.var_c, nn, f)
     live = nn >= min(burn_in, n)
     rel_cross = (live & ok & ((shi < lift) | (slo > lift))).any(axis=1)
-    abs_cross = (live & (se > 0) & (np.abs(d - true_d) > f * se)).any(axis=1)
+    abs_cross = (live & (se > 0) & (np.abs(d - true_d) > f * sse)).any(axis=1)
     return Cell(dist, n, lift, sims, rel_below, rel_above, abs_below, abs_above,
                 float(rel_cross.mean()), float(abs_cross.mean()), float(1 - last.mean()))
 
@@ -284,6 +284,47 @@ def run_unequal_cell(dist: str, n_t: int, n_c: int, lift: float, sims: int,
     has_d = np.sqrt(vt + vc) > 0
     return (float((ok & (hi < lift)).mean()), float((ok & (lo > lift)).mean()),
             float((has_d & (dhi < truth)).mean()), float((has_d & (dlo > truth)).mean()))
+
+
+#: the always-valid intervals on unequal arms: 90 / 10 (both ways) and 1,800 / 200 units
+SEQ_UNEQUAL_SIZES: Final = ((9_000, 1_000), (1_000, 9_000), (1_800, 200))
+
+
+def seq_unequal_seeds() -> dict[tuple[str, int, int, float], np.random.SeedSequence]:
+    """One child seed per always-valid unequal-arm cell (apart from every other grid)."""
+    keys = [(d, nt, nc, lift) for d in DISTRIBUTIONS for nt, nc in SEQ_UNEQUAL_SIZES
+            for lift in UNEQUAL_LIFTS]
+    return dict(zip(keys, np.random.SeedSequence(ROOT_SEED + 5).spawn(len(keys)), strict=True))
+
+
+def run_unequal_sequential_cell(dist: str, n_t: int, n_c: int, lift: float, sims: int,
+                                seed: np.random.SeedSequence, *, alpha: float = 0.05,
+                                burn_in: int = stats.MIN_UNITS) -> tuple[float, float]:
+    """Arms of ``n_t`` / ``n_c`` units arriving over ``DAYS`` daily looks: shares of
+    experiments whose always-valid relative / absolute interval ever excludes the truth
+    at a look where the smaller arm has ``burn_in`` units (where lift_table calls),
+    tuned for the planned n_t + n_c — :func:`bandit.stats.sequential_bounds`."""
+    rng = np.random.default_rng(seed)
+    arms = []
+    for n, arm_lift in ((n_t, lift), (n_c, 0.0)):
+        sizes = _day_sizes(n, DAYS)
+        s1, s2 = _draw(dist, rng, sims, sizes, arm_lift)
+        nn = np.cumsum(sizes).astype(np.float64)
+        mean = np.cumsum(s1, axis=1) / nn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.maximum((np.cumsum(s2, axis=1) - nn * mean * mean) / (nn - 1), 0.0)
+        arms.append((mean, var, nn[None, :]))
+    (mt, vt, nt), (mc, vc, nc) = arms
+    small = np.minimum(nt, nc)
+    f = stats.mixture_radius_factor((nt + nc)[0].astype(np.int64), alpha,
+                                    planned_n=n_t + n_c)[None, :]
+    lo, hi, se = stats.sequential_bounds(mt, vt, nt, mc, vc, nc, f)
+    live = small >= burn_in
+    ok = _has_interval(mt, vt, mc, vc, small)
+    truth = true_mean(dist) * lift
+    rel = (live & ok & ((hi < lift) | (lo > lift))).any(axis=1)
+    absolute = (live & (se > 0) & (np.abs(mt - mc - truth) > f * se)).any(axis=1)
+    return float(rel.mean()), float(absolute.mean())
 
 
 # ---------------------------------------------------------------------- widths

@@ -189,9 +189,11 @@ def test_grid_kernels_are_the_scalar_functions() -> None:
     dlo, dhi = stats.diff_bounds(st.mean, st.var / st.n, sc.mean, sc.var / sc.n, st.n, sc.n, q)
     assert (float(dlo), float(dhi)) == pytest.approx((d.ci_low, d.ci_high), rel=1e-12)
     f = stats.mixture_radius_factor(st.n + sc.n, 0.05, planned_n=1000)
-    slo, shi = stats.fieller_bounds(st.mean, st.var / st.n, sc.mean, sc.var / sc.n, f)
+    slo, shi, sse = stats.sequential_bounds(st.mean, st.var, st.n, sc.mean, sc.var, sc.n, f)
     s = stats.sequential_lift(t, c, planned_n=1000)
     assert (float(slo), float(shi)) == pytest.approx((s.ci_low, s.ci_high), rel=1e-12)
+    sd = stats.sequential_diff(t, c, planned_n=1000)
+    assert float(sse) == pytest.approx(sd.se, rel=1e-12)
 
 
 @pytest.mark.parametrize("n", [100, 200])
@@ -264,3 +266,37 @@ def test_light_unequal_arms_proportions_hold_exactly() -> None:
         rb, ra, db, da = grid.exact_unequal_misses(0.3, 900, 100, lift)
         for below, above in ((rb, ra), (db, da)):
             assert 0.03 <= below + above <= 0.06 and max(below, above) <= 0.035, (below, above)
+
+
+# ------------------------------------------------- always valid on unequal arms (issue 15)
+
+SEQ_UNEQUAL = grid.seq_unequal_seeds()
+
+
+@pytest.mark.validation
+@pytest.mark.parametrize("key", list(SEQ_UNEQUAL),
+                         ids=[f"{d}-{nt}v{nc}-lift{lift:+.2f}" for d, nt, nc, lift in SEQ_UNEQUAL])
+def test_unequal_arms_always_valid_intervals_hold_under_daily_peeking(
+        key: tuple[str, int, int, float]) -> None:
+    """90 / 10 both ways and 1,800 / 200 units over 30 daily looks, A/A and +20 %: the
+    always-valid relative and absolute intervals ever exclude the truth in at most 5 % of
+    2,000 experiments, on every distribution."""
+    rel, absolute = grid.run_unequal_sequential_cell(*key, 2000, SEQ_UNEQUAL[key])
+    assert rel <= 0.05 and absolute <= 0.05, (rel, absolute)
+
+
+def test_light_unequal_arms_always_valid_with_daily_peeks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default run: zero-inflated engagement on 9,000 / 1,000 units, A/A, 30 daily looks,
+    400 experiments — the always-valid intervals stay under the 99.5 % binomial quantile at
+    5 %, where Welch's variance alone (the boundary before the pooled variance) does not."""
+    key = ("zero-inflated", 9000, 1000, 0.0)
+    rel, absolute = grid.run_unequal_sequential_cell(*key, 400, SEQ_UNEQUAL[key])
+    assert max(rel, absolute) <= _upper(0.05, 400), (rel, absolute)
+
+    def welch_only(mt, vt, nt, mc, vc, nc, f):  # type: ignore[no-untyped-def]
+        lo, hi = stats.fieller_bounds(mt, vt / nt, mc, vc / nc, f)
+        return lo, hi, np.sqrt(vt / nt + vc / nc)
+
+    monkeypatch.setattr(grid.stats, "sequential_bounds", welch_only)
+    old_rel, old_abs = grid.run_unequal_sequential_cell(*key, 400, SEQ_UNEQUAL[key])
+    assert min(old_rel, old_abs) > _upper(0.05, 400), (old_rel, old_abs)
