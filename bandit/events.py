@@ -38,7 +38,6 @@ from dataclasses import dataclass, field, fields
 from itertools import chain, repeat
 from typing import Any, ClassVar, Final, TypeVar
 
-import numpy as np
 import orjson
 
 from bandit.errors import EventDecodeError, InvalidInputError
@@ -75,8 +74,12 @@ _MAX_ID_LEN: Final = 256
 #: partitioning and every day-N query) can represent, 2106-02-07 06:28:15.999 UTC; far
 #: inside the ``Int64`` column that holds it.
 MAX_TS_MS: Final = (2**32 - 1) * 1000 + 999
-#: Largest context magnitude: the store keeps contexts as ``Float32``.
-MAX_CONTEXT_ABS: Final = float(np.finfo(np.float32).max)
+#: Largest context magnitude, here and in every policy (``bandit.linear.as_context``).
+#: Contexts are features (scale them): one event of magnitude B adds B² to the ridge
+#: system, so beyond this its condition number (≈ d·B²/λ) leaves float64 Cholesky
+#: nothing to work with, and the float32 scoring product (x_i·x_j) would overflow long
+#: before float32's own limit, where the store's ``Float32`` column ends.
+MAX_CONTEXT_ABS: Final = 1e6
 #: Events decoded per chunk: the decoded JSON objects of one chunk are freed before the
 #: next is parsed, so the cyclic GC never has to walk a whole fetched batch of them.
 _CHUNK: Final = 512
@@ -211,7 +214,8 @@ class _Vector(_Rule):
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
                 raise _bad(f"{name}[{i}]", v, "must be a finite number", raw)
             if abs(v) > MAX_CONTEXT_ABS:
-                raise _bad(f"{name}[{i}]", v, f"must be within ±{MAX_CONTEXT_ABS:g} (Float32)", raw)
+                raise _bad(f"{name}[{i}]", v,
+                           f"must be within ±{MAX_CONTEXT_ABS:g} (scale the features)", raw)
         return tuple(map(float, value))
 
 

@@ -30,22 +30,23 @@ sums are scaled by ``γ**m`` and event ``i`` (0-based) enters with weight ``γ**
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from bandit.errors import InvalidInputError
+from bandit.events import MAX_CONTEXT_ABS
 from bandit.kernels import (
     add_event,
-    all_finite,
     learn_event,
     linear_choose,
     linear_scores,
     pack_arm,
     pack_arms,
     sherman_morrison,
+    within,
 )
 
 __all__ = [
@@ -75,11 +76,12 @@ def forgetting_factor(half_life_events: float) -> float:
 
 
 def as_context(context: npt.ArrayLike, dim: int, name: str = "context") -> FloatArray:
-    """Validate one context: a finite float vector of length ``dim`` (a contiguous float64
+    """Validate one context: a float vector of length ``dim``, finite and within
+    ±:data:`~bandit.events.MAX_CONTEXT_ABS` (a contiguous float64
     vector is returned as it is, anything else as a contiguous float64 copy)."""
     if type(context) is np.ndarray and context.dtype == _F64 and context.shape == (dim,):
         x: FloatArray = context  # the serving fast path: no conversion
-        if x.flags.c_contiguous and all_finite(x):  # one compiled pass
+        if x.flags.c_contiguous and within(x, MAX_CONTEXT_ABS):  # one compiled pass
             return x
     else:
         try:
@@ -89,15 +91,22 @@ def as_context(context: npt.ArrayLike, dim: int, name: str = "context") -> Float
     if x.shape != (dim,):
         raise InvalidInputError(f"len({name})", x.shape[0] if x.ndim == 1 else x.shape,
                                 f"must be a vector of length {dim}")
-    bad = np.flatnonzero(~np.isfinite(x))
-    if bad.size:
-        i = int(bad[0])
-        raise InvalidInputError(f"{name}[{i}]", float(x[i]), "must be finite")
+    _check_entries(x.reshape(1, -1), lambda r, c: f"{name}[{c}]")
     return np.ascontiguousarray(x)  # the kernels are compiled for contiguous vectors
 
 
+def _check_entries(X: FloatArray, field: Callable[[int, int], str]) -> None:
+    """Every entry finite and within ±MAX_CONTEXT_ABS, or the first bad one named."""
+    for bad, why in ((~np.isfinite(X), "must be finite"),
+                     (np.abs(X) > MAX_CONTEXT_ABS,
+                      f"must be within ±{MAX_CONTEXT_ABS:g} (scale the features)")):
+        if bad.any():
+            r, c = (int(v[0]) for v in np.nonzero(bad))
+            raise InvalidInputError(field(r, c), float(X[r, c]), why)
+
+
 def as_contexts(contexts: npt.ArrayLike, dim: int, rows: int) -> FloatArray:
-    """Validate a ``(rows, dim)`` matrix of finite contexts."""
+    """Validate a ``(rows, dim)`` matrix of contexts (finite, within ±MAX_CONTEXT_ABS)."""
     try:
         X = np.asarray(contexts, dtype=np.float64)
     except (TypeError, ValueError):
@@ -106,9 +115,7 @@ def as_contexts(contexts: npt.ArrayLike, dim: int, rows: int) -> FloatArray:
         X = X.reshape(1, -1)
     if X.ndim != 2 or X.shape != (rows, dim):
         raise InvalidInputError("contexts.shape", X.shape, f"must be ({rows}, {dim})")
-    if not np.isfinite(X).all():
-        r, c = (int(v[0]) for v in np.nonzero(~np.isfinite(X)))
-        raise InvalidInputError(f"contexts[{r}][{c}]", float(X[r, c]), "must be finite")
+    _check_entries(X, lambda r, c: f"contexts[{r}][{c}]")
     return X
 
 
@@ -473,12 +480,17 @@ class RidgeSolver:
         else:
             d = self.dim
             A = stats.S[idx] + self.lam * np.eye(d)
-            L = np.linalg.cholesky(A)
-            Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), A.shape))
-            Ainv = np.matmul(Linv.transpose(0, 2, 1), Linv)
-            self.ainv[idx] = Ainv
-            self.theta[idx] = np.einsum("kij,kj->ki", Ainv, stats.b[idx])
-            pack_arms(self.ainv, idx, self.packed)
+            try:
+                L = np.linalg.cholesky(A)
+            except np.linalg.LinAlgError:  # one arm's rounding: each on its own
+                for k in idx:
+                    self._refresh_one(stats, int(k))
+            else:
+                Linv = np.linalg.solve(L, np.broadcast_to(np.eye(d), A.shape))
+                Ainv = np.matmul(Linv.transpose(0, 2, 1), Linv)
+                self.ainv[idx] = Ainv
+                self.theta[idx] = np.einsum("kij,kj->ki", Ainv, stats.b[idx])
+                pack_arms(self.ainv, idx, self.packed)
         self._dirty[idx] = False
         since = self._since
         for slot in idx.tolist():
@@ -489,9 +501,18 @@ class RidgeSolver:
         # One arm without the batched path's broadcasting overhead (numpy's LAPACK only:
         # mixing in scipy's separately threaded OpenBLAS makes the two thread pools
         # fight on a loaded machine).
-        L = np.linalg.cholesky(stats.S[k] + self.lam * self._eye)
-        Linv = np.linalg.solve(L, self._eye)
-        Ainv = Linv.T @ Linv
+        A = stats.S[k] + self.lam * self._eye
+        try:
+            L = np.linalg.cholesky(A)
+        except np.linalg.LinAlgError:
+            # S ⪰ 0, so A's eigenvalues are ≥ λ exactly; rounding in a badly conditioned
+            # S (contexts near MAX_CONTEXT_ABS with a small λ) can still defeat Cholesky:
+            # invert by eigenvalues clipped at λ instead of failing every later call
+            w, Q = np.linalg.eigh(A)
+            Ainv = (Q / np.maximum(w, self.lam)) @ Q.T
+        else:
+            Linv = np.linalg.solve(L, self._eye)
+            Ainv = Linv.T @ Linv
         self.ainv[k] = Ainv
         self.theta[k] = Ainv @ stats.b[k]
         pack_arm(self.ainv, k, self.packed)

@@ -307,20 +307,57 @@ def test_ridge_solver_learn_one_is_update_then_absorb_one() -> None:
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_as_context_finds_any_non_finite_entry(bad: float) -> None:
-    """The compiled finiteness check (Σ x_i·0) catches NaN and ±∞ wherever they are,
-    keeps huge finite values, and a non-contiguous context comes back contiguous."""
+    """The compiled check (Σ x_i·0, max |x_i|) catches NaN and ±∞ wherever they are and
+    refuses finite values beyond ±MAX_CONTEXT_ABS, and a non-contiguous context comes
+    back contiguous."""
     from bandit.linear import as_context
 
     for i in (0, 31, 63):
-        x = np.full(64, 1e308)
+        x = np.full(64, 1e6)
         x[i] = bad
         with pytest.raises(InvalidInputError, match=rf"context\[{i}\]"):
             as_context(x, 64)
-    ok = np.full(64, -1e308)
+    ok = np.full(64, -1e6)
     assert as_context(ok, 64) is ok
+    for i in (0, 63):  # finite but absurd: refused, named, on both paths
+        x = np.zeros(64)
+        x[i] = 1e30
+        with pytest.raises(InvalidInputError, match=rf"context\[{i}\] must be within"):
+            as_context(x, 64)
+        with pytest.raises(InvalidInputError, match=rf"context\[{i}\] must be within"):
+            as_context(x.tolist(), 64)
     col = np.arange(12.0).reshape(4, 3)[:, 1]
     got = as_context(col, 4)
     assert got.flags.c_contiguous and got.tolist() == [1.0, 4.0, 7.0, 10.0]
+
+
+def test_ridge_solver_survives_a_cholesky_failure_from_rounding() -> None:
+    """Contexts at MAX_CONTEXT_ABS with a tiny ridge: λI + S is positive definite exactly
+    but not in float64. The refresh inverts by clipped eigenvalues instead of raising on
+    every later call — one arm alone and in the batched refresh — and the choice works."""
+    from bandit.events import MAX_CONTEXT_ABS
+
+    d = 8
+    ids = [f"a{i}" for i in range(12)]
+    stats = RidgeStatistics.empty(d, ids)
+    x = np.full(d, MAX_CONTEXT_ABS)
+    x[::2] = -MAX_CONTEXT_ABS
+    for a in ids:
+        stats.update(a, x, 1.0)
+        stats.update(a, x * (1 + 1e-9), 1.0)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(stats.S[0] + 1e-9 * np.eye(d))
+    for many in (False, True):
+        solver = RidgeSolver(1e-9)
+        if not many:
+            solver.ensure(RidgeStatistics.empty(d, ids[:1]))
+        solver.mark_dirty(None)
+        solver.ensure(stats)
+        assert np.isfinite(solver.ainv).all() and np.isfinite(solver.theta).all()
+        w = np.linalg.eigvalsh(solver.ainv[0])
+        # eigenvalues of A clipped at λ: A⁻¹ positive semi-definite to rounding, ≤ 1/λ
+        assert w.min() > -1e-12 * w.max() and w.max() <= 1e9 * (1 + 1e-6)
+        assert np.isfinite(solver.widths_sq(np.ones(d))).all()
 
 
 def test_ridge_statistics_update_writes_the_live_arrays_after_growth_and_restore() -> None:

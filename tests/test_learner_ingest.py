@@ -428,12 +428,14 @@ def _check_dead_letters(
             continue
         if bad_field is not None:
             assert dead.get(pos, "").startswith(f"{bad_field} "), (source, what, dead.get(pos))
-        elif reason is not None:
-            got = dead.get(pos, "")
-            # an event whose id an earlier message already carried may be refused as a
-            # duplicate first: that reason is as right as the mutation's own
-            if got.startswith("event_id is a duplicate") and _id_seen_before(raws, pos):
-                continue
+            continue
+        got = dead.get(pos, "")
+        # an event whose id an earlier message already carried (e.g. another position's
+        # "reused event id" mutation) may be refused as a duplicate: that reason is as
+        # right as the mutation's own, for a valid event too
+        if got.startswith("event_id is a duplicate") and _id_seen_before(raws, pos):
+            continue
+        if reason is not None:
             assert reason in got, (source, what, dead.get(pos))
         elif source == DECISIONS:
             assert pos not in dead, (source, what, dead[pos])
@@ -535,3 +537,20 @@ def test_join_partition_skips_offsets_below_the_next_one() -> None:
         orjson.loads(GOOD_D[k])["event_id"] for k in (0, 1, 3)
     ]
     assert p.offsets[DECISIONS] == 4 and p.counters.consumed == 3
+
+
+def test_decode_refuses_contexts_beyond_max_context_abs() -> None:
+    """A context entry finite and within Float32 but beyond MAX_CONTEXT_ABS (its square
+    swamps the ridge; one such event made every later choose fail) is refused by name —
+    a dead letter, not learnt; one at the bound is accepted."""
+    from bandit.events import MAX_CONTEXT_ABS
+
+    base = orjson.loads(GOOD_D[0])
+    for value, ok in ((1e30, False), (-MAX_CONTEXT_ABS * 1.5, False), (MAX_CONTEXT_ABS, True)):
+        raw = orjson.dumps({**base, "context": [*base["context"][:-1], value]})
+        got = decode_batch(DecisionEvent, [raw])[0]
+        if ok:
+            assert isinstance(got, DecisionEvent) and got.context[-1] == value
+        else:
+            assert isinstance(got, EventDecodeError)
+            assert f"context[{DIM - 1}]" in str(got) and "within" in str(got), str(got)
