@@ -377,7 +377,7 @@ class RidgeSolver:
       :func:`bandit.kernels.linear_scores` for the error); results are clipped at 0.
 
     Choices and batches read ``packed`` and ``theta`` with one compiled kernel
-    (:func:`bandit.kernels.linear_scores`, :meth:`score_into`); ``ainv`` is the float64
+    (:func:`bandit.kernels.linear_scores`, :meth:`choose`, :meth:`mean_width_sq`); ``ainv`` is the float64
     state that rank updates change and ``packed`` is re-read from, arm by arm.
 
     Two ways keep the caches equal to the statistics, which stay the source of truth:
@@ -519,7 +519,8 @@ class RidgeSolver:
 
     def current(self, stats: RidgeStatistics, slot: int) -> bool:
         """Whether ``slot``'s cache holds the statistics as they were (not dirty)."""
-        return stats.dim == self.dim and slot < self._dirty.shape[0] and not self._dirty[slot]
+        return stats.dim == self.dim and slot < self._dirty.shape[0] and not (
+            self._any_dirty and self._dirty[slot])
 
     def absorb_one(
         self, stats: RidgeStatistics, slot: int, x: FloatArray, reward: float | None = None
@@ -535,20 +536,14 @@ class RidgeSolver:
         was not current and is now marked dirty (refreshed exactly on the next
         :meth:`ensure`).
         """
-        if stats.dim != self.dim or slot >= self._dirty.shape[0] or (
-                self._any_dirty and self._dirty[slot]):
+        if not self.current(stats, slot):
             self.mark_slot(slot)
             return None
         r = math.nan if reward is None else reward
-        u_pred = self._u_pred
-        den = sherman_morrison(self.ainv, self.theta, self.packed, slot, x, r, u_pred)
-        if den < 1.0:  # drift (the kernel changed nothing): refresh exactly
-            self.mark_slot(slot)
-            return None
-        if reward is None:
+        den = sherman_morrison(self.ainv, self.theta, self.packed, slot, x, r, self._u_pred)
+        if den >= 1.0 and reward is None:
             self.theta[slot] = self.ainv[slot] @ stats.b[slot]
-        self._count(slot, 1)
-        return self._u, den, r - float(u_pred[-1])
+        return self._downdated(slot, den, r)
 
     def learn_one(
         self, stats: RidgeStatistics, arm_id: str, x: FloatArray, reward: float
@@ -557,20 +552,25 @@ class RidgeSolver:
         when the arm's cache is current (:func:`bandit.kernels.learn_event`): the
         learning hot path. Returns ``(slot, event)``, ``event`` as :meth:`absorb_one`'s."""
         slot = stats._slots.get(arm_id)
-        if slot is None or stats.dim != self.dim or slot >= self._dirty.shape[0] or (
-                self._any_dirty and self._dirty[slot]):
+        if slot is None or not self.current(stats, slot):
             slot = stats.update(arm_id, x, reward)
             self.mark_slot(slot)
             return slot, None
-        u_pred = self._u_pred
         den = learn_event(stats.S, stats.b, stats.n, self.ainv, self.theta, self.packed, slot,
-                          x, reward, u_pred)
+                          x, reward, self._u_pred)
         stats.events += 1.0
-        if den < 1.0:  # drift (the kernel changed only the sums): refresh exactly
+        return slot, self._downdated(slot, den, reward)
+
+    def _downdated(self, slot: int, den: float, reward: float
+                   ) -> tuple[FloatArray, float, float] | None:
+        """After the Sherman–Morrison kernel on ``slot``: the step ``(u, den, residual)``,
+        or None when ``den`` reported drift (the kernel left the cache alone; refresh it
+        exactly on the next :meth:`ensure`)."""
+        if den < 1.0:
             self.mark_slot(slot)
-            return slot, None
+            return None
         self._count(slot, 1)
-        return slot, (self._u, den, reward - float(u_pred[-1]))
+        return self._u, den, reward - float(self._u_pred[-1])
 
     def absorb(
         self, stats: RidgeStatistics, slots: IntArray, X: FloatArray
@@ -627,17 +627,10 @@ class RidgeSolver:
         if since >= self.refactor_every:
             self.mark_slot(k)
 
-    def score_into(self, X: FloatArray, idx: IntArray, alpha: float, means: FloatArray,
-                   wsq: FloatArray, scores: FloatArray) -> None:
-        """For each row x of ``X`` (n, d) and arm a of ``idx``, into the ``(n, len(idx))``
-        outputs: θ_aᵀx, xᵀA_a⁻¹x (≥ 0) and θ_aᵀx + α·sqrt(xᵀA_a⁻¹x). Caches current:
-        call :meth:`ensure` first. One context is a one-row ``X`` (a choice)."""
-        linear_scores(self.packed, self.theta, X, idx, alpha, means, wsq, scores, self._xx)
-
     def choose(self, x: FloatArray, idx: IntArray, alpha: float, floor: float,
                u: float) -> tuple[FloatArray, FloatArray, int]:
         """LinUCB's choice for one context in one kernel call: the scores θ_aᵀx +
-        α·sqrt(xᵀA_a⁻¹x) of the arms ``idx`` (as :meth:`score_into`), their floored-argmax
+        α·sqrt(xᵀA_a⁻¹x) of the arms ``idx`` (as :meth:`mean_width_sq`), their floored-argmax
         distribution (:func:`bandit.policies.common.floored_argmax`) and the position the
         uniform number ``u`` draws. Caches current: call :meth:`ensure` first."""
         K = idx.shape[0]

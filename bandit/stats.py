@@ -337,10 +337,14 @@ def _welch(t: Summary, c: Summary, alpha: float) -> tuple[float, float, float]:
     value; refuses zero variance in words."""
     at, ac = t.var / t.n, c.var / c.n
     se = math.sqrt(at + ac)
+    _refuse_zero_variance(t, c, se)
+    return se, _welch_df(t, c), float(welch_quantile(at, ac, t.n, c.n, 1 - alpha / 2))
+
+
+def _refuse_zero_variance(t: Summary, c: Summary, se: float) -> None:
     if se == 0:
         raise InvalidInputError("treatment, control", (t.mean, c.mean),
                                 "have zero variance: the difference has no interval")
-    return se, _welch_df(t, c), float(welch_quantile(at, ac, t.n, c.n, 1 - alpha / 2))
 
 
 def _score_p(t: Summary, c: Summary) -> float:
@@ -817,11 +821,11 @@ def sequential_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike |
     """
     alpha = _alpha(alpha)
     t, c = _summaries(treatment, control)
-    _welch(t, c, alpha)  # refuses zero variance in words (the pooled one is 0 too then)
     est = t.mean - c.mean
     n = t.n + c.n
     f = float(mixture_radius_factor(n, alpha, planned_n))
     se = math.sqrt(float(_sequential_se2(*_floats(t.var, t.n, c.var, c.n))))
+    _refuse_zero_variance(t, c, se)  # 0 exactly when both variances are (Welch's too)
     return SequentialResult(est, se, f, est - f * se, est + f * se, alpha, n, planned_n)
 
 
