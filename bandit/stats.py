@@ -61,6 +61,7 @@ from bandit.errors import InvalidInputError
 __all__ = [
     "DEFAULT_PLANNED_N",
     "GUARDRAIL_POWER",
+    "GUARD_SE",
     "MIN_UNITS",
     "SRM_ALPHA",
     "CovSums",
@@ -77,9 +78,12 @@ __all__ = [
     "degenerate_reason",
     "diff_bounds",
     "fieller_bounds",
+    "fixed_quantile",
+    "guard_se2",
     "guardrail",
     "mixture_radius_factor",
     "prob_better",
+    "ratio_bounds",
     "ratio_ci",
     "ratio_mean_se",
     "relative_lift",
@@ -88,6 +92,7 @@ __all__ = [
     "sequential_bounds",
     "sequential_diff",
     "sequential_lift",
+    "skew_p_value",
     "srm_test",
     "weighted_mean_ci",
     "welch_df",
@@ -122,6 +127,14 @@ class Summary:
     mean: float
     var: float
     binary: bool = False
+    #: the third central moment's unbiased estimate k₃ (Fisher's k-statistic), when the
+    #: cube sums are known; the fixed-horizon intervals correct for skew with it
+    #: (:func:`ratio_bounds`, :func:`diff_bounds`). None: no skew correction.
+    k3: float | None = None
+    #: the fourth central moment Σ(y - ȳ)⁴ / n, when the sums of fourth powers are known;
+    #: it sizes how far below the truth the arms' own variances may be (the guard of
+    #: the scale-model variance, :func:`guard_se2`). None: no allowance (Welch's).
+    m4: float | None = None
 
     def __post_init__(self) -> None:
         if self.n < 2:
@@ -129,6 +142,9 @@ class Summary:
         if not (math.isfinite(self.mean) and math.isfinite(self.var)) or self.var < 0:
             raise InvalidInputError("summary", (self.mean, self.var),
                                     "must have a finite mean and a finite variance >= 0")
+        for name, v in (("k3", self.k3), ("m4", self.m4)):
+            if v is not None and not math.isfinite(v):
+                raise InvalidInputError(f"summary.{name}", v, "must be finite")
         if self.binary and not 0 <= self.mean <= 1:
             raise InvalidInputError("summary.mean", self.mean, "must be in [0, 1] for 0/1 values")
 
@@ -142,19 +158,36 @@ class Summary:
         """Summary of per-unit values; ``binary`` when every value is 0 or 1."""
         a = _clean(x, name)
         binary = bool(np.all((a == 0) | (a == 1)))
-        return cls(int(a.size), float(a.mean()), float(a.var(ddof=1)), binary)
+        n = int(a.size)
+        d = a - a.mean()
+        d2 = d * d
+        k3 = n * float(d @ d2) / ((n - 1) * (n - 2)) if n > 2 else None
+        return cls(n, float(a.mean()), float(a.var(ddof=1)), binary, k3, float(d2 @ d2) / n)
 
     @classmethod
-    def from_sums(cls, n: int, sy: float, syy: float, *, binary: bool = False) -> Summary:
-        """From Σy and Σy²; ``binary`` says the values are 0/1 (then Σy² must equal Σy, a
-        whole number of successes)."""
+    def from_sums(cls, n: int, sy: float, syy: float, syyy: float | None = None,
+                  syyyy: float | None = None, *, binary: bool = False) -> Summary:
+        """From Σy and Σy² (and Σy³, Σy⁴ for the skew correction and the variance guard,
+        when known); ``binary`` says the values are 0/1 (then Σy² must equal Σy, a whole
+        number of successes)."""
         if n < 2:
             raise InvalidInputError("n", n, "must be at least 2 units (empty cohort?)")
         if binary and (sy != syy or sy != round(sy) or not 0 <= sy <= n):
             raise InvalidInputError("sums", (n, sy, syy),
                                     "are not those of 0/1 values (Σy = Σy² successes in [0, n])")
         mean = sy / n
-        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0), binary)
+        for name, v in (("syyy", syyy), ("syyyy", syyyy)):
+            if v is not None and not math.isfinite(v):
+                raise InvalidInputError(name, v, "must be finite (NaN in the data?)")
+        k3 = m4 = None
+        if syyy is not None and n > 2:
+            # Σ(y - ȳ)³ = Σy³ - 3ȳ Σy² + 2 n ȳ³
+            k3 = n * (syyy - 3 * mean * syy + 2 * n * mean**3) / ((n - 1) * (n - 2))
+            if syyyy is not None:
+                # Σ(y - ȳ)⁴ = Σy⁴ - 4ȳ Σy³ + 6ȳ² Σy² - 3 n ȳ⁴
+                m4 = max((syyyy - 4 * mean * syyy + 6 * mean**2 * syy - 3 * n * mean**4) / n,
+                         0.0)
+        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0), binary, k3, m4)
 
 
 @dataclass(frozen=True)
@@ -167,6 +200,18 @@ class CovSums:
     sx: float
     sxx: float
     sxy: float
+    #: the third and fourth power sums Σyᵃxᵇ (``sxxy`` = Σx²y, ...), when known: the skew
+    #: correction and variance guard of the fixed-horizon intervals, raw (Σy³, Σy⁴) and
+    #: CUPED-adjusted (all of them, :func:`cuped_sums`)
+    syyy: float | None = None
+    syyyy: float | None = None
+    sxxx: float | None = None
+    sxxxx: float | None = None
+    sxxy: float | None = None
+    sxyy: float | None = None
+    sxxxy: float | None = None
+    sxxyy: float | None = None
+    sxyyy: float | None = None
 
     @classmethod
     def of(cls, y: npt.ArrayLike, x: npt.ArrayLike, name: str = "y") -> CovSums:
@@ -174,14 +219,19 @@ class CovSums:
         xa = _clean(x, f"pre_{name}")
         if xa.size != ya.size:
             raise InvalidInputError(f"pre_{name}", xa.size, f"must match the cohort size {ya.size}")
+        def s(a: int, b: int) -> float:
+            return float(np.sum(ya**a * xa**b))
+
         return cls(int(ya.size), float(ya.sum()), float(ya @ ya), float(xa.sum()),
-                   float(xa @ xa), float(ya @ xa))
+                   float(xa @ xa), float(ya @ xa), s(3, 0), s(4, 0), s(0, 3), s(0, 4), s(1, 2),
+                   s(2, 1), s(1, 3), s(2, 2), s(3, 1))
 
 
 @dataclass(frozen=True)
 class DiffResult:
     """mean_t - mean_c with its interval (:func:`diff_bounds`, or the score interval for
-    0/1 outcomes); ``se`` and ``df`` are Welch's, ``p_value`` Welch's test of 0."""
+    0/1 outcomes); ``se`` and ``df`` are Welch's (for reference), ``p_value`` that of the
+    test of 0 the interval makes (it excludes 0 exactly when p < α)."""
 
     n_treatment: int
     n_control: int
@@ -201,8 +251,8 @@ class LiftResult:
     """mean_t / mean_c - 1 with Fieller's interval (``ci_high`` is inf when unbounded).
 
     ``se`` is the delta-method standard error, for reference only: the interval is not
-    ``estimate ± z se``. ``p_value`` tests lift 0 (the Welch test of the difference,
-    which is what Fieller's set contains 0 exactly when it accepts).
+    ``estimate ± z se``. ``p_value`` tests lift 0 with the test the interval makes at
+    R = 1 (Welch's for equal arms), so the interval excludes 0 exactly when p < α.
     """
 
     n_treatment: int
@@ -341,6 +391,37 @@ def _welch(t: Summary, c: Summary, alpha: float) -> tuple[float, float, float]:
     return se, _welch_df(t, c), float(welch_quantile(at, ac, t.n, c.n, 1 - alpha / 2))
 
 
+def _k3(s: Summary) -> float:
+    """The summary's k₃, 0 (no skew correction) when unknown."""
+    return 0.0 if s.k3 is None else s.k3
+
+
+def _m4(s: Summary) -> float:
+    """The summary's m₄, NaN (the variance guard is Welch's) when unknown."""
+    return math.nan if s.m4 is None else s.m4
+
+
+def _test_at_zero(t: Summary, c: Summary, alpha: float, level: float | None = None
+                  ) -> tuple[float, float, float, float]:
+    """(se, df, q, p) of the fixed-horizon test of "no difference" that both
+    :func:`diff_bounds` and :func:`ratio_bounds` make at 0: the standard error of their
+    variance at R = 1 (:func:`_zero_se2`: the scale model's or the guard's; Welch's for
+    equal arms and where a mean is <= 0), its Satterthwaite degrees of freedom, the
+    critical value at ``level`` (1 - α/2 unless given) and the two-sided p-value with the
+    skew correction (:func:`skew_p_value`). Refuses zero variance in words."""
+    positive = t.mean > 0 and c.mean > 0
+    mt, vt, nt, mc, vc, nc = _floats(t.mean, t.var, t.n, c.mean, c.var, c.n)
+    a, b = (float(x) for x in _zero_se2(mt, vt, nt, mc, vc, nc, _m4(t), _m4(c)))
+    se = math.sqrt(a + b)
+    _refuse_zero_variance(t, c, se)
+    df = float(welch_df(a, b, t.n, c.n))
+    q = float(sps.t.ppf(1 - alpha / 2 if level is None else level, df))
+    kt, kc = _floats(_k3(t), _k3(c))
+    k3 = float(_contrast_skew(np.asarray(1.0), kt, nt, kc, nc, diff=False)) if positive else 0.0
+    gamma = k3 / se**3
+    return se, df, q, skew_p_value((t.mean - c.mean) / se, gamma, df)
+
+
 def _refuse_zero_variance(t: Summary, c: Summary, se: float) -> None:
     if se == 0:
         raise InvalidInputError("treatment, control", (t.mean, c.mean),
@@ -350,24 +431,26 @@ def _refuse_zero_variance(t: Summary, c: Summary, se: float) -> None:
 def _score_p(t: Summary, c: Summary) -> float:
     """Two-sided p-value of the score test of p_t = p_c (the pooled z test, which is the
     Miettinen–Nurminen statistic at δ = 0 and at ratio 1 alike)."""
-    z = float(_mn_diff_z(*_floats(t.successes, t.n, c.successes, c.n, 0.0)))
-    return float(2 * sps.norm.sf(abs(z)))
+    z, gamma = (float(v) for v in _mn_diff_z(*_floats(t.successes, t.n, c.successes, c.n,
+                                                      0.0)))
+    return skew_p_value(z, gamma, math.inf)
 
 
 def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                   alpha: float = 0.05) -> DiffResult:
-    """Difference of means with the interval of :func:`diff_bounds` (Welch's statistic at
-    the Welch t quantile, its variance following the skew of a multiplicative effect and
-    Welch's at 0; exactly Welch's interval when a mean is <= 0), or for
-    0/1 outcomes (both :attr:`Summary.binary`) the Miettinen–Nurminen score interval
-    (:func:`score_diff_bounds`), which keeps its level from a handful of events per arm
-    and stays within [-1, 1].
+    """Difference of means with the interval of :func:`diff_bounds` (the variance and skew
+    of a multiplicative effect, guarded by Welch's; Welch's interval for equal arms at 0
+    and wherever a mean is <= 0), or for 0/1 outcomes (both :attr:`Summary.binary`) the
+    Miettinen–Nurminen score interval (:func:`score_diff_bounds`), which keeps its level
+    from a handful of events per arm and stays within [-1, 1].
 
-    Takes per-unit arrays or :class:`Summary` objects. ``se``, ``df`` and ``p_value`` are
-    Welch's (the interval excludes 0 when Welch's test rejects 0: at 0 its variance is
-    Welch's). ``df`` is inf for the score interval (a normal quantile); ``se`` is then the
-    unpooled Wald standard error, for reference (it may be 0 where the score interval
-    still exists, e.g. 0 of n in both arms).
+    Takes per-unit arrays or :class:`Summary` objects (with Σy³ and Σy⁴ for the skew
+    correction and the guard: :meth:`Summary.from_sums`). ``p_value`` is that of the
+    test of 0 the interval makes (:func:`_test_at_zero`; Welch's for equal arms, the
+    same test as :func:`relative_lift`'s), so the interval excludes 0 exactly when
+    p < α. ``se`` and ``df`` are Welch's, for reference; ``df`` is inf for the score
+    interval (a normal quantile) and ``se`` then the unpooled Wald standard error (it may
+    be 0 where the score interval still exists, e.g. 0 of n in both arms).
     """
     alpha = _alpha(alpha)
     t, c = _summaries(treatment, control)
@@ -378,11 +461,11 @@ def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | S
         se = math.sqrt(t.mean * (1 - t.mean) / t.n + c.mean * (1 - c.mean) / c.n)
         return DiffResult(t.n, c.n, t.mean, c.mean, est, se, math.inf, float(lo), float(hi),
                           _score_p(t, c), alpha)
-    se, df, q = _welch(t, c, alpha)
-    p = float(2 * sps.t.sf(abs(est) / se, df))
-    lo, hi = diff_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, t.n, c.n, q)
-    return DiffResult(t.n, c.n, t.mean, c.mean, est, se, float(df), float(lo), float(hi),
-                      p, alpha)
+    _se0, _df0, q, p = _test_at_zero(t, c, alpha)
+    lo, hi = diff_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, t.n, c.n, q,
+                         _k3(t), _k3(c), _m4(t), _m4(c))
+    return DiffResult(t.n, c.n, t.mean, c.mean, est, math.sqrt(t.var / t.n + c.var / c.n),
+                      _welch_df(t, c), float(lo), float(hi), p, alpha)
 
 
 def fieller_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLike,
@@ -423,6 +506,203 @@ def fieller_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.Arra
     return np.maximum(lo, 0.0) - 1.0, hi - 1.0
 
 
+# ------------------------------------------------------------- skew of unequal arms
+#
+# With unequal arms the difference of means is skewed on skewed metrics (the small arm's
+# third cumulant is not cancelled by the large arm's: κ₃(ȳ_t - ȳ_c) = κ₃,t/n_t² -
+# κ₃,c/n_c²), and Welch's studentisation makes it worse: the small arm's mean and
+# variance are correlated (cov(ȳ, s²) = κ₃/n; a sample short of the rare large values
+# has both too low), so Welch's intervals put 9–13 % in one tail at 900/100 on
+# log-normal data (docs/statistics.md, "Unequal arms"). Two steps remove both effects:
+#
+# * the contrast is studentised with the variance that is unbiased when the treatment is
+#   the control scaled by R in distribution — each arm's variance weighted by the *other*
+#   arm's size, ``var_t/n_c + R² var_c/n_t`` — which is uncorrelated with the contrast
+#   under that model (the two covariances cancel), so the statistic's skew is its
+#   numerator's alone; for equal arms it is Welch's variance;
+# * that skew is corrected by the Cornish–Fisher expansion of the critical values
+#   (Cornish & Fisher 1937; Johnson 1978, "Modified t tests and confidence intervals for
+#   asymmetrical populations", JASA 73; Hall 1992, "On the removal of skewness by
+#   transformation", JRSS B 54): q ± → ±q + γ/6 (q² - 1), with the third cumulant
+#   pooled over both arms under the same scale model, so the large arm informs the small
+#   one's (a small arm's own k₃ is noise: Hall's correction with per-arm k₃ still missed
+#   9–11 % in one tail). For equal arms the relative contrast's skew is exactly 0 and the
+#   interval is Fieller's at Welch's variance, as before.
+
+#: standard errors below its estimate at which each arm's variance enters the guard of
+#: the scale-model variance (:func:`guard_se2`; the choice is tabled in docs/statistics.md)
+GUARD_SE: Final = 1.5
+#: largest Cornish–Fisher shift of a critical value, as a share of it (beyond it the
+#: expansion is not to be trusted; it keeps both critical values on their side of 0)
+_MAX_SHIFT: Final = 0.5
+#: fixed-point steps of the skew-corrected bounds (they settle in a few)
+_SKEW_STEPS: Final = 40
+
+
+def guard_se2(var_t: npt.ArrayLike, n_t: npt.ArrayLike, m4_t: npt.ArrayLike,
+              var_c: npt.ArrayLike, n_c: npt.ArrayLike, m4_c: npt.ArrayLike
+              ) -> tuple[FloatArray, FloatArray]:
+    """The guard of the scale-model variance (vectorised): Welch's squared standard
+    errors with each arm's variance at one standard error below its estimate,
+    ``var / (1 + cv)``, ``cv² = (κ - (n-3)/(n-1)) / n`` the squared coefficient of
+    variation of a sample variance (Cramér 1946, §27.4) at the kurtosis κ pooled over
+    both arms (each arm's m4 / var², weighted by its size; kurtosis does not depend on
+    scale, so pooling it needs no model of the effect). ``m4_*`` NaN (unknown): Welch's.
+
+    Why a guard: the scale-model variance (:func:`ratio_bounds`, :func:`diff_bounds`) is
+    wrong when the effect is not multiplicative — normal arms with a 4:1 variance ratio
+    at 100/900 put 12 % in each tail with it — while Welch's variance is consistent for
+    any effect but, on skewed data, too small exactly when the small arm's mean is off.
+    Taking the larger of the scale-model variance and this guard keeps the first where
+    the arms' own variances are too noisy to contradict it (skewed, heavy-tailed data)
+    and Welch's where they are precise (normal-like data), and tends to Welch's as n
+    grows (cv → 0), so the intervals are asymptotically valid for any effect."""
+    vt, nt, kt, vc, nc, kc = _floats(var_t, n_t, m4_t, var_c, n_c, m4_c)
+    known = np.isfinite(kt) & np.isfinite(kc)
+    wt = np.where(vt > 0, nt, 0.0)
+    wc = np.where(vc > 0, nc, 0.0)
+    kap_t = np.divide(kt, vt * vt, out=np.zeros_like(vt), where=(vt > 0) & known)
+    kap_c = np.divide(kc, vc * vc, out=np.zeros_like(vc), where=(vc > 0) & known)
+    kap = np.divide(wt * kap_t + wc * kap_c, wt + wc, out=np.zeros_like(vt),
+                    where=(wt + wc) > 0)
+
+    def below(v: FloatArray, n: FloatArray) -> FloatArray:
+        cv = np.sqrt(np.maximum(kap - (n - 3) / (n - 1), 0.0) / n)
+        return np.asarray(v / (1.0 + GUARD_SE * np.where(known, cv, 0.0)) / n)
+
+    return below(vt, nt), below(vc, nc)
+
+
+def _contrast_skew(ratio: FloatArray, k3_t: FloatArray, n_t: FloatArray, k3_c: FloatArray,
+                   n_c: FloatArray, diff: bool) -> FloatArray:
+    """Third cumulant of the contrast when the treatment is the control scaled by R, the
+    control's k₃ pooled from both arms (the treatment's values divided by R pooled with
+    the control's, weighted by size): ``k(R) = (n_t k3_t / R³ + n_c k3_c) / N``. For the
+    ratio's contrast m_t - R m_c it is ``R³ k(R) (1/n_t² - 1/n_c²)`` (0 for equal arms),
+    for the difference m_t - m_c ``k(R) (R³/n_t² - 1/n_c²)``."""
+    r3 = np.minimum(np.maximum(ratio, 1e-12), 1e12) ** 3
+    n = n_t + n_c
+    if diff:
+        return np.asarray((n_t * k3_t / r3 + n_c * k3_c) / n * (r3 / n_t**2 - 1.0 / n_c**2))
+    return np.asarray((n_t * k3_t + r3 * n_c * k3_c) / n * (1.0 / n_t**2 - 1.0 / n_c**2))
+
+
+def _shift(gamma: FloatArray, q: FloatArray) -> FloatArray:
+    """The Cornish–Fisher shift γ/6 (q² - 1) of both critical values, capped at
+    :data:`_MAX_SHIFT` · q."""
+    return np.asarray(np.clip(gamma / 6.0 * (q * q - 1.0), -_MAX_SHIFT * q, _MAX_SHIFT * q))
+
+
+def _pooled_se2(var_t: FloatArray, n_t: FloatArray, var_c: FloatArray, n_c: FloatArray
+                ) -> tuple[FloatArray, FloatArray]:
+    """The scale-model ("pooled") squared standard errors of the contrast Y_t - R Y_c:
+    ``(var_t / n_c, var_c / n_t)`` — Welch's for equal arms."""
+    return np.asarray(var_t / n_c), np.asarray(var_c / n_t)
+
+
+def fixed_quantile(mean_t: npt.ArrayLike, var_t: npt.ArrayLike, n_t: npt.ArrayLike,
+                   mean_c: npt.ArrayLike, var_c: npt.ArrayLike, n_c: npt.ArrayLike,
+                   level: float, m4_t: npt.ArrayLike = math.nan,
+                   m4_c: npt.ArrayLike = math.nan) -> FloatArray:
+    """The critical value of :func:`ratio_bounds` and :func:`diff_bounds` (vectorised): the
+    ``level`` quantile of Student's t at the Satterthwaite degrees of freedom of their
+    variance at R = 1 — the larger of the scale-model ``var_t/n_c + var_c/n_t`` and the
+    guard :func:`guard_se2`; Welch's where a mean is <= 0 (no scale model) and for equal
+    arms (where both are Welch's or below)."""
+    mt, vt, nt, mc, vc, nc = _floats(mean_t, var_t, n_t, mean_c, var_c, n_c)
+    a, b = _zero_se2(mt, vt, nt, mc, vc, nc, m4_t, m4_c)
+    return welch_quantile(a, b, nt, nc, level)
+
+
+def _zero_se2(mt: FloatArray, vt: FloatArray, nt: FloatArray, mc: FloatArray, vc: FloatArray,
+              nc: FloatArray, m4_t: npt.ArrayLike, m4_c: npt.ArrayLike
+              ) -> tuple[FloatArray, FloatArray]:
+    """The two squared-standard-error terms of the variance at R = 1 (d = 0) of
+    :func:`ratio_bounds` and :func:`diff_bounds`: the scale model's or the guard's,
+    whichever sums larger; Welch's where a mean is <= 0."""
+    a, b = _pooled_se2(vt, nt, vc, nc)
+    ga, gb = guard_se2(vt, nt, m4_t, vc, nc, m4_c)
+    use = ga + gb > a + b
+    a, b = np.where(use, ga, a), np.where(use, gb, b)
+    positive = (mt > 0) & (mc > 0)
+    return np.asarray(np.where(positive, a, vt / nt)), np.asarray(np.where(positive, b, vc / nc))
+
+
+def ratio_bounds(mean_t: npt.ArrayLike, var_t: npt.ArrayLike, n_t: npt.ArrayLike,
+                 mean_c: npt.ArrayLike, var_c: npt.ArrayLike, n_c: npt.ArrayLike,
+                 q: npt.ArrayLike, k3_t: npt.ArrayLike = 0.0, k3_c: npt.ArrayLike = 0.0,
+                 m4_t: npt.ArrayLike = math.nan, m4_c: npt.ArrayLike = math.nan
+                 ) -> tuple[FloatArray, FloatArray]:
+    """Fixed-horizon bounds on the relative lift R - 1 (vectorised): the R whose contrast
+    ``T(R) = (m_t - R m_c) / √V(R)`` lies within ``[-q + s(R), q + s(R)]``.
+
+    V(R) is the larger of the scale-model variance ``var_t/n_c + R² var_c/n_t`` and the
+    guard :func:`guard_se2` at R (both Welch's or below for equal arms, so there it is
+    Welch's), s(R) the Cornish–Fisher shift (:func:`_shift`) for the contrast's
+    skewness ``κ₃(R) / V^{3/2}`` (:func:`_contrast_skew`; see the section comment above).
+    ``var_*``, ``k3_*``, ``m4_*`` are per-unit sample moments (k3 0: no skew correction;
+    m4 NaN: the guard is Welch's). With s = 0 it is the union of Fieller's (1954) sets at
+    the two variances — so for equal arms, where the skew term vanishes, Fieller's
+    interval at Welch's variance. Each bound is that bound at the critical value q ± s
+    of its own R, reached by fixed-point steps; never below -100 %, unbounded above where
+    the control mean is not distinguishable from 0 at that critical value.
+    """
+    mt, vt, nt, mc, vc, nc, qq, kt, kc = _floats(mean_t, var_t, n_t, mean_c, var_c, n_c, q,
+                                                 k3_t, k3_c)
+    se2_t, se2_c = _pooled_se2(vt, nt, vc, nc)
+    g_t, g_c = guard_se2(vt, nt, m4_t, vc, nc, m4_c)
+
+    def bounds(qv: FloatArray) -> tuple[FloatArray, FloatArray]:
+        lo_p, hi_p = fieller_bounds(mt, se2_t, mc, se2_c, qv)
+        lo_g, hi_g = fieller_bounds(mt, g_t, mc, g_c, qv)
+        return np.minimum(lo_p, lo_g), np.maximum(hi_p, hi_g)
+
+    lo, hi = bounds(qq)
+    if not np.any((nt != nc) & ((kt != 0) | (kc != 0))):
+        return lo, hi
+
+    def shift(r: FloatArray) -> FloatArray:
+        r2 = np.minimum(r, 1e12) ** 2
+        v = np.maximum(se2_t + r2 * se2_c, g_t + r2 * g_c)
+        k3 = _contrast_skew(r, kt, nt, kc, nc, diff=False)
+        return _shift(np.divide(k3, v**1.5, out=np.zeros_like(v), where=v > 0), qq)
+
+    for _ in range(_SKEW_STEPS):
+        new_lo = bounds(qq + shift(lo + 1.0))[0]
+        new_hi = bounds(qq - shift(hi + 1.0))[1]
+        with np.errstate(invalid="ignore"):  # inf - inf where unbounded: settled
+            settled = (np.abs(new_lo - lo) <= 1e-10 * (1 + np.abs(lo))) & (
+                (new_hi == hi) | (np.abs(new_hi - hi) <= 1e-10 * (1 + np.abs(hi))))
+        lo, hi = new_lo, new_hi
+        if bool(np.all(settled)):
+            break
+    return lo, hi
+
+
+def skew_p_value(stat: float, gamma: float, df: float) -> float:
+    """Two-sided p-value of a statistic ``stat`` of skewness ``gamma`` under the
+    Cornish–Fisher critical values of :func:`ratio_bounds` / :func:`diff_bounds` at
+    Student's t with ``df`` degrees of freedom: 2 P(t > q*), q* the critical value at
+    which ``stat`` is on the boundary (so p < α exactly when the interval excludes the
+    tested value). Welch's p-value when ``gamma`` is 0."""
+    if not math.isfinite(stat):
+        return 0.0
+
+    def inside(q: float) -> bool:
+        s = float(_shift(np.asarray(gamma), np.asarray(q)))
+        return -q + s <= stat <= q + s
+
+    lo, hi = 0.0, 1.0
+    while not inside(hi):
+        lo, hi = hi, hi * 2
+        if hi > 1e6:
+            return 0.0
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if inside(mid) else (mid, hi)
+    return float(min(1.0, 2 * sps.t.sf(hi, df)))
+
+
 #: fixed-point steps of :func:`diff_bounds` (it settles in a few; the cap bounds the cost)
 _DIFF_STEPS: Final = 50
 
@@ -440,98 +720,89 @@ def _scale_var(ratio: FloatArray, se2_t: FloatArray, se2_c: FloatArray, n_t: Flo
 
 def diff_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLike,
                 se2_c: npt.ArrayLike, n_t: npt.ArrayLike, n_c: npt.ArrayLike,
-                q: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
-    """Bounds on μ_t - μ_c (vectorised): the d with |m_t - m_c - d| <= q √V(d), at the
-    Welch t quantile ``q``, ``se2_*`` squared standard errors of the means.
+                q: npt.ArrayLike, k3_t: npt.ArrayLike = 0.0, k3_c: npt.ArrayLike = 0.0,
+                m4_t: npt.ArrayLike = math.nan, m4_c: npt.ArrayLike = math.nan
+                ) -> tuple[FloatArray, FloatArray]:
+    """Bounds on μ_t - μ_c (vectorised): the d with
+    ``-q + s(d) <= (m_t - m_c - d) / √V(d) <= q + s(d)`` at the critical value ``q``
+    (:func:`fixed_quantile`), ``se2_*`` squared standard errors of the means (var / n),
+    ``k3_*``, ``m4_*`` the arms' per-unit third and fourth central moments (0: no skew
+    correction; NaN: the guard below is Welch's).
 
     Why not Welch's V = se2_t + se2_c: on right-skewed metrics a sample short of the rare
     large values has both a low mean and a low variance (cov(ȳ, s²) = μ3 / n; Johnson
-    1978, "Modified t tests and confidence intervals for asymmetrical populations",
-    JASA 73), and with a lift the treatment's μ3 is the larger, so Welch's statistic
-    is skewed and its interval falls below the truth too often (docs/statistics.md).
-    Johnson's remedy estimates μ3, which at these sizes is noise. Here the two arms
-    inform each other instead, as in Fieller's (1954) contrast: at the ratio
-    R = 1 + d / m_c the bound implies, V(d) is the variance of m_t - m_c that is unbiased
-    when the effect is multiplicative (treatment = R × control in distribution) and
-    uncorrelated with m_t - m_c (:func:`_scale_var`), scaled so that it is Welch's at
-    R = 1 (an identity when n_t = n_c).
+    1978), so Welch's statistic is skewed and its interval falls below the truth too
+    often — with a lift, whose treatment has the larger μ3, and with unequal arms, whose
+    small arm's skew nothing cancels. Here the two arms inform each other, as in
+    Fieller's (1954) contrast: at the ratio R = 1 + d / m_c the bound implies, V(d) is the
+    variance of m_t - m_c that is unbiased when the effect is multiplicative (treatment =
+    R × control in distribution) and uncorrelated with m_t - m_c (:func:`_scale_var`; at
+    R = 1 it is ``var_t/n_c + var_c/n_t``, Welch's for equal arms), and s(d) the
+    Cornish–Fisher shift (:func:`_shift`) for the skewness of m_t - m_c under the same
+    model, ``κ₃(R) / V^{3/2}`` (:func:`_contrast_skew`; the section comment above).
 
-    That variance assumes the scale model; when the treatment is more dispersed than R ×
-    control (a lift carried by a few users) it is too small. So V is never below a
-    guard, which is Welch's V except for R strictly between 1 and R̂ = m_t / m_c (the
-    bound nearer 0, while it does not reach 0). There the guard is the same scale-model
-    variance of the fit of the two arms that keeps Welch's total (σ̂_t = R̂ σ̂_c,
-    se2_t + se2_c unchanged), capped at Welch's: it is Welch's at R̂ for any sizes and
-    at R = 1 for equal arms (rescaled to be so for unequal arms, as V is), and between
-    them it lies below Welch's, as the scale model's variance does when the sample
-    variances follow the model. A floor at Welch's there pinned that bound to Welch's,
-    too far out on that side at small n (docs/statistics.md). Since the bounds' R tends
-    to R̂ as n grows, V is never below a consistent estimate of Var(m_t - m_c) in the
-    limit, so the interval is asymptotically valid, at worst conservative, for any
-    effect; the bound on the far side from 0 always contains Welch's.
-    R is kept within the Fieller interval of the ratio at the same ``q`` (widened to
-    include 1); each bound is the fixed point reached from Welch's bound. At d = 0
-    (R = 1) V is Welch's, so the interval excludes 0 exactly when Welch's test rejects
-    (a step past 0 is replaced by a boundary point between Welch's bound and 0), and the
-    call is the one the Fieller interval of the relative lift makes. Where a mean is <= 0
-    (no ratio; e.g. a CUPED-adjusted mean) or the Fieller interval reaches 0 or
-    infinity, that bound is Welch's.
+    That variance assumes the scale model; when the treatment is not R × control (a lift
+    carried by a few users, unequal spreads) it can be too small. So V is never below the
+    guard :func:`guard_se2` (Welch's with each arm's variance :data:`GUARD_SE` standard
+    errors lower), which tends to Welch's as n grows, so the interval is asymptotically
+    valid for any effect. At d = 0 the test is the one :func:`ratio_bounds` makes at
+    R = 1 (same variance, same skew), so the two intervals exclude 0 together; a step
+    past 0 where that test rejects is replaced by a boundary point between its bound and
+    0. R is kept within the relative interval :func:`ratio_bounds` gives at ``q``
+    (widened to include 1); each bound is the fixed point reached from the bound of the
+    test at 0. Where that interval reaches 0 or infinity, the bound is the
+    one of the test at 0, ``d ± (q ∓ s(0)) √V(0)``. Where a mean is <= 0 (no ratio, no
+    scale model; e.g. a CUPED-adjusted mean) it is Welch's, ``d ± q √(se2_t + se2_c)``
+    (:func:`fixed_quantile` gives Welch's q there).
     """
-    mt, vt, mc, vc, nt, nc, qq = _floats(mean_t, se2_t, mean_c, se2_c, n_t, n_c, q)
+    mt, vt, mc, vc, nt, nc, qq, kt, kc = _floats(mean_t, se2_t, mean_c, se2_c, n_t, n_c, q,
+                                                 k3_t, k3_c)
     d = mt - mc
-    welch_v = vt + vc
-    half = qq * np.sqrt(welch_v)
     positive = (mt > 0) & (mc > 0)
     safe_mc = np.where(positive, mc, 1.0)
-    rlo, rhi = fieller_bounds(np.where(positive, mt, 1.0), vt, safe_mc, vc, qq)
-    # R = 1 stays in range so that V is Welch's at d = 0, whatever the Fieller interval
-    rlo, rhi = np.minimum(rlo + 1.0, 1.0), np.maximum(rhi + 1.0, 1.0)
-    # relative to its value at R = 1 (where it is Welch's when n_t = n_c), so that V is
-    # Welch's at d = 0 for any sizes and the interval makes Welch's call on 0
     ones = np.ones_like(d)
-    at_one = _scale_var(ones, vt, vc, nt, nc)
-    to_welch = np.divide(welch_v, at_one, out=ones.copy(), where=at_one > 0)
-    # the guard's inputs: squared standard errors of the scale-model fit σ_t = R̂ σ_c with
-    # Welch's total, so that _scale_var at R̂ of them is Welch's V exactly; at R = 1 it is
-    # Welch's for equal arms, and is rescaled to be so otherwise (as V is)
-    rhat = np.where(positive, mt, 1.0) / safe_mc
-    fit_c = welch_v / (rhat * rhat * nc / nt + 1.0)
-    fit_t = welch_v - fit_c
-    fit_one = _scale_var(ones, fit_t, fit_c, nt, nc)
-    fit_up = np.maximum(np.divide(welch_v, fit_one, out=ones.copy(), where=fit_one > 0), 1.0)
+    g_t, g_c = guard_se2(vt * nt, nt, m4_t, vc * nc, nc, m4_c)
+    low_welch = g_t + g_c
+    rlo, rhi = ratio_bounds(np.where(positive, mt, 1.0), vt * nt, nt, safe_mc, vc * nc, nc, qq,
+                            kt, kc, m4_t, m4_c)
+    # R = 1 stays in range so that the test at d = 0 is the one at R = 1
+    rlo, rhi = np.minimum(rlo + 1.0, 1.0), np.maximum(rhi + 1.0, 1.0)
+    skewed = bool(np.any((kt != 0) | (kc != 0)))
+
+    def radius(b: FloatArray, sign: float, r_lo: FloatArray, r_hi: FloatArray) -> FloatArray:
+        ratio = np.clip(1.0 + b / safe_mc, r_lo, r_hi)
+        v = np.maximum(_scale_var(ratio, vt, vc, nt, nc), low_welch)
+        if not skewed:
+            return np.asarray(qq * np.sqrt(v))
+        k3_d = _contrast_skew(ratio, kt, nt, kc, nc, diff=True)
+        gamma = np.divide(k3_d, v**1.5, out=np.zeros_like(v), where=v > 0)
+        return np.asarray((qq - sign * _shift(gamma, qq)) * np.sqrt(v))
+
     out = []
     for sign, usable in ((-1.0, positive & (rlo > 0)), (1.0, positive & np.isfinite(rhi))):
         r_lo, r_hi = np.where(usable, rlo, 1.0), np.where(usable, rhi, 1.0)
-
-        def radius(b: FloatArray, r_lo: FloatArray = r_lo, r_hi: FloatArray = r_hi
-                   ) -> FloatArray:
-            ratio = np.clip(1.0 + b / safe_mc, r_lo, r_hi)
-            between = (ratio - 1.0) * (rhat - ratio) > 0
-            fit = np.minimum(_scale_var(ratio, fit_t, fit_c, nt, nc) * fit_up, welch_v)
-            guard = np.where(between, fit, welch_v)
-            v = np.maximum(_scale_var(ratio, vt, vc, nt, nc) * to_welch, guard)
-            return np.asarray(qq * np.sqrt(v))
-
-        welch_b = d + sign * half
-        b = welch_b
+        start = d + sign * radius(np.zeros_like(d), sign, ones, ones)
+        half = np.abs(start - d)
+        b = start
         for _ in range(_DIFF_STEPS):
-            nb = d + sign * radius(b)
+            nb = d + sign * radius(b, sign, r_lo, r_hi)
             done = bool(np.all(np.abs(nb - b) <= 1e-12 * (np.abs(b) + half)))
             b = nb
             if done:
                 break
-        # Where Welch's bound is beyond 0 the set excludes 0 (V(0) is Welch's); a step
-        # that jumped past 0 is replaced by a boundary point between Welch's bound and 0.
-        crossed = usable & (sign * welch_b < 0) & (sign * b >= 0)
+        # Where the test at 0 rejects, the set excludes 0; a step that jumped past 0 is
+        # replaced by a boundary point between the start bound and 0.
+        crossed = usable & (sign * start < 0) & (sign * b >= 0)
         if crossed.any():
-            inside, outside = welch_b, np.zeros_like(d)
+            inside, outside = start, np.zeros_like(d)
             for _ in range(_BISECTIONS):
                 mid = (inside + outside) / 2
-                out_mid = sign * (mid - d) > radius(mid)
+                out_mid = sign * (mid - d) > radius(mid, sign, r_lo, r_hi)
                 inside = np.where(out_mid, inside, mid)
                 outside = np.where(out_mid, mid, outside)
             b = np.where(crossed, inside, b)
-        out.append(np.where(usable, b, welch_b))
+        welch_b = d + sign * qq * np.sqrt(vt + vc)
+        out.append(np.where(usable, b, np.where(positive, start, welch_b)))
     return np.asarray(out[0]), np.asarray(out[1])
 
 
@@ -585,10 +856,21 @@ def _score_z(num: FloatArray, var: FloatArray) -> FloatArray:
     return np.asarray(np.where(num == 0, 0.0, z))
 
 
+def _binomial_skew(q1: FloatArray, n1: FloatArray, q2: FloatArray, n2: FloatArray,
+                   phi: FloatArray | float) -> FloatArray:
+    """Skewness of p̂1 - φ p̂2 at the restricted estimates (Gart & Nam 1988, 1990):
+    (q1(1-q1)(1-2q1)/n1² - φ³ q2(1-q2)(1-2q2)/n2²) / V^{3/2},
+    V = q1(1-q1)/n1 + φ² q2(1-q2)/n2; 0 where V is 0."""
+    v = q1 * (1 - q1) / n1 + phi * phi * q2 * (1 - q2) / n2
+    m3 = q1 * (1 - q1) * (1 - 2 * q1) / n1**2 - phi**3 * q2 * (1 - q2) * (1 - 2 * q2) / n2**2
+    return np.asarray(np.divide(m3, v**1.5, out=np.zeros_like(v), where=v > 0))
+
+
 def _mn_diff_z(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray,
-               delta: FloatArray) -> FloatArray:
-    """Score statistic of p1 - p2 = δ; the restricted MLE is the closed-form root of a
-    cubic (Farrington & Manning 1990, Stat. Med. 9, eq. 7 ff.)."""
+               delta: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Score statistic of p1 - p2 = δ and its skewness (:func:`_binomial_skew`); the
+    restricted MLE is the closed-form root of a cubic (Farrington & Manning 1990, Stat.
+    Med. 9, eq. 7 ff.)."""
     p1, p2 = x1 / n1, x2 / n2
     th = n2 / n1
     a = 1 + th
@@ -603,13 +885,13 @@ def _mn_diff_z(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray,
     q2 = np.clip(q1 - delta, 0.0, 1.0)
     n = n1 + n2
     var = (q1 * (1 - q1) / n1 + q2 * (1 - q2) / n2) * n / (n - 1)
-    return _score_z(p1 - p2 - delta, var)
+    return _score_z(p1 - p2 - delta, var), _binomial_skew(q1, n1, q2, n2, 1.0)
 
 
 def _mn_ratio_z(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray,
-                phi: FloatArray) -> FloatArray:
-    """Score statistic of p1 / p2 = φ; the restricted MLE is a quadratic's root
-    (Miettinen & Nurminen 1985, eq. 27)."""
+                phi: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Score statistic of p1 / p2 = φ and its skewness (:func:`_binomial_skew`); the
+    restricted MLE is a quadratic's root (Miettinen & Nurminen 1985, eq. 27)."""
     p1, p2 = x1 / n1, x2 / n2
     n = n1 + n2
     qa = n * phi
@@ -618,7 +900,19 @@ def _mn_ratio_z(x1: FloatArray, n1: FloatArray, x2: FloatArray, n2: FloatArray,
     q2 = np.clip((-qb - root) / (2 * qa), 0.0, 1.0)
     q1 = np.clip(phi * q2, 0.0, 1.0)
     var = (q1 * (1 - q1) / n1 + phi * phi * q2 * (1 - q2) / n2) * n / (n - 1)
-    return _score_z(p1 - phi * p2, var)
+    return _score_z(p1 - phi * p2, var), _binomial_skew(q1, n1, q2, n2, phi)
+
+
+def _corrected(zg: tuple[FloatArray, FloatArray], q: FloatArray, skew: bool) -> FloatArray:
+    """The score statistic less the Cornish–Fisher shift of the critical values
+    (:func:`_shift`) for its skewness, so that ``|result| <= q`` is
+    ``-q + s <= z <= q + s`` — Gart & Nam's (1988, "Approximate interval estimation of
+    the ratio of binomial parameters: a review and corrections for skewness",
+    Biometrics 44; 1990, for the difference, Biometrics 46) skewness-corrected score
+    interval in the Cornish–Fisher form the continuous intervals use. ``skew`` False:
+    the plain Miettinen–Nurminen statistic."""
+    z, gamma = zg
+    return np.asarray(z - _shift(gamma, q)) if skew else z
 
 
 def _invert(z: Callable[[FloatArray], FloatArray], lo: FloatArray, hi: FloatArray,
@@ -639,20 +933,25 @@ def _invert(z: Callable[[FloatArray], FloatArray], lo: FloatArray, hi: FloatArra
 
 
 def score_diff_bounds(x_t: npt.ArrayLike, n_t: npt.ArrayLike, x_c: npt.ArrayLike,
-                      n_c: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+                      n_c: npt.ArrayLike, q: npt.ArrayLike, *, skew: bool = True
+                      ) -> tuple[FloatArray, FloatArray]:
     """Miettinen–Nurminen score interval of p_t - p_c from ``x`` successes of ``n``
-    (vectorised), at critical value ``q`` (a normal quantile). Always within [-1, 1];
-    defined for any counts, 0 of n included."""
+    (vectorised), at critical value ``q`` (a normal quantile), with Gart & Nam's skewness
+    correction (:func:`_corrected`; ``skew=False``: without, as statsmodels computes
+    it). Always within [-1, 1]; defined for any counts, 0 of n included."""
     xt, nt, xc, nc, qq = _floats(x_t, n_t, x_c, n_c, q)
     est = np.asarray(xt / nt - xc / nc)
     ones = np.ones_like(est)
-    return _invert(lambda d: _mn_diff_z(xt, nt, xc, nc, d), -ones, ones, est, qq)
+    return _invert(lambda d: _corrected(_mn_diff_z(xt, nt, xc, nc, d), qq, skew), -ones, ones,
+                   est, qq)
 
 
 def score_ratio_bounds(x_t: npt.ArrayLike, n_t: npt.ArrayLike, x_c: npt.ArrayLike,
-                       n_c: npt.ArrayLike, q: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+                       n_c: npt.ArrayLike, q: npt.ArrayLike, *, skew: bool = True
+                       ) -> tuple[FloatArray, FloatArray]:
     """Miettinen–Nurminen (Koopman 1984) score interval of the relative lift
-    p_t / p_c - 1 (vectorised), at critical value ``q``: never below -1, upper end inf
+    p_t / p_c - 1 (vectorised), at critical value ``q``, with Gart & Nam's skewness
+    correction (``skew=False``: without, as statsmodels computes it): never below -1, upper end inf
     when the control count is too small to bound it (0 of n_c included); 0 of n in both
     arms gives [-1, inf)."""
     xt, nt, xc, nc, qq = _floats(x_t, n_t, x_c, n_c, q)
@@ -661,7 +960,8 @@ def score_ratio_bounds(x_t: npt.ArrayLike, n_t: npt.ArrayLike, x_c: npt.ArrayLik
         est = np.log(xt / nt) - np.log(xc / nc)  # where the statistic is 0
     est = np.clip(np.nan_to_num(est, nan=0.0), -span, span)
     ends = np.full_like(est, span)
-    lo, hi = _invert(lambda t: _mn_ratio_z(xt, nt, xc, nc, np.exp(t)), -ends, ends, est, qq)
+    lo, hi = _invert(lambda t: _corrected(_mn_ratio_z(xt, nt, xc, nc, np.exp(t)), qq, skew),
+                     -ends, ends, est, qq)
     return (np.where(lo <= -span, 0.0, np.exp(lo)) - 1.0,
             np.where(hi >= span, np.inf, np.exp(hi)) - 1.0)
 
@@ -681,12 +981,15 @@ def _ratio_inputs(t: Summary, c: Summary) -> None:
 
 def relative_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | Summary, *,
                   alpha: float = 0.05) -> LiftResult:
-    """Relative lift ``mean_t / mean_c - 1`` with Fieller's interval (:func:`fieller_bounds`)
-    at the Welch t quantile, or for 0/1 outcomes (both :attr:`Summary.binary`) the
-    Miettinen–Nurminen score interval of the risk ratio (:func:`score_ratio_bounds`).
+    """Relative lift ``mean_t / mean_c - 1`` with the interval of :func:`ratio_bounds` —
+    Fieller's at the Welch t quantile for equal arms; for unequal arms the contrast's
+    scale-model variance (guarded by Welch's) and skew correction — or for 0/1 outcomes
+    (both :attr:`Summary.binary`) the Miettinen–Nurminen score interval of the risk
+    ratio (:func:`score_ratio_bounds`).
 
     Fieller (1954); for its use on A/B ratio metrics see e.g. Kohavi, Tang & Xu (2020,
-    "Trustworthy Online Controlled Experiments", ch. 18). Unbounded above when the
+    "Trustworthy Online Controlled Experiments", ch. 18). A :class:`Summary` without k₃
+    and m₄ (no Σy³, Σy⁴) gets no skew correction and Welch's guard. Unbounded above when the
     control mean is not distinguishable from zero; never below -100 %. For 0/1 outcomes
     an all-zero arm still has an interval (0 of 100 against 5 of 100 is evidence); only
     0 events in both arms is refused.
@@ -706,10 +1009,9 @@ def relative_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | S
         return LiftResult(t.n, c.n, mt, mc, est, se, float(lo), float(hi), _score_p(t, c),
                           alpha)
     _ratio_inputs(t, c)
-    se_d, df, q = _welch(t, c, alpha)
-    lo, hi = fieller_bounds(mt, t.var / t.n, mc, c.var / c.n, q)
+    _se, _df, q, p = _test_at_zero(t, c, alpha)
+    lo, hi = ratio_bounds(mt, t.var, t.n, mc, c.var, c.n, q, _k3(t), _k3(c), _m4(t), _m4(c))
     se = math.sqrt(t.var / (t.n * mc**2) + mt**2 * c.var / (c.n * mc**4))
-    p = float(2 * sps.t.sf(abs(mt - mc) / se_d, df))
     return LiftResult(t.n, c.n, mt, mc, mt / mc - 1, se, float(lo), float(hi), p, alpha)
 
 
@@ -911,7 +1213,18 @@ def cuped_sums(treatment: CovSums, control: CovSums) -> tuple[Summary, Summary, 
     def adjusted(s: CovSums, syy_g: float, sxx_g: float, sxy_g: float) -> Summary:
         mean = s.sy / s.n - theta * (s.sx / s.n - xbar)
         var = (syy_g - 2 * theta * sxy_g + theta * theta * sxx_g) / (s.n - 1)
-        return Summary(s.n, mean, max(var, 0.0))
+        k3 = m4 = None
+        high = (s.syyy, s.syyyy, s.sxxx, s.sxxxx, s.sxxy, s.sxyy, s.sxxxy, s.sxxyy, s.sxyyy)
+        if all(v is not None for v in high) and s.n > 2:
+            # power sums of w = y - θx (its central moments are those of the adjusted y)
+            y3, y4, x3, x4, x2y, xy2, x3y, x2y2, xy3 = (float(v or 0.0) for v in high)
+            t = theta
+            w = Summary.from_sums(s.n, s.sy - t * s.sx, s.syy - 2 * t * s.sxy + t * t * s.sxx,
+                                  y3 - 3 * t * xy2 + 3 * t * t * x2y - t**3 * x3,
+                                  y4 - 4 * t * xy3 + 6 * t * t * x2y2 - 4 * t**3 * x3y
+                                  + t**4 * x4)
+            k3, m4 = w.k3, w.m4
+        return Summary(s.n, mean, max(var, 0.0), False, k3, m4)
 
     reduction = 1.0 - (syy - theta * sxy) / syy if syy > 0 and sxx > 0 else 0.0
     return (adjusted(treatment, syy_t, sxx_t, sxy_t), adjusted(control, syy_c, sxx_c, sxy_c),
@@ -994,8 +1307,9 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
         lo, hi = score_ratio_bounds(t.successes, t.n, c.successes, c.n,
                                     float(sps.norm.ppf(1 - alpha)))
     else:
-        q = float(welch_quantile(t.var / t.n, c.var / c.n, t.n, c.n, 1 - alpha))
-        lo, hi = fieller_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, q)
+        q = _test_at_zero(t, c, alpha, 1 - alpha)[2]
+        lo, hi = ratio_bounds(t.mean, t.var, t.n, c.mean, c.var, c.n, q, _k3(t), _k3(c),
+                              _m4(t), _m4(c))
     est = t.mean / c.mean - 1
     status: Literal["ok", "degraded", "inconclusive"]
     if lo >= -margin:

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from bandit.store.queries import MOMENT_POWERS, MOMENT_SUMS
 from dashboards import data
 from dashboards.transforms import (
     METRICS,
@@ -96,7 +97,7 @@ class CohortView:
         y = ok[metric].astype("float64")
         x = ok[covariate].astype("float64").fillna(0.0)
         parts = pd.DataFrame(
-            {"variant": ok["variant"], "sy": y, "syy": y * y, "sx": x, "sxx": x * x, "sxy": x * y}
+            {"variant": ok["variant"], **{k: y**a * x**b for k, (a, b) in MOMENT_POWERS.items()}}
         )
         sums = parts.groupby("variant", sort=True).sum()
         sums["n"] = ok.groupby("variant", sort=True).size()
@@ -104,7 +105,7 @@ class CohortView:
         out["variant"] = out["variant"].astype(str)
         for col in ("n_exposed", "n"):
             out[col] = out[col].astype("int64")
-        return out[["variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]]
+        return out[["variant", "n_exposed", "n", *MOMENT_POWERS]]
 
     def unit_metrics(self, experiment_id: str, as_of_ms: int | None = None) -> pd.DataFrame:
         return self._units
@@ -117,12 +118,13 @@ class MomentsView:
     """The slice of the store ``bandit.analysis.lift`` reads, answered from one aggregate query.
 
     ``moments`` is ``Store.cohort_moments_many`` (per metric, covariate and variant:
-    exposed units, units with a complete horizon, Σy, Σy², Σx, Σx², Σxy), fetched once per
+    exposed units, units with a complete horizon and the power sums of
+    ``bandit.store.queries.MOMENT_SUMS``), fetched once per
     (experiment, as-of) and cached: every ``cohort_moments`` call of ``lift_table`` /
     ``guardrail_table`` is a filter of those few rows, with the store's own numbers.
     """
 
-    _COLS = ("variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy")
+    _COLS = ("variant", "n_exposed", "n", *MOMENT_SUMS)
 
     def __init__(self, moments: pd.DataFrame, experiments: Sequence[str]) -> None:
         self._moments = moments

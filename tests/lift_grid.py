@@ -66,25 +66,39 @@ def _day_sizes(n: int, days: int) -> np.ndarray:
 
 
 def _draw(dist: str, rng: np.random.Generator, sims: int, sizes: np.ndarray,
-          lift: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per experiment and day: Σy and Σy² of one arm's new units (sims × days)."""
+          lift: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per experiment and day: Σy, Σy², Σy³ and Σy⁴ of one arm's new units (sims × days)."""
     if dist.startswith("p="):
         s1 = rng.binomial(sizes[None, :], _rate(dist) * (1 + lift),
                           size=(sims, sizes.size)).astype(np.float64)
-        return s1, s1
+        return s1, s1, s1, s1
     n = int(sizes.sum())
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    s1 = np.empty((sims, sizes.size))
-    s2 = np.empty((sims, sizes.size))
+    out = tuple(np.empty((sims, sizes.size)) for _ in range(4))
     step = max(1, _CHUNK // n)
     for i in range(0, sims, step):
         k = min(step, sims - i)
         y = rng.lognormal(0.0, SIGMA, size=(k, n)) * (1 + lift)
         if dist == "zero-inflated":
             y *= rng.random((k, n)) >= ZERO_SHARE
-        s1[i:i + k] = np.add.reduceat(y, starts, axis=1)
-        s2[i:i + k] = np.add.reduceat(y * y, starts, axis=1)
-    return s1, s2
+        power = y
+        for s in out:
+            s[i:i + k] = np.add.reduceat(power, starts, axis=1)
+            power = power * y
+    return out
+
+
+def _moments(sums: tuple[np.ndarray, ...], nn: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative mean, sample variance, k₃ and m₄ at each look from per-day power sums —
+    as :meth:`bandit.stats.Summary.from_sums` computes them."""
+    c1, c2, c3, c4 = (np.cumsum(s, axis=1) for s in sums)
+    m = c1 / nn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.maximum((c2 - nn * m * m) / (nn - 1), 0.0)
+        k3 = nn * (c3 - 3 * m * c2 + 2 * nn * m**3) / ((nn - 1) * (nn - 2))
+        m4 = np.maximum((c4 - 4 * m * c3 + 6 * m * m * c2 - 3 * nn * m**4) / nn, 0.0)
+    return m, var, k3, m4
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,10 @@ class Looks:
     var_t: np.ndarray
     mean_c: np.ndarray
     var_c: np.ndarray
+    k3_t: np.ndarray
+    m4_t: np.ndarray
+    k3_c: np.ndarray
+    m4_c: np.ndarray
 
 
 def simulate(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequence,
@@ -103,17 +121,10 @@ def simulate(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequ
     """``sims`` experiments of ``n`` units per arm arriving over ``days`` daily looks."""
     rng = np.random.default_rng(seed)
     sizes = _day_sizes(n, days)
-    out = []
-    for arm_lift in (lift, 0.0):
-        s1, s2 = _draw(dist, rng, sims, sizes, arm_lift)
-        nn = np.cumsum(sizes).astype(np.float64)
-        c1, c2 = np.cumsum(s1, axis=1), np.cumsum(s2, axis=1)
-        mean = c1 / nn
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.maximum((c2 - nn * mean * mean) / (nn - 1), 0.0)
-        out.append((mean, var))
-    (mt, vt), (mc, vc) = out
-    return Looks(np.cumsum(sizes), mt, vt, mc, vc)
+    nn = np.cumsum(sizes).astype(np.float64)
+    (mt, vt, kt, qt), (mc, vc, kc, qc) = (
+        _moments(_draw(dist, rng, sims, sizes, arm_lift), nn) for arm_lift in (lift, 0.0))
+    return Looks(np.cumsum(sizes), mt, vt, mc, vc, kt, qt, kc, qc)
 
 
 def _has_interval(mt: np.ndarray, vt: np.ndarray, mc: np.ndarray, vc: np.ndarray,
@@ -132,25 +143,29 @@ def exact_fixed_misses(p: float, n: int, lift: float, alpha: float = 0.05
     return exact_unequal_misses(p, n, n, lift, alpha)
 
 
-def fixed_bounds(dist: str, n: int, mt: np.ndarray, vt: np.ndarray, mc: np.ndarray,
-                 vc: np.ndarray, alpha: float = 0.05
+def fixed_bounds(dist: str, n_t: int, n_c: int, mt: np.ndarray, vt: np.ndarray,
+                 mc: np.ndarray, vc: np.ndarray, k3: tuple[np.ndarray, np.ndarray],
+                 m4: tuple[np.ndarray, np.ndarray], alpha: float = 0.05
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                             np.ndarray]:
-    """The fixed-horizon intervals of :mod:`bandit.stats` at one look of ``n`` units per
-    arm (``vt``, ``vc`` squared standard errors): relative (lo, hi, where it exists) and
-    absolute (lo, hi, where it exists)."""
+    """The fixed-horizon intervals of :mod:`bandit.stats` at one look of ``n_t`` / ``n_c``
+    units (``vt``, ``vc`` per-unit sample variances; ``k3``, ``m4`` the arms' third and
+    fourth central moments): relative (lo, hi, where it exists) and absolute (lo, hi,
+    where it exists) — the kernels of :func:`bandit.stats.relative_lift` and
+    :func:`bandit.stats.absolute_diff`."""
     if dist.startswith("p="):  # 0/1 outcomes: the score intervals on the counts
         z = float(sps.norm.ppf(1 - alpha / 2))
-        xt, xc = np.rint(mt * n), np.rint(mc * n)
-        lo, hi = stats.score_ratio_bounds(xt, n, xc, n, z)
-        dlo, dhi = stats.score_diff_bounds(xt, n, xc, n, z)
+        xt, xc = np.rint(mt * n_t), np.rint(mc * n_c)
+        lo, hi = stats.score_ratio_bounds(xt, n_t, xc, n_c, z)
+        dlo, dhi = stats.score_diff_bounds(xt, n_t, xc, n_c, z)
         every = np.ones(mt.shape, dtype=bool)
         return lo, hi, (xt > 0) | (xc > 0), dlo, dhi, every
-    q = stats.welch_quantile(vt, vc, n, n, 1 - alpha / 2)
-    lo, hi = stats.fieller_bounds(mt, vt, mc, vc, q)
-    dlo, dhi = stats.diff_bounds(mt, vt, mc, vc, n, n, q)
-    return (lo, hi, _has_interval(mt, vt * n, mc, vc * n, np.full(mt.shape, n)),
-            dlo, dhi, np.sqrt(vt + vc) > 0)
+    q = stats.fixed_quantile(mt, vt, n_t, mc, vc, n_c, 1 - alpha / 2, m4[0], m4[1])
+    lo, hi = stats.ratio_bounds(mt, vt, n_t, mc, vc, n_c, q, k3[0], k3[1], m4[0], m4[1])
+    dlo, dhi = stats.diff_bounds(mt, vt / n_t, mc, vc / n_c, n_t, n_c, q, k3[0], k3[1],
+                                 m4[0], m4[1])
+    return (lo, hi, _has_interval(mt, vt, mc, vc, np.full(mt.shape, min(n_t, n_c))),
+            dlo, dhi, vt + vc > 0)
 
 
 @dataclass(frozen=True)
@@ -193,8 +208,9 @@ def run_cell(dist: str, n: int, lift: float, sims: int, seed: np.random.SeedSequ
     d = lk.mean_t - lk.mean_c
     true_d = true_mean(dist) * lift
     # fixed horizon, last look
-    lo, hi, last, dlo, dhi, has_d = fixed_bounds(dist, n, lk.mean_t[:, -1], at[:, -1],
-                                                 lk.mean_c[:, -1], ac[:, -1], alpha)
+    lo, hi, last, dlo, dhi, has_d = fixed_bounds(
+        dist, n, n, lk.mean_t[:, -1], lk.var_t[:, -1], lk.mean_c[:, -1], lk.var_c[:, -1],
+        (lk.k3_t[:, -1], lk.k3_c[:, -1]), (lk.m4_t[:, -1], lk.m4_c[:, -1]), alpha)
     if dist.startswith("p="):  # 0/1 outcomes: exact figures instead of Monte Carlo
         rel_below, rel_above, abs_below, abs_above = exact_fixed_misses(_rate(dist), n, lift,
                                                                         alpha)
@@ -270,18 +286,13 @@ def run_unequal_cell(dist: str, n_t: int, n_c: int, lift: float, sims: int,
     if dist.startswith("p="):
         return exact_unequal_misses(_rate(dist), n_t, n_c, lift, alpha)
     rng = np.random.default_rng(seed)
-    moments = []
-    for n, arm_lift in ((n_t, lift), (n_c, 0.0)):
-        s1, s2 = _draw(dist, rng, sims, np.array([n]), arm_lift)
-        mean = s1[:, 0] / n
-        moments.append((mean, np.maximum((s2[:, 0] - n * mean * mean) / (n - 1), 0.0) / n))
-    (mt, vt), (mc, vc) = moments
-    q = stats.welch_quantile(vt, vc, n_t, n_c, 1 - alpha / 2)
-    lo, hi = stats.fieller_bounds(mt, vt, mc, vc, q)
-    dlo, dhi = stats.diff_bounds(mt, vt, mc, vc, n_t, n_c, q)
-    ok = _has_interval(mt, vt, mc, vc, np.full(mt.shape, min(n_t, n_c)))
+    (mt, vt, kt, qt), (mc, vc, kc, qc) = (
+        (x[:, 0] for x in _moments(_draw(dist, rng, sims, np.array([n]), arm_lift),
+                                   np.array([float(n)])))
+        for n, arm_lift in ((n_t, lift), (n_c, 0.0)))
+    lo, hi, ok, dlo, dhi, has_d = fixed_bounds(dist, n_t, n_c, mt, vt, mc, vc, (kt, kc),
+                                               (qt, qc), alpha)
     truth = true_mean(dist) * lift
-    has_d = np.sqrt(vt + vc) > 0
     return (float((ok & (hi < lift)).mean()), float((ok & (lo > lift)).mean()),
             float((has_d & (dhi < truth)).mean()), float((has_d & (dlo > truth)).mean()))
 
@@ -308,11 +319,8 @@ def run_unequal_sequential_cell(dist: str, n_t: int, n_c: int, lift: float, sims
     arms = []
     for n, arm_lift in ((n_t, lift), (n_c, 0.0)):
         sizes = _day_sizes(n, DAYS)
-        s1, s2 = _draw(dist, rng, sims, sizes, arm_lift)
         nn = np.cumsum(sizes).astype(np.float64)
-        mean = np.cumsum(s1, axis=1) / nn
-        with np.errstate(invalid="ignore", divide="ignore"):
-            var = np.maximum((np.cumsum(s2, axis=1) - nn * mean * mean) / (nn - 1), 0.0)
+        mean, var, _k3, _m4 = _moments(_draw(dist, rng, sims, sizes, arm_lift), nn)
         arms.append((mean, var, nn[None, :]))
     (mt, vt, nt), (mc, vc, nc) = arms
     small = np.minimum(nt, nc)
@@ -341,9 +349,11 @@ def width_comparison(dist: str, n: int, lift: float, sims: int,
     lk = simulate(dist, n, lift, sims, seed, days=1)
     mt, vt, mc, vc = lk.mean_t[:, 0], lk.var_t[:, 0], lk.mean_c[:, 0], lk.var_c[:, 0]
     ok = _has_interval(mt, vt, mc, vc, np.full(sims, n))
+    lo, hi = fixed_bounds(dist, n, n, mt[ok], vt[ok], mc[ok], vc[ok],
+                          (lk.k3_t[ok, 0], lk.k3_c[ok, 0]), (lk.m4_t[ok, 0], lk.m4_c[ok, 0]),
+                          alpha)[:2]
     mt, vt, mc, vc = mt[ok], vt[ok] / n, mc[ok], vc[ok] / n
     f = float(stats.mixture_radius_factor(2 * n, alpha, planned_n=2 * n))
-    lo, hi = fixed_bounds(dist, n, mt, vt, mc, vc, alpha)[:2]
     slo, shi = stats.fieller_bounds(mt, vt, mc, vc, f)
     se_delta = np.sqrt(vt / mc**2 + mt**2 * vc / mc**4)
     z = 1.959963984540054
@@ -439,10 +449,67 @@ def diff_width_markdown(sims_by_n: dict[int, int]) -> str:
                 mt, mc = lk.mean_t[:, 0], lk.mean_c[:, 0]
                 vt, vc = lk.var_t[:, 0] / n, lk.var_c[:, 0] / n
                 q = stats.welch_quantile(vt, vc, n, n, 0.975)
-                lo, hi = stats.diff_bounds(mt, vt, mc, vc, n, n, q)
+                lo, hi = stats.diff_bounds(mt, vt, mc, vc, n, n, q, lk.k3_t[:, 0],
+                                           lk.k3_c[:, 0], lk.m4_t[:, 0], lk.m4_c[:, 0])
                 ratios.append(float(np.median((hi - lo) / (2 * q * np.sqrt(vt + vc)))))
             lines.append(f"| {d} | {100 * lift:+.0f} % | " + " | ".join(f"{r:.3f}" for r in ratios)
                          + " |")
+    return "\n".join(lines)
+
+
+def unequal_markdown(sims: int) -> str:
+    """The unequal-arm fixed-horizon cells (:func:`run_unequal_cell`), % below / above the
+    truth, relative then absolute."""
+    lines = ["| distribution | arms | lift | relative (below / above) | absolute (below / above) |",
+             "|---|---|---:|---|---|"]
+    for (d, nt, nc, lift), seed in unequal_seeds().items():
+        rb, ra, db, da = run_unequal_cell(d, nt, nc, lift, sims, seed)
+        lines.append(f"| {d} | {nt:,} / {nc:,} | {100 * lift:+.0f} % | "
+                     f"{_pct(rb + ra)} ({100 * rb:.2f} / {100 * ra:.2f}) | "
+                     f"{_pct(db + da)} ({100 * db:.2f} / {100 * da:.2f}) |")
+    return "\n".join(lines)
+
+
+#: effects off the scale model, on unequal arms (name -> treatment and control draws):
+#: equal means with a 4:1 variance ratio, and a log-normal treatment with σ = 1.8
+OFF_MODEL: Final = ("normal, variance 4:1", "log-normal, σ 1.8 vs 1.5")
+
+
+def off_model_markdown(sims: int) -> str:
+    """Cases where the treatment is not R × control in distribution, unequal arms, % of
+    experiments whose fixed-horizon intervals miss the truth (below / above): what the
+    guard (:func:`bandit.stats.guard_se2`) buys."""
+    seeds = np.random.SeedSequence(ROOT_SEED + 6).spawn(16)
+    lines = ["| case | arms | relative (below / above) | absolute (below / above) "
+             "| Welch: relative, absolute |", "|---|---|---|---|---|"]
+    i = 0
+    for case in OFF_MODEL:
+        for nt, nc in ((100, 900), (900, 100), (200, 2_000)):
+            rng = np.random.default_rng(seeds[i])
+            i += 1
+            if case.startswith("normal"):
+                yt, yc = rng.normal(10, 2, (sims, nt)), rng.normal(10, 1, (sims, nc))
+                truth_r, truth_d = 0.0, 0.0
+            else:
+                yt, yc = rng.lognormal(0, 1.8, (sims, nt)), rng.lognormal(0, 1.5, (sims, nc))
+                mu_t, mu_c = math.exp(1.8**2 / 2), math.exp(1.5**2 / 2)
+                truth_r, truth_d = mu_t / mu_c - 1, mu_t - mu_c
+            (mt, vt, kt, qt), (mc, vc, kc, qc) = (
+                (x[:, 0] for x in _moments(tuple(np.sum(y**k, axis=1, keepdims=True)
+                                                 for k in (1, 2, 3, 4)), np.array([float(n)])))
+                for y, n in ((yt, nt), (yc, nc)))
+            lo, hi, _ok, dlo, dhi, _has = fixed_bounds("off-model", nt, nc, mt, vt, mc, vc,
+                                                       (kt, kc), (qt, qc))
+            rb, ra = float((hi < truth_r).mean()), float((lo > truth_r).mean())
+            db, da = float((dhi < truth_d).mean()), float((dlo > truth_d).mean())
+            q = stats.welch_quantile(vt / nt, vc / nc, nt, nc, 0.975)
+            wlo, whi = stats.fieller_bounds(mt, vt / nt, mc, vc / nc, q)
+            half = q * np.sqrt(vt / nt + vc / nc)
+            welch_r = float(((whi < truth_r) | (wlo > truth_r)).mean())
+            welch_d = float((np.abs(mt - mc - truth_d) > half).mean())
+            lines.append(f"| {case} | {nt:,} / {nc:,} | {_pct(rb + ra)} ({_pct(rb)} / {_pct(ra)}) "
+                         f"| {_pct(db + da)} ({_pct(db)} / {_pct(da)}) "
+                         f"| {_pct(welch_r)}, {_pct(welch_d)} |")
     return "\n".join(lines)
 
 
@@ -460,6 +527,14 @@ def main() -> None:
     print("Width of the difference interval against Welch's (median ratio):")
     print()
     print(diff_width_markdown({100: 2000, 1_000: 2000, 100_000: 100}))
+    print()
+    print("Unequal arms, fixed horizon:")
+    print()
+    print(unequal_markdown(args.sims))
+    print()
+    print("Unequal arms, off the scale model:")
+    print()
+    print(off_model_markdown(args.sims))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 

@@ -167,27 +167,37 @@ def test_absolute_interval_tails_balance_at_small_n(key: tuple[str, int, float])
     sims, (dist, n, lift) = 20_000, key
     seed = np.random.SeedSequence(grid.ROOT_SEED + 3).spawn(len(BALANCE))[BALANCE.index(key)]
     lk = grid.simulate(dist, n, lift, sims, seed, days=1)
-    mt, mc = lk.mean_t[:, 0], lk.mean_c[:, 0]
-    vt, vc = lk.var_t[:, 0] / n, lk.var_c[:, 0] / n
-    q = stats.welch_quantile(vt, vc, n, n, 0.975)
-    lo, hi = stats.diff_bounds(mt, vt, mc, vc, n, n, q)
+    _lo, _hi, _ok, lo, hi, _has = grid.fixed_bounds(
+        dist, n, n, lk.mean_t[:, 0], lk.var_t[:, 0], lk.mean_c[:, 0], lk.var_c[:, 0],
+        (lk.k3_t[:, 0], lk.k3_c[:, 0]), (lk.m4_t[:, 0], lk.m4_c[:, 0]))
     truth = grid.true_mean(dist) * lift
     below, above = float((hi < truth).mean()), float((lo > truth).mean())
     assert 0.0125 <= min(below, above) and max(below, above) <= 0.035, (below, above)
 
 
-def test_grid_kernels_are_the_scalar_functions() -> None:
-    """The vectorised kernels the grid uses give what lift_table's functions give."""
+@pytest.mark.parametrize("sizes", [(300, 280), (900, 100)])
+def test_grid_kernels_are_the_scalar_functions(sizes: tuple[int, int]) -> None:
+    """The vectorised kernels the grid uses (:func:`tests.lift_grid.fixed_bounds` on the
+    moments :func:`tests.lift_grid._moments` computes from power sums) give what
+    lift_table's functions give on the per-unit values and on the store's sums."""
     rng = np.random.default_rng(SEEDS[LIGHT[0]])
-    t, c = rng.lognormal(0, 1.5, 300), rng.lognormal(0, 1.5, 280)
+    t, c = rng.lognormal(0, 1.5, sizes[0]), rng.lognormal(0, 1.5, sizes[1])
     st, sc = stats.Summary.of(t), stats.Summary.of(c)
-    q = stats.welch_quantile(st.var / st.n, sc.var / sc.n, st.n, sc.n, 0.975)
-    lo, hi = stats.fieller_bounds(st.mean, st.var / st.n, sc.mean, sc.var / sc.n, q)
+    power = [tuple(np.array([[float(np.sum(a ** k))]]) for k in (1, 2, 3, 4)) for a in (t, c)]
+    (mt, vt, kt, qt), (mc, vc, kc, qc) = (
+        (x[:, 0] for x in grid._moments(p, np.array([float(a.size)])))
+        for p, a in zip(power, (t, c), strict=True))
+    assert (float(kt[0]), float(qt[0])) == pytest.approx((st.k3, st.m4), rel=1e-8)
+    lo, hi, _ok, dlo, dhi, _has = grid.fixed_bounds("log-normal", st.n, sc.n, mt, vt, mc, vc,
+                                                    (kt, kc), (qt, qc))
     r = stats.relative_lift(t, c)
-    assert (float(lo), float(hi)) == pytest.approx((r.ci_low, r.ci_high), rel=1e-12)
+    assert (float(lo[0]), float(hi[0])) == pytest.approx((r.ci_low, r.ci_high), rel=1e-7)
     d = stats.absolute_diff(t, c)
-    dlo, dhi = stats.diff_bounds(st.mean, st.var / st.n, sc.mean, sc.var / sc.n, st.n, sc.n, q)
-    assert (float(dlo), float(dhi)) == pytest.approx((d.ci_low, d.ci_high), rel=1e-12)
+    assert (float(dlo[0]), float(dhi[0])) == pytest.approx((d.ci_low, d.ci_high), rel=1e-7)
+    sums = [stats.Summary.from_sums(a.size, *(float(np.sum(a ** k)) for k in (1, 2, 3, 4)))
+            for a in (t, c)]
+    r2 = stats.relative_lift(*sums)
+    assert (r2.ci_low, r2.ci_high) == pytest.approx((r.ci_low, r.ci_high), rel=1e-7)
     f = stats.mixture_radius_factor(st.n + sc.n, 0.05, planned_n=1000)
     slo, shi, sse = stats.sequential_bounds(st.mean, st.var, st.n, sc.mean, sc.var, sc.n, f)
     s = stats.sequential_lift(t, c, planned_n=1000)
@@ -212,60 +222,74 @@ def test_score_intervals_exact_level_at_small_counts(n: int, lift: float) -> Non
 # ---------------------------------------------------------------------- unequal arms (issue 15)
 
 UNEQUAL = grid.unequal_seeds()
-#: measured with the fixed seeds above (2,000 experiments; 0/1 cells exact), % below /
-#: above the truth for the relative interval: on skewed metrics the small arm's skew does
-#: not cancel as it does for equal arms, so one tail holds 9-13 %; for p = 0.02 the
-#: small arm has 2 expected events and the score intervals put 3.7-4.0 % in one tail.
-#: Candidates are compared in docs/statistics.md ("Unequal arms").
-UNEQUAL_FAILS = ("log-normal", "zero-inflated", "p=0.02")
+#: the unequal-arm cells' floor on the total miss rate, in place of the 3 % − one SE of
+#: the equal-arm grid: two prices, both on the safe side, are tabled in
+#: docs/statistics.md ("Unequal arms"). The guard that keeps the scale-model variance
+#: valid for non-multiplicative effects (bandit.stats.guard_se2) widens the interval
+#: when the small arm catches a rare large value (zero-inflated, 900 / 100: 1.8–2.5 %
+#: total), and with two expected events in the small arm (p = 0.02) one tail of a
+#: discrete interval cannot hold its 2.5 % (it reads 0.3–0.6 %, the other 2.3–2.5 %).
+UNEQUAL_FLOOR = 0.015
 
 
-def _unequal_params() -> list[object]:
-    out: list[object] = []
-    for key in UNEQUAL:
-        dist, nt, nc, lift = key
-        marks = ([pytest.mark.xfail(strict=True, reason=(
-            "issue 15: the fixed-horizon interval misses one tail 9-13 % (skewed) or "
-            "3.7-4.0 % (p = 0.02) on unequal arms; figures in docs/statistics.md"))]
-                 if dist in UNEQUAL_FAILS else [])
-        out.append(pytest.param(key, marks=marks, id=f"{dist}-{nt}v{nc}-lift{lift:+.2f}"))
-    return out
-
-
-def _check_bands(below: float, above: float, lift: float, sims: int) -> None:
+def _check_unequal(below: float, above: float, lift: float) -> None:
     top = 0.06 if lift == 0 else 0.07
     assert below + above <= top, (below, above)
     assert max(below, above) <= 0.035, (below, above)
-    assert _at_least(below + above, 0.03 - CONSERVATIVE_ALLOWANCE, sims), (below, above)
+    assert below + above >= UNEQUAL_FLOOR, (below, above)
 
 
 @pytest.mark.validation
-@pytest.mark.parametrize("key", _unequal_params())
+@pytest.mark.parametrize("key", list(UNEQUAL),
+                         ids=[f"{d}-{nt}v{nc}-lift{lift:+.2f}" for d, nt, nc, lift in UNEQUAL])
 def test_unequal_arms_fixed_horizon_intervals_hold_their_level(
         key: tuple[str, int, int, float]) -> None:
-    """Arms of 900 / 100, 100 / 900 and 1,000 / 100 units, A/A and +20 %: the relative and
-    absolute fixed-horizon intervals within the issue's bands (each tail <= 3.5 %)."""
+    """Arms of 900 / 100, 100 / 900 and 1,000 / 100 units, A/A and +20 %, 2,000
+    experiments (0/1 cells exact): neither tail of the relative and absolute
+    fixed-horizon intervals above 3.5 %, at most 6 % (7 % with a lift) in all, at least
+    :data:`UNEQUAL_FLOOR`. Welch's variance put 9–13 % in one tail on the skewed cells,
+    the plain score intervals 3.7–4.0 % at p = 0.02."""
     rb, ra, db, da = grid.run_unequal_cell(*key, 2000, UNEQUAL[key])
-    _check_bands(rb, ra, key[3], 2000)
-    _check_bands(db, da, key[3], 2000)
+    _check_unequal(rb, ra, key[3])
+    _check_unequal(db, da, key[3])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: unequal arms, one tail ~13 % (docs/statistics.md)")
 def test_light_unequal_arms_skewed_metric() -> None:
     """Default run: zero-inflated engagement, 1,000 treatment / 100 control units, A/A, 400
-    experiments — each tail must stay under the 99.5 % binomial quantile at 2.5 %."""
+    experiments — each tail of both intervals stays under the 99.5 % binomial quantile at
+    2.5 %, where Fieller's interval at Welch's variance (the one before) does not."""
     key = ("zero-inflated", 1000, 100, 0.0)
-    rb, ra, _db, _da = grid.run_unequal_cell(*key, 400, UNEQUAL[key])
-    assert max(rb, ra) <= _upper(0.025, 400), (rb, ra)
+    rb, ra, db, da = grid.run_unequal_cell(*key, 400, UNEQUAL[key])
+    assert max(rb, ra, db, da) <= _upper(0.025, 400), (rb, ra, db, da)
+    rng = np.random.default_rng(UNEQUAL[key])  # the same draws, judged the old way
+    (mt, vt), (mc, vc) = (
+        (m[:, 0], v[:, 0]) for m, v, _k, _q in
+        (grid._moments(grid._draw(key[0], rng, 400, np.array([n]), 0.0), np.array([float(n)]))
+         for n in (1000, 100)))
+    q = stats.welch_quantile(vt / 1000, vc / 100, 1000, 100, 0.975)
+    lo, _hi = stats.fieller_bounds(mt, vt / 1000, mc, vc / 100, q)
+    assert float((lo > 0).mean()) > _upper(0.025, 400)
 
 
 def test_light_unequal_arms_proportions_hold_exactly() -> None:
-    """Default run: p = 0.3 on 900 / 100 units, exact: the score intervals hold (3-6 %,
-    each tail <= 3.5 %) for the relative and absolute lift, A/A and +20 %."""
+    """Default run, exact: on 900 / 100 units the score intervals hold for the relative
+    and absolute lift, A/A and +20 % — 3–6 % and each tail <= 3.5 % for p = 0.3; for
+    p = 0.02 (two expected control events) each tail <= 3.5 % and at least
+    :data:`UNEQUAL_FLOOR` in all, where the intervals without Gart & Nam's skewness
+    correction put 3.9 % in one tail."""
     for lift in grid.UNEQUAL_LIFTS:
         rb, ra, db, da = grid.exact_unequal_misses(0.3, 900, 100, lift)
         for below, above in ((rb, ra), (db, da)):
             assert 0.03 <= below + above <= 0.06 and max(below, above) <= 0.035, (below, above)
+        rb, ra, db, da = grid.exact_unequal_misses(0.02, 900, 100, lift)
+        _check_unequal(rb, ra, lift)
+        _check_unequal(db, da, lift)
+    plain = stats.score_ratio_bounds
+    xt, xc = np.meshgrid(np.arange(0, 60), np.arange(0, 15), indexing="ij")
+    w = np.outer(sps.binom.pmf(np.arange(0, 60), 900, 0.02), sps.binom.pmf(np.arange(0, 15),
+                                                                          100, 0.02))
+    _lo, hi = plain(xt, 900, xc, 100, float(sps.norm.ppf(0.975)), skew=False)
+    assert float(w[hi < 0].sum()) > 0.035
 
 
 # ------------------------------------------------- always valid on unequal arms (issue 15)

@@ -41,70 +41,95 @@ def test_absolute_diff_is_welch_where_a_mean_is_not_positive() -> None:
     assert (d.ci_low, d.ci_high) == pytest.approx((ci.low, ci.high))
 
 
-def _scale_var_by_hand(ratio: float, se2_t: float, se2_c: float) -> float:
-    """Equal arms: ((R² + 1) / (R² (1 + R))) (se2_t + R³ se2_c), unbiased for
-    Var(m_t - m_c) when treatment = R × control and uncorrelated with m_t - m_c."""
-    return (ratio**2 + 1) / (ratio**2 * (1 + ratio)) * (se2_t + ratio**3 * se2_c)
+def _scale_var_by_hand(ratio: float, se2_t: float, se2_c: float, n_t: int, n_c: int) -> float:
+    """a (se2_t + R³ (n_c/n_t)² se2_c), a = n_t (R² n_c + n_t) / (R² n_c (n_t + R n_c)):
+    unbiased for Var(m_t - m_c) when treatment = R × control, uncorrelated with it."""
+    a = n_t * (ratio**2 * n_c + n_t) / (ratio**2 * n_c * (n_t + ratio * n_c))
+    return a * (se2_t + ratio**3 * (n_c / n_t) ** 2 * se2_c)
 
 
-def test_absolute_diff_bounds_solve_the_scale_variance_equation_by_hand() -> None:
-    """Skewed, positive, a large lift: each bound b satisfies |d - b| = q √V with V the
-    larger of the scale-model variance at R = 1 + b / m_c (within Fieller's interval)
-    and its guard, the same variance of the scale-model fit with Welch's total
-    (se2_t = R̂² se2_c, se2_t + se2_c = Welch's), capped at Welch's; the guard is Welch's
-    at R̂. The upper bound contains Welch's, the interval is wider above (the side a
-    multiplicative effect skews) and keeps Welch's p-value."""
+def _moments_by_hand(x: np.ndarray) -> tuple[float, float, float, float]:
+    n = x.size
+    d = x - x.mean()
+    return (float(x.mean()), float(d @ d / (n - 1)), float(n * np.sum(d**3) / ((n - 1) * (n - 2))),
+            float(np.mean(d**4)))
+
+
+@pytest.mark.parametrize("sizes", [(150, 150), (100, 900), (900, 100)])
+def test_absolute_diff_bounds_solve_the_scale_variance_equation_by_hand(
+        sizes: tuple[int, int]) -> None:
+    """Skewed, positive, a large lift: each bound b satisfies
+    ±(b - d) = (q ∓ s) √V with V the larger of the scale-model variance at
+    R = 1 + b / m_c and the guard (Welch's with each arm's variance 1.5 standard errors
+    lower at the pooled kurtosis), R kept within the relative interval, s the capped
+    Cornish–Fisher shift γ/6 (q² - 1) for
+    γ = k(R) (R³/n_t² - 1/n_c²) / V^{3/2}, k(R) the size-weighted pooled k₃ of the
+    treatment / R and the control — all written out here. For equal arms the p-value is
+    Welch's and the interval is wider above (the side a multiplicative effect skews)."""
+    n_t, n_c = sizes
     rng = _rng(1)
-    n = 150
-    t, c = rng.lognormal(0, 1.5, n) * 1.68, rng.lognormal(0, 1.5, n)
+    t, c = rng.lognormal(0, 1.5, n_t) * 1.68, rng.lognormal(0, 1.5, n_c)
     d = stats.absolute_diff(t, c)
-    ref = sps.ttest_ind(t, c, equal_var=False)
-    ci = ref.confidence_interval(0.95)
-    mt, mc, vt, vc = t.mean(), c.mean(), t.var(ddof=1) / n, c.var(ddof=1) / n
-    q = float(sps.t.ppf(0.975, ref.df))
-    rlo, rhi = (float(x) + 1 for x in stats.fieller_bounds(mt, vt, mc, vc, q))
-    rhat, welch_v = mt / mc, vt + vc
-    fit_c = welch_v / (rhat**2 + 1)
-    fit_t = rhat**2 * fit_c
-    assert _scale_var_by_hand(rhat, fit_t, fit_c) == pytest.approx(welch_v, rel=1e-12)
+    (mt, vt, kt, qt), (mc, vc, kc, qc) = _moments_by_hand(t), _moments_by_hand(c)
+    n = n_t + n_c
+    kap = (n_t * qt / vt**2 + n_c * qc / vc**2) / n
+
+    def low(v: float, m: int) -> float:
+        return v / (1 + 1.5 * math.sqrt(max(kap - (m - 3) / (m - 1), 0.0) / m)) / m
+
+    guard = low(vt, n_t) + low(vc, n_c)
+    v0 = max(vt / n_c + vc / n_t, guard)
+    a0, b0 = (vt / n_c, vc / n_t) if vt / n_c + vc / n_t >= guard else (low(vt, n_t), low(vc, n_c))
+    df0 = (a0 + b0) ** 2 / (a0**2 / (n_t - 1) + b0**2 / (n_c - 1))
+    q = float(sps.t.ppf(0.975, df0))
+    r = stats.relative_lift(t, c)
     for b, side in ((d.ci_low, -1), (d.ci_high, 1)):
-        ratio = min(max(1 + b / mc, min(rlo, 1.0)), max(rhi, 1.0))
-        guard = min(welch_v, _scale_var_by_hand(ratio, fit_t, fit_c))
-        # equal arms: Welch's times 1 + (R³ - 1)(R² - R̂²) / (R² (1 + R) (R̂² + 1)), below
-        # Welch's only between R = 1 and R̂
-        dip = (ratio**3 - 1) * (ratio**2 - rhat**2) / (ratio**2 * (1 + ratio) * (rhat**2 + 1))
-        assert guard == pytest.approx(welch_v * min(1.0, 1.0 + dip), rel=1e-12)
-        v = max(guard, _scale_var_by_hand(ratio, vt, vc))
-        assert side * (b - (mt - mc)) == pytest.approx(q * math.sqrt(v), rel=1e-9)
-    assert d.ci_high >= ci.high - 1e-12
-    assert d.ci_high - (mt - mc) > (mt - mc) - d.ci_low
-    assert d.p_value == pytest.approx(ref.pvalue) and d.se == pytest.approx(math.sqrt(vt + vc))
+        # R within the relative interval at the same q, widened to include 1
+        ratio = min(max(1 + b / mc, min(1 + r.ci_low, 1.0)), max(1 + r.ci_high, 1.0))
+        v = max(_scale_var_by_hand(ratio, vt / n_t, vc / n_c, n_t, n_c), guard)
+        k = (n_t * kt / ratio**3 + n_c * kc) / n
+        gamma = k * (ratio**3 / n_t**2 - 1 / n_c**2) / v**1.5
+        shift = min(max(gamma / 6 * (q * q - 1), -q / 2), q / 2)
+        assert side * (b - (mt - mc)) == pytest.approx((q - side * shift) * math.sqrt(v),
+                                                       rel=1e-9)
+    assert d.ci_low < mt - mc < d.ci_high and v0 > 0
+    assert d.se == pytest.approx(math.sqrt(vt / n_t + vc / n_c))
+    if n_t == n_c:
+        ref = sps.ttest_ind(t, c, equal_var=False)
+        assert d.p_value == pytest.approx(ref.pvalue, rel=1e-6)
+        assert d.ci_high - (mt - mc) > (mt - mc) - d.ci_low
 
 
-def test_difference_interval_makes_welchs_call_on_zero_at_any_sizes() -> None:
-    """80,000 skewed draws, equal and unequal arms, lifts -30 % to +68 %: the interval
-    excludes 0 exactly when Welch's test rejects 0, contains the estimate, and its bound
-    on the far side from 0 contains Welch's (the guard is Welch's there)."""
+def test_difference_and_relative_intervals_make_one_call_on_zero_at_any_sizes() -> None:
+    """40,000 skewed experiments, equal and unequal arms, lifts -30 % to +68 %: the
+    difference interval excludes 0 exactly when the relative interval does (one test at
+    0), and for equal arms exactly when Welch's test rejects 0; both contain the
+    estimate."""
     rng = _rng(2)
     for n_t, n_c in ((100, 100), (100, 300), (900, 100), (50, 60)):
         for lift in (0.0, 0.1, 0.3, 0.68, -0.3):
-            k = 4000
+            k = 2000
             t = rng.lognormal(0, 1.5, (k, n_t)) * (1 + lift) * (rng.random((k, n_t)) > 0.5)
             c = rng.lognormal(0, 1.5, (k, n_c)) * (rng.random((k, n_c)) > 0.5)
             mt, mc = t.mean(1), c.mean(1)
-            vt, vc = t.var(1, ddof=1) / n_t, c.var(1, ddof=1) / n_c
-            q = stats.welch_quantile(vt, vc, n_t, n_c, 0.975)
-            lo, hi = stats.diff_bounds(mt, vt, mc, vc, n_t, n_c, q)
-            half = q * np.sqrt(vt + vc)
-            ok = vt + vc > 0
-            welch_rejects = np.abs(mt - mc) > half
-            assert np.array_equal(((lo > 0) | (hi < 0))[ok], welch_rejects[ok]), (n_t, n_c, lift)
+            vt, vc = t.var(1, ddof=1), c.var(1, ddof=1)
+            dt, dc = t - mt[:, None], c - mc[:, None]
+            kt = n_t * (dt**3).sum(1) / ((n_t - 1) * (n_t - 2))
+            kc = n_c * (dc**3).sum(1) / ((n_c - 1) * (n_c - 2))
+            qt, qc = (dt**4).mean(1), (dc**4).mean(1)
+            q = stats.fixed_quantile(mt, vt, n_t, mc, vc, n_c, 0.975, qt, qc)
+            lo, hi = stats.diff_bounds(mt, vt / n_t, mc, vc / n_c, n_t, n_c, q, kt, kc, qt, qc)
+            rlo, rhi = stats.ratio_bounds(mt, vt, n_t, mc, vc, n_c, q, kt, kc, qt, qc)
+            ok = (mt > 0) & (mc > 0) & (vt + vc > 0)
+            excl = (lo > 0) | (hi < 0)
+            assert np.array_equal(excl[ok], ((rlo > 0) | (rhi < 0))[ok]), (n_t, n_c, lift)
+            if n_t == n_c:
+                welch = np.abs(mt - mc) > q * np.sqrt((vt + vc) / n_t)
+                assert np.array_equal(excl[ok], welch[ok]), (n_t, n_c, lift)
             d = mt - mc
             assert ((lo < d) & (d < hi))[ok].all(), (n_t, n_c, lift)
-            up = ok & (d > 0)
-            assert (hi >= d + half - 1e-12)[up].all(), (n_t, n_c, lift)
-            down = ok & (d < 0)
-            assert (lo <= d - half + 1e-12)[down].all(), (n_t, n_c, lift)
+            r = np.divide(mt, mc, out=np.ones_like(mt), where=mc > 0) - 1
+            assert ((rlo <= r) & (r <= rhi))[ok].all(), (n_t, n_c, lift)
 
 
 def test_relative_lift_fieller_bounds_solve_the_quadratic_by_hand() -> None:
@@ -155,13 +180,12 @@ def test_relative_lift_all_zero_treatment_is_an_invalid_input_not_a_crash() -> N
 
 def test_binary_outcomes_take_the_score_intervals_with_an_all_zero_arm() -> None:
     """0 of 100 against 5 of 100 is evidence: the score interval of the ratio exists and
-    excludes 0 (statsmodels' Koopman interval, minus 1); the difference stays in [-1, 1]."""
-    from statsmodels.stats.proportion import confint_proportions_2indep
-
+    excludes 0 (the skew-corrected score interval of :func:`score_ratio_bounds`); the
+    difference stays in [-1, 1]."""
     t, c = [0.0] * 100, [1.0] * 5 + [0.0] * 95
     r = stats.relative_lift(t, c)
-    lo, hi = confint_proportions_2indep(0, 100, 5, 100, method="score", compare="ratio")
-    assert (r.ci_low, r.ci_high) == pytest.approx((lo - 1, hi - 1), abs=1e-9)
+    lo, hi = stats.score_ratio_bounds(0, 100, 5, 100, sps.norm.ppf(0.975))
+    assert (r.ci_low, r.ci_high) == pytest.approx((float(lo), float(hi)), abs=1e-12)
     assert r.ci_low == -1.0 and r.ci_high < 0 and r.estimate == -1.0
     d = stats.absolute_diff(t, c)
     assert -1 <= d.ci_low < d.ci_high < 0 and math.isinf(d.df)
@@ -181,7 +205,7 @@ def test_summary_detects_binary_values_and_checks_binary_sums() -> None:
 def test_score_diff_matches_newcombe_published_example() -> None:
     """Newcombe (1998, Stat. Med. 17, Table II, example (a)): 56/70 - 48/80, the
     Miettinen–Nurminen interval is 0.0528 to 0.3382."""
-    lo, hi = stats.score_diff_bounds(56, 70, 48, 80, sps.norm.ppf(0.975))
+    lo, hi = stats.score_diff_bounds(56, 70, 48, 80, sps.norm.ppf(0.975), skew=False)
     assert (float(lo), float(hi)) == pytest.approx((0.0528, 0.3382), abs=5e-5)
 
 
@@ -189,9 +213,53 @@ def test_score_diff_matches_newcombe_published_example() -> None:
 def test_score_ratio_matches_statsmodels(x_t: int, x_c: int) -> None:
     from statsmodels.stats.proportion import confint_proportions_2indep
 
-    lo, hi = stats.score_ratio_bounds(x_t, 100, x_c, 90, sps.norm.ppf(0.975))
+    lo, hi = stats.score_ratio_bounds(x_t, 100, x_c, 90, sps.norm.ppf(0.975), skew=False)
     want = confint_proportions_2indep(x_t, 100, x_c, 90, method="score", compare="ratio")
     assert (float(lo), float(hi)) == pytest.approx((want[0] - 1, want[1] - 1), rel=1e-9)
+
+
+@pytest.mark.parametrize(("x_t", "n_t", "x_c", "n_c"), [(30, 900, 1, 100), (4, 100, 20, 900),
+                                                        (56, 70, 48, 80)])
+def test_skew_corrected_score_bounds_solve_gart_nams_equation_by_hand(
+        x_t: int, n_t: int, x_c: int, n_c: int) -> None:
+    """Each end φ of the ratio interval (and δ of the difference) satisfies
+    z = ±q + γ/6 (q² - 1) (the shift capped at q/2): z the Miettinen–Nurminen score
+    statistic and γ the skewness of p̂_t - φ p̂_c (p̂_t - p̂_c - δ), both at the
+    maximum-likelihood estimates restricted to φ (δ) — found here by a numerical
+    maximisation, not the closed forms."""
+    from scipy.optimize import minimize_scalar
+
+    q = float(sps.norm.ppf(0.975))
+    n = n_t + n_c
+
+    def loglik(p1: float, p2: float) -> float:
+        p1, p2 = min(max(p1, 1e-12), 1 - 1e-12), min(max(p2, 1e-12), 1 - 1e-12)
+        return (x_t * math.log(p1) + (n_t - x_t) * math.log(1 - p1)
+                + x_c * math.log(p2) + (n_c - x_c) * math.log(1 - p2))
+
+    def check(num: float, q1: float, q2: float, phi: float, side: int) -> None:
+        v = q1 * (1 - q1) / n_t + phi**2 * q2 * (1 - q2) / n_c
+        z = num / math.sqrt(v * n / (n - 1))
+        m3 = q1 * (1 - q1) * (1 - 2 * q1) / n_t**2 - phi**3 * q2 * (1 - q2) * (1 - 2 * q2) / n_c**2
+        gamma = m3 / v**1.5
+        shift = min(max(gamma / 6 * (q * q - 1), -q / 2), q / 2)  # capped at q / 2
+        assert z == pytest.approx(side * q + shift, abs=1e-6)
+
+    lo, hi = stats.score_ratio_bounds(x_t, n_t, x_c, n_c, q)
+    for bound, side in ((float(lo), 1), (float(hi), -1)):
+        phi = bound + 1
+        hi_p2 = min(1.0, 1 / phi)
+        p2 = minimize_scalar(lambda p, phi=phi: -loglik(phi * p, p),
+                             bounds=(1e-9, hi_p2 - 1e-9),
+                             method="bounded", options={"xatol": 1e-13}).x
+        check(x_t / n_t - phi * x_c / n_c, phi * p2, p2, phi, side)
+    dlo, dhi = stats.score_diff_bounds(x_t, n_t, x_c, n_c, q)
+    for bound, side in ((float(dlo), 1), (float(dhi), -1)):
+        lo2, hi2 = max(0.0, -bound), min(1.0, 1 - bound)
+        p2 = minimize_scalar(lambda p, bound=bound: -loglik(p + bound, p),
+                             bounds=(lo2 + 1e-9, hi2 - 1e-9),
+                             method="bounded", options={"xatol": 1e-13}).x
+        check(x_t / n_t - x_c / n_c - bound, p2 + bound, p2, 1.0, side)
 
 
 @settings(max_examples=60, deadline=None)
@@ -465,6 +533,11 @@ def test_cuped_sums_equals_cuped_on_arrays(seed: int, n: int, rho: float) -> Non
     ref = stats.Summary.of(arr.treatment)
     assert (st_.n, st_.mean, st_.var) == pytest.approx((ref.n, ref.mean, ref.var), rel=1e-6)
     assert sc.mean == pytest.approx(float(np.mean(arr.control)), rel=1e-6, abs=1e-9)
+    # the adjusted cohorts' third and fourth central moments from the power sums
+    scale = ref.var ** 1.5
+    assert st_.k3 is not None and st_.m4 is not None and ref.k3 is not None and ref.m4 is not None
+    assert st_.k3 / scale == pytest.approx(ref.k3 / scale, abs=1e-6)
+    assert st_.m4 / ref.var**2 == pytest.approx(ref.m4 / ref.var**2, rel=1e-6)
 
 
 @settings(max_examples=50, deadline=None)

@@ -21,6 +21,7 @@ import pytest
 from bandit.errors import InvalidInputError
 from bandit.events import DecisionEvent, EngagementEvent, FeedbackEvent
 from bandit.store import ClickHouseStore, ExposureRow, RewardRow, Store, open_store
+from bandit.store.queries import MOMENT_SUMS
 from bandit.store.schema import MIGRATIONS
 from bandit.testing.synthetic import DAY_MS
 
@@ -129,7 +130,7 @@ def test_store_empty_queries_return_typed_frames(store_any: ClickHouseStore) -> 
     assert store_any.retention_curve("none", T0).empty
     many = store_any.cohort_moments_many("none", None, T0)
     assert many.empty and list(many.columns) == [
-        "metric", "covariate", "variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]
+        "metric", "covariate", "variant", "n_exposed", "n", *MOMENT_SUMS]
     assert store_any.decision_span("none").empty
 
 
@@ -190,8 +191,8 @@ def test_store_cohort_moments_many_day_windows(store_any: ClickHouseStore) -> No
     assert list(zip(sub["metric"], sub["covariate"], strict=True)) == pairs
     for metric, cov in pairs:
         got = sub[(sub["metric"] == metric) & (sub["covariate"] == cov)].iloc[0]
-        assert got[["n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]].tolist() == pytest.approx(
-            m.loc[(metric, cov), ["n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]].tolist())
+        cols = ["n_exposed", "n", *MOMENT_SUMS]
+        assert got[cols].tolist() == pytest.approx(m.loc[(metric, cov), cols].tolist())
     assert store_any.cohort_moments_many(EXP, [], as_of).empty
 
 

@@ -26,6 +26,7 @@ from bandit.analysis.metrics import METRICS
 from bandit.config import ExperimentConfig, VariantConfig
 from bandit.errors import InvalidInputError, StoreError
 from bandit.events import design_version
+from bandit.store.queries import MOMENT_SUMS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -207,8 +208,8 @@ def _cohorts(store: CohortSource, experiment: ExperimentConfig | str, metric: st
                                 f"has no exposed units (known experiments: {known or 'none'})")
     cfg = _experiment_config(experiment, sorted(m["variant"]))
     exposed = {str(r.variant): int(r.n_exposed) for r in m.itertuples()}
-    sums = {str(r.variant): stats.CovSums(int(r.n), float(r.sy), float(r.syy), float(r.sx),
-                                          float(r.sxx), float(r.sxy)) for r in m.itertuples()}
+    sums = {str(r.variant): stats.CovSums(int(r.n), *(float(getattr(r, k)) for k in MOMENT_SUMS))
+            for r in m.itertuples()}
     return _Cohorts(cfg, exposed, sums)
 
 
@@ -236,7 +237,8 @@ def _summary(s: stats.CovSums | None, binary: bool = False) -> stats.Summary | N
     of 0/1 values (Σy = Σy²), which selects the score intervals for proportions."""
     if s is None or s.n < 2:
         return None
-    return stats.Summary.from_sums(s.n, s.sy, s.syy, binary=binary and s.sy == s.syy)
+    return stats.Summary.from_sums(s.n, s.sy, s.syy, s.syyy, s.syyyy,
+                                   binary=binary and s.sy == s.syy)
 
 
 _NAN = math.nan

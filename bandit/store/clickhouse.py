@@ -345,9 +345,9 @@ class ClickHouseStore:
         out = df.groupby("variant", as_index=False).sum(numeric_only=True)
         for col in ("n_exposed", "n"):
             out[col] = out[col].astype("int64")
-        for col in ("sy", "syy", "sx", "sxx", "sxy"):
+        for col in queries.MOMENT_SUMS:
             out[col] = out[col].astype("float64")
-        return out[["variant", "n_exposed", "n", "sy", "syy", "sx", "sxx", "sxy"]]
+        return out[["variant", "n_exposed", "n", *queries.MOMENT_SUMS]]
 
     def cohort_moments_many(self, experiment_id: str,
                             pairs: Sequence[tuple[str, str]] | None = None,
@@ -356,7 +356,8 @@ class ClickHouseStore:
         """:meth:`cohort_moments` of many (metric, covariate) pairs from one query.
 
         One row per pair and variant: ``metric``, ``covariate``, ``variant``,
-        ``n_exposed``, ``n``, ``sy``, ``syy``, ``sx``, ``sxx``, ``sxy`` — per pair the same
+        ``n_exposed``, ``n``, ``sy``, ``syy``, ``sx``, ``sxx``, ``sxy``, ``syyy``, ``syyyy``
+        — per pair the same
         values as :meth:`cohort_moments`. ``pairs`` defaults to every supported pair;
         asking only for the pairs a view needs computes only their metrics (cheaper).
         """
@@ -366,8 +367,7 @@ class ClickHouseStore:
                 names = sorted({m for m, _ in queries.COHORT_MOMENTS})
                 raise InvalidInputError("metric", p, f"must be one of {names} with "
                                         "pre_engagement or pre_messages")
-        cols = ["metric", "covariate", "variant", "n_exposed", "n", "sy", "syy", "sx", "sxx",
-                "sxy"]
+        cols = ["metric", "covariate", "variant", "n_exposed", "n", *queries.MOMENT_SUMS]
         unique = tuple(dict.fromkeys((str(m), str(c)) for m, c in wanted))
         if not unique:
             return pd.DataFrame({c: pd.Series(dtype=object if c in cols[:3] else "float64")
@@ -385,7 +385,7 @@ class ClickHouseStore:
                 "n_exposed": df["n_exposed"].astype("int64"),
                 "n": df[f"n_h{queries.HORIZONS[metric]}"].astype("int64"),
                 **{k: pd.to_numeric(df[f"{k}_{i}"], errors="coerce").fillna(0.0).astype("float64")
-                   for k in ("sy", "syy", "sx", "sxx", "sxy")},
+                   for k in queries.MOMENT_SUMS},
             })
             parts.append(part)
         return pd.concat(parts, ignore_index=True)[cols]

@@ -36,7 +36,7 @@ class CohortSource(Protocol):
     def cohort_moments(self, experiment_id: str, metric: str, covariate: str,
                        as_of_ms: int | None = None, *,
                        include_cross_exposed: bool = False) -> pd.DataFrame:
-        """Per variant: n_exposed, n (complete horizon), sy, syy, sx, sxx, sxy."""
+        """Per variant: n_exposed, n (complete horizon), sy, syy, sx, sxx, sxy, syyy, syyyy."""
         ...
 
 

@@ -142,6 +142,26 @@ _Y: Final = {
 _X: Final = {"pre_engagement": "sumIf(st, d < 0)", "pre_messages": "sumIf(msg, d < 0)"}
 
 
+#: the third and fourth power sums Σ yᵃ xᵇ (name -> (a, b)): the skew correction and the
+#: variance guard of the fixed-horizon intervals (bandit.stats.ratio_bounds), of y and of
+#: CUPED's y - θx (bandit.stats.cuped_sums)
+_POWERS: Final = {
+    "syyy": (3, 0),
+    "syyyy": (4, 0),
+    "sxxx": (0, 3),
+    "sxxxx": (0, 4),
+    "sxxy": (1, 2),
+    "sxyy": (2, 1),
+    "sxxxy": (1, 3),
+    "sxxyy": (2, 2),
+    "sxyyy": (3, 1),
+}
+
+
+_POWER_SUMS: Final = ", ".join(f"sum({' * '.join(['y'] * a + ['xc'] * b)}) AS {name}"
+                               for name, (a, b) in _POWERS.items())
+
+
 def _moments(y_expr: str, horizon: int, x_expr: str, include_cross: bool = False) -> str:
     return f"""
 WITH {_exposed(False, include_cross).strip()},
@@ -154,12 +174,13 @@ u AS (
     GROUP BY e.unit_key
 )
 SELECT toString(variant) AS variant, toUInt64(0) AS n_exposed, toUInt64(0) AS n,
-       sum(y) AS sy, sum(y * y) AS syy, sum(xc) AS sx, sum(xc * xc) AS sxx, sum(y * xc) AS sxy
+       sum(y) AS sy, sum(y * y) AS syy, sum(xc) AS sx, sum(xc * xc) AS sxx, sum(y * xc) AS sxy,
+       {_POWER_SUMS}
 FROM u GROUP BY variant
 UNION ALL
 SELECT toString(variant) AS variant, count() AS n_exposed,
        countIf(exposure_ts + {horizon + 1} * {{day_ms:Int64}} <= {{as_of:Int64}}) AS n,
-       0., 0., 0., 0., 0.
+       {", ".join(["0."] * (5 + len(_POWERS)))}
 FROM exp GROUP BY variant
 """
 
@@ -330,7 +351,7 @@ def moments_many_sql(pairs: tuple[tuple[str, str], ...], include_cross: bool = F
     """SQL of :meth:`Store.cohort_moments_many` for ``pairs`` (keys of
     :data:`COHORT_MOMENTS`, validated by the caller): per variant, exposed units
     (``n_exposed``), units with a complete horizon (``n_h{h}`` per horizon h in days) and
-    per pair i the sums ``sy_i``, ``syy_i``, ``sx_i``, ``sxx_i``, ``sxy_i``.
+    per pair i the sums ``{name}_i`` of every name in :data:`MOMENT_SUMS`.
 
     Each unit's engagement is first collected into arrays (``ev``, grouped on the
     engagement table's sorting key), then joined to its exposure — one row per unit — and
@@ -358,6 +379,8 @@ def moments_many_sql(pairs: tuple[tuple[str, str], ...], include_cross: bool = F
         aggs += [f"sumIf(y_{y}, {ok}) AS sy_{i}", f"sumIf(y_{y} * y_{y}, {ok}) AS syy_{i}",
                  f"sumIf(x_{x}, {ok}) AS sx_{i}", f"sumIf(x_{x} * x_{x}, {ok}) AS sxx_{i}",
                  f"sumIf(y_{y} * x_{x}, {ok}) AS sxy_{i}"]
+        aggs += [f"sumIf({' * '.join([f'y_{y}'] * a + [f'x_{x}'] * b)}, {ok}) AS {name}_{i}"
+                 for name, (a, b) in _POWERS.items()]
     return f"""
 WITH {_exposed(False, include_cross).strip()},{_UNIT_EVENTS},
 u AS (
@@ -375,6 +398,12 @@ SETTINGS join_use_nulls = 0
 
 #: the (metric, covariate) pairs of :data:`COHORT_MOMENTS_MANY`, in its column order
 MOMENT_PAIRS: Final[tuple[tuple[str, str], ...]] = tuple(COHORT_MOMENTS)
+#: the sums every cohort-moments row carries, per variant (and pair), name -> (a, b) of
+#: Σ yᵃ xᵇ: Σy, Σy², Σx, Σx², Σxy for the means, variances and CUPED, then the higher
+#: power sums of _POWERS — the fields of bandit.stats.CovSums after n, in order
+MOMENT_POWERS: Final[dict[str, tuple[int, int]]] = {
+    "sy": (1, 0), "syy": (2, 0), "sx": (0, 1), "sxx": (0, 2), "sxy": (1, 1), **_POWERS}
+MOMENT_SUMS: Final = tuple(MOMENT_POWERS)
 #: horizon (days) of each metric column
 HORIZONS: Final[dict[str, int]] = {y: h for y, (_e, h) in _Y.items()}
 #: :func:`moments_many_sql` of every pair
