@@ -7,21 +7,26 @@ statistic undefined — raises :class:`InvalidInputError` naming the problem.
 
 Methods:
 
-* absolute difference: the Welch (1947) statistic inverted with a variance that, for
-  non-negative metrics with positive means, follows the skew of a multiplicative effect,
-  guarded by Welch's total so that it is consistent for any effect (:func:`diff_bounds`);
-  for 0/1 outcomes the
+* absolute difference: the Welch (1947) statistic inverted with a variance and a skew
+  correction that, for non-negative metrics with positive means, follow a
+  multiplicative effect, guarded by Welch's variance less its sampling error so that it
+  is consistent for any effect (:func:`diff_bounds`); for 0/1 outcomes the
   Miettinen–Nurminen (1985, "Comparative analysis of two rates", Stat. Med. 4) score
-  interval instead, which holds its level with a handful of events per arm
-  (Newcombe 1998; Fagerland, Lydersen & Laake 2015);
+  interval instead, with Gart & Nam's (1988, 1990) skewness correction, which holds its
+  level with a handful of events per arm (Newcombe 1998; Fagerland, Lydersen & Laake
+  2015);
 * relative lift ``mean_t / mean_c - 1`` with Fieller's (1954, "Some problems in interval
   estimation", J. R. Stat. Soc. B 16) interval for a ratio of means: the set of ratios R
   for which ``mean_t - R mean_c`` is not significantly different from zero. Unlike the
   delta method (Deng, Knoblich & Lu 2018) it follows the skew of the ratio, so it keeps
   its coverage on skewed and rare metrics from 100 units per arm (docs/statistics.md);
-  it never goes below -100 % (metrics are non-negative, so R >= 0) and it is unbounded
-  above when the control mean itself is not distinguishable from zero; for 0/1 outcomes
-  the Miettinen–Nurminen score interval of the risk ratio (Koopman 1984) instead;
+  for unequal arms the contrast is studentised with its scale-model variance and its
+  remaining skew corrected by Cornish–Fisher with a pooled third moment
+  (:func:`ratio_bounds`; Welch's Fieller interval for equal arms); it never goes below
+  -100 % (metrics are non-negative, so R >= 0) and it is unbounded above when the
+  control mean itself is not distinguishable from zero; for 0/1 outcomes the
+  skew-corrected score interval of the risk ratio (Koopman 1984; Gart & Nam 1988)
+  instead;
 * CUPED (Deng, Xu, Kohavi & Walker 2013): ``y - θ (x - mean x)`` with
   ``θ = cov(y, x) / var(x)`` pooled over both cohorts; reports the variance reduction;
 * an always-valid confidence sequence: the normal-mixture boundary of Robbins (1970) in
@@ -1290,8 +1295,9 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
               margin: float, alpha: float = 0.05) -> GuardrailResult:
     """Non-inferiority of ``metric``: the relative lift must not fall below ``-margin``.
 
-    A one-sided test at level α: ``ok`` when the one-sided (1-α) lower Fieller bound (for
-    0/1 outcomes the score bound of the risk ratio, as in :func:`relative_lift`) is
+    A one-sided test at level α: ``ok`` when the one-sided (1-α) lower bound of the
+    relative interval (:func:`ratio_bounds`; for 0/1 outcomes the score bound of the risk
+    ratio, as in :func:`relative_lift`) is
     above ``-margin``; ``degraded`` when the one-sided (1-α) upper bound is below it;
     otherwise ``inconclusive``. Also reports the relative drop the test would detect with
     :data:`GUARDRAIL_POWER` power at the current size (normal approximation,

@@ -3,20 +3,22 @@
 Each cell is a distribution, a size per arm and a planted relative lift. Every simulated
 experiment receives its units over ``DAYS`` daily looks (equal arrivals per day and arm);
 the fixed-horizon intervals are judged at the last look, the always-valid ones at every
-look. The intervals are the production ones: :func:`bandit.stats.fieller_bounds` at
-:func:`bandit.stats.welch_quantile` (fixed horizon), :func:`bandit.stats.sequential_bounds`
-at :func:`bandit.stats.mixture_radius_factor` tuned for the planned size (always valid),
-and for the difference :func:`bandit.stats.diff_bounds` at the same t quantile (fixed
-horizon) and ``d ± factor · se`` with that kernel's se (always valid) — the kernels of
-:func:`bandit.stats.absolute_diff` / :func:`bandit.stats.sequential_diff`, which the unit
-tests tie to these. For the 0/1 distributions the fixed-horizon intervals are the
-Miettinen–Nurminen score intervals (:func:`bandit.stats.score_ratio_bounds`,
-:func:`bandit.stats.score_diff_bounds`), as :func:`bandit.stats.relative_lift` and
-:func:`bandit.stats.absolute_diff` choose for 0/1 outcomes. Their fixed-horizon figures are exact
-(:func:`exact_fixed_misses`, every pair of counts) rather than simulated; the always-valid
-ones, which depend on the path over 30 looks, are simulated for every distribution.
-Only the reference methods of :func:`width_comparison` (the
-delta method and its log form, for comparison) are written out here.
+look. The intervals are the production ones, on each arm's power sums Σy … Σy⁴ as the
+store has them: :func:`bandit.stats.ratio_bounds` and :func:`bandit.stats.diff_bounds` at
+:func:`bandit.stats.fixed_quantile` (fixed horizon, :func:`fixed_bounds`),
+:func:`bandit.stats.sequential_bounds` at :func:`bandit.stats.mixture_radius_factor`
+tuned for the planned size (always valid; ``d ± factor · se`` with that kernel's se for
+the difference) — the kernels of :func:`bandit.stats.relative_lift`,
+:func:`bandit.stats.absolute_diff`, :func:`bandit.stats.sequential_lift` and
+:func:`bandit.stats.sequential_diff`, which the tests tie to these. For the 0/1
+distributions the fixed-horizon intervals are the skew-corrected Miettinen–Nurminen score
+intervals (:func:`bandit.stats.score_ratio_bounds`, :func:`bandit.stats.score_diff_bounds`),
+as :func:`bandit.stats.relative_lift` and :func:`bandit.stats.absolute_diff` choose for 0/1
+outcomes. Their fixed-horizon figures are exact (:func:`exact_fixed_misses`, every pair of
+counts) rather than simulated; the always-valid ones, which depend on the path over 30
+looks, are simulated for every distribution.
+Only the reference methods (the delta method and its log form in :func:`width_comparison`,
+Welch's intervals in :func:`off_model_markdown`) are written out here.
 
 Run ``python -m tests.lift_grid`` to print the tables of docs/statistics.md
 (``--sims 2000`` is the heavy grid; it takes minutes).
