@@ -166,14 +166,17 @@ class Summary:
         n = int(a.size)
         d = a - a.mean()
         d2 = d * d
-        k3 = n * float(d @ d2) / ((n - 1) * (n - 2)) if n > 2 else None
-        return cls(n, float(a.mean()), float(a.var(ddof=1)), binary, k3, float(d2 @ d2) / n)
+        with np.errstate(over="ignore", invalid="ignore"):
+            k3 = n * float(d @ d2) / ((n - 1) * (n - 2)) if n > 2 else None
+            m4 = float(d2 @ d2) / n
+        return cls(n, float(a.mean()), float(a.var(ddof=1)), binary, _finite(k3), _finite(m4))
 
     @classmethod
     def from_sums(cls, n: int, sy: float, syy: float, syyy: float | None = None,
                   syyyy: float | None = None, *, binary: bool = False) -> Summary:
         """From Σy and Σy² (and Σy³, Σy⁴ for the skew correction and the variance guard,
-        when known); ``binary`` says the values are 0/1 (then Σy² must equal Σy, a whole
+        when known; where they overflowed, as for values beyond ~1e77, the summary goes
+        without them); ``binary`` says the values are 0/1 (then Σy² must equal Σy, a whole
         number of successes)."""
         if n < 2:
             raise InvalidInputError("n", n, "must be at least 2 units (empty cohort?)")
@@ -181,9 +184,6 @@ class Summary:
             raise InvalidInputError("sums", (n, sy, syy),
                                     "are not those of 0/1 values (Σy = Σy² successes in [0, n])")
         mean = sy / n
-        for name, v in (("syyy", syyy), ("syyyy", syyyy)):
-            if v is not None and not math.isfinite(v):
-                raise InvalidInputError(name, v, "must be finite (NaN in the data?)")
         k3 = m4 = None
         if syyy is not None and n > 2:
             # Σ(y - ȳ)³ = Σy³ - 3ȳ Σy² + 2 n ȳ³
@@ -192,7 +192,14 @@ class Summary:
                 # Σ(y - ȳ)⁴ = Σy⁴ - 4ȳ Σy³ + 6ȳ² Σy² - 3 n ȳ⁴
                 m4 = max((syyyy - 4 * mean * syyy + 6 * mean**2 * syy - 3 * n * mean**4) / n,
                          0.0)
-        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0), binary, k3, m4)
+        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0), binary,
+                   _finite(k3), _finite(m4))
+
+
+def _finite(v: float | None) -> float | None:
+    """``v`` where it is a finite number, else None (a moment that overflowed: the
+    intervals go without the skew correction and with Welch's guard)."""
+    return v if v is not None and math.isfinite(v) else None
 
 
 @dataclass(frozen=True)
