@@ -87,6 +87,7 @@ __all__ = [
     "guard_se2",
     "guardrail",
     "mixture_radius_factor",
+    "power_moments",
     "prob_better",
     "ratio_bounds",
     "ratio_ci",
@@ -183,22 +184,48 @@ class Summary:
         if binary and (sy != syy or sy != round(sy) or not 0 <= sy <= n):
             raise InvalidInputError("sums", (n, sy, syy),
                                     "are not those of 0/1 values (Σy = Σy² successes in [0, n])")
-        mean = sy / n
-        k3 = m4 = None
-        if syyy is not None and n > 2:
-            # Σ(y - ȳ)³ = Σy³ - 3ȳ Σy² + 2 n ȳ³
-            k3 = n * (syyy - 3 * mean * syy + 2 * n * mean**3) / ((n - 1) * (n - 2))
-            if syyyy is not None:
-                # Σ(y - ȳ)⁴ = Σy⁴ - 4ȳ Σy³ + 6ȳ² Σy² - 3 n ȳ⁴
-                m4 = max((syyyy - 4 * mean * syyy + 6 * mean**2 * syy - 3 * n * mean**4) / n,
-                         0.0)
-        return cls(int(n), mean, max((syy - n * mean * mean) / (n - 1), 0.0), binary,
-                   _finite(k3), _finite(m4))
+        nan = math.nan
+        mean, var, k3, m4 = (float(v) for v in power_moments(
+            n, sy, syy, nan if syyy is None else syyy, nan if syyyy is None else syyyy))
+        return cls(int(n), mean, var, binary, _finite(k3), _finite(m4))
+
+
+#: a central moment computed from raw power sums within this share of its terms' size is
+#: rounding (catastrophic cancellation: a large mean against a small spread) — unknown
+_CANCELLED: Final = 1e-10
+
+
+def power_moments(n: npt.ArrayLike, s1: npt.ArrayLike, s2: npt.ArrayLike,
+                  s3: npt.ArrayLike, s4: npt.ArrayLike
+                  ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Mean, sample variance (ddof = 1), k₃ (Fisher's unbiased k-statistic) and m₄
+    (Σ(y - ȳ)⁴ / n) from n and the power sums Σy … Σy⁴ (vectorised; what
+    :meth:`Summary.from_sums` and the validation grid use). k₃ and m₄ are NaN (unknown)
+    where a sum is NaN or not finite, n <= 2, or the central sum is within rounding of
+    its terms (:data:`_CANCELLED`: a large mean against a small spread); m₄ also where it
+    falls below its bound var² ((n-1)/n)²."""
+    nn, a1, a2, a3, a4 = _floats(n, s1, s2, s3, s4)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        mean = a1 / nn
+        var = np.maximum((a2 - nn * mean * mean) / (nn - 1), 0.0)
+        # Σ(y - ȳ)³ = Σy³ - 3ȳ Σy² + 2 n ȳ³;  Σ(y - ȳ)⁴ = Σy⁴ - 4ȳ Σy³ + 6ȳ² Σy² - 3 n ȳ⁴
+        t3 = (a3, -3 * mean * a2, 2 * nn * mean**3)
+        t4 = (a4, -4 * mean * a3, 6 * mean * mean * a2, -3 * nn * mean**4)
+        c3, c4 = sum(t3), sum(t4)
+        size3, size4 = sum(np.abs(t) for t in t3), sum(np.abs(t) for t in t4)
+        k3 = np.where((nn > 2) & (np.abs(c3) > _CANCELLED * size3),
+                      nn * c3 / ((nn - 1) * (nn - 2)), math.nan)
+        floor = (var * (nn - 1) / nn) ** 2 * (1 - 1e-9)
+        m4 = np.where((nn > 2) & (c4 > _CANCELLED * size4) & (c4 / nn >= floor), c4 / nn,
+                      math.nan)
+    finite = np.isfinite
+    return (np.asarray(mean), np.asarray(var), np.asarray(np.where(finite(k3), k3, math.nan)),
+            np.asarray(np.where(finite(m4), m4, math.nan)))
 
 
 def _finite(v: float | None) -> float | None:
-    """``v`` where it is a finite number, else None (a moment that overflowed: the
-    intervals go without the skew correction and with Welch's guard)."""
+    """``v`` where it is a finite number, else None (a moment that is unknown or
+    overflowed: the intervals go without the skew correction and with Welch's guard)."""
     return v if v is not None and math.isfinite(v) else None
 
 
@@ -599,6 +626,11 @@ def _contrast_skew(ratio: FloatArray, k3_t: FloatArray, n_t: FloatArray, k3_c: F
     return np.asarray((n_t * k3_t + r3 * n_c * k3_c) / n * (1.0 / n_t**2 - 1.0 / n_c**2))
 
 
+def _known(k3: FloatArray) -> FloatArray:
+    """k₃ with NaN (unknown, :func:`power_moments`) as 0: no skew correction there."""
+    return np.asarray(np.where(np.isfinite(k3), k3, 0.0))
+
+
 def _shift(gamma: FloatArray, q: FloatArray) -> FloatArray:
     """The Cornish–Fisher shift γ/6 (q² - 1) of both critical values, capped at
     :data:`_MAX_SHIFT` · q."""
@@ -652,8 +684,8 @@ def ratio_bounds(mean_t: npt.ArrayLike, var_t: npt.ArrayLike, n_t: npt.ArrayLike
     guard :func:`guard_se2` at R (both Welch's or below for equal arms, so there it is
     Welch's), s(R) the Cornish–Fisher shift (:func:`_shift`) for the contrast's
     skewness ``κ₃(R) / V^{3/2}`` (:func:`_contrast_skew`; see the section comment above).
-    ``var_*``, ``k3_*``, ``m4_*`` are per-unit sample moments (k3 0: no skew correction;
-    m4 NaN: the guard is Welch's). With s = 0 it is the union of Fieller's (1954) sets at
+    ``var_*``, ``k3_*``, ``m4_*`` are per-unit sample moments (k3 0 or NaN: no skew
+    correction; m4 NaN: the guard is Welch's). With s = 0 it is the union of Fieller's (1954) sets at
     the two variances — so for equal arms, where the skew term vanishes, Fieller's
     interval at Welch's variance. Each bound is that bound at the critical value q ± s
     of its own R, reached by fixed-point steps; never below -100 %, unbounded above where
@@ -661,6 +693,7 @@ def ratio_bounds(mean_t: npt.ArrayLike, var_t: npt.ArrayLike, n_t: npt.ArrayLike
     """
     mt, vt, nt, mc, vc, nc, qq, kt, kc = _floats(mean_t, var_t, n_t, mean_c, var_c, n_c, q,
                                                  k3_t, k3_c)
+    kt, kc = _known(kt), _known(kc)
     se2_t, se2_c = _pooled_se2(vt, nt, vc, nc)
     g_t, g_c = guard_se2(vt, nt, m4_t, vc, nc, m4_c)
 
@@ -738,8 +771,8 @@ def diff_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLi
     """Bounds on μ_t - μ_c (vectorised): the d with
     ``-q + s(d) <= (m_t - m_c - d) / √V(d) <= q + s(d)`` at the critical value ``q``
     (:func:`fixed_quantile`), ``se2_*`` squared standard errors of the means (var / n),
-    ``k3_*``, ``m4_*`` the arms' per-unit third and fourth central moments (0: no skew
-    correction; NaN: the guard below is Welch's).
+    ``k3_*``, ``m4_*`` the arms' per-unit third and fourth central moments (k3 0 or NaN:
+    no skew correction; m4 NaN: the guard below is Welch's).
 
     Why not Welch's V = se2_t + se2_c: on right-skewed metrics a sample short of the rare
     large values has both a low mean and a low variance (cov(ȳ, s²) = μ3 / n; Johnson
@@ -769,6 +802,7 @@ def diff_bounds(mean_t: npt.ArrayLike, se2_t: npt.ArrayLike, mean_c: npt.ArrayLi
     """
     mt, vt, mc, vc, nt, nc, qq, kt, kc = _floats(mean_t, se2_t, mean_c, se2_c, n_t, n_c, q,
                                                  k3_t, k3_c)
+    kt, kc = _known(kt), _known(kc)
     d = mt - mc
     positive = (mt > 0) & (mc > 0)
     safe_mc = np.where(positive, mc, 1.0)

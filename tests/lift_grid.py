@@ -93,14 +93,9 @@ def _draw(dist: str, rng: np.random.Generator, sims: int, sizes: np.ndarray,
 def _moments(sums: tuple[np.ndarray, ...], nn: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Cumulative mean, sample variance, k₃ and m₄ at each look from per-day power sums —
-    as :meth:`bandit.stats.Summary.from_sums` computes them."""
+    :func:`bandit.stats.power_moments`, as :meth:`bandit.stats.Summary.from_sums` has them."""
     c1, c2, c3, c4 = (np.cumsum(s, axis=1) for s in sums)
-    m = c1 / nn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.maximum((c2 - nn * m * m) / (nn - 1), 0.0)
-        k3 = nn * (c3 - 3 * m * c2 + 2 * nn * m**3) / ((nn - 1) * (nn - 2))
-        m4 = np.maximum((c4 - 4 * m * c3 + 6 * m * m * c2 - 3 * nn * m**4) / nn, 0.0)
-    return m, var, k3, m4
+    return stats.power_moments(nn, c1, c2, c3, c4)
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,27 @@ def test_binary_outcomes_take_the_score_intervals_with_an_all_zero_arm() -> None
     assert math.isinf(up.ci_high) and up.ci_low > 0 and math.isinf(up.estimate)
 
 
+@pytest.mark.parametrize("shift", [0.0, 10.0, 1e3, 1e7])
+def test_summary_moments_from_power_sums(shift: float) -> None:
+    """k₃ and m₄ from Σy … Σy⁴ equal the per-unit ones; where the mean is so large against
+    the spread that the raw sums cancel (m₄ at 1e3 ± 1, both at 1e7), the summary goes
+    without them rather than carry rounding; values beyond ~1e77 overflow the same way."""
+    y = shift + _rng(3).lognormal(0, 1, 1000)
+    a = stats.Summary.of(y)
+    b = stats.Summary.from_sums(y.size, *(float(np.sum(y**k)) for k in (1, 2, 3, 4)))
+    assert (b.n, b.mean) == pytest.approx((a.n, a.mean), rel=1e-12)
+    assert b.var == pytest.approx(a.var, rel=1e-9 if shift <= 1e3 else 1e-2)  # Σy² cancels too
+    assert a.k3 is not None and a.m4 is not None
+    for got, want in ((b.k3, a.k3), (b.m4, a.m4)):
+        assert got is None or got == pytest.approx(want, rel=1e-6)
+    if shift <= 10:
+        assert b.k3 is not None and b.m4 is not None
+    if shift >= 1e7:
+        assert b.k3 is None and b.m4 is None
+    huge = stats.Summary.of(np.array([1e80, 2e80, 3e80, 1e79]))
+    assert huge.m4 is None and math.isfinite(huge.var)
+
+
 def test_summary_detects_binary_values_and_checks_binary_sums() -> None:
     assert stats.Summary.of([0, 1, 1, 0]).binary
     assert not stats.Summary.of([0, 1, 2, 0]).binary
