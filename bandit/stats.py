@@ -441,13 +441,13 @@ def _m4(s: Summary) -> float:
 
 
 def _test_at_zero(t: Summary, c: Summary, alpha: float, level: float | None = None
-                  ) -> tuple[float, float, float, float]:
-    """(se, df, q, p) of the fixed-horizon test of "no difference" that both
-    :func:`diff_bounds` and :func:`ratio_bounds` make at 0: the standard error of their
-    variance at R = 1 (:func:`_zero_se2`: the scale model's or the guard's; Welch's for
-    equal arms and where a mean is <= 0), its Satterthwaite degrees of freedom, the
-    critical value at ``level`` (1 - α/2 unless given) and the two-sided p-value with the
-    skew correction (:func:`skew_p_value`). Refuses zero variance in words."""
+                  ) -> tuple[float, float]:
+    """(q, p) of the fixed-horizon test of "no difference" that both :func:`diff_bounds`
+    and :func:`ratio_bounds` make at 0: the critical value at ``level`` (1 - α/2 unless
+    given) of Student's t at the Satterthwaite degrees of freedom of their variance at
+    R = 1 (:func:`_zero_se2`: the scale model's or the guard's; Welch's for equal arms and
+    where a mean is <= 0), and the two-sided p-value with the skew correction
+    (:func:`skew_p_value`). Refuses zero variance in words."""
     positive = t.mean > 0 and c.mean > 0
     mt, vt, nt, mc, vc, nc = _floats(t.mean, t.var, t.n, c.mean, c.var, c.n)
     a, b = (float(x) for x in _zero_se2(mt, vt, nt, mc, vc, nc, _m4(t), _m4(c)))
@@ -458,7 +458,7 @@ def _test_at_zero(t: Summary, c: Summary, alpha: float, level: float | None = No
     kt, kc = _floats(_k3(t), _k3(c))
     k3 = float(_contrast_skew(np.asarray(1.0), kt, nt, kc, nc, diff=False)) if positive else 0.0
     gamma = k3 / se**3
-    return se, df, q, skew_p_value((t.mean - c.mean) / se, gamma, df)
+    return q, skew_p_value((t.mean - c.mean) / se, gamma, df)
 
 
 def _refuse_zero_variance(t: Summary, c: Summary, se: float) -> None:
@@ -500,7 +500,7 @@ def absolute_diff(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | S
         se = math.sqrt(t.mean * (1 - t.mean) / t.n + c.mean * (1 - c.mean) / c.n)
         return DiffResult(t.n, c.n, t.mean, c.mean, est, se, math.inf, float(lo), float(hi),
                           _score_p(t, c), alpha)
-    _se0, _df0, q, p = _test_at_zero(t, c, alpha)
+    q, p = _test_at_zero(t, c, alpha)
     lo, hi = diff_bounds(t.mean, t.var / t.n, c.mean, c.var / c.n, t.n, c.n, q,
                          _k3(t), _k3(c), _m4(t), _m4(c))
     return DiffResult(t.n, c.n, t.mean, c.mean, est, math.sqrt(t.var / t.n + c.var / c.n),
@@ -582,8 +582,8 @@ def guard_se2(var_t: npt.ArrayLike, n_t: npt.ArrayLike, m4_t: npt.ArrayLike,
               var_c: npt.ArrayLike, n_c: npt.ArrayLike, m4_c: npt.ArrayLike
               ) -> tuple[FloatArray, FloatArray]:
     """The guard of the scale-model variance (vectorised): Welch's squared standard
-    errors with each arm's variance at one standard error below its estimate,
-    ``var / (1 + cv)``, ``cv² = (κ - (n-3)/(n-1)) / n`` the squared coefficient of
+    errors with each arm's variance :data:`GUARD_SE` standard errors below its estimate,
+    ``var / (1 + GUARD_SE · cv)``, ``cv² = (κ - (n-3)/(n-1)) / n`` the squared coefficient of
     variation of a sample variance (Cramér 1946, §27.4) at the kurtosis κ pooled over
     both arms (each arm's m4 / var², weighted by its size; kurtosis does not depend on
     scale, so pooling it needs no model of the effect). ``m4_*`` NaN (unknown): Welch's.
@@ -685,9 +685,9 @@ def ratio_bounds(mean_t: npt.ArrayLike, var_t: npt.ArrayLike, n_t: npt.ArrayLike
     Welch's), s(R) the Cornish–Fisher shift (:func:`_shift`) for the contrast's
     skewness ``κ₃(R) / V^{3/2}`` (:func:`_contrast_skew`; see the section comment above).
     ``var_*``, ``k3_*``, ``m4_*`` are per-unit sample moments (k3 0 or NaN: no skew
-    correction; m4 NaN: the guard is Welch's). With s = 0 it is the union of Fieller's (1954) sets at
-    the two variances — so for equal arms, where the skew term vanishes, Fieller's
-    interval at Welch's variance. Each bound is that bound at the critical value q ± s
+    correction; m4 NaN: the guard is Welch's). With s = 0 it is the union of Fieller's
+    (1954) sets at the two variances — so for equal arms, where the skew term vanishes,
+    Fieller's interval at Welch's variance. Each bound is that bound at the critical value q ± s
     of its own R, reached by fixed-point steps; never below -100 %, unbounded above where
     the control mean is not distinguishable from 0 at that critical value.
     """
@@ -1055,7 +1055,7 @@ def relative_lift(treatment: npt.ArrayLike | Summary, control: npt.ArrayLike | S
         return LiftResult(t.n, c.n, mt, mc, est, se, float(lo), float(hi), _score_p(t, c),
                           alpha)
     _ratio_inputs(t, c)
-    _se, _df, q, p = _test_at_zero(t, c, alpha)
+    q, p = _test_at_zero(t, c, alpha)
     lo, hi = ratio_bounds(mt, t.var, t.n, mc, c.var, c.n, q, _k3(t), _k3(c), _m4(t), _m4(c))
     se = math.sqrt(t.var / (t.n * mc**2) + mt**2 * c.var / (c.n * mc**4))
     return LiftResult(t.n, c.n, mt, mc, mt / mc - 1, se, float(lo), float(hi), p, alpha)
@@ -1354,7 +1354,7 @@ def guardrail(metric: str, treatment: npt.ArrayLike | Summary,
         lo, hi = score_ratio_bounds(t.successes, t.n, c.successes, c.n,
                                     float(sps.norm.ppf(1 - alpha)))
     else:
-        q = _test_at_zero(t, c, alpha, 1 - alpha)[2]
+        q = _test_at_zero(t, c, alpha, 1 - alpha)[0]
         lo, hi = ratio_bounds(t.mean, t.var, t.n, c.mean, c.var, c.n, q, _k3(t), _k3(c),
                               _m4(t), _m4(c))
     est = t.mean / c.mean - 1

@@ -208,7 +208,7 @@ def _cohorts(store: CohortSource, experiment: ExperimentConfig | str, metric: st
                                 f"has no exposed units (known experiments: {known or 'none'})")
     cfg = _experiment_config(experiment, sorted(m["variant"]))
     exposed = {str(r.variant): int(r.n_exposed) for r in m.itertuples()}
-    sums = {str(r.variant): stats.CovSums(int(r.n), *(float(getattr(r, k)) for k in MOMENT_SUMS))
+    sums = {str(r.variant): stats.CovSums(int(r.n), **{k: float(getattr(r, k)) for k in MOMENT_SUMS})
             for r in m.itertuples()}
     return _Cohorts(cfg, exposed, sums)
 

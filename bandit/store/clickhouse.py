@@ -356,8 +356,8 @@ class ClickHouseStore:
         """:meth:`cohort_moments` of many (metric, covariate) pairs from one query.
 
         One row per pair and variant: ``metric``, ``covariate``, ``variant``,
-        ``n_exposed``, ``n``, ``sy``, ``syy``, ``sx``, ``sxx``, ``sxy``, ``syyy``, ``syyyy``
-        — per pair the same
+        ``n_exposed``, ``n`` and the sums of :data:`bandit.store.queries.MOMENT_SUMS` — per
+        pair the same
         values as :meth:`cohort_moments`. ``pairs`` defaults to every supported pair;
         asking only for the pairs a view needs computes only their metrics (cheaper).
         """

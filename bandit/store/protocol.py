@@ -36,7 +36,8 @@ class CohortSource(Protocol):
     def cohort_moments(self, experiment_id: str, metric: str, covariate: str,
                        as_of_ms: int | None = None, *,
                        include_cross_exposed: bool = False) -> pd.DataFrame:
-        """Per variant: n_exposed, n (complete horizon), sy, syy, sx, sxx, sxy, syyy, syyyy."""
+        """Per variant: n_exposed, n (complete horizon) and the power sums of
+        ``bandit.store.queries.MOMENT_SUMS`` (sy, syy, sx, sxx, sxy, then Σyᵃxᵇ, a + b <= 4)."""
         ...
 
 

@@ -400,7 +400,7 @@ SETTINGS join_use_nulls = 0
 MOMENT_PAIRS: Final[tuple[tuple[str, str], ...]] = tuple(COHORT_MOMENTS)
 #: the sums every cohort-moments row carries, per variant (and pair), name -> (a, b) of
 #: Σ yᵃ xᵇ: Σy, Σy², Σx, Σx², Σxy for the means, variances and CUPED, then the higher
-#: power sums of _POWERS — the fields of bandit.stats.CovSums after n, in order
+#: power sums of _POWERS — the fields of bandit.stats.CovSums after n
 MOMENT_POWERS: Final[dict[str, tuple[int, int]]] = {
     "sy": (1, 0), "syy": (2, 0), "sx": (0, 1), "sxx": (0, 2), "sxy": (1, 1), **_POWERS}
 MOMENT_SUMS: Final = tuple(MOMENT_POWERS)
